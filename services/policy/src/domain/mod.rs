@@ -1,0 +1,7 @@
+//! Enrollment policy logic: no gRPC, no database.
+pub mod actions;
+pub mod engine;
+pub mod patterns;
+pub mod pin;
+pub mod policy;
+pub mod settings;

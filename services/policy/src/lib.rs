@@ -1,0 +1,2 @@
+//! The policy service: stores enrollment policies and decides enrollment actions.
+pub mod domain;

@@ -1,0 +1,296 @@
+//! Configuration: a TOML file overlaid with `ENROLL_*` environment variables.
+//!
+//! `ENROLL_DATABASE__URL=postgres://...` sets `[database] url`: the prefix is stripped, the
+//! rest is lowercased and `__` separates nesting levels. A value that parses as a TOML
+//! value (number, boolean, array, inline table) is taken as such, anything else as a string.
+use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::auth::ApiKeyConfig;
+
+/// The prefix of every environment override.
+pub const ENV_PREFIX: &str = "ENROLL_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name} conflicts with a non-table value in the config")]
+    EnvConflict { name: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Loads `T` from the optional TOML file, then applies the process's `ENROLL_*` variables.
+pub fn load<T: DeserializeOwned>(path: Option<&Path>) -> Result<T, ConfigError> {
+    load_with_env(path, std::env::vars())
+}
+
+/// Like [`load`] with explicit environment variables (tests pass their own).
+pub fn load_with_env<T: DeserializeOwned>(
+    path: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    let mut table = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            text.parse::<toml::Table>()
+                .map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+        }
+        None => toml::Table::new(),
+    };
+    let mut overrides: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.len() > ENV_PREFIX.len())
+        .collect();
+    overrides.sort();
+    for (name, value) in overrides {
+        apply_override(&mut table, &name, &value)?;
+    }
+    T::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Invalid(error.to_string()))
+}
+
+fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let key_path = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+    let mut parts: Vec<&str> = key_path.split("__").collect();
+    let Some(leaf) = parts.pop() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| ConfigError::EnvConflict {
+            name: name.to_owned(),
+        })?;
+    }
+    current.insert(leaf.to_owned(), parse_env_value(value));
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()))
+}
+
+/// Where and how the gRPC server listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Socket address of the gRPC server; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Deadline of one request (ms), enforced by a tower timeout layer.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Most requests served at once per connection (tower concurrency limit).
+    #[serde(default = "default_concurrency_limit")]
+    pub concurrency_limit_per_connection: usize,
+    /// How long a graceful shutdown waits for in-flight requests (ms).
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Serve gRPC server reflection (schema only, no data). On by default for grpcurl.
+    #[serde(default = "default_true")]
+    pub reflection: bool,
+    /// TLS (and mutual TLS when `client_ca` is set). Off when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The database of one service.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` or `sqlite://path/to/file.db` (created when missing).
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for the write lock (ms).
+    #[serde(default = "default_sqlite_busy_timeout_ms")]
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::db::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `pretty` or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,enroll_policy=debug`. `RUST_LOG` wins when set.
+    #[serde(default = "default_log_filter")]
+    pub log_filter: String,
+    /// OTLP/gRPC collector endpoint, e.g. `http://localhost:4317`. No export when empty.
+    #[serde(default)]
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            log_filter: default_log_filter(),
+            otlp_endpoint: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Caller API keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_concurrency_limit() -> usize {
+    256
+}
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_connections() -> u32 {
+    16
+}
+fn default_sqlite_busy_timeout_ms() -> u64 {
+    10_000
+}
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sample {
+        server: ServerConfig,
+        database: DatabaseConfig,
+        #[serde(default)]
+        telemetry: TelemetryConfig,
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_build_nested_values_with_types() {
+        let sample: Sample = load_with_env(
+            None,
+            vars(&[
+                ("ENROLL_SERVER__LISTEN", "127.0.0.1:0"),
+                ("ENROLL_SERVER__REQUEST_TIMEOUT_MS", "250"),
+                ("ENROLL_DATABASE__URL", "postgres://u@h/db"),
+                ("ENROLL_TELEMETRY__LOG_FORMAT", "json"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(sample.server.listen.port(), 0);
+        assert_eq!(sample.server.request_timeout_ms, 250);
+        assert_eq!(sample.database.url, "postgres://u@h/db");
+        assert_eq!(sample.telemetry.log_format, LogFormat::Json);
+        assert!(sample.server.reflection);
+    }
+
+    #[test]
+    fn env_wins_over_file() {
+        let dir = std::env::temp_dir().join(format!("enroll-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:1\"\n[database]\nurl = \"sqlite://a.db\"\n",
+        )
+        .unwrap();
+        let sample: Sample =
+            load_with_env(Some(&path), vars(&[("ENROLL_DATABASE__URL", "sqlite://b.db")])).unwrap();
+        assert_eq!(sample.server.listen.port(), 1);
+        assert_eq!(sample.database.url, "sqlite://b.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_sections_are_reported() {
+        let error = load_with_env::<Sample>(None, vars(&[("ENROLL_SERVER__LISTEN", "1.2.3.4:5")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("database"), "{error}");
+        let error = load_with_env::<Sample>(
+            None,
+            vars(&[
+                ("ENROLL_SERVER__LISTEN", "1.2.3.4:5"),
+                ("ENROLL_SERVER__LISTN", "x"),
+                ("ENROLL_DATABASE__URL", "sqlite://x"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("listn"), "{error}");
+    }
+}

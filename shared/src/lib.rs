@@ -1,0 +1,11 @@
+//! Common code of the enrollment services: generated gRPC code, configuration, telemetry,
+//! caller authentication, database connections, status helpers and the gRPC server shell.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod proto;
+pub mod server;
+pub mod status;
+pub mod telemetry;
+pub mod time;

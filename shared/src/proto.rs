@@ -1,0 +1,20 @@
+//! Code generated from `proto/` by `build.rs` (protox, no system protoc).
+#![allow(clippy::all, missing_docs)]
+
+/// `enroll.policy.v1`.
+pub mod policy {
+    pub mod v1 {
+        tonic::include_proto!("enroll.policy.v1");
+    }
+}
+
+/// `enroll.device.v1`.
+pub mod device {
+    pub mod v1 {
+        tonic::include_proto!("enroll.device.v1");
+    }
+}
+
+/// The encoded descriptor set of every enroll proto and its imports, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/enroll_descriptor.bin"));

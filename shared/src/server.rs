@@ -1,0 +1,175 @@
+//! The gRPC server shell both services share: tower layers (trace, auth, timeout, limits),
+//! health, reflection v1 + v1alpha, optional (mutual) TLS and graceful shutdown.
+use std::{convert::Infallible, future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{
+    body::Body,
+    server::NamedService,
+    transport::{Certificate, Identity, Server, ServerTlsConfig},
+};
+use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use crate::{
+    auth::AuthLayer,
+    config::{ServerConfig, TlsConfig},
+    telemetry::GrpcTraceLayer,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The health statuses of one server, the overall status ("") and the named service's,
+/// flipped together between SERVING and NOT_SERVING.
+#[derive(Clone)]
+pub struct HealthHandle {
+    reporter: HealthReporter,
+    service_name: &'static str,
+}
+
+impl HealthHandle {
+    /// A reporter whose statuses start NOT_SERVING, plus the health gRPC service.
+    pub async fn new(service_name: &'static str) -> (Self, HealthServer<impl Health>) {
+        let (reporter, server) = tonic_health::server::health_reporter();
+        let handle = Self {
+            reporter,
+            service_name,
+        };
+        handle.set(false).await;
+        (handle, server)
+    }
+
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(self.service_name, status)
+            .await;
+    }
+}
+
+/// Serves `service` (plus health and reflection) on `listener` until `shutdown` completes,
+/// then lets in-flight requests finish for at most the configured grace period.
+pub async fn serve<S, H>(
+    listener: TcpListener,
+    config: &ServerConfig,
+    service_name: &'static str,
+    auth: AuthLayer,
+    health: HealthServer<H>,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    H: Health,
+{
+    let mut builder = Server::builder()
+        .timeout(config.request_timeout())
+        .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(load_tls(tls)?)
+            .map_err(|error| ServeError::Tls(error.to_string()))?;
+    }
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|error| ServeError::Reflection(error.to_string()))?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
+
+    let router = builder
+        .layer(GrpcTraceLayer::new(service_name))
+        .layer(auth)
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(service);
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        let _ = signalled_tx.send(());
+    };
+    let grace = config.shutdown_grace();
+    let grace_expired = async move {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal) => {
+            result?;
+        }
+        () = grace_expired => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace period over, dropping remaining requests");
+        }
+    }
+    Ok(())
+}
+
+fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| ServeError::Tls(format!("{}: {error}", path.display())))
+    };
+    let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,280 @@
+//! Logs (pretty or JSON), OpenTelemetry traces and metrics over OTLP, and W3C trace-context
+//! propagation across gRPC calls.
+use std::{
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use futures::future::BoxFuture;
+use opentelemetry::{
+    KeyValue, global,
+    metrics::{Counter, Histogram},
+    propagation::{Extractor, Injector},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
+    trace::SdkTracerProvider,
+};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
+
+use crate::config::{LogFormat, TelemetryConfig};
+
+/// Keeps the exporters alive; flushes them on drop.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take() {
+            let _ = provider.shutdown();
+        }
+        if let Some(provider) = self.meter_provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber. Safe to call more than once (later calls keep the first
+/// subscriber, as tests that start several servers in one process do).
+pub fn init(service_name: &'static str, config: &TelemetryConfig) -> TelemetryGuard {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt_layer = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+
+    let (tracer_provider, meter_provider) = if config.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        match build_otlp(service_name, &config.otlp_endpoint) {
+            Ok(providers) => (Some(providers.0), Some(providers.1)),
+            Err(error) => {
+                eprintln!("OpenTelemetry export disabled: {error}");
+                (None, None)
+            }
+        }
+    };
+    let otel_layer = tracer_provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    if let Some(provider) = &meter_provider {
+        global::set_meter_provider(provider.clone());
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init();
+    TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+    }
+}
+
+fn build_otlp(
+    service_name: &'static str,
+    endpoint: &str,
+) -> Result<(SdkTracerProvider, SdkMeterProvider), Box<dyn std::error::Error>> {
+    let resource = Resource::builder().with_service_name(service_name).build();
+    let span_exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_batch_exporter(span_exporter)
+        .with_resource(resource.clone())
+        .build();
+    let metric_exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    let meter_provider = SdkMeterProvider::builder()
+        .with_periodic_exporter(metric_exporter)
+        .with_resource(resource)
+        .build();
+    Ok((tracer_provider, meter_provider))
+}
+
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+/// Writes the current span's trace context (`traceparent`) into outgoing headers.
+pub fn inject_current_context(headers: &mut http::HeaderMap) {
+    let context = Span::current().context();
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+/// A tonic interceptor that propagates the current trace context to the callee.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateTraceContext;
+
+impl tonic::service::Interceptor for PropagateTraceContext {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = request;
+        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
+        inject_current_context(&mut headers);
+        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
+        Ok(request)
+    }
+}
+
+/// The trace id of the current span (hex), or empty when not tracing.
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    let context = Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Tower layer: one span per gRPC request, child of the caller's trace context, plus request
+/// count and latency metrics.
+#[derive(Clone)]
+pub struct GrpcTraceLayer {
+    metrics: RequestMetrics,
+}
+
+#[derive(Clone)]
+struct RequestMetrics {
+    requests: Counter<u64>,
+    latency: Histogram<f64>,
+}
+
+impl GrpcTraceLayer {
+    pub fn new(service_name: &'static str) -> Self {
+        let meter = global::meter(service_name);
+        Self {
+            metrics: RequestMetrics {
+                requests: meter
+                    .u64_counter("rpc.server.requests")
+                    .with_description("gRPC requests by method and status code")
+                    .build(),
+                latency: meter
+                    .f64_histogram("rpc.server.duration")
+                    .with_unit("ms")
+                    .with_description("gRPC request latency")
+                    .build(),
+            },
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for GrpcTraceLayer {
+    type Service = GrpcTraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcTraceService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcTraceService<S> {
+    inner: S,
+    metrics: RequestMetrics,
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for GrpcTraceService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            caller = tracing::field::Empty,
+        );
+        let parent = global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        Box::pin(
+            async move {
+                let result = inner.call(request).await;
+                let code = match &result {
+                    // Trailers-only responses (errors) carry `grpc-status` in the headers;
+                    // successful streaming responses report it in trailers, counted as 0.
+                    Ok(response) => response
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(|value| value.parse::<i32>().ok())
+                        .unwrap_or(0),
+                    Err(_) => tonic::Code::Internal as i32,
+                };
+                Span::current().record("rpc.grpc.status_code", code);
+                let attributes = [
+                    KeyValue::new("rpc.method", method),
+                    KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+                ];
+                metrics.requests.add(1, &attributes);
+                metrics
+                    .latency
+                    .record(started.elapsed().as_secs_f64() * 1000.0, &attributes);
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
