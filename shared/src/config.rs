@@ -116,6 +116,18 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Defaults for everything but the address.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            request_timeout_ms: default_request_timeout_ms(),
+            concurrency_limit_per_connection: default_concurrency_limit(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            reflection: true,
+            tls: None,
+        }
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -147,6 +159,17 @@ pub struct DatabaseConfig {
     /// How long a SQLite writer waits for the write lock (ms).
     #[serde(default = "default_sqlite_busy_timeout_ms")]
     pub sqlite_busy_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: default_max_connections(),
+            sqlite_busy_timeout_ms: default_sqlite_busy_timeout_ms(),
+        }
+    }
 }
 
 impl std::fmt::Debug for DatabaseConfig {

@@ -91,3 +91,27 @@ mod tests {
         assert_eq!(normalize_sqlite_url("postgres://h/db"), "postgres://h/db");
     }
 }
+
+/// Runs the pending migrations of `M`. On PostgreSQL they run in one transaction holding an
+/// advisory lock, so replicas starting together migrate once and never half-way.
+pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
+    db: &DatabaseConnection,
+    lock_key: i64,
+) -> Result<(), DbErr> {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let transaction = db.begin().await?;
+            transaction
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [lock_key.into()],
+                ))
+                .await?;
+            M::up(&transaction, None).await?;
+            transaction.commit().await
+        }
+        _ => M::up(db, None).await,
+    }
+}

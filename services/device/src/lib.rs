@@ -1,1 +1,7 @@
-
+//! The device service: carries out enrollment of WebAuthn devices and OTP tokens.
+pub mod access;
+pub mod app;
+pub mod config;
+pub mod grpc;
+pub mod policy_client;
+pub mod store;

@@ -1,0 +1,62 @@
+//! Which roles may call which DeviceService RPC (the README's role table).
+use enroll_shared::auth::{Access, Role, is_public_path};
+
+const SERVICE_PREFIX: &str = "/enroll.device.v1.DeviceService/";
+
+const ADMIN: &[Role] = &[Role::Admin];
+const READERS: &[Role] = &[Role::Admin, Role::Ops];
+const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
+const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
+
+/// Every RPC of the service with the roles that may call it.
+pub const RPC_ROLES: [(&str, &[Role]); 25] = [
+    ("CheckEnrollment", PROXY_AND_READERS),
+    ("CreateEnrollmentLink", ADMIN),
+    ("ListEnrollmentLinks", READERS),
+    ("RevokeEnrollmentLink", ADMIN),
+    ("BeginDeviceRegistration", PROXY),
+    ("FinishDeviceRegistration", PROXY),
+    ("BeginDeviceAuthentication", PROXY),
+    ("FinishDeviceAuthentication", PROXY),
+    ("ListDevices", READERS),
+    ("GetDevice", READERS),
+    ("ApproveDevice", ADMIN),
+    ("RevokeDevice", ADMIN),
+    ("EnrollToken", ADMIN),
+    ("ImportTokens", ADMIN),
+    ("AssignToken", ADMIN),
+    ("UnassignToken", ADMIN),
+    ("SetPin", ADMIN),
+    ("EnableToken", ADMIN),
+    ("DisableToken", ADMIN),
+    ("DeleteToken", ADMIN),
+    ("ListTokens", READERS),
+    ("GetToken", READERS),
+    ("Validate", PROXY),
+    ("ReportLostToken", ADMIN),
+    ("ListAuditEvents", READERS),
+];
+
+/// The access rule of a gRPC path on the device server.
+pub fn access(path: &str) -> Access {
+    if is_public_path(path) {
+        return Access::Public;
+    }
+    path.strip_prefix(SERVICE_PREFIX)
+        .and_then(|method| RPC_ROLES.iter().find(|(rpc, _)| *rpc == method))
+        .map(|(_, roles)| Access::Roles(roles))
+        .unwrap_or(Access::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_rpcs_have_roles_and_others_are_unknown() {
+        assert_eq!(access("/enroll.device.v1.DeviceService/CheckEnrollment"), Access::Roles(PROXY_AND_READERS));
+        assert_eq!(access("/enroll.device.v1.DeviceService/EnrollToken"), Access::Roles(ADMIN));
+        assert_eq!(access("/enroll.device.v1.DeviceService/Nope"), Access::Unknown);
+        assert_eq!(access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"), Access::Public);
+    }
+}

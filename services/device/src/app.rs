@@ -1,0 +1,143 @@
+//! Assembles the device server: database, migrations, policy client, gRPC shell, and the
+//! health watch that keeps it NOT_SERVING while the policy service is unreachable.
+use std::net::SocketAddr;
+
+use enroll_shared::auth::{ApiKeys, AuthLayer};
+use enroll_shared::proto::device::v1::device_service_server::DeviceServiceServer;
+use enroll_shared::server::{HealthHandle, ServeError, serve};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::config::DeviceConfig;
+use crate::grpc::DeviceGrpc;
+use crate::policy_client::{PolicyClient, PolicyClientError};
+use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
+
+/// The name health checks and telemetry use.
+pub const SERVICE_NAME: &str = "enroll.device.v1.DeviceService";
+/// The policy service's health name.
+pub const POLICY_SERVICE_NAME: &str = "enroll.policy.v1.PolicyService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    PolicyClient(#[from] PolicyClientError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("server task failed: {0}")]
+    Task(String),
+}
+
+/// A bound, not yet serving, device server.
+pub struct Application {
+    config: DeviceConfig,
+    listener: TcpListener,
+    db: DatabaseConnection,
+    keys: ApiKeys,
+    policy: PolicyClient,
+}
+
+impl Application {
+    /// Connects to the database and binds the port (port 0 picks a free one). The policy
+    /// service is not contacted yet.
+    pub async fn build(config: DeviceConfig) -> Result<Self, StartError> {
+        let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
+        if config.auth.api_keys.is_empty() {
+            tracing::warn!("no API keys configured: every call but health will be refused");
+        }
+        let policy = PolicyClient::new(&config.policy_service)?;
+        let db = enroll_shared::db::connect(&config.database).await?;
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { config, listener, db, keys, policy })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let Application { config, listener, db, keys, policy } = self;
+        let (health, health_service) = HealthHandle::new(SERVICE_NAME).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server_config = config.server.clone();
+        let grpc = DeviceGrpc::new(policy.clone());
+        let mut server = tokio::spawn(async move {
+            serve(
+                listener,
+                &server_config,
+                SERVICE_NAME,
+                AuthLayer::new(keys, crate::access::access),
+                health_service,
+                DeviceServiceServer::new(grpc),
+                async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                },
+            )
+            .await
+        });
+
+        tokio::select! {
+            result = &mut server => {
+                return result.map_err(|error| StartError::Task(error.to_string()))?.map_err(Into::into);
+            }
+            result = enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY) => result?,
+        }
+        tracing::info!("migrations done");
+        tokio::spawn(watch_policy_service(
+            policy,
+            health.clone(),
+            config.policy_service.health_check_interval(),
+            stop_rx,
+        ));
+        let result = server.await.map_err(|error| StartError::Task(error.to_string()))?;
+        health.set(false).await;
+        result.map_err(Into::into)
+    }
+}
+
+/// SERVING only while the policy service answers SERVING: every mutation needs a decision,
+/// so a device replica that cannot get one must leave the load balancer's rotation.
+async fn watch_policy_service(
+    policy: PolicyClient,
+    health: HealthHandle,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        let reachable = policy.is_serving().await;
+        if serving != Some(reachable) {
+            if reachable {
+                tracing::info!("policy service reachable: SERVING");
+            } else {
+                tracing::warn!("policy service unreachable: NOT_SERVING");
+            }
+            health.set(reachable).await;
+            serving = Some(reachable);
+        }
+    }
+}
+
+/// Runs the migrations only (the `migrate` subcommand).
+pub async fn migrate(config: &DeviceConfig) -> Result<(), StartError> {
+    let db = enroll_shared::db::connect(&config.database).await?;
+    enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! Persistence of the device service.
+pub mod migration;

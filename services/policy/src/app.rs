@@ -1,0 +1,131 @@
+//! Assembles the policy server: database, migrations, cache, gRPC shell.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use enroll_shared::auth::{ApiKeys, AuthLayer};
+use enroll_shared::proto::policy::v1::policy_service_server::PolicyServiceServer;
+use enroll_shared::server::{HealthHandle, ServeError, serve};
+use enroll_shared::time::{SharedClock, SystemClock};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+use crate::cache::{PolicyCache, keep_current};
+use crate::config::PolicyConfig;
+use crate::grpc::PolicyGrpc;
+use crate::service::Policies;
+use crate::store::{SeaOrmPolicyStore, migration::{MIGRATION_LOCK_KEY, Migrator}};
+
+/// The name health checks and telemetry use.
+pub const SERVICE_NAME: &str = "enroll.policy.v1.PolicyService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A bound, not yet serving, policy server.
+pub struct Application {
+    config: PolicyConfig,
+    listener: TcpListener,
+    db: DatabaseConnection,
+    keys: ApiKeys,
+    clock: SharedClock,
+}
+
+impl Application {
+    /// Connects to the database and binds the port (port 0 picks a free one).
+    pub async fn build(config: PolicyConfig) -> Result<Self, StartError> {
+        let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
+        if config.auth.api_keys.is_empty() {
+            tracing::warn!("no API keys configured: every call but health will be refused");
+        }
+        let db = enroll_shared::db::connect(&config.database).await?;
+        let addr = config.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self {
+            config,
+            listener,
+            db,
+            keys,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Replaces the clock (tests fix time).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
+    /// the policy set is loaded; decisions are refused until then.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let Application { config, listener, db, keys, clock } = self;
+        let store = Arc::new(SeaOrmPolicyStore::new(db.clone()));
+        let cache = Arc::new(PolicyCache::default());
+        let policies = Policies::new(store.clone(), cache.clone(), clock);
+        let (health, health_service) = HealthHandle::new(SERVICE_NAME).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+        let server_config = config.server.clone();
+        let server = tokio::spawn(async move {
+            serve(
+                listener,
+                &server_config,
+                SERVICE_NAME,
+                AuthLayer::new(keys, crate::access::access),
+                health_service,
+                PolicyServiceServer::new(PolicyGrpc::new(policies)),
+                async move {
+                    shutdown.await;
+                    let _ = stop_tx.send(true);
+                },
+            )
+            .await
+        });
+
+        let startup = async {
+            enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
+            cache
+                .reload(store.as_ref())
+                .await
+                .map_err(|error| sea_orm::DbErr::Custom(error.to_string()))?;
+            Ok::<_, StartError>(())
+        };
+        let mut server = server;
+        tokio::select! {
+            result = &mut server => {
+                return result.map_err(|error| StartError::Config(format!("server task: {error}")))?.map_err(Into::into);
+            }
+            result = startup => result?,
+        }
+        tracing::info!(version = cache.loaded_version(), "migrations done, policy set loaded");
+        health.set(true).await;
+        tokio::spawn(keep_current(cache, store, db, config.cache.poll_interval(), stop_rx));
+        let result = server
+            .await
+            .map_err(|error| StartError::Config(format!("server task: {error}")))?;
+        health.set(false).await;
+        result.map_err(Into::into)
+    }
+}
+
+/// Runs the migrations only (the `migrate` subcommand).
+pub async fn migrate(config: &PolicyConfig) -> Result<(), StartError> {
+    let db = enroll_shared::db::connect(&config.database).await?;
+    enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The policy service's configuration (`--config` TOML plus `ENROLL_*` overrides).
+use std::time::Duration;
+
+use enroll_shared::config::{AuthConfig, DatabaseConfig, ServerConfig, TelemetryConfig};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_server")]
+    pub server: ServerConfig,
+    #[serde(default = "default_database")]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+/// How the in-memory policy set follows the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How often the stored policy-set version is compared with the cached one (ms).
+    /// PostgreSQL notifications usually arrive sooner; this bounds staleness either way.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: default_poll_interval_ms(),
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(10))
+    }
+}
+
+fn default_poll_interval_ms() -> u64 {
+    500
+}
+
+/// The policy service's default port.
+pub const DEFAULT_PORT: u16 = 50051;
+
+fn default_server() -> ServerConfig {
+    ServerConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+}
+
+fn default_database() -> DatabaseConfig {
+    DatabaseConfig::new("sqlite://enroll-policy.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_has_a_default() {
+        let config: PolicyConfig = enroll_shared::config::load_with_env(None, Vec::new()).unwrap();
+        assert_eq!(config.server.listen.port(), 50051);
+        assert!(config.database.url.starts_with("sqlite://"));
+        assert_eq!(config.cache.poll_interval_ms, 500);
+    }
+}

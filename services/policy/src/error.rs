@@ -1,0 +1,138 @@
+//! The policy service's errors and their one mapping to gRPC statuses.
+use enroll_shared::status::with_reason;
+use tonic::{Code, Status};
+
+use crate::domain::engine::Conflict;
+use crate::domain::policy::InvalidField;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("policy `{0}` not found")]
+    NotFound(String),
+    #[error("policy `{0}` already exists")]
+    AlreadyExists(String),
+    #[error("policy `{name}` was changed by someone else: the etag `{given}` is not the current one; read it again and retry")]
+    EtagMismatch { name: String, given: String },
+    #[error("policy conflict: {0}")]
+    Conflict(Conflict),
+    #[error("policy store unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("the policy set is not loaded yet; retry shortly")]
+    NotReady,
+}
+
+impl PolicyError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        PolicyError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<InvalidField> for PolicyError {
+    fn from(invalid: InvalidField) -> Self {
+        PolicyError::InvalidArgument {
+            field: invalid.field,
+            message: invalid.message,
+        }
+    }
+}
+
+impl From<StoreError> for PolicyError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::AlreadyExists(name) => PolicyError::AlreadyExists(name),
+            StoreError::NotFound(name) => PolicyError::NotFound(name),
+            StoreError::EtagMismatch { name, given, .. } => PolicyError::EtagMismatch { name, given },
+            other => PolicyError::Unavailable(other),
+        }
+    }
+}
+
+impl From<PolicyError> for Status {
+    fn from(error: PolicyError) -> Self {
+        let message = error.to_string();
+        match error {
+            PolicyError::InvalidArgument { field, .. } => {
+                with_reason(Code::InvalidArgument, message, "INVALID_FIELD", [("field".to_owned(), field)])
+            }
+            PolicyError::NotFound(name) => {
+                with_reason(Code::NotFound, message, "POLICY_NOT_FOUND", [("policy".to_owned(), name)])
+            }
+            PolicyError::AlreadyExists(name) => {
+                with_reason(Code::AlreadyExists, message, "POLICY_EXISTS", [("policy".to_owned(), name)])
+            }
+            PolicyError::EtagMismatch { name, .. } => {
+                with_reason(Code::Aborted, message, "ETAG_MISMATCH", [("policy".to_owned(), name)])
+            }
+            PolicyError::Conflict(conflict) => with_reason(
+                Code::FailedPrecondition,
+                message,
+                "POLICY_CONFLICT",
+                [
+                    ("action".to_owned(), conflict.action.to_string()),
+                    ("policies".to_owned(), format!("{},{}", conflict.first, conflict.second)),
+                ],
+            ),
+            PolicyError::NotReady => Status::unavailable(message),
+            PolicyError::Unavailable(source) => {
+                // The cause goes to the log, not to the caller.
+                tracing::error!(error = %source, "policy store error");
+                Status::unavailable(message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::actions::ActionName;
+    use enroll_shared::status::reason;
+
+    #[test]
+    fn every_error_maps_to_its_code_and_reason() {
+        let cases: Vec<(PolicyError, Code, Option<&str>)> = vec![
+            (PolicyError::invalid("policy.name", "empty"), Code::InvalidArgument, Some("INVALID_FIELD")),
+            (PolicyError::NotFound("p".into()), Code::NotFound, Some("POLICY_NOT_FOUND")),
+            (PolicyError::AlreadyExists("p".into()), Code::AlreadyExists, Some("POLICY_EXISTS")),
+            (
+                PolicyError::EtagMismatch { name: "p".into(), given: "1".into() },
+                Code::Aborted,
+                Some("ETAG_MISMATCH"),
+            ),
+            (
+                PolicyError::Conflict(Conflict { action: ActionName::TokenLabel, first: "a".into(), second: "b".into() }),
+                Code::FailedPrecondition,
+                Some("POLICY_CONFLICT"),
+            ),
+            (
+                PolicyError::Unavailable(StoreError::Database(sea_orm::DbErr::Custom("secret detail".into()))),
+                Code::Unavailable,
+                None,
+            ),
+        ];
+        for (error, code, expected_reason) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert_eq!(reason(&status).as_deref(), expected_reason);
+            assert!(!status.message().contains("secret detail"));
+        }
+    }
+
+    #[test]
+    fn messages_name_the_field_and_both_policies() {
+        let status = Status::from(PolicyError::invalid("policy.clients[1]", "bad CIDR"));
+        assert!(status.message().contains("policy.clients[1]"));
+        let status = Status::from(PolicyError::Conflict(Conflict {
+            action: ActionName::TokenLabel,
+            first: "alpha".into(),
+            second: "beta".into(),
+        }));
+        assert!(status.message().contains("alpha") && status.message().contains("beta"));
+    }
+}

@@ -1,0 +1,318 @@
+//! The gRPC edge: decode and validate requests into domain types, call one use case, map
+//! errors through `From<PolicyError> for Status`.
+use enroll_shared::auth::caller;
+use enroll_shared::proto::policy::v1 as pb;
+use enroll_shared::time::to_timestamp;
+use pb::policy_service_server::PolicyService;
+use tonic::{Request, Response, Status};
+
+use crate::domain::actions::TokenType;
+use crate::domain::engine::{Action, Decision, EvaluationRequest, Subject};
+use crate::domain::patterns::parse_client_ip;
+use crate::domain::policy::PolicySpec;
+use crate::error::PolicyError;
+use crate::service::{Policies, PolicyView};
+use crate::store::{PolicyChange, PolicyStore};
+
+pub struct PolicyGrpc<S> {
+    policies: Policies<S>,
+}
+
+impl<S> PolicyGrpc<S> {
+    pub fn new(policies: Policies<S>) -> Self {
+        Self { policies }
+    }
+}
+
+fn required(field: &str, value: &str) -> Result<String, PolicyError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(PolicyError::invalid(field, "required"));
+    }
+    if value.chars().count() > 256 {
+        return Err(PolicyError::invalid(field, "longer than 256 characters"));
+    }
+    Ok(value.to_owned())
+}
+
+fn subject(realm: &str, user: &str, client_ip: &str, user_required: bool) -> Result<Subject, PolicyError> {
+    let realm = required("realm", realm)?;
+    let user = if user_required {
+        required("user", user)?
+    } else {
+        user.trim().to_owned()
+    };
+    let client = match client_ip.trim() {
+        "" => None,
+        raw => Some(parse_client_ip(raw).ok_or_else(|| {
+            PolicyError::invalid("client_ip", format!("`{raw}` is not an IPv4 or IPv6 address"))
+        })?),
+    };
+    Ok(Subject { realm, user, client })
+}
+
+fn action(value: i32) -> Result<Action, PolicyError> {
+    Ok(match pb::Action::try_from(value) {
+        Ok(pb::Action::Enroll) => Action::Enroll,
+        Ok(pb::Action::Assign) => Action::Assign,
+        Ok(pb::Action::Autoassign) => Action::Autoassign,
+        Ok(pb::Action::SetPin) => Action::SetPin,
+        Ok(pb::Action::LostToken) => Action::LostToken,
+        Ok(pb::Action::CreateLink) => Action::CreateLink,
+        Ok(pb::Action::RegisterDevice) => Action::RegisterDevice,
+        Ok(pb::Action::Unspecified) | Err(_) => {
+            return Err(PolicyError::invalid("action", "required: one of ACTION_ENROLL, ACTION_ASSIGN, ACTION_AUTOASSIGN, ACTION_SET_PIN, ACTION_LOST_TOKEN, ACTION_CREATE_LINK, ACTION_REGISTER_DEVICE"));
+        }
+    })
+}
+
+impl TryFrom<pb::EvaluateEnrollmentRequest> for EvaluationRequest {
+    type Error = PolicyError;
+
+    fn try_from(request: pb::EvaluateEnrollmentRequest) -> Result<Self, Self::Error> {
+        let action = action(request.action)?;
+        // Pool enrollment and admin actions on pool tokens have no user.
+        let user_required = !matches!(action, Action::Enroll | Action::Assign);
+        let subject = subject(&request.realm, &request.user, &request.client_ip, user_required)?;
+        let token_type = match request.token_type.trim() {
+            "" if matches!(action, Action::Enroll | Action::Assign | Action::Autoassign) => {
+                return Err(PolicyError::invalid("token_type", "required for this action: totp, hotp, webauthn or password"));
+            }
+            "" => None,
+            raw => Some(TokenType::parse(raw).ok_or_else(|| {
+                PolicyError::invalid("token_type", format!("`{raw}` is not one of totp, hotp, webauthn, password"))
+            })?),
+        };
+        let serial = Some(request.serial.trim().to_owned()).filter(|serial| !serial.is_empty());
+        Ok(EvaluationRequest { subject, action, token_type, serial })
+    }
+}
+
+fn decision_to_proto(decision: Decision) -> pb::EvaluateEnrollmentResponse {
+    let allowed = decision.allowed();
+    let s = decision.settings;
+    pb::EvaluateEnrollmentResponse {
+        allowed,
+        denials: decision
+            .denials
+            .into_iter()
+            .map(|denial| pb::Denial {
+                code: denial.code.to_owned(),
+                message: denial.message,
+                policy: denial.policy.unwrap_or_default(),
+            })
+            .collect(),
+        settings: Some(pb::EnrollmentSettings {
+            max_token_per_user: s.max_token_per_user,
+            max_token_per_realm: s.max_token_per_realm,
+            max_active_token_per_user: s.max_active_token_per_user,
+            token_label: s.token_label,
+            token_issuer: s.token_issuer,
+            autoassignment: s.autoassignment,
+            otp_pin_random: s.otp_pin_random,
+            otp_pin_random_content: s.otp_pin_random_content.to_string(),
+            otp_pin_encrypt: s.otp_pin_encrypt,
+            otp_pin_minlength: s.otp_pin_minlength,
+            otp_pin_maxlength: s.otp_pin_maxlength,
+            otp_pin_contents: s.otp_pin_contents.to_string(),
+            lost_token_pw_len: s.lost_token_pw_len,
+            lost_token_pw_contents: s.lost_token_pw_contents.to_string(),
+            lost_token_valid_days: s.lost_token_valid_days,
+            webauthn_device_type: s.webauthn_device_type.as_str().to_owned(),
+            require_device_approval: s.require_device_approval,
+            enrollment_link_ttl_hours: s.enrollment_link_ttl_hours,
+            token_types: s.token_types.iter().map(|t| t.as_str().to_owned()).collect(),
+        }),
+        decided_by: decision
+            .decided_by
+            .into_iter()
+            .map(|(field, policy)| (field.to_owned(), policy))
+            .collect(),
+        policy_set_version: decision.policy_set_version,
+    }
+}
+
+fn spec_from_proto(policy: Option<pb::Policy>) -> Result<PolicySpec, PolicyError> {
+    let policy = policy.ok_or_else(|| PolicyError::invalid("policy", "required"))?;
+    Ok(PolicySpec {
+        name: policy.name,
+        scope: policy.scope,
+        realms: policy.realms,
+        users: policy.users,
+        clients: policy.clients,
+        actions: policy.actions.into_iter().collect(),
+        priority: policy.priority,
+        active: policy.active,
+        description: policy.description,
+    })
+}
+
+fn spec_to_proto(spec: PolicySpec) -> pb::Policy {
+    pb::Policy {
+        name: spec.name,
+        scope: spec.scope,
+        realms: spec.realms,
+        users: spec.users,
+        clients: spec.clients,
+        actions: spec.actions.into_iter().collect(),
+        priority: spec.priority,
+        active: spec.active,
+        description: spec.description,
+        ..Default::default()
+    }
+}
+
+fn view_to_proto(view: PolicyView) -> pb::Policy {
+    let stored = view.policy;
+    pb::Policy {
+        etag: stored.etag,
+        create_time: Some(to_timestamp(stored.create_time)),
+        update_time: Some(to_timestamp(stored.update_time)),
+        conflicts: view
+            .conflicts
+            .into_iter()
+            .map(|conflict| pb::PolicyConflict {
+                action: conflict.action.to_string(),
+                message: conflict.to_string(),
+                other_policy: conflict.second,
+            })
+            .collect(),
+        ..spec_to_proto(stored.spec)
+    }
+}
+
+fn change_to_proto(change: PolicyChange) -> pb::PolicyChange {
+    pb::PolicyChange {
+        id: change.id,
+        policy_name: change.policy_name,
+        change: change.change.as_str().to_owned(),
+        actor: change.actor,
+        change_time: Some(to_timestamp(change.change_time)),
+        before: change.before.map(spec_to_proto),
+        after: change.after.map(spec_to_proto),
+    }
+}
+
+/// The actor of a change: the explicit one, else the API key's name.
+fn actor<T>(request: &Request<T>, explicit: &str) -> Result<String, Status> {
+    let explicit = explicit.trim();
+    if !explicit.is_empty() {
+        return Ok(explicit.to_owned());
+    }
+    Ok(caller(request)?.name.clone())
+}
+
+fn decode_page_token(field: &str, token: &str) -> Result<Option<String>, PolicyError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    hex::decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| PolicyError::invalid(field, "not a token returned by this service"))
+}
+
+fn encode_page_token(value: Option<String>) -> String {
+    value.map(hex::encode).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
+    #[tracing::instrument(skip_all, fields(realm = %request.get_ref().realm, action = request.get_ref().action))]
+    async fn evaluate_enrollment(
+        &self,
+        request: Request<pb::EvaluateEnrollmentRequest>,
+    ) -> Result<Response<pb::EvaluateEnrollmentResponse>, Status> {
+        let request = EvaluationRequest::try_from(request.into_inner())?;
+        let decision = self.policies.evaluate(&request)?;
+        Ok(Response::new(decision_to_proto(decision)))
+    }
+
+    #[tracing::instrument(skip_all, fields(realm = %request.get_ref().realm))]
+    async fn validate_pin(
+        &self,
+        request: Request<pb::ValidatePinRequest>,
+    ) -> Result<Response<pb::ValidatePinResponse>, Status> {
+        let request = request.into_inner();
+        let subject = subject(&request.realm, &request.user, &request.client_ip, true)?;
+        let violations = self.policies.validate_pin(&subject, &request.pin)?;
+        Ok(Response::new(pb::ValidatePinResponse {
+            valid: violations.is_empty(),
+            violations,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn create_policy(&self, request: Request<pb::CreatePolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+        let actor = actor(&request, &request.get_ref().actor)?;
+        let spec = spec_from_proto(request.into_inner().policy)?;
+        let view = self.policies.create(spec, actor).await?;
+        Ok(Response::new(view_to_proto(view)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_policy(&self, request: Request<pb::UpdatePolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+        let actor = actor(&request, &request.get_ref().actor)?;
+        let request = request.into_inner();
+        let spec = spec_from_proto(request.policy)?;
+        let view = self.policies.update(spec, &request.etag, actor).await?;
+        Ok(Response::new(view_to_proto(view)))
+    }
+
+    #[tracing::instrument(skip_all, fields(policy = %request.get_ref().name))]
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let actor = actor(&request, &request.get_ref().actor)?;
+        let request = request.into_inner();
+        let etag = Some(request.etag.trim()).filter(|etag| !etag.is_empty());
+        self.policies.delete(request.name.trim(), etag, actor).await?;
+        Ok(Response::new(pb::DeletePolicyResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(policy = %request.get_ref().name))]
+    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+        let view = self.policies.get(request.get_ref().name.trim()).await?;
+        Ok(Response::new(view_to_proto(view)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_policies(
+        &self,
+        request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let request = request.into_inner();
+        let after = decode_page_token("page_token", &request.page_token)?;
+        let (views, next) = self
+            .policies
+            .list(u64::from(request.page_size), after.as_deref())
+            .await?;
+        Ok(Response::new(pb::ListPoliciesResponse {
+            policies: views.into_iter().map(view_to_proto).collect(),
+            next_page_token: encode_page_token(next),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_policy_history(
+        &self,
+        request: Request<pb::ListPolicyHistoryRequest>,
+    ) -> Result<Response<pb::ListPolicyHistoryResponse>, Status> {
+        let request = request.into_inner();
+        let before_id = decode_page_token("page_token", &request.page_token)?
+            .map(|id| id.parse::<i64>())
+            .transpose()
+            .map_err(|_| PolicyError::invalid("page_token", "not a token returned by this service"))?;
+        let name = Some(request.name.trim()).filter(|name| !name.is_empty());
+        let (changes, next) = self
+            .policies
+            .history(name, u64::from(request.page_size), before_id)
+            .await?;
+        Ok(Response::new(pb::ListPolicyHistoryResponse {
+            changes: changes.into_iter().map(change_to_proto).collect(),
+            next_page_token: encode_page_token(next.map(|id| id.to_string())),
+        }))
+    }
+}

@@ -1,0 +1,170 @@
+//! The policy service's use cases, independent of gRPC.
+use std::sync::Arc;
+
+use enroll_shared::time::SharedClock;
+
+use crate::cache::PolicyCache;
+use crate::domain::engine::{Conflict, Decision, EvaluationRequest, PolicySet, Subject};
+use crate::domain::pin::pin_violations;
+use crate::domain::policy::{CompiledPolicy, PolicySpec, StoredPolicy, validate_name};
+use crate::error::PolicyError;
+use crate::store::{ChangeContext, PolicyChange, PolicyStore};
+
+/// Default and largest page sizes of the list RPCs.
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+pub const MAX_PAGE_SIZE: u64 = 1000;
+
+/// A policy with the conflicts it takes part in.
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    pub policy: StoredPolicy,
+    pub conflicts: Vec<Conflict>,
+}
+
+pub struct Policies<S> {
+    store: Arc<S>,
+    cache: Arc<PolicyCache>,
+    clock: SharedClock,
+}
+
+impl<S> Clone for Policies<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+impl<S: PolicyStore> Policies<S> {
+    pub fn new(store: Arc<S>, cache: Arc<PolicyCache>, clock: SharedClock) -> Self {
+        Self { store, cache, clock }
+    }
+
+    pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
+        self.policy_set()?
+            .evaluate(request)
+            .map_err(PolicyError::Conflict)
+    }
+
+    /// Every PIN rule `pin` breaks for the subject.
+    pub fn validate_pin(&self, subject: &Subject, pin: &str) -> Result<Vec<String>, PolicyError> {
+        let (settings, decided_by) = self
+            .policy_set()?
+            .resolve(subject)
+            .map_err(PolicyError::Conflict)?;
+        Ok(pin_violations(pin, &settings, &decided_by))
+    }
+
+    pub async fn create(&self, spec: PolicySpec, actor: String) -> Result<PolicyView, PolicyError> {
+        let (spec, compiled) = spec.validate()?;
+        let policy = self.store.create(spec, self.context(actor)).await?;
+        self.after_write().await;
+        Ok(PolicyView {
+            policy,
+            conflicts: self.conflicts_with(&compiled),
+        })
+    }
+
+    pub async fn update(&self, spec: PolicySpec, etag: &str, actor: String) -> Result<PolicyView, PolicyError> {
+        if etag.trim().is_empty() {
+            return Err(PolicyError::invalid("etag", "required: pass the etag of the policy you read"));
+        }
+        let (spec, compiled) = spec.validate()?;
+        let policy = self.store.update(spec, etag.trim(), self.context(actor)).await?;
+        self.after_write().await;
+        Ok(PolicyView {
+            policy,
+            conflicts: self.conflicts_with(&compiled),
+        })
+    }
+
+    pub async fn delete(&self, name: &str, etag: Option<&str>, actor: String) -> Result<(), PolicyError> {
+        validate_name(name).map_err(|invalid| PolicyError::invalid("name", invalid.message))?;
+        self.store.delete(name, etag, self.context(actor)).await?;
+        self.after_write().await;
+        Ok(())
+    }
+
+    pub async fn get(&self, name: &str) -> Result<PolicyView, PolicyError> {
+        validate_name(name).map_err(|invalid| PolicyError::invalid("name", invalid.message))?;
+        let policy = self
+            .store
+            .get(name)
+            .await?
+            .ok_or_else(|| PolicyError::NotFound(name.to_owned()))?;
+        Ok(self.view(policy))
+    }
+
+    /// A page of policies by name, and the name to continue after when there are more.
+    pub async fn list(&self, page_size: u64, after: Option<&str>) -> Result<(Vec<PolicyView>, Option<String>), PolicyError> {
+        let page_size = page_size_or_default(page_size)?;
+        let mut policies = self.store.list(after, page_size + 1).await?;
+        let next = if policies.len() as u64 > page_size {
+            policies.truncate(page_size as usize);
+            policies.last().map(|policy| policy.spec.name.clone())
+        } else {
+            None
+        };
+        Ok((policies.into_iter().map(|policy| self.view(policy)).collect(), next))
+    }
+
+    pub async fn history(
+        &self,
+        name: Option<&str>,
+        page_size: u64,
+        before_id: Option<i64>,
+    ) -> Result<(Vec<PolicyChange>, Option<i64>), PolicyError> {
+        let page_size = page_size_or_default(page_size)?;
+        let mut changes = self.store.history(name, before_id, page_size + 1).await?;
+        let next = if changes.len() as u64 > page_size {
+            changes.truncate(page_size as usize);
+            changes.last().map(|change| change.id)
+        } else {
+            None
+        };
+        Ok((changes, next))
+    }
+
+    fn view(&self, policy: StoredPolicy) -> PolicyView {
+        let conflicts = PolicySet::compile_one(&policy.spec)
+            .map(|compiled| self.conflicts_with(&compiled))
+            .unwrap_or_default();
+        PolicyView { policy, conflicts }
+    }
+
+    fn conflicts_with(&self, compiled: &CompiledPolicy) -> Vec<Conflict> {
+        self.cache
+            .snapshot()
+            .map(|set| set.conflicts_with(compiled))
+            .unwrap_or_default()
+    }
+
+    fn policy_set(&self) -> Result<Arc<PolicySet>, PolicyError> {
+        self.cache.snapshot().ok_or(PolicyError::NotReady)
+    }
+
+    fn context(&self, actor: String) -> ChangeContext {
+        ChangeContext {
+            actor,
+            now: self.clock.now(),
+        }
+    }
+
+    /// Makes this instance see its own write at once; other replicas follow through
+    /// NOTIFY or the version poll.
+    async fn after_write(&self) {
+        if let Err(error) = self.cache.refresh_if_changed(self.store.as_ref()).await {
+            tracing::warn!(%error, "policy set refresh after write failed");
+        }
+    }
+}
+
+fn page_size_or_default(page_size: u64) -> Result<u64, PolicyError> {
+    match page_size {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if size <= MAX_PAGE_SIZE => Ok(size),
+        _ => Err(PolicyError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}"))),
+    }
+}

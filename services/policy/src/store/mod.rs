@@ -1,0 +1,117 @@
+//! Persistence of policies, their history and the policy-set version.
+mod entities;
+pub mod migration;
+mod sea;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::policy::{PolicySpec, StoredPolicy};
+
+pub use sea::SeaOrmPolicyStore;
+
+/// The PostgreSQL notification channel announcing a new policy-set version.
+pub const CHANGE_CHANNEL: &str = "enroll_policy_changed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("policy `{0}` already exists")]
+    AlreadyExists(String),
+    #[error("policy `{0}` not found")]
+    NotFound(String),
+    #[error("policy `{name}` was changed by someone else (etag `{given}`, stored `{stored}`)")]
+    EtagMismatch {
+        name: String,
+        given: String,
+        stored: String,
+    },
+    #[error("stored policy `{name}` is unreadable: {reason}")]
+    Corrupt { name: String, reason: String },
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+/// One recorded change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    pub id: i64,
+    pub policy_name: String,
+    pub change: ChangeKind,
+    pub actor: String,
+    pub change_time: DateTime<Utc>,
+    pub before: Option<PolicySpec>,
+    pub after: Option<PolicySpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+
+    fn parse(value: &str) -> Option<ChangeKind> {
+        [ChangeKind::Create, ChangeKind::Update, ChangeKind::Delete]
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+    }
+}
+
+/// Who changes what, when.
+#[derive(Debug, Clone)]
+pub struct ChangeContext {
+    pub actor: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Where policies live. Every write records its history and bumps the policy-set version in
+/// the same transaction.
+pub trait PolicyStore: Send + Sync + 'static {
+    /// The current policy-set version (cheap: one row).
+    fn version(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Every policy, with the version they belong to.
+    fn load_all(&self) -> impl Future<Output = Result<(i64, Vec<StoredPolicy>), StoreError>> + Send;
+    fn get(&self, name: &str) -> impl Future<Output = Result<Option<StoredPolicy>, StoreError>> + Send;
+    /// Up to `limit` policies with names after `after`, by name.
+    fn list(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<StoredPolicy>, StoreError>> + Send;
+    fn create(
+        &self,
+        spec: PolicySpec,
+        context: ChangeContext,
+    ) -> impl Future<Output = Result<StoredPolicy, StoreError>> + Send;
+    /// Replaces the policy named `spec.name` when its etag is `etag`.
+    fn update(
+        &self,
+        spec: PolicySpec,
+        etag: &str,
+        context: ChangeContext,
+    ) -> impl Future<Output = Result<StoredPolicy, StoreError>> + Send;
+    /// Deletes a policy; when `etag` is given it must match.
+    fn delete(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        context: ChangeContext,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Changes newest first, optionally of one policy, with ids below `before_id`.
+    fn history(
+        &self,
+        name: Option<&str>,
+        before_id: Option<i64>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<PolicyChange>, StoreError>> + Send;
+}
