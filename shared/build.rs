@@ -1,27 +1,34 @@
-//! Compiles the protos with protox (no system protoc) and writes the descriptor set that
-//! server reflection serves.
-use std::path::PathBuf;
+//! Compiles the protos with protox (no system protoc) and writes, per service, the
+//! descriptor set that its server reflection serves.
+use std::path::{Path, PathBuf};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "enroll/policy/v1/policy.proto",
-        "enroll/device/v1/device.proto",
-    ];
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    for file in &files {
-        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
-    }
-    let mut compiler = protox::Compiler::new([&proto_root])?;
+const PROTOS: [(&str, &str); 2] = [
+    ("policy", "enroll/policy/v1/policy.proto"),
+    ("device", "enroll/device/v1/device.proto"),
+];
+
+fn compiler(root: &Path, files: &[&str]) -> Result<protox::Compiler, protox::Error> {
+    let mut compiler = protox::Compiler::new([root])?;
     compiler.include_imports(true).include_source_info(true);
     compiler.open_files(files)?;
+    Ok(compiler)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("enroll_descriptor.bin"),
-        compiler.encode_file_descriptor_set(),
-    )?;
+    println!("cargo:rerun-if-changed={}", proto_root.display());
+    for (service, file) in PROTOS {
+        let descriptors = compiler(&proto_root, &[file])?.encode_file_descriptor_set();
+        std::fs::write(
+            out_dir.join(format!("{service}_descriptor.bin")),
+            descriptors,
+        )?;
+    }
+    let all: Vec<&str> = PROTOS.iter().map(|(_, file)| *file).collect();
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_fds(compiler.file_descriptor_set())?;
+        .compile_fds(compiler(&proto_root, &all)?.file_descriptor_set())?;
     Ok(())
 }

@@ -107,7 +107,10 @@ impl ApiKeys {
                 role: key.role,
             };
             if by_digest.insert(digest, caller).is_some() {
-                return Err(format!("auth.api_keys `{}`: the same key is configured twice", key.name));
+                return Err(format!(
+                    "auth.api_keys `{}`: the same key is configured twice",
+                    key.name
+                ));
             }
         }
         Ok(Self {
@@ -117,14 +120,17 @@ impl ApiKeys {
 
     /// Resolves the `authorization` header value (`Bearer <key>`).
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Status> {
-        let header = authorization
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <api key>` metadata"))?;
+        let header = authorization.ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <api key>` metadata")
+        })?;
         let key = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|key| !key.is_empty())
-            .ok_or_else(|| Status::unauthenticated("the `authorization` metadata must be `Bearer <api key>`"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the `authorization` metadata must be `Bearer <api key>`")
+            })?;
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         self.by_digest
             .get(&digest)
@@ -191,7 +197,10 @@ impl<S> AuthService<S> {
         let roles = match (self.access)(path) {
             Access::Public => return Ok(None),
             Access::Unknown => {
-                return Err(Status::new(Code::Unimplemented, format!("unknown method {path}")));
+                return Err(Status::new(
+                    Code::Unimplemented,
+                    format!("unknown method {path}"),
+                ));
             }
             Access::Roles(roles) => roles,
         };
@@ -214,7 +223,10 @@ impl<S> AuthService<S> {
 
 impl<S, B, ResBody> tower::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
     ResBody: Default + Send + 'static,
@@ -297,6 +309,10 @@ mod tests {
             role: Role::Ops,
             sha256: hash_api_key("k"),
         };
-        assert!(ApiKeys::from_config(&[key.clone(), key]).unwrap_err().contains("twice"));
+        assert!(
+            ApiKeys::from_config(&[key.clone(), key])
+                .unwrap_err()
+                .contains("twice")
+        );
     }
 }

@@ -62,7 +62,8 @@ pub fn load_with_env<T: DeserializeOwned>(
     for (name, value) in overrides {
         apply_override(&mut table, &name, &value)?;
     }
-    T::deserialize(toml::Value::Table(table)).map_err(|error| ConfigError::Invalid(error.to_string()))
+    T::deserialize(toml::Value::Table(table))
+        .map_err(|error| ConfigError::Invalid(error.to_string()))
 }
 
 fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
@@ -76,9 +77,11 @@ fn apply_override(table: &mut toml::Table, name: &str, value: &str) -> Result<()
         let entry = current
             .entry(part.to_owned())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| ConfigError::EnvConflict {
-            name: name.to_owned(),
-        })?;
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::EnvConflict {
+                name: name.to_owned(),
+            })?;
     }
     current.insert(leaf.to_owned(), parse_env_value(value));
     Ok(())
@@ -294,8 +297,11 @@ mod tests {
             "[server]\nlisten = \"0.0.0.0:1\"\n[database]\nurl = \"sqlite://a.db\"\n",
         )
         .unwrap();
-        let sample: Sample =
-            load_with_env(Some(&path), vars(&[("ENROLL_DATABASE__URL", "sqlite://b.db")])).unwrap();
+        let sample: Sample = load_with_env(
+            Some(&path),
+            vars(&[("ENROLL_DATABASE__URL", "sqlite://b.db")]),
+        )
+        .unwrap();
         assert_eq!(sample.server.listen.port(), 1);
         assert_eq!(sample.database.url, "sqlite://b.db");
     }

@@ -5,6 +5,10 @@
 pub mod policy {
     pub mod v1 {
         tonic::include_proto!("enroll.policy.v1");
+
+        /// The encoded descriptors of this package and its imports, for server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/policy_descriptor.bin"));
     }
 }
 
@@ -12,9 +16,9 @@ pub mod policy {
 pub mod device {
     pub mod v1 {
         tonic::include_proto!("enroll.device.v1");
+
+        /// The encoded descriptors of this package and its imports, for server reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/device_descriptor.bin"));
     }
 }
-
-/// The encoded descriptor set of every enroll proto and its imports, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/enroll_descriptor.bin"));

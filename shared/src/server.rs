@@ -9,8 +9,8 @@ use tonic::{
     server::NamedService,
     transport::{Certificate, Identity, Server, ServerTlsConfig},
 };
-use tonic_health::server::HealthReporter;
 use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
 
 use crate::{
     auth::AuthLayer,
@@ -63,10 +63,12 @@ impl HealthHandle {
 
 /// Serves `service` (plus health and reflection) on `listener` until `shutdown` completes,
 /// then lets in-flight requests finish for at most the configured grace period.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, H>(
     listener: TcpListener,
     config: &ServerConfig,
     service_name: &'static str,
+    file_descriptor_set: &'static [u8],
     auth: AuthLayer,
     health: HealthServer<H>,
     service: S,
@@ -93,12 +95,12 @@ where
     }
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
         let v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(file_descriptor_set)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|error| ServeError::Reflection(error.to_string()))?;
         let v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(file_descriptor_set)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|error| ServeError::Reflection(error.to_string()))?;

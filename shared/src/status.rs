@@ -15,16 +15,16 @@ pub fn with_reason(
     let details = ErrorDetails::with_error_info(
         reason,
         ERROR_DOMAIN,
-        metadata.into_iter().collect::<std::collections::HashMap<_, _>>(),
+        metadata
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
     );
     Status::with_error_details(code, message, details)
 }
 
 /// The `ErrorInfo` reason of a status, if it has one.
 pub fn reason(status: &Status) -> Option<String> {
-    status
-        .get_details_error_info()
-        .map(|info| info.reason)
+    status.get_details_error_info().map(|info| info.reason)
 }
 
 #[cfg(test)]

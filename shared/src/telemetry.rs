@@ -53,7 +53,9 @@ pub fn init(service_name: &'static str, config: &TelemetryConfig) -> TelemetryGu
             .json()
             .with_current_span(true)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
 
     let (tracer_provider, meter_provider) = if config.otlp_endpoint.is_empty() {
@@ -219,7 +221,10 @@ pub struct GrpcTraceService<S> {
 
 impl<S, B, ResBody> tower::Service<http::Request<B>> for GrpcTraceService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {

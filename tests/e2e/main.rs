@@ -1,1 +1,6 @@
-fn main() {}
+//! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
+mod auth_matrix;
+mod health_and_reflection;
+mod policy_crud;
+mod policy_decisions;
+mod policy_replicas;

@@ -1,1 +1,382 @@
+//! Test harness: real servers on port 0, a fresh database per test (a new PostgreSQL
+//! database, dropped afterwards, or a SQLite file in a temp dir), typed gRPC clients.
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use enroll_shared::auth::{ApiKeyConfig, Role, hash_api_key};
+use enroll_shared::config::{DatabaseConfig, ServerConfig};
+use enroll_shared::proto::device::v1::device_service_client::DeviceServiceClient;
+use enroll_shared::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+/// The databases the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("ENROLL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    postgres_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
+                    panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
+                });
+                let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(&admin_url);
+                Self {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    postgres_name: Some(name),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
+                Self {
+                    url,
+                    backend,
+                    postgres_name: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> DatabaseConfig {
+        let mut config = DatabaseConfig::new(self.url.clone());
+        config.max_connections = 8;
+        config
+    }
+
+    /// Runs a raw SQL statement (tests that inspect or corrupt state).
+    pub async fn execute(&self, sql: &str) {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        db.execute_raw(Statement::from_string(backend, sql))
+            .await
+            .expect("execute");
+        db.close().await.ok();
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        // Drop runs outside async context: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = Database::connect(&postgres_admin_url()).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The test API keys, one per role.
+pub const ADMIN_KEY: &str = "test-admin-key";
+pub const PROXY_KEY: &str = "test-proxy-key";
+pub const OPS_KEY: &str = "test-ops-key";
+pub const SERVICE_KEY: &str = "test-service-key";
+
+pub fn key_for(role: Role) -> &'static str {
+    match role {
+        Role::Admin => ADMIN_KEY,
+        Role::Proxy => PROXY_KEY,
+        Role::Ops => OPS_KEY,
+        Role::Service => SERVICE_KEY,
+    }
+}
+
+pub fn api_keys() -> Vec<ApiKeyConfig> {
+    Role::ALL
+        .into_iter()
+        .map(|role| ApiKeyConfig {
+            name: format!("test-{role}"),
+            role,
+            sha256: hash_api_key(key_for(role)),
+        })
+        .collect()
+}
+
+fn ephemeral_server() -> ServerConfig {
+    let mut config = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.shutdown_grace_ms = 2_000;
+    config
+}
+
+/// A server task and the means to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    fn spawn<F>(addr: SocketAddr, run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(stopped));
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits until the health status of `service` is `wanted`.
+    pub async fn wait_for_health(&self, service: &str, wanted: ServingStatus, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut client = HealthClient::new(self.channel().await);
+        loop {
+            let status = client
+                .check(HealthCheckRequest {
+                    service: service.to_owned(),
+                })
+                .await
+                .map(|response| response.into_inner().status)
+                .map_err(|status| status.code());
+            if status == Ok(wanted as i32) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "health of `{service}` is {status:?}, wanted {wanted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn health_status(&self, service: &str) -> i32 {
+        HealthClient::new(self.channel().await)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .map(|response| response.into_inner().status)
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Configuration of a test policy server on `database`.
+pub fn policy_config(database: &TestDatabase) -> enroll_policy::config::PolicyConfig {
+    enroll_policy::config::PolicyConfig {
+        server: ephemeral_server(),
+        database: database.config(),
+        telemetry: Default::default(),
+        auth: enroll_shared::config::AuthConfig {
+            api_keys: api_keys(),
+        },
+        cache: enroll_policy::config::CacheConfig::default(),
+    }
+}
+
+/// Starts a policy server and waits until it is SERVING.
+pub async fn spawn_policy(database: &TestDatabase) -> RunningServer {
+    spawn_policy_with(policy_config(database)).await
+}
+
+pub async fn spawn_policy_with(config: enroll_policy::config::PolicyConfig) -> RunningServer {
+    let app = enroll_policy::app::Application::build(config)
+        .await
+        .expect("build policy server");
+    let server = start_policy(app);
+    server
+        .wait_for_health(
+            enroll_policy::app::SERVICE_NAME,
+            ServingStatus::Serving,
+            Duration::from_secs(20),
+        )
+        .await;
+    server
+}
+
+/// Starts a built policy server without waiting for it.
+pub fn start_policy(app: enroll_policy::app::Application) -> RunningServer {
+    let addr = app.local_addr().expect("addr");
+    RunningServer::spawn(addr, |stopped| async move {
+        let result = app
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = result {
+            panic!("policy server failed: {error}");
+        }
+    })
+}
+
+/// Configuration of a test device server on `database`, calling the policy server at
+/// `policy_url`.
+pub fn device_config(
+    database: &TestDatabase,
+    policy_url: &str,
+) -> enroll_device::config::DeviceConfig {
+    enroll_device::config::DeviceConfig {
+        server: ephemeral_server(),
+        database: database.config(),
+        telemetry: Default::default(),
+        auth: enroll_shared::config::AuthConfig {
+            api_keys: api_keys(),
+        },
+        policy_service: enroll_device::config::PolicyServiceConfig {
+            url: policy_url.to_owned(),
+            api_key: SERVICE_KEY.to_owned(),
+            timeout_ms: 1_000,
+            health_check_interval_ms: 100,
+        },
+    }
+}
+
+/// Starts a device server; it reports SERVING once the policy service answers.
+pub async fn spawn_device(database: &TestDatabase, policy_url: &str) -> RunningServer {
+    let app = enroll_device::app::Application::build(device_config(database, policy_url))
+        .await
+        .expect("build device server");
+    let addr = app.local_addr().expect("addr");
+    RunningServer::spawn(addr, |stopped| async move {
+        let result = app
+            .run_until(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = result {
+            panic!("device server failed: {error}");
+        }
+    })
+}
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.map(|key| format!("Bearer {key}").parse().expect("ascii key")))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type PolicyClient = PolicyServiceClient<InterceptedService<Channel, Bearer>>;
+pub type DeviceClient = DeviceServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub async fn policy_client(server: &RunningServer, key: Option<&str>) -> PolicyClient {
+    PolicyServiceClient::with_interceptor(server.channel().await, Bearer::new(key))
+}
+
+pub async fn device_client(server: &RunningServer, key: Option<&str>) -> DeviceClient {
+    DeviceServiceClient::with_interceptor(server.channel().await, Bearer::new(key))
+}
+
+/// Runs a test body once per backend, as `mod postgres` and `mod sqlite` tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}

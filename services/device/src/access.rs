@@ -54,9 +54,21 @@ mod tests {
 
     #[test]
     fn known_rpcs_have_roles_and_others_are_unknown() {
-        assert_eq!(access("/enroll.device.v1.DeviceService/CheckEnrollment"), Access::Roles(PROXY_AND_READERS));
-        assert_eq!(access("/enroll.device.v1.DeviceService/EnrollToken"), Access::Roles(ADMIN));
-        assert_eq!(access("/enroll.device.v1.DeviceService/Nope"), Access::Unknown);
-        assert_eq!(access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"), Access::Public);
+        assert_eq!(
+            access("/enroll.device.v1.DeviceService/CheckEnrollment"),
+            Access::Roles(PROXY_AND_READERS)
+        );
+        assert_eq!(
+            access("/enroll.device.v1.DeviceService/EnrollToken"),
+            Access::Roles(ADMIN)
+        );
+        assert_eq!(
+            access("/enroll.device.v1.DeviceService/Nope"),
+            Access::Unknown
+        );
+        assert_eq!(
+            access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            Access::Public
+        );
     }
 }

@@ -25,7 +25,10 @@ pub enum StartError {
     #[error(transparent)]
     PolicyClient(#[from] PolicyClientError),
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
@@ -57,7 +60,13 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { config, listener, db, keys, policy })
+        Ok(Self {
+            config,
+            listener,
+            db,
+            keys,
+            policy,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -65,8 +74,17 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Application { config, listener, db, keys, policy } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Application {
+            config,
+            listener,
+            db,
+            keys,
+            policy,
+        } = self;
         let (health, health_service) = HealthHandle::new(SERVICE_NAME).await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server_config = config.server.clone();
@@ -76,6 +94,7 @@ impl Application {
                 listener,
                 &server_config,
                 SERVICE_NAME,
+                enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
                 AuthLayer::new(keys, crate::access::access),
                 health_service,
                 DeviceServiceServer::new(grpc),
@@ -100,7 +119,9 @@ impl Application {
             config.policy_service.health_check_interval(),
             stop_rx,
         ));
-        let result = server.await.map_err(|error| StartError::Task(error.to_string()))?;
+        let result = server
+            .await
+            .map_err(|error| StartError::Task(error.to_string()))?;
         health.set(false).await;
         result.map_err(Into::into)
     }

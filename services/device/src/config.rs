@@ -46,7 +46,14 @@ impl fmt::Debug for PolicyServiceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PolicyServiceConfig")
             .field("url", &self.url)
-            .field("api_key", &if self.api_key.is_empty() { "<unset>" } else { "<redacted>" })
+            .field(
+                "api_key",
+                &if self.api_key.is_empty() {
+                    "<unset>"
+                } else {
+                    "<redacted>"
+                },
+            )
             .field("timeout_ms", &self.timeout_ms)
             .field("health_check_interval_ms", &self.health_check_interval_ms)
             .finish()
@@ -102,7 +109,10 @@ mod tests {
     fn defaults_and_redacted_key() {
         let config: DeviceConfig = enroll_shared::config::load_with_env(
             None,
-            vec![("ENROLL_POLICY_SERVICE__API_KEY".to_owned(), "topsecret".to_owned())],
+            vec![(
+                "ENROLL_POLICY_SERVICE__API_KEY".to_owned(),
+                "topsecret".to_owned(),
+            )],
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), DEFAULT_PORT);

@@ -7,7 +7,10 @@ use enroll_device::app::{Application, SERVICE_NAME, migrate};
 use enroll_device::config::DeviceConfig;
 
 #[derive(Parser)]
-#[command(version, about = "Enrollment device service: enrollment links, WebAuthn devices and OTP tokens over gRPC")]
+#[command(
+    version,
+    about = "Enrollment device service: enrollment links, WebAuthn devices and OTP tokens over gRPC"
+)]
 struct Cli {
     /// TOML configuration file; `ENROLL_*` environment variables override it
     /// (e.g. ENROLL_POLICY_SERVICE__URL=http://host:50051).
@@ -55,7 +58,8 @@ fn main() -> ExitCode {
             Command::Serve => {
                 let app = Application::build(config).await?;
                 tracing::info!(addr = %app.local_addr()?, "device service listening");
-                app.run_until(enroll_shared::server::shutdown_signal()).await?;
+                app.run_until(enroll_shared::server::shutdown_signal())
+                    .await?;
                 Ok(())
             }
             Command::Migrate => {

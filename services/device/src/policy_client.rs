@@ -88,7 +88,10 @@ impl PolicyClient {
     }
 
     /// Checks a proposed PIN against the subject's PIN rules.
-    pub async fn validate_pin(&self, request: pb::ValidatePinRequest) -> Result<pb::ValidatePinResponse, Status> {
+    pub async fn validate_pin(
+        &self,
+        request: pb::ValidatePinRequest,
+    ) -> Result<pb::ValidatePinResponse, Status> {
         self.policies
             .clone()
             .validate_pin(request)
@@ -113,12 +116,14 @@ impl PolicyClient {
 /// answers (INVALID_ARGUMENT, FAILED_PRECONDITION for a conflict, ...) pass through.
 fn fail_closed(status: Status) -> Status {
     match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::Internal => {
-            Status::unavailable(format!(
-                "policy service unreachable ({}); nothing was changed",
-                status.code().description()
-            ))
-        }
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::Internal => Status::unavailable(format!(
+            "policy service unreachable ({}); nothing was changed",
+            status.code().description()
+        )),
         Code::Unauthenticated | Code::PermissionDenied => Status::unavailable(
             "the device service's policy_service.api_key was refused by the policy service; nothing was changed",
         ),

@@ -12,9 +12,8 @@ pub fn access(path: &str) -> Access {
         return Access::Unknown;
     };
     match method {
-        "EvaluateEnrollment" | "ValidatePin" | "GetPolicy" | "ListPolicies" | "ListPolicyHistory" => {
-            Access::Roles(&[Role::Admin, Role::Ops, Role::Service])
-        }
+        "EvaluateEnrollment" | "ValidatePin" | "GetPolicy" | "ListPolicies"
+        | "ListPolicyHistory" => Access::Roles(&[Role::Admin, Role::Ops, Role::Service]),
         "CreatePolicy" | "UpdatePolicy" | "DeletePolicy" => Access::Roles(&[Role::Admin]),
         _ => Access::Unknown,
     }
@@ -39,10 +38,16 @@ mod tests {
     #[test]
     fn every_rpc_has_a_rule_and_unknown_paths_are_refused() {
         for rpc in RPCS {
-            assert!(matches!(access(&format!("{SERVICE_PREFIX}{rpc}")), Access::Roles(_)), "{rpc}");
+            assert!(
+                matches!(access(&format!("{SERVICE_PREFIX}{rpc}")), Access::Roles(_)),
+                "{rpc}"
+            );
         }
         assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Public);
-        assert_eq!(access("/enroll.policy.v1.PolicyService/Nope"), Access::Unknown);
+        assert_eq!(
+            access("/enroll.policy.v1.PolicyService/Nope"),
+            Access::Unknown
+        );
         assert_eq!(access("/other.Service/Call"), Access::Unknown);
     }
 }

@@ -13,7 +13,10 @@ use crate::cache::{PolicyCache, keep_current};
 use crate::config::PolicyConfig;
 use crate::grpc::PolicyGrpc;
 use crate::service::Policies;
-use crate::store::{SeaOrmPolicyStore, migration::{MIGRATION_LOCK_KEY, Migrator}};
+use crate::store::{
+    SeaOrmPolicyStore,
+    migration::{MIGRATION_LOCK_KEY, Migrator},
+};
 
 /// The name health checks and telemetry use.
 pub const SERVICE_NAME: &str = "enroll.policy.v1.PolicyService";
@@ -23,7 +26,10 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
@@ -72,8 +78,17 @@ impl Application {
 
     /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
     /// the policy set is loaded; decisions are refused until then.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Application { config, listener, db, keys, clock } = self;
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Application {
+            config,
+            listener,
+            db,
+            keys,
+            clock,
+        } = self;
         let store = Arc::new(SeaOrmPolicyStore::new(db.clone()));
         let cache = Arc::new(PolicyCache::default());
         let policies = Policies::new(store.clone(), cache.clone(), clock);
@@ -86,6 +101,7 @@ impl Application {
                 listener,
                 &server_config,
                 SERVICE_NAME,
+                enroll_shared::proto::policy::v1::FILE_DESCRIPTOR_SET,
                 AuthLayer::new(keys, crate::access::access),
                 health_service,
                 PolicyServiceServer::new(PolicyGrpc::new(policies)),
@@ -112,9 +128,18 @@ impl Application {
             }
             result = startup => result?,
         }
-        tracing::info!(version = cache.loaded_version(), "migrations done, policy set loaded");
+        tracing::info!(
+            version = cache.loaded_version(),
+            "migrations done, policy set loaded"
+        );
         health.set(true).await;
-        tokio::spawn(keep_current(cache, store, db, config.cache.poll_interval(), stop_rx));
+        tokio::spawn(keep_current(
+            cache,
+            store,
+            db,
+            config.cache.poll_interval(),
+            stop_rx,
+        ));
         let result = server
             .await
             .map_err(|error| StartError::Config(format!("server task: {error}")))?;

@@ -4,11 +4,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, DbBackend};
 use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::{DatabaseConnection, DbBackend};
 
 use crate::domain::engine::PolicySet;
-use crate::store::{PolicyStore, StoreError, CHANGE_CHANNEL};
+use crate::store::{CHANGE_CHANNEL, PolicyStore, StoreError};
 
 /// The current policy set; readers take an `Arc` snapshot and never wait for a refresh.
 /// Empty until the first load: decisions are refused rather than made without the policies.

@@ -49,7 +49,9 @@ pub async fn seed(config: &PolicyConfig) -> Result<(), Box<dyn std::error::Error
     migrate(config).await?;
     let db = enroll_shared::db::connect(&config.database).await?;
     let store = Arc::new(SeaOrmPolicyStore::new(db));
-    let (spec, _) = demo_policy().validate().map_err(|invalid| invalid.message)?;
+    let (spec, _) = demo_policy()
+        .validate()
+        .map_err(|invalid| invalid.message)?;
     let context = ChangeContext {
         actor: "seed-demo".into(),
         now: SystemClock.now(),

@@ -14,7 +14,9 @@ pub enum PolicyError {
     NotFound(String),
     #[error("policy `{0}` already exists")]
     AlreadyExists(String),
-    #[error("policy `{name}` was changed by someone else: the etag `{given}` is not the current one; read it again and retry")]
+    #[error(
+        "policy `{name}` was changed by someone else: the etag `{given}` is not the current one; read it again and retry"
+    )]
     EtagMismatch { name: String, given: String },
     #[error("policy conflict: {0}")]
     Conflict(Conflict),
@@ -47,7 +49,9 @@ impl From<StoreError> for PolicyError {
         match error {
             StoreError::AlreadyExists(name) => PolicyError::AlreadyExists(name),
             StoreError::NotFound(name) => PolicyError::NotFound(name),
-            StoreError::EtagMismatch { name, given, .. } => PolicyError::EtagMismatch { name, given },
+            StoreError::EtagMismatch { name, given, .. } => {
+                PolicyError::EtagMismatch { name, given }
+            }
             other => PolicyError::Unavailable(other),
         }
     }
@@ -57,25 +61,40 @@ impl From<PolicyError> for Status {
     fn from(error: PolicyError) -> Self {
         let message = error.to_string();
         match error {
-            PolicyError::InvalidArgument { field, .. } => {
-                with_reason(Code::InvalidArgument, message, "INVALID_FIELD", [("field".to_owned(), field)])
-            }
-            PolicyError::NotFound(name) => {
-                with_reason(Code::NotFound, message, "POLICY_NOT_FOUND", [("policy".to_owned(), name)])
-            }
-            PolicyError::AlreadyExists(name) => {
-                with_reason(Code::AlreadyExists, message, "POLICY_EXISTS", [("policy".to_owned(), name)])
-            }
-            PolicyError::EtagMismatch { name, .. } => {
-                with_reason(Code::Aborted, message, "ETAG_MISMATCH", [("policy".to_owned(), name)])
-            }
+            PolicyError::InvalidArgument { field, .. } => with_reason(
+                Code::InvalidArgument,
+                message,
+                "INVALID_FIELD",
+                [("field".to_owned(), field)],
+            ),
+            PolicyError::NotFound(name) => with_reason(
+                Code::NotFound,
+                message,
+                "POLICY_NOT_FOUND",
+                [("policy".to_owned(), name)],
+            ),
+            PolicyError::AlreadyExists(name) => with_reason(
+                Code::AlreadyExists,
+                message,
+                "POLICY_EXISTS",
+                [("policy".to_owned(), name)],
+            ),
+            PolicyError::EtagMismatch { name, .. } => with_reason(
+                Code::Aborted,
+                message,
+                "ETAG_MISMATCH",
+                [("policy".to_owned(), name)],
+            ),
             PolicyError::Conflict(conflict) => with_reason(
                 Code::FailedPrecondition,
                 message,
                 "POLICY_CONFLICT",
                 [
                     ("action".to_owned(), conflict.action.to_string()),
-                    ("policies".to_owned(), format!("{},{}", conflict.first, conflict.second)),
+                    (
+                        "policies".to_owned(),
+                        format!("{},{}", conflict.first, conflict.second),
+                    ),
                 ],
             ),
             PolicyError::NotReady => Status::unavailable(message),
@@ -97,21 +116,42 @@ mod tests {
     #[test]
     fn every_error_maps_to_its_code_and_reason() {
         let cases: Vec<(PolicyError, Code, Option<&str>)> = vec![
-            (PolicyError::invalid("policy.name", "empty"), Code::InvalidArgument, Some("INVALID_FIELD")),
-            (PolicyError::NotFound("p".into()), Code::NotFound, Some("POLICY_NOT_FOUND")),
-            (PolicyError::AlreadyExists("p".into()), Code::AlreadyExists, Some("POLICY_EXISTS")),
             (
-                PolicyError::EtagMismatch { name: "p".into(), given: "1".into() },
+                PolicyError::invalid("policy.name", "empty"),
+                Code::InvalidArgument,
+                Some("INVALID_FIELD"),
+            ),
+            (
+                PolicyError::NotFound("p".into()),
+                Code::NotFound,
+                Some("POLICY_NOT_FOUND"),
+            ),
+            (
+                PolicyError::AlreadyExists("p".into()),
+                Code::AlreadyExists,
+                Some("POLICY_EXISTS"),
+            ),
+            (
+                PolicyError::EtagMismatch {
+                    name: "p".into(),
+                    given: "1".into(),
+                },
                 Code::Aborted,
                 Some("ETAG_MISMATCH"),
             ),
             (
-                PolicyError::Conflict(Conflict { action: ActionName::TokenLabel, first: "a".into(), second: "b".into() }),
+                PolicyError::Conflict(Conflict {
+                    action: ActionName::TokenLabel,
+                    first: "a".into(),
+                    second: "b".into(),
+                }),
                 Code::FailedPrecondition,
                 Some("POLICY_CONFLICT"),
             ),
             (
-                PolicyError::Unavailable(StoreError::Database(sea_orm::DbErr::Custom("secret detail".into()))),
+                PolicyError::Unavailable(StoreError::Database(sea_orm::DbErr::Custom(
+                    "secret detail".into(),
+                ))),
                 Code::Unavailable,
                 None,
             ),

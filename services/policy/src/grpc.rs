@@ -35,7 +35,12 @@ fn required(field: &str, value: &str) -> Result<String, PolicyError> {
     Ok(value.to_owned())
 }
 
-fn subject(realm: &str, user: &str, client_ip: &str, user_required: bool) -> Result<Subject, PolicyError> {
+fn subject(
+    realm: &str,
+    user: &str,
+    client_ip: &str,
+    user_required: bool,
+) -> Result<Subject, PolicyError> {
     let realm = required("realm", realm)?;
     let user = if user_required {
         required("user", user)?
@@ -45,10 +50,17 @@ fn subject(realm: &str, user: &str, client_ip: &str, user_required: bool) -> Res
     let client = match client_ip.trim() {
         "" => None,
         raw => Some(parse_client_ip(raw).ok_or_else(|| {
-            PolicyError::invalid("client_ip", format!("`{raw}` is not an IPv4 or IPv6 address"))
+            PolicyError::invalid(
+                "client_ip",
+                format!("`{raw}` is not an IPv4 or IPv6 address"),
+            )
         })?),
     };
-    Ok(Subject { realm, user, client })
+    Ok(Subject {
+        realm,
+        user,
+        client,
+    })
 }
 
 fn action(value: i32) -> Result<Action, PolicyError> {
@@ -61,7 +73,10 @@ fn action(value: i32) -> Result<Action, PolicyError> {
         Ok(pb::Action::CreateLink) => Action::CreateLink,
         Ok(pb::Action::RegisterDevice) => Action::RegisterDevice,
         Ok(pb::Action::Unspecified) | Err(_) => {
-            return Err(PolicyError::invalid("action", "required: one of ACTION_ENROLL, ACTION_ASSIGN, ACTION_AUTOASSIGN, ACTION_SET_PIN, ACTION_LOST_TOKEN, ACTION_CREATE_LINK, ACTION_REGISTER_DEVICE"));
+            return Err(PolicyError::invalid(
+                "action",
+                "required: one of ACTION_ENROLL, ACTION_ASSIGN, ACTION_AUTOASSIGN, ACTION_SET_PIN, ACTION_LOST_TOKEN, ACTION_CREATE_LINK, ACTION_REGISTER_DEVICE",
+            ));
         }
     })
 }
@@ -73,18 +88,34 @@ impl TryFrom<pb::EvaluateEnrollmentRequest> for EvaluationRequest {
         let action = action(request.action)?;
         // Pool enrollment and admin actions on pool tokens have no user.
         let user_required = !matches!(action, Action::Enroll | Action::Assign);
-        let subject = subject(&request.realm, &request.user, &request.client_ip, user_required)?;
+        let subject = subject(
+            &request.realm,
+            &request.user,
+            &request.client_ip,
+            user_required,
+        )?;
         let token_type = match request.token_type.trim() {
             "" if matches!(action, Action::Enroll | Action::Assign | Action::Autoassign) => {
-                return Err(PolicyError::invalid("token_type", "required for this action: totp, hotp, webauthn or password"));
+                return Err(PolicyError::invalid(
+                    "token_type",
+                    "required for this action: totp, hotp, webauthn or password",
+                ));
             }
             "" => None,
             raw => Some(TokenType::parse(raw).ok_or_else(|| {
-                PolicyError::invalid("token_type", format!("`{raw}` is not one of totp, hotp, webauthn, password"))
+                PolicyError::invalid(
+                    "token_type",
+                    format!("`{raw}` is not one of totp, hotp, webauthn, password"),
+                )
             })?),
         };
         let serial = Some(request.serial.trim().to_owned()).filter(|serial| !serial.is_empty());
-        Ok(EvaluationRequest { subject, action, token_type, serial })
+        Ok(EvaluationRequest {
+            subject,
+            action,
+            token_type,
+            serial,
+        })
     }
 }
 
@@ -121,7 +152,11 @@ fn decision_to_proto(decision: Decision) -> pb::EvaluateEnrollmentResponse {
             webauthn_device_type: s.webauthn_device_type.as_str().to_owned(),
             require_device_approval: s.require_device_approval,
             enrollment_link_ttl_hours: s.enrollment_link_ttl_hours,
-            token_types: s.token_types.iter().map(|t| t.as_str().to_owned()).collect(),
+            token_types: s
+                .token_types
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
         }),
         decided_by: decision
             .decided_by
@@ -244,7 +279,10 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn create_policy(&self, request: Request<pb::CreatePolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+    async fn create_policy(
+        &self,
+        request: Request<pb::CreatePolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
         let actor = actor(&request, &request.get_ref().actor)?;
         let spec = spec_from_proto(request.into_inner().policy)?;
         let view = self.policies.create(spec, actor).await?;
@@ -252,7 +290,10 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn update_policy(&self, request: Request<pb::UpdatePolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+    async fn update_policy(
+        &self,
+        request: Request<pb::UpdatePolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
         let actor = actor(&request, &request.get_ref().actor)?;
         let request = request.into_inner();
         let spec = spec_from_proto(request.policy)?;
@@ -268,12 +309,17 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         let actor = actor(&request, &request.get_ref().actor)?;
         let request = request.into_inner();
         let etag = Some(request.etag.trim()).filter(|etag| !etag.is_empty());
-        self.policies.delete(request.name.trim(), etag, actor).await?;
+        self.policies
+            .delete(request.name.trim(), etag, actor)
+            .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(policy = %request.get_ref().name))]
-    async fn get_policy(&self, request: Request<pb::GetPolicyRequest>) -> Result<Response<pb::Policy>, Status> {
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
         let view = self.policies.get(request.get_ref().name.trim()).await?;
         Ok(Response::new(view_to_proto(view)))
     }
@@ -304,7 +350,9 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         let before_id = decode_page_token("page_token", &request.page_token)?
             .map(|id| id.parse::<i64>())
             .transpose()
-            .map_err(|_| PolicyError::invalid("page_token", "not a token returned by this service"))?;
+            .map_err(|_| {
+                PolicyError::invalid("page_token", "not a token returned by this service")
+            })?;
         let name = Some(request.name.trim()).filter(|name| !name.is_empty());
         let (changes, next) = self
             .policies

@@ -8,7 +8,10 @@ use enroll_policy::config::PolicyConfig;
 use enroll_policy::demo;
 
 #[derive(Parser)]
-#[command(version, about = "Enrollment policy service: stores enrollment policies and decides enrollment actions over gRPC")]
+#[command(
+    version,
+    about = "Enrollment policy service: stores enrollment policies and decides enrollment actions over gRPC"
+)]
 struct Cli {
     /// TOML configuration file; `ENROLL_*` environment variables override it
     /// (e.g. ENROLL_DATABASE__URL=postgres://...).
@@ -58,7 +61,8 @@ fn main() -> ExitCode {
             Command::Serve => {
                 let app = Application::build(config).await?;
                 tracing::info!(addr = %app.local_addr()?, "policy service listening");
-                app.run_until(enroll_shared::server::shutdown_signal()).await?;
+                app.run_until(enroll_shared::server::shutdown_signal())
+                    .await?;
                 Ok(())
             }
             Command::Migrate => {

@@ -39,7 +39,11 @@ impl<S> Clone for Policies<S> {
 
 impl<S: PolicyStore> Policies<S> {
     pub fn new(store: Arc<S>, cache: Arc<PolicyCache>, clock: SharedClock) -> Self {
-        Self { store, cache, clock }
+        Self {
+            store,
+            cache,
+            clock,
+        }
     }
 
     pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
@@ -67,12 +71,23 @@ impl<S: PolicyStore> Policies<S> {
         })
     }
 
-    pub async fn update(&self, spec: PolicySpec, etag: &str, actor: String) -> Result<PolicyView, PolicyError> {
+    pub async fn update(
+        &self,
+        spec: PolicySpec,
+        etag: &str,
+        actor: String,
+    ) -> Result<PolicyView, PolicyError> {
         if etag.trim().is_empty() {
-            return Err(PolicyError::invalid("etag", "required: pass the etag of the policy you read"));
+            return Err(PolicyError::invalid(
+                "etag",
+                "required: pass the etag of the policy you read",
+            ));
         }
         let (spec, compiled) = spec.validate()?;
-        let policy = self.store.update(spec, etag.trim(), self.context(actor)).await?;
+        let policy = self
+            .store
+            .update(spec, etag.trim(), self.context(actor))
+            .await?;
         self.after_write().await;
         Ok(PolicyView {
             policy,
@@ -80,7 +95,12 @@ impl<S: PolicyStore> Policies<S> {
         })
     }
 
-    pub async fn delete(&self, name: &str, etag: Option<&str>, actor: String) -> Result<(), PolicyError> {
+    pub async fn delete(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        actor: String,
+    ) -> Result<(), PolicyError> {
         validate_name(name).map_err(|invalid| PolicyError::invalid("name", invalid.message))?;
         self.store.delete(name, etag, self.context(actor)).await?;
         self.after_write().await;
@@ -98,7 +118,11 @@ impl<S: PolicyStore> Policies<S> {
     }
 
     /// A page of policies by name, and the name to continue after when there are more.
-    pub async fn list(&self, page_size: u64, after: Option<&str>) -> Result<(Vec<PolicyView>, Option<String>), PolicyError> {
+    pub async fn list(
+        &self,
+        page_size: u64,
+        after: Option<&str>,
+    ) -> Result<(Vec<PolicyView>, Option<String>), PolicyError> {
         let page_size = page_size_or_default(page_size)?;
         let mut policies = self.store.list(after, page_size + 1).await?;
         let next = if policies.len() as u64 > page_size {
@@ -107,7 +131,13 @@ impl<S: PolicyStore> Policies<S> {
         } else {
             None
         };
-        Ok((policies.into_iter().map(|policy| self.view(policy)).collect(), next))
+        Ok((
+            policies
+                .into_iter()
+                .map(|policy| self.view(policy))
+                .collect(),
+            next,
+        ))
     }
 
     pub async fn history(
@@ -165,6 +195,9 @@ fn page_size_or_default(page_size: u64) -> Result<u64, PolicyError> {
     match page_size {
         0 => Ok(DEFAULT_PAGE_SIZE),
         size if size <= MAX_PAGE_SIZE => Ok(size),
-        _ => Err(PolicyError::invalid("page_size", format!("must be at most {MAX_PAGE_SIZE}"))),
+        _ => Err(PolicyError::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
     }
 }

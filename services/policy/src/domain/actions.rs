@@ -140,7 +140,9 @@ impl ActionName {
             ActionName::Autoassignment
             | ActionName::OtpPinEncrypt
             | ActionName::RequireDeviceApproval => ValueKind::Bool,
-            ActionName::OtpPinRandom | ActionName::LostTokenPwLen => ValueKind::Int { min: 1, max: 64 },
+            ActionName::OtpPinRandom | ActionName::LostTokenPwLen => {
+                ValueKind::Int { min: 1, max: 64 }
+            }
             ActionName::OtpPinMinLength | ActionName::OtpPinMaxLength => {
                 ValueKind::Int { min: 0, max: 64 }
             }
@@ -222,7 +224,9 @@ impl fmt::Display for ActionName {
 
 fn parse_template(name: &str, value: &str) -> Result<String, String> {
     if value.is_empty() || value.chars().count() > 256 {
-        return Err(format!("action `{name}` must be a template of 1..=256 characters"));
+        return Err(format!(
+            "action `{name}` must be a template of 1..=256 characters"
+        ));
     }
     let mut rest = value;
     while let Some(start) = rest.find('<') {
@@ -430,7 +434,10 @@ mod tests {
         for action in ActionName::ALL {
             assert_eq!(ActionName::parse(action.as_str()), Some(action));
         }
-        assert_eq!(ActionName::parse("losttokenpwlen"), Some(ActionName::LostTokenPwLen));
+        assert_eq!(
+            ActionName::parse("losttokenpwlen"),
+            Some(ActionName::LostTokenPwLen)
+        );
         assert_eq!(ActionName::parse("max_tokens"), None);
     }
 
@@ -438,30 +445,72 @@ mod tests {
     fn values_are_validated_by_type_and_range() {
         let cases: &[(ActionName, &str, Option<ActionValue>)] = &[
             (ActionName::MaxTokenPerUser, "0", Some(ActionValue::Int(0))),
-            (ActionName::MaxTokenPerUser, " 3 ", Some(ActionValue::Int(3))),
+            (
+                ActionName::MaxTokenPerUser,
+                " 3 ",
+                Some(ActionValue::Int(3)),
+            ),
             (ActionName::MaxTokenPerUser, "-1", None),
             (ActionName::MaxTokenPerUser, "many", None),
             (ActionName::OtpPinRandom, "0", None),
             (ActionName::OtpPinRandom, "64", Some(ActionValue::Int(64))),
             (ActionName::OtpPinRandom, "65", None),
-            (ActionName::LostTokenValid, "365", Some(ActionValue::Int(365))),
+            (
+                ActionName::LostTokenValid,
+                "365",
+                Some(ActionValue::Int(365)),
+            ),
             (ActionName::LostTokenValid, "366", None),
             (ActionName::EnrollmentLinkTtlHours, "721", None),
             (ActionName::OtpPinMinLength, "0", Some(ActionValue::Int(0))),
-            (ActionName::Autoassignment, "", Some(ActionValue::Bool(true))),
-            (ActionName::Autoassignment, "FALSE", Some(ActionValue::Bool(false))),
-            (ActionName::OtpPinEncrypt, "1", Some(ActionValue::Bool(true))),
+            (
+                ActionName::Autoassignment,
+                "",
+                Some(ActionValue::Bool(true)),
+            ),
+            (
+                ActionName::Autoassignment,
+                "FALSE",
+                Some(ActionValue::Bool(false)),
+            ),
+            (
+                ActionName::OtpPinEncrypt,
+                "1",
+                Some(ActionValue::Bool(true)),
+            ),
             (ActionName::OtpPinEncrypt, "2", None),
-            (ActionName::TokenLabel, "<u>@<r>", Some(ActionValue::Text("<u>@<r>".into()))),
+            (
+                ActionName::TokenLabel,
+                "<u>@<r>",
+                Some(ActionValue::Text("<u>@<r>".into())),
+            ),
             (ActionName::TokenLabel, "<x>", None),
             (ActionName::TokenLabel, "", None),
             (ActionName::TokenIssuer, "ACME <r", None),
-            (ActionName::LostTokenPwContents, "cn", Some(ActionValue::Classes(CharClasses { lowercase: true, digits: true, ..Default::default() }))),
+            (
+                ActionName::LostTokenPwContents,
+                "cn",
+                Some(ActionValue::Classes(CharClasses {
+                    lowercase: true,
+                    digits: true,
+                    ..Default::default()
+                })),
+            ),
             (ActionName::LostTokenPwContents, "cx", None),
             (ActionName::LostTokenPwContents, "", None),
-            (ActionName::WebauthnDeviceType, "Enclave_Only", Some(ActionValue::DeviceType(DeviceType::EnclaveOnly))),
+            (
+                ActionName::WebauthnDeviceType,
+                "Enclave_Only",
+                Some(ActionValue::DeviceType(DeviceType::EnclaveOnly)),
+            ),
             (ActionName::WebauthnDeviceType, "platform", None),
-            (ActionName::TokenTypes, "totp, webauthn", Some(ActionValue::TokenTypes(TokenTypes::parse("totp,webauthn").unwrap()))),
+            (
+                ActionName::TokenTypes,
+                "totp, webauthn",
+                Some(ActionValue::TokenTypes(
+                    TokenTypes::parse("totp,webauthn").unwrap(),
+                )),
+            ),
             (ActionName::TokenTypes, "totp,sms", None),
             (ActionName::TokenTypes, "", None),
         ];
@@ -480,7 +529,10 @@ mod tests {
     #[test]
     fn classes_and_token_types_print_canonically() {
         assert_eq!(CharClasses::parse("nsCc").unwrap().to_string(), "cCns");
-        assert_eq!(TokenTypes::parse("password,totp").unwrap().to_string(), "totp,password");
+        assert_eq!(
+            TokenTypes::parse("password,totp").unwrap().to_string(),
+            "totp,password"
+        );
         assert!(TokenTypes::ALL.contains(TokenType::Webauthn));
     }
 }

@@ -175,7 +175,10 @@ impl PolicySet {
                 (None, None) => break,
             };
             let policy = &self.policies[next];
-            if policy.realms.matches(realm) && policy.users.matches(user) && policy.clients.matches(client) {
+            if policy.realms.matches(realm)
+                && policy.users.matches(user)
+                && policy.clients.matches(client)
+            {
                 merged.push(next);
             }
         }
@@ -183,10 +186,14 @@ impl PolicySet {
     }
 
     /// Resolves every setting for the subject.
-    pub fn resolve(&self, subject: &Subject) -> Result<(Settings, BTreeMap<&'static str, String>), Conflict> {
+    pub fn resolve(
+        &self,
+        subject: &Subject,
+    ) -> Result<(Settings, BTreeMap<&'static str, String>), Conflict> {
         let realm = subject.realm.to_lowercase();
         let user = subject.user.to_lowercase();
-        let mut resolved: [Option<Resolved<'_>>; ActionName::ALL.len()] = [None; ActionName::ALL.len()];
+        let mut resolved: [Option<Resolved<'_>>; ActionName::ALL.len()] =
+            [None; ActionName::ALL.len()];
         for index in self.matching(&realm, &user, subject.client) {
             let policy = &self.policies[index];
             for (action, value) in &policy.actions {
@@ -226,7 +233,10 @@ impl PolicySet {
         for action in ActionName::ALL {
             if let Some(decided) = resolved[action as usize] {
                 settings.apply(action, decided.value);
-                decided_by.insert(action.settings_field(), self.policies[decided.policy].name.clone());
+                decided_by.insert(
+                    action.settings_field(),
+                    self.policies[decided.policy].name.clone(),
+                );
             }
         }
         Ok((settings, decided_by))

@@ -49,9 +49,18 @@ fn request(subject: Subject, action: Action, token_type: Option<TokenType>) -> E
 
 #[test]
 fn defaults_when_nothing_matches() {
-    let set = set(vec![with(spec("other", 1, &[("max_token_per_user", "1")]), &["elsewhere"], &[], &[])]);
+    let set = set(vec![with(
+        spec("other", 1, &[("max_token_per_user", "1")]),
+        &["elsewhere"],
+        &[],
+        &[],
+    )]);
     let decision = set
-        .evaluate(&request(subject("corp", "alice", None), Action::Enroll, Some(TokenType::Totp)))
+        .evaluate(&request(
+            subject("corp", "alice", None),
+            Action::Enroll,
+            Some(TokenType::Totp),
+        ))
         .unwrap();
     assert!(decision.allowed());
     assert!(decision.decided_by.is_empty());
@@ -70,40 +79,177 @@ fn defaults_when_nothing_matches() {
 /// (policies, realm, user, client, expected max_token_per_user, expected deciding policy)
 #[test]
 fn matching_and_resolution_table() {
-    let limit = |name: &str, priority: u32, value: &str| spec(name, priority, &[("max_token_per_user", value)]);
-    type Case = (Vec<PolicySpec>, &'static str, &'static str, Option<&'static str>, Option<u32>, Option<&'static str>);
+    let limit = |name: &str, priority: u32, value: &str| {
+        spec(name, priority, &[("max_token_per_user", value)])
+    };
+    type Case = (
+        Vec<PolicySpec>,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<u32>,
+        Option<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         // exact realm, case-insensitive
-        (vec![with(limit("p", 1, "2"), &["Corp"], &[], &[])], "CORP", "alice", None, Some(2), Some("p")),
+        (
+            vec![with(limit("p", 1, "2"), &["Corp"], &[], &[])],
+            "CORP",
+            "alice",
+            None,
+            Some(2),
+            Some("p"),
+        ),
         // realm wildcard and exclusion
-        (vec![with(limit("p", 1, "2"), &["*", "!lab"], &[], &[])], "lab", "alice", None, None, None),
-        (vec![with(limit("p", 1, "2"), &["*", "!lab"], &[], &[])], "corp", "alice", None, Some(2), Some("p")),
+        (
+            vec![with(limit("p", 1, "2"), &["*", "!lab"], &[], &[])],
+            "lab",
+            "alice",
+            None,
+            None,
+            None,
+        ),
+        (
+            vec![with(limit("p", 1, "2"), &["*", "!lab"], &[], &[])],
+            "corp",
+            "alice",
+            None,
+            Some(2),
+            Some("p"),
+        ),
         // user exclusion
-        (vec![with(limit("p", 1, "2"), &[], &["*", "!bob"], &[])], "corp", "Bob", None, None, None),
-        (vec![with(limit("p", 1, "2"), &[], &["*", "!bob"], &[])], "corp", "carol", None, Some(2), Some("p")),
+        (
+            vec![with(limit("p", 1, "2"), &[], &["*", "!bob"], &[])],
+            "corp",
+            "Bob",
+            None,
+            None,
+            None,
+        ),
+        (
+            vec![with(limit("p", 1, "2"), &[], &["*", "!bob"], &[])],
+            "corp",
+            "carol",
+            None,
+            Some(2),
+            Some("p"),
+        ),
         // user glob
-        (vec![with(limit("p", 1, "2"), &[], &["svc-*"], &[])], "corp", "svc-backup", None, Some(2), Some("p")),
+        (
+            vec![with(limit("p", 1, "2"), &[], &["svc-*"], &[])],
+            "corp",
+            "svc-backup",
+            None,
+            Some(2),
+            Some("p"),
+        ),
         // clients v4 CIDR with exclusion
-        (vec![with(limit("p", 1, "2"), &[], &[], &["10.0.0.0/8", "!10.66.0.0/16"])], "corp", "a", Some("10.1.1.1"), Some(2), Some("p")),
-        (vec![with(limit("p", 1, "2"), &[], &[], &["10.0.0.0/8", "!10.66.0.0/16"])], "corp", "a", Some("10.66.1.1"), None, None),
-        (vec![with(limit("p", 1, "2"), &[], &[], &["10.0.0.0/8"])], "corp", "a", None, None, None),
+        (
+            vec![with(
+                limit("p", 1, "2"),
+                &[],
+                &[],
+                &["10.0.0.0/8", "!10.66.0.0/16"],
+            )],
+            "corp",
+            "a",
+            Some("10.1.1.1"),
+            Some(2),
+            Some("p"),
+        ),
+        (
+            vec![with(
+                limit("p", 1, "2"),
+                &[],
+                &[],
+                &["10.0.0.0/8", "!10.66.0.0/16"],
+            )],
+            "corp",
+            "a",
+            Some("10.66.1.1"),
+            None,
+            None,
+        ),
+        (
+            vec![with(limit("p", 1, "2"), &[], &[], &["10.0.0.0/8"])],
+            "corp",
+            "a",
+            None,
+            None,
+            None,
+        ),
         // clients v6
-        (vec![with(limit("p", 1, "2"), &[], &[], &["2001:db8::/32"])], "corp", "a", Some("2001:db8::5"), Some(2), Some("p")),
-        (vec![with(limit("p", 1, "2"), &[], &[], &["2001:db8::/32"])], "corp", "a", Some("2001:db9::5"), None, None),
+        (
+            vec![with(limit("p", 1, "2"), &[], &[], &["2001:db8::/32"])],
+            "corp",
+            "a",
+            Some("2001:db8::5"),
+            Some(2),
+            Some("p"),
+        ),
+        (
+            vec![with(limit("p", 1, "2"), &[], &[], &["2001:db8::/32"])],
+            "corp",
+            "a",
+            Some("2001:db9::5"),
+            None,
+            None,
+        ),
         // lower priority number wins, whatever the value
-        (vec![limit("strict", 2, "1"), limit("loose", 1, "5")], "corp", "a", None, Some(5), Some("loose")),
+        (
+            vec![limit("strict", 2, "1"), limit("loose", 1, "5")],
+            "corp",
+            "a",
+            None,
+            Some(5),
+            Some("loose"),
+        ),
         // equal priority: the most restrictive limit
-        (vec![limit("a", 3, "4"), limit("b", 3, "2")], "corp", "a", None, Some(2), Some("b")),
+        (
+            vec![limit("a", 3, "4"), limit("b", 3, "2")],
+            "corp",
+            "a",
+            None,
+            Some(2),
+            Some("b"),
+        ),
         // inactive policies are ignored
-        (vec![PolicySpec { active: false, ..limit("off", 1, "1") }, limit("on", 2, "3")], "corp", "a", None, Some(3), Some("on")),
+        (
+            vec![
+                PolicySpec {
+                    active: false,
+                    ..limit("off", 1, "1")
+                },
+                limit("on", 2, "3"),
+            ],
+            "corp",
+            "a",
+            None,
+            Some(3),
+            Some("on"),
+        ),
         // a realm-indexed and a wildcard policy interleave by priority
-        (vec![with(limit("realm", 2, "2"), &["corp"], &[], &[]), with(limit("all", 1, "9"), &["*"], &[], &[])], "corp", "a", None, Some(9), Some("all")),
+        (
+            vec![
+                with(limit("realm", 2, "2"), &["corp"], &[], &[]),
+                with(limit("all", 1, "9"), &["*"], &[], &[]),
+            ],
+            "corp",
+            "a",
+            None,
+            Some(9),
+            Some("all"),
+        ),
     ];
     for (index, (specs, realm, user, client, expected, decided)) in cases.into_iter().enumerate() {
         let set = set(specs);
         let (settings, decided_by) = set.resolve(&subject(realm, user, client)).unwrap();
         assert_eq!(settings.max_token_per_user, expected, "case {index}");
-        assert_eq!(decided_by.get("max_token_per_user").map(String::as_str), decided, "case {index}");
+        assert_eq!(
+            decided_by.get("max_token_per_user").map(String::as_str),
+            decided,
+            "case {index}"
+        );
     }
 }
 
@@ -115,15 +261,36 @@ fn equal_priority_disagreement_is_a_conflict_naming_both() {
     ]);
     let conflict = set.resolve(&subject("corp", "alice", None)).unwrap_err();
     assert_eq!(conflict.action, ActionName::TokenLabel);
-    assert_eq!((conflict.first.as_str(), conflict.second.as_str()), ("label-a", "label-b"));
+    assert_eq!(
+        (conflict.first.as_str(), conflict.second.as_str()),
+        ("label-a", "label-b")
+    );
     assert!(conflict.to_string().contains("label-a") && conflict.to_string().contains("label-b"));
 }
 
 #[test]
 fn equal_values_and_bounds_do_not_conflict() {
     let set = set(vec![
-        spec("a", 1, &[("tokenlabel", "<u>"), ("otp_pin_minlength", "4"), ("otp_pin_maxlength", "12"), ("enrollment_link_ttl_hours", "48")]),
-        spec("b", 1, &[("tokenlabel", "<u>"), ("otp_pin_minlength", "6"), ("otp_pin_maxlength", "10"), ("enrollment_link_ttl_hours", "12")]),
+        spec(
+            "a",
+            1,
+            &[
+                ("tokenlabel", "<u>"),
+                ("otp_pin_minlength", "4"),
+                ("otp_pin_maxlength", "12"),
+                ("enrollment_link_ttl_hours", "48"),
+            ],
+        ),
+        spec(
+            "b",
+            1,
+            &[
+                ("tokenlabel", "<u>"),
+                ("otp_pin_minlength", "6"),
+                ("otp_pin_maxlength", "10"),
+                ("enrollment_link_ttl_hours", "12"),
+            ],
+        ),
     ]);
     let (settings, decided_by) = set.resolve(&subject("corp", "alice", None)).unwrap();
     assert_eq!(settings.otp_pin_minlength, 6);
@@ -135,28 +302,53 @@ fn equal_values_and_bounds_do_not_conflict() {
 
 #[test]
 fn templates_render_user_realm_and_serial() {
-    let set = set(vec![spec("labels", 1, &[("tokenlabel", "<u>@<r>/<s>"), ("tokenissuer", "ACME <r>")])]);
-    let mut req = request(subject("Corp", "Alice", None), Action::Enroll, Some(TokenType::Totp));
+    let set = set(vec![spec(
+        "labels",
+        1,
+        &[("tokenlabel", "<u>@<r>/<s>"), ("tokenissuer", "ACME <r>")],
+    )]);
+    let mut req = request(
+        subject("Corp", "Alice", None),
+        Action::Enroll,
+        Some(TokenType::Totp),
+    );
     let decision = set.evaluate(&req).unwrap();
     assert_eq!(decision.settings.token_label, "Alice@Corp/<s>");
     assert_eq!(decision.settings.token_issuer, "ACME Corp");
     req.serial = Some("TOTP0001".into());
-    assert_eq!(set.evaluate(&req).unwrap().settings.token_label, "Alice@Corp/TOTP0001");
+    assert_eq!(
+        set.evaluate(&req).unwrap().settings.token_label,
+        "Alice@Corp/TOTP0001"
+    );
 }
 
 #[test]
 fn denials_carry_code_and_policy() {
     let set = set(vec![spec("types", 1, &[("token_types", "totp")])]);
     let decision = set
-        .evaluate(&request(subject("corp", "a", None), Action::Enroll, Some(TokenType::Hotp)))
+        .evaluate(&request(
+            subject("corp", "a", None),
+            Action::Enroll,
+            Some(TokenType::Hotp),
+        ))
         .unwrap();
     assert!(!decision.allowed());
     assert_eq!(decision.denials[0].code, "TOKEN_TYPE_NOT_ALLOWED");
     assert_eq!(decision.denials[0].policy.as_deref(), Some("types"));
-    let link = set.evaluate(&request(subject("corp", "a", None), Action::CreateLink, None)).unwrap();
+    let link = set
+        .evaluate(&request(
+            subject("corp", "a", None),
+            Action::CreateLink,
+            None,
+        ))
+        .unwrap();
     assert_eq!(link.denials[0].code, "TOKEN_TYPE_NOT_ALLOWED");
     let auto = set
-        .evaluate(&request(subject("corp", "a", None), Action::Autoassign, Some(TokenType::Totp)))
+        .evaluate(&request(
+            subject("corp", "a", None),
+            Action::Autoassign,
+            Some(TokenType::Totp),
+        ))
         .unwrap();
     assert_eq!(auto.denials.len(), 1);
     assert_eq!(auto.denials[0].code, "AUTOASSIGNMENT_DISABLED");
@@ -166,15 +358,46 @@ fn denials_carry_code_and_policy() {
 #[test]
 fn write_time_conflicts_consider_priority_and_overlap() {
     let set = set(vec![
-        with(spec("corp-label", 1, &[("tokenlabel", "<u>")]), &["corp"], &[], &[]),
-        with(spec("lab-label", 1, &[("tokenlabel", "<s>")]), &["lab"], &[], &[]),
+        with(
+            spec("corp-label", 1, &[("tokenlabel", "<u>")]),
+            &["corp"],
+            &[],
+            &[],
+        ),
+        with(
+            spec("lab-label", 1, &[("tokenlabel", "<s>")]),
+            &["lab"],
+            &[],
+            &[],
+        ),
         spec("low", 5, &[("tokenlabel", "<r>")]),
     ]);
     let candidate = |spec: PolicySpec| spec.validate().unwrap().1;
     let conflicts = set.conflicts_with(&candidate(spec("everyone", 1, &[("tokenlabel", "x")])));
     let names: Vec<&str> = conflicts.iter().map(|c| c.second.as_str()).collect();
     assert_eq!(names, ["corp-label", "lab-label"]);
-    assert!(set.conflicts_with(&candidate(with(spec("n", 1, &[("tokenlabel", "x")]), &["other"], &[], &[]))).is_empty());
-    assert!(set.conflicts_with(&candidate(spec("limits", 1, &[("max_token_per_user", "1")]))).is_empty());
-    assert!(set.conflicts_with(&candidate(PolicySpec { active: false, ..spec("off", 1, &[("tokenlabel", "x")]) })).is_empty());
+    assert!(
+        set.conflicts_with(&candidate(with(
+            spec("n", 1, &[("tokenlabel", "x")]),
+            &["other"],
+            &[],
+            &[]
+        )))
+        .is_empty()
+    );
+    assert!(
+        set.conflicts_with(&candidate(spec(
+            "limits",
+            1,
+            &[("max_token_per_user", "1")]
+        )))
+        .is_empty()
+    );
+    assert!(
+        set.conflicts_with(&candidate(PolicySpec {
+            active: false,
+            ..spec("off", 1, &[("tokenlabel", "x")])
+        }))
+        .is_empty()
+    );
 }

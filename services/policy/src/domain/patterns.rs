@@ -77,10 +77,15 @@ impl NamePatterns {
             if body.is_empty() {
                 return Err((index, format!("`{raw}` is empty")));
             }
-            if body.chars().any(|ch| ch.is_whitespace() || ch.is_control() || ch == ',' || ch == '!') {
+            if body
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || ch == ',' || ch == '!')
+            {
                 return Err((
                     index,
-                    format!("`{raw}` may not contain whitespace, `,` or a `!` after the first character"),
+                    format!(
+                        "`{raw}` may not contain whitespace, `,` or a `!` after the first character"
+                    ),
                 ));
             }
             if body.chars().count() > 128 {
@@ -224,7 +229,8 @@ impl ClientPatterns {
         let Some(address) = client else {
             return false;
         };
-        let included = self.any || self.include.is_empty() || self.include.iter().any(|c| c.contains(address));
+        let included =
+            self.any || self.include.is_empty() || self.include.iter().any(|c| c.contains(address));
         included && !self.exclude.iter().any(|c| c.contains(address))
     }
 
@@ -241,7 +247,10 @@ impl ClientPatterns {
 
 /// Parses a request's client address; IPv4-mapped IPv6 addresses become IPv4.
 pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
-    raw.trim().parse::<IpAddr>().ok().map(|address| address.to_canonical())
+    raw.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|address| address.to_canonical())
 }
 
 #[cfg(test)]
@@ -282,7 +291,11 @@ mod tests {
             (&["*", "!adm*"], "admin", false),
         ];
         for (patterns, name, expected) in cases {
-            assert_eq!(names(patterns).matches(name), *expected, "{patterns:?} vs {name}");
+            assert_eq!(
+                names(patterns).matches(name),
+                *expected,
+                "{patterns:?} vs {name}"
+            );
         }
     }
 
@@ -296,7 +309,11 @@ mod tests {
             (vec!["x", "!!x"], 1),
         ] {
             let patterns: Vec<String> = patterns.into_iter().map(String::from).collect();
-            assert_eq!(NamePatterns::parse(&patterns).unwrap_err().0, bad, "{patterns:?}");
+            assert_eq!(
+                NamePatterns::parse(&patterns).unwrap_err().0,
+                bad,
+                "{patterns:?}"
+            );
         }
     }
 
@@ -328,13 +345,25 @@ mod tests {
         ];
         for (patterns, client, expected) in cases {
             let address = client.map(|c| v4(c).unwrap());
-            assert_eq!(clients(patterns).matches(address), *expected, "{patterns:?} vs {client:?}");
+            assert_eq!(
+                clients(patterns).matches(address),
+                *expected,
+                "{patterns:?} vs {client:?}"
+            );
         }
     }
 
     #[test]
     fn bad_clients_are_refused() {
-        for bad in ["10.0.0.0/33", "10.0.0/8", "::/129", "host.example", "10.0.0.0/", "!", "1.2.3.4/x"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "::/129",
+            "host.example",
+            "10.0.0.0/",
+            "!",
+            "1.2.3.4/x",
+        ] {
             assert!(ClientPatterns::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
         assert!(parse_client_ip("300.1.1.1").is_none());

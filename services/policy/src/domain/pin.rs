@@ -32,10 +32,16 @@ pub fn pin_violations(
     }
     let required = settings.otp_pin_contents;
     let checks: [(bool, &str, fn(char) -> bool); 4] = [
-        (required.lowercase, "a lowercase letter (c)", |ch| ch.is_ascii_lowercase()),
-        (required.uppercase, "an uppercase letter (C)", |ch| ch.is_ascii_uppercase()),
+        (required.lowercase, "a lowercase letter (c)", |ch| {
+            ch.is_ascii_lowercase()
+        }),
+        (required.uppercase, "an uppercase letter (C)", |ch| {
+            ch.is_ascii_uppercase()
+        }),
         (required.digits, "a digit (n)", |ch| ch.is_ascii_digit()),
-        (required.specials, "a special character (s)", |ch| SPECIALS.contains(ch)),
+        (required.specials, "a special character (s)", |ch| {
+            SPECIALS.contains(ch)
+        }),
     ];
     for (wanted, what, is_class) in checks {
         if wanted && !pin.chars().any(is_class) {
@@ -69,13 +75,19 @@ mod tests {
         assert!(violations.iter().any(|v| v.contains("special")));
         assert!(violations.iter().all(|v| !v.contains("AB1")));
         assert!(pin_violations("ab1!cdef", &settings, &decided_by).is_empty());
-        assert_eq!(pin_violations("ab1!cdefgh", &settings, &decided_by).len(), 1);
+        assert_eq!(
+            pin_violations("ab1!cdefgh", &settings, &decided_by).len(),
+            1
+        );
     }
 
     #[test]
     fn defaults_accept_any_pin_up_to_64() {
         let settings = Settings::default();
         assert!(pin_violations("", &settings, &BTreeMap::new()).is_empty());
-        assert_eq!(pin_violations(&"x".repeat(65), &settings, &BTreeMap::new()).len(), 1);
+        assert_eq!(
+            pin_violations(&"x".repeat(65), &settings, &BTreeMap::new()).len(),
+            1
+        );
     }
 }

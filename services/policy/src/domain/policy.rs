@@ -85,9 +85,16 @@ impl PolicySpec {
             self.priority = 1;
         }
         if self.description.chars().count() > 1024 {
-            return Err(InvalidField::new("policy.description", "longer than 1024 characters"));
+            return Err(InvalidField::new(
+                "policy.description",
+                "longer than 1024 characters",
+            ));
         }
-        for (field, patterns) in [("realms", &self.realms), ("users", &self.users), ("clients", &self.clients)] {
+        for (field, patterns) in [
+            ("realms", &self.realms),
+            ("users", &self.users),
+            ("clients", &self.clients),
+        ] {
             if patterns.len() > MAX_PATTERNS {
                 return Err(InvalidField::new(
                     format!("policy.{field}"),
@@ -118,10 +125,13 @@ impl PolicySpec {
                     format!("unknown action `{raw_name}` (see the action reference)"),
                 )
             })?;
-            let value = action
-                .parse_value(raw_value)
-                .map_err(|message| InvalidField::new(format!("policy.actions.{action}"), message))?;
-            if normalized.insert(action.as_str().to_owned(), value.to_string()).is_some() {
+            let value = action.parse_value(raw_value).map_err(|message| {
+                InvalidField::new(format!("policy.actions.{action}"), message)
+            })?;
+            if normalized
+                .insert(action.as_str().to_owned(), value.to_string())
+                .is_some()
+            {
                 return Err(InvalidField::new(
                     format!("policy.actions.{action}"),
                     format!("action `{action}` is set twice"),
@@ -136,8 +146,10 @@ impl PolicySpec {
                 .find(|(action, _)| *action == wanted)
                 .and_then(|(_, value)| value.as_int())
         };
-        if let (Some(min), Some(max)) = (int(ActionName::OtpPinMinLength), int(ActionName::OtpPinMaxLength))
-            && min > max
+        if let (Some(min), Some(max)) = (
+            int(ActionName::OtpPinMinLength),
+            int(ActionName::OtpPinMaxLength),
+        ) && min > max
         {
             return Err(InvalidField::new(
                 "policy.actions.otp_pin_minlength",
@@ -201,9 +213,13 @@ pub(crate) mod tests {
 
     #[test]
     fn normalizes_names_values_scope_and_priority() {
-        let (normalized, compiled) = spec("p1", 0, &[("LOSTTOKENPWLEN", " 12 "), ("autoassignment", "")])
-            .validate()
-            .unwrap();
+        let (normalized, compiled) = spec(
+            "p1",
+            0,
+            &[("LOSTTOKENPWLEN", " 12 "), ("autoassignment", "")],
+        )
+        .validate()
+        .unwrap();
         assert_eq!(normalized.scope, "enrollment");
         assert_eq!(normalized.priority, 1);
         assert_eq!(normalized.actions["lostTokenPWLen"], "12");
@@ -216,10 +232,20 @@ pub(crate) mod tests {
         let cases: Vec<(PolicySpec, &str)> = vec![
             (spec("", 1, &[]), "policy.name"),
             (spec("bad name", 1, &[]), "policy.name"),
-            (spec("p", 1, &[("max_tokens", "1")]), "policy.actions.max_tokens"),
-            (spec("p", 1, &[("max_token_per_user", "-1")]), "policy.actions.max_token_per_user"),
             (
-                spec("p", 1, &[("otp_pin_minlength", "8"), ("otp_pin_maxlength", "4")]),
+                spec("p", 1, &[("max_tokens", "1")]),
+                "policy.actions.max_tokens",
+            ),
+            (
+                spec("p", 1, &[("max_token_per_user", "-1")]),
+                "policy.actions.max_token_per_user",
+            ),
+            (
+                spec(
+                    "p",
+                    1,
+                    &[("otp_pin_minlength", "8"), ("otp_pin_maxlength", "4")],
+                ),
                 "policy.actions.otp_pin_minlength",
             ),
             (
@@ -227,12 +253,33 @@ pub(crate) mod tests {
                 "policy.actions.tokenlabel",
             ),
             (
-                PolicySpec { clients: vec!["10.0.0.0/8".into(), "10.0.0.0/99".into()], ..spec("p", 1, &[]) },
+                PolicySpec {
+                    clients: vec!["10.0.0.0/8".into(), "10.0.0.0/99".into()],
+                    ..spec("p", 1, &[])
+                },
                 "policy.clients[1]",
             ),
-            (PolicySpec { realms: vec!["!".into()], ..spec("p", 1, &[]) }, "policy.realms[0]"),
-            (PolicySpec { users: vec!["a b".into()], ..spec("p", 1, &[]) }, "policy.users[0]"),
-            (PolicySpec { scope: "admin".into(), ..spec("p", 1, &[]) }, "policy.scope"),
+            (
+                PolicySpec {
+                    realms: vec!["!".into()],
+                    ..spec("p", 1, &[])
+                },
+                "policy.realms[0]",
+            ),
+            (
+                PolicySpec {
+                    users: vec!["a b".into()],
+                    ..spec("p", 1, &[])
+                },
+                "policy.users[0]",
+            ),
+            (
+                PolicySpec {
+                    scope: "admin".into(),
+                    ..spec("p", 1, &[])
+                },
+                "policy.scope",
+            ),
         ];
         for (spec, field) in cases {
             let error = spec.clone().validate().unwrap_err();

@@ -80,8 +80,12 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// The current policy-set version (cheap: one row).
     fn version(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Every policy, with the version they belong to.
-    fn load_all(&self) -> impl Future<Output = Result<(i64, Vec<StoredPolicy>), StoreError>> + Send;
-    fn get(&self, name: &str) -> impl Future<Output = Result<Option<StoredPolicy>, StoreError>> + Send;
+    fn load_all(&self)
+    -> impl Future<Output = Result<(i64, Vec<StoredPolicy>), StoreError>> + Send;
+    fn get(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<StoredPolicy>, StoreError>> + Send;
     /// Up to `limit` policies with names after `after`, by name.
     fn list(
         &self,

@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::entities::{policies, policy_history};
-use super::{ChangeContext, ChangeKind, PolicyChange, PolicyStore, StoreError, CHANGE_CHANNEL};
+use super::{CHANGE_CHANNEL, ChangeContext, ChangeKind, PolicyChange, PolicyStore, StoreError};
 use crate::domain::policy::{PolicySpec, StoredPolicy};
 
 #[derive(Clone)]
@@ -50,7 +50,8 @@ impl SeaOrmPolicyStore {
         before: Option<&PolicySpec>,
         after: Option<&PolicySpec>,
     ) -> Result<(), StoreError> {
-        let to_json = |spec: Option<&PolicySpec>| spec.and_then(|spec| serde_json::to_string(spec).ok());
+        let to_json =
+            |spec: Option<&PolicySpec>| spec.and_then(|spec| serde_json::to_string(spec).ok());
         policy_history::ActiveModel {
             policy_name: Set(name.to_owned()),
             change: Set(change.as_str().to_owned()),
@@ -81,7 +82,12 @@ fn to_json(list: &impl serde::Serialize) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn to_row(spec: &PolicySpec, etag: String, create_time: chrono::DateTime<chrono::Utc>, update_time: chrono::DateTime<chrono::Utc>) -> policies::Model {
+fn to_row(
+    spec: &PolicySpec,
+    etag: String,
+    create_time: chrono::DateTime<chrono::Utc>,
+    update_time: chrono::DateTime<chrono::Utc>,
+) -> policies::Model {
     policies::Model {
         name: spec.name.clone(),
         scope: spec.scope.clone(),
@@ -198,7 +204,11 @@ impl PolicyStore for SeaOrmPolicyStore {
             .collect()
     }
 
-    async fn create(&self, spec: PolicySpec, context: ChangeContext) -> Result<StoredPolicy, StoreError> {
+    async fn create(
+        &self,
+        spec: PolicySpec,
+        context: ChangeContext,
+    ) -> Result<StoredPolicy, StoreError> {
         let (transaction, version) = self.begin_write().await?;
         if policies::Entity::find_by_id(spec.name.clone())
             .one(&transaction)
@@ -211,11 +221,25 @@ impl PolicyStore for SeaOrmPolicyStore {
         policies::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(&transaction)
             .await?;
-        Self::finish_write(transaction, version, ChangeKind::Create, &spec.name, &context, None, Some(&spec)).await?;
+        Self::finish_write(
+            transaction,
+            version,
+            ChangeKind::Create,
+            &spec.name,
+            &context,
+            None,
+            Some(&spec),
+        )
+        .await?;
         from_row(row)
     }
 
-    async fn update(&self, spec: PolicySpec, etag: &str, context: ChangeContext) -> Result<StoredPolicy, StoreError> {
+    async fn update(
+        &self,
+        spec: PolicySpec,
+        etag: &str,
+        context: ChangeContext,
+    ) -> Result<StoredPolicy, StoreError> {
         let (transaction, version) = self.begin_write().await?;
         let current = policies::Entity::find_by_id(spec.name.clone())
             .one(&transaction)
@@ -248,7 +272,12 @@ impl PolicyStore for SeaOrmPolicyStore {
         from_row(row)
     }
 
-    async fn delete(&self, name: &str, etag: Option<&str>, context: ChangeContext) -> Result<(), StoreError> {
+    async fn delete(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        context: ChangeContext,
+    ) -> Result<(), StoreError> {
         let (transaction, version) = self.begin_write().await?;
         let current = policies::Entity::find_by_id(name.to_owned())
             .one(&transaction)
@@ -267,10 +296,24 @@ impl PolicyStore for SeaOrmPolicyStore {
         policies::Entity::delete_by_id(name.to_owned())
             .exec(&transaction)
             .await?;
-        Self::finish_write(transaction, version, ChangeKind::Delete, name, &context, Some(&before.spec), None).await
+        Self::finish_write(
+            transaction,
+            version,
+            ChangeKind::Delete,
+            name,
+            &context,
+            Some(&before.spec),
+            None,
+        )
+        .await
     }
 
-    async fn history(&self, name: Option<&str>, before_id: Option<i64>, limit: u64) -> Result<Vec<PolicyChange>, StoreError> {
+    async fn history(
+        &self,
+        name: Option<&str>,
+        before_id: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<PolicyChange>, StoreError> {
         let mut query = policy_history::Entity::find().order_by_desc(policy_history::Column::Id);
         if let Some(name) = name {
             query = query.filter(policy_history::Column::PolicyName.eq(name));
