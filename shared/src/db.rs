@@ -72,29 +72,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-    }
-
-    #[test]
-    fn sqlite_urls_are_normalized() {
-        assert_eq!(normalize_sqlite_url("data/x.db"), "sqlite://data/x.db");
-        assert_eq!(normalize_sqlite_url("sqlite:x.db"), "sqlite://x.db");
-        assert_eq!(normalize_sqlite_url("sqlite://x.db"), "sqlite://x.db");
-        assert_eq!(normalize_sqlite_url("postgres://h/db"), "postgres://h/db");
-    }
-}
-
 /// Runs the pending migrations of `M`. On PostgreSQL they run in one transaction holding an
 /// advisory lock, so replicas starting together migrate once and never half-way.
 pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
@@ -116,5 +93,28 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
             transaction.commit().await
         }
         _ => M::up(db, None).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn sqlite_urls_are_normalized() {
+        assert_eq!(normalize_sqlite_url("data/x.db"), "sqlite://data/x.db");
+        assert_eq!(normalize_sqlite_url("sqlite:x.db"), "sqlite://x.db");
+        assert_eq!(normalize_sqlite_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(normalize_sqlite_url("postgres://h/db"), "postgres://h/db");
     }
 }

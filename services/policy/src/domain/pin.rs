@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 use super::actions::{ActionName, SPECIALS};
 use super::settings::Settings;
 
+/// Whether a class is required, how to name it, and how to recognise it.
+type ClassCheck = (bool, &'static str, fn(char) -> bool);
+
 /// Every rule `pin` breaks, with the deciding policy. Messages never contain the PIN.
 pub fn pin_violations(
     pin: &str,
@@ -31,7 +34,7 @@ pub fn pin_violations(
         ));
     }
     let required = settings.otp_pin_contents;
-    let checks: [(bool, &str, fn(char) -> bool); 4] = [
+    let checks: [ClassCheck; 4] = [
         (required.lowercase, "a lowercase letter (c)", |ch| {
             ch.is_ascii_lowercase()
         }),

