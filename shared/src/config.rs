@@ -1,7 +1,8 @@
 //! Configuration: a TOML file overlaid with `ENROLL_*` environment variables.
 //!
 //! `ENROLL_DATABASE__URL=postgres://...` sets `[database] url`: the prefix is stripped, the
-//! rest is lowercased and `__` separates nesting levels. A value that parses as a TOML
+//! rest is lowercased and `__` separates nesting levels (variables without `__` are not
+//! settings and are ignored). A value that parses as a TOML
 //! value (number, boolean, array, inline table) is taken as such, anything else as a string.
 use std::{net::SocketAddr, path::Path, path::PathBuf, time::Duration};
 
@@ -54,9 +55,12 @@ pub fn load_with_env<T: DeserializeOwned>(
         }
         None => toml::Table::new(),
     };
+    // Every setting lives in a section, so an override names at least `SECTION__KEY`. That
+    // leaves other ENROLL_* variables alone: ENROLL_CONFIG (the --config flag) and the
+    // ENROLL_..._SERVICE_HOST/PORT variables Kubernetes injects for a Service.
     let mut overrides: Vec<(String, String)> = vars
         .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.len() > ENV_PREFIX.len())
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name[ENV_PREFIX.len()..].contains("__"))
         .collect();
     overrides.sort();
     for (name, value) in overrides {
@@ -277,6 +281,8 @@ mod tests {
                 ("ENROLL_DATABASE__URL", "postgres://u@h/db"),
                 ("ENROLL_TELEMETRY__LOG_FORMAT", "json"),
                 ("OTHER_VAR", "ignored"),
+                ("ENROLL_CONFIG", "/etc/enroll/policy.toml"),
+                ("ENROLL_POLICY_SERVICE_HOST", "10.0.0.7"),
             ]),
         )
         .unwrap();
