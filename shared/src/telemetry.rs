@@ -283,3 +283,41 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    #[test]
+    fn the_current_span_context_travels_in_traceparent() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("device.enroll");
+            let _entered = span.enter();
+            let trace_id = current_trace_id();
+            assert_eq!(trace_id.len(), 32);
+
+            let request = PropagateTraceContext.call(tonic::Request::new(())).unwrap();
+            let traceparent = request
+                .metadata()
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok())
+                .unwrap()
+                .to_owned();
+            assert!(traceparent.contains(&trace_id), "{traceparent}");
+
+            // The server side continues the same trace.
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", traceparent.parse().unwrap());
+            let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(&headers)));
+            let child = tracing::info_span!("policy.evaluate");
+            let _ = child.set_parent(parent);
+            let _child = child.enter();
+            assert_eq!(current_trace_id(), trace_id);
+        });
+    }
+}

@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use enroll_shared::proto::policy::v1 as pb;
-use enroll_shared::telemetry::inject_current_context;
+use enroll_shared::telemetry::PropagateTraceContext;
 use pb::policy_service_client::PolicyServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -26,10 +27,7 @@ impl tonic::service::Interceptor for CallerCredentials {
         request
             .metadata_mut()
             .insert("authorization", self.authorization.clone());
-        let mut headers = std::mem::take(request.metadata_mut()).into_headers();
-        inject_current_context(&mut headers);
-        *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers);
-        Ok(request)
+        PropagateTraceContext.call(request)
     }
 }
 

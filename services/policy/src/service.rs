@@ -2,6 +2,8 @@
 use std::sync::Arc;
 
 use enroll_shared::time::SharedClock;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
 
 use crate::cache::PolicyCache;
 use crate::domain::engine::{Conflict, Decision, EvaluationRequest, PolicySet, Subject};
@@ -25,6 +27,7 @@ pub struct Policies<S> {
     store: Arc<S>,
     cache: Arc<PolicyCache>,
     clock: SharedClock,
+    metrics: DecisionMetrics,
 }
 
 impl<S> Clone for Policies<S> {
@@ -33,6 +36,47 @@ impl<S> Clone for Policies<S> {
             store: self.store.clone(),
             cache: self.cache.clone(),
             clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Decision counters (OpenTelemetry; no-ops when no exporter is configured).
+#[derive(Clone)]
+struct DecisionMetrics {
+    decisions: Counter<u64>,
+    denials: Counter<u64>,
+}
+
+impl DecisionMetrics {
+    fn new() -> Self {
+        let meter = opentelemetry::global::meter("enroll-policy");
+        Self {
+            decisions: meter
+                .u64_counter("enroll.policy.decisions")
+                .with_description("Enrollment decisions by action and outcome")
+                .build(),
+            denials: meter
+                .u64_counter("enroll.policy.denials")
+                .with_description("Denials by action and code")
+                .build(),
+        }
+    }
+
+    fn record(&self, request: &EvaluationRequest, decision: &Result<Decision, PolicyError>) {
+        let action = KeyValue::new("action", request.action.as_str());
+        let outcome = match decision {
+            Ok(decision) if decision.allowed() => "allowed",
+            Ok(_) => "denied",
+            Err(_) => "conflict",
+        };
+        self.decisions
+            .add(1, &[action.clone(), KeyValue::new("outcome", outcome)]);
+        if let Ok(decision) = decision {
+            for denial in &decision.denials {
+                self.denials
+                    .add(1, &[action.clone(), KeyValue::new("code", denial.code)]);
+            }
         }
     }
 }
@@ -43,13 +87,17 @@ impl<S: PolicyStore> Policies<S> {
             store,
             cache,
             clock,
+            metrics: DecisionMetrics::new(),
         }
     }
 
     pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
-        self.policy_set()?
+        let decision = self
+            .policy_set()?
             .evaluate(request)
-            .map_err(PolicyError::Conflict)
+            .map_err(PolicyError::Conflict);
+        self.metrics.record(request, &decision);
+        decision
     }
 
     /// Every PIN rule `pin` breaks for the subject.

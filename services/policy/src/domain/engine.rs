@@ -22,6 +22,20 @@ pub enum Action {
     RegisterDevice,
 }
 
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Enroll => "enroll",
+            Action::Assign => "assign",
+            Action::Autoassign => "autoassign",
+            Action::SetPin => "set_pin",
+            Action::LostToken => "lost_token",
+            Action::CreateLink => "create_link",
+            Action::RegisterDevice => "register_device",
+        }
+    }
+}
+
 /// The subject and action of a decision.
 #[derive(Debug, Clone)]
 pub struct Subject {
