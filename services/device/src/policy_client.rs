@@ -22,7 +22,7 @@ pub struct CallerCredentials {
     authorization: MetadataValue<Ascii>,
 }
 
-impl tonic::service::Interceptor for CallerCredentials {
+impl Interceptor for CallerCredentials {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request
             .metadata_mut()
