@@ -1,1 +1,353 @@
-fn main() {}
+//! `enroll-loadgen`: drives the enrollment services over gRPC and reports throughput and
+//! latency, scenario after scenario against the same server in one run, so ratios between
+//! scenarios (e.g. a decision vs a health check) are measured under the same conditions.
+mod scenarios;
+mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use enroll_shared::proto::policy::v1 as policy;
+use scenarios::{Population, Scenario};
+use stats::Summary;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+#[command(version, about = "gRPC load generator for the enrollment services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Target {
+    /// Server URL.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// API key sent as `authorization: Bearer <key>` (health needs none).
+    #[arg(long, env = "LOADGEN_API_KEY", default_value = "")]
+    api_key: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios one after another and print one row each.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Scenarios, in order; ratios are relative to the first.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "health,evaluate"
+        )]
+        rpc: Vec<Scenario>,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// HTTP/2 connections the requests share.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Measured time per scenario, in seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Unmeasured warm-up per scenario, in seconds.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        /// Realms requests draw from (`realm-0`..).
+        #[arg(long, default_value_t = 100)]
+        realms: u32,
+        /// Users per realm requests draw from (`user-0`..).
+        #[arg(long, default_value_t = 50)]
+        users_per_realm: u32,
+        /// Print one JSON object per scenario instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a realistic, conflict-free set of policies (idempotent).
+    SeedPolicies {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long, default_value_t = 100)]
+        realms: u32,
+        #[arg(long, default_value = "bench")]
+        prefix: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    match Cli::parse().command {
+        Command::Run {
+            target,
+            rpc,
+            concurrency,
+            connections,
+            duration,
+            warmup,
+            realms,
+            users_per_realm,
+            json,
+        } => {
+            let channels = connect(&target.target, connections.max(1)).await?;
+            let key = bearer(&target.api_key)?;
+            let population = Population {
+                realms,
+                users_per_realm,
+            };
+            let mut summaries: Vec<Summary> = Vec::new();
+            for scenario in rpc {
+                let load = Load {
+                    scenario,
+                    channels: channels.clone(),
+                    key: key.clone(),
+                    population,
+                    concurrency: concurrency.max(1),
+                };
+                load.drive(Duration::from_secs(warmup)).await;
+                let summary = load.drive(Duration::from_secs(duration)).await;
+                summaries.push(summary);
+            }
+            print_summaries(&summaries, concurrency, json);
+            Ok(())
+        }
+        Command::SeedPolicies {
+            target,
+            count,
+            realms,
+            prefix,
+        } => seed_policies(&target, count, realms, &prefix).await,
+    }
+}
+
+async fn connect(url: &str, connections: usize) -> Result<Vec<Channel>, Error> {
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(
+            Endpoint::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(channels)
+}
+
+fn bearer(key: &str) -> Result<Option<MetadataValue<Ascii>>, Error> {
+    if key.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!("Bearer {key}").parse()?))
+}
+
+struct Load {
+    scenario: Scenario,
+    channels: Vec<Channel>,
+    key: Option<MetadataValue<Ascii>>,
+    population: Population,
+    concurrency: usize,
+}
+
+impl Load {
+    /// `concurrency` tasks, each sending its next request as soon as the last one answered.
+    async fn drive(&self, duration: Duration) -> Summary {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let key = Arc::new(self.key.clone());
+        let mut tasks = Vec::with_capacity(self.concurrency);
+        for task in 0..self.concurrency {
+            let channel = self.channels[task % self.channels.len()].clone();
+            let key = key.clone();
+            let (scenario, population) = (self.scenario, self.population);
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(4096);
+                let mut errors = 0u64;
+                let mut samples: Vec<String> = Vec::new();
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let result = scenarios::send(scenario, channel.clone(), &key, population).await;
+                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    if let Err(status) = result {
+                        errors += 1;
+                        let sample = format!("{:?}: {}", status.code(), status.message());
+                        if samples.len() < 3 && !samples.contains(&sample) {
+                            samples.push(sample);
+                        }
+                    }
+                }
+                (latencies, errors, samples)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut errors = 0;
+        let mut samples: Vec<String> = Vec::new();
+        for task in tasks {
+            if let Ok((task_latencies, task_errors, task_samples)) = task.await {
+                latencies.extend(task_latencies);
+                errors += task_errors;
+                for sample in task_samples {
+                    if samples.len() < 3 && !samples.contains(&sample) {
+                        samples.push(sample);
+                    }
+                }
+            }
+        }
+        stats::summarize(
+            self.scenario.name(),
+            latencies,
+            errors,
+            samples,
+            started.elapsed(),
+        )
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn print_summaries(summaries: &[Summary], concurrency: usize, json: bool) {
+    let baseline = summaries.first().map(Summary::throughput).unwrap_or(0.0);
+    let ratio = |summary: &Summary| {
+        if baseline > 0.0 {
+            summary.throughput() / baseline
+        } else {
+            0.0
+        }
+    };
+    if json {
+        for summary in summaries {
+            println!(
+                "{{\"scenario\":\"{}\",\"concurrency\":{},\"requests\":{},\"errors\":{},\"rps\":{:.1},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"ratio\":{:.3}}}",
+                summary.name,
+                concurrency,
+                summary.requests,
+                summary.errors,
+                summary.throughput(),
+                millis(summary.p50),
+                millis(summary.p90),
+                millis(summary.p99),
+                millis(summary.max),
+                ratio(summary),
+            );
+        }
+        return;
+    }
+    println!(
+        "{:<18} {:>6} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "scenario",
+        "conc",
+        "requests",
+        "errors",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "ratio"
+    );
+    for summary in summaries {
+        println!(
+            "{:<18} {:>6} {:>10} {:>8} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7.2}",
+            summary.name,
+            concurrency,
+            summary.requests,
+            summary.errors,
+            summary.throughput(),
+            millis(summary.p50),
+            millis(summary.p90),
+            millis(summary.p99),
+            millis(summary.max),
+            ratio(summary),
+        );
+        for sample in &summary.error_samples {
+            println!("    error: {sample}");
+        }
+    }
+}
+
+/// Policy `i` targets `realm-{i % realms}` with a priority unique within its realm, so the
+/// set never conflicts; users, clients and actions vary like a real deployment's.
+fn seed_policy(i: u32, realms: u32, prefix: &str) -> policy::Policy {
+    let users = match i % 3 {
+        0 => vec!["*".to_owned(), "!user-0".to_owned()],
+        1 => vec![format!("user-{}", i % 50)],
+        _ => vec![],
+    };
+    let clients = match i % 4 {
+        0 => vec!["10.0.0.0/8".to_owned(), "!10.66.0.0/16".to_owned()],
+        1 => vec!["2001:db8::/32".to_owned()],
+        _ => vec![],
+    };
+    let mut actions = std::collections::HashMap::from([
+        ("max_token_per_user".to_owned(), (i % 5 + 1).to_string()),
+        ("tokenlabel".to_owned(), "<u>@<r>".to_owned()),
+    ]);
+    if i % 2 == 0 {
+        actions.insert("otp_pin_minlength".to_owned(), "4".to_owned());
+        actions.insert("autoassignment".to_owned(), "true".to_owned());
+    }
+    policy::Policy {
+        name: format!("{prefix}-{i:05}"),
+        scope: "enrollment".to_owned(),
+        realms: vec![format!("realm-{}", i % realms.max(1))],
+        users,
+        clients,
+        actions,
+        priority: 10 + i / realms.max(1),
+        active: true,
+        description: "load-generator seed".to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn seed_policies(
+    target: &Target,
+    count: u32,
+    realms: u32,
+    prefix: &str,
+) -> Result<(), Error> {
+    use futures::StreamExt;
+    let channel = connect(&target.target, 1).await?.remove(0);
+    let key = bearer(&target.api_key)?;
+    let started = Instant::now();
+    let results: Vec<Result<bool, tonic::Status>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let mut client =
+                policy::policy_service_client::PolicyServiceClient::new(channel.clone());
+            let mut request = tonic::Request::new(policy::CreatePolicyRequest {
+                policy: Some(seed_policy(i, realms, prefix)),
+                actor: "loadgen".to_owned(),
+            });
+            if let Some(key) = &key {
+                request.metadata_mut().insert("authorization", key.clone());
+            }
+            async move {
+                match client.create_policy(request).await {
+                    Ok(_) => Ok(true),
+                    Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(false),
+                    Err(status) => Err(status),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let created = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    let skipped = results.iter().filter(|r| matches!(r, Ok(false))).count();
+    if let Some(Err(status)) = results.iter().find(|r| r.is_err()) {
+        return Err(format!("seeding failed: {:?}: {}", status.code(), status.message()).into());
+    }
+    println!(
+        "created {created}, already present {skipped}, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
