@@ -2,6 +2,7 @@
 //! caller authentication, database connections, status helpers and the gRPC server shell.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod proto;

@@ -26,6 +26,10 @@ pub enum ServeError {
     Reflection(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("server task: {0}")]
+    Task(String),
+    #[error("server stopped before start-up finished")]
+    StoppedEarly,
 }
 
 /// The health statuses of one server, the overall status ("") and the named service's,
@@ -152,6 +156,90 @@ fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
         config = config.client_ca_root(Certificate::from_pem(read(ca)?));
     }
     Ok(config)
+}
+
+/// A server running in its own task, with its health handle.
+pub struct SpawnedServer {
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    pub health: HealthHandle,
+    /// Flips to `true` when shutdown begins, for the service's background tasks.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Starts serving at once with health NOT_SERVING; the caller finishes its start-up
+/// (migrations, caches) with [`SpawnedServer::start_up`] and flips health when ready.
+#[allow(clippy::too_many_arguments)]
+pub async fn spawn<S>(
+    listener: TcpListener,
+    config: ServerConfig,
+    service_name: &'static str,
+    file_descriptor_set: &'static [u8],
+    auth: AuthLayer,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> SpawnedServer
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let (health, health_service) = HealthHandle::new(service_name).await;
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        serve(
+            listener,
+            &config,
+            service_name,
+            file_descriptor_set,
+            auth,
+            health_service,
+            service,
+            async move {
+                shutdown.await;
+                let _ = stopping_tx.send(true);
+            },
+        )
+        .await
+    });
+    SpawnedServer {
+        task,
+        health,
+        stopping,
+    }
+}
+
+impl SpawnedServer {
+    /// Runs `startup` while the server already answers (health NOT_SERVING); fails if the
+    /// server stops first.
+    pub async fn start_up<E: From<ServeError>>(
+        &mut self,
+        startup: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), E> {
+        tokio::select! {
+            result = &mut self.task => {
+                joined(result)?;
+                Err(ServeError::StoppedEarly.into())
+            }
+            result = startup => result,
+        }
+    }
+
+    /// Waits until the server has shut down.
+    pub async fn finish(self) -> Result<(), ServeError> {
+        let result = joined(self.task.await);
+        self.health.set(false).await;
+        result
+    }
+}
+
+fn joined(
+    result: Result<Result<(), ServeError>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
+    result.map_err(|error| ServeError::Task(error.to_string()))?
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::proto::device::v1::device_service_server::DeviceServiceServer;
-use enroll_shared::server::{HealthHandle, ServeError, serve};
+use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
@@ -33,8 +33,6 @@ pub enum StartError {
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
     Serve(#[from] ServeError),
-    #[error("server task failed: {0}")]
-    Task(String),
 }
 
 /// A bound, not yet serving, device server.
@@ -85,45 +83,31 @@ impl Application {
             keys,
             policy,
         } = self;
-        let (health, health_service) = HealthHandle::new(SERVICE_NAME).await;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server_config = config.server.clone();
-        let grpc = DeviceGrpc::new(policy.clone());
-        let mut server = tokio::spawn(async move {
-            serve(
-                listener,
-                &server_config,
-                SERVICE_NAME,
-                enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
-                AuthLayer::new(keys, crate::access::access),
-                health_service,
-                DeviceServiceServer::new(grpc),
-                async move {
-                    shutdown.await;
-                    let _ = stop_tx.send(true);
-                },
-            )
-            .await
-        });
-
-        tokio::select! {
-            result = &mut server => {
-                return result.map_err(|error| StartError::Task(error.to_string()))?.map_err(Into::into);
-            }
-            result = enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY) => result?,
-        }
+        let mut server = spawn(
+            listener,
+            config.server.clone(),
+            SERVICE_NAME,
+            enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
+            AuthLayer::new(keys, crate::access::access),
+            DeviceServiceServer::new(DeviceGrpc::new(policy.clone())),
+            shutdown,
+        )
+        .await;
+        server
+            .start_up(async {
+                enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY)
+                    .await
+                    .map_err(StartError::from)
+            })
+            .await?;
         tracing::info!("migrations done");
         tokio::spawn(watch_policy_service(
             policy,
-            health.clone(),
+            server.health.clone(),
             config.policy_service.health_check_interval(),
-            stop_rx,
+            server.stopping.clone(),
         ));
-        let result = server
-            .await
-            .map_err(|error| StartError::Task(error.to_string()))?;
-        health.set(false).await;
-        result.map_err(Into::into)
+        Ok(server.finish().await?)
     }
 }
 

@@ -120,3 +120,9 @@ mod tests {
         assert!(!format!("{config:?}").contains("topsecret"));
     }
 }
+
+impl enroll_shared::cli::HasTelemetry for DeviceConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -12,7 +12,7 @@ use enroll_device::config::DeviceConfig;
     about = "Enrollment device service: enrollment links, WebAuthn devices and OTP tokens over gRPC"
 )]
 struct Cli {
-    /// TOML configuration file; `ENROLL_*` environment variables override it
+    /// TOML configuration file; `ENROLL_<SECTION>__<KEY>` environment variables override it
     /// (e.g. ENROLL_POLICY_SERVICE__URL=http://host:50051).
     #[arg(long, short, env = "ENROLL_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -35,64 +35,29 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::HashKey { key }) = &cli.command {
-        return hash_key(key.clone());
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashKey { key } = command {
+        return enroll_shared::cli::hash_key("enroll-device", key);
     }
-    let config: DeviceConfig = match enroll_shared::config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("enroll-device: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("enroll-device: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let _telemetry = enroll_shared::telemetry::init(SERVICE_NAME, &config.telemetry);
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => {
-                let app = Application::build(config).await?;
-                tracing::info!(addr = %app.local_addr()?, "device service listening");
-                app.run_until(enroll_shared::server::shutdown_signal())
-                    .await?;
-                Ok(())
+    enroll_shared::cli::run(
+        "enroll-device",
+        SERVICE_NAME,
+        cli.config.as_deref(),
+        |config: DeviceConfig| async move {
+            match command {
+                Command::Serve => {
+                    let app = Application::build(config).await?;
+                    tracing::info!(addr = %app.local_addr()?, "device service listening");
+                    app.run_until(enroll_shared::server::shutdown_signal())
+                        .await?;
+                }
+                Command::Migrate => {
+                    migrate(&config).await?;
+                    tracing::info!("migrations applied");
+                }
+                Command::HashKey { .. } => {}
             }
-            Command::Migrate => {
-                migrate(&config).await?;
-                tracing::info!("migrations applied");
-                Ok(())
-            }
-            Command::HashKey { .. } => Ok(()),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let error: Box<dyn std::error::Error> = error;
-            tracing::error!(%error, "enroll-device failed");
-            eprintln!("enroll-device: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn hash_key(key: Option<String>) -> ExitCode {
-    let key = match key {
-        Some(key) => key,
-        None => {
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() {
-                eprintln!("enroll-device: cannot read the key from stdin");
-                return ExitCode::FAILURE;
-            }
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
-    };
-    println!("{}", enroll_shared::auth::hash_api_key(&key));
-    ExitCode::SUCCESS
+            Ok(())
+        },
+    )
 }

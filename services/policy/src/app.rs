@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::proto::policy::v1::policy_service_server::PolicyServiceServer;
-use enroll_shared::server::{HealthHandle, ServeError, serve};
+use enroll_shared::server::{ServeError, spawn};
 use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -92,59 +92,37 @@ impl Application {
         let store = Arc::new(SeaOrmPolicyStore::new(db.clone()));
         let cache = Arc::new(PolicyCache::default());
         let policies = Policies::new(store.clone(), cache.clone(), clock);
-        let (health, health_service) = HealthHandle::new(SERVICE_NAME).await;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-        let server_config = config.server.clone();
-        let server = tokio::spawn(async move {
-            serve(
-                listener,
-                &server_config,
-                SERVICE_NAME,
-                enroll_shared::proto::policy::v1::FILE_DESCRIPTOR_SET,
-                AuthLayer::new(keys, crate::access::access),
-                health_service,
-                PolicyServiceServer::new(PolicyGrpc::new(policies)),
-                async move {
-                    shutdown.await;
-                    let _ = stop_tx.send(true);
-                },
-            )
-            .await
-        });
-
-        let startup = async {
-            enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
-            cache
-                .reload(store.as_ref())
-                .await
-                .map_err(|error| sea_orm::DbErr::Custom(error.to_string()))?;
-            Ok::<_, StartError>(())
-        };
-        let mut server = server;
-        tokio::select! {
-            result = &mut server => {
-                return result.map_err(|error| StartError::Config(format!("server task: {error}")))?.map_err(Into::into);
-            }
-            result = startup => result?,
-        }
+        let mut server = spawn(
+            listener,
+            config.server.clone(),
+            SERVICE_NAME,
+            enroll_shared::proto::policy::v1::FILE_DESCRIPTOR_SET,
+            AuthLayer::new(keys, crate::access::access),
+            PolicyServiceServer::new(PolicyGrpc::new(policies)),
+            shutdown,
+        )
+        .await;
+        server
+            .start_up(async {
+                enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
+                cache.reload(store.as_ref()).await.map_err(|error| {
+                    StartError::Database(sea_orm::DbErr::Custom(error.to_string()))
+                })
+            })
+            .await?;
         tracing::info!(
             version = cache.loaded_version(),
             "migrations done, policy set loaded"
         );
-        health.set(true).await;
+        server.health.set(true).await;
         tokio::spawn(keep_current(
             cache,
             store,
             db,
             config.cache.poll_interval(),
-            stop_rx,
+            server.stopping.clone(),
         ));
-        let result = server
-            .await
-            .map_err(|error| StartError::Config(format!("server task: {error}")))?;
-        health.set(false).await;
-        result.map_err(Into::into)
+        Ok(server.finish().await?)
     }
 }
 

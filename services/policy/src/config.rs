@@ -70,3 +70,9 @@ mod tests {
         assert_eq!(config.cache.poll_interval_ms, 500);
     }
 }
+
+impl enroll_shared::cli::HasTelemetry for PolicyConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -13,7 +13,7 @@ use enroll_policy::demo;
     about = "Enrollment policy service: stores enrollment policies and decides enrollment actions over gRPC"
 )]
 struct Cli {
-    /// TOML configuration file; `ENROLL_*` environment variables override it
+    /// TOML configuration file; `ENROLL_<SECTION>__<KEY>` environment variables override it
     /// (e.g. ENROLL_DATABASE__URL=postgres://...).
     #[arg(long, short, env = "ENROLL_CONFIG", global = true)]
     config: Option<PathBuf>,
@@ -38,65 +38,30 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::HashKey { key }) = &cli.command {
-        return hash_key(key.clone());
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::HashKey { key } = command {
+        return enroll_shared::cli::hash_key("enroll-policy", key);
     }
-    let config: PolicyConfig = match enroll_shared::config::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("enroll-policy: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("enroll-policy: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let _telemetry = enroll_shared::telemetry::init(SERVICE_NAME, &config.telemetry);
-        match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => {
-                let app = Application::build(config).await?;
-                tracing::info!(addr = %app.local_addr()?, "policy service listening");
-                app.run_until(enroll_shared::server::shutdown_signal())
-                    .await?;
-                Ok(())
+    enroll_shared::cli::run(
+        "enroll-policy",
+        SERVICE_NAME,
+        cli.config.as_deref(),
+        |config: PolicyConfig| async move {
+            match command {
+                Command::Serve => {
+                    let app = Application::build(config).await?;
+                    tracing::info!(addr = %app.local_addr()?, "policy service listening");
+                    app.run_until(enroll_shared::server::shutdown_signal())
+                        .await?;
+                }
+                Command::Migrate => {
+                    migrate(&config).await?;
+                    tracing::info!("migrations applied");
+                }
+                Command::SeedDemo => demo::seed(&config).await?,
+                Command::HashKey { .. } => {}
             }
-            Command::Migrate => {
-                migrate(&config).await?;
-                tracing::info!("migrations applied");
-                Ok(())
-            }
-            Command::SeedDemo => demo::seed(&config).await,
-            Command::HashKey { .. } => Ok(()),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            let error: Box<dyn std::error::Error> = error;
-            tracing::error!(%error, "enroll-policy failed");
-            eprintln!("enroll-policy: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn hash_key(key: Option<String>) -> ExitCode {
-    let key = match key {
-        Some(key) => key,
-        None => {
-            let mut line = String::new();
-            if std::io::stdin().read_line(&mut line).is_err() {
-                eprintln!("enroll-policy: cannot read the key from stdin");
-                return ExitCode::FAILURE;
-            }
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
-    };
-    println!("{}", enroll_shared::auth::hash_api_key(&key));
-    ExitCode::SUCCESS
+            Ok(())
+        },
+    )
 }

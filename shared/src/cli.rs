@@ -1,0 +1,75 @@
+//! What both binaries do around their commands: load the config, start the runtime and
+//! telemetry, report errors, and the `hash-key` helper.
+use std::error::Error;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde::de::DeserializeOwned;
+
+use crate::config::TelemetryConfig;
+
+/// A service configuration that carries telemetry settings.
+pub trait HasTelemetry {
+    fn telemetry(&self) -> &TelemetryConfig;
+}
+
+/// Loads the config, installs telemetry as `service_name`, and runs `command` to the end.
+pub fn run<C, F, Fut>(
+    binary: &str,
+    service_name: &'static str,
+    config_path: Option<&Path>,
+    command: F,
+) -> ExitCode
+where
+    C: DeserializeOwned + HasTelemetry,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), Box<dyn Error>>>,
+{
+    let config: C = match crate::config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{binary}: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let _telemetry = crate::telemetry::init(service_name, config.telemetry());
+        let result = command(config).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "{binary} failed");
+        }
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{binary}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints the digest of an API key (read from stdin when not given, so it stays out of
+/// shell history), as `auth.api_keys[].sha256` wants it.
+pub fn hash_key(binary: &str, key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("{binary}: cannot read the key from stdin");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    println!("{}", crate::auth::hash_api_key(&key));
+    ExitCode::SUCCESS
+}
