@@ -101,6 +101,12 @@ fn default_health_interval_ms() -> u64 {
     1_000
 }
 
+impl enroll_shared::cli::HasTelemetry for DeviceConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,11 +124,5 @@ mod tests {
         assert_eq!(config.server.listen.port(), DEFAULT_PORT);
         assert_eq!(config.policy_service.api_key, "topsecret");
         assert!(!format!("{config:?}").contains("topsecret"));
-    }
-}
-
-impl enroll_shared::cli::HasTelemetry for DeviceConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
     }
 }

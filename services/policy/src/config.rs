@@ -58,6 +58,12 @@ fn default_database() -> DatabaseConfig {
     DatabaseConfig::new("sqlite://enroll-policy.db")
 }
 
+impl enroll_shared::cli::HasTelemetry for PolicyConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,11 +74,5 @@ mod tests {
         assert_eq!(config.server.listen.port(), 50051);
         assert!(config.database.url.starts_with("sqlite://"));
         assert_eq!(config.cache.poll_interval_ms, 500);
-    }
-}
-
-impl enroll_shared::cli::HasTelemetry for PolicyConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
     }
 }
