@@ -290,7 +290,7 @@ fn seed_policy(i: u32, realms: u32, prefix: &str) -> policy::Policy {
         ("max_token_per_user".to_owned(), (i % 5 + 1).to_string()),
         ("tokenlabel".to_owned(), "<u>@<r>".to_owned()),
     ]);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         actions.insert("otp_pin_minlength".to_owned(), "4".to_owned());
         actions.insert("autoassignment".to_owned(), "true".to_owned());
     }
