@@ -91,7 +91,9 @@ where
     let mut builder = Server::builder()
         .timeout(config.request_timeout())
         .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Small responses must not wait for Nagle + delayed ACK (40 ms stalls in p99).
+        .tcp_nodelay(true);
     if let Some(tls) = &config.tls {
         builder = builder
             .tls_config(load_tls(tls)?)

@@ -213,7 +213,41 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Scenarios that ran more than once (interleaved, to even out drift in the machine's
+/// speed), merged: requests and time added up, the worst p99 kept.
+fn merge_repeats(summaries: &[Summary]) -> Vec<Summary> {
+    let mut merged: Vec<Summary> = Vec::new();
+    for summary in summaries {
+        match merged.iter_mut().find(|m| m.name == summary.name) {
+            Some(total) => {
+                total.requests += summary.requests;
+                total.errors += summary.errors;
+                total.elapsed += summary.elapsed;
+                total.p50 = total.p50.max(summary.p50);
+                total.p90 = total.p90.max(summary.p90);
+                total.p99 = total.p99.max(summary.p99);
+                total.max = total.max.max(summary.max);
+            }
+            None => merged.push(summary.clone()),
+        }
+    }
+    merged
+}
+
 fn print_summaries(summaries: &[Summary], concurrency: usize, json: bool) {
+    let merged = merge_repeats(summaries);
+    if merged.len() < summaries.len() {
+        print_rows(summaries, concurrency, json);
+        if !json {
+            println!("-- all rounds together (worst percentiles of the rounds):");
+        }
+        print_rows(&merged, concurrency, json);
+    } else {
+        print_rows(summaries, concurrency, json);
+    }
+}
+
+fn print_rows(summaries: &[Summary], concurrency: usize, json: bool) {
     let baseline = summaries.first().map(Summary::throughput).unwrap_or(0.0);
     let ratio = |summary: &Summary| {
         if baseline > 0.0 {
