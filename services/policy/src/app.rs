@@ -14,7 +14,7 @@ use crate::config::PolicyConfig;
 use crate::grpc::PolicyGrpc;
 use crate::service::Policies;
 use crate::store::{
-    SeaOrmPolicyStore,
+    SeaOrmPolicyStore, StoreError,
     migration::{MIGRATION_LOCK_KEY, Migrator},
 };
 
@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error("loading the policies: {0}")]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -105,9 +107,7 @@ impl Application {
         server
             .start_up(async {
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
-                cache.reload(store.as_ref()).await.map_err(|error| {
-                    StartError::Database(sea_orm::DbErr::Custom(error.to_string()))
-                })
+                Ok::<_, StartError>(cache.reload(store.as_ref()).await?)
             })
             .await?;
         tracing::info!(
