@@ -2,6 +2,7 @@
 pub mod access;
 pub mod app;
 pub mod config;
+pub mod domain;
 pub mod grpc;
 pub mod policy_client;
 pub mod store;

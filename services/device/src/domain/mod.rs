@@ -1,0 +1,5 @@
+//! Device-service logic that knows nothing of gRPC or the database.
+pub mod names;
+pub mod random;
+pub mod secrets;
+pub mod tokens;

@@ -1,0 +1,96 @@
+//! Newtypes for the names requests carry, parsed once at the edge.
+use std::fmt;
+
+/// Why a name was refused (the caller adds the field).
+pub type NameError = String;
+
+fn parse_name(raw: &str, what: &str) -> Result<String, NameError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("required".to_owned());
+    }
+    if name.chars().count() > 128 {
+        return Err(format!("{what} is longer than 128 characters"));
+    }
+    if name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        return Err(format!(
+            "{what} may not contain whitespace or control characters"
+        ));
+    }
+    // Realms and users compare case-insensitively, as the policy service matches them.
+    Ok(name.to_lowercase())
+}
+
+macro_rules! name_type {
+    ($name:ident, $what:literal) => {
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(raw: &str) -> Result<Self, NameError> {
+                parse_name(raw, $what).map(Self)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(Realm, "a realm");
+name_type!(UserName, "a user name");
+
+/// A token serial: type prefix plus random hex (`TOTP3F9A12C4`), or an imported serial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Serial(String);
+
+impl Serial {
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let serial = raw.trim();
+        if serial.is_empty() {
+            return Err("required".to_owned());
+        }
+        if serial.len() > 64
+            || !serial
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "`{serial}` must be 1..=64 characters of letters, digits, `-`, `_`, `.`"
+            ));
+        }
+        Ok(Self(serial.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_lowercased_and_checked() {
+        assert_eq!(Realm::parse(" Corp ").unwrap().as_str(), "corp");
+        assert_eq!(UserName::parse("").unwrap_err(), "required");
+        assert!(UserName::parse("a b").is_err());
+        assert!(UserName::parse(&"x".repeat(129)).is_err());
+        assert_eq!(Serial::parse("TOTP00AB").unwrap().as_str(), "TOTP00AB");
+        assert!(Serial::parse("bad serial").is_err());
+    }
+}

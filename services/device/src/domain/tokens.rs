@@ -1,0 +1,263 @@
+//! OTP token parameters, serials and provisioning URIs.
+use std::fmt;
+
+use rand::Rng;
+
+/// The kinds of token this service holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Totp,
+    Hotp,
+    Password,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Totp => "totp",
+            TokenKind::Hotp => "hotp",
+            TokenKind::Password => "password",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<TokenKind> {
+        [TokenKind::Totp, TokenKind::Hotp, TokenKind::Password]
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+    }
+
+    fn serial_prefix(self) -> &'static str {
+        match self {
+            TokenKind::Totp => "TOTP",
+            TokenKind::Hotp => "HOTP",
+            TokenKind::Password => "PASS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashAlgorithm::Sha1 => "SHA1",
+            HashAlgorithm::Sha256 => "SHA256",
+            HashAlgorithm::Sha512 => "SHA512",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<HashAlgorithm> {
+        [
+            HashAlgorithm::Sha1,
+            HashAlgorithm::Sha256,
+            HashAlgorithm::Sha512,
+        ]
+        .into_iter()
+        .find(|algorithm| algorithm.as_str() == value)
+    }
+
+    /// Seed length recommended by RFC 4226/6238 for the HMAC: the hash's output size.
+    pub fn seed_len(self) -> usize {
+        match self {
+            HashAlgorithm::Sha1 => 20,
+            HashAlgorithm::Sha256 => 32,
+            HashAlgorithm::Sha512 => 64,
+        }
+    }
+}
+
+/// How codes of one OTP token are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtpParameters {
+    pub kind: TokenKind,
+    pub digits: u8,
+    /// TOTP step in seconds; 0 for HOTP.
+    pub period: u32,
+    pub algorithm: HashAlgorithm,
+}
+
+impl OtpParameters {
+    /// Checks digits (6 or 8; 0 means 6) and the TOTP period (1..=300 s; 0 means 30).
+    /// The error is (field, reason).
+    pub fn new(
+        kind: TokenKind,
+        digits: u32,
+        period_seconds: u64,
+        algorithm: HashAlgorithm,
+    ) -> Result<Self, (&'static str, String)> {
+        let digits = match digits {
+            0 | 6 => 6,
+            8 => 8,
+            other => return Err(("digits", format!("must be 6 or 8, got {other}"))),
+        };
+        let period = match kind {
+            TokenKind::Totp => match period_seconds {
+                0 => 30,
+                seconds @ 1..=300 => seconds as u32,
+                other => return Err(("period", format!("must be 1..=300 seconds, got {other}"))),
+            },
+            TokenKind::Hotp => {
+                if period_seconds != 0 {
+                    return Err(("period", "HOTP tokens have no period".to_owned()));
+                }
+                0
+            }
+            TokenKind::Password => {
+                return Err((
+                    "type",
+                    "password tokens are issued by ReportLostToken".to_owned(),
+                ));
+            }
+        };
+        Ok(Self {
+            kind,
+            digits,
+            period,
+            algorithm,
+        })
+    }
+}
+
+/// A new, unique-with-overwhelming-probability serial: type prefix + 8 random hex digits.
+/// The insert still checks uniqueness.
+pub fn new_serial(kind: TokenKind, rng: &mut impl Rng) -> String {
+    format!("{}{:08X}", kind.serial_prefix(), rng.random::<u32>())
+}
+
+/// A fresh random seed of the algorithm's recommended length.
+pub fn new_seed(algorithm: HashAlgorithm, rng: &mut impl Rng) -> Vec<u8> {
+    let mut seed = vec![0u8; algorithm.seed_len()];
+    rng.fill_bytes(&mut seed);
+    seed
+}
+
+/// Base32 (RFC 4648, no padding), as authenticator apps want seeds.
+pub fn base32(bytes: &[u8]) -> String {
+    totp_rs::Secret::from(bytes.to_vec())
+        .to_base32()
+        .trim_end_matches('=')
+        .to_owned()
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The Key Uri Format (`otpauth://totp/Issuer:label?secret=..&issuer=..`) for an app.
+pub struct ProvisioningUri<'a> {
+    pub parameters: OtpParameters,
+    pub seed: &'a [u8],
+    pub label: &'a str,
+    pub issuer: &'a str,
+    pub counter: u64,
+}
+
+impl fmt::Display for ProvisioningUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.parameters;
+        write!(
+            f,
+            "otpauth://{}/{}:{}?secret={}&issuer={}&algorithm={}&digits={}",
+            p.kind.as_str(),
+            encode(self.issuer),
+            encode(self.label),
+            base32(self.seed),
+            encode(self.issuer),
+            p.algorithm.as_str(),
+            p.digits
+        )?;
+        match p.kind {
+            TokenKind::Totp => write!(f, "&period={}", p.period),
+            _ => write!(f, "&counter={}", self.counter),
+        }
+    }
+}
+
+/// Renders `<s>` (left by the policy service when it did not know the serial).
+pub fn render_serial(template: &str, serial: &str) -> String {
+    template.replace("<s>", serial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn parameters_are_checked_with_defaults() {
+        let totp = OtpParameters::new(TokenKind::Totp, 0, 0, HashAlgorithm::Sha1).unwrap();
+        assert_eq!((totp.digits, totp.period), (6, 30));
+        assert_eq!(
+            OtpParameters::new(TokenKind::Totp, 7, 30, HashAlgorithm::Sha1)
+                .unwrap_err()
+                .0,
+            "digits"
+        );
+        assert_eq!(
+            OtpParameters::new(TokenKind::Totp, 8, 301, HashAlgorithm::Sha1)
+                .unwrap_err()
+                .0,
+            "period"
+        );
+        assert_eq!(
+            OtpParameters::new(TokenKind::Hotp, 8, 30, HashAlgorithm::Sha1)
+                .unwrap_err()
+                .0,
+            "period"
+        );
+        assert_eq!(
+            OtpParameters::new(TokenKind::Hotp, 8, 0, HashAlgorithm::Sha512)
+                .unwrap()
+                .digits,
+            8
+        );
+    }
+
+    #[test]
+    fn serials_and_uris() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let serial = new_serial(TokenKind::Totp, &mut rng);
+        assert!(serial.starts_with("TOTP") && serial.len() == 12, "{serial}");
+        let parameters = OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap();
+        let uri = ProvisioningUri {
+            parameters,
+            seed: b"12345678901234567890",
+            label: "alice@corp",
+            issuer: "ACME Co",
+            counter: 0,
+        }
+        .to_string();
+        assert_eq!(
+            uri,
+            "otpauth://totp/ACME%20Co:alice%40corp?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME%20Co&algorithm=SHA1&digits=6&period=30"
+        );
+        let hotp = OtpParameters::new(TokenKind::Hotp, 8, 0, HashAlgorithm::Sha256).unwrap();
+        let uri = ProvisioningUri {
+            parameters: hotp,
+            seed: &[0; 32],
+            label: "x",
+            issuer: "i",
+            counter: 5,
+        }
+        .to_string();
+        assert!(
+            uri.starts_with("otpauth://hotp/i:x?") && uri.ends_with("&digits=8&counter=5"),
+            "{uri}"
+        );
+        assert_eq!(render_serial("<u>/<s>", "S1"), "<u>/S1");
+    }
+}
