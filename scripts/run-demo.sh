@@ -56,6 +56,13 @@ grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' \
   -d '{"policy":{"name":"demo-vpn","realms":["demo"],"clients":["10.8.0.0/16"],"actions":{"max_token_per_user":"1","token_types":"totp,webauthn"},"priority":5,"active":true}}' \
   localhost:50051 enroll.policy.v1.PolicyService/CreatePolicy
 
+# Enroll a TOTP token for alice (label and issuer from the demo policy; the secret is shown once):
+grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' \
+  -d '{"realm":"demo","user":"alice","type":"TOKEN_TYPE_TOTP","request_id":"demo-1"}' \
+  localhost:50052 enroll.device.v1.DeviceService/EnrollToken
+grpcurl -plaintext -H 'authorization: Bearer demo-ops-key' -d '{"realm":"demo"}' \
+  localhost:50052 enroll.device.v1.DeviceService/ListTokens
+
 # Change history:
 grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' -d '{}' localhost:50051 enroll.policy.v1.PolicyService/ListPolicyHistory
 

@@ -72,28 +72,47 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Runs the pending migrations of `M`. On PostgreSQL they run in one transaction holding an
-/// advisory lock, so replicas starting together migrate once and never half-way.
+/// Runs the pending migrations of `M` in one transaction that first takes a lock, so
+/// replicas starting together migrate once and never half-way: a PostgreSQL advisory lock,
+/// or on SQLite a write to a lock row (which takes the database's write lock).
 pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
     db: &DatabaseConnection,
     lock_key: i64,
 ) -> Result<(), DbErr> {
     use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
-    match db.get_database_backend() {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        // Outside the transaction: the transaction's first statement must be the write that
+        // takes the lock, or SQLite cannot wait for it (a stale read snapshot fails at once).
+        db.execute_unprepared(
+            "CREATE TABLE IF NOT EXISTS enroll_migration_lock (id INTEGER PRIMARY KEY, runs INTEGER NOT NULL)",
+        )
+        .await?;
+    }
+    let transaction = db.begin().await?;
+    match backend {
         DbBackend::Postgres => {
-            let transaction = db.begin().await?;
             transaction
                 .execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
+                    backend,
                     "SELECT pg_advisory_xact_lock($1)",
                     [lock_key.into()],
                 ))
                 .await?;
-            M::up(&transaction, None).await?;
-            transaction.commit().await
         }
-        _ => M::up(db, None).await,
+        _ => {
+            transaction
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "INSERT INTO enroll_migration_lock (id, runs) VALUES (?, 1) \
+                     ON CONFLICT (id) DO UPDATE SET runs = runs + 1",
+                    [lock_key.into()],
+                ))
+                .await?;
+        }
     }
+    M::up(&transaction, None).await?;
+    transaction.commit().await
 }
 
 #[cfg(test)]

@@ -4,3 +4,4 @@ mod health_and_reflection;
 mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
+mod tokens;

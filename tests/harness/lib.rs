@@ -302,12 +302,23 @@ pub fn device_config(
             timeout_ms: 1_000,
             health_check_interval_ms: 100,
         },
+        secrets: enroll_device::config::SecretsConfig {
+            seed_keys: [("test-key-1".to_owned(), TEST_SEED_KEY.to_owned())].into(),
+            active_seed_key: "test-key-1".to_owned(),
+        },
     }
 }
 
+/// The AES-256 key the test device servers seal secrets with.
+pub const TEST_SEED_KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
 /// Starts a device server; it reports SERVING once the policy service answers.
 pub async fn spawn_device(database: &TestDatabase, policy_url: &str) -> RunningServer {
-    let app = enroll_device::app::Application::build(device_config(database, policy_url))
+    spawn_device_with(device_config(database, policy_url)).await
+}
+
+pub async fn spawn_device_with(config: enroll_device::config::DeviceConfig) -> RunningServer {
+    let app = enroll_device::app::Application::build(config)
         .await
         .expect("build device server");
     let addr = app.local_addr().expect("addr");

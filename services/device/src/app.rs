@@ -8,10 +8,17 @@ use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-use crate::config::DeviceConfig;
+use std::sync::Arc;
+
+use enroll_shared::time::SystemClock;
+
+use crate::config::{DeviceConfig, SecretsConfig};
+use crate::domain::secrets::SeedCipher;
 use crate::grpc::DeviceGrpc;
 use crate::policy_client::{PolicyClient, PolicyClientError};
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
+use crate::store::tokens::TokenStore;
+use crate::token_service::Tokens;
 
 /// The name health checks and telemetry use.
 pub const SERVICE_NAME: &str = "enroll.device.v1.DeviceService";
@@ -42,6 +49,22 @@ pub struct Application {
     db: DatabaseConnection,
     keys: ApiKeys,
     policy: PolicyClient,
+    cipher: Option<Arc<SeedCipher>>,
+}
+
+/// The seed cipher, when keys are configured (token enrollment needs it).
+fn seed_cipher(secrets: &SecretsConfig) -> Result<Option<Arc<SeedCipher>>, StartError> {
+    if secrets.seed_keys.is_empty() {
+        tracing::warn!("no secrets.seed_keys configured: OTP tokens cannot be enrolled");
+        return Ok(None);
+    }
+    let keys = secrets
+        .seed_keys
+        .iter()
+        .map(|(id, key)| (id.as_str(), key.as_str()));
+    SeedCipher::new(keys, &secrets.active_seed_key)
+        .map(|cipher| Some(Arc::new(cipher)))
+        .map_err(|error| StartError::Config(error.to_string()))
 }
 
 impl Application {
@@ -53,6 +76,7 @@ impl Application {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }
         let policy = PolicyClient::new(&config.policy_service)?;
+        let cipher = seed_cipher(&config.secrets)?;
         let db = enroll_shared::db::connect(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
@@ -64,6 +88,7 @@ impl Application {
             db,
             keys,
             policy,
+            cipher,
         })
     }
 
@@ -82,14 +107,21 @@ impl Application {
             db,
             keys,
             policy,
+            cipher,
         } = self;
+        let tokens = Tokens::new(
+            TokenStore::new(db.clone()),
+            policy.clone(),
+            cipher,
+            Arc::new(SystemClock),
+        );
         let mut server = spawn(
             listener,
             config.server.clone(),
             SERVICE_NAME,
             enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::access::access),
-            DeviceServiceServer::new(DeviceGrpc::new(policy.clone())),
+            DeviceServiceServer::new(DeviceGrpc::new(tokens)),
             shutdown,
         )
         .await;

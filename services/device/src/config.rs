@@ -21,6 +21,31 @@ pub struct DeviceConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub policy_service: PolicyServiceConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// Keys for secrets kept at rest (OTP seeds, encrypted PINs, sealed first responses).
+/// Rotation: add a key under a new id, make it `active_seed_key`, restart; rows sealed with
+/// older keys still decrypt as long as their key stays listed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Key id -> 64 hex characters (AES-256). Prefer ENROLL_SECRETS__SEED_KEYS='{k1="..."}'.
+    #[serde(default)]
+    pub seed_keys: std::collections::BTreeMap<String, String>,
+    /// The key id new secrets are encrypted with.
+    #[serde(default)]
+    pub active_seed_key: String,
+}
+
+impl fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field("seed_keys", &self.seed_keys.keys().collect::<Vec<_>>())
+            .field("active_seed_key", &self.active_seed_key)
+            .finish()
+    }
 }
 
 /// How the device service reaches the policy service.

@@ -1,66 +1,444 @@
-//! The gRPC edge of the device service.
+//! The gRPC edge of the device service: decode and validate requests into domain types,
+//! call one use case, map errors through `From<DeviceError> for Status`.
 //!
-//! The RPCs are declared in full in `proto/enroll/device/v1/device.proto`; they are built in
-//! the issues that follow the foundation (OTP tokens: issue 3; WebAuthn devices, links and
-//! CheckEnrollment: issue 4). Until then each answers UNIMPLEMENTED naming its issue, after
-//! the caller's key and role were checked like every other call.
+//! The RPCs not built yet answer UNIMPLEMENTED naming the issue that builds them (OTP
+//! tokens: issue 3; WebAuthn devices, links and CheckEnrollment: issue 4), after the
+//! caller's key and role were checked like every other call.
+use enroll_shared::auth::caller;
 use enroll_shared::proto::device::v1 as pb;
+use enroll_shared::time::to_timestamp;
 use pb::device_service_server::DeviceService;
 use tonic::{Request, Response, Status};
 
-use crate::policy_client::PolicyClient;
+use crate::domain::names::{Realm, Serial, UserName};
+use crate::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
+use crate::error::DeviceError;
+use crate::store::entities::tokens;
+use crate::store::tokens::TokenFilter;
+use crate::token_service::{Actor, Enrollment, Tokens};
+
+/// Default and largest page sizes of the list RPCs.
+const DEFAULT_PAGE_SIZE: u64 = 100;
+const MAX_PAGE_SIZE: u64 = 1000;
 
 pub struct DeviceGrpc {
-    /// Consulted before every mutation once mutations exist.
-    #[allow(dead_code)]
-    policy: PolicyClient,
+    tokens: Tokens,
 }
 
 impl DeviceGrpc {
-    pub fn new(policy: PolicyClient) -> Self {
-        Self { policy }
+    pub fn new(tokens: Tokens) -> Self {
+        Self { tokens }
     }
 }
 
-macro_rules! planned_rpcs {
-    ($($method:ident($request:ident) -> $response:ident: $issue:literal;)*) => {
-        #[tonic::async_trait]
-        impl DeviceService for DeviceGrpc {
-            $(
-                async fn $method(&self, _request: Request<pb::$request>) -> Result<Response<pb::$response>, Status> {
-                    Err(Status::unimplemented(concat!(
-                        stringify!($method), " is not available yet: it is built in ", $issue
-                    )))
-                }
-            )*
-        }
-    };
+fn planned(rpc: &str, issue: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not available yet: it is built in {issue}"
+    ))
 }
 
-planned_rpcs! {
-    check_enrollment(CheckEnrollmentRequest) -> CheckEnrollmentResponse: "issue 4";
-    create_enrollment_link(CreateEnrollmentLinkRequest) -> EnrollmentLink: "issue 4";
-    list_enrollment_links(ListEnrollmentLinksRequest) -> ListEnrollmentLinksResponse: "issue 4";
-    revoke_enrollment_link(RevokeEnrollmentLinkRequest) -> EnrollmentLink: "issue 4";
-    begin_device_registration(BeginDeviceRegistrationRequest) -> BeginDeviceRegistrationResponse: "issue 4";
-    finish_device_registration(FinishDeviceRegistrationRequest) -> FinishDeviceRegistrationResponse: "issue 4";
-    begin_device_authentication(BeginDeviceAuthenticationRequest) -> BeginDeviceAuthenticationResponse: "issue 4";
-    finish_device_authentication(FinishDeviceAuthenticationRequest) -> Device: "issue 4";
-    list_devices(ListDevicesRequest) -> ListDevicesResponse: "issue 4";
-    get_device(GetDeviceRequest) -> Device: "issue 4";
-    approve_device(ApproveDeviceRequest) -> Device: "issue 4";
-    revoke_device(RevokeDeviceRequest) -> Device: "issue 4";
-    enroll_token(EnrollTokenRequest) -> EnrollTokenResponse: "issue 3";
-    import_tokens(ImportTokensRequest) -> ImportTokensResponse: "issue 3";
-    assign_token(AssignTokenRequest) -> Token: "issue 3";
-    unassign_token(UnassignTokenRequest) -> Token: "issue 3";
-    set_pin(SetPinRequest) -> Token: "issue 3";
-    enable_token(EnableTokenRequest) -> Token: "issue 3";
-    disable_token(DisableTokenRequest) -> Token: "issue 3";
-    delete_token(DeleteTokenRequest) -> DeleteTokenResponse: "issue 3";
-    list_tokens(ListTokensRequest) -> ListTokensResponse: "issue 3";
-    get_token(GetTokenRequest) -> Token: "issue 3";
-    validate(ValidateRequest) -> ValidateResponse: "issue 3";
-    report_lost_token(ReportLostTokenRequest) -> ReportLostTokenResponse: "issue 3";
-    list_audit_events(ListAuditEventsRequest) -> ListAuditEventsResponse: "issue 3";
+fn actor<T>(request: &Request<T>, client_ip: &str) -> Result<Actor, Status> {
+    Ok(Actor {
+        name: caller(request)?.name.clone(),
+        client_ip: client_ip.trim().to_owned(),
+    })
+}
+
+fn realm(field: &str, raw: &str) -> Result<Realm, DeviceError> {
+    Realm::parse(raw).map_err(|message| DeviceError::invalid(field, message))
+}
+
+fn optional_user(field: &str, raw: &str) -> Result<Option<UserName>, DeviceError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    UserName::parse(raw)
+        .map(Some)
+        .map_err(|message| DeviceError::invalid(field, message))
+}
+
+fn request_id(raw: &str) -> Result<Option<String>, DeviceError> {
+    let id = raw.trim();
+    if id.len() > 128 {
+        return Err(DeviceError::invalid(
+            "request_id",
+            "longer than 128 characters",
+        ));
+    }
+    Ok(Some(id.to_owned()).filter(|id| !id.is_empty()))
+}
+
+fn page_size(raw: u32) -> Result<u64, DeviceError> {
+    match u64::from(raw) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        size if size <= MAX_PAGE_SIZE => Ok(size),
+        _ => Err(DeviceError::invalid(
+            "page_size",
+            format!("must be at most {MAX_PAGE_SIZE}"),
+        )),
+    }
+}
+
+fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
+    match pb::HashAlgorithm::try_from(raw) {
+        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha1) => Ok(HashAlgorithm::Sha1),
+        Ok(pb::HashAlgorithm::Sha256) => Ok(HashAlgorithm::Sha256),
+        Ok(pb::HashAlgorithm::Sha512) => Ok(HashAlgorithm::Sha512),
+        Err(_) => Err(DeviceError::invalid(
+            "algorithm",
+            format!("unknown value {raw}"),
+        )),
+    }
+}
+
+fn token_kind(raw: i32) -> Result<TokenKind, DeviceError> {
+    match pb::TokenType::try_from(raw) {
+        Ok(pb::TokenType::Totp) => Ok(TokenKind::Totp),
+        Ok(pb::TokenType::Hotp) => Ok(TokenKind::Hotp),
+        Ok(pb::TokenType::Password) => Ok(TokenKind::Password),
+        _ => Err(DeviceError::invalid(
+            "type",
+            "required: TOKEN_TYPE_TOTP or TOKEN_TYPE_HOTP",
+        )),
+    }
+}
+
+impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
+    type Error = DeviceError;
+
+    fn try_from(request: pb::EnrollTokenRequest) -> Result<Self, Self::Error> {
+        let kind = token_kind(request.r#type)?;
+        let period = match request.period {
+            Some(period) if period.seconds < 0 || period.nanos != 0 => {
+                return Err(DeviceError::invalid(
+                    "period",
+                    "must be a whole, positive number of seconds",
+                ));
+            }
+            Some(period) => period.seconds as u64,
+            None => 0,
+        };
+        let parameters =
+            OtpParameters::new(kind, request.digits, period, algorithm(request.algorithm)?)
+                .map_err(|(field, message)| DeviceError::invalid(field, message))?;
+        if request.description.chars().count() > 256 {
+            return Err(DeviceError::invalid(
+                "description",
+                "longer than 256 characters",
+            ));
+        }
+        Ok(Enrollment {
+            realm: realm("realm", &request.realm)?,
+            user: optional_user("user", &request.user)?,
+            parameters,
+            description: request.description,
+            request_id: request_id(&request.request_id)?,
+        })
+    }
+}
+
+fn token_state(state: &str) -> pb::TokenState {
+    match state {
+        "enabled" => pb::TokenState::Enabled,
+        "disabled" => pb::TokenState::Disabled,
+        "locked" => pb::TokenState::Locked,
+        "lost" => pb::TokenState::Lost,
+        _ => pb::TokenState::Unspecified,
+    }
+}
+
+/// A token as callers see it: never its seed or PIN.
+pub fn token_to_proto(token: &tokens::Model, user: Option<&str>) -> pb::Token {
+    let kind = TokenKind::parse(&token.token_type);
+    pb::Token {
+        serial: token.serial.clone(),
+        r#type: match kind {
+            Some(TokenKind::Totp) => pb::TokenType::Totp,
+            Some(TokenKind::Hotp) => pb::TokenType::Hotp,
+            Some(TokenKind::Password) => pb::TokenType::Password,
+            None => pb::TokenType::Unspecified,
+        } as i32,
+        realm: token.realm.clone(),
+        user: user.unwrap_or_default().to_owned(),
+        state: token_state(&token.state) as i32,
+        label: token.label.clone(),
+        digits: token.digits.max(0) as u32,
+        period: (token.period > 0).then(|| prost_types::Duration {
+            seconds: i64::from(token.period),
+            nanos: 0,
+        }),
+        algorithm: match HashAlgorithm::parse(&token.algorithm) {
+            Some(HashAlgorithm::Sha1) => pb::HashAlgorithm::Sha1,
+            Some(HashAlgorithm::Sha256) => pb::HashAlgorithm::Sha256,
+            Some(HashAlgorithm::Sha512) => pb::HashAlgorithm::Sha512,
+            None => pb::HashAlgorithm::Unspecified,
+        } as i32,
+        has_pin: token.pin_hash.is_some(),
+        failure_count: token.failure_count.max(0) as u32,
+        create_time: Some(to_timestamp(token.create_time)),
+        expire_time: token.expire_time.map(to_timestamp),
+        description: token.description.clone(),
+    }
+}
+
+fn list_filter(request: &pb::ListTokensRequest) -> Result<TokenFilter, DeviceError> {
+    let realm = match request.realm.trim() {
+        "" => None,
+        raw => Some(realm("realm", raw)?),
+    };
+    let token_type = match pb::TokenType::try_from(request.r#type) {
+        Ok(pb::TokenType::Unspecified) => None,
+        Ok(kind) => Some(token_kind(kind as i32)?.as_str()),
+        Err(_) => {
+            return Err(DeviceError::invalid(
+                "type",
+                format!("unknown value {}", request.r#type),
+            ));
+        }
+    };
+    let state = match pb::TokenState::try_from(request.state) {
+        Ok(pb::TokenState::Unspecified) => None,
+        Ok(pb::TokenState::Enabled) => Some("enabled"),
+        Ok(pb::TokenState::Disabled) => Some("disabled"),
+        Ok(pb::TokenState::Locked) => Some("locked"),
+        Ok(pb::TokenState::Lost) => Some("lost"),
+        Err(_) => {
+            return Err(DeviceError::invalid(
+                "state",
+                format!("unknown value {}", request.state),
+            ));
+        }
+    };
+    Ok(TokenFilter {
+        realm,
+        user: optional_user("user", &request.user)?,
+        token_type,
+        assigned: request.assigned,
+        state,
+    })
+}
+
+#[tonic::async_trait]
+impl DeviceService for DeviceGrpc {
+    async fn enroll_token(
+        &self,
+        request: Request<pb::EnrollTokenRequest>,
+    ) -> Result<Response<pb::EnrollTokenResponse>, Status> {
+        let actor = actor(&request, &request.get_ref().client_ip)?;
+        let enrollment = Enrollment::try_from(request.into_inner())?;
+        let response = self.tokens.enroll(&actor, enrollment).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_token(
+        &self,
+        request: Request<pb::GetTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        let serial = Serial::parse(&request.get_ref().serial)
+            .map_err(|message| DeviceError::invalid("serial", message))?;
+        let row = self
+            .tokens
+            .store()
+            .get(serial.as_str())
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        Ok(Response::new(token_to_proto(
+            &row.token,
+            row.user.as_deref(),
+        )))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let request = request.into_inner();
+        let filter = list_filter(&request)?;
+        let size = page_size(request.page_size)?;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(
+                hex::decode(token)
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok())
+                    .ok_or_else(|| {
+                        DeviceError::invalid("page_token", "not a token returned by this service")
+                    })?,
+            ),
+        };
+        let mut rows = self
+            .tokens
+            .store()
+            .list(&filter, after.as_deref(), size + 1)
+            .await?;
+        let next_page_token = if rows.len() as u64 > size {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|row| hex::encode(&row.token.serial))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: rows
+                .iter()
+                .map(|row| token_to_proto(&row.token, row.user.as_deref()))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn check_enrollment(
+        &self,
+        _request: Request<pb::CheckEnrollmentRequest>,
+    ) -> Result<Response<pb::CheckEnrollmentResponse>, Status> {
+        Err(planned("check_enrollment", "issue 4"))
+    }
+
+    async fn create_enrollment_link(
+        &self,
+        _request: Request<pb::CreateEnrollmentLinkRequest>,
+    ) -> Result<Response<pb::EnrollmentLink>, Status> {
+        Err(planned("create_enrollment_link", "issue 4"))
+    }
+
+    async fn list_enrollment_links(
+        &self,
+        _request: Request<pb::ListEnrollmentLinksRequest>,
+    ) -> Result<Response<pb::ListEnrollmentLinksResponse>, Status> {
+        Err(planned("list_enrollment_links", "issue 4"))
+    }
+
+    async fn revoke_enrollment_link(
+        &self,
+        _request: Request<pb::RevokeEnrollmentLinkRequest>,
+    ) -> Result<Response<pb::EnrollmentLink>, Status> {
+        Err(planned("revoke_enrollment_link", "issue 4"))
+    }
+
+    async fn begin_device_registration(
+        &self,
+        _request: Request<pb::BeginDeviceRegistrationRequest>,
+    ) -> Result<Response<pb::BeginDeviceRegistrationResponse>, Status> {
+        Err(planned("begin_device_registration", "issue 4"))
+    }
+
+    async fn finish_device_registration(
+        &self,
+        _request: Request<pb::FinishDeviceRegistrationRequest>,
+    ) -> Result<Response<pb::FinishDeviceRegistrationResponse>, Status> {
+        Err(planned("finish_device_registration", "issue 4"))
+    }
+
+    async fn begin_device_authentication(
+        &self,
+        _request: Request<pb::BeginDeviceAuthenticationRequest>,
+    ) -> Result<Response<pb::BeginDeviceAuthenticationResponse>, Status> {
+        Err(planned("begin_device_authentication", "issue 4"))
+    }
+
+    async fn finish_device_authentication(
+        &self,
+        _request: Request<pb::FinishDeviceAuthenticationRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Err(planned("finish_device_authentication", "issue 4"))
+    }
+
+    async fn list_devices(
+        &self,
+        _request: Request<pb::ListDevicesRequest>,
+    ) -> Result<Response<pb::ListDevicesResponse>, Status> {
+        Err(planned("list_devices", "issue 4"))
+    }
+
+    async fn get_device(
+        &self,
+        _request: Request<pb::GetDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Err(planned("get_device", "issue 4"))
+    }
+
+    async fn approve_device(
+        &self,
+        _request: Request<pb::ApproveDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Err(planned("approve_device", "issue 4"))
+    }
+
+    async fn revoke_device(
+        &self,
+        _request: Request<pb::RevokeDeviceRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        Err(planned("revoke_device", "issue 4"))
+    }
+
+    async fn import_tokens(
+        &self,
+        _request: Request<pb::ImportTokensRequest>,
+    ) -> Result<Response<pb::ImportTokensResponse>, Status> {
+        Err(planned("import_tokens", "issue 3"))
+    }
+
+    async fn assign_token(
+        &self,
+        _request: Request<pb::AssignTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(planned("assign_token", "issue 3"))
+    }
+
+    async fn unassign_token(
+        &self,
+        _request: Request<pb::UnassignTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(planned("unassign_token", "issue 3"))
+    }
+
+    async fn set_pin(
+        &self,
+        _request: Request<pb::SetPinRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(planned("set_pin", "issue 3"))
+    }
+
+    async fn enable_token(
+        &self,
+        _request: Request<pb::EnableTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(planned("enable_token", "issue 3"))
+    }
+
+    async fn disable_token(
+        &self,
+        _request: Request<pb::DisableTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Err(planned("disable_token", "issue 3"))
+    }
+
+    async fn delete_token(
+        &self,
+        _request: Request<pb::DeleteTokenRequest>,
+    ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
+        Err(planned("delete_token", "issue 3"))
+    }
+
+    async fn validate(
+        &self,
+        _request: Request<pb::ValidateRequest>,
+    ) -> Result<Response<pb::ValidateResponse>, Status> {
+        Err(planned("validate", "issue 3"))
+    }
+
+    async fn report_lost_token(
+        &self,
+        _request: Request<pb::ReportLostTokenRequest>,
+    ) -> Result<Response<pb::ReportLostTokenResponse>, Status> {
+        Err(planned("report_lost_token", "issue 3"))
+    }
+
+    async fn list_audit_events(
+        &self,
+        _request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        Err(planned("list_audit_events", "issue 3"))
+    }
 }

@@ -3,6 +3,8 @@ pub mod access;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod grpc;
 pub mod policy_client;
 pub mod store;
+pub mod token_service;

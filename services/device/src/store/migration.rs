@@ -8,7 +8,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsers)]
+        vec![Box::new(CreateUsers), Box::new(CreateTokens)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -25,6 +25,60 @@ enum Users {
     Id,
     Realm,
     Name,
+    CreateTime,
+    LockVersion,
+}
+
+#[derive(DeriveIden)]
+enum Realms {
+    Table,
+    Name,
+    LockVersion,
+}
+
+#[derive(DeriveIden)]
+enum Tokens {
+    Table,
+    Serial,
+    Realm,
+    UserId,
+    TokenType,
+    State,
+    SeedKeyId,
+    Seed,
+    Digits,
+    Period,
+    Algorithm,
+    Counter,
+    PinHash,
+    FailureCount,
+    Label,
+    Description,
+    CreateTime,
+    ExpireTime,
+}
+
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    Time,
+    Actor,
+    Action,
+    Realm,
+    UserName,
+    Subject,
+    Result,
+    Reason,
+    TraceId,
+}
+
+#[derive(DeriveIden)]
+enum IdempotencyKeys {
+    Table,
+    Key,
+    SealKeyId,
+    Response,
     CreateTime,
 }
 
@@ -69,6 +123,132 @@ impl MigrationTrait for CreateUsers {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Users::Table).if_exists().to_owned())
+            .await
+    }
+}
+
+/// Tokens, the realm lock rows, the audit trail and idempotency records.
+struct CreateTokens;
+
+impl MigrationName for CreateTokens {
+    fn name(&self) -> &str {
+        "m0002_create_tokens_audit_idempotency"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTokens {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Enrollments upsert this column to lock the user row before counting.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .add_column(big_integer(Users::LockVersion).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Realms::Table)
+                    .if_not_exists()
+                    .col(string(Realms::Name).primary_key())
+                    .col(big_integer(Realms::LockVersion).default(0))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Tokens::Table)
+                    .if_not_exists()
+                    .col(string(Tokens::Serial).primary_key())
+                    .col(string(Tokens::Realm))
+                    .col(big_integer_null(Tokens::UserId))
+                    .col(string(Tokens::TokenType))
+                    .col(string(Tokens::State))
+                    .col(string(Tokens::SeedKeyId))
+                    .col(binary(Tokens::Seed))
+                    .col(integer(Tokens::Digits))
+                    .col(integer(Tokens::Period))
+                    .col(string(Tokens::Algorithm))
+                    .col(big_integer(Tokens::Counter))
+                    .col(text_null(Tokens::PinHash))
+                    .col(integer(Tokens::FailureCount))
+                    .col(string(Tokens::Label))
+                    .col(text(Tokens::Description))
+                    .col(timestamp_with_time_zone(Tokens::CreateTime))
+                    .col(timestamp_with_time_zone_null(Tokens::ExpireTime))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Tokens::Table, Tokens::UserId)
+                            .to(Users::Table, Users::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns) in [
+            ("tokens_by_user", vec![Tokens::UserId, Tokens::State]),
+            ("tokens_by_realm", vec![Tokens::Realm, Tokens::Serial]),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(Tokens::Table).if_not_exists();
+            for column in columns {
+                index.col(column);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditEvents::Table)
+                    .if_not_exists()
+                    .col(big_pk_auto(AuditEvents::Id))
+                    .col(timestamp_with_time_zone(AuditEvents::Time))
+                    .col(string(AuditEvents::Actor))
+                    .col(string(AuditEvents::Action))
+                    .col(string(AuditEvents::Realm))
+                    .col(string(AuditEvents::UserName))
+                    .col(string(AuditEvents::Subject))
+                    .col(string(AuditEvents::Result))
+                    .col(text(AuditEvents::Reason))
+                    .col(string(AuditEvents::TraceId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(IdempotencyKeys::Table)
+                    .if_not_exists()
+                    .col(string(IdempotencyKeys::Key).primary_key())
+                    .col(string(IdempotencyKeys::SealKeyId))
+                    .col(binary(IdempotencyKeys::Response))
+                    .col(timestamp_with_time_zone(IdempotencyKeys::CreateTime))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            IdempotencyKeys::Table.into_iden(),
+            AuditEvents::Table.into_iden(),
+            Tokens::Table.into_iden(),
+            Realms::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Users::Table)
+                    .drop_column(Users::LockVersion)
+                    .to_owned(),
+            )
             .await
     }
 }

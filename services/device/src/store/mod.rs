@@ -1,2 +1,4 @@
 //! Persistence of the device service.
+pub mod entities;
 pub mod migration;
+pub mod tokens;

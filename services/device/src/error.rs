@@ -1,0 +1,181 @@
+//! The device service's errors and their one mapping to gRPC statuses.
+use enroll_shared::status::with_reason;
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The policy service denied the action.
+    #[error("{action} denied by policy: {message}")]
+    Denied {
+        action: &'static str,
+        code: String,
+        message: String,
+        policy: String,
+    },
+    /// A token limit is reached.
+    #[error("{limit} {value} reached{}", policy_suffix(.policy))]
+    LimitReached {
+        limit: &'static str,
+        value: u32,
+        policy: String,
+    },
+    /// The policy service answered with an error of its own (bad input, a conflict).
+    #[error("policy service: {}", .0.message())]
+    Policy(Status),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database unavailable")]
+    Database(#[from] sea_orm::DbErr),
+}
+
+fn policy_suffix(policy: &str) -> String {
+    if policy.is_empty() {
+        String::new()
+    } else {
+        format!(" (policy {policy})")
+    }
+}
+
+impl DeviceError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DeviceError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A short reason for audit events (never a secret: messages are built from names).
+    pub fn audit_reason(&self) -> String {
+        match self {
+            DeviceError::Database(_) => "database unavailable".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<DeviceError> for Status {
+    fn from(error: DeviceError) -> Self {
+        let message = error.to_string();
+        match error {
+            DeviceError::InvalidArgument { field, .. } => with_reason(
+                Code::InvalidArgument,
+                message,
+                "INVALID_FIELD",
+                [("field".to_owned(), field)],
+            ),
+            DeviceError::NotFound(_) => Status::not_found(message),
+            DeviceError::FailedPrecondition(_) => Status::failed_precondition(message),
+            DeviceError::Denied { code, policy, .. } => with_reason(
+                Code::PermissionDenied,
+                message,
+                &code,
+                [("policy".to_owned(), policy)],
+            ),
+            DeviceError::LimitReached {
+                limit,
+                value,
+                policy,
+            } => with_reason(
+                Code::ResourceExhausted,
+                message,
+                &limit.to_ascii_uppercase(),
+                [
+                    ("limit".to_owned(), value.to_string()),
+                    ("policy".to_owned(), policy),
+                ],
+            ),
+            DeviceError::Policy(status) => status,
+            DeviceError::Unavailable(_) => Status::unavailable(message),
+            DeviceError::Database(source) => {
+                tracing::error!(error = %source, "database error");
+                Status::unavailable(message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use enroll_shared::status::reason;
+
+    #[test]
+    fn every_error_maps_to_its_code() {
+        let cases: Vec<(DeviceError, Code, Option<&str>)> = vec![
+            (
+                DeviceError::invalid("digits", "must be 6 or 8"),
+                Code::InvalidArgument,
+                Some("INVALID_FIELD"),
+            ),
+            (
+                DeviceError::NotFound("token X".into()),
+                Code::NotFound,
+                None,
+            ),
+            (
+                DeviceError::FailedPrecondition("no key".into()),
+                Code::FailedPrecondition,
+                None,
+            ),
+            (
+                DeviceError::Denied {
+                    action: "enroll",
+                    code: "TOKEN_TYPE_NOT_ALLOWED".into(),
+                    message: "m".into(),
+                    policy: "p".into(),
+                },
+                Code::PermissionDenied,
+                Some("TOKEN_TYPE_NOT_ALLOWED"),
+            ),
+            (
+                DeviceError::LimitReached {
+                    limit: "max_token_per_user",
+                    value: 3,
+                    policy: "p".into(),
+                },
+                Code::ResourceExhausted,
+                Some("MAX_TOKEN_PER_USER"),
+            ),
+            (
+                DeviceError::Policy(Status::invalid_argument("x")),
+                Code::InvalidArgument,
+                None,
+            ),
+            (
+                DeviceError::Unavailable("policy down".into()),
+                Code::Unavailable,
+                None,
+            ),
+            (
+                DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
+                Code::Unavailable,
+                None,
+            ),
+        ];
+        for (error, code, expected) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            assert_eq!(reason(&status).as_deref(), expected);
+            assert!(!status.message().contains("detail"));
+        }
+    }
+
+    #[test]
+    fn limit_messages_name_limit_and_policy() {
+        let status = Status::from(DeviceError::LimitReached {
+            limit: "max_token_per_user",
+            value: 3,
+            policy: "corp".into(),
+        });
+        assert_eq!(
+            status.message(),
+            "max_token_per_user 3 reached (policy corp)"
+        );
+    }
+}

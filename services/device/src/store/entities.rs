@@ -1,0 +1,119 @@
+//! Rows of the device service's tables.
+
+pub mod users {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub realm: String,
+        pub name: String,
+        pub create_time: DateTimeUtc,
+        pub lock_version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod tokens {
+    use sea_orm::entity::prelude::*;
+
+    /// One OTP or password token. `seed` is AES-256-GCM ciphertext under `seed_key_id`.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub serial: String,
+        pub realm: String,
+        pub user_id: Option<i64>,
+        pub token_type: String,
+        pub state: String,
+        pub seed_key_id: String,
+        pub seed: Vec<u8>,
+        pub digits: i32,
+        pub period: i32,
+        pub algorithm: String,
+        pub counter: i64,
+        pub pin_hash: Option<String>,
+        pub failure_count: i32,
+        pub label: String,
+        pub description: String,
+        pub create_time: DateTimeUtc,
+        pub expire_time: Option<DateTimeUtc>,
+    }
+
+    // Seeds and PINs stay out of logs even as ciphertext and hashes.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Token")
+                .field("serial", &self.serial)
+                .field("realm", &self.realm)
+                .field("user_id", &self.user_id)
+                .field("state", &self.state)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit_events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub time: DateTimeUtc,
+        pub actor: String,
+        pub action: String,
+        pub realm: String,
+        pub user_name: String,
+        pub subject: String,
+        pub result: String,
+        pub reason: String,
+        pub trace_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod idempotency_keys {
+    use sea_orm::entity::prelude::*;
+
+    /// The first response to a request id, sealed (it may hold a secret returned once).
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "idempotency_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub seal_key_id: String,
+        pub response: Vec<u8>,
+        pub create_time: DateTimeUtc,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("IdempotencyKey")
+                .field("key", &self.key)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

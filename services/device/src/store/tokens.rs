@@ -1,0 +1,385 @@
+//! Token persistence. Every mutation runs in one transaction that first locks the rows its
+//! limits depend on, so counting and inserting cannot race (across replicas too).
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, Statement, TransactionTrait, Value,
+};
+
+use super::entities::{audit_events, idempotency_keys, tokens, users};
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+
+/// One audit record, written in the transaction of the change it describes.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub action: &'static str,
+    pub realm: String,
+    pub user: String,
+    pub subject: String,
+    pub result: &'static str,
+    pub reason: String,
+    pub trace_id: String,
+    pub time: DateTime<Utc>,
+}
+
+/// The limits that apply to an enrollment (from the policy decision).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    pub per_user: Option<(u32, String)>,
+    pub active_per_user: Option<(u32, String)>,
+    pub per_realm: Option<(u32, String)>,
+}
+
+/// A sealed first response, stored under an idempotency key.
+#[derive(Clone)]
+pub struct SealedResponse {
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+pub enum EnrollOutcome {
+    Created,
+    /// The request id was used before: the first response.
+    Replayed(SealedResponse),
+}
+
+/// A token with its owner's name.
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub token: tokens::Model,
+    pub user: Option<String>,
+}
+
+/// Filters of ListTokens.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    pub realm: Option<Realm>,
+    pub user: Option<UserName>,
+    pub token_type: Option<&'static str>,
+    pub assigned: Option<bool>,
+    pub state: Option<&'static str>,
+}
+
+#[derive(Clone)]
+pub struct TokenStore {
+    db: DatabaseConnection,
+}
+
+/// Writes `$n` placeholders as the backend wants them.
+fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    let sql = match backend {
+        DbBackend::Postgres => sql.to_owned(),
+        _ => {
+            let mut out = String::with_capacity(sql.len());
+            let mut chars = sql.chars().peekable();
+            while let Some(ch) = chars.next() {
+                if ch == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
+    };
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+async fn count(
+    transaction: &DatabaseTransaction,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<u64, DeviceError> {
+    let backend = transaction.get_database_backend();
+    let row = transaction
+        .query_one_raw(statement(backend, sql, values))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
+    let count: i64 = row.try_get_by_index(0)?;
+    Ok(count.max(0) as u64)
+}
+
+impl TokenStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Takes the realm's lock row: an upsert that always writes, so PostgreSQL holds the
+    /// row lock and SQLite the write lock until the transaction ends.
+    async fn lock_realm(
+        transaction: &DatabaseTransaction,
+        realm: &Realm,
+    ) -> Result<(), DeviceError> {
+        let backend = transaction.get_database_backend();
+        transaction
+            .execute_raw(statement(
+                backend,
+                "INSERT INTO realms (name, lock_version) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET lock_version = realms.lock_version + 1",
+                vec![realm.as_str().into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the user on first use and locks its row; returns its id.
+    async fn lock_user(
+        transaction: &DatabaseTransaction,
+        realm: &Realm,
+        user: &UserName,
+        now: DateTime<Utc>,
+    ) -> Result<i64, DeviceError> {
+        let backend = transaction.get_database_backend();
+        let row = transaction
+            .query_one_raw(statement(
+                backend,
+                "INSERT INTO users (realm, name, create_time, lock_version) VALUES ($1, $2, $3, 0) \
+                 ON CONFLICT (realm, name) DO UPDATE SET lock_version = users.lock_version + 1 RETURNING id",
+                vec![realm.as_str().into(), user.as_str().into(), now.into()],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("user lock row".into()))?;
+        Ok(row.try_get_by_index(0)?)
+    }
+
+    pub async fn audit(&self, record: AuditRecord) -> Result<(), DeviceError> {
+        Self::insert_audit(&self.db, record).await
+    }
+
+    async fn insert_audit(
+        db: &impl ConnectionTrait,
+        record: AuditRecord,
+    ) -> Result<(), DeviceError> {
+        audit_events::ActiveModel {
+            time: Set(record.time),
+            actor: Set(record.actor),
+            action: Set(record.action.to_owned()),
+            realm: Set(record.realm),
+            user_name: Set(record.user),
+            subject: Set(record.subject),
+            result: Set(record.result.to_owned()),
+            reason: Set(record.reason),
+            trace_id: Set(record.trace_id),
+            ..Default::default()
+        }
+        .insert(db)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn find_response(&self, key: &str) -> Result<Option<SealedResponse>, DeviceError> {
+        Ok(idempotency_keys::Entity::find_by_id(key.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|row| SealedResponse {
+                key_id: row.seal_key_id,
+                bytes: row.response,
+            }))
+    }
+
+    /// Inserts `token` unless a limit forbids it. A refusal is audited (and committed) in the
+    /// same transaction that counted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enroll(
+        &self,
+        realm: &Realm,
+        user: Option<&UserName>,
+        mut token: tokens::Model,
+        limits: &Limits,
+        mut audit: AuditRecord,
+        idempotency: Option<(String, SealedResponse)>,
+    ) -> Result<EnrollOutcome, DeviceError> {
+        let transaction = self.db.begin().await?;
+        // Lock order: realm, then user (every writer takes them in this order).
+        if limits.per_realm.is_some() {
+            Self::lock_realm(&transaction, realm).await?;
+        }
+        let user_id = match user {
+            Some(user) => {
+                Some(Self::lock_user(&transaction, realm, user, token.create_time).await?)
+            }
+            None => None,
+        };
+        if let Some((key, _)) = &idempotency
+            && let Some(first) = idempotency_keys::Entity::find_by_id(key.clone())
+                .one(&transaction)
+                .await?
+        {
+            transaction.commit().await?;
+            return Ok(EnrollOutcome::Replayed(SealedResponse {
+                key_id: first.seal_key_id,
+                bytes: first.response,
+            }));
+        }
+        let exceeded = self.exceeded(&transaction, realm, user_id, limits).await?;
+        if let Some(error) = exceeded {
+            audit.result = "denied";
+            audit.reason = error.audit_reason();
+            Self::insert_audit(&transaction, audit).await?;
+            transaction.commit().await?;
+            return Err(error);
+        }
+        token.user_id = user_id;
+        tokens::Entity::insert(token.into_active_model())
+            .exec_without_returning(&transaction)
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        if let Some((key, sealed)) = idempotency {
+            idempotency_keys::ActiveModel {
+                key: Set(key),
+                seal_key_id: Set(sealed.key_id),
+                response: Set(sealed.bytes),
+                create_time: Set(Utc::now()),
+            }
+            .insert(&transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(EnrollOutcome::Created)
+    }
+
+    /// The first limit one more token would break, if any.
+    async fn exceeded(
+        &self,
+        transaction: &DatabaseTransaction,
+        realm: &Realm,
+        user_id: Option<i64>,
+        limits: &Limits,
+    ) -> Result<Option<DeviceError>, DeviceError> {
+        if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.per_user) {
+            let held = count(
+                transaction,
+                "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
+                vec![user_id.into()],
+            )
+            .await?;
+            if held >= u64::from(*limit) {
+                return Ok(Some(DeviceError::LimitReached {
+                    limit: "max_token_per_user",
+                    value: *limit,
+                    policy: policy.clone(),
+                }));
+            }
+        }
+        if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.active_per_user) {
+            let active = count(
+                transaction,
+                "SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled'",
+                vec![user_id.into()],
+            )
+            .await?;
+            if active >= u64::from(*limit) {
+                return Ok(Some(DeviceError::LimitReached {
+                    limit: "max_active_token_per_user",
+                    value: *limit,
+                    policy: policy.clone(),
+                }));
+            }
+        }
+        if let Some((limit, policy)) = &limits.per_realm {
+            let in_realm = count(
+                transaction,
+                "SELECT COUNT(*) FROM tokens WHERE realm = $1",
+                vec![realm.as_str().into()],
+            )
+            .await?;
+            if in_realm >= u64::from(*limit) {
+                return Ok(Some(DeviceError::LimitReached {
+                    limit: "max_token_per_realm",
+                    value: *limit,
+                    policy: policy.clone(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub async fn get(&self, serial: &str) -> Result<Option<TokenRow>, DeviceError> {
+        let Some(token) = tokens::Entity::find_by_id(serial.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user = match token.user_id {
+            Some(id) => users::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .map(|user| user.name),
+            None => None,
+        };
+        Ok(Some(TokenRow { token, user }))
+    }
+
+    /// A page of tokens ordered by serial, after `after`.
+    pub async fn list(
+        &self,
+        filter: &TokenFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<TokenRow>, DeviceError> {
+        let mut query = tokens::Entity::find().order_by_asc(tokens::Column::Serial);
+        if let Some(realm) = &filter.realm {
+            query = query.filter(tokens::Column::Realm.eq(realm.as_str()));
+        }
+        if let Some(user) = &filter.user {
+            let mut users_query =
+                users::Entity::find().filter(users::Column::Name.eq(user.as_str()));
+            if let Some(realm) = &filter.realm {
+                users_query = users_query.filter(users::Column::Realm.eq(realm.as_str()));
+            }
+            let ids: Vec<i64> = users_query
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|user| user.id)
+                .collect();
+            query = query.filter(tokens::Column::UserId.is_in(ids));
+        }
+        if let Some(token_type) = filter.token_type {
+            query = query.filter(tokens::Column::TokenType.eq(token_type));
+        }
+        match filter.assigned {
+            Some(true) => query = query.filter(tokens::Column::UserId.is_not_null()),
+            Some(false) => query = query.filter(tokens::Column::UserId.is_null()),
+            None => {}
+        }
+        if let Some(state) = filter.state {
+            query = query.filter(tokens::Column::State.eq(state));
+        }
+        if let Some(after) = after {
+            query = query.filter(tokens::Column::Serial.gt(after));
+        }
+        let tokens = query.limit(limit).all(&self.db).await?;
+        let ids: Vec<i64> = tokens.iter().filter_map(|token| token.user_id).collect();
+        let names: std::collections::HashMap<i64, String> = if ids.is_empty() {
+            Default::default()
+        } else {
+            users::Entity::find()
+                .filter(users::Column::Id.is_in(ids))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|user| (user.id, user.name))
+                .collect()
+        };
+        Ok(tokens
+            .into_iter()
+            .map(|token| {
+                let user = token.user_id.and_then(|id| names.get(&id).cloned());
+                TokenRow { token, user }
+            })
+            .collect())
+    }
+
+    /// How many tokens exist (tests and metrics).
+    pub async fn count_all(&self) -> Result<u64, DeviceError> {
+        Ok(tokens::Entity::find().count(&self.db).await?)
+    }
+}

@@ -1,0 +1,310 @@
+//! Token use cases: each asks the policy service first (fail closed), then changes the
+//! database in one transaction with its audit event.
+use std::sync::Arc;
+
+use enroll_shared::proto::device::v1 as pb;
+use enroll_shared::proto::policy::v1 as policy_pb;
+use enroll_shared::time::SharedClock;
+use prost::Message;
+
+use crate::domain::names::{Realm, UserName};
+use crate::domain::pins::seal_pin;
+use crate::domain::random::random_string;
+use crate::domain::secrets::SeedCipher;
+use crate::domain::tokens::{
+    OtpParameters, ProvisioningUri, base32, new_seed, new_serial, render_serial,
+};
+use crate::error::DeviceError;
+use crate::policy_client::PolicyClient;
+use crate::store::entities::tokens;
+use crate::store::tokens::{AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore};
+
+/// Who is asking, for policy decisions and the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub client_ip: String,
+}
+
+/// A validated EnrollToken request.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub realm: Realm,
+    pub user: Option<UserName>,
+    pub parameters: OtpParameters,
+    pub description: String,
+    pub request_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    store: TokenStore,
+    policy: PolicyClient,
+    cipher: Option<Arc<SeedCipher>>,
+    clock: SharedClock,
+}
+
+impl Tokens {
+    pub fn new(
+        store: TokenStore,
+        policy: PolicyClient,
+        cipher: Option<Arc<SeedCipher>>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            store,
+            policy,
+            cipher,
+            clock,
+        }
+    }
+
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    fn cipher(&self) -> Result<&SeedCipher, DeviceError> {
+        self.cipher.as_deref().ok_or_else(|| {
+            DeviceError::FailedPrecondition(
+                "token secrets cannot be stored: configure secrets.seed_keys and secrets.active_seed_key".to_owned(),
+            )
+        })
+    }
+
+    fn audit(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        realm: &Realm,
+        user: Option<&UserName>,
+        subject: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            actor: actor.name.clone(),
+            action,
+            realm: realm.to_string(),
+            user: user.map(ToString::to_string).unwrap_or_default(),
+            subject: subject.to_owned(),
+            result: "ok",
+            reason: String::new(),
+            trace_id: enroll_shared::telemetry::current_trace_id(),
+            time: self.clock.now(),
+        }
+    }
+
+    /// Asks the policy service; a denial is audited and refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &self,
+        actor: &Actor,
+        action: policy_pb::Action,
+        audit_action: &'static str,
+        realm: &Realm,
+        user: Option<&UserName>,
+        token_type: &str,
+        serial: &str,
+    ) -> Result<policy_pb::EvaluateEnrollmentResponse, DeviceError> {
+        let decision = self
+            .policy
+            .evaluate(policy_pb::EvaluateEnrollmentRequest {
+                realm: realm.to_string(),
+                user: user.map(ToString::to_string).unwrap_or_default(),
+                client_ip: actor.client_ip.clone(),
+                action: action as i32,
+                token_type: token_type.to_owned(),
+                serial: serial.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
+                _ => DeviceError::Policy(status),
+            })?;
+        if let Some(denial) = decision.denials.first() {
+            let error = DeviceError::Denied {
+                action: audit_action,
+                code: denial.code.clone(),
+                message: denial.message.clone(),
+                policy: denial.policy.clone(),
+            };
+            let mut record = self.audit(actor, audit_action, realm, user, serial);
+            record.result = "denied";
+            record.reason = error.audit_reason();
+            self.store.audit(record).await?;
+            return Err(error);
+        }
+        Ok(decision)
+    }
+
+    /// Enrolls a TOTP/HOTP token: the secret (and a random PIN when the policy asks for one)
+    /// is returned once; a retry with the same request id returns the same response.
+    #[tracing::instrument(skip_all, fields(realm = %enrollment.realm, request_id = enrollment.request_id.as_deref()))]
+    pub async fn enroll(
+        &self,
+        actor: &Actor,
+        enrollment: Enrollment,
+    ) -> Result<pb::EnrollTokenResponse, DeviceError> {
+        let cipher = self.cipher()?;
+        let idempotency_key = enrollment
+            .request_id
+            .as_ref()
+            .map(|id| format!("{}|EnrollToken|{id}", actor.name));
+        if let Some(key) = &idempotency_key
+            && let Some(first) = self.store.find_response(key).await?
+        {
+            return self.unseal(cipher, key, &first);
+        }
+        let parameters = enrollment.parameters;
+        let token_type = parameters.kind.as_str();
+        let decision = self
+            .decide(
+                actor,
+                policy_pb::Action::Enroll,
+                "enroll_token",
+                &enrollment.realm,
+                enrollment.user.as_ref(),
+                token_type,
+                "",
+            )
+            .await?;
+        let settings = decision.settings.unwrap_or_default();
+        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
+
+        let (serial, seed, pin) = {
+            let mut rng = rand::rng();
+            let pin = settings.otp_pin_random.map(|length| {
+                random_string(&mut rng, length as usize, &settings.otp_pin_random_content)
+            });
+            (
+                new_serial(parameters.kind, &mut rng),
+                new_seed(parameters.algorithm, &mut rng),
+                pin,
+            )
+        };
+        let label = render_serial(&settings.token_label, &serial);
+        let issuer = render_serial(&settings.token_issuer, &serial);
+        let (seed_key_id, sealed_seed) = cipher
+            .encrypt(&seed, &serial)
+            .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+        let pin_hash = match &pin {
+            Some(pin) => {
+                let (pin, encrypt, cipher, serial) = (
+                    pin.clone(),
+                    settings.otp_pin_encrypt,
+                    cipher.clone(),
+                    serial.clone(),
+                );
+                let sealed =
+                    tokio::task::spawn_blocking(move || seal_pin(&pin, encrypt, &cipher, &serial))
+                        .await
+                        .map_err(|error| {
+                            DeviceError::Unavailable(format!("PIN hashing task: {error}"))
+                        })?
+                        .map_err(DeviceError::FailedPrecondition)?;
+                Some(sealed)
+            }
+            None => None,
+        };
+        let now = self.clock.now();
+        let token = tokens::Model {
+            serial: serial.clone(),
+            realm: enrollment.realm.to_string(),
+            user_id: None,
+            token_type: token_type.to_owned(),
+            state: "enabled".to_owned(),
+            seed_key_id,
+            seed: sealed_seed,
+            digits: i32::from(parameters.digits),
+            period: parameters.period as i32,
+            algorithm: parameters.algorithm.as_str().to_owned(),
+            counter: 0,
+            pin_hash,
+            failure_count: 0,
+            label: label.clone(),
+            description: enrollment.description.clone(),
+            create_time: now,
+            expire_time: None,
+        };
+        let response = pb::EnrollTokenResponse {
+            token: Some(crate::grpc::token_to_proto(
+                &token,
+                enrollment.user.as_ref().map(|u| u.as_str()),
+            )),
+            otpauth_uri: ProvisioningUri {
+                parameters,
+                seed: &seed,
+                label: &label,
+                issuer: &issuer,
+                counter: 0,
+            }
+            .to_string(),
+            secret_base32: base32(&seed),
+            pin: pin.unwrap_or_default(),
+            qr_png: Vec::new(),
+        };
+        let sealed_response = match &idempotency_key {
+            Some(key) => {
+                let (key_id, bytes) = cipher
+                    .encrypt(&response.encode_to_vec(), key)
+                    .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+                Some((key.clone(), SealedResponse { key_id, bytes }))
+            }
+            None => None,
+        };
+        let limits = Limits {
+            per_user: settings
+                .max_token_per_user
+                .map(|limit| (limit, decided("max_token_per_user"))),
+            active_per_user: settings
+                .max_active_token_per_user
+                .map(|limit| (limit, decided("max_active_token_per_user"))),
+            per_realm: settings
+                .max_token_per_realm
+                .map(|limit| (limit, decided("max_token_per_realm"))),
+        };
+        let audit = self.audit(
+            actor,
+            "enroll_token",
+            &enrollment.realm,
+            enrollment.user.as_ref(),
+            &serial,
+        );
+        match self
+            .store
+            .enroll(
+                &enrollment.realm,
+                enrollment.user.as_ref(),
+                token,
+                &limits,
+                audit,
+                sealed_response,
+            )
+            .await?
+        {
+            EnrollOutcome::Created => {
+                tracing::info!(serial = %serial, "token enrolled");
+                Ok(response)
+            }
+            EnrollOutcome::Replayed(first) => self.unseal(
+                cipher,
+                idempotency_key.as_deref().unwrap_or_default(),
+                &first,
+            ),
+        }
+    }
+
+    fn unseal(
+        &self,
+        cipher: &SeedCipher,
+        key: &str,
+        sealed: &SealedResponse,
+    ) -> Result<pb::EnrollTokenResponse, DeviceError> {
+        let bytes = cipher
+            .decrypt(&sealed.key_id, &sealed.bytes, key)
+            .map_err(|error| {
+                DeviceError::FailedPrecondition(format!("stored response: {error}"))
+            })?;
+        pb::EnrollTokenResponse::decode(bytes.as_slice()).map_err(|_| {
+            DeviceError::FailedPrecondition("stored response is unreadable".to_owned())
+        })
+    }
+}
