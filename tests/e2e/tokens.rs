@@ -372,3 +372,103 @@ enroll_e2e::on_both_backends!(
     no_policy_service_means_unavailable_and_nothing_written,
     policy_denials_are_refused,
 );
+
+mod audit {
+    use super::*;
+
+    async fn every_enrollment_and_denial_is_audited_without_secrets(backend: Backend) {
+        let database = TestDatabase::create(backend).await;
+        let policy_server = spawn_policy(&database).await;
+        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
+        let mut one = policy(
+            "one-each",
+            &[("max_token_per_user", "1"), ("otp_pin_random", "8")],
+        );
+        one.realms = vec!["corp".into()];
+        create(&mut admin_policy, one).await.unwrap();
+        let mut lab = policy("lab-no-totp", &[("token_types", "hotp")]);
+        lab.realms = vec!["lab".into()];
+        create(&mut admin_policy, lab).await.unwrap();
+        let device = spawn_device(&database, &policy_server.url()).await;
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+
+        let enrolled = admin
+            .enroll_token(totp("corp", "erin"))
+            .await
+            .unwrap()
+            .into_inner();
+        let serial = enrolled.token.as_ref().unwrap().serial.clone();
+        admin.enroll_token(totp("corp", "erin")).await.unwrap_err();
+        admin.enroll_token(totp("lab", "erin")).await.unwrap_err();
+
+        let mut ops = device_client(&device, Some(OPS_KEY)).await;
+        let events = ops
+            .list_audit_events(pb::ListAuditEventsRequest {
+                user: "Erin".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        let summary: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|e| (e.realm.as_str(), e.result.as_str(), e.reason.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "lab",
+                    "denied",
+                    "enroll_token denied by policy: token type `totp` is not in token_types `hotp`"
+                ),
+                (
+                    "corp",
+                    "denied",
+                    "max_token_per_user 1 reached (policy one-each)"
+                ),
+                ("corp", "ok", ""),
+            ]
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.actor == "test-admin" && e.action == "enroll_token")
+        );
+        assert_eq!(events[2].subject, serial);
+        for event in &events {
+            let text = format!("{event:?}");
+            assert!(!text.contains(&enrolled.secret_base32) && !text.contains(&enrolled.pin));
+        }
+
+        // Filters and pagination.
+        let page = ops
+            .list_audit_events(pb::ListAuditEventsRequest {
+                result: "denied".into(),
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.events.len(), 1);
+        let rest = ops
+            .list_audit_events(pb::ListAuditEventsRequest {
+                result: "denied".into(),
+                page_size: 1,
+                page_token: page.next_page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rest.events.len(), 1);
+        assert!(rest.events[0].id < page.events[0].id);
+    }
+
+    enroll_e2e::on_both_backends!(every_enrollment_and_denial_is_audited_without_secrets);
+}

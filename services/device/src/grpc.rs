@@ -14,7 +14,7 @@ use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
 use crate::error::DeviceError;
 use crate::store::entities::tokens;
-use crate::store::tokens::TokenFilter;
+use crate::store::tokens::{AuditFilter, TokenFilter};
 use crate::token_service::{Actor, Enrollment, Tokens};
 
 /// Default and largest page sizes of the list RPCs.
@@ -437,8 +437,55 @@ impl DeviceService for DeviceGrpc {
 
     async fn list_audit_events(
         &self,
-        _request: Request<pb::ListAuditEventsRequest>,
+        request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        Err(planned("list_audit_events", "issue 3"))
+        let request = request.into_inner();
+        let text = |value: &str| Some(value.trim().to_owned()).filter(|value| !value.is_empty());
+        let filter = AuditFilter {
+            realm: text(&request.realm).map(|realm| realm.to_lowercase()),
+            user: text(&request.user).map(|user| user.to_lowercase()),
+            action: text(&request.action),
+            subject: text(&request.serial),
+            result: text(&request.result),
+        };
+        let size = page_size(request.page_size)?;
+        let before_id = match request.page_token.as_str() {
+            "" => None,
+            token => Some(token.parse::<i64>().map_err(|_| {
+                DeviceError::invalid("page_token", "not a token returned by this service")
+            })?),
+        };
+        let mut events = self
+            .tokens
+            .store()
+            .audit_events(&filter, before_id, size + 1)
+            .await?;
+        let next_page_token = if events.len() as u64 > size {
+            events.truncate(size as usize);
+            events
+                .last()
+                .map(|event| event.id.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|event| pb::AuditEvent {
+                    id: event.id,
+                    time: Some(to_timestamp(event.time)),
+                    actor: event.actor,
+                    action: event.action,
+                    realm: event.realm,
+                    user: event.user_name,
+                    subject: event.subject,
+                    result: event.result,
+                    reason: event.reason,
+                    trace_id: event.trace_id,
+                })
+                .collect(),
+            next_page_token,
+        }))
     }
 }

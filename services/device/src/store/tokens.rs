@@ -53,6 +53,16 @@ pub struct TokenRow {
     pub user: Option<String>,
 }
 
+/// Filters of ListAuditEvents.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub realm: Option<String>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub subject: Option<String>,
+    pub result: Option<String>,
+}
+
 /// Filters of ListTokens.
 #[derive(Debug, Clone, Default)]
 pub struct TokenFilter {
@@ -376,6 +386,31 @@ impl TokenStore {
                 TokenRow { token, user }
             })
             .collect())
+    }
+
+    /// Audit events newest first, with ids below `before_id`.
+    pub async fn audit_events(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<audit_events::Model>, DeviceError> {
+        let mut query = audit_events::Entity::find().order_by_desc(audit_events::Column::Id);
+        for (column, value) in [
+            (audit_events::Column::Realm, &filter.realm),
+            (audit_events::Column::UserName, &filter.user),
+            (audit_events::Column::Action, &filter.action),
+            (audit_events::Column::Subject, &filter.subject),
+            (audit_events::Column::Result, &filter.result),
+        ] {
+            if let Some(value) = value {
+                query = query.filter(column.eq(value.as_str()));
+            }
+        }
+        if let Some(before_id) = before_id {
+            query = query.filter(audit_events::Column::Id.lt(before_id));
+        }
+        Ok(query.limit(limit).all(&self.db).await?)
     }
 
     /// How many tokens exist (tests and metrics).
