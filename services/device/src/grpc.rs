@@ -14,6 +14,7 @@ use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
 use crate::error::DeviceError;
 use crate::store::entities::tokens;
+use crate::store::token_changes::TokenChange;
 use crate::store::tokens::{AuditFilter, TokenFilter};
 use crate::token_service::{Actor, Enrollment, Tokens};
 
@@ -29,6 +30,28 @@ impl DeviceGrpc {
     pub fn new(tokens: Tokens) -> Self {
         Self { tokens }
     }
+
+    async fn manage(
+        &self,
+        actor: &Actor,
+        raw_serial: &str,
+        change: TokenChange,
+    ) -> Result<Response<pb::Token>, Status> {
+        let serial = serial(raw_serial)?;
+        let (token, user) = self
+            .tokens
+            .manage(actor, &serial, change)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        Ok(Response::new(token_to_proto(
+            &token,
+            user.as_ref().map(UserName::as_str),
+        )))
+    }
+}
+
+fn serial(raw: &str) -> Result<Serial, DeviceError> {
+    Serial::parse(raw).map_err(|message| DeviceError::invalid("serial", message))
 }
 
 fn planned(rpc: &str, issue: &str) -> Status {
@@ -381,44 +404,69 @@ impl DeviceService for DeviceGrpc {
 
     async fn assign_token(
         &self,
-        _request: Request<pb::AssignTokenRequest>,
+        request: Request<pb::AssignTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(planned("assign_token", "issue 3"))
+        let actor = actor(&request, &request.get_ref().client_ip)?;
+        let request = request.into_inner();
+        let serial = serial(&request.serial)?;
+        let realm = realm("realm", &request.realm)?;
+        let user = UserName::parse(&request.user)
+            .map_err(|message| DeviceError::invalid("user", message))?;
+        let (token, user) = self.tokens.assign(&actor, &serial, &realm, &user).await?;
+        Ok(Response::new(token_to_proto(&token, Some(user.as_str()))))
     }
 
     async fn unassign_token(
         &self,
-        _request: Request<pb::UnassignTokenRequest>,
+        request: Request<pb::UnassignTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(planned("unassign_token", "issue 3"))
+        let actor = actor(&request, "")?;
+        self.manage(&actor, &request.get_ref().serial, TokenChange::Unassign)
+            .await
     }
 
     async fn set_pin(
         &self,
-        _request: Request<pb::SetPinRequest>,
+        request: Request<pb::SetPinRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(planned("set_pin", "issue 3"))
+        let actor = actor(&request, &request.get_ref().client_ip)?;
+        let request = request.into_inner();
+        let serial = serial(&request.serial)?;
+        let (token, user) = self.tokens.set_pin(&actor, &serial, request.pin).await?;
+        Ok(Response::new(token_to_proto(
+            &token,
+            user.as_ref().map(UserName::as_str),
+        )))
     }
 
     async fn enable_token(
         &self,
-        _request: Request<pb::EnableTokenRequest>,
+        request: Request<pb::EnableTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(planned("enable_token", "issue 3"))
+        let actor = actor(&request, "")?;
+        self.manage(&actor, &request.get_ref().serial, TokenChange::Enable)
+            .await
     }
 
     async fn disable_token(
         &self,
-        _request: Request<pb::DisableTokenRequest>,
+        request: Request<pb::DisableTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
-        Err(planned("disable_token", "issue 3"))
+        let actor = actor(&request, "")?;
+        self.manage(&actor, &request.get_ref().serial, TokenChange::Disable)
+            .await
     }
 
     async fn delete_token(
         &self,
-        _request: Request<pb::DeleteTokenRequest>,
+        request: Request<pb::DeleteTokenRequest>,
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
-        Err(planned("delete_token", "issue 3"))
+        let actor = actor(&request, "")?;
+        let serial = serial(&request.get_ref().serial)?;
+        self.tokens
+            .manage(&actor, &serial, TokenChange::Delete)
+            .await?;
+        Ok(Response::new(pb::DeleteTokenResponse {}))
     }
 
     async fn validate(

@@ -7,7 +7,7 @@ use enroll_shared::proto::policy::v1 as policy_pb;
 use enroll_shared::time::SharedClock;
 use prost::Message;
 
-use crate::domain::names::{Realm, UserName};
+use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::pins::seal_pin;
 use crate::domain::random::random_string;
 use crate::domain::secrets::SeedCipher;
@@ -17,6 +17,7 @@ use crate::domain::tokens::{
 use crate::error::DeviceError;
 use crate::policy_client::PolicyClient;
 use crate::store::entities::tokens;
+use crate::store::token_changes::TokenChange;
 use crate::store::tokens::{AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore};
 
 /// Who is asking, for policy decisions and the audit trail.
@@ -290,6 +291,168 @@ impl Tokens {
                 &first,
             ),
         }
+    }
+
+    /// The token and its owner, or NOT_FOUND.
+    async fn existing(
+        &self,
+        serial: &Serial,
+    ) -> Result<(tokens::Model, Option<UserName>), DeviceError> {
+        let row = self
+            .store
+            .get(serial.as_str())
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        let user = row
+            .user
+            .as_deref()
+            .map(UserName::parse)
+            .transpose()
+            .map_err(DeviceError::FailedPrecondition)?;
+        Ok((row.token, user))
+    }
+
+    fn realm_of(token: &tokens::Model) -> Result<Realm, DeviceError> {
+        Realm::parse(&token.realm).map_err(DeviceError::FailedPrecondition)
+    }
+
+    /// Assigns a pool token to a user of the token's realm.
+    #[tracing::instrument(skip_all, fields(serial = %serial, realm = %realm))]
+    pub async fn assign(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        realm: &Realm,
+        user: &UserName,
+    ) -> Result<(tokens::Model, UserName), DeviceError> {
+        let (token, _) = self.existing(serial).await?;
+        let decision = self
+            .decide(
+                actor,
+                policy_pb::Action::Assign,
+                "assign_token",
+                realm,
+                Some(user),
+                &token.token_type,
+                serial.as_str(),
+            )
+            .await?;
+        let settings = decision.settings.unwrap_or_default();
+        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
+        let limits = Limits {
+            per_user: settings
+                .max_token_per_user
+                .map(|limit| (limit, decided("max_token_per_user"))),
+            active_per_user: settings
+                .max_active_token_per_user
+                .map(|limit| (limit, decided("max_active_token_per_user"))),
+            per_realm: None,
+        };
+        let audit = self.audit(actor, "assign_token", realm, Some(user), serial.as_str());
+        let token = self
+            .store
+            .assign(serial.as_str(), realm, user, &limits, audit)
+            .await?;
+        Ok((token, user.clone()))
+    }
+
+    /// Enables, disables, unassigns or deletes a token.
+    #[tracing::instrument(skip_all, fields(serial = %serial))]
+    pub async fn manage(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        change: TokenChange,
+    ) -> Result<Option<(tokens::Model, Option<UserName>)>, DeviceError> {
+        let (token, user) = self.existing(serial).await?;
+        let realm = Self::realm_of(&token)?;
+        let action = match change {
+            TokenChange::Enable => "enable_token",
+            TokenChange::Disable => "disable_token",
+            TokenChange::Unassign => "unassign_token",
+            TokenChange::Delete => "delete_token",
+            TokenChange::SetPin(_) => "set_pin",
+        };
+        self.decide(
+            actor,
+            policy_pb::Action::Manage,
+            action,
+            &realm,
+            user.as_ref(),
+            &token.token_type,
+            serial.as_str(),
+        )
+        .await?;
+        let unassigning = matches!(change, TokenChange::Unassign);
+        let audit = self.audit(actor, action, &realm, user.as_ref(), serial.as_str());
+        let after = self.store.change(serial.as_str(), change, audit).await?;
+        Ok(after.map(|token| (token, if unassigning { None } else { user })))
+    }
+
+    /// Sets an assigned token's PIN after checking it against the user's PIN rules.
+    #[tracing::instrument(skip_all, fields(serial = %serial))]
+    pub async fn set_pin(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        pin: String,
+    ) -> Result<(tokens::Model, Option<UserName>), DeviceError> {
+        let cipher = self.cipher()?.clone();
+        let (token, user) = self.existing(serial).await?;
+        let realm = Self::realm_of(&token)?;
+        let Some(user) = user else {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is in the pool: assign it before setting a PIN"
+            )));
+        };
+        let verdict = self
+            .policy
+            .validate_pin(policy_pb::ValidatePinRequest {
+                realm: realm.to_string(),
+                user: user.to_string(),
+                client_ip: actor.client_ip.clone(),
+                pin: pin.clone(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
+                _ => DeviceError::Policy(status),
+            })?;
+        if !verdict.valid {
+            let error = DeviceError::invalid("pin", verdict.violations.join("; "));
+            let mut record = self.audit(actor, "set_pin", &realm, Some(&user), serial.as_str());
+            record.result = "denied";
+            record.reason = error.audit_reason();
+            self.store.audit(record).await?;
+            return Err(error);
+        }
+        let decision = self
+            .decide(
+                actor,
+                policy_pb::Action::SetPin,
+                "set_pin",
+                &realm,
+                Some(&user),
+                &token.token_type,
+                serial.as_str(),
+            )
+            .await?;
+        let encrypt = decision
+            .settings
+            .is_some_and(|settings| settings.otp_pin_encrypt);
+        let serial_text = serial.to_string();
+        let sealed =
+            tokio::task::spawn_blocking(move || seal_pin(&pin, encrypt, &cipher, &serial_text))
+                .await
+                .map_err(|error| DeviceError::Unavailable(format!("PIN hashing task: {error}")))?
+                .map_err(DeviceError::FailedPrecondition)?;
+        let audit = self.audit(actor, "set_pin", &realm, Some(&user), serial.as_str());
+        let after = self
+            .store
+            .change(serial.as_str(), TokenChange::SetPin(sealed), audit)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        Ok((after, Some(user)))
     }
 
     fn unseal(

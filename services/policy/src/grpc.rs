@@ -72,10 +72,11 @@ fn action(value: i32) -> Result<Action, PolicyError> {
         Ok(pb::Action::LostToken) => Action::LostToken,
         Ok(pb::Action::CreateLink) => Action::CreateLink,
         Ok(pb::Action::RegisterDevice) => Action::RegisterDevice,
+        Ok(pb::Action::Manage) => Action::Manage,
         Ok(pb::Action::Unspecified) | Err(_) => {
             return Err(PolicyError::invalid(
                 "action",
-                "required: one of ACTION_ENROLL, ACTION_ASSIGN, ACTION_AUTOASSIGN, ACTION_SET_PIN, ACTION_LOST_TOKEN, ACTION_CREATE_LINK, ACTION_REGISTER_DEVICE",
+                "required: one of ACTION_ENROLL, ACTION_ASSIGN, ACTION_AUTOASSIGN, ACTION_SET_PIN, ACTION_LOST_TOKEN, ACTION_CREATE_LINK, ACTION_REGISTER_DEVICE, ACTION_MANAGE",
             ));
         }
     })
@@ -87,7 +88,7 @@ impl TryFrom<pb::EvaluateEnrollmentRequest> for EvaluationRequest {
     fn try_from(request: pb::EvaluateEnrollmentRequest) -> Result<Self, Self::Error> {
         let action = action(request.action)?;
         // Pool enrollment and admin actions on pool tokens have no user.
-        let user_required = !matches!(action, Action::Enroll | Action::Assign);
+        let user_required = !matches!(action, Action::Enroll | Action::Assign | Action::Manage);
         let subject = subject(
             &request.realm,
             &request.user,

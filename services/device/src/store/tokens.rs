@@ -75,11 +75,11 @@ pub struct TokenFilter {
 
 #[derive(Clone)]
 pub struct TokenStore {
-    db: DatabaseConnection,
+    pub(super) db: DatabaseConnection,
 }
 
 /// Writes `$n` placeholders as the backend wants them.
-fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     let sql = match backend {
         DbBackend::Postgres => sql.to_owned(),
         _ => {
@@ -122,7 +122,7 @@ impl TokenStore {
 
     /// Takes the realm's lock row: an upsert that always writes, so PostgreSQL holds the
     /// row lock and SQLite the write lock until the transaction ends.
-    async fn lock_realm(
+    pub(super) async fn lock_realm(
         transaction: &DatabaseTransaction,
         realm: &Realm,
     ) -> Result<(), DeviceError> {
@@ -139,7 +139,7 @@ impl TokenStore {
     }
 
     /// Creates the user on first use and locks its row; returns its id.
-    async fn lock_user(
+    pub(super) async fn lock_user(
         transaction: &DatabaseTransaction,
         realm: &Realm,
         user: &UserName,
@@ -162,7 +162,7 @@ impl TokenStore {
         Self::insert_audit(&self.db, record).await
     }
 
-    async fn insert_audit(
+    pub(super) async fn insert_audit(
         db: &impl ConnectionTrait,
         record: AuditRecord,
     ) -> Result<(), DeviceError> {
@@ -255,7 +255,7 @@ impl TokenStore {
     }
 
     /// The first limit one more token would break, if any.
-    async fn exceeded(
+    pub(super) async fn exceeded(
         &self,
         transaction: &DatabaseTransaction,
         realm: &Realm,

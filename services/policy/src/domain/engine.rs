@@ -20,6 +20,7 @@ pub enum Action {
     LostToken,
     CreateLink,
     RegisterDevice,
+    Manage,
 }
 
 impl Action {
@@ -32,6 +33,7 @@ impl Action {
             Action::LostToken => "lost_token",
             Action::CreateLink => "create_link",
             Action::RegisterDevice => "register_device",
+            Action::Manage => "manage",
         }
     }
 }

@@ -1,0 +1,136 @@
+//! Changes to existing tokens, each in one transaction with its audit event. The first
+//! statement of each transaction writes (locks), so SQLite waits for its write lock.
+use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrait};
+
+use super::entities::tokens;
+use super::tokens::{AuditRecord, Limits, TokenStore, statement};
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+
+/// What to change on one token.
+#[derive(Debug, Clone)]
+pub enum TokenChange {
+    Enable,
+    Disable,
+    Unassign,
+    SetPin(String),
+    Delete,
+}
+
+impl TokenStore {
+    /// Locks the token row (a no-op update) and reads it.
+    async fn lock_token(
+        transaction: &DatabaseTransaction,
+        serial: &str,
+    ) -> Result<tokens::Model, DeviceError> {
+        let backend = transaction.get_database_backend();
+        let locked = transaction
+            .execute_raw(statement(
+                backend,
+                "UPDATE tokens SET failure_count = failure_count WHERE serial = $1",
+                vec![serial.into()],
+            ))
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(DeviceError::NotFound(format!("token `{serial}`")));
+        }
+        tokens::Entity::find_by_id(serial.to_owned())
+            .one(transaction)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))
+    }
+
+    /// Applies `change`; returns the token after it (None once deleted).
+    pub async fn change(
+        &self,
+        serial: &str,
+        change: TokenChange,
+        audit: AuditRecord,
+    ) -> Result<Option<tokens::Model>, DeviceError> {
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        Self::lock_token(&transaction, serial).await?;
+        let (sql, values): (&str, Vec<sea_orm::Value>) = match &change {
+            TokenChange::Enable => (
+                "UPDATE tokens SET state = 'enabled', failure_count = 0 WHERE serial = $1",
+                vec![serial.into()],
+            ),
+            TokenChange::Disable => (
+                "UPDATE tokens SET state = 'disabled' WHERE serial = $1",
+                vec![serial.into()],
+            ),
+            TokenChange::Unassign => (
+                "UPDATE tokens SET user_id = NULL, pin_hash = NULL, failure_count = 0 WHERE serial = $1",
+                vec![serial.into()],
+            ),
+            TokenChange::SetPin(sealed) => (
+                "UPDATE tokens SET pin_hash = $1 WHERE serial = $2",
+                vec![sealed.clone().into(), serial.into()],
+            ),
+            TokenChange::Delete => ("DELETE FROM tokens WHERE serial = $1", vec![serial.into()]),
+        };
+        transaction
+            .execute_raw(statement(backend, sql, values))
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        let after = tokens::Entity::find_by_id(serial.to_owned())
+            .one(&transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(after)
+    }
+
+    /// Assigns a pool token of `realm` to `user`, within the user's limits.
+    pub async fn assign(
+        &self,
+        serial: &str,
+        realm: &Realm,
+        user: &UserName,
+        limits: &Limits,
+        mut audit: AuditRecord,
+    ) -> Result<tokens::Model, DeviceError> {
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        let user_id = Self::lock_user(&transaction, realm, user, audit.time).await?;
+        let token = Self::lock_token(&transaction, serial).await?;
+        if token.realm != realm.as_str() {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` belongs to realm `{}`, not `{realm}`",
+                token.realm
+            )));
+        }
+        if token.user_id.is_some() {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is already assigned; unassign it first"
+            )));
+        }
+        let user_limits = Limits {
+            per_realm: None,
+            ..limits.clone()
+        };
+        if let Some(error) = self
+            .exceeded(&transaction, realm, Some(user_id), &user_limits)
+            .await?
+        {
+            audit.result = "denied";
+            audit.reason = error.audit_reason();
+            Self::insert_audit(&transaction, audit).await?;
+            transaction.commit().await?;
+            return Err(error);
+        }
+        transaction
+            .execute_raw(statement(
+                backend,
+                "UPDATE tokens SET user_id = $1 WHERE serial = $2",
+                vec![user_id.into(), serial.into()],
+            ))
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        let after = tokens::Entity::find_by_id(serial.to_owned())
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        transaction.commit().await?;
+        Ok(after)
+    }
+}
