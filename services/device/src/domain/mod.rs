@@ -1,5 +1,6 @@
 //! Device-service logic that knows nothing of gRPC or the database.
 pub mod names;
+pub mod otp;
 pub mod pins;
 pub mod random;
 pub mod secrets;
