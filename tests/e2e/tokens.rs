@@ -720,3 +720,186 @@ mod lifecycle {
         mutations_fail_closed_without_the_policy_service,
     );
 }
+
+mod validate {
+    use super::*;
+    use enroll_device::domain::otp::code;
+    use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
+
+    fn seed(enrolled: &pb::EnrollTokenResponse) -> Vec<u8> {
+        totp_rs::Secret::try_from_base32(&enrolled.secret_base32)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    fn now_step() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            / 30
+    }
+
+    fn check(realm: &str, user: &str, pass: &str) -> pb::ValidateRequest {
+        pb::ValidateRequest {
+            realm: realm.into(),
+            user: user.into(),
+            pass: pass.into(),
+            client_ip: "192.0.2.1".into(),
+        }
+    }
+
+    async fn pin_and_code_validate_once_and_failures_lock(backend: Backend) {
+        let database = TestDatabase::create(backend).await;
+        let policy_server = spawn_policy(&database).await;
+        let device = spawn_device(&database, &policy_server.url()).await;
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+
+        let totp_token = admin
+            .enroll_token(totp("corp", "alice"))
+            .await
+            .unwrap()
+            .into_inner();
+        let serial = totp_token.token.as_ref().unwrap().serial.clone();
+        admin
+            .set_pin(pb::SetPinRequest {
+                serial: serial.clone(),
+                pin: "4321".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let parameters = OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap();
+        let current = code(&parameters, &seed(&totp_token), now_step());
+
+        // Wrong PIN with the right code, then the right pass, then its replay.
+        let wrong_pin = proxy
+            .validate(check("corp", "alice", &format!("1111{current}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!wrong_pin.ok);
+        assert_eq!(wrong_pin.message, "wrong pass");
+        let ok = proxy
+            .validate(check("CORP", "Alice", &format!("4321{current}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ok.ok, "{}", ok.message);
+        assert_eq!(ok.serial, serial);
+        let replay = proxy
+            .validate(check("corp", "alice", &format!("4321{current}")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!replay.ok, "a code is accepted once");
+
+        // HOTP: concurrent submissions of one code: exactly one wins.
+        let hotp_token = admin
+            .enroll_token(pb::EnrollTokenRequest {
+                r#type: pb::TokenType::Hotp as i32,
+                ..totp("corp", "bob")
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let hotp = OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
+        let first = code(&hotp, &seed(&hotp_token), 0);
+        let racers: Vec<_> = (0..10)
+            .map(|_| {
+                let mut proxy = proxy.clone();
+                let pass = first.clone();
+                tokio::spawn(async move {
+                    proxy
+                        .validate(check("corp", "bob", &pass))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .ok
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            winners += usize::from(racer.await.unwrap());
+        }
+        assert_eq!(winners, 1);
+        // Racers that read the token after the winner saw a used code: each counted as a
+        // failure, which may have locked it. EnableToken resets the counter.
+        let hotp_serial = hotp_token.token.as_ref().unwrap().serial.clone();
+        admin
+            .enable_token(pb::EnableTokenRequest {
+                serial: hotp_serial.clone(),
+            })
+            .await
+            .unwrap();
+        let later = code(&hotp, &seed(&hotp_token), 3);
+        assert!(
+            proxy
+                .validate(check("corp", "bob", &later))
+                .await
+                .unwrap()
+                .into_inner()
+                .ok,
+            "look-ahead window"
+        );
+
+        // Failures lock the token after max_failures (3 in tests); EnableToken unlocks.
+        for _ in 0..3 {
+            assert!(
+                !proxy
+                    .validate(check("corp", "bob", "000000"))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .ok
+            );
+        }
+        let locked = admin
+            .get_token(pb::GetTokenRequest {
+                serial: hotp_serial,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(locked.state, pb::TokenState::Locked as i32);
+        let next = code(&hotp, &seed(&hotp_token), 4);
+        let refused = proxy
+            .validate(check("corp", "bob", &next))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (refused.ok, refused.message.as_str()),
+            (false, "no usable token")
+        );
+        admin
+            .enable_token(pb::EnableTokenRequest {
+                serial: locked.serial.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(
+            proxy
+                .validate(check("corp", "bob", &next))
+                .await
+                .unwrap()
+                .into_inner()
+                .ok
+        );
+
+        let bad = proxy
+            .validate(check("corp", "", "123456"))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        assert!(bad.message().starts_with("user"));
+    }
+
+    enroll_e2e::on_both_backends!(pin_and_code_validate_once_and_failures_lock);
+}

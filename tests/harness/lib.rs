@@ -306,6 +306,10 @@ pub fn device_config(
             seed_keys: [("test-key-1".to_owned(), TEST_SEED_KEY.to_owned())].into(),
             active_seed_key: "test-key-1".to_owned(),
         },
+        validation: enroll_device::config::ValidationConfig {
+            max_failures: 3,
+            ..Default::default()
+        },
     }
 }
 

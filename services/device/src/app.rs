@@ -114,6 +114,7 @@ impl Application {
             policy.clone(),
             cipher,
             Arc::new(SystemClock),
+            config.validation.clone(),
         );
         let mut server = spawn(
             listener,

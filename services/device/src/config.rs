@@ -23,6 +23,45 @@ pub struct DeviceConfig {
     pub policy_service: PolicyServiceConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+}
+
+/// How Validate treats one-time codes and failures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Failed validations after which a token is locked (EnableToken unlocks).
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// TOTP steps accepted on either side of now.
+    #[serde(default = "default_totp_window")]
+    pub totp_window_steps: u64,
+    /// HOTP counters accepted ahead of the next unused one.
+    #[serde(default = "default_hotp_look_ahead")]
+    pub hotp_look_ahead: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: default_max_failures(),
+            totp_window_steps: default_totp_window(),
+            hotp_look_ahead: default_hotp_look_ahead(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    10
+}
+
+fn default_totp_window() -> u64 {
+    1
+}
+
+fn default_hotp_look_ahead() -> u64 {
+    10
 }
 
 /// Keys for secrets kept at rest (OTP seeds, encrypted PINs, sealed first responses).

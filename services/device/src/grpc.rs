@@ -16,7 +16,7 @@ use crate::error::DeviceError;
 use crate::store::entities::tokens;
 use crate::store::token_changes::TokenChange;
 use crate::store::tokens::{AuditFilter, TokenFilter};
-use crate::token_service::{Actor, Enrollment, Tokens};
+use crate::token_service::{Actor, Enrollment, Tokens, Verdict};
 
 /// Default and largest page sizes of the list RPCs.
 const DEFAULT_PAGE_SIZE: u64 = 100;
@@ -471,9 +471,34 @@ impl DeviceService for DeviceGrpc {
 
     async fn validate(
         &self,
-        _request: Request<pb::ValidateRequest>,
+        request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
-        Err(planned("validate", "issue 3"))
+        let actor = actor(&request, &request.get_ref().client_ip)?;
+        let request = request.into_inner();
+        let realm = realm("realm", &request.realm)?;
+        let user = UserName::parse(&request.user)
+            .map_err(|message| DeviceError::invalid("user", message))?;
+        if request.pass.is_empty() {
+            return Err(DeviceError::invalid("pass", "required").into());
+        }
+        let response = match self
+            .tokens
+            .validate(&actor, &realm, &user, request.pass)
+            .await?
+        {
+            Verdict::Accepted { serial } => pb::ValidateResponse {
+                ok: true,
+                serial,
+                autoassigned: false,
+                message: String::new(),
+            },
+            Verdict::Refused { reason } => pb::ValidateResponse {
+                ok: false,
+                message: reason.to_owned(),
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
     }
 
     async fn report_lost_token(

@@ -7,12 +7,15 @@ use enroll_shared::proto::policy::v1 as policy_pb;
 use enroll_shared::time::SharedClock;
 use prost::Message;
 
+use crate::config::ValidationConfig;
 use crate::domain::names::{Realm, Serial, UserName};
-use crate::domain::pins::seal_pin;
+use crate::domain::otp::{Window, matching_factor};
+use crate::domain::pins::{pin_matches, seal_pin};
 use crate::domain::random::random_string;
 use crate::domain::secrets::SeedCipher;
 use crate::domain::tokens::{
-    OtpParameters, ProvisioningUri, base32, new_seed, new_serial, render_serial,
+    HashAlgorithm, OtpParameters, ProvisioningUri, TokenKind, base32, new_seed, new_serial,
+    render_serial,
 };
 use crate::error::DeviceError;
 use crate::policy_client::PolicyClient;
@@ -43,6 +46,14 @@ pub struct Tokens {
     policy: PolicyClient,
     cipher: Option<Arc<SeedCipher>>,
     clock: SharedClock,
+    validation: ValidationConfig,
+}
+
+/// The outcome of Validate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted { serial: String },
+    Refused { reason: &'static str },
 }
 
 impl Tokens {
@@ -51,12 +62,79 @@ impl Tokens {
         policy: PolicyClient,
         cipher: Option<Arc<SeedCipher>>,
         clock: SharedClock,
+        validation: ValidationConfig,
     ) -> Self {
         Self {
             store,
             policy,
             cipher,
             clock,
+            validation,
+        }
+    }
+
+    /// Checks `pass` (PIN followed by the one-time code) against the user's usable tokens.
+    /// PINs are checked first on every token (argon2 on the blocking pool), so the time taken
+    /// does not tell which part of a wrong pass was wrong.
+    #[tracing::instrument(skip_all, fields(realm = %realm, user = %user))]
+    pub async fn validate(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        user: &UserName,
+        pass: String,
+    ) -> Result<Verdict, DeviceError> {
+        let cipher = self.cipher()?.clone();
+        let now = self.clock.now();
+        let candidates = self.store.usable_tokens(realm, user, now).await?;
+        let mut record = self.audit(actor, "validate", realm, Some(user), "");
+        if candidates.is_empty() {
+            record.result = "denied";
+            record.reason = "no usable token".to_owned();
+            self.store.audit(record).await?;
+            return Ok(Verdict::Refused {
+                reason: "no usable token",
+            });
+        }
+        let window = Window {
+            totp_steps: self.validation.totp_window_steps,
+            hotp_look_ahead: self.validation.hotp_look_ahead,
+        };
+        let unix_time = now.timestamp().max(0) as u64;
+        let checked = {
+            let candidates = candidates.clone();
+            tokio::task::spawn_blocking(move || {
+                candidates
+                    .iter()
+                    .find_map(|token| match_token(token, &pass, &cipher, unix_time, window))
+            })
+            .await
+            .map_err(|error| DeviceError::Unavailable(format!("validation task: {error}")))?
+        };
+        match checked {
+            Some((serial, factor)) => {
+                record.subject = serial.clone();
+                if self.store.accept(&serial, factor, record).await? {
+                    Ok(Verdict::Accepted { serial })
+                } else {
+                    Ok(Verdict::Refused {
+                        reason: "wrong pass",
+                    })
+                }
+            }
+            None => {
+                record.result = "denied";
+                record.reason = "wrong pass".to_owned();
+                let serials: Vec<String> =
+                    candidates.into_iter().map(|token| token.serial).collect();
+                record.subject = serials.join(",");
+                self.store
+                    .record_failure(&serials, self.validation.max_failures, record)
+                    .await?;
+                Ok(Verdict::Refused {
+                    reason: "wrong pass",
+                })
+            }
         }
     }
 
@@ -470,4 +548,43 @@ impl Tokens {
             DeviceError::FailedPrecondition("stored response is unreadable".to_owned())
         })
     }
+}
+
+/// The token's serial and the moving factor to consume, when `pass` matches it.
+fn match_token(
+    token: &tokens::Model,
+    pass: &str,
+    cipher: &SeedCipher,
+    unix_time: u64,
+    window: Window,
+) -> Option<(String, i64)> {
+    let kind = TokenKind::parse(&token.token_type)?;
+    let digits = usize::try_from(token.digits).ok()?;
+    if kind == TokenKind::Password {
+        let stored = token.pin_hash.as_deref()?;
+        return pin_matches(pass, stored, cipher, &token.serial)
+            .then(|| (token.serial.clone(), token.counter));
+    }
+    let split = pass.len().checked_sub(digits)?;
+    let (pin, otp) = (pass.get(..split)?, pass.get(split..)?);
+    let pin_ok = match token.pin_hash.as_deref() {
+        Some(stored) => pin_matches(pin, stored, cipher, &token.serial),
+        None => pin.is_empty(),
+    };
+    if !pin_ok {
+        return None;
+    }
+    let parameters = OtpParameters {
+        kind,
+        digits: u8::try_from(digits).ok()?,
+        period: u32::try_from(token.period).ok()?,
+        algorithm: HashAlgorithm::parse(&token.algorithm)?,
+    };
+    let seed = cipher
+        .decrypt(&token.seed_key_id, &token.seed, &token.serial)
+        .ok()?;
+    let next_unused = u64::try_from(token.counter).ok()?;
+    matching_factor(&parameters, &seed, otp, unix_time, next_unused, window)
+        .and_then(|factor| i64::try_from(factor).ok())
+        .map(|factor| (token.serial.clone(), factor))
 }
