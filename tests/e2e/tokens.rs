@@ -903,3 +903,132 @@ mod validate {
 
     enroll_e2e::on_both_backends!(pin_and_code_validate_once_and_failures_lock);
 }
+
+mod lost {
+    use super::*;
+
+    async fn a_lost_token_is_replaced_by_a_temporary_password(backend: Backend) {
+        let database = TestDatabase::create(backend).await;
+        let policy_server = spawn_policy(&database).await;
+        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
+        let mut lost = policy(
+            "lost-rules",
+            &[
+                ("lostTokenPWLen", "12"),
+                ("lostTokenPWContents", "Cn"),
+                ("lostTokenValid", "3"),
+            ],
+        );
+        lost.realms = vec!["corp".into()];
+        create(&mut admin_policy, lost).await.unwrap();
+        let device = spawn_device(&database, &policy_server.url()).await;
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+
+        let pooled = admin
+            .enroll_token(totp("corp", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+            .unwrap();
+        let not_assigned = admin
+            .report_lost_token(pb::ReportLostTokenRequest {
+                serial: pooled.serial.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(not_assigned.code(), Code::FailedPrecondition);
+
+        let original = admin
+            .enroll_token(totp("corp", "frank"))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+            .unwrap();
+        let replaced = admin
+            .report_lost_token(pb::ReportLostTokenRequest {
+                serial: original.serial.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replaced.password.len(), 12);
+        assert!(
+            replaced
+                .password
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+            "{}",
+            replaced.password
+        );
+        let replacement = replaced.token.unwrap();
+        assert!(replacement.serial.starts_with("PASS"));
+        assert_eq!(
+            (replacement.user.as_str(), replacement.r#type),
+            ("frank", pb::TokenType::Password as i32)
+        );
+        let valid_for =
+            replaced.expire_time.unwrap().seconds - replacement.create_time.unwrap().seconds;
+        assert_eq!(valid_for, 3 * 24 * 3600);
+        let old = admin
+            .get_token(pb::GetTokenRequest {
+                serial: original.serial.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(old.state, pb::TokenState::Lost as i32);
+        let twice = admin
+            .report_lost_token(pb::ReportLostTokenRequest {
+                serial: original.serial.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(twice.code(), Code::FailedPrecondition);
+
+        let check = |pass: &str| pb::ValidateRequest {
+            realm: "corp".into(),
+            user: "frank".into(),
+            pass: pass.into(),
+            client_ip: String::new(),
+        };
+        let ok = proxy
+            .validate(check(&replaced.password))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ok.ok && ok.serial == replacement.serial, "{ok:?}");
+        assert!(
+            !proxy
+                .validate(check("WRONGPASSWORD"))
+                .await
+                .unwrap()
+                .into_inner()
+                .ok
+        );
+
+        // Once expired, the password no longer works.
+        database
+            .execute("UPDATE tokens SET expire_time = create_time WHERE token_type = 'password'")
+            .await;
+        let expired = proxy
+            .validate(check(&replaced.password))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (expired.ok, expired.message.as_str()),
+            (false, "no usable token")
+        );
+    }
+
+    enroll_e2e::on_both_backends!(a_lost_token_is_replaced_by_a_temporary_password);
+}

@@ -503,9 +503,16 @@ impl DeviceService for DeviceGrpc {
 
     async fn report_lost_token(
         &self,
-        _request: Request<pb::ReportLostTokenRequest>,
+        request: Request<pb::ReportLostTokenRequest>,
     ) -> Result<Response<pb::ReportLostTokenResponse>, Status> {
-        Err(planned("report_lost_token", "issue 3"))
+        let actor = actor(&request, &request.get_ref().client_ip)?;
+        let serial = serial(&request.get_ref().serial)?;
+        let (token, user, password) = self.tokens.report_lost(&actor, &serial).await?;
+        Ok(Response::new(pb::ReportLostTokenResponse {
+            expire_time: token.expire_time.map(to_timestamp),
+            token: Some(token_to_proto(&token, Some(user.as_str()))),
+            password,
+        }))
     }
 
     async fn list_audit_events(

@@ -533,6 +533,92 @@ impl Tokens {
         Ok((after, Some(user)))
     }
 
+    /// Reports a token lost: it stops validating and its owner gets a temporary password
+    /// token (length, classes and validity from the policy), whose password is returned once.
+    #[tracing::instrument(skip_all, fields(serial = %serial))]
+    pub async fn report_lost(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+    ) -> Result<(tokens::Model, UserName, String), DeviceError> {
+        let cipher = self.cipher()?.clone();
+        let (token, user) = self.existing(serial).await?;
+        let realm = Self::realm_of(&token)?;
+        let Some(user) = user else {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is not assigned to anyone"
+            )));
+        };
+        let decision = self
+            .decide(
+                actor,
+                policy_pb::Action::LostToken,
+                "report_lost_token",
+                &realm,
+                Some(&user),
+                "password",
+                serial.as_str(),
+            )
+            .await?;
+        let settings = decision.settings.unwrap_or_default();
+        let (replacement_serial, password) = {
+            let mut rng = rand::rng();
+            let password = random_string(
+                &mut rng,
+                settings.lost_token_pw_len.max(1) as usize,
+                &settings.lost_token_pw_contents,
+            );
+            (new_serial(TokenKind::Password, &mut rng), password)
+        };
+        let sealed = {
+            let (password, cipher, serial) =
+                (password.clone(), cipher.clone(), replacement_serial.clone());
+            tokio::task::spawn_blocking(move || seal_pin(&password, false, &cipher, &serial))
+                .await
+                .map_err(|error| {
+                    DeviceError::Unavailable(format!("password hashing task: {error}"))
+                })?
+                .map_err(DeviceError::FailedPrecondition)?
+        };
+        let now = self.clock.now();
+        let (seed_key_id, seed) = cipher
+            .encrypt(&[], &replacement_serial)
+            .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+        let replacement = tokens::Model {
+            serial: replacement_serial.clone(),
+            realm: realm.to_string(),
+            user_id: None,
+            token_type: TokenKind::Password.as_str().to_owned(),
+            state: "enabled".to_owned(),
+            seed_key_id,
+            seed,
+            digits: 0,
+            period: 0,
+            algorithm: HashAlgorithm::Sha1.as_str().to_owned(),
+            counter: 0,
+            pin_hash: Some(sealed),
+            failure_count: 0,
+            label: format!("temporary password for {serial}"),
+            description: format!("replaces lost token {serial}"),
+            create_time: now,
+            expire_time: Some(
+                now + chrono::Duration::days(i64::from(settings.lost_token_valid_days.max(1))),
+            ),
+        };
+        let audit = self.audit(
+            actor,
+            "report_lost_token",
+            &realm,
+            Some(&user),
+            serial.as_str(),
+        );
+        let created = self
+            .store
+            .replace_lost(serial.as_str(), replacement, audit)
+            .await?;
+        Ok((created, user, password))
+    }
+
     fn unseal(
         &self,
         cipher: &SeedCipher,

@@ -217,3 +217,45 @@ impl TokenStore {
         Ok(())
     }
 }
+
+impl TokenStore {
+    /// Marks `serial` lost and gives its owner `replacement`, in one transaction. The
+    /// replacement is not held to the user limits: it stands in for the lost token, which
+    /// stops validating at once.
+    pub async fn replace_lost(
+        &self,
+        serial: &str,
+        mut replacement: tokens::Model,
+        audit: AuditRecord,
+    ) -> Result<tokens::Model, DeviceError> {
+        use sea_orm::IntoActiveModel;
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        let lost = Self::lock_token(&transaction, serial).await?;
+        let Some(user_id) = lost.user_id else {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is not assigned to anyone"
+            )));
+        };
+        if lost.state == "lost" {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is already reported lost"
+            )));
+        }
+        transaction
+            .execute_raw(statement(
+                backend,
+                "UPDATE tokens SET state = 'lost' WHERE serial = $1",
+                vec![serial.into()],
+            ))
+            .await?;
+        replacement.user_id = Some(user_id);
+        replacement.realm = lost.realm;
+        tokens::Entity::insert(replacement.clone().into_active_model())
+            .exec_without_returning(&transaction)
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(replacement)
+    }
+}
