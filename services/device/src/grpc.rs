@@ -397,9 +397,27 @@ impl DeviceService for DeviceGrpc {
 
     async fn import_tokens(
         &self,
-        _request: Request<pb::ImportTokensRequest>,
+        request: Request<pb::ImportTokensRequest>,
     ) -> Result<Response<pb::ImportTokensResponse>, Status> {
-        Err(planned("import_tokens", "issue 3"))
+        let actor = actor(&request, "")?;
+        let request = request.into_inner();
+        let realm = realm("realm", &request.realm)?;
+        if request.csv.len() > 16 * 1024 * 1024 {
+            return Err(DeviceError::invalid("csv", "larger than 16 MiB: split the import").into());
+        }
+        let (imported, errors) = self.tokens.import(&actor, &realm, &request.csv).await?;
+        Ok(Response::new(pb::ImportTokensResponse {
+            imported,
+            errors: errors
+                .into_iter()
+                .map(|error| pb::ImportRowError {
+                    line: error.line,
+                    serial: error.serial,
+                    code: error.code.to_owned(),
+                    reason: error.reason,
+                })
+                .collect(),
+        }))
     }
 
     async fn assign_token(

@@ -8,6 +8,7 @@ use enroll_shared::time::SharedClock;
 use prost::Message;
 
 use crate::config::ValidationConfig;
+use crate::domain::import::{RowError, parse_csv};
 use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::otp::{Window, matching_factor};
 use crate::domain::pins::{pin_matches, seal_pin};
@@ -617,6 +618,93 @@ impl Tokens {
             .replace_lost(serial.as_str(), replacement, audit)
             .await?;
         Ok((created, user, password))
+    }
+
+    /// Imports hardware tokens from CSV into the realm's pool: good rows are imported, bad
+    /// rows reported with their line numbers; the realm limit applies to the whole import.
+    #[tracing::instrument(skip_all, fields(realm = %realm))]
+    pub async fn import(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        csv: &str,
+    ) -> Result<(u32, Vec<RowError>), DeviceError> {
+        let cipher = self.cipher()?.clone();
+        let (rows, mut errors) = parse_csv(csv);
+        if rows.is_empty() {
+            return Ok((0, errors));
+        }
+        let mut kinds: Vec<&'static str> = rows
+            .iter()
+            .map(|row| row.parameters.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut per_realm = None;
+        for kind in kinds {
+            let decision = self
+                .decide(
+                    actor,
+                    policy_pb::Action::Enroll,
+                    "import_tokens",
+                    realm,
+                    None,
+                    kind,
+                    "",
+                )
+                .await?;
+            let settings = decision.settings.unwrap_or_default();
+            if let Some(limit) = settings.max_token_per_realm {
+                let policy = decision
+                    .decided_by
+                    .get("max_token_per_realm")
+                    .cloned()
+                    .unwrap_or_default();
+                per_realm = Some((limit, policy));
+            }
+        }
+        let now = self.clock.now();
+        let mut batch = Vec::with_capacity(rows.len());
+        let mut lines = std::collections::HashMap::new();
+        for row in rows {
+            let serial = row.serial.to_string();
+            let (seed_key_id, seed) = cipher
+                .encrypt(&row.seed, &serial)
+                .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+            lines.insert(serial.clone(), row.line);
+            batch.push(tokens::Model {
+                serial: serial.clone(),
+                realm: realm.to_string(),
+                user_id: None,
+                token_type: row.parameters.kind.as_str().to_owned(),
+                state: "enabled".to_owned(),
+                seed_key_id,
+                seed,
+                digits: i32::from(row.parameters.digits),
+                period: row.parameters.period as i32,
+                algorithm: row.parameters.algorithm.as_str().to_owned(),
+                counter: i64::try_from(row.counter).unwrap_or(i64::MAX),
+                pin_hash: None,
+                failure_count: 0,
+                label: serial,
+                description: "imported".to_owned(),
+                create_time: now,
+                expire_time: None,
+            });
+        }
+        let total = batch.len();
+        let audit = self.audit(actor, "import_tokens", realm, None, "");
+        let duplicates = self.store.import(realm, batch, per_realm, audit).await?;
+        for serial in &duplicates {
+            errors.push(RowError {
+                line: lines.get(serial).copied().unwrap_or_default(),
+                serial: serial.clone(),
+                code: "ALREADY_EXISTS",
+                reason: format!("serial `{serial}` already exists"),
+            });
+        }
+        errors.sort_by_key(|error| error.line);
+        Ok(((total - duplicates.len()) as u32, errors))
     }
 
     fn unseal(

@@ -259,3 +259,75 @@ impl TokenStore {
         Ok(replacement)
     }
 }
+
+impl TokenStore {
+    /// Inserts pool tokens into `realm` in one transaction. Serials that already exist are
+    /// returned, not inserted; the realm limit applies to the whole import.
+    pub async fn import(
+        &self,
+        realm: &Realm,
+        batch: Vec<tokens::Model>,
+        per_realm: Option<(u32, String)>,
+        mut audit: AuditRecord,
+    ) -> Result<Vec<String>, DeviceError> {
+        use sea_orm::{ColumnTrait, IntoActiveModel, QueryFilter, QuerySelect};
+        let transaction = self.db.begin().await?;
+        Self::lock_realm(&transaction, realm).await?;
+        let serials: Vec<String> = batch.iter().map(|token| token.serial.clone()).collect();
+        let mut existing = Vec::new();
+        for chunk in serials.chunks(500) {
+            let found: Vec<String> = tokens::Entity::find()
+                .select_only()
+                .column(tokens::Column::Serial)
+                .filter(tokens::Column::Serial.is_in(chunk.to_vec()))
+                .into_tuple()
+                .all(&transaction)
+                .await?;
+            existing.extend(found);
+        }
+        let fresh: Vec<tokens::Model> = batch
+            .into_iter()
+            .filter(|token| !existing.contains(&token.serial))
+            .collect();
+        if let Some((limit, policy)) = per_realm {
+            let backend = transaction.get_database_backend();
+            let row = transaction
+                .query_one_raw(statement(
+                    backend,
+                    "SELECT COUNT(*) FROM tokens WHERE realm = $1",
+                    vec![realm.as_str().into()],
+                ))
+                .await?
+                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
+            let held: i64 = row.try_get_by_index(0)?;
+            if held.max(0) as u64 + fresh.len() as u64 > u64::from(limit) {
+                let error = DeviceError::LimitReached {
+                    limit: "max_token_per_realm",
+                    value: limit,
+                    policy,
+                };
+                audit.result = "denied";
+                audit.reason =
+                    format!("importing {} tokens: {}", fresh.len(), error.audit_reason());
+                Self::insert_audit(&transaction, audit).await?;
+                transaction.commit().await?;
+                return Err(error);
+            }
+        }
+        let imported = fresh.len();
+        for chunk in fresh.chunks(200) {
+            tokens::Entity::insert_many(
+                chunk
+                    .iter()
+                    .cloned()
+                    .map(IntoActiveModel::into_active_model),
+            )
+            .exec_without_returning(&transaction)
+            .await?;
+        }
+        audit.reason = format!("imported {imported} tokens");
+        Self::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(existing)
+    }
+}
