@@ -1170,3 +1170,227 @@ mod import {
 
     enroll_e2e::on_both_backends!(csv_rows_import_with_line_errors_and_the_realm_limit);
 }
+
+mod autoassign {
+    use super::*;
+    use enroll_device::domain::otp::code;
+    use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
+
+    const KNOWN_SEED: &[u8] = b"12345678901234567890";
+    const KNOWN_HEX: &str = "3132333435363738393031323334353637383930";
+
+    fn hotp_code(counter: u64) -> String {
+        code(
+            &OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap(),
+            KNOWN_SEED,
+            counter,
+        )
+    }
+
+    /// A pool of `size` random HOTP/TOTP tokens plus extra rows.
+    fn pool_csv(size: usize, extra: &str) -> String {
+        let mut csv = String::new();
+        for i in 0..size {
+            let seed: String = (0..20)
+                .map(|b| format!("{:02x}", (i * 31 + b * 7 + 3) % 251))
+                .collect();
+            let kind = if i % 2 == 0 { "totp,6,30" } else { "hotp,6,0" };
+            csv.push_str(&format!("POOL{i:05},{seed},{kind}\n"));
+        }
+        csv.push_str(extra);
+        csv
+    }
+
+    async fn setup(
+        backend: Backend,
+        extra: &str,
+    ) -> (
+        TestDatabase,
+        enroll_e2e::RunningServer,
+        enroll_e2e::RunningServer,
+    ) {
+        let database = TestDatabase::create(backend).await;
+        let policy_server = spawn_policy(&database).await;
+        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
+        let mut auto = policy(
+            "corp-auto",
+            &[("autoassignment", "true"), ("otp_pin_minlength", "4")],
+        );
+        auto.realms = vec!["corp".into()];
+        create(&mut admin_policy, auto).await.unwrap();
+        let device = spawn_device(&database, &policy_server.url()).await;
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let imported = admin
+            .import_tokens(pb::ImportTokensRequest {
+                realm: "corp".into(),
+                csv: pool_csv(200, extra),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(imported.errors.is_empty(), "{:?}", imported.errors);
+        (database, policy_server, device)
+    }
+
+    fn check(user: &str, pass: String, client_ip: &str) -> pb::ValidateRequest {
+        pb::ValidateRequest {
+            realm: "corp".into(),
+            user: user.into(),
+            pass,
+            client_ip: client_ip.into(),
+        }
+    }
+
+    async fn a_user_without_tokens_takes_the_one_matching_pool_token(backend: Backend) {
+        let (_database, _policy, device) =
+            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+
+        let wrong = proxy
+            .validate(check("hank", format!("5555{}", "000000"), "192.0.2.1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!wrong.ok);
+        let weak_pin = proxy
+            .validate(check("hank", format!("55{}", hotp_code(0)), "192.0.2.1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (weak_pin.ok, weak_pin.message.as_str()),
+            (false, "the new PIN breaks the PIN rules")
+        );
+        let taken = proxy
+            .validate(check("Hank", format!("5555{}", hotp_code(0)), "192.0.2.1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(taken.ok && taken.autoassigned, "{taken:?}");
+        assert_eq!(taken.serial, "KNOWN1");
+        let token = admin
+            .get_token(pb::GetTokenRequest {
+                serial: "KNOWN1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((token.user.as_str(), token.has_pin), ("hank", true));
+
+        // From now on hank validates normally with the PIN he chose.
+        let normal = proxy
+            .validate(check("hank", format!("5555{}", hotp_code(1)), "192.0.2.1"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(normal.ok && !normal.autoassigned, "{normal:?}");
+
+        // Another realm without autoassignment: the policy refuses, nothing is assigned.
+        admin
+            .import_tokens(pb::ImportTokensRequest {
+                realm: "lab".into(),
+                csv: format!("LAB1,{KNOWN_HEX},hotp,6,0\n"),
+                request_id: String::new(),
+            })
+            .await
+            .unwrap();
+        let denied = proxy
+            .validate(pb::ValidateRequest {
+                realm: "lab".into(),
+                user: "ivy".into(),
+                pass: format!("5555{}", hotp_code(0)),
+                client_ip: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        assert_eq!(reason(&denied).as_deref(), Some("AUTOASSIGNMENT_DISABLED"));
+        let lab = admin
+            .get_token(pb::GetTokenRequest {
+                serial: "LAB1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(lab.user, "");
+    }
+
+    async fn two_matching_pool_tokens_are_refused(backend: Backend) {
+        let (_database, _policy, device) = setup(
+            backend,
+            &format!("TWIN1,{KNOWN_HEX},hotp,6,0\nTWIN2,{KNOWN_HEX},hotp,6,0\n"),
+        )
+        .await;
+        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let refused = proxy
+            .validate(check("jill", format!("5555{}", hotp_code(0)), ""))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (refused.ok, refused.message.as_str()),
+            (false, "the code matches more than one pool token")
+        );
+    }
+
+    async fn racing_users_get_one_token_and_attempts_are_rate_limited(backend: Backend) {
+        let (_database, _policy, device) =
+            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let racers: Vec<_> = (0..20)
+            .map(|i| {
+                let mut proxy = proxy.clone();
+                tokio::spawn(async move {
+                    proxy
+                        .validate(check(
+                            &format!("racer{i}"),
+                            format!("5555{}", hotp_code(0)),
+                            &format!("198.51.100.{i}"),
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            let outcome = racer.await.unwrap();
+            if outcome.ok {
+                assert!(outcome.autoassigned);
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "one pool token, one owner");
+
+        // Per user: at most 10 attempts a minute.
+        let mut proxy = proxy.clone();
+        for attempt in 0..10 {
+            let outcome = proxy
+                .validate(check(
+                    "mallory",
+                    "5555000000".into(),
+                    &format!("203.0.113.{attempt}"),
+                ))
+                .await;
+            assert!(!outcome.unwrap().into_inner().ok);
+        }
+        let limited = proxy
+            .validate(check("mallory", "5555000000".into(), "203.0.113.99"))
+            .await
+            .unwrap_err();
+        assert_eq!(limited.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&limited).as_deref(), Some("RATE_LIMITED"));
+    }
+
+    enroll_e2e::on_both_backends!(
+        a_user_without_tokens_takes_the_one_matching_pool_token,
+        two_matching_pool_tokens_are_refused,
+        racing_users_get_one_token_and_attempts_are_rate_limited,
+    );
+}

@@ -109,12 +109,18 @@ impl Application {
             policy,
             cipher,
         } = self;
+        let cipher_for_index = cipher.clone();
         let tokens = Tokens::new(
             TokenStore::new(db.clone()),
             policy.clone(),
             cipher,
             Arc::new(SystemClock),
             config.validation.clone(),
+        );
+        let (pool_index, window, tokens_cipher) = (
+            tokens.pool_index().clone(),
+            tokens.window(),
+            cipher_for_index,
         );
         let mut server = spawn(
             listener,
@@ -134,6 +140,15 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        if let Some(cipher) = tokens_cipher {
+            tokio::spawn(crate::pool_index::keep_fresh(
+                pool_index,
+                TokenStore::new(db.clone()),
+                cipher,
+                window,
+                server.stopping.clone(),
+            ));
+        }
         tokio::spawn(watch_policy_service(
             policy,
             server.health.clone(),

@@ -40,6 +40,20 @@ pub struct ValidationConfig {
     /// HOTP counters accepted ahead of the next unused one.
     #[serde(default = "default_hotp_look_ahead")]
     pub hotp_look_ahead: u64,
+    /// Autoassignment attempts a user may make per minute (per instance).
+    #[serde(default = "default_user_attempts")]
+    pub autoassign_attempts_per_user: u32,
+    /// Autoassignment attempts one client address may make per minute (per instance).
+    #[serde(default = "default_client_attempts")]
+    pub autoassign_attempts_per_client: u32,
+}
+
+fn default_user_attempts() -> u32 {
+    10
+}
+
+fn default_client_attempts() -> u32 {
+    60
 }
 
 impl Default for ValidationConfig {
@@ -48,6 +62,8 @@ impl Default for ValidationConfig {
             max_failures: default_max_failures(),
             totp_window_steps: default_totp_window(),
             hotp_look_ahead: default_hotp_look_ahead(),
+            autoassign_attempts_per_user: default_user_attempts(),
+            autoassign_attempts_per_client: default_client_attempts(),
         }
     }
 }

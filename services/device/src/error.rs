@@ -25,6 +25,9 @@ pub enum DeviceError {
         value: u32,
         policy: String,
     },
+    /// Too many attempts.
+    #[error("{0}")]
+    RateLimited(String),
     /// The policy service answered with an error of its own (bad input, a conflict).
     #[error("policy service: {}", .0.message())]
     Policy(Status),
@@ -90,6 +93,9 @@ impl From<DeviceError> for Status {
                     ("policy".to_owned(), policy),
                 ],
             ),
+            DeviceError::RateLimited(_) => {
+                with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
+            }
             DeviceError::Policy(status) => status,
             DeviceError::Unavailable(_) => Status::unavailable(message),
             DeviceError::Database(source) => {

@@ -510,6 +510,12 @@ impl DeviceService for DeviceGrpc {
                 autoassigned: false,
                 message: String::new(),
             },
+            Verdict::Autoassigned { serial } => pb::ValidateResponse {
+                ok: true,
+                serial,
+                autoassigned: true,
+                message: String::new(),
+            },
             Verdict::Refused { reason } => pb::ValidateResponse {
                 ok: false,
                 message: reason.to_owned(),

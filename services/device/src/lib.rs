@@ -6,5 +6,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod policy_client;
+pub mod pool_index;
+pub mod rate_limit;
 pub mod store;
 pub mod token_service;

@@ -20,6 +20,8 @@ use crate::domain::tokens::{
 };
 use crate::error::DeviceError;
 use crate::policy_client::PolicyClient;
+use crate::pool_index::PoolIndex;
+use crate::rate_limit::RateLimiter;
 use crate::store::entities::tokens;
 use crate::store::token_changes::TokenChange;
 use crate::store::tokens::{AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore};
@@ -48,12 +50,16 @@ pub struct Tokens {
     cipher: Option<Arc<SeedCipher>>,
     clock: SharedClock,
     validation: ValidationConfig,
+    pool_index: PoolIndex,
+    user_attempts: Arc<RateLimiter>,
+    client_attempts: Arc<RateLimiter>,
 }
 
 /// The outcome of Validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accepted { serial: String },
+    Autoassigned { serial: String },
     Refused { reason: &'static str },
 }
 
@@ -65,12 +71,153 @@ impl Tokens {
         clock: SharedClock,
         validation: ValidationConfig,
     ) -> Self {
+        let minute = std::time::Duration::from_secs(60);
         Self {
             store,
             policy,
             cipher,
             clock,
+            user_attempts: Arc::new(RateLimiter::new(
+                validation.autoassign_attempts_per_user,
+                minute,
+            )),
+            client_attempts: Arc::new(RateLimiter::new(
+                validation.autoassign_attempts_per_client,
+                minute,
+            )),
             validation,
+            pool_index: PoolIndex::default(),
+        }
+    }
+
+    pub fn pool_index(&self) -> &PoolIndex {
+        &self.pool_index
+    }
+
+    pub fn window(&self) -> Window {
+        Window {
+            totp_steps: self.validation.totp_window_steps,
+            hotp_look_ahead: self.validation.hotp_look_ahead,
+        }
+    }
+
+    /// Autoassignment: a user without any token sends a new PIN followed by the code of a
+    /// pool token; when exactly one pool token of the realm shows that code and the policy
+    /// allows it, the token becomes the user's with that PIN.
+    async fn autoassign(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        user: &UserName,
+        pass: String,
+    ) -> Result<Verdict, DeviceError> {
+        let now = std::time::Instant::now();
+        let user_key = format!("{realm}/{user}");
+        if !self.user_attempts.allow(&user_key, now) {
+            return Err(DeviceError::RateLimited(format!(
+                "too many autoassignment attempts for this user (at most {} per minute)",
+                self.validation.autoassign_attempts_per_user
+            )));
+        }
+        if !actor.client_ip.is_empty() && !self.client_attempts.allow(&actor.client_ip, now) {
+            return Err(DeviceError::RateLimited(format!(
+                "too many autoassignment attempts from this client (at most {} per minute)",
+                self.validation.autoassign_attempts_per_client
+            )));
+        }
+        let cipher = self.cipher()?.clone();
+        let unix_time = self.clock.now().timestamp().max(0) as u64;
+        let mut matches = Vec::new();
+        for digits in [6usize, 8] {
+            let Some(split) = pass.len().checked_sub(digits) else {
+                continue;
+            };
+            let (Some(pin), Some(otp)) = (pass.get(..split), pass.get(split..)) else {
+                continue;
+            };
+            let found = self
+                .pool_index
+                .lookup(&self.store, &cipher, realm, otp, unix_time, self.window())
+                .await?;
+            matches.extend(
+                found
+                    .into_iter()
+                    .filter(|candidate| usize::from(candidate.digits) == digits)
+                    .map(|candidate| (candidate, pin.to_owned())),
+            );
+        }
+        matches.dedup_by(|a, b| a.0.serial == b.0.serial);
+        let mut record = self.audit(actor, "autoassign", realm, Some(user), "");
+        let (candidate, pin) = match matches.len() {
+            1 => matches.remove(0),
+            count => {
+                let reason = if count == 0 {
+                    "wrong pass"
+                } else {
+                    "the code matches more than one pool token"
+                };
+                record.result = "denied";
+                record.reason = reason.to_owned();
+                self.store.audit(record).await?;
+                return Ok(Verdict::Refused { reason });
+            }
+        };
+        let token = self
+            .store
+            .get(&candidate.serial)
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{}`", candidate.serial)))?
+            .token;
+        self.decide(
+            actor,
+            policy_pb::Action::Autoassign,
+            "autoassign",
+            realm,
+            Some(user),
+            &token.token_type,
+            &candidate.serial,
+        )
+        .await?;
+        let verdict = self
+            .policy
+            .validate_pin(policy_pb::ValidatePinRequest {
+                realm: realm.to_string(),
+                user: user.to_string(),
+                client_ip: actor.client_ip.clone(),
+                pin: pin.clone(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
+                _ => DeviceError::Policy(status),
+            })?;
+        if !verdict.valid {
+            record.result = "denied";
+            record.reason = format!("new PIN refused: {}", verdict.violations.join("; "));
+            self.store.audit(record).await?;
+            return Ok(Verdict::Refused {
+                reason: "the new PIN breaks the PIN rules",
+            });
+        }
+        let serial = candidate.serial.clone();
+        let pin_hash = tokio::task::spawn_blocking(move || seal_pin(&pin, false, &cipher, &serial))
+            .await
+            .map_err(|error| DeviceError::Unavailable(format!("PIN hashing task: {error}")))?
+            .map_err(DeviceError::FailedPrecondition)?;
+        record.subject = candidate.serial.clone();
+        let factor = i64::try_from(candidate.factor).unwrap_or(i64::MAX);
+        if self
+            .store
+            .autoassign(realm, user, &candidate.serial, factor, pin_hash, record)
+            .await?
+        {
+            Ok(Verdict::Autoassigned {
+                serial: candidate.serial,
+            })
+        } else {
+            Ok(Verdict::Refused {
+                reason: "wrong pass",
+            })
         }
     }
 
@@ -89,6 +236,9 @@ impl Tokens {
         let now = self.clock.now();
         let candidates = self.store.usable_tokens(realm, user, now).await?;
         let mut record = self.audit(actor, "validate", realm, Some(user), "");
+        if candidates.is_empty() && !self.store.holds_tokens(realm, user).await? {
+            return self.autoassign(actor, realm, user, pass).await;
+        }
         if candidates.is_empty() {
             record.result = "denied";
             record.reason = "no usable token".to_owned();
@@ -465,6 +615,9 @@ impl Tokens {
         let unassigning = matches!(change, TokenChange::Unassign);
         let audit = self.audit(actor, action, &realm, user.as_ref(), serial.as_str());
         let after = self.store.change(serial.as_str(), change, audit).await?;
+        if unassigning {
+            self.pool_index.invalidate(&realm);
+        }
         Ok(after.map(|token| (token, if unassigning { None } else { user })))
     }
 
@@ -695,6 +848,7 @@ impl Tokens {
         let total = batch.len();
         let audit = self.audit(actor, "import_tokens", realm, None, "");
         let duplicates = self.store.import(realm, batch, per_realm, audit).await?;
+        self.pool_index.invalidate(realm);
         for serial in &duplicates {
             errors.push(RowError {
                 line: lines.get(serial).copied().unwrap_or_default(),
