@@ -1,6 +1,7 @@
 //! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
 mod auth_matrix;
 mod health_and_reflection;
+mod no_secrets_in_logs;
 mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;

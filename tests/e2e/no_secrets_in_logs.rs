@@ -1,0 +1,209 @@
+//! A full token scenario with every log line captured (TRACE, all crates): no seed, PIN,
+//! pass, OTP or password appears in it.
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use enroll_device::domain::otp::code;
+use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
+use enroll_e2e::{
+    ADMIN_KEY, Backend, PROXY_KEY, TestDatabase, device_client, policy_client, spawn_device,
+    spawn_policy,
+};
+use enroll_shared::proto::device::v1 as pb;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::policy_crud::{create, policy};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut buffer) = self.0.lock() {
+            buffer.extend_from_slice(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const KNOWN_HEX: &str = "3132333435363738393031323334353637383930";
+
+async fn scenario(backend: Backend) -> Vec<String> {
+    let database = TestDatabase::create(backend).await;
+    let policy_server = spawn_policy(&database).await;
+    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
+    let mut rules = policy(
+        "corp",
+        &[
+            ("otp_pin_random", "8"),
+            ("autoassignment", "true"),
+            ("lostTokenPWLen", "16"),
+        ],
+    );
+    rules.realms = vec!["corp".into()];
+    create(&mut admin_policy, rules).await.unwrap();
+    let device = spawn_device(&database, &policy_server.url()).await;
+    device
+        .wait_for_health(
+            "enroll.device.v1.DeviceService",
+            ServingStatus::Serving,
+            Duration::from_secs(10),
+        )
+        .await;
+    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let mut secrets = Vec::new();
+
+    let enrolled = admin
+        .enroll_token(pb::EnrollTokenRequest {
+            realm: "corp".into(),
+            user: "alice".into(),
+            r#type: pb::TokenType::Hotp as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serial = enrolled.token.unwrap().serial;
+    let seed = totp_rs::Secret::try_from_base32(&enrolled.secret_base32)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    secrets.extend([
+        enrolled.secret_base32.clone(),
+        enrolled.pin.clone(),
+        hex::encode(&seed),
+    ]);
+    admin
+        .set_pin(pb::SetPinRequest {
+            serial: serial.clone(),
+            pin: "S3cretPin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    secrets.push("S3cretPin".into());
+    let hotp = OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
+    let good = format!("S3cretPin{}", code(&hotp, &seed, 0));
+    let bad = "S3cretPin000000".to_owned();
+    assert!(
+        proxy
+            .validate(pb::ValidateRequest {
+                realm: "corp".into(),
+                user: "alice".into(),
+                pass: good.clone(),
+                client_ip: String::new()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    assert!(
+        !proxy
+            .validate(pb::ValidateRequest {
+                realm: "corp".into(),
+                user: "alice".into(),
+                pass: bad.clone(),
+                client_ip: String::new()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    secrets.extend([good, bad]);
+
+    let lost = admin
+        .report_lost_token(pb::ReportLostTokenRequest {
+            serial,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        proxy
+            .validate(pb::ValidateRequest {
+                realm: "corp".into(),
+                user: "alice".into(),
+                pass: lost.password.clone(),
+                client_ip: String::new()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ok
+    );
+    secrets.push(lost.password);
+
+    admin
+        .import_tokens(pb::ImportTokensRequest {
+            realm: "corp".into(),
+            csv: format!("HW1,{KNOWN_HEX},hotp,6,0\n"),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let auto = format!("AutoPin7{}", code(&hotp, b"12345678901234567890", 0));
+    assert!(
+        proxy
+            .validate(pb::ValidateRequest {
+                realm: "corp".into(),
+                user: "bob".into(),
+                pass: auto.clone(),
+                client_ip: String::new()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .autoassigned
+    );
+    secrets.extend([auto, KNOWN_HEX.to_owned(), "AutoPin7".to_owned()]);
+    device.stop().await;
+    policy_server.stop().await;
+    secrets
+}
+
+async fn check(backend: Backend) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let secrets = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        scenario(backend).await
+    };
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.lines().count() > 50,
+        "the scenario logged: {} lines",
+        logs.lines().count()
+    );
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret appears in the logs"
+        );
+    }
+}
+
+// A current-thread runtime: every server task runs on this thread, under the capturing
+// subscriber.
+#[tokio::test]
+async fn postgres() {
+    check(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite() {
+    check(Backend::Sqlite).await;
+}
