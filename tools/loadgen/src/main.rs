@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Seed the device service for the token scenarios: pools of 1,000 (`pool-1k`) and
+    /// 100,000 (`pool-100k`) imported tokens, and 100 users of `bench-validate` with a TOTP
+    /// token and the PIN 1234.
+    SeedTokens {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 100_000)]
+        large_pool: u32,
+    },
     /// Create a realistic, conflict-free set of policies (idempotent).
     SeedPolicies {
         #[command(flatten)]
@@ -124,6 +133,7 @@ async fn main() -> Result<(), Error> {
             realms,
             prefix,
         } => seed_policies(&target, count, realms, &prefix).await,
+        Command::SeedTokens { target, large_pool } => seed_tokens(&target, large_pool).await,
     }
 }
 
@@ -381,6 +391,92 @@ async fn seed_policies(
     }
     println!(
         "created {created}, already present {skipped}, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Imports `count` random-seed TOTP/HOTP tokens into `realm`'s pool, 10,000 rows per call.
+async fn import_pool(
+    client: &mut enroll_shared::proto::device::v1::device_service_client::DeviceServiceClient<
+        Channel,
+    >,
+    key: &Option<MetadataValue<Ascii>>,
+    realm: &str,
+    count: u32,
+) -> Result<(), Error> {
+    use enroll_shared::proto::device::v1 as device;
+    use rand::RngCore;
+    let mut rng = rand::rng();
+    let mut done = 0;
+    while done < count {
+        let batch = (count - done).min(10_000);
+        let mut csv = String::with_capacity(batch as usize * 64);
+        for i in done..done + batch {
+            let mut seed = [0u8; 20];
+            rng.fill_bytes(&mut seed);
+            let kind = if i % 2 == 0 { "totp,6,30" } else { "hotp,6,0" };
+            let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+            csv.push_str(&format!("{realm}-{i:07},{seed},{kind}\n"));
+        }
+        let mut request = tonic::Request::new(device::ImportTokensRequest {
+            realm: realm.into(),
+            csv,
+            request_id: String::new(),
+        });
+        if let Some(key) = key {
+            request.metadata_mut().insert("authorization", key.clone());
+        }
+        let response = client.import_tokens(request).await?.into_inner();
+        if !response.errors.is_empty() && response.imported == 0 {
+            println!(
+                "{realm}: already seeded ({} rows present)",
+                response.errors.len()
+            );
+        }
+        done += batch;
+    }
+    Ok(())
+}
+
+async fn seed_tokens(target: &Target, large_pool: u32) -> Result<(), Error> {
+    use enroll_shared::proto::device::v1 as device;
+    let channel = connect(&target.target, 1).await?.remove(0);
+    let key = bearer(&target.api_key)?;
+    let mut client = device::device_service_client::DeviceServiceClient::new(channel);
+    let started = Instant::now();
+    import_pool(&mut client, &key, "pool-1k", 1_000).await?;
+    import_pool(&mut client, &key, "pool-100k", large_pool).await?;
+    for user in 0..100 {
+        let with_key = |message| {
+            let mut request = tonic::Request::new(message);
+            if let Some(key) = &key {
+                request.metadata_mut().insert("authorization", key.clone());
+            }
+            request
+        };
+        let enrolled = client
+            .enroll_token(with_key(device::EnrollTokenRequest {
+                realm: "bench-validate".into(),
+                user: format!("vuser-{user}"),
+                r#type: device::TokenType::Totp as i32,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        let serial = enrolled.token.map(|token| token.serial).unwrap_or_default();
+        let mut request = tonic::Request::new(device::SetPinRequest {
+            serial,
+            pin: "1234".into(),
+            ..Default::default()
+        });
+        if let Some(key) = &key {
+            request.metadata_mut().insert("authorization", key.clone());
+        }
+        client.set_pin(request).await?;
+    }
+    println!(
+        "seeded pools of 1000 and {large_pool} tokens and 100 users with PINs in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

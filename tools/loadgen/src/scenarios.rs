@@ -15,6 +15,20 @@ pub enum Scenario {
     Evaluate,
     /// DeviceService/CheckEnrollment for random realm/user.
     CheckEnrollment,
+    /// DeviceService/EnrollToken: a TOTP token for a random user of realm `bench`.
+    EnrollToken,
+    /// DeviceService/ListTokens: the first 50 tokens of realm `bench`.
+    ListTokens,
+    /// DeviceService/Validate with the right PIN and a wrong code for one of the 100
+    /// `seed-tokens` users (bounded by argon2: every attempt checks the PIN).
+    ValidateWrong,
+    /// DeviceService/Validate by a user without token with a wrong code: an autoassignment
+    /// attempt against the 1,000-token pool of realm `pool-1k`.
+    #[value(name = "autoassign-wrong-1k")]
+    AutoassignWrong1k,
+    /// The same against the 100,000-token pool of realm `pool-100k`.
+    #[value(name = "autoassign-wrong-100k")]
+    AutoassignWrong100k,
 }
 
 impl Scenario {
@@ -23,6 +37,11 @@ impl Scenario {
             Scenario::Health => "health",
             Scenario::Evaluate => "evaluate",
             Scenario::CheckEnrollment => "check-enrollment",
+            Scenario::EnrollToken => "enroll-token",
+            Scenario::ListTokens => "list-tokens",
+            Scenario::ValidateWrong => "validate-wrong",
+            Scenario::AutoassignWrong1k => "autoassign-wrong-1k",
+            Scenario::AutoassignWrong100k => "autoassign-wrong-100k",
         }
     }
 }
@@ -49,8 +68,9 @@ pub async fn send(
     key: &Option<MetadataValue<Ascii>>,
     population: Population,
 ) -> Result<(), Status> {
-    let (realm, user, client_ip) = {
+    let (realm, user, client_ip, any) = {
         let mut rng = rand::rng();
+        let any: u32 = rng.random_range(0..1_000_000);
         (
             format!("realm-{}", rng.random_range(0..population.realms.max(1))),
             format!(
@@ -63,6 +83,7 @@ pub async fn send(
                 rng.random_range(0..=255u8),
                 rng.random_range(1..=254u8)
             ),
+            any,
         )
     };
     match scenario {
@@ -96,6 +117,55 @@ pub async fn send(
                 ..Default::default()
             };
             client.check_enrollment(with_key(request, key)).await?;
+        }
+        Scenario::EnrollToken => {
+            let mut client = device::device_service_client::DeviceServiceClient::new(channel);
+            let request = device::EnrollTokenRequest {
+                realm: "bench".into(),
+                user: format!("user-{any}"),
+                r#type: device::TokenType::Totp as i32,
+                ..Default::default()
+            };
+            client.enroll_token(with_key(request, key)).await?;
+        }
+        Scenario::ListTokens => {
+            let mut client = device::device_service_client::DeviceServiceClient::new(channel);
+            let request = device::ListTokensRequest {
+                realm: "bench".into(),
+                page_size: 50,
+                ..Default::default()
+            };
+            client.list_tokens(with_key(request, key)).await?;
+        }
+        Scenario::ValidateWrong | Scenario::AutoassignWrong1k | Scenario::AutoassignWrong100k => {
+            let (realm, user) = match scenario {
+                Scenario::ValidateWrong => ("bench-validate", format!("vuser-{}", any % 100)),
+                Scenario::AutoassignWrong1k => ("pool-1k", format!("auser-{any}")),
+                _ => ("pool-100k", format!("auser-{any}")),
+            };
+            let mut client = device::device_service_client::DeviceServiceClient::new(channel);
+            let request = device::ValidateRequest {
+                realm: realm.into(),
+                user,
+                pass: format!("1234{:06}", any % 1_000_000),
+                client_ip,
+            };
+            // A random code sometimes is the current code of a pool token (34% of draws
+            // against 100,000 tokens): the attempt then reaches the policy, which refuses
+            // autoassignment in the bench realms. That is a refusal too, not an error.
+            let response = match client.validate(with_key(request, key)).await {
+                Ok(response) => response.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::PermissionDenied
+                        && scenario != Scenario::ValidateWrong =>
+                {
+                    return Ok(());
+                }
+                Err(status) => return Err(status),
+            };
+            if response.ok {
+                return Err(Status::internal("a wrong pass was accepted"));
+            }
         }
     }
     Ok(())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Benchmark of the token RPCs (release build, PostgreSQL, one run): EnrollToken, ListTokens,
+# Validate with a wrong code, autoassignment attempts with a wrong code against pools of
+# 1,000 and 100,000 tokens, and the argon2 bound on its own.
+#   CONCURRENCY (16)  DURATION seconds (10)  LARGE_POOL (100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+concurrency=${CONCURRENCY:-16}
+duration=${DURATION:-10}
+large_pool=${LARGE_POOL:-100000}
+admin_url=${ENROLL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+database=enroll_bench_tokens_$$
+
+cargo build --release --quiet -p enroll-policy -p enroll-device -p enroll-loadgen --bins --examples
+psql "$admin_url" -qc "CREATE DATABASE $database"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)"
+}
+trap cleanup EXIT
+
+hash() { target/release/enroll-policy hash-key "$1"; }
+export ENROLL_DATABASE__URL=${admin_url%/*}/$database
+export ENROLL_TELEMETRY__LOG_FILTER=warn
+export ENROLL_AUTH__API_KEYS="[{name=\"bench-admin\",role=\"admin\",sha256=\"$(hash bench-admin-key)\"},{name=\"bench-device\",role=\"service\",sha256=\"$(hash bench-service-key)\"}]"
+ENROLL_SERVER__LISTEN=127.0.0.1:50081 target/release/enroll-policy serve &
+pids+=($!)
+sleep 1
+ENROLL_SERVER__LISTEN=127.0.0.1:50082 \
+ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50081 ENROLL_POLICY_SERVICE__API_KEY=bench-service-key \
+ENROLL_SECRETS__SEED_KEYS="{bench=\"$(printf 'ab%.0s' $(seq 1 32))\"}" ENROLL_SECRETS__ACTIVE_SEED_KEY=bench \
+ENROLL_VALIDATION__AUTOASSIGN_ATTEMPTS_PER_USER=1000000 ENROLL_VALIDATION__AUTOASSIGN_ATTEMPTS_PER_CLIENT=1000000 \
+  target/release/enroll-device serve &
+pids+=($!)
+for port in 50081 50082; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+sleep 2
+
+# No policy is needed: a wrong code matches no pool token, so an autoassignment attempt is
+# refused before the policy is asked; the rate limits are lifted so the load is measured.
+target/release/enroll-loadgen seed-tokens --target http://127.0.0.1:50082 --api-key bench-admin-key --large-pool "$large_pool"
+# Fresh planner statistics after the bulk import, as a long-running database has them.
+psql "${admin_url%/*}/$database" -qc ANALYZE
+echo "concurrency $concurrency, $duration s per scenario; policy service, device service, PostgreSQL and the load generator share $(nproc) cores"
+target/release/enroll-loadgen run --target http://127.0.0.1:50082 --api-key bench-admin-key \
+  --rpc enroll-token,list-tokens,validate-wrong,autoassign-wrong-1k,autoassign-wrong-100k \
+  --concurrency "$concurrency" --duration "$duration" --warmup 2
+target/release/examples/argon2_rate
