@@ -98,6 +98,14 @@ impl From<DeviceError> for Status {
             }
             DeviceError::Policy(status) => status,
             DeviceError::Unavailable(_) => Status::unavailable(message),
+            DeviceError::Database(source)
+                if matches!(
+                    source.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                Status::already_exists("a record with this key already exists; retry")
+            }
             DeviceError::Database(source) => {
                 tracing::error!(error = %source, "database error");
                 Status::unavailable(message)

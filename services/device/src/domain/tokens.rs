@@ -123,10 +123,14 @@ impl OtpParameters {
     }
 }
 
-/// A new, unique-with-overwhelming-probability serial: type prefix + 8 random hex digits.
-/// The insert still checks uniqueness.
+/// A new serial: type prefix + 12 random hex digits (48 bits: with a million tokens a
+/// collision has odds of about 1 in 280 million; the insert still enforces uniqueness).
 pub fn new_serial(kind: TokenKind, rng: &mut impl Rng) -> String {
-    format!("{}{:08X}", kind.serial_prefix(), rng.random::<u32>())
+    format!(
+        "{}{:012X}",
+        kind.serial_prefix(),
+        rng.random::<u64>() & 0xFFFF_FFFF_FFFF
+    )
 }
 
 /// A fresh random seed of the algorithm's recommended length.
@@ -231,7 +235,7 @@ mod tests {
     fn serials_and_uris() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let serial = new_serial(TokenKind::Totp, &mut rng);
-        assert!(serial.starts_with("TOTP") && serial.len() == 12, "{serial}");
+        assert!(serial.starts_with("TOTP") && serial.len() == 16, "{serial}");
         let parameters = OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap();
         let uri = ProvisioningUri {
             parameters,
