@@ -187,10 +187,7 @@ impl Tokens {
                 pin: pin.clone(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
-                _ => DeviceError::Policy(status),
-            })?;
+            .map_err(policy_failure)?;
         if !verdict.valid {
             record.result = "denied";
             record.reason = format!("new PIN refused: {}", verdict.violations.join("; "));
@@ -345,10 +342,7 @@ impl Tokens {
                 serial: serial.to_owned(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
-                _ => DeviceError::Policy(status),
-            })?;
+            .map_err(policy_failure)?;
         if let Some(denial) = decision.denials.first() {
             let error = DeviceError::Denied {
                 action: audit_action,
@@ -396,8 +390,8 @@ impl Tokens {
                 "",
             )
             .await?;
+        let limits = user_limits(&decision);
         let settings = decision.settings.unwrap_or_default();
-        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
 
         let (serial, seed, pin) = {
             let mut rng = rand::rng();
@@ -480,17 +474,6 @@ impl Tokens {
             }
             None => None,
         };
-        let limits = Limits {
-            per_user: settings
-                .max_token_per_user
-                .map(|limit| (limit, decided("max_token_per_user"))),
-            active_per_user: settings
-                .max_active_token_per_user
-                .map(|limit| (limit, decided("max_active_token_per_user"))),
-            per_realm: settings
-                .max_token_per_realm
-                .map(|limit| (limit, decided("max_token_per_realm"))),
-        };
         let audit = self.audit(
             actor,
             "enroll_token",
@@ -566,16 +549,10 @@ impl Tokens {
                 serial.as_str(),
             )
             .await?;
-        let settings = decision.settings.unwrap_or_default();
-        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
+        // Assigning moves a token within its realm: the realm count does not change.
         let limits = Limits {
-            per_user: settings
-                .max_token_per_user
-                .map(|limit| (limit, decided("max_token_per_user"))),
-            active_per_user: settings
-                .max_active_token_per_user
-                .map(|limit| (limit, decided("max_active_token_per_user"))),
             per_realm: None,
+            ..user_limits(&decision)
         };
         let audit = self.audit(actor, "assign_token", realm, Some(user), serial.as_str());
         let token = self
@@ -646,10 +623,7 @@ impl Tokens {
                 pin: pin.clone(),
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
-                _ => DeviceError::Policy(status),
-            })?;
+            .map_err(policy_failure)?;
         if !verdict.valid {
             let error = DeviceError::invalid("pin", verdict.violations.join("; "));
             let mut record = self.audit(actor, "set_pin", &realm, Some(&user), serial.as_str());
@@ -915,4 +889,30 @@ fn match_token(
     matching_factor(&parameters, &seed, otp, unix_time, next_unused, window)
         .and_then(|factor| i64::try_from(factor).ok())
         .map(|factor| (token.serial.clone(), factor))
+}
+
+/// A failed policy call: UNAVAILABLE stays UNAVAILABLE (fail closed), the policy service's
+/// own answers (bad input, a conflict) pass through.
+fn policy_failure(status: tonic::Status) -> DeviceError {
+    match status.code() {
+        tonic::Code::Unavailable => DeviceError::Unavailable(status.message().to_owned()),
+        _ => DeviceError::Policy(status),
+    }
+}
+
+/// The user limits a decision sets, each with the policy that set it.
+fn user_limits(decision: &policy_pb::EvaluateEnrollmentResponse) -> Limits {
+    let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
+    let settings = decision.settings.clone().unwrap_or_default();
+    Limits {
+        per_user: settings
+            .max_token_per_user
+            .map(|limit| (limit, decided("max_token_per_user"))),
+        active_per_user: settings
+            .max_active_token_per_user
+            .map(|limit| (limit, decided("max_active_token_per_user"))),
+        per_realm: settings
+            .max_token_per_realm
+            .map(|limit| (limit, decided("max_token_per_realm"))),
+    }
 }
