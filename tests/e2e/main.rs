@@ -1,5 +1,7 @@
 //! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
 mod auth_matrix;
+mod devices;
+mod enrollment_page;
 mod health_and_reflection;
 mod no_secrets_in_logs;
 mod policy_crud;

@@ -85,6 +85,7 @@ async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) 
         enrolled.otpauth_uri
     );
     assert!(enrolled.otpauth_uri.contains(&enrolled.secret_base32));
+    assert!(enrolled.qr_png.is_empty(), "no QR code unless asked for");
 
     // Reads never carry the secret or the PIN.
     let mut ops = device_client(&device, Some(OPS_KEY)).await;
@@ -106,6 +107,7 @@ async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) 
             r#type: pb::TokenType::Hotp as i32,
             digits: 8,
             algorithm: pb::HashAlgorithm::Sha256 as i32,
+            include_qr_png: true,
             ..Default::default()
         })
         .await
@@ -115,6 +117,13 @@ async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) 
         hotp.otpauth_uri.starts_with("otpauth://hotp/")
             && hotp.otpauth_uri.ends_with("&digits=8&counter=0")
     );
+    // The QR code of the URI, as a PNG (signature, then the IHDR chunk).
+    assert!(
+        hotp.qr_png.starts_with(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR"),
+        "{:?}",
+        hotp.qr_png.get(..16)
+    );
+    assert!(hotp.qr_png.len() > 200);
     let pool = ops
         .list_tokens(pb::ListTokensRequest {
             realm: "corp".into(),
@@ -246,7 +255,8 @@ async fn user_limit_is_exact_under_concurrency(backend: Backend) {
     assert_eq!(list(&mut reader, "corp", "alice").await.len(), 3);
 }
 
-/// 60 concurrent pool enrollments against max_token_per_realm = 5.
+/// 60 concurrent enrollments for different users (and the pool) against
+/// max_token_per_realm = 5, spread over two device instances on one database.
 async fn realm_limit_is_exact_under_concurrency(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let policy_server = spawn_policy(&database).await;
@@ -254,19 +264,25 @@ async fn realm_limit_is_exact_under_concurrency(backend: Backend) {
     let mut limit = policy("corp-pool", &[("max_token_per_realm", "5")]);
     limit.realms = vec!["corp".into()];
     create(&mut admin_policy, limit).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-    let client = device_client(&device, Some(ADMIN_KEY)).await;
+    let first = spawn_device(&database, &policy_server.url()).await;
+    let second = spawn_device(&database, &policy_server.url()).await;
+    for device in [&first, &second] {
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+    }
+    let clients = [
+        device_client(&first, Some(ADMIN_KEY)).await,
+        device_client(&second, Some(ADMIN_KEY)).await,
+    ];
     let tasks: Vec<_> = (0..60)
         .map(|i| {
-            let mut client = client.clone();
+            let mut client = clients[i % 2].clone();
             // Pool tokens and users' tokens count alike.
             let user = if i % 3 == 0 {
-                format!("user{i}")
-            } else {
                 String::new()
+            } else {
+                format!("user{i}")
             };
             tokio::spawn(async move { client.enroll_token(totp("corp", &user)).await })
         })
@@ -286,7 +302,7 @@ async fn realm_limit_is_exact_under_concurrency(backend: Backend) {
         }
     }
     assert_eq!(ok, 5);
-    let mut reader = client.clone();
+    let mut reader = clients[1].clone();
     assert_eq!(list(&mut reader, "corp", "").await.len(), 5);
 }
 
@@ -594,6 +610,7 @@ mod lifecycle {
         let disabled = admin
             .disable_token(pb::DisableTokenRequest {
                 serial: pooled.serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -602,6 +619,7 @@ mod lifecycle {
         let enabled = admin
             .enable_token(pb::EnableTokenRequest {
                 serial: pooled.serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -621,6 +639,7 @@ mod lifecycle {
         admin
             .delete_token(pb::DeleteTokenRequest {
                 serial: pooled.serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -634,6 +653,7 @@ mod lifecycle {
         let gone = admin
             .delete_token(pb::DeleteTokenRequest {
                 serial: pooled.serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -686,6 +706,7 @@ mod lifecycle {
         let status = admin
             .disable_token(pb::DisableTokenRequest {
                 serial: serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -703,6 +724,7 @@ mod lifecycle {
         let status = admin
             .delete_token(pb::DeleteTokenRequest {
                 serial: serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -835,6 +857,7 @@ mod validate {
         admin
             .enable_token(pb::EnableTokenRequest {
                 serial: hotp_serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -881,6 +904,7 @@ mod validate {
         admin
             .enable_token(pb::EnableTokenRequest {
                 serial: locked.serial.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -1388,9 +1412,274 @@ mod autoassign {
         assert_eq!(reason(&limited).as_deref(), Some("RATE_LIMITED"));
     }
 
+    /// Users racing for one pool token through two device instances on one database: one
+    /// owner, and the code is consumed once.
+    async fn racing_users_on_two_instances_get_one_token(backend: Backend) {
+        let (database, policy_server, first) =
+            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let second = spawn_device(&database, &policy_server.url()).await;
+        second
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let proxies = [
+            device_client(&first, Some(enroll_e2e::PROXY_KEY)).await,
+            device_client(&second, Some(enroll_e2e::PROXY_KEY)).await,
+        ];
+        let racers: Vec<_> = (0..40)
+            .map(|i| {
+                let mut proxy = proxies[i % 2].clone();
+                tokio::spawn(async move {
+                    proxy
+                        .validate(check(
+                            &format!("racer{i}"),
+                            format!("5555{}", hotp_code(0)),
+                            &format!("198.51.100.{i}"),
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for (i, racer) in racers.into_iter().enumerate() {
+            let outcome = racer.await.unwrap();
+            if outcome.ok {
+                assert!(outcome.autoassigned && outcome.serial == "KNOWN1");
+                winners.push(format!("racer{i}"));
+            }
+        }
+        assert_eq!(winners.len(), 1, "one pool token, one owner: {winners:?}");
+        let mut admin = device_client(&second, Some(ADMIN_KEY)).await;
+        let token = admin
+            .get_token(pb::GetTokenRequest {
+                serial: "KNOWN1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(token.user, winners[0]);
+        let assigned = admin
+            .list_tokens(pb::ListTokensRequest {
+                realm: "corp".into(),
+                assigned: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens;
+        assert_eq!(assigned.len(), 1, "{assigned:?}");
+    }
+
     enroll_e2e::on_both_backends!(
         a_user_without_tokens_takes_the_one_matching_pool_token,
         two_matching_pool_tokens_are_refused,
         racing_users_get_one_token_and_attempts_are_rate_limited,
+        racing_users_on_two_instances_get_one_token,
     );
+}
+
+mod idempotency {
+    use super::*;
+
+    /// How many audit events of `action` the trail holds.
+    async fn audited(client: &mut DeviceClient, action: &str) -> usize {
+        client
+            .list_audit_events(pb::ListAuditEventsRequest {
+                action: action.into(),
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+            .len()
+    }
+
+    /// Every token mutation with a request id: a retry (sequential or racing) returns the
+    /// first result, changes nothing more and writes no second audit event; the id is
+    /// scoped to its RPC.
+    async fn retried_mutations_return_the_first_result(backend: Backend) {
+        let database = TestDatabase::create(backend).await;
+        let policy_server = spawn_policy(&database).await;
+        let device = spawn_device(&database, &policy_server.url()).await;
+        device
+            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+            .await;
+        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let pool = |i: usize| -> String {
+            let seed: String = (0..20)
+                .map(|b| format!("{:02x}", (i * 13 + b) % 251))
+                .collect();
+            format!("IDEM{i},{seed},hotp,6,0\n")
+        };
+
+        // ImportTokens: the retry reports the first import, not ALREADY_EXISTS rows.
+        let import = pb::ImportTokensRequest {
+            realm: "corp".into(),
+            csv: format!("{}{}{}", pool(1), pool(2), pool(3)),
+            request_id: "import-1".into(),
+        };
+        let imported = admin
+            .import_tokens(import.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((imported.imported, imported.errors.len()), (3, 0));
+        let again = admin.import_tokens(import).await.unwrap().into_inner();
+        assert_eq!(again, imported);
+        assert_eq!(audited(&mut admin, "import_tokens").await, 1);
+
+        // AssignToken: a retry with the same id but another body still returns the first.
+        let assign = pb::AssignTokenRequest {
+            serial: "IDEM1".into(),
+            realm: "corp".into(),
+            user: "alice".into(),
+            request_id: "assign-1".into(),
+            ..Default::default()
+        };
+        let assigned = admin
+            .assign_token(assign.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(assigned.user, "alice");
+        let retried = admin
+            .assign_token(pb::AssignTokenRequest {
+                serial: "IDEM2".into(),
+                user: "bob".into(),
+                ..assign.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried, assigned);
+        assert_eq!(list(&mut admin, "corp", "bob").await.len(), 0);
+        assert_eq!(audited(&mut admin, "assign_token").await, 1);
+
+        // SetPin.
+        let set_pin = pb::SetPinRequest {
+            serial: "IDEM1".into(),
+            pin: "4321".into(),
+            request_id: "pin-1".into(),
+            ..Default::default()
+        };
+        let pinned = admin.set_pin(set_pin.clone()).await.unwrap().into_inner();
+        assert!(pinned.has_pin);
+        assert_eq!(admin.set_pin(set_pin).await.unwrap().into_inner(), pinned);
+        assert_eq!(audited(&mut admin, "set_pin").await, 1);
+
+        // DisableToken, then EnableToken; the disable's retry returns its first result and
+        // does not disable the token again.
+        let disable = pb::DisableTokenRequest {
+            serial: "IDEM1".into(),
+            request_id: "state-1".into(),
+        };
+        let disabled = admin
+            .disable_token(disable.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(disabled.state, pb::TokenState::Disabled as i32);
+        // The same id on another RPC is another request.
+        let enabled = admin
+            .enable_token(pb::EnableTokenRequest {
+                serial: "IDEM1".into(),
+                request_id: "state-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(enabled.state, pb::TokenState::Enabled as i32);
+        assert_eq!(
+            admin.disable_token(disable).await.unwrap().into_inner(),
+            disabled
+        );
+        let now = admin
+            .get_token(pb::GetTokenRequest {
+                serial: "IDEM1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(now.state, pb::TokenState::Enabled as i32);
+        assert_eq!(audited(&mut admin, "disable_token").await, 1);
+        assert_eq!(audited(&mut admin, "enable_token").await, 1);
+
+        // ReportLostToken, retried concurrently: one replacement, one password, returned
+        // to every retry (stored sealed).
+        let lost = pb::ReportLostTokenRequest {
+            serial: "IDEM1".into(),
+            request_id: "lost-1".into(),
+            ..Default::default()
+        };
+        let reports: Vec<_> = (0..6)
+            .map(|_| {
+                let (mut admin, lost) = (admin.clone(), lost.clone());
+                tokio::spawn(async move { admin.report_lost_token(lost).await })
+            })
+            .collect();
+        let mut responses = Vec::new();
+        for report in reports {
+            responses.push(report.await.unwrap().unwrap().into_inner());
+        }
+        assert!(responses[0].password.len() >= 10);
+        assert!(responses.iter().all(|response| *response == responses[0]));
+        let alice = list(&mut admin, "corp", "alice").await;
+        assert_eq!(alice.len(), 2, "the lost token and one password token");
+        assert_eq!(audited(&mut admin, "report_lost_token").await, 1);
+
+        // UnassignToken and DeleteToken (the retry of a deletion finds no token, and still
+        // returns the first result).
+        admin
+            .assign_token(pb::AssignTokenRequest {
+                serial: "IDEM2".into(),
+                realm: "corp".into(),
+                user: "carol".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let unassign = pb::UnassignTokenRequest {
+            serial: "IDEM2".into(),
+            request_id: "unassign-1".into(),
+        };
+        let unassigned = admin
+            .unassign_token(unassign.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(unassigned.user, "");
+        assert_eq!(
+            admin.unassign_token(unassign).await.unwrap().into_inner(),
+            unassigned
+        );
+        assert_eq!(audited(&mut admin, "unassign_token").await, 1);
+        let delete = pb::DeleteTokenRequest {
+            serial: "IDEM3".into(),
+            request_id: "delete-1".into(),
+        };
+        let deletes: Vec<_> = (0..4)
+            .map(|_| {
+                let (mut admin, delete) = (admin.clone(), delete.clone());
+                tokio::spawn(async move { admin.delete_token(delete).await })
+            })
+            .collect();
+        for delete in deletes {
+            delete.await.unwrap().unwrap();
+        }
+        assert_eq!(audited(&mut admin, "delete_token").await, 1);
+        let gone = admin
+            .delete_token(pb::DeleteTokenRequest {
+                serial: "IDEM3".into(),
+                request_id: "delete-2".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound);
+    }
+
+    enroll_e2e::on_both_backends!(retried_mutations_return_the_first_result);
 }

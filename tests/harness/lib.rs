@@ -153,6 +153,8 @@ fn ephemeral_server() -> ServerConfig {
 /// A server task and the means to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The device server's enrollment page (HTTP), when it serves one.
+    pub web_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -166,6 +168,7 @@ impl RunningServer {
         let task = tokio::spawn(run(stopped));
         Self {
             addr,
+            web_addr: None,
             stop: Some(stop),
             task: Some(task),
         }
@@ -310,8 +313,30 @@ pub fn device_config(
             max_failures: 3,
             ..Default::default()
         },
+        webauthn: webauthn_config(),
+        // Port 0: every test server gets its own page port.
+        web: enroll_device::config::WebConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        },
+        ..Default::default()
     }
 }
+
+/// The relying party of the test device servers: `localhost` on any port (browsers accept
+/// http only there), redirects to `https://app.example.com/` allowed.
+pub fn webauthn_config() -> enroll_device::config::WebauthnConfig {
+    enroll_device::config::WebauthnConfig {
+        rp_id: "localhost".to_owned(),
+        rp_origins: vec!["http://localhost".to_owned()],
+        allow_any_port: true,
+        enrollment_base_url: "http://localhost:8080/enroll/".to_owned(),
+        redirect_allow_list: vec![TEST_REDIRECT_PREFIX.to_owned()],
+        ..Default::default()
+    }
+}
+
+/// Redirect URLs under this prefix are allowed on the test device servers.
+pub const TEST_REDIRECT_PREFIX: &str = "https://app.example.com/";
 
 /// The AES-256 key the test device servers seal secrets with.
 pub const TEST_SEED_KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -326,7 +351,8 @@ pub async fn spawn_device_with(config: enroll_device::config::DeviceConfig) -> R
         .await
         .expect("build device server");
     let addr = app.local_addr().expect("addr");
-    RunningServer::spawn(addr, |stopped| async move {
+    let web_addr = app.web_addr();
+    let mut server = RunningServer::spawn(addr, |stopped| async move {
         let result = app
             .run_until(async move {
                 let _ = stopped.await;
@@ -335,7 +361,9 @@ pub async fn spawn_device_with(config: enroll_device::config::DeviceConfig) -> R
         if let Err(error) = result {
             panic!("device server failed: {error}");
         }
-    })
+    });
+    server.web_addr = web_addr;
+    server
 }
 
 /// Adds `authorization: Bearer <key>` to every call.

@@ -10,7 +10,13 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
-use enroll_shared::time::SystemClock;
+use enroll_shared::time::{SharedClock, SystemClock};
+
+use crate::device_service::{Devices, LinkSettings};
+use crate::domain::devices::RedirectAllowList;
+use crate::policy_gate::PolicyGate;
+use crate::relying_party::RelyingParty;
+use crate::store::devices::DeviceStore;
 
 use crate::config::{DeviceConfig, SecretsConfig};
 use crate::domain::secrets::SeedCipher;
@@ -46,10 +52,14 @@ pub enum StartError {
 pub struct Application {
     config: DeviceConfig,
     listener: TcpListener,
+    /// The enrollment page's listener, unless `web.listen` turned it off.
+    web_listener: Option<TcpListener>,
     db: DatabaseConnection,
     keys: ApiKeys,
     policy: PolicyClient,
     cipher: Option<Arc<SeedCipher>>,
+    relying_party: Arc<RelyingParty>,
+    redirects: RedirectAllowList,
 }
 
 /// The seed cipher, when keys are configured (token enrollment needs it).
@@ -77,23 +87,45 @@ impl Application {
         }
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
+        let relying_party =
+            Arc::new(RelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
+        let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
+            .map_err(StartError::Config)?;
         let db = enroll_shared::db::connect(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let web_listener = match config.web.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config,
             listener,
+            web_listener,
             db,
             keys,
             policy,
             cipher,
+            relying_party,
+            redirects,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The enrollment page's address, when it is served.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes.
@@ -104,11 +136,28 @@ impl Application {
         let Application {
             config,
             listener,
+            web_listener,
             db,
             keys,
             policy,
             cipher,
+            relying_party,
+            redirects,
         } = self;
+        let clock: SharedClock = Arc::new(SystemClock);
+        let device_store = DeviceStore::new(db.clone());
+        let devices = Devices::new(
+            device_store.clone(),
+            PolicyGate::new(policy.clone(), device_store, clock.clone()),
+            relying_party,
+            cipher.clone(),
+            clock,
+            LinkSettings {
+                base_url: config.webauthn.enrollment_base_url.clone(),
+                redirects,
+                ceremony_ttl: config.webauthn.ceremony_ttl(),
+            },
+        );
         let cipher_for_index = cipher.clone();
         let tokens = Tokens::new(
             TokenStore::new(db.clone()),
@@ -122,13 +171,15 @@ impl Application {
             tokens.window(),
             cipher_for_index,
         );
+        // One implementation behind both the gRPC server and the enrollment page.
+        let grpc = Arc::new(DeviceGrpc::new(tokens, devices));
         let mut server = spawn(
             listener,
             config.server.clone(),
             SERVICE_NAME,
             enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::access::access),
-            DeviceServiceServer::new(DeviceGrpc::new(tokens)),
+            DeviceServiceServer::from_arc(grpc.clone()),
             shutdown,
         )
         .await;
@@ -140,6 +191,16 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        // Started after the migrations so the page never runs against a half-built schema;
+        // until then its listener just queues connections.
+        let web = web_listener.map(|listener| {
+            tokio::spawn(crate::web::serve(
+                listener,
+                grpc.clone(),
+                config.server.request_timeout(),
+                server.stopping.clone(),
+            ))
+        });
         if let Some(cipher) = tokens_cipher {
             tokio::spawn(crate::pool_index::keep_fresh(
                 pool_index,
@@ -155,7 +216,16 @@ impl Application {
             config.policy_service.health_check_interval(),
             server.stopping.clone(),
         ));
-        Ok(server.finish().await?)
+        let served = server.finish().await;
+        if let Some(mut web) = web {
+            // The page stops on the same signal; bounded like the gRPC server's grace.
+            let grace = config.server.shutdown_grace();
+            if tokio::time::timeout(grace, &mut web).await.is_err() {
+                tracing::warn!("enrollment page still busy after the grace period, dropping it");
+                web.abort();
+            }
+        }
+        Ok(served?)
     }
 }
 

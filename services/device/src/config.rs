@@ -25,6 +25,145 @@ pub struct DeviceConfig {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub validation: ValidationConfig,
+    #[serde(default)]
+    pub webauthn: WebauthnConfig,
+    #[serde(default)]
+    pub web: WebConfig,
+}
+
+impl Default for DeviceConfig {
+    /// What an empty configuration file gives.
+    fn default() -> Self {
+        Self {
+            server: default_server(),
+            database: default_database(),
+            telemetry: Default::default(),
+            auth: Default::default(),
+            policy_service: Default::default(),
+            secrets: Default::default(),
+            validation: Default::default(),
+            webauthn: Default::default(),
+            web: Default::default(),
+        }
+    }
+}
+
+/// The WebAuthn relying party and the enrollment links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnConfig {
+    /// Relying-party id: the host of the enrollment page (or a parent domain of it).
+    #[serde(default = "default_rp_id")]
+    pub rp_id: String,
+    /// Relying-party name shown by authenticators.
+    #[serde(default = "default_rp_name")]
+    pub rp_name: String,
+    /// Origins allowed to run the ceremonies (the proxy's and this service's page).
+    #[serde(default = "default_rp_origins")]
+    pub rp_origins: Vec<String>,
+    /// Accept any port on the configured origins (development and tests).
+    #[serde(default)]
+    pub allow_any_port: bool,
+    /// Link URLs are this base followed by the link secret.
+    #[serde(default = "default_enrollment_base_url")]
+    pub enrollment_base_url: String,
+    /// Redirect URLs a link may carry: each entry is a URL prefix (scheme, host, port and
+    /// optionally a path). Empty: links carry no redirect URL.
+    #[serde(default)]
+    pub redirect_allow_list: Vec<String>,
+    /// PEM files of the attestation roots `enclave_only` devices must chain to (Apple
+    /// WebAuthn root, Microsoft TPM roots, Android roots). Empty: `enclave_only` devices
+    /// cannot be registered.
+    #[serde(default)]
+    pub trusted_roots: Vec<std::path::PathBuf>,
+    /// Lifetime of a registration or authentication ceremony (s).
+    #[serde(default = "default_ceremony_ttl")]
+    pub ceremony_ttl_secs: u64,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        Self {
+            rp_id: default_rp_id(),
+            rp_name: default_rp_name(),
+            rp_origins: default_rp_origins(),
+            allow_any_port: false,
+            enrollment_base_url: default_enrollment_base_url(),
+            redirect_allow_list: Vec::new(),
+            trusted_roots: Vec::new(),
+            ceremony_ttl_secs: default_ceremony_ttl(),
+        }
+    }
+}
+
+impl WebauthnConfig {
+    pub fn ceremony_ttl(&self) -> Duration {
+        Duration::from_secs(self.ceremony_ttl_secs.clamp(1, 3_600))
+    }
+}
+
+fn default_rp_id() -> String {
+    "localhost".to_owned()
+}
+
+fn default_rp_name() -> String {
+    "enroll".to_owned()
+}
+
+fn default_rp_origins() -> Vec<String> {
+    vec!["http://localhost:8080".to_owned()]
+}
+
+fn default_enrollment_base_url() -> String {
+    "http://localhost:8080/enroll/".to_owned()
+}
+
+fn default_ceremony_ttl() -> u64 {
+    300
+}
+
+/// The enrollment page this service serves over HTTP (the page enrollment links point
+/// to when no proxy serves one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Address of the page's HTTP listener (plain HTTP/1.1: put TLS in front of it unless
+    /// the page is only used on localhost; port 0 picks a free port). `""` or `"off"`
+    /// disables the page (TOML has no null, so a sentinel string stands for "none").
+    #[serde(
+        default = "default_web_listen",
+        deserialize_with = "deserialize_listen"
+    )]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_web_listen(),
+        }
+    }
+}
+
+fn deserialize_listen<'de, D>(deserializer: D) -> Result<Option<std::net::SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "web.listen: `{text}` is not an address like 127.0.0.1:8080 (or \"off\")"
+        ))
+    })
+}
+
+/// Next to the default `webauthn.enrollment_base_url` (`http://localhost:8080/enroll/`).
+fn default_web_listen() -> Option<std::net::SocketAddr> {
+    Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
 }
 
 /// How Validate treats one-time codes and failures.
@@ -190,6 +329,35 @@ impl enroll_shared::cli::HasTelemetry for DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_listener_defaults_on_and_can_be_turned_off() {
+        let config: DeviceConfig = enroll_shared::config::load_with_env(None, vec![]).unwrap();
+        assert_eq!(
+            config.web.listen,
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+        for off in ["off", ""] {
+            let config: DeviceConfig = enroll_shared::config::load_with_env(
+                None,
+                vec![("ENROLL_WEB__LISTEN".to_owned(), off.to_owned())],
+            )
+            .unwrap();
+            assert_eq!(config.web.listen, None, "{off:?}");
+        }
+        let config: DeviceConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![("ENROLL_WEB__LISTEN".to_owned(), "[::1]:0".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(config.web.listen, Some("[::1]:0".parse().unwrap()));
+        let error = enroll_shared::config::load_with_env::<DeviceConfig>(
+            None,
+            vec![("ENROLL_WEB__LISTEN".to_owned(), "nowhere".to_owned())],
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("web.listen"), "{error}");
+    }
 
     #[test]
     fn defaults_and_redacted_key() {

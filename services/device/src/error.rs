@@ -10,6 +10,8 @@ pub enum DeviceError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The policy service denied the action.
     #[error("{action} denied by policy: {message}")]
     Denied {
@@ -24,6 +26,12 @@ pub enum DeviceError {
         limit: &'static str,
         value: u32,
         policy: String,
+    },
+    /// A WebAuthn ceremony or device was refused (verification failed, wrong device type).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
     },
     /// Too many attempts.
     #[error("{0}")]
@@ -74,6 +82,7 @@ impl From<DeviceError> for Status {
             ),
             DeviceError::NotFound(_) => Status::not_found(message),
             DeviceError::FailedPrecondition(_) => Status::failed_precondition(message),
+            DeviceError::AlreadyExists(_) => Status::already_exists(message),
             DeviceError::Denied { code, policy, .. } => with_reason(
                 Code::PermissionDenied,
                 message,
@@ -93,6 +102,9 @@ impl From<DeviceError> for Status {
                     ("policy".to_owned(), policy),
                 ],
             ),
+            DeviceError::Refused { reason, .. } => {
+                with_reason(Code::PermissionDenied, message, reason, [])
+            }
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
@@ -155,6 +167,19 @@ mod tests {
                 },
                 Code::ResourceExhausted,
                 Some("MAX_TOKEN_PER_USER"),
+            ),
+            (
+                DeviceError::AlreadyExists("credential".into()),
+                Code::AlreadyExists,
+                None,
+            ),
+            (
+                DeviceError::Refused {
+                    reason: "BACKUP_ELIGIBLE_REFUSED",
+                    message: "m".into(),
+                },
+                Code::PermissionDenied,
+                Some("BACKUP_ELIGIBLE_REFUSED"),
             ),
             (
                 DeviceError::Policy(Status::invalid_argument("x")),

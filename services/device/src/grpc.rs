@@ -1,21 +1,19 @@
 //! The gRPC edge of the device service: decode and validate requests into domain types,
 //! call one use case, map errors through `From<DeviceError> for Status`.
-//!
-//! The RPCs not built yet answer UNIMPLEMENTED naming the issue that builds them (OTP
-//! tokens: issue 3; WebAuthn devices, links and CheckEnrollment: issue 4), after the
-//! caller's key and role were checked like every other call.
+//! The WebAuthn device and link RPCs are decoded in `device_edge`.
 use enroll_shared::auth::caller;
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::time::to_timestamp;
 use pb::device_service_server::DeviceService;
 use tonic::{Request, Response, Status};
 
+use crate::device_service::Devices;
 use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
 use crate::error::DeviceError;
 use crate::store::entities::tokens;
 use crate::store::token_changes::TokenChange;
-use crate::store::tokens::{AuditFilter, TokenFilter};
+use crate::store::tokens::{AuditFilter, TokenFilter, TokenInfo};
 use crate::token_service::{Actor, Enrollment, Tokens, Verdict};
 
 /// Default and largest page sizes of the list RPCs.
@@ -24,11 +22,12 @@ const MAX_PAGE_SIZE: u64 = 1000;
 
 pub struct DeviceGrpc {
     tokens: Tokens,
+    devices: Devices,
 }
 
 impl DeviceGrpc {
-    pub fn new(tokens: Tokens) -> Self {
-        Self { tokens }
+    pub fn new(tokens: Tokens, devices: Devices) -> Self {
+        Self { tokens, devices }
     }
 
     async fn manage(
@@ -36,17 +35,15 @@ impl DeviceGrpc {
         actor: &Actor,
         raw_serial: &str,
         change: TokenChange,
+        raw_request_id: &str,
     ) -> Result<Response<pb::Token>, Status> {
         let serial = serial(raw_serial)?;
-        let (token, user) = self
+        let request_id = request_id(raw_request_id)?;
+        let token = self
             .tokens
-            .manage(actor, &serial, change)
-            .await?
-            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
-        Ok(Response::new(token_to_proto(
-            &token,
-            user.as_ref().map(UserName::as_str),
-        )))
+            .manage(actor, &serial, change, request_id.as_deref())
+            .await?;
+        Ok(Response::new(token))
     }
 }
 
@@ -54,24 +51,18 @@ fn serial(raw: &str) -> Result<Serial, DeviceError> {
     Serial::parse(raw).map_err(|message| DeviceError::invalid("serial", message))
 }
 
-fn planned(rpc: &str, issue: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not available yet: it is built in {issue}"
-    ))
-}
-
-fn actor<T>(request: &Request<T>, client_ip: &str) -> Result<Actor, Status> {
+pub(crate) fn actor<T>(request: &Request<T>, client_ip: &str) -> Result<Actor, Status> {
     Ok(Actor {
         name: caller(request)?.name.clone(),
         client_ip: client_ip.trim().to_owned(),
     })
 }
 
-fn realm(field: &str, raw: &str) -> Result<Realm, DeviceError> {
+pub(crate) fn realm(field: &str, raw: &str) -> Result<Realm, DeviceError> {
     Realm::parse(raw).map_err(|message| DeviceError::invalid(field, message))
 }
 
-fn optional_user(field: &str, raw: &str) -> Result<Option<UserName>, DeviceError> {
+pub(crate) fn optional_user(field: &str, raw: &str) -> Result<Option<UserName>, DeviceError> {
     if raw.trim().is_empty() {
         return Ok(None);
     }
@@ -80,7 +71,7 @@ fn optional_user(field: &str, raw: &str) -> Result<Option<UserName>, DeviceError
         .map_err(|message| DeviceError::invalid(field, message))
 }
 
-fn request_id(raw: &str) -> Result<Option<String>, DeviceError> {
+pub(crate) fn request_id(raw: &str) -> Result<Option<String>, DeviceError> {
     let id = raw.trim();
     if id.len() > 128 {
         return Err(DeviceError::invalid(
@@ -91,7 +82,7 @@ fn request_id(raw: &str) -> Result<Option<String>, DeviceError> {
     Ok(Some(id.to_owned()).filter(|id| !id.is_empty()))
 }
 
-fn page_size(raw: u32) -> Result<u64, DeviceError> {
+pub(crate) fn page_size(raw: u32) -> Result<u64, DeviceError> {
     match u64::from(raw) {
         0 => Ok(DEFAULT_PAGE_SIZE),
         size if size <= MAX_PAGE_SIZE => Ok(size),
@@ -155,6 +146,7 @@ impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
             user: optional_user("user", &request.user)?,
             parameters,
             description: request.description,
+            include_qr_png: request.include_qr_png,
             request_id: request_id(&request.request_id)?,
         })
     }
@@ -172,19 +164,24 @@ fn token_state(state: &str) -> pb::TokenState {
 
 /// A token as callers see it: never its seed or PIN.
 pub fn token_to_proto(token: &tokens::Model, user: Option<&str>) -> pb::Token {
+    info_to_proto(TokenInfo::of(token, user))
+}
+
+/// A listed token as callers see it.
+pub fn info_to_proto(token: TokenInfo) -> pb::Token {
     let kind = TokenKind::parse(&token.token_type);
     pb::Token {
-        serial: token.serial.clone(),
+        serial: token.serial,
         r#type: match kind {
             Some(TokenKind::Totp) => pb::TokenType::Totp,
             Some(TokenKind::Hotp) => pb::TokenType::Hotp,
             Some(TokenKind::Password) => pb::TokenType::Password,
             None => pb::TokenType::Unspecified,
         } as i32,
-        realm: token.realm.clone(),
-        user: user.unwrap_or_default().to_owned(),
+        realm: token.realm,
+        user: token.user_name.unwrap_or_default(),
         state: token_state(&token.state) as i32,
-        label: token.label.clone(),
+        label: token.label,
         digits: token.digits.max(0) as u32,
         period: (token.period > 0).then(|| prost_types::Duration {
             seconds: i64::from(token.period),
@@ -196,11 +193,11 @@ pub fn token_to_proto(token: &tokens::Model, user: Option<&str>) -> pb::Token {
             Some(HashAlgorithm::Sha512) => pb::HashAlgorithm::Sha512,
             None => pb::HashAlgorithm::Unspecified,
         } as i32,
-        has_pin: token.pin_hash.is_some(),
+        has_pin: token.has_pin,
         failure_count: token.failure_count.max(0) as u32,
         create_time: Some(to_timestamp(token.create_time)),
         expire_time: token.expire_time.map(to_timestamp),
-        description: token.description.clone(),
+        description: token.description,
     }
 }
 
@@ -297,102 +294,99 @@ impl DeviceService for DeviceGrpc {
         let next_page_token = if rows.len() as u64 > size {
             rows.truncate(size as usize);
             rows.last()
-                .map(|row| hex::encode(&row.token.serial))
+                .map(|row| hex::encode(&row.serial))
                 .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListTokensResponse {
-            tokens: rows
-                .iter()
-                .map(|row| token_to_proto(&row.token, row.user.as_deref()))
-                .collect(),
+            tokens: rows.into_iter().map(info_to_proto).collect(),
             next_page_token,
         }))
     }
 
     async fn check_enrollment(
         &self,
-        _request: Request<pb::CheckEnrollmentRequest>,
+        request: Request<pb::CheckEnrollmentRequest>,
     ) -> Result<Response<pb::CheckEnrollmentResponse>, Status> {
-        Err(planned("check_enrollment", "issue 4"))
+        crate::device_edge::check_enrollment(&self.devices, request).await
     }
 
     async fn create_enrollment_link(
         &self,
-        _request: Request<pb::CreateEnrollmentLinkRequest>,
+        request: Request<pb::CreateEnrollmentLinkRequest>,
     ) -> Result<Response<pb::EnrollmentLink>, Status> {
-        Err(planned("create_enrollment_link", "issue 4"))
+        crate::device_edge::create_enrollment_link(&self.devices, request).await
     }
 
     async fn list_enrollment_links(
         &self,
-        _request: Request<pb::ListEnrollmentLinksRequest>,
+        request: Request<pb::ListEnrollmentLinksRequest>,
     ) -> Result<Response<pb::ListEnrollmentLinksResponse>, Status> {
-        Err(planned("list_enrollment_links", "issue 4"))
+        crate::device_edge::list_enrollment_links(&self.devices, request).await
     }
 
     async fn revoke_enrollment_link(
         &self,
-        _request: Request<pb::RevokeEnrollmentLinkRequest>,
+        request: Request<pb::RevokeEnrollmentLinkRequest>,
     ) -> Result<Response<pb::EnrollmentLink>, Status> {
-        Err(planned("revoke_enrollment_link", "issue 4"))
+        crate::device_edge::revoke_enrollment_link(&self.devices, request).await
     }
 
     async fn begin_device_registration(
         &self,
-        _request: Request<pb::BeginDeviceRegistrationRequest>,
+        request: Request<pb::BeginDeviceRegistrationRequest>,
     ) -> Result<Response<pb::BeginDeviceRegistrationResponse>, Status> {
-        Err(planned("begin_device_registration", "issue 4"))
+        crate::device_edge::begin_device_registration(&self.devices, request).await
     }
 
     async fn finish_device_registration(
         &self,
-        _request: Request<pb::FinishDeviceRegistrationRequest>,
+        request: Request<pb::FinishDeviceRegistrationRequest>,
     ) -> Result<Response<pb::FinishDeviceRegistrationResponse>, Status> {
-        Err(planned("finish_device_registration", "issue 4"))
+        crate::device_edge::finish_device_registration(&self.devices, request).await
     }
 
     async fn begin_device_authentication(
         &self,
-        _request: Request<pb::BeginDeviceAuthenticationRequest>,
+        request: Request<pb::BeginDeviceAuthenticationRequest>,
     ) -> Result<Response<pb::BeginDeviceAuthenticationResponse>, Status> {
-        Err(planned("begin_device_authentication", "issue 4"))
+        crate::device_edge::begin_device_authentication(&self.devices, request).await
     }
 
     async fn finish_device_authentication(
         &self,
-        _request: Request<pb::FinishDeviceAuthenticationRequest>,
+        request: Request<pb::FinishDeviceAuthenticationRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        Err(planned("finish_device_authentication", "issue 4"))
+        crate::device_edge::finish_device_authentication(&self.devices, request).await
     }
 
     async fn list_devices(
         &self,
-        _request: Request<pb::ListDevicesRequest>,
+        request: Request<pb::ListDevicesRequest>,
     ) -> Result<Response<pb::ListDevicesResponse>, Status> {
-        Err(planned("list_devices", "issue 4"))
+        crate::device_edge::list_devices(&self.devices, request).await
     }
 
     async fn get_device(
         &self,
-        _request: Request<pb::GetDeviceRequest>,
+        request: Request<pb::GetDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        Err(planned("get_device", "issue 4"))
+        crate::device_edge::get_device(&self.devices, request).await
     }
 
     async fn approve_device(
         &self,
-        _request: Request<pb::ApproveDeviceRequest>,
+        request: Request<pb::ApproveDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        Err(planned("approve_device", "issue 4"))
+        crate::device_edge::approve_device(&self.devices, request).await
     }
 
     async fn revoke_device(
         &self,
-        _request: Request<pb::RevokeDeviceRequest>,
+        request: Request<pb::RevokeDeviceRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        Err(planned("revoke_device", "issue 4"))
+        crate::device_edge::revoke_device(&self.devices, request).await
     }
 
     async fn import_tokens(
@@ -405,19 +399,12 @@ impl DeviceService for DeviceGrpc {
         if request.csv.len() > 16 * 1024 * 1024 {
             return Err(DeviceError::invalid("csv", "larger than 16 MiB: split the import").into());
         }
-        let (imported, errors) = self.tokens.import(&actor, &realm, &request.csv).await?;
-        Ok(Response::new(pb::ImportTokensResponse {
-            imported,
-            errors: errors
-                .into_iter()
-                .map(|error| pb::ImportRowError {
-                    line: error.line,
-                    serial: error.serial,
-                    code: error.code.to_owned(),
-                    reason: error.reason,
-                })
-                .collect(),
-        }))
+        let request_id = request_id(&request.request_id)?;
+        let response = self
+            .tokens
+            .import(&actor, &realm, &request.csv, request_id.as_deref())
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn assign_token(
@@ -430,8 +417,12 @@ impl DeviceService for DeviceGrpc {
         let realm = realm("realm", &request.realm)?;
         let user = UserName::parse(&request.user)
             .map_err(|message| DeviceError::invalid("user", message))?;
-        let (token, user) = self.tokens.assign(&actor, &serial, &realm, &user).await?;
-        Ok(Response::new(token_to_proto(&token, Some(user.as_str()))))
+        let request_id = request_id(&request.request_id)?;
+        let token = self
+            .tokens
+            .assign(&actor, &serial, &realm, &user, request_id.as_deref())
+            .await?;
+        Ok(Response::new(token))
     }
 
     async fn unassign_token(
@@ -439,8 +430,14 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::UnassignTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
         let actor = actor(&request, "")?;
-        self.manage(&actor, &request.get_ref().serial, TokenChange::Unassign)
-            .await
+        let request = request.get_ref();
+        self.manage(
+            &actor,
+            &request.serial,
+            TokenChange::Unassign,
+            &request.request_id,
+        )
+        .await
     }
 
     async fn set_pin(
@@ -450,11 +447,12 @@ impl DeviceService for DeviceGrpc {
         let actor = actor(&request, &request.get_ref().client_ip)?;
         let request = request.into_inner();
         let serial = serial(&request.serial)?;
-        let (token, user) = self.tokens.set_pin(&actor, &serial, request.pin).await?;
-        Ok(Response::new(token_to_proto(
-            &token,
-            user.as_ref().map(UserName::as_str),
-        )))
+        let request_id = request_id(&request.request_id)?;
+        let token = self
+            .tokens
+            .set_pin(&actor, &serial, request.pin, request_id.as_deref())
+            .await?;
+        Ok(Response::new(token))
     }
 
     async fn enable_token(
@@ -462,8 +460,14 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::EnableTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
         let actor = actor(&request, "")?;
-        self.manage(&actor, &request.get_ref().serial, TokenChange::Enable)
-            .await
+        let request = request.get_ref();
+        self.manage(
+            &actor,
+            &request.serial,
+            TokenChange::Enable,
+            &request.request_id,
+        )
+        .await
     }
 
     async fn disable_token(
@@ -471,8 +475,14 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::DisableTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
         let actor = actor(&request, "")?;
-        self.manage(&actor, &request.get_ref().serial, TokenChange::Disable)
-            .await
+        let request = request.get_ref();
+        self.manage(
+            &actor,
+            &request.serial,
+            TokenChange::Disable,
+            &request.request_id,
+        )
+        .await
     }
 
     async fn delete_token(
@@ -481,8 +491,9 @@ impl DeviceService for DeviceGrpc {
     ) -> Result<Response<pb::DeleteTokenResponse>, Status> {
         let actor = actor(&request, "")?;
         let serial = serial(&request.get_ref().serial)?;
+        let request_id = request_id(&request.get_ref().request_id)?;
         self.tokens
-            .manage(&actor, &serial, TokenChange::Delete)
+            .manage(&actor, &serial, TokenChange::Delete, request_id.as_deref())
             .await?;
         Ok(Response::new(pb::DeleteTokenResponse {}))
     }
@@ -531,12 +542,12 @@ impl DeviceService for DeviceGrpc {
     ) -> Result<Response<pb::ReportLostTokenResponse>, Status> {
         let actor = actor(&request, &request.get_ref().client_ip)?;
         let serial = serial(&request.get_ref().serial)?;
-        let (token, user, password) = self.tokens.report_lost(&actor, &serial).await?;
-        Ok(Response::new(pb::ReportLostTokenResponse {
-            expire_time: token.expire_time.map(to_timestamp),
-            token: Some(token_to_proto(&token, Some(user.as_str()))),
-            password,
-        }))
+        let request_id = request_id(&request.get_ref().request_id)?;
+        let response = self
+            .tokens
+            .report_lost(&actor, &serial, request_id.as_deref())
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn list_audit_events(

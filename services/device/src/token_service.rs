@@ -15,16 +15,19 @@ use crate::domain::pins::{pin_matches, seal_pin};
 use crate::domain::random::random_string;
 use crate::domain::secrets::SeedCipher;
 use crate::domain::tokens::{
-    HashAlgorithm, OtpParameters, ProvisioningUri, TokenKind, base32, new_seed, new_serial,
+    HashAlgorithm, OtpParameters, ProvisioningUri, TokenKind, base32, new_seed, new_serial, qr_png,
     render_serial,
 };
 use crate::error::DeviceError;
+use crate::grpc::token_to_proto;
 use crate::policy_client::PolicyClient;
 use crate::pool_index::PoolIndex;
 use crate::rate_limit::RateLimiter;
 use crate::store::entities::tokens;
 use crate::store::token_changes::TokenChange;
-use crate::store::tokens::{AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore};
+use crate::store::tokens::{
+    AuditRecord, EnrollOutcome, Idempotency, Limits, Outcome, SealedResponse, TokenStore,
+};
 
 /// Who is asking, for policy decisions and the audit trail.
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct Enrollment {
     pub user: Option<UserName>,
     pub parameters: OtpParameters,
     pub description: String,
+    /// Also return the otpauth URI as a QR code PNG.
+    pub include_qr_png: bool,
     pub request_id: Option<String>,
 }
 
@@ -53,6 +58,7 @@ pub struct Tokens {
     pool_index: PoolIndex,
     user_attempts: Arc<RateLimiter>,
     client_attempts: Arc<RateLimiter>,
+    hashing_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The outcome of Validate.
@@ -87,6 +93,11 @@ impl Tokens {
             )),
             validation,
             pool_index: PoolIndex::default(),
+            hashing_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1),
+            )),
         }
     }
 
@@ -197,9 +208,11 @@ impl Tokens {
             });
         }
         let serial = candidate.serial.clone();
-        let pin_hash = tokio::task::spawn_blocking(move || seal_pin(&pin, false, &cipher, &serial))
-            .await
-            .map_err(|error| DeviceError::Unavailable(format!("PIN hashing task: {error}")))?
+        let pin_hash = self
+            .hashing("PIN hashing", move || {
+                seal_pin(&pin, false, &cipher, &serial)
+            })
+            .await?
             .map_err(DeviceError::FailedPrecondition)?;
         record.subject = candidate.serial.clone();
         let factor = i64::try_from(candidate.factor).unwrap_or(i64::MAX);
@@ -249,16 +262,16 @@ impl Tokens {
             hotp_look_ahead: self.validation.hotp_look_ahead,
         };
         let unix_time = now.timestamp().max(0) as u64;
-        let checked = {
-            let candidates = candidates.clone();
-            tokio::task::spawn_blocking(move || {
-                candidates
+        let (checked, serials) = self
+            .hashing("validation", move || {
+                let checked = candidates
                     .iter()
-                    .find_map(|token| match_token(token, &pass, &cipher, unix_time, window))
+                    .find_map(|token| match_token(token, &pass, &cipher, unix_time, window));
+                let serials: Vec<String> =
+                    candidates.into_iter().map(|token| token.serial).collect();
+                (checked, serials)
             })
-            .await
-            .map_err(|error| DeviceError::Unavailable(format!("validation task: {error}")))?
-        };
+            .await?;
         match checked {
             Some((serial, factor)) => {
                 record.subject = serial.clone();
@@ -273,8 +286,6 @@ impl Tokens {
             None => {
                 record.result = "denied";
                 record.reason = "wrong pass".to_owned();
-                let serials: Vec<String> =
-                    candidates.into_iter().map(|token| token.serial).collect();
                 record.subject = serials.join(",");
                 self.store
                     .record_failure(&serials, self.validation.max_failures, record)
@@ -288,6 +299,29 @@ impl Tokens {
 
     pub fn store(&self) -> &TokenStore {
         &self.store
+    }
+
+    /// Runs argon2 work on the blocking pool, at most one job per core at a time: argon2id
+    /// fills 19 MiB per hash, so more jobs than cores only thrash the caches (and queue on
+    /// the cores anyway). The permit lives as long as the job, even when the caller gives up.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, DeviceError> {
+        let permit = self
+            .hashing_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|error| DeviceError::Unavailable(format!("{what}: {error}")))?;
+        tokio::task::spawn_blocking(move || {
+            let done = work();
+            drop(permit);
+            done
+        })
+        .await
+        .map_err(|error| DeviceError::Unavailable(format!("{what} task: {error}")))
     }
 
     fn cipher(&self) -> Result<&SeedCipher, DeviceError> {
@@ -372,10 +406,8 @@ impl Tokens {
             .request_id
             .as_ref()
             .map(|id| format!("{}|EnrollToken|{id}", actor.name));
-        if let Some(key) = &idempotency_key
-            && let Some(first) = self.store.find_response(key).await?
-        {
-            return self.unseal(cipher, key, &first);
+        if let Some(first) = self.first_response(idempotency_key.as_deref()).await? {
+            return Ok(first);
         }
         let parameters = enrollment.parameters;
         let token_type = parameters.kind.as_str();
@@ -417,13 +449,12 @@ impl Tokens {
                     cipher.clone(),
                     serial.clone(),
                 );
-                let sealed =
-                    tokio::task::spawn_blocking(move || seal_pin(&pin, encrypt, &cipher, &serial))
-                        .await
-                        .map_err(|error| {
-                            DeviceError::Unavailable(format!("PIN hashing task: {error}"))
-                        })?
-                        .map_err(DeviceError::FailedPrecondition)?;
+                let sealed = self
+                    .hashing("PIN hashing", move || {
+                        seal_pin(&pin, encrypt, &cipher, &serial)
+                    })
+                    .await?
+                    .map_err(DeviceError::FailedPrecondition)?;
                 Some(sealed)
             }
             None => None,
@@ -448,30 +479,32 @@ impl Tokens {
             create_time: now,
             expire_time: None,
         };
+        let otpauth_uri = ProvisioningUri {
+            parameters,
+            seed: &seed,
+            label: &label,
+            issuer: &issuer,
+            counter: 0,
+        }
+        .to_string();
+        let qr_png = if enrollment.include_qr_png {
+            qr_png(&otpauth_uri)
+                .map_err(|message| DeviceError::FailedPrecondition(message.to_owned()))?
+        } else {
+            Vec::new()
+        };
         let response = pb::EnrollTokenResponse {
-            token: Some(crate::grpc::token_to_proto(
+            token: Some(token_to_proto(
                 &token,
                 enrollment.user.as_ref().map(|u| u.as_str()),
             )),
-            otpauth_uri: ProvisioningUri {
-                parameters,
-                seed: &seed,
-                label: &label,
-                issuer: &issuer,
-                counter: 0,
-            }
-            .to_string(),
+            otpauth_uri,
             secret_base32: base32(&seed),
             pin: pin.unwrap_or_default(),
-            qr_png: Vec::new(),
+            qr_png,
         };
         let sealed_response = match &idempotency_key {
-            Some(key) => {
-                let (key_id, bytes) = cipher
-                    .encrypt(&response.encode_to_vec(), key)
-                    .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
-                Some((key.clone(), SealedResponse { key_id, bytes }))
-            }
+            Some(key) => Some((key.clone(), seal_response(cipher, key, &response)?)),
             None => None,
         };
         let audit = self.audit(
@@ -497,7 +530,7 @@ impl Tokens {
                 tracing::info!(serial = %serial, "token enrolled");
                 Ok(response)
             }
-            EnrollOutcome::Replayed(first) => self.unseal(
+            EnrollOutcome::Replayed(first) => open_response(
                 cipher,
                 idempotency_key.as_deref().unwrap_or_default(),
                 &first,
@@ -536,7 +569,12 @@ impl Tokens {
         serial: &Serial,
         realm: &Realm,
         user: &UserName,
-    ) -> Result<(tokens::Model, UserName), DeviceError> {
+        request_id: Option<&str>,
+    ) -> Result<pb::Token, DeviceError> {
+        let key = idempotency_key(actor, "AssignToken", request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
         let (token, _) = self.existing(serial).await?;
         let decision = self
             .decide(
@@ -555,30 +593,59 @@ impl Tokens {
             ..user_limits(&decision)
         };
         let audit = self.audit(actor, "assign_token", realm, Some(user), serial.as_str());
-        let token = self
+        let cipher = self.cipher()?;
+        let seal = |after: &tokens::Model| {
+            let response = token_to_proto(after, Some(user.as_str()));
+            seal_response(cipher, key.as_deref().unwrap_or_default(), &response)
+        };
+        let outcome = self
             .store
-            .assign(serial.as_str(), realm, user, &limits, audit)
+            .assign(
+                serial.as_str(),
+                realm,
+                user,
+                &limits,
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
             .await?;
-        Ok((token, user.clone()))
+        self.respond(key.as_deref(), outcome, |after| {
+            token_to_proto(&after, Some(user.as_str()))
+        })
     }
 
-    /// Enables, disables, unassigns or deletes a token.
+    /// Enables, disables, unassigns or deletes a token; returns the token after the change
+    /// (a deleted token as it was).
     #[tracing::instrument(skip_all, fields(serial = %serial))]
     pub async fn manage(
         &self,
         actor: &Actor,
         serial: &Serial,
         change: TokenChange,
-    ) -> Result<Option<(tokens::Model, Option<UserName>)>, DeviceError> {
-        let (token, user) = self.existing(serial).await?;
-        let realm = Self::realm_of(&token)?;
-        let action = match change {
-            TokenChange::Enable => "enable_token",
-            TokenChange::Disable => "disable_token",
-            TokenChange::Unassign => "unassign_token",
-            TokenChange::Delete => "delete_token",
-            TokenChange::SetPin(_) => "set_pin",
+        request_id: Option<&str>,
+    ) -> Result<pb::Token, DeviceError> {
+        let (action, rpc) = match change {
+            TokenChange::Enable => ("enable_token", "EnableToken"),
+            TokenChange::Disable => ("disable_token", "DisableToken"),
+            TokenChange::Unassign => ("unassign_token", "UnassignToken"),
+            TokenChange::Delete => ("delete_token", "DeleteToken"),
+            TokenChange::SetPin(_) => ("set_pin", "SetPin"),
         };
+        let key = idempotency_key(actor, rpc, request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
+        let (token, user) = match self.existing(serial).await {
+            // A racing first request with this id may have deleted it meanwhile.
+            Err(DeviceError::NotFound(message)) => {
+                return match self.first_response(key.as_deref()).await? {
+                    Some(first) => Ok(first),
+                    None => Err(DeviceError::NotFound(message)),
+                };
+            }
+            found => found?,
+        };
+        let realm = Self::realm_of(&token)?;
         self.decide(
             actor,
             policy_pb::Action::Manage,
@@ -591,11 +658,30 @@ impl Tokens {
         .await?;
         let unassigning = matches!(change, TokenChange::Unassign);
         let audit = self.audit(actor, action, &realm, user.as_ref(), serial.as_str());
-        let after = self.store.change(serial.as_str(), change, audit).await?;
-        if unassigning {
+        let owner = if unassigning { None } else { user };
+        let response = |after: &Option<tokens::Model>| {
+            token_to_proto(
+                after.as_ref().unwrap_or(&token),
+                owner.as_ref().map(UserName::as_str),
+            )
+        };
+        let cipher = self.cipher()?;
+        let seal = |after: &Option<tokens::Model>| {
+            seal_response(cipher, key.as_deref().unwrap_or_default(), &response(after))
+        };
+        let outcome = self
+            .store
+            .change(
+                serial.as_str(),
+                change,
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
+            .await?;
+        if unassigning && matches!(outcome, Outcome::Done(_)) {
             self.pool_index.invalidate(&realm);
         }
-        Ok(after.map(|token| (token, if unassigning { None } else { user })))
+        self.respond(key.as_deref(), outcome, |after| response(&after))
     }
 
     /// Sets an assigned token's PIN after checking it against the user's PIN rules.
@@ -605,7 +691,12 @@ impl Tokens {
         actor: &Actor,
         serial: &Serial,
         pin: String,
-    ) -> Result<(tokens::Model, Option<UserName>), DeviceError> {
+        request_id: Option<&str>,
+    ) -> Result<pb::Token, DeviceError> {
+        let key = idempotency_key(actor, "SetPin", request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
         let cipher = self.cipher()?.clone();
         let (token, user) = self.existing(serial).await?;
         let realm = Self::realm_of(&token)?;
@@ -646,19 +737,34 @@ impl Tokens {
         let encrypt = decision
             .settings
             .is_some_and(|settings| settings.otp_pin_encrypt);
-        let serial_text = serial.to_string();
-        let sealed =
-            tokio::task::spawn_blocking(move || seal_pin(&pin, encrypt, &cipher, &serial_text))
-                .await
-                .map_err(|error| DeviceError::Unavailable(format!("PIN hashing task: {error}")))?
-                .map_err(DeviceError::FailedPrecondition)?;
-        let audit = self.audit(actor, "set_pin", &realm, Some(&user), serial.as_str());
-        let after = self
-            .store
-            .change(serial.as_str(), TokenChange::SetPin(sealed), audit)
+        let (serial_text, pin_cipher) = (serial.to_string(), cipher.clone());
+        let sealed = self
+            .hashing("PIN hashing", move || {
+                seal_pin(&pin, encrypt, &pin_cipher, &serial_text)
+            })
             .await?
-            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
-        Ok((after, Some(user)))
+            .map_err(DeviceError::FailedPrecondition)?;
+        let audit = self.audit(actor, "set_pin", &realm, Some(&user), serial.as_str());
+        let response = |after: &Option<tokens::Model>| {
+            token_to_proto(after.as_ref().unwrap_or(&token), Some(user.as_str()))
+        };
+        let seal = |after: &Option<tokens::Model>| {
+            seal_response(
+                &cipher,
+                key.as_deref().unwrap_or_default(),
+                &response(after),
+            )
+        };
+        let outcome = self
+            .store
+            .change(
+                serial.as_str(),
+                TokenChange::SetPin(sealed),
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
+            .await?;
+        self.respond(key.as_deref(), outcome, |after| response(&after))
     }
 
     /// Reports a token lost: it stops validating and its owner gets a temporary password
@@ -668,7 +774,12 @@ impl Tokens {
         &self,
         actor: &Actor,
         serial: &Serial,
-    ) -> Result<(tokens::Model, UserName, String), DeviceError> {
+        request_id: Option<&str>,
+    ) -> Result<pb::ReportLostTokenResponse, DeviceError> {
+        let key = idempotency_key(actor, "ReportLostToken", request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
         let cipher = self.cipher()?.clone();
         let (token, user) = self.existing(serial).await?;
         let realm = Self::realm_of(&token)?;
@@ -701,12 +812,11 @@ impl Tokens {
         let sealed = {
             let (password, cipher, serial) =
                 (password.clone(), cipher.clone(), replacement_serial.clone());
-            tokio::task::spawn_blocking(move || seal_pin(&password, false, &cipher, &serial))
-                .await
-                .map_err(|error| {
-                    DeviceError::Unavailable(format!("password hashing task: {error}"))
-                })?
-                .map_err(DeviceError::FailedPrecondition)?
+            self.hashing("password hashing", move || {
+                seal_pin(&password, false, &cipher, &serial)
+            })
+            .await?
+            .map_err(DeviceError::FailedPrecondition)?
         };
         let now = self.clock.now();
         let (seed_key_id, seed) = cipher
@@ -740,11 +850,29 @@ impl Tokens {
             Some(&user),
             serial.as_str(),
         );
-        let created = self
+        // The password is in the response: a retry's copy is stored sealed.
+        let response = |created: &tokens::Model| pb::ReportLostTokenResponse {
+            expire_time: created.expire_time.map(enroll_shared::time::to_timestamp),
+            token: Some(token_to_proto(created, Some(user.as_str()))),
+            password: password.clone(),
+        };
+        let seal = |created: &tokens::Model| {
+            seal_response(
+                &cipher,
+                key.as_deref().unwrap_or_default(),
+                &response(created),
+            )
+        };
+        let outcome = self
             .store
-            .replace_lost(serial.as_str(), replacement, audit)
+            .replace_lost(
+                serial.as_str(),
+                replacement,
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
             .await?;
-        Ok((created, user, password))
+        self.respond(key.as_deref(), outcome, |created| response(&created))
     }
 
     /// Imports hardware tokens from CSV into the realm's pool: good rows are imported, bad
@@ -755,11 +883,16 @@ impl Tokens {
         actor: &Actor,
         realm: &Realm,
         csv: &str,
-    ) -> Result<(u32, Vec<RowError>), DeviceError> {
+        request_id: Option<&str>,
+    ) -> Result<pb::ImportTokensResponse, DeviceError> {
+        let key = idempotency_key(actor, "ImportTokens", request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
         let cipher = self.cipher()?.clone();
-        let (rows, mut errors) = parse_csv(csv);
+        let (rows, errors) = parse_csv(csv);
         if rows.is_empty() {
-            return Ok((0, errors));
+            return Ok(import_response(0, errors));
         }
         let mut kinds: Vec<&'static str> = rows
             .iter()
@@ -821,35 +954,116 @@ impl Tokens {
         }
         let total = batch.len();
         let audit = self.audit(actor, "import_tokens", realm, None, "");
-        let duplicates = self.store.import(realm, batch, per_realm, audit).await?;
-        self.pool_index.invalidate(realm);
-        for serial in &duplicates {
-            errors.push(RowError {
-                line: lines.get(serial).copied().unwrap_or_default(),
-                serial: serial.clone(),
-                code: "ALREADY_EXISTS",
-                reason: format!("serial `{serial}` already exists"),
-            });
+        let response = |duplicates: &Vec<String>| {
+            let mut errors = errors.clone();
+            for serial in duplicates {
+                errors.push(RowError {
+                    line: lines.get(serial).copied().unwrap_or_default(),
+                    serial: serial.clone(),
+                    code: "ALREADY_EXISTS",
+                    reason: format!("serial `{serial}` already exists"),
+                });
+            }
+            errors.sort_by_key(|error| error.line);
+            import_response(total.saturating_sub(duplicates.len()) as u32, errors)
+        };
+        let seal = |duplicates: &Vec<String>| {
+            seal_response(
+                &cipher,
+                key.as_deref().unwrap_or_default(),
+                &response(duplicates),
+            )
+        };
+        let outcome = self
+            .store
+            .import(
+                realm,
+                batch,
+                per_realm,
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
+            .await?;
+        if matches!(outcome, Outcome::Done(_)) {
+            self.pool_index.invalidate(realm);
         }
-        errors.sort_by_key(|error| error.line);
-        Ok(((total - duplicates.len()) as u32, errors))
+        self.respond(key.as_deref(), outcome, |duplicates| response(&duplicates))
     }
 
-    fn unseal(
+    /// The first response to a request id used before: the fast path of a retry, before
+    /// the policy is asked again. The store checks once more inside the change's
+    /// transaction, for retries that race the first request.
+    async fn first_response<R: Message + Default>(
         &self,
-        cipher: &SeedCipher,
-        key: &str,
-        sealed: &SealedResponse,
-    ) -> Result<pb::EnrollTokenResponse, DeviceError> {
-        let bytes = cipher
-            .decrypt(&sealed.key_id, &sealed.bytes, key)
-            .map_err(|error| {
-                DeviceError::FailedPrecondition(format!("stored response: {error}"))
-            })?;
-        pb::EnrollTokenResponse::decode(bytes.as_slice()).map_err(|_| {
-            DeviceError::FailedPrecondition("stored response is unreadable".to_owned())
-        })
+        key: Option<&str>,
+    ) -> Result<Option<R>, DeviceError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        match self.store.find_response(key).await? {
+            Some(sealed) => open_response(self.cipher()?, key, &sealed).map(Some),
+            None => Ok(None),
+        }
     }
+
+    /// The outcome of a mutation with an optional request id as the response it returns.
+    fn respond<T, R: Message + Default>(
+        &self,
+        key: Option<&str>,
+        outcome: Outcome<T>,
+        response: impl FnOnce(T) -> R,
+    ) -> Result<R, DeviceError> {
+        match outcome {
+            Outcome::Done(result) => Ok(response(result)),
+            Outcome::Replayed(first) => {
+                open_response(self.cipher()?, key.unwrap_or_default(), &first)
+            }
+        }
+    }
+}
+
+fn import_response(imported: u32, errors: Vec<RowError>) -> pb::ImportTokensResponse {
+    pb::ImportTokensResponse {
+        imported,
+        errors: errors
+            .into_iter()
+            .map(|error| pb::ImportRowError {
+                line: error.line,
+                serial: error.serial,
+                code: error.code.to_owned(),
+                reason: error.reason,
+            })
+            .collect(),
+    }
+}
+
+/// The idempotency key of a request id: per caller (API key name) and RPC.
+fn idempotency_key(actor: &Actor, rpc: &str, request_id: Option<&str>) -> Option<String> {
+    request_id.map(|id| format!("{}|{rpc}|{id}", actor.name))
+}
+
+/// A response sealed for storage under `key` (it may carry a secret returned once).
+fn seal_response<R: Message>(
+    cipher: &SeedCipher,
+    key: &str,
+    response: &R,
+) -> Result<SealedResponse, DeviceError> {
+    let (key_id, bytes) = cipher
+        .encrypt(&response.encode_to_vec(), key)
+        .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+    Ok(SealedResponse { key_id, bytes })
+}
+
+fn open_response<R: Message + Default>(
+    cipher: &SeedCipher,
+    key: &str,
+    sealed: &SealedResponse,
+) -> Result<R, DeviceError> {
+    let bytes = cipher
+        .decrypt(&sealed.key_id, &sealed.bytes, key)
+        .map_err(|error| DeviceError::FailedPrecondition(format!("stored response: {error}")))?;
+    R::decode(bytes.as_slice())
+        .map_err(|_| DeviceError::FailedPrecondition("stored response is unreadable".to_owned()))
 }
 
 /// The token's serial and the moving factor to consume, when `pass` matches it.

@@ -1,4 +1,5 @@
 //! Device-service logic that knows nothing of gRPC or the database.
+pub mod devices;
 pub mod import;
 pub mod names;
 pub mod otp;

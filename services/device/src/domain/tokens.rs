@@ -191,6 +191,13 @@ impl fmt::Display for ProvisioningUri<'_> {
     }
 }
 
+/// A QR code of `uri` as a PNG (the otpauth URI, for authenticator apps to scan). It
+/// carries the secret: it is returned once, like the URI, and never logged.
+pub fn qr_png(uri: &str) -> Result<Vec<u8>, &'static str> {
+    // The library's error names the failure only (the data is too long), never the data.
+    qrcodegen_image::draw_png(uri).map_err(|_| "the otpauth URI does not fit in a QR code")
+}
+
 /// Renders `<s>` (left by the policy service when it did not know the serial).
 pub fn render_serial(template: &str, serial: &str) -> String {
     template.replace("<s>", serial)
@@ -263,5 +270,11 @@ mod tests {
             "{uri}"
         );
         assert_eq!(render_serial("<u>/<s>", "S1"), "<u>/S1");
+    }
+
+    #[test]
+    fn a_qr_code_is_a_png() {
+        let png = qr_png("otpauth://totp/acme:alice?secret=JBSWY3DPEHPK3PXP").unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     }
 }

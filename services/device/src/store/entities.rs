@@ -117,3 +117,87 @@ pub mod idempotency_keys {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod devices {
+    use sea_orm::entity::prelude::*;
+
+    /// A registered WebAuthn device. `credential` is the webauthn-rs passkey as JSON (public
+    /// key, counter, backup state): no secret.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub realm: String,
+        pub user_id: i64,
+        pub credential_id: String,
+        pub device_type: String,
+        pub state: String,
+        pub aaguid: String,
+        pub backup_eligible: bool,
+        pub user_agent: String,
+        pub enrollment_link_id: Option<String>,
+        pub credential: String,
+        pub create_time: DateTimeUtc,
+        pub last_used_time: Option<DateTimeUtc>,
+        pub approved_by: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod enrollment_links {
+    use sea_orm::entity::prelude::*;
+
+    /// A single-use enrollment link. Only the SHA-256 of its secret is stored.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrollment_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub realm: String,
+        pub user_name: String,
+        pub device_type: String,
+        pub redirect_url: String,
+        pub secret_hash: String,
+        pub state: String,
+        pub created_by: String,
+        pub create_time: DateTimeUtc,
+        pub expire_time: DateTimeUtc,
+        pub device_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod ceremonies {
+    use sea_orm::entity::prelude::*;
+
+    /// The server half of a WebAuthn ceremony (challenge and expected credentials), consumed
+    /// by the finish call on whichever replica receives it.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ceremonies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub realm: String,
+        pub user_name: String,
+        pub link_id: Option<String>,
+        pub device_type: String,
+        pub state: String,
+        pub create_time: DateTimeUtc,
+        pub expire_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -8,7 +8,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsers), Box::new(CreateTokens)]
+        vec![
+            Box::new(CreateUsers),
+            Box::new(CreateTokens),
+            Box::new(CreateDevicesAndLinks),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -250,5 +254,209 @@ impl MigrationTrait for CreateTokens {
                     .to_owned(),
             )
             .await
+    }
+}
+
+#[derive(DeriveIden)]
+enum Devices {
+    Table,
+    Id,
+    Realm,
+    UserId,
+    CredentialId,
+    DeviceType,
+    State,
+    Aaguid,
+    BackupEligible,
+    UserAgent,
+    EnrollmentLinkId,
+    Credential,
+    CreateTime,
+    LastUsedTime,
+    ApprovedBy,
+}
+
+#[derive(DeriveIden)]
+enum EnrollmentLinks {
+    Table,
+    Id,
+    Realm,
+    UserName,
+    DeviceType,
+    RedirectUrl,
+    SecretHash,
+    State,
+    CreatedBy,
+    CreateTime,
+    ExpireTime,
+    DeviceId,
+}
+
+#[derive(DeriveIden)]
+enum Ceremonies {
+    Table,
+    Id,
+    Kind,
+    Realm,
+    UserName,
+    LinkId,
+    DeviceType,
+    State,
+    CreateTime,
+    ExpireTime,
+}
+
+/// WebAuthn devices, enrollment links (only the secret's hash) and ceremony state (so any
+/// replica can finish what another began).
+struct CreateDevicesAndLinks;
+
+impl MigrationName for CreateDevicesAndLinks {
+    fn name(&self) -> &str {
+        "m0003_create_devices_links_ceremonies"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateDevicesAndLinks {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Devices::Table)
+                    .if_not_exists()
+                    .col(string(Devices::Id).primary_key())
+                    .col(string(Devices::Realm))
+                    .col(big_integer(Devices::UserId))
+                    .col(string(Devices::CredentialId))
+                    .col(string(Devices::DeviceType))
+                    .col(string(Devices::State))
+                    .col(string(Devices::Aaguid))
+                    .col(boolean(Devices::BackupEligible))
+                    .col(text(Devices::UserAgent))
+                    .col(string_null(Devices::EnrollmentLinkId))
+                    .col(text(Devices::Credential))
+                    .col(timestamp_with_time_zone(Devices::CreateTime))
+                    .col(timestamp_with_time_zone_null(Devices::LastUsedTime))
+                    .col(string(Devices::ApprovedBy))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Devices::Table, Devices::UserId)
+                            .to(Users::Table, Users::Id),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // A credential id is unique across all users.
+        manager
+            .create_index(
+                Index::create()
+                    .name("devices_by_credential_id")
+                    .table(Devices::Table)
+                    .col(Devices::CredentialId)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        for (name, table, columns) in [
+            (
+                "devices_by_user",
+                Devices::Table.into_iden(),
+                vec![Devices::UserId.into_iden(), Devices::State.into_iden()],
+            ),
+            (
+                "devices_by_realm",
+                Devices::Table.into_iden(),
+                vec![Devices::Realm.into_iden(), Devices::Id.into_iden()],
+            ),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table(table).if_not_exists();
+            for column in columns {
+                index.col(column);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(EnrollmentLinks::Table)
+                    .if_not_exists()
+                    .col(string(EnrollmentLinks::Id).primary_key())
+                    .col(string(EnrollmentLinks::Realm))
+                    .col(string(EnrollmentLinks::UserName))
+                    .col(string(EnrollmentLinks::DeviceType))
+                    .col(text(EnrollmentLinks::RedirectUrl))
+                    .col(string(EnrollmentLinks::SecretHash))
+                    .col(string(EnrollmentLinks::State))
+                    .col(string(EnrollmentLinks::CreatedBy))
+                    .col(timestamp_with_time_zone(EnrollmentLinks::CreateTime))
+                    .col(timestamp_with_time_zone(EnrollmentLinks::ExpireTime))
+                    .col(string_null(EnrollmentLinks::DeviceId))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("links_by_secret_hash")
+                    .table(EnrollmentLinks::Table)
+                    .col(EnrollmentLinks::SecretHash)
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("links_by_user")
+                    .table(EnrollmentLinks::Table)
+                    .col(EnrollmentLinks::Realm)
+                    .col(EnrollmentLinks::UserName)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(Ceremonies::Table)
+                    .if_not_exists()
+                    .col(string(Ceremonies::Id).primary_key())
+                    .col(string(Ceremonies::Kind))
+                    .col(string(Ceremonies::Realm))
+                    .col(string(Ceremonies::UserName))
+                    .col(string_null(Ceremonies::LinkId))
+                    .col(string(Ceremonies::DeviceType))
+                    .col(text(Ceremonies::State))
+                    .col(timestamp_with_time_zone(Ceremonies::CreateTime))
+                    .col(timestamp_with_time_zone(Ceremonies::ExpireTime))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ceremonies_by_expiry")
+                    .table(Ceremonies::Table)
+                    .col(Ceremonies::ExpireTime)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            Ceremonies::Table.into_iden(),
+            EnrollmentLinks::Table.into_iden(),
+            Devices::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,5 @@
 //! Persistence of the device service.
+pub mod devices;
 pub mod entities;
 pub mod migration;
 pub mod token_changes;

@@ -3,7 +3,9 @@
 use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrait};
 
 use super::entities::tokens;
-use super::tokens::{AuditRecord, Limits, TokenStore, statement};
+use super::tokens::{
+    AuditRecord, Idempotency, Limits, Outcome, TokenStore, remember, replayed, statement,
+};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
@@ -40,16 +42,28 @@ impl TokenStore {
             .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))
     }
 
-    /// Applies `change`; returns the token after it (None once deleted).
+    /// Applies `change`; returns the token after it (None once deleted), or the first
+    /// response when the request id was used before.
     pub async fn change(
         &self,
         serial: &str,
         change: TokenChange,
         audit: AuditRecord,
-    ) -> Result<Option<tokens::Model>, DeviceError> {
+        idempotency: Option<Idempotency<'_, Option<tokens::Model>>>,
+    ) -> Result<Outcome<Option<tokens::Model>>, DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        Self::lock_token(&transaction, serial).await?;
+        // A deleted token is not found, but its deletion may be the first response.
+        let locked = match Self::lock_token(&transaction, serial).await {
+            Err(DeviceError::NotFound(message)) => Err(DeviceError::NotFound(message)),
+            Err(error) => return Err(error),
+            Ok(token) => Ok(token),
+        };
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+            transaction.rollback().await?;
+            return Ok(Outcome::Replayed(first));
+        }
+        locked?;
         let (sql, values): (&str, Vec<sea_orm::Value>) = match &change {
             TokenChange::Enable => (
                 "UPDATE tokens SET state = 'enabled', failure_count = 0 WHERE serial = $1",
@@ -76,8 +90,9 @@ impl TokenStore {
         let after = tokens::Entity::find_by_id(serial.to_owned())
             .one(&transaction)
             .await?;
+        remember(idempotency.as_ref(), &transaction, &after).await?;
         transaction.commit().await?;
-        Ok(after)
+        Ok(Outcome::Done(after))
     }
 
     /// Assigns a pool token of `realm` to `user`, within the user's limits.
@@ -88,10 +103,15 @@ impl TokenStore {
         user: &UserName,
         limits: &Limits,
         mut audit: AuditRecord,
-    ) -> Result<tokens::Model, DeviceError> {
+        idempotency: Option<Idempotency<'_, tokens::Model>>,
+    ) -> Result<Outcome<tokens::Model>, DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let user_id = Self::lock_user(&transaction, realm, user, audit.time).await?;
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+            transaction.rollback().await?;
+            return Ok(Outcome::Replayed(first));
+        }
         let token = Self::lock_token(&transaction, serial).await?;
         if token.realm != realm.as_str() {
             return Err(DeviceError::FailedPrecondition(format!(
@@ -130,8 +150,9 @@ impl TokenStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
+        remember(idempotency.as_ref(), &transaction, &after).await?;
         transaction.commit().await?;
-        Ok(after)
+        Ok(Outcome::Done(after))
     }
 }
 
@@ -143,19 +164,16 @@ impl TokenStore {
         user: &UserName,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<tokens::Model>, DeviceError> {
-        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
-        let Some(owner) = super::entities::users::Entity::find()
-            .filter(super::entities::users::Column::Realm.eq(realm.as_str()))
-            .filter(super::entities::users::Column::Name.eq(user.as_str()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
+        // One round trip: the owner is joined, not looked up first.
+        let backend = self.db.get_database_backend();
         Ok(tokens::Entity::find()
-            .filter(tokens::Column::UserId.eq(owner.id))
-            .filter(tokens::Column::State.eq("enabled"))
-            .order_by_asc(tokens::Column::CreateTime)
+            .from_raw_sql(statement(
+                backend,
+                "SELECT t.* FROM tokens t JOIN users u ON u.id = t.user_id \
+                 WHERE u.realm = $1 AND u.name = $2 AND t.state = 'enabled' \
+                 ORDER BY t.create_time",
+                vec![realm.as_str().into(), user.as_str().into()],
+            ))
             .all(&self.db)
             .await?
             .into_iter()
@@ -227,11 +245,16 @@ impl TokenStore {
         serial: &str,
         mut replacement: tokens::Model,
         audit: AuditRecord,
-    ) -> Result<tokens::Model, DeviceError> {
+        idempotency: Option<Idempotency<'_, tokens::Model>>,
+    ) -> Result<Outcome<tokens::Model>, DeviceError> {
         use sea_orm::IntoActiveModel;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let lost = Self::lock_token(&transaction, serial).await?;
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+            transaction.rollback().await?;
+            return Ok(Outcome::Replayed(first));
+        }
         let Some(user_id) = lost.user_id else {
             return Err(DeviceError::FailedPrecondition(format!(
                 "token `{serial}` is not assigned to anyone"
@@ -255,8 +278,9 @@ impl TokenStore {
             .exec_without_returning(&transaction)
             .await?;
         Self::insert_audit(&transaction, audit).await?;
+        remember(idempotency.as_ref(), &transaction, &replacement).await?;
         transaction.commit().await?;
-        Ok(replacement)
+        Ok(Outcome::Done(replacement))
     }
 }
 
@@ -269,10 +293,15 @@ impl TokenStore {
         batch: Vec<tokens::Model>,
         per_realm: Option<(u32, String)>,
         mut audit: AuditRecord,
-    ) -> Result<Vec<String>, DeviceError> {
+        idempotency: Option<Idempotency<'_, Vec<String>>>,
+    ) -> Result<Outcome<Vec<String>>, DeviceError> {
         use sea_orm::{ColumnTrait, IntoActiveModel, QueryFilter, QuerySelect};
         let transaction = self.db.begin().await?;
         Self::lock_realm(&transaction, realm).await?;
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+            transaction.rollback().await?;
+            return Ok(Outcome::Replayed(first));
+        }
         let serials: Vec<String> = batch.iter().map(|token| token.serial.clone()).collect();
         let mut existing = Vec::new();
         for chunk in serials.chunks(500) {
@@ -327,8 +356,9 @@ impl TokenStore {
         }
         audit.reason = format!("imported {imported} tokens");
         Self::insert_audit(&transaction, audit).await?;
+        remember(idempotency.as_ref(), &transaction, &existing).await?;
         transaction.commit().await?;
-        Ok(existing)
+        Ok(Outcome::Done(existing))
     }
 }
 

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, Statement, TransactionTrait, Value,
+    DbBackend, EntityTrait, FromQueryResult, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement, TransactionTrait, Value,
 };
 
 use super::entities::{audit_events, idempotency_keys, tokens, users};
@@ -40,6 +40,61 @@ pub struct SealedResponse {
     pub bytes: Vec<u8>,
 }
 
+/// A request id of a mutation: the key its first response is stored under, and how to seal
+/// that response from the mutation's result, inside the mutation's transaction.
+pub struct Idempotency<'a, T> {
+    pub key: String,
+    pub seal: &'a (dyn Fn(&T) -> Result<SealedResponse, DeviceError> + Sync),
+}
+
+/// What a mutation with an optional request id did.
+pub enum Outcome<T> {
+    Done(T),
+    /// The request id was used before: its first response, sealed.
+    Replayed(SealedResponse),
+}
+
+/// The first response stored under the request id, read inside the transaction after its
+/// locks: a racing duplicate waits on the same locks, then finds the first one's response.
+pub(super) async fn replayed<T>(
+    idempotency: Option<&Idempotency<'_, T>>,
+    transaction: &DatabaseTransaction,
+) -> Result<Option<SealedResponse>, DeviceError> {
+    let Some(idempotency) = idempotency else {
+        return Ok(None);
+    };
+    Ok(
+        idempotency_keys::Entity::find_by_id(idempotency.key.clone())
+            .one(transaction)
+            .await?
+            .map(|row| SealedResponse {
+                key_id: row.seal_key_id,
+                bytes: row.response,
+            }),
+    )
+}
+
+/// Stores the sealed response to `result` under the request id, in the change's transaction.
+pub(super) async fn remember<T>(
+    idempotency: Option<&Idempotency<'_, T>>,
+    transaction: &DatabaseTransaction,
+    result: &T,
+) -> Result<(), DeviceError> {
+    let Some(idempotency) = idempotency else {
+        return Ok(());
+    };
+    let sealed = (idempotency.seal)(result)?;
+    idempotency_keys::ActiveModel {
+        key: Set(idempotency.key.clone()),
+        seal_key_id: Set(sealed.key_id),
+        response: Set(sealed.bytes),
+        create_time: Set(Utc::now()),
+    }
+    .insert(transaction)
+    .await?;
+    Ok(())
+}
+
 pub enum EnrollOutcome {
     Created,
     /// The request id was used before: the first response.
@@ -51,6 +106,47 @@ pub enum EnrollOutcome {
 pub struct TokenRow {
     pub token: tokens::Model,
     pub user: Option<String>,
+}
+
+/// A token as the read RPCs show it: no seed, only whether a PIN is set, and the owner's
+/// name.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct TokenInfo {
+    pub serial: String,
+    pub realm: String,
+    pub user_name: Option<String>,
+    pub token_type: String,
+    pub state: String,
+    pub digits: i32,
+    pub period: i32,
+    pub algorithm: String,
+    pub has_pin: bool,
+    pub failure_count: i32,
+    pub label: String,
+    pub description: String,
+    pub create_time: DateTime<Utc>,
+    pub expire_time: Option<DateTime<Utc>>,
+}
+
+impl TokenInfo {
+    pub fn of(token: &tokens::Model, user: Option<&str>) -> Self {
+        Self {
+            serial: token.serial.clone(),
+            realm: token.realm.clone(),
+            user_name: user.map(str::to_owned),
+            token_type: token.token_type.clone(),
+            state: token.state.clone(),
+            digits: token.digits,
+            period: token.period,
+            algorithm: token.algorithm.clone(),
+            has_pin: token.pin_hash.is_some(),
+            failure_count: token.failure_count,
+            label: token.label.clone(),
+            description: token.description.clone(),
+            create_time: token.create_time,
+            expire_time: token.expire_time,
+        }
+    }
 }
 
 /// Filters of ListAuditEvents.
@@ -101,7 +197,7 @@ pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> St
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-async fn count(
+pub(super) async fn count(
     transaction: &DatabaseTransaction,
     sql: &str,
     values: Vec<Value>,
@@ -265,8 +361,9 @@ impl TokenStore {
         if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.per_user) {
             let held = count(
                 transaction,
-                "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
-                vec![user_id.into()],
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
+                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
+                vec![user_id.into(), user_id.into()],
             )
             .await?;
             if held >= u64::from(*limit) {
@@ -280,8 +377,9 @@ impl TokenStore {
         if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.active_per_user) {
             let active = count(
                 transaction,
-                "SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled'",
-                vec![user_id.into()],
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled') \
+                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
+                vec![user_id.into(), user_id.into()],
             )
             .await?;
             if active >= u64::from(*limit) {
@@ -295,8 +393,9 @@ impl TokenStore {
         if let Some((limit, policy)) = &limits.per_realm {
             let in_realm = count(
                 transaction,
-                "SELECT COUNT(*) FROM tokens WHERE realm = $1",
-                vec![realm.as_str().into()],
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE realm = $1) \
+                 + (SELECT COUNT(*) FROM devices WHERE realm = $2 AND state <> 'revoked')",
+                vec![realm.as_str().into(), realm.as_str().into()],
             )
             .await?;
             if in_realm >= u64::from(*limit) {
@@ -327,65 +426,57 @@ impl TokenStore {
         Ok(Some(TokenRow { token, user }))
     }
 
-    /// A page of tokens ordered by serial, after `after`.
+    /// A page of tokens ordered by serial, after `after`: one query that reads only what a
+    /// listing shows (never the sealed seed or the PIN hash) and joins the owners' names.
     pub async fn list(
         &self,
         filter: &TokenFilter,
         after: Option<&str>,
         limit: u64,
-    ) -> Result<Vec<TokenRow>, DeviceError> {
-        let mut query = tokens::Entity::find().order_by_asc(tokens::Column::Serial);
+    ) -> Result<Vec<TokenInfo>, DeviceError> {
+        let mut sql = String::from(
+            "SELECT t.serial, t.realm, u.name AS user_name, t.token_type, t.state, t.digits, \
+             t.period, t.algorithm, t.pin_hash IS NOT NULL AS has_pin, t.failure_count, \
+             t.label, t.description, t.create_time, t.expire_time \
+             FROM tokens t LEFT JOIN users u ON u.id = t.user_id WHERE 1 = 1",
+        );
+        let mut values: Vec<Value> = Vec::new();
+        let mut condition = |sql: &mut String, clause: &str, value: Value| {
+            values.push(value);
+            sql.push_str(&format!(" AND {clause} ${}", values.len()));
+        };
         if let Some(realm) = &filter.realm {
-            query = query.filter(tokens::Column::Realm.eq(realm.as_str()));
+            condition(&mut sql, "t.realm =", realm.as_str().into());
         }
         if let Some(user) = &filter.user {
-            let mut users_query =
-                users::Entity::find().filter(users::Column::Name.eq(user.as_str()));
+            condition(&mut sql, "u.name =", user.as_str().into());
             if let Some(realm) = &filter.realm {
-                users_query = users_query.filter(users::Column::Realm.eq(realm.as_str()));
+                condition(&mut sql, "u.realm =", realm.as_str().into());
             }
-            let ids: Vec<i64> = users_query
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|user| user.id)
-                .collect();
-            query = query.filter(tokens::Column::UserId.is_in(ids));
         }
         if let Some(token_type) = filter.token_type {
-            query = query.filter(tokens::Column::TokenType.eq(token_type));
-        }
-        match filter.assigned {
-            Some(true) => query = query.filter(tokens::Column::UserId.is_not_null()),
-            Some(false) => query = query.filter(tokens::Column::UserId.is_null()),
-            None => {}
+            condition(&mut sql, "t.token_type =", token_type.into());
         }
         if let Some(state) = filter.state {
-            query = query.filter(tokens::Column::State.eq(state));
+            condition(&mut sql, "t.state =", state.into());
         }
         if let Some(after) = after {
-            query = query.filter(tokens::Column::Serial.gt(after));
+            condition(&mut sql, "t.serial >", after.into());
         }
-        let tokens = query.limit(limit).all(&self.db).await?;
-        let ids: Vec<i64> = tokens.iter().filter_map(|token| token.user_id).collect();
-        let names: std::collections::HashMap<i64, String> = if ids.is_empty() {
-            Default::default()
-        } else {
-            users::Entity::find()
-                .filter(users::Column::Id.is_in(ids))
+        match filter.assigned {
+            Some(true) => sql.push_str(" AND t.user_id IS NOT NULL"),
+            Some(false) => sql.push_str(" AND t.user_id IS NULL"),
+            None => {}
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        values.push(limit.into());
+        sql.push_str(&format!(" ORDER BY t.serial LIMIT ${}", values.len()));
+        let backend = self.db.get_database_backend();
+        Ok(
+            TokenInfo::find_by_statement(statement(backend, &sql, values))
                 .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|user| (user.id, user.name))
-                .collect()
-        };
-        Ok(tokens
-            .into_iter()
-            .map(|token| {
-                let user = token.user_id.and_then(|id| names.get(&id).cloned());
-                TokenRow { token, user }
-            })
-            .collect())
+                .await?,
+        )
     }
 
     /// Audit events newest first, with ids below `before_id`.

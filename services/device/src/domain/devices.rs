@@ -1,0 +1,230 @@
+//! WebAuthn device rules that know nothing of gRPC, the database or webauthn-rs: device
+//! types, link secrets, the redirect allow-list and the user handle.
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Which authenticators a link or a registration accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// Any WebAuthn authenticator, synced passkeys included.
+    Any,
+    /// A platform authenticator whose attestation chains to a trusted root and whose
+    /// credential is not backup-eligible.
+    EnclaveOnly,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Any => "any",
+            DeviceKind::EnclaveOnly => "enclave_only",
+        }
+    }
+
+    /// The stored or policy spelling (`any`, `enclave_only`).
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "any" | "" => Some(DeviceKind::Any),
+            "enclave_only" => Some(DeviceKind::EnclaveOnly),
+            _ => None,
+        }
+    }
+
+    /// Whether a device of this kind satisfies a requirement of `required`.
+    pub fn satisfies(self, required: DeviceKind) -> bool {
+        self == DeviceKind::EnclaveOnly || required == DeviceKind::Any
+    }
+}
+
+/// The state of a registered device, as stored.
+pub mod device_state {
+    pub const PENDING: &str = "pending_approval";
+    pub const APPROVED: &str = "approved";
+    pub const REVOKED: &str = "revoked";
+}
+
+/// The state of an enrollment link, as stored (expiry is computed from the expire time).
+pub mod link_state {
+    pub const ACTIVE: &str = "active";
+    pub const USED: &str = "used";
+    pub const REVOKED: &str = "revoked";
+}
+
+/// A link secret: 256 random bits, base64url. Only its hash is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkSecret(String);
+
+impl LinkSecret {
+    pub fn generate(rng: &mut impl RngCore) -> Self {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        Self(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// A secret as received from a caller; anything but 43 base64url characters cannot be a
+    /// secret this service issued.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let decoded = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        (decoded.len() == 32).then(|| Self(raw.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the database keeps: a fast hash suffices for 256 random bits.
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for LinkSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LinkSecret(<redacted>)")
+    }
+}
+
+/// The link URL: the configured base followed by the secret.
+pub fn link_url(base: &str, secret: &LinkSecret) -> String {
+    if base.ends_with('/') {
+        format!("{base}{}", secret.expose())
+    } else {
+        format!("{base}/{}", secret.expose())
+    }
+}
+
+/// Redirect URLs a link may carry: each entry is a URL prefix compared by scheme, host,
+/// port and path segments, so `https://app.example.com/` never admits
+/// `https://app.example.com.evil.test/`.
+#[derive(Debug, Clone, Default)]
+pub struct RedirectAllowList {
+    prefixes: Vec<url::Url>,
+}
+
+impl RedirectAllowList {
+    pub fn new(entries: &[String]) -> Result<Self, String> {
+        let prefixes = entries
+            .iter()
+            .map(|entry| {
+                url::Url::parse(entry)
+                    .map_err(|error| format!("webauthn.redirect_allow_list `{entry}`: {error}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { prefixes })
+    }
+
+    /// The normalized URL when `raw` is an http(s) URL under an allowed prefix.
+    pub fn check(&self, raw: &str) -> Result<String, String> {
+        let url = url::Url::parse(raw.trim()).map_err(|error| format!("not a URL: {error}"))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err("must be an http or https URL".to_owned());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("may not carry credentials".to_owned());
+        }
+        let allowed = self.prefixes.iter().any(|prefix| {
+            prefix.scheme() == url.scheme()
+                && prefix.host_str() == url.host_str()
+                && prefix.port_or_known_default() == url.port_or_known_default()
+                && path_under(prefix.path(), url.path())
+        });
+        if allowed {
+            Ok(url.to_string())
+        } else {
+            Err(
+                "is not on the configured redirect allow-list (webauthn.redirect_allow_list)"
+                    .to_owned(),
+            )
+        }
+    }
+}
+
+fn path_under(prefix: &str, path: &str) -> bool {
+    if prefix.ends_with('/') {
+        path.starts_with(prefix)
+    } else {
+        path == prefix || path.starts_with(&format!("{prefix}/"))
+    }
+}
+
+/// The WebAuthn user handle of a user: stable per realm and name, so authenticators
+/// recognise the same account, and revealing nothing but an opaque id.
+pub fn user_handle(realm: &str, user: &str) -> uuid::Uuid {
+    let digest = Sha256::digest(format!("enroll-user\0{realm}\0{user}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enclave_only_satisfies_both_and_any_only_any() {
+        assert!(DeviceKind::EnclaveOnly.satisfies(DeviceKind::Any));
+        assert!(DeviceKind::EnclaveOnly.satisfies(DeviceKind::EnclaveOnly));
+        assert!(DeviceKind::Any.satisfies(DeviceKind::Any));
+        assert!(!DeviceKind::Any.satisfies(DeviceKind::EnclaveOnly));
+        assert_eq!(
+            DeviceKind::parse("ENCLAVE_ONLY"),
+            Some(DeviceKind::EnclaveOnly)
+        );
+        assert_eq!(DeviceKind::parse("tpm"), None);
+    }
+
+    #[test]
+    fn secrets_are_256_bits_hashed_and_redacted() {
+        let secret = LinkSecret::generate(&mut rand::rng());
+        assert_eq!(secret.expose().len(), 43);
+        assert_eq!(LinkSecret::parse(secret.expose()), Some(secret.clone()));
+        assert_eq!(LinkSecret::parse("short"), None);
+        assert_eq!(secret.hash().len(), 64);
+        assert_ne!(secret.hash(), secret.expose());
+        assert!(!format!("{secret:?}").contains(secret.expose()));
+        assert_eq!(
+            link_url("https://proxy/enroll", &secret),
+            format!("https://proxy/enroll/{}", secret.expose())
+        );
+    }
+
+    #[test]
+    fn redirects_must_match_scheme_host_port_and_path() {
+        let list = RedirectAllowList::new(&[
+            "https://app.example.com/".to_owned(),
+            "https://console.example.com/done".to_owned(),
+        ])
+        .unwrap();
+        assert!(list.check("https://app.example.com/welcome?x=1").is_ok());
+        assert!(list.check("https://console.example.com/done").is_ok());
+        assert!(list.check("https://console.example.com/done/ok").is_ok());
+        for bad in [
+            "https://app.example.com.evil.test/",
+            "http://app.example.com/",
+            "https://app.example.com:8443/",
+            "https://console.example.com/donewrong",
+            "https://user:pw@app.example.com/",
+            "javascript:alert(1)",
+            "not a url",
+        ] {
+            assert!(list.check(bad).is_err(), "{bad} must be refused");
+        }
+        assert!(
+            RedirectAllowList::default()
+                .check("https://app.example.com/")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn user_handles_are_stable_and_distinct() {
+        assert_eq!(user_handle("acme", "alice"), user_handle("acme", "alice"));
+        assert_ne!(user_handle("acme", "alice"), user_handle("acme", "bob"));
+        assert_ne!(user_handle("acme", "alice"), user_handle("other", "alice"));
+    }
+}

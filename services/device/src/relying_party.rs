@@ -1,0 +1,302 @@
+//! The WebAuthn relying party: ceremonies through webauthn-rs, with the trusted attestation
+//! roots `enclave_only` devices must chain to. Ceremony state goes out as JSON so it can be
+//! stored in the database and finished on any replica.
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{
+    AttestationCaList, AttestationMetadata, AttestedPasskeyRegistration, Credential, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+};
+
+use crate::config::WebauthnConfig;
+use crate::domain::devices::DeviceKind;
+use crate::error::DeviceError;
+
+/// The server half of a registration, stored between Begin and Finish.
+#[derive(Serialize, Deserialize)]
+enum RegistrationState {
+    Any(PasskeyRegistration),
+    EnclaveOnly(AttestedPasskeyRegistration),
+}
+
+/// A credential that passed registration.
+#[derive(Debug, Clone)]
+pub struct RegisteredCredential {
+    /// base64url without padding.
+    pub credential_id: String,
+    /// The passkey (public key, counter, flags) as JSON.
+    pub passkey_json: String,
+    pub aaguid: String,
+    pub backup_eligible: bool,
+}
+
+/// What a successful authentication tells about the credential used.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub credential_id: String,
+    /// The updated passkey JSON when the counter or backup state changed.
+    pub updated_passkey_json: Option<String>,
+}
+
+/// Options for the browser and the state to keep, both JSON.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub options_json: String,
+    pub state_json: String,
+}
+
+pub struct RelyingParty {
+    webauthn: Webauthn,
+    trusted_roots: Option<AttestationCaList>,
+}
+
+fn invalid_config(message: String) -> String {
+    format!("webauthn: {message}")
+}
+
+impl RelyingParty {
+    pub fn new(config: &WebauthnConfig) -> Result<Self, String> {
+        let mut origins = config.rp_origins.iter().map(|origin| {
+            Url::parse(origin)
+                .map_err(|error| invalid_config(format!("rp_origins `{origin}`: {error}")))
+        });
+        let first = origins
+            .next()
+            .ok_or_else(|| invalid_config("rp_origins is empty".to_owned()))??;
+        let mut builder = WebauthnBuilder::new(&config.rp_id, &first)
+            .map_err(|error| invalid_config(format!("rp_id `{}`: {error}", config.rp_id)))?
+            .rp_name(&config.rp_name)
+            .allow_any_port(config.allow_any_port)
+            .timeout(config.ceremony_ttl());
+        for origin in origins {
+            builder = builder.append_allowed_origin(&origin?);
+        }
+        let webauthn = builder
+            .build()
+            .map_err(|error| invalid_config(error.to_string()))?;
+        let mut roots: Option<AttestationCaList> = None;
+        for path in &config.trusted_roots {
+            let pem = std::fs::read(path).map_err(|error| {
+                invalid_config(format!("trusted_roots {}: {error}", path.display()))
+            })?;
+            let list = AttestationCaList::try_from(pem.as_slice()).map_err(|error| {
+                invalid_config(format!("trusted_roots {}: {error:?}", path.display()))
+            })?;
+            match &mut roots {
+                Some(roots) => roots.union(&list),
+                None => roots = Some(list),
+            }
+        }
+        Ok(Self {
+            webauthn,
+            trusted_roots: roots,
+        })
+    }
+
+    /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
+    /// authenticator is not registered twice.
+    pub fn start_registration(
+        &self,
+        kind: DeviceKind,
+        user_handle: Uuid,
+        user_name: &str,
+        exclude: &[String],
+    ) -> Result<Challenge, DeviceError> {
+        let exclude = exclude
+            .iter()
+            .filter_map(|id| URL_SAFE_NO_PAD.decode(id).ok())
+            .map(Into::into)
+            .collect::<Vec<_>>();
+        let exclude = Some(exclude).filter(|ids| !ids.is_empty());
+        let (options, state) = match kind {
+            DeviceKind::Any => {
+                let (options, state) = self
+                    .webauthn
+                    .start_passkey_registration(user_handle, user_name, user_name, exclude)
+                    .map_err(ceremony_error)?;
+                (serialize(&options)?, RegistrationState::Any(state))
+            }
+            DeviceKind::EnclaveOnly => {
+                let roots = self.trusted_roots.clone().ok_or_else(|| {
+                    DeviceError::FailedPrecondition(
+                        "enclave_only devices need trusted attestation roots: configure webauthn.trusted_roots".to_owned(),
+                    )
+                })?;
+                // No attachment hint: enclave_only is enforced by the attestation roots and
+                // the backup-eligibility check, not by asking the browser.
+                let (options, state) = self
+                    .webauthn
+                    .start_attested_passkey_registration(
+                        user_handle,
+                        user_name,
+                        user_name,
+                        exclude,
+                        roots,
+                        None,
+                    )
+                    .map_err(ceremony_error)?;
+                (serialize(&options)?, RegistrationState::EnclaveOnly(state))
+            }
+        };
+        Ok(Challenge {
+            options_json: options,
+            state_json: serialize(&state)?,
+        })
+    }
+
+    /// Verifies the browser's credential against the stored state.
+    pub fn finish_registration(
+        &self,
+        state_json: &str,
+        credential_json: &str,
+    ) -> Result<RegisteredCredential, DeviceError> {
+        let state: RegistrationState = deserialize(state_json)?;
+        let credential: RegisterPublicKeyCredential = serde_json::from_str(credential_json)
+            .map_err(|error| {
+                DeviceError::invalid(
+                    "credential_json",
+                    format!("not a WebAuthn registration credential: {error}"),
+                )
+            })?;
+        let (passkey, attested) = match &state {
+            RegistrationState::Any(state) => (
+                self.webauthn
+                    .finish_passkey_registration(&credential, state)
+                    .map_err(registration_refused)?,
+                false,
+            ),
+            RegistrationState::EnclaveOnly(state) => (
+                Passkey::from(
+                    self.webauthn
+                        .finish_attested_passkey_registration(&credential, state)
+                        .map_err(registration_refused)?,
+                ),
+                true,
+            ),
+        };
+        let inner = Credential::from(passkey.clone());
+        if attested && inner.backup_eligible {
+            // webauthn-rs refuses these already; checked again because it is our guarantee.
+            return Err(backup_eligible_refused());
+        }
+        Ok(RegisteredCredential {
+            credential_id: URL_SAFE_NO_PAD.encode::<&[u8]>(passkey.cred_id().as_ref()),
+            passkey_json: serialize(&passkey)?,
+            aaguid: aaguid(&inner.attestation.metadata),
+            backup_eligible: inner.backup_eligible,
+        })
+    }
+
+    /// Starts an authentication with the given passkeys (JSON as stored).
+    pub fn start_authentication(&self, passkeys: &[String]) -> Result<Challenge, DeviceError> {
+        let passkeys = passkeys
+            .iter()
+            .map(|json| deserialize::<Passkey>(json))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (options, state) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(ceremony_error)?;
+        Ok(Challenge {
+            options_json: serialize(&options)?,
+            state_json: serialize(&state)?,
+        })
+    }
+
+    /// Verifies an assertion; `stored` maps the credential id used to its stored passkey.
+    pub fn finish_authentication(
+        &self,
+        state_json: &str,
+        assertion_json: &str,
+        stored: impl Fn(&str) -> Option<String>,
+    ) -> Result<Authenticated, DeviceError> {
+        let state: PasskeyAuthentication = deserialize(state_json)?;
+        let assertion: PublicKeyCredential =
+            serde_json::from_str(assertion_json).map_err(|error| {
+                DeviceError::invalid(
+                    "credential_json",
+                    format!("not a WebAuthn assertion: {error}"),
+                )
+            })?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(&assertion, &state)
+            .map_err(|error| DeviceError::Refused {
+                reason: "WEBAUTHN_VERIFICATION_FAILED",
+                message: format!("the assertion was refused: {error}"),
+            })?;
+        let credential_id = URL_SAFE_NO_PAD.encode::<&[u8]>(result.cred_id().as_ref());
+        let updated_passkey_json = match stored(&credential_id) {
+            Some(json) => {
+                let mut passkey: Passkey = deserialize(&json)?;
+                match passkey.update_credential(&result) {
+                    Some(true) => Some(serialize(&passkey)?),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        Ok(Authenticated {
+            credential_id,
+            updated_passkey_json,
+        })
+    }
+}
+
+fn aaguid(metadata: &AttestationMetadata) -> String {
+    match metadata {
+        AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. } => {
+            aaguid.to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn backup_eligible_refused() -> DeviceError {
+    DeviceError::Refused {
+        reason: "BACKUP_ELIGIBLE_REFUSED",
+        message: "enclave_only refuses backup-eligible (synced) credentials: register a device-bound platform authenticator".to_owned(),
+    }
+}
+
+fn registration_refused(error: WebauthnError) -> DeviceError {
+    match error {
+        WebauthnError::CredentialMayNotBeHardwareBound => backup_eligible_refused(),
+        WebauthnError::AttestationNotVerifiable
+        | WebauthnError::AttestationUntrustedAaguid
+        | WebauthnError::AttestationChainNotTrusted(_)
+        | WebauthnError::AttestationTrustFailure
+        | WebauthnError::AttestationNotSupported
+        | WebauthnError::AttestationLeafCertMissing
+        | WebauthnError::MissingAttestationCaList
+        | WebauthnError::AttestationFormatMissingAaguid
+        | WebauthnError::AttestationCertificateTrustStoreEmpty
+        | WebauthnError::AttestationCertificateRequirementsNotMet => DeviceError::Refused {
+            reason: "ATTESTATION_NOT_TRUSTED",
+            message: format!(
+                "enclave_only needs an attestation chained to a trusted root; this authenticator's was refused ({error})"
+            ),
+        },
+        other => DeviceError::Refused {
+            reason: "WEBAUTHN_VERIFICATION_FAILED",
+            message: format!("the registration was refused: {other}"),
+        },
+    }
+}
+
+fn ceremony_error(error: WebauthnError) -> DeviceError {
+    DeviceError::FailedPrecondition(format!("cannot start the WebAuthn ceremony: {error}"))
+}
+
+fn serialize(value: &impl Serialize) -> Result<String, DeviceError> {
+    serde_json::to_string(value)
+        .map_err(|error| DeviceError::Unavailable(format!("ceremony state encoding: {error}")))
+}
+
+fn deserialize<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, DeviceError> {
+    serde_json::from_str(json).map_err(|error| {
+        DeviceError::FailedPrecondition(format!("stored WebAuthn state is unreadable: {error}"))
+    })
+}

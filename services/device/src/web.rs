@@ -1,0 +1,640 @@
+//! The device service's own enrollment page, served over HTTP at the URL an enrollment link
+//! carries: a static HTML page and script that run `navigator.credentials.create` through
+//! two JSON endpoints wrapping BeginDeviceRegistration and FinishDeviceRegistration.
+//!
+//! The endpoints call the gRPC implementation in process, so the page gets exactly the
+//! rules, policy checks and audit trail of a gRPC caller, without needing an API key of its
+//! own: the link secret is the credential, and the page acts as a proxy-role caller.
+//!
+//! The URL path holds the link secret (a bearer credential). Nothing here logs request
+//! paths or bodies, the page is never cached, and it sends no Referer anywhere.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use enroll_shared::auth::{Caller, Role};
+use enroll_shared::proto::device::v1 as pb;
+use pb::device_service_server::DeviceService;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tonic::{Code, Status};
+
+const PAGE: &str = include_str!("web/enroll.html");
+const SCRIPT: &str = include_str!("web/enroll.js");
+const STYLE: &str = include_str!("web/enroll.css");
+
+/// The caller name the page's in-process calls carry (audit events name it as the actor).
+pub const PAGE_CALLER: &str = "enrollment-page";
+
+/// Requests are small JSON documents; a credential with its attestation certificates is a
+/// few kilobytes. The limit keeps an anonymous endpoint from buffering large bodies.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Script, styles and API calls from this origin only; nothing inline, no framing (the page
+/// triggers a credential ceremony, so it must not be clickjacked), no form posts elsewhere.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// The two RPCs the page wraps. A seam so the HTTP layer is testable without a database;
+/// every gRPC implementation of the service provides it.
+#[async_trait::async_trait]
+pub trait Registrar: Send + Sync + 'static {
+    async fn begin(
+        &self,
+        request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
+    ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status>;
+
+    async fn finish(
+        &self,
+        request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
+    ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status>;
+}
+
+#[async_trait::async_trait]
+impl<T: DeviceService> Registrar for T {
+    async fn begin(
+        &self,
+        request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
+    ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status> {
+        DeviceService::begin_device_registration(self, request).await
+    }
+
+    async fn finish(
+        &self,
+        request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
+    ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status> {
+        DeviceService::finish_device_registration(self, request).await
+    }
+}
+
+struct WebState<R> {
+    registrar: Arc<R>,
+    /// The deadline of one in-process call, like the gRPC server's request timeout (the
+    /// in-process call does not pass through that server's timeout layer).
+    timeout: Duration,
+}
+
+impl<R> Clone for WebState<R> {
+    fn clone(&self) -> Self {
+        Self {
+            registrar: self.registrar.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The enrollment page's routes. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: the client address goes into the
+/// policy decision.
+pub fn router<R: Registrar>(registrar: Arc<R>, timeout: Duration) -> Router {
+    Router::new()
+        .route("/enroll/{secret}", get(page))
+        .route("/enroll/assets/enroll.js", get(script))
+        .route("/enroll/assets/enroll.css", get(style))
+        .route("/enroll/api/begin", post(begin::<R>))
+        .route("/enroll/api/finish", post(finish::<R>))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(WebState { registrar, timeout })
+}
+
+/// Serves the page on `listener` until `stop` turns true (or its sender goes away, which
+/// means the gRPC server is gone), then lets in-flight requests finish.
+pub async fn serve<R: Registrar>(
+    listener: tokio::net::TcpListener,
+    registrar: Arc<R>,
+    timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = router(registrar, timeout);
+    let stopped = async move {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "enrollment page listening");
+    }
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped)
+    .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "enrollment page server failed");
+    }
+}
+
+/// Headers every response carries, errors included.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: &'static str| {
+        headers.insert(name, HeaderValue::from_static(value));
+    };
+    set(
+        headers,
+        header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    );
+    // The page URL and the API answers are tied to one secret and one ceremony: no cache
+    // (browser or shared) may keep them.
+    set(headers, header::CACHE_CONTROL, "no-store");
+    // The URL holds the link secret: never send it to another site (redirect, subresource).
+    set(headers, header::REFERRER_POLICY, "no-referrer");
+    set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(headers, header::X_FRAME_OPTIONS, "DENY");
+    response
+}
+
+/// The page itself; it reads the secret from `location.pathname`, so the secret is never
+/// templated into HTML.
+async fn page() -> Response {
+    static_asset(PAGE, "text/html; charset=utf-8")
+}
+
+async fn script() -> Response {
+    static_asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+async fn style() -> Response {
+    static_asset(STYLE, "text/css; charset=utf-8")
+}
+
+fn static_asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+async fn not_found() -> Response {
+    WebError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such page").into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct BeginBody {
+    secret: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BeginAnswer {
+    ceremony_id: String,
+    /// The creation options as webauthn-rs produced them (`{"publicKey": {...}}`).
+    options: Value,
+    realm: String,
+    user: String,
+    device_type: &'static str,
+    /// RFC 3339; the page starts a new ceremony when this one is about to expire.
+    expire_time: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FinishBody {
+    ceremony_id: String,
+    credential: Value,
+}
+
+#[derive(Debug, Serialize)]
+struct FinishAnswer {
+    device: Option<DeviceAnswer>,
+    redirect_url: String,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceAnswer {
+    id: String,
+    credential_id: String,
+    device_type: &'static str,
+    state: &'static str,
+}
+
+async fn begin<R: Registrar>(
+    State(state): State<WebState<R>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<BeginBody>, JsonRejection>,
+) -> Result<Json<BeginAnswer>, WebError> {
+    let Json(body) = body.map_err(WebError::from)?;
+    let request = page_request(pb::BeginDeviceRegistrationRequest {
+        link_secret: body.secret,
+        client_ip: client_ip(peer),
+        ..Default::default()
+    });
+    let answer = call(state.timeout, state.registrar.begin(request)).await?;
+    let options = serde_json::from_str(&answer.creation_options_json).map_err(|error| {
+        tracing::error!(%error, "BeginDeviceRegistration returned options that are not JSON");
+        WebError::internal()
+    })?;
+    Ok(Json(BeginAnswer {
+        ceremony_id: answer.ceremony_id,
+        options,
+        realm: answer.realm,
+        user: answer.user,
+        device_type: device_type_name(answer.device_type),
+        expire_time: answer.expire_time.and_then(rfc3339),
+    }))
+}
+
+async fn finish<R: Registrar>(
+    State(state): State<WebState<R>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<FinishBody>, JsonRejection>,
+) -> Result<Json<FinishAnswer>, WebError> {
+    let Json(body) = body.map_err(WebError::from)?;
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let request = page_request(pb::FinishDeviceRegistrationRequest {
+        ceremony_id: body.ceremony_id,
+        credential_json: body.credential.to_string(),
+        user_agent,
+        client_ip: client_ip(peer),
+    });
+    let answer = call(state.timeout, state.registrar.finish(request)).await?;
+    Ok(Json(FinishAnswer {
+        device: answer.device.map(|device| DeviceAnswer {
+            id: device.id,
+            credential_id: device.credential_id,
+            device_type: device_type_name(device.device_type),
+            state: device_state_name(device.state),
+        }),
+        redirect_url: answer.redirect_url,
+    }))
+}
+
+/// A request as the gRPC handlers expect it: the auth layer would have put the caller in
+/// the extensions; the page is a proxy-role caller under its own name.
+fn page_request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(Caller {
+        name: PAGE_CALLER.to_owned(),
+        role: Role::Proxy,
+    });
+    request
+}
+
+/// The TCP peer's address. Forwarding headers are ignored on purpose: anyone can send
+/// them, and the address feeds policy decisions (client networks).
+fn client_ip(peer: SocketAddr) -> String {
+    peer.ip().to_canonical().to_string()
+}
+
+async fn call<T>(
+    timeout: Duration,
+    rpc: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, WebError> {
+    match tokio::time::timeout(timeout, rpc).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(WebError::from(status)),
+        Err(_) => Err(WebError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "the request took too long; please try again",
+        )),
+    }
+}
+
+fn rfc3339(timestamp: prost_types::Timestamp) -> Option<String> {
+    let nanos = u32::try_from(timestamp.nanos).ok()?;
+    chrono::DateTime::from_timestamp(timestamp.seconds, nanos).map(|time| time.to_rfc3339())
+}
+
+fn device_type_name(value: i32) -> &'static str {
+    match pb::DeviceType::try_from(value) {
+        Ok(pb::DeviceType::Any) => "any",
+        Ok(pb::DeviceType::EnclaveOnly) => "enclave_only",
+        _ => "unspecified",
+    }
+}
+
+fn device_state_name(value: i32) -> &'static str {
+    match pb::DeviceState::try_from(value) {
+        Ok(pb::DeviceState::PendingApproval) => "pending_approval",
+        Ok(pb::DeviceState::Approved) => "approved",
+        Ok(pb::DeviceState::Revoked) => "revoked",
+        _ => "unspecified",
+    }
+}
+
+/// An error answer: `{"code": "FAILED_PRECONDITION", "message": "..."}`; the page shows the
+/// message.
+#[derive(Debug)]
+struct WebError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+impl WebError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "something went wrong on our side; please try again later",
+        )
+    }
+}
+
+impl From<Status> for WebError {
+    fn from(status: Status) -> Self {
+        let http = http_status(status.code());
+        if http == StatusCode::INTERNAL_SERVER_ERROR {
+            // Internal messages are for operators, not for an anonymous page visitor.
+            tracing::error!(code = ?status.code(), message = status.message(), "enrollment page call failed");
+            let mut error = Self::internal();
+            error.code = code_name(status.code());
+            return error;
+        }
+        Self::new(http, code_name(status.code()), status.message())
+    }
+}
+
+impl From<JsonRejection> for WebError {
+    fn from(rejection: JsonRejection) -> Self {
+        // The rejection text names the serde problem, never echoes the body.
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::FailedPrecondition => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The gRPC code's canonical name (`FAILED_PRECONDITION`), stable for scripts and tests.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use std::sync::Mutex;
+    use tower::ServiceExt;
+
+    /// Records what the page sent and answers with canned results.
+    #[derive(Default)]
+    struct Fake {
+        begins: Mutex<Vec<(pb::BeginDeviceRegistrationRequest, Option<Caller>)>>,
+        finishes: Mutex<Vec<pb::FinishDeviceRegistrationRequest>>,
+        fail_with: Option<Code>,
+    }
+
+    #[async_trait::async_trait]
+    impl Registrar for Fake {
+        async fn begin(
+            &self,
+            request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
+        ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status> {
+            let caller = request.extensions().get::<Caller>().cloned();
+            self.begins
+                .lock()
+                .unwrap()
+                .push((request.into_inner(), caller));
+            if let Some(code) = self.fail_with {
+                return Err(Status::new(code, "this enrollment link was already used"));
+            }
+            Ok(tonic::Response::new(pb::BeginDeviceRegistrationResponse {
+                ceremony_id: "c1".into(),
+                creation_options_json: r#"{"publicKey":{"challenge":"AAEC"}}"#.into(),
+                expire_time: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                realm: "acme".into(),
+                user: "alice".into(),
+                device_type: pb::DeviceType::EnclaveOnly as i32,
+            }))
+        }
+
+        async fn finish(
+            &self,
+            request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
+        ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status> {
+            self.finishes.lock().unwrap().push(request.into_inner());
+            Ok(tonic::Response::new(pb::FinishDeviceRegistrationResponse {
+                device: Some(pb::Device {
+                    id: "d1".into(),
+                    credential_id: "cred".into(),
+                    device_type: pb::DeviceType::Any as i32,
+                    state: pb::DeviceState::Approved as i32,
+                    ..Default::default()
+                }),
+                redirect_url: "https://app.example/".into(),
+            }))
+        }
+    }
+
+    fn app(fake: Arc<Fake>) -> Router {
+        router(fake, Duration::from_secs(5))
+            .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 4711))))
+    }
+
+    async fn send(app: Router, request: http::Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, body.to_vec())
+    }
+
+    fn post_json(uri: &str, body: &str) -> http::Request<Body> {
+        http::Request::post(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, "TestBrowser/1.0")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn page_is_static_and_carries_the_security_headers() {
+        let request = http::Request::get("/enroll/s3cr3t-value")
+            .body(Body::empty())
+            .unwrap();
+        let (status, headers, body) = send(app(Arc::default()), request).await;
+        assert_eq!(status, StatusCode::OK);
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            !body.contains("s3cr3t-value"),
+            "the secret is not templated"
+        );
+        assert!(body.contains(r#"src="/enroll/assets/enroll.js""#));
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+
+    #[tokio::test]
+    async fn begin_calls_the_rpc_as_the_page_with_the_peer_address() {
+        let fake = Arc::new(Fake::default());
+        let (status, _, body) = send(
+            app(fake.clone()),
+            post_json("/enroll/api/begin", r#"{"secret":"abc"}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["ceremony_id"], "c1");
+        assert_eq!(answer["options"]["publicKey"]["challenge"], "AAEC");
+        assert_eq!(answer["realm"], "acme");
+        assert_eq!(answer["user"], "alice");
+        assert_eq!(answer["device_type"], "enclave_only");
+        assert_eq!(answer["expire_time"], "2023-11-14T22:13:20+00:00");
+        let begins = fake.begins.lock().unwrap();
+        let (request, caller) = &begins[0];
+        assert_eq!(request.link_secret, "abc");
+        assert_eq!(request.client_ip, "192.0.2.7");
+        assert_eq!(
+            caller.as_ref(),
+            Some(&Caller {
+                name: PAGE_CALLER.into(),
+                role: Role::Proxy
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn finish_passes_the_credential_and_user_agent() {
+        let fake = Arc::new(Fake::default());
+        let (status, _, body) = send(
+            app(fake.clone()),
+            post_json(
+                "/enroll/api/finish",
+                r#"{"ceremony_id":"c1","credential":{"id":"x","type":"public-key"}}"#,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["device"]["id"], "d1");
+        assert_eq!(answer["device"]["state"], "approved");
+        assert_eq!(answer["device"]["device_type"], "any");
+        assert_eq!(answer["redirect_url"], "https://app.example/");
+        let finishes = fake.finishes.lock().unwrap();
+        assert_eq!(finishes[0].ceremony_id, "c1");
+        assert_eq!(finishes[0].user_agent, "TestBrowser/1.0");
+        assert_eq!(finishes[0].client_ip, "192.0.2.7");
+        let credential: Value = serde_json::from_str(&finishes[0].credential_json).unwrap();
+        assert_eq!(credential["type"], "public-key");
+    }
+
+    #[tokio::test]
+    async fn rpc_errors_map_to_http_statuses_with_json() {
+        for (code, http) in [
+            (Code::FailedPrecondition, StatusCode::CONFLICT),
+            (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+            (Code::PermissionDenied, StatusCode::FORBIDDEN),
+            (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+            (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let fake = Arc::new(Fake {
+                fail_with: Some(code),
+                ..Default::default()
+            });
+            let (status, headers, body) = send(
+                app(fake),
+                post_json("/enroll/api/begin", r#"{"secret":"abc"}"#),
+            )
+            .await;
+            assert_eq!(status, http, "{code:?}");
+            assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+            let answer: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["code"], code_name(code));
+            let message = answer["message"].as_str().unwrap();
+            if http == StatusCode::INTERNAL_SERVER_ERROR {
+                assert!(!message.contains("already used"), "internal details hidden");
+            } else {
+                assert_eq!(message, "this enrollment link was already used");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_invalid_argument() {
+        let (status, _, body) = send(
+            app(Arc::default()),
+            post_json("/enroll/api/begin", r#"{"nope":1}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["code"], "INVALID_ARGUMENT");
+    }
+}

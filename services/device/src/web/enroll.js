@@ -1,0 +1,297 @@
+// The enrollment page: asks the device service who the link in the address bar is for,
+// then registers this browser's authenticator through navigator.credentials.create.
+//
+// #status carries data-state = loading | ready | working | success | error (and data-code,
+// the gRPC code name, on errors) so people and tests can read the outcome.
+"use strict";
+
+(() => {
+  const statusBox = document.getElementById("status");
+  const message = document.getElementById("message");
+  const button = document.getElementById("register");
+  const details = document.getElementById("details");
+
+  const DEVICE_TYPES = {
+    any: "Any authenticator (security key, passkey or built-in)",
+    enclave_only: "Enclave-only platform authenticator (this device's built-in TPM, Secure Enclave or Android keystore)",
+  };
+
+  // Messages for errors the browser raises; the server's messages are shown as they come.
+  const BROWSER_ERRORS = {
+    NotAllowedError: "The request was cancelled or timed out. Press the button to try again.",
+    InvalidStateError: "This authenticator is already registered. Try a different one.",
+    NotSupportedError: "This authenticator does not support the required options. Try a different one.",
+    SecurityError: "The browser refused the request for this site (it must be opened over https or on localhost).",
+    AbortError: "The request was cancelled. Press the button to try again.",
+  };
+
+  // Link problems that a retry cannot fix: the button goes away.
+  const FINAL_CODES = new Set(["NOT_FOUND", "FAILED_PRECONDITION", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED"]);
+
+  // A ceremony close to its expiry is replaced before the authenticator is asked, so the
+  // user does not touch a key only to be told the challenge expired.
+  const EXPIRY_MARGIN_MS = 15000;
+
+  // How long the success message stays before the redirect.
+  const REDIRECT_DELAY_MS = 1500;
+
+  let ceremony = null;
+  let busy = false;
+
+  function setState(state, text, extra) {
+    statusBox.dataset.state = state;
+    if (extra && extra.code) {
+      statusBox.dataset.code = extra.code;
+    } else {
+      delete statusBox.dataset.code;
+    }
+    // Errors interrupt (alert); progress is announced politely.
+    statusBox.setAttribute("role", state === "error" ? "alert" : "status");
+    message.textContent = text;
+  }
+
+  function showButton(visible, label) {
+    button.hidden = !visible;
+    button.disabled = !visible;
+    if (label) {
+      button.textContent = label;
+    }
+  }
+
+  function fail(text, code, retry) {
+    setState("error", text, { code });
+    showButton(retry, "Try again");
+    if (retry) {
+      button.focus();
+    }
+  }
+
+  // --- base64url <-> ArrayBuffer -------------------------------------------------------
+
+  function fromBase64Url(text) {
+    const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "===".slice((base64.length + 3) % 4);
+    const binary = atob(padded);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i += 1) {
+      bytes[i] = binary.charCodeAt(i);
+    }
+    return bytes.buffer;
+  }
+
+  function toBase64Url(buffer) {
+    const bytes = new Uint8Array(buffer);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 1) {
+      binary += String.fromCharCode(bytes[i]);
+    }
+    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  // --- server calls ----------------------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(code, text) {
+      super(text);
+      this.code = code;
+    }
+  }
+
+  async function post(path, body) {
+    let response;
+    try {
+      response = await fetch(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (_) {
+      throw new ApiError("UNAVAILABLE", "The enrollment service cannot be reached. Check your connection and try again.");
+    }
+    let answer = null;
+    try {
+      answer = await response.json();
+    } catch (_) {
+      answer = null;
+    }
+    if (!response.ok) {
+      const code = (answer && answer.code) || "UNKNOWN";
+      const text = (answer && answer.message) || `The enrollment service answered ${response.status}.`;
+      throw new ApiError(code, text);
+    }
+    if (answer === null) {
+      throw new ApiError("UNKNOWN", "The enrollment service sent an unreadable answer.");
+    }
+    return answer;
+  }
+
+  function linkSecret() {
+    const parts = window.location.pathname.split("/").filter((part) => part.length > 0);
+    // /enroll/<secret>
+    if (parts.length !== 2 || parts[0] !== "enroll") {
+      return "";
+    }
+    try {
+      return decodeURIComponent(parts[1]);
+    } catch (_) {
+      return "";
+    }
+  }
+
+  async function beginCeremony(secret) {
+    const answer = await post("/enroll/api/begin", { secret });
+    const expires = answer.expire_time ? Date.parse(answer.expire_time) : NaN;
+    ceremony = {
+      secret,
+      id: answer.ceremony_id,
+      options: answer.options,
+      expires: Number.isNaN(expires) ? Date.now() + 5 * 60 * 1000 : expires,
+      used: false,
+    };
+    return answer;
+  }
+
+  function showSubject(answer) {
+    document.getElementById("realm").textContent = answer.realm;
+    document.getElementById("user").textContent = answer.user;
+    document.getElementById("device-type").textContent = DEVICE_TYPES[answer.device_type] || answer.device_type;
+    details.dataset.deviceType = answer.device_type;
+    details.hidden = false;
+  }
+
+  // --- WebAuthn --------------------------------------------------------------------------
+
+  // webauthn-rs sends a CreationChallengeResponse ({"publicKey": {...}}) with binary fields
+  // as base64url strings; the browser wants ArrayBuffers.
+  function creationOptions(options) {
+    const source = options && options.publicKey ? options.publicKey : options;
+    const publicKey = Object.assign({}, source);
+    publicKey.challenge = fromBase64Url(source.challenge);
+    publicKey.user = Object.assign({}, source.user, { id: fromBase64Url(source.user.id) });
+    if (Array.isArray(source.excludeCredentials)) {
+      publicKey.excludeCredentials = source.excludeCredentials.map((credential) =>
+        Object.assign({}, credential, { id: fromBase64Url(credential.id) }));
+    }
+    return publicKey;
+  }
+
+  // The RegisterPublicKeyCredential JSON webauthn-rs parses.
+  function credentialJson(credential) {
+    const response = credential.response;
+    const transports = typeof response.getTransports === "function" ? response.getTransports() : undefined;
+    return {
+      id: credential.id,
+      rawId: toBase64Url(credential.rawId),
+      type: credential.type,
+      response: {
+        attestationObject: toBase64Url(response.attestationObject),
+        clientDataJSON: toBase64Url(response.clientDataJSON),
+        transports,
+      },
+      extensions: credential.getClientExtensionResults(),
+    };
+  }
+
+  // Only web addresses: a redirect URL comes from the server's allow-list, and this keeps a
+  // javascript: URL from ever running even if the list were misconfigured.
+  function safeRedirect(url) {
+    if (!url) {
+      return null;
+    }
+    try {
+      const parsed = new URL(url, window.location.href);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  async function register() {
+    if (busy) {
+      return;
+    }
+    busy = true;
+    button.disabled = true;
+    try {
+      if (!ceremony || ceremony.used || Date.now() > ceremony.expires - EXPIRY_MARGIN_MS) {
+        setState("working", "Preparing the registration…");
+        showSubject(await beginCeremony(ceremony ? ceremony.secret : linkSecret()));
+      }
+      setState("working", "Follow your browser's prompt: touch your security key or confirm with your device.");
+      let credential;
+      try {
+        credential = await navigator.credentials.create({ publicKey: creationOptions(ceremony.options) });
+      } catch (error) {
+        const name = error && error.name;
+        fail(BROWSER_ERRORS[name] || `Your browser could not create the credential (${name || "unknown error"}).`, name || "BROWSER", true);
+        return;
+      }
+      if (!credential) {
+        fail("No credential was created. Press the button to try again.", "BROWSER", true);
+        return;
+      }
+      setState("working", "Saving your device…");
+      // A ceremony is single-use: whatever the answer, the next try begins a new one.
+      ceremony.used = true;
+      const answer = await post("/enroll/api/finish", {
+        ceremony_id: ceremony.id,
+        credential: credentialJson(credential),
+      });
+      showButton(false);
+      const pending = answer.device && answer.device.state === "pending_approval";
+      const redirect = safeRedirect(answer.redirect_url);
+      if (answer.device) {
+        statusBox.dataset.deviceId = answer.device.id;
+      }
+      if (redirect) {
+        setState("success", "Your device is registered. Taking you back…");
+        window.setTimeout(() => window.location.assign(redirect), REDIRECT_DELAY_MS);
+      } else if (pending) {
+        setState("success", "Your device is registered and waits for an administrator's approval. You can close this page.");
+      } else {
+        setState("success", "Your device is registered. You can close this page.");
+      }
+    } catch (error) {
+      if (error instanceof ApiError) {
+        fail(error.message, error.code, !FINAL_CODES.has(error.code));
+      } else {
+        fail("Something went wrong on this page. Reload it and try again.", "PAGE", false);
+      }
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function start() {
+    if (!window.isSecureContext || !window.PublicKeyCredential || !navigator.credentials) {
+      fail("This browser cannot register security devices here: open the link over https in a current browser.", "UNSUPPORTED", false);
+      return;
+    }
+    const secret = linkSecret();
+    if (!secret) {
+      fail("This enrollment link is incomplete. Copy the whole link and open it again.", "INVALID_ARGUMENT", false);
+      return;
+    }
+    try {
+      const answer = await beginCeremony(secret);
+      showSubject(answer);
+      setState("ready", "Press the button, then follow your browser's prompt.");
+      showButton(true, "Register this device");
+    } catch (error) {
+      if (error instanceof ApiError) {
+        // A used, expired, revoked or unknown link: say so at once, nothing to press.
+        fail(error.message, error.code, !FINAL_CODES.has(error.code));
+      } else {
+        fail("Something went wrong on this page. Reload it and try again.", "PAGE", false);
+      }
+    }
+  }
+
+  button.addEventListener("click", () => {
+    register();
+  });
+
+  start();
+})();
