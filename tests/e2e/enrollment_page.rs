@@ -34,19 +34,27 @@ const STATE_WAIT: Duration = Duration::from_secs(20);
 /// How long one DevTools command may take.
 const COMMAND_WAIT: Duration = Duration::from_secs(30);
 
-/// The browser to drive, or why there is none.
+/// The browser to drive (`ENROLL_CHROMIUM`, `/usr/bin/chromium`, or `chromium` on the
+/// PATH), or why there is none.
 fn chromium() -> Result<PathBuf, String> {
-    let path = std::env::var_os("ENROLL_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no Chromium at {} (install the Debian package `chromium`, or set ENROLL_CHROMIUM)",
-            path.display()
-        ))
+    if let Some(path) = std::env::var_os("ENROLL_CHROMIUM").map(PathBuf::from) {
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("ENROLL_CHROMIUM={} is not a file", path.display()))
+        };
     }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join("chromium"));
+    std::iter::once(PathBuf::from("/usr/bin/chromium"))
+        .chain(on_path)
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            "no Chromium (install the Debian package `chromium`, or set ENROLL_CHROMIUM)".to_owned()
+        })
 }
 
 /// Chromium, or `None` after a loud skip notice; a failure when the browser is required.
@@ -288,6 +296,7 @@ impl Browser {
                 r#"(() => {
                     const status = document.querySelector('#status');
                     const button = document.querySelector('#register');
+                    const hint = document.querySelector('#hint');
                     if (!status) { return null; }
                     return {
                         state: status.dataset.state || '',
@@ -295,6 +304,7 @@ impl Browser {
                         message: document.querySelector('#message').textContent,
                         device_id: status.dataset.deviceId || '',
                         button_visible: !!button && !button.hidden,
+                        hint_visible: !!hint && !hint.hidden,
                     };
                 })()"#,
             )
@@ -380,6 +390,8 @@ struct PageStatus {
     message: String,
     device_id: String,
     button_visible: bool,
+    /// "Ask for a new link", shown when the link can no longer be used.
+    hint_visible: bool,
 }
 
 impl PageStatus {
@@ -391,6 +403,7 @@ impl PageStatus {
             message: text("message"),
             device_id: text("device_id"),
             button_visible: value["button_visible"].as_bool().unwrap_or(false),
+            hint_visible: value["hint_visible"].as_bool().unwrap_or(false),
         }
     }
 }
@@ -584,12 +597,14 @@ async fn spent_link_page_shows_the_error(backend: Backend) {
         "the message says the link was used: {spent:?}"
     );
     assert!(!spent.button_visible, "{spent:?}");
+    assert!(spent.hint_visible, "{spent:?}");
 
     // An unknown secret: the same kind of answer, no button either.
     let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
     browser.open(&tab, &setup.page_url(&unknown)).await;
     let unknown = browser.wait_for_state(&tab, &["ready", "error"]).await;
     assert_eq!(unknown.state, "error", "{unknown:?}");
+    assert_eq!(unknown.code, "NOT_FOUND", "{unknown:?}");
     assert!(!unknown.button_visible, "{unknown:?}");
 
     // Still one device: the failed visits wrote nothing.

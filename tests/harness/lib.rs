@@ -318,7 +318,6 @@ pub fn device_config(
         web: enroll_device::config::WebConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         },
-        ..Default::default()
     }
 }
 

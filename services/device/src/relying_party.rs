@@ -107,7 +107,6 @@ impl RelyingParty {
         let exclude = exclude
             .iter()
             .filter_map(|id| URL_SAFE_NO_PAD.decode(id).ok())
-            .map(Into::into)
             .collect::<Vec<_>>();
         let exclude = Some(exclude).filter(|ids| !ids.is_empty());
         let (options, state) = match kind {

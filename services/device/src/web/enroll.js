@@ -9,6 +9,7 @@
   const statusBox = document.getElementById("status");
   const message = document.getElementById("message");
   const button = document.getElementById("register");
+  const hint = document.getElementById("hint");
   const details = document.getElementById("details");
 
   const DEVICE_TYPES = {
@@ -25,8 +26,21 @@
     AbortError: "The request was cancelled. Press the button to try again.",
   };
 
-  // Link problems that a retry cannot fix: the button goes away.
+  // Answers to begin that a retry cannot fix (used, expired, revoked or unknown link; a
+  // policy refusal): the button goes away.
   const FINAL_CODES = new Set(["NOT_FOUND", "FAILED_PRECONDITION", "PERMISSION_DENIED", "INVALID_ARGUMENT", "UNIMPLEMENTED"]);
+  // Answers to finish that no other authenticator would change.
+  const FINAL_FINISH_CODES = new Set(["PERMISSION_DENIED", "UNIMPLEMENTED"]);
+
+  function beginFailed(error) {
+    if (error instanceof ApiError) {
+      const final = FINAL_CODES.has(error.code);
+      const deadLink = error.code === "NOT_FOUND" || error.code === "FAILED_PRECONDITION";
+      fail(error.message, error.code, !final, deadLink);
+    } else {
+      fail("Something went wrong on this page. Reload it and try again.", "PAGE", false, false);
+    }
+  }
 
   // A ceremony close to its expiry is replaced before the authenticator is asked, so the
   // user does not touch a key only to be told the challenge expired.
@@ -58,8 +72,20 @@
     }
   }
 
-  function fail(text, code, retry) {
-    setState("error", text, { code });
+  // Server messages are written for logs ("enrollment link not found"); shown as sentences.
+  function sentence(text) {
+    const trimmed = String(text || "").trim();
+    if (!trimmed) {
+      return "Something went wrong.";
+    }
+    const first = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+    return /[.!?…]$/.test(first) ? first : `${first}.`;
+  }
+
+  function fail(text, code, retry, deadLink) {
+    setState("error", sentence(text), { code });
+    // A link that cannot be used any more can only be replaced by whoever issued it.
+    hint.hidden = !deadLink;
     showButton(retry, "Try again");
     if (retry) {
       button.focus();
@@ -217,7 +243,12 @@
     try {
       if (!ceremony || ceremony.used || Date.now() > ceremony.expires - EXPIRY_MARGIN_MS) {
         setState("working", "Preparing the registration…");
-        showSubject(await beginCeremony(ceremony ? ceremony.secret : linkSecret()));
+        try {
+          showSubject(await beginCeremony(ceremony ? ceremony.secret : linkSecret()));
+        } catch (error) {
+          beginFailed(error);
+          return;
+        }
       }
       setState("working", "Follow your browser's prompt: touch your security key or confirm with your device.");
       let credential;
@@ -225,11 +256,11 @@
         credential = await navigator.credentials.create({ publicKey: creationOptions(ceremony.options) });
       } catch (error) {
         const name = error && error.name;
-        fail(BROWSER_ERRORS[name] || `Your browser could not create the credential (${name || "unknown error"}).`, name || "BROWSER", true);
+        fail(BROWSER_ERRORS[name] || `Your browser could not create the credential (${name || "unknown error"}).`, name || "BROWSER", true, false);
         return;
       }
       if (!credential) {
-        fail("No credential was created. Press the button to try again.", "BROWSER", true);
+        fail("No credential was created. Press the button to try again.", "BROWSER", true, false);
         return;
       }
       setState("working", "Saving your device…");
@@ -254,10 +285,12 @@
         setState("success", "Your device is registered. You can close this page.");
       }
     } catch (error) {
+      // Finish refused this credential (or failed): the link itself may still be good, so
+      // another try begins a new ceremony, and begin reports a link that is gone.
       if (error instanceof ApiError) {
-        fail(error.message, error.code, !FINAL_CODES.has(error.code));
+        fail(error.message, error.code, !FINAL_FINISH_CODES.has(error.code), false);
       } else {
-        fail("Something went wrong on this page. Reload it and try again.", "PAGE", false);
+        fail("Something went wrong on this page. Reload it and try again.", "PAGE", false, false);
       }
     } finally {
       busy = false;
@@ -266,12 +299,12 @@
 
   async function start() {
     if (!window.isSecureContext || !window.PublicKeyCredential || !navigator.credentials) {
-      fail("This browser cannot register security devices here: open the link over https in a current browser.", "UNSUPPORTED", false);
+      fail("This browser cannot register security devices here: open the link over https in a current browser.", "UNSUPPORTED", false, false);
       return;
     }
     const secret = linkSecret();
     if (!secret) {
-      fail("This enrollment link is incomplete. Copy the whole link and open it again.", "INVALID_ARGUMENT", false);
+      fail("This enrollment link is incomplete. Copy the whole link and open it again.", "INVALID_ARGUMENT", false, true);
       return;
     }
     try {
@@ -280,12 +313,8 @@
       setState("ready", "Press the button, then follow your browser's prompt.");
       showButton(true, "Register this device");
     } catch (error) {
-      if (error instanceof ApiError) {
-        // A used, expired, revoked or unknown link: say so at once, nothing to press.
-        fail(error.message, error.code, !FINAL_CODES.has(error.code));
-      } else {
-        fail("Something went wrong on this page. Reload it and try again.", "PAGE", false);
-      }
+      // A used, expired, revoked or unknown link: say so at once, nothing to press.
+      beginFailed(error);
     }
   }
 

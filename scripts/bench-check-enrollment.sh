@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Benchmark of the identity proxy's request path (release build, PostgreSQL, one run):
+# DeviceService/CheckEnrollment for 10,000 users that each have an approved device, against
+# grpc.health.v1.Health/Check on the same device server, interleaved twice.
+#   CONCURRENCY (64)  DURATION seconds (10)  CARGO_TARGET_DIR (target)
+# The devices are written straight into the database (CheckEnrollment reads the device rows,
+# never the stored public key), so seeding 10,000 users takes a second instead of 10,000
+# WebAuthn ceremonies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+concurrency=${CONCURRENCY:-64}
+duration=${DURATION:-10}
+admin_url=${ENROLL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+target_dir=${CARGO_TARGET_DIR:-target}
+database=enroll_bench_check_$$
+
+cargo build --release --quiet -p enroll-policy -p enroll-device -p enroll-loadgen --bins
+psql "$admin_url" -qc "CREATE DATABASE $database"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)"
+}
+trap cleanup EXIT
+
+bin=$target_dir/release
+hash() { "$bin/enroll-policy" hash-key "$1"; }
+export ENROLL_DATABASE__URL=${admin_url%/*}/$database
+export ENROLL_TELEMETRY__LOG_FILTER=warn
+export ENROLL_AUTH__API_KEYS="[{name=\"bench-proxy\",role=\"proxy\",sha256=\"$(hash bench-proxy-key)\"},{name=\"bench-device\",role=\"service\",sha256=\"$(hash bench-service-key)\"}]"
+ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin/enroll-policy" serve &
+pids+=($!)
+sleep 1
+ENROLL_SERVER__LISTEN=127.0.0.1:50092 ENROLL_WEB__LISTEN=127.0.0.1:0 \
+ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50091 ENROLL_POLICY_SERVICE__API_KEY=bench-service-key \
+  "$bin/enroll-device" serve &
+pids+=($!)
+for port in 50091 50092; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+for _ in $(seq 1 100); do
+  psql "${admin_url%/*}/$database" -qtAc "SELECT 1 FROM devices LIMIT 1" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+psql "${admin_url%/*}/$database" -q <<'SQL'
+INSERT INTO users (realm, name, create_time, lock_version)
+  SELECT 'realm-' || r, 'user-' || u, now(), 0
+  FROM generate_series(0, 99) AS r, generate_series(0, 99) AS u;
+INSERT INTO devices (id, realm, user_id, credential_id, device_type, state, aaguid,
+                     backup_eligible, user_agent, enrollment_link_id, credential,
+                     create_time, last_used_time, approved_by)
+  SELECT gen_random_uuid()::text, realm, id, 'bench-credential-' || id, 'any', 'approved', '',
+         false, 'bench', NULL, '{}', now(), NULL, 'bench'
+  FROM users;
+ANALYZE;
+SQL
+echo "concurrency $concurrency, $duration s per scenario; 10,000 users with a device;" \
+  "policy service, device service, PostgreSQL and the load generator share $(nproc) cores"
+"$bin/enroll-loadgen" run --target http://127.0.0.1:50092 --api-key bench-proxy-key \
+  --rpc health,check-enrollment,health,check-enrollment --realms 100 --users-per-realm 100 \
+  --concurrency "$concurrency" --duration "$duration" --warmup 2
