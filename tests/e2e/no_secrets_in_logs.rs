@@ -1,5 +1,5 @@
-//! A full token scenario with every log line captured (TRACE, all crates): no seed, PIN,
-//! pass, OTP or password appears in it.
+//! A full token and device scenario with every log line captured (TRACE, all crates): no
+//! seed, PIN, pass, OTP, password or enrollment-link secret appears in it.
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,6 +12,8 @@ use enroll_e2e::{
 };
 use enroll_shared::proto::device::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::policy_crud::{create, policy};
 
@@ -165,6 +167,41 @@ async fn scenario(backend: Backend) -> Vec<String> {
             .autoassigned
     );
     secrets.extend([auto, KNOWN_HEX.to_owned(), "AutoPin7".to_owned()]);
+
+    // A WebAuthn device through an enrollment link: the link secret is a bearer credential.
+    let link = admin
+        .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
+            realm: "corp".into(),
+            user: "carol".into(),
+            created_by: "console".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let link_secret = link.url.rsplit('/').next().unwrap().to_owned();
+    let begun = proxy
+        .begin_device_registration(pb::BeginDeviceRegistrationRequest {
+            link_secret: link_secret.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let options: webauthn_rs_proto::CreationChallengeResponse =
+        serde_json::from_str(&begun.creation_options_json).unwrap();
+    let credential = SoftPasskey::new(true)
+        .do_registration(url::Url::parse("http://localhost:8080").unwrap(), options)
+        .unwrap();
+    proxy
+        .finish_device_registration(pb::FinishDeviceRegistrationRequest {
+            ceremony_id: begun.ceremony_id,
+            credential_json: serde_json::to_string(&credential).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    secrets.push(link_secret);
     device.stop().await;
     policy_server.stop().await;
     secrets

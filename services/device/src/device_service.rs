@@ -703,9 +703,15 @@ impl Devices {
         actor: &Actor,
         query: &EnrollmentQuery,
     ) -> Result<pb::CheckEnrollmentResponse, DeviceError> {
-        let devices = self.store.user_devices(&query.realm, &query.user).await?;
+        // The device rows and the policy decision are independent: ask both at once, the
+        // proxy waits for the slower one only.
+        let (devices, self_enrollment) = tokio::join!(
+            self.store.user_devices(&query.realm, &query.user),
+            self.self_enrollment(actor, query)
+        );
+        let devices = devices?;
+        let (can_self_enroll, reasons) = self_enrollment?;
         let (status, device) = enrollment_status(&devices, query);
-        let (can_self_enroll, reasons) = self.self_enrollment(actor, query).await?;
         Ok(pb::CheckEnrollmentResponse {
             status: status as i32,
             device: device.map(|device| device_to_proto(device, query.user.as_str())),

@@ -402,10 +402,8 @@ impl Tokens {
         enrollment: Enrollment,
     ) -> Result<pb::EnrollTokenResponse, DeviceError> {
         let cipher = self.cipher()?;
-        let idempotency_key = enrollment
-            .request_id
-            .as_ref()
-            .map(|id| format!("{}|EnrollToken|{id}", actor.name));
+        let idempotency_key =
+            idempotency_key(actor, "EnrollToken", enrollment.request_id.as_deref());
         if let Some(first) = self.first_response(idempotency_key.as_deref()).await? {
             return Ok(first);
         }
