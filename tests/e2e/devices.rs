@@ -209,6 +209,12 @@ async fn a_link_registers_one_approved_device_and_is_spent(backend: Backend) {
     assert!(actions.contains(&"create_link"), "{actions:?}");
     assert!(actions.contains(&"register_device"), "{actions:?}");
     assert!(
+        events.iter().any(|event| event.action == "register_device"
+            && event.result == "denied"
+            && event.subject == link.id),
+        "the spent link's refusal is audited under its id: {events:?}"
+    );
+    assert!(
         !format!("{events:?}").contains(&secret),
         "no secret in the audit trail"
     );

@@ -304,7 +304,7 @@ impl Devices {
         let now = self.clock.now();
         let (realm, user, kind, link_id) = match registrant {
             Registrant::Link(secret) => {
-                let link = self.live_link(&secret, now).await?;
+                let link = self.live_link(actor, &secret, now).await?;
                 let realm = Realm::parse(&link.realm).map_err(DeviceError::FailedPrecondition)?;
                 let user =
                     UserName::parse(&link.user_name).map_err(DeviceError::FailedPrecondition)?;
@@ -372,6 +372,7 @@ impl Devices {
     /// The link behind a secret, if it can still be used.
     async fn live_link(
         &self,
+        actor: &Actor,
         secret: &LinkSecret,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<enrollment_links::Model, DeviceError> {
@@ -380,19 +381,23 @@ impl Devices {
             .link_by_secret_hash(&secret.hash())
             .await?
             .ok_or_else(|| DeviceError::NotFound("enrollment link".to_owned()))?;
-        match link.state.as_str() {
-            link_state::USED => Err(DeviceError::FailedPrecondition(
-                "this enrollment link was already used; ask your administrator for a new one"
-                    .to_owned(),
-            )),
-            link_state::REVOKED => Err(DeviceError::FailedPrecondition(
-                "this enrollment link was revoked; ask your administrator for a new one".to_owned(),
-            )),
-            _ if link.expire_time <= now => Err(DeviceError::FailedPrecondition(
-                "this enrollment link has expired; ask your administrator for a new one".to_owned(),
-            )),
-            _ => Ok(link),
+        let unusable = match link.state.as_str() {
+            link_state::USED => "this enrollment link was already used",
+            link_state::REVOKED => "this enrollment link was revoked",
+            _ if link.expire_time <= now => "this enrollment link has expired",
+            _ => return Ok(link),
+        };
+        let error = DeviceError::FailedPrecondition(format!(
+            "{unusable}; ask your administrator for a new one"
+        ));
+        // The refusal is audited under the link's id (never its secret).
+        if let (Ok(realm), Ok(user)) = (Realm::parse(&link.realm), UserName::parse(&link.user_name))
+        {
+            self.gate
+                .deny(actor, &register_ask(&realm, &user, &link.id), &error)
+                .await?;
         }
+        Err(error)
     }
 
     /// Verifies the browser's credential and registers the device: approved for a link

@@ -299,3 +299,68 @@ fn deserialize<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, DeviceErro
         DeviceError::FailedPrecondition(format!("stored WebAuthn state is unreadable: {error}"))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> WebauthnConfig {
+        WebauthnConfig {
+            rp_origins: vec!["https://enroll.example.com".to_owned()],
+            rp_id: "example.com".to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn configuration_errors_name_the_setting() {
+        let mut empty = config();
+        empty.rp_origins.clear();
+        assert!(
+            RelyingParty::new(&empty)
+                .err()
+                .unwrap()
+                .contains("rp_origins")
+        );
+        let mut bad = config();
+        bad.rp_origins = vec!["not a url".to_owned()];
+        assert!(
+            RelyingParty::new(&bad)
+                .err()
+                .unwrap()
+                .contains("rp_origins")
+        );
+        let mut missing = config();
+        missing.trusted_roots = vec!["/nonexistent/root.pem".into()];
+        assert!(
+            RelyingParty::new(&missing)
+                .err()
+                .unwrap()
+                .contains("trusted_roots")
+        );
+    }
+
+    #[test]
+    fn enclave_only_without_roots_cannot_begin_and_any_can() {
+        let party = RelyingParty::new(&config()).unwrap();
+        let handle = Uuid::new_v4();
+        let refused = party
+            .start_registration(DeviceKind::EnclaveOnly, handle, "alice@acme", &[])
+            .unwrap_err();
+        assert!(refused.to_string().contains("trusted_roots"));
+        let challenge = party
+            .start_registration(DeviceKind::Any, handle, "alice@acme", &[])
+            .unwrap();
+        let options: serde_json::Value = serde_json::from_str(&challenge.options_json).unwrap();
+        assert_eq!(options["publicKey"]["rp"]["id"], "example.com");
+        assert!(
+            party
+                .finish_registration(&challenge.state_json, "{}")
+                .is_err()
+        );
+        assert!(matches!(
+            party.finish_registration("not json", "{}"),
+            Err(DeviceError::FailedPrecondition(_))
+        ));
+    }
+}
