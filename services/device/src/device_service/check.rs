@@ -1,0 +1,298 @@
+//! The identity proxy's CheckEnrollment: the user's enrollment status for a required
+//! device type, and whether they may self-register a device now.
+use enroll_shared::proto::device::v1 as pb;
+use enroll_shared::proto::policy::v1 as policy_pb;
+
+use super::{Devices, device_to_proto};
+use crate::domain::devices::{DeviceKind, device_state};
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+use crate::store::entities::devices;
+use crate::token_service::Actor;
+
+/// A validated CheckEnrollment request.
+#[derive(Debug, Clone)]
+pub struct EnrollmentQuery {
+    pub realm: Realm,
+    pub user: UserName,
+    pub credential_id: Option<String>,
+    pub required: DeviceKind,
+    pub require_approved: bool,
+}
+
+impl Devices {
+    /// The proxy's question: is this user enrolled with a device of the required type, and
+    /// may they self-register one now? A read: it never fails because the policy service is
+    /// down, it answers "may not self-enroll" with the reason.
+    #[tracing::instrument(skip_all, fields(realm = %query.realm, user = %query.user))]
+    pub async fn check_enrollment(
+        &self,
+        actor: &Actor,
+        query: &EnrollmentQuery,
+    ) -> Result<pb::CheckEnrollmentResponse, DeviceError> {
+        // The device rows and the policy decision are independent: ask both at once, the
+        // proxy waits for the slower one only.
+        let (devices, self_enrollment) = tokio::join!(
+            self.store.user_devices(&query.realm, &query.user),
+            self.self_enrollment(actor, query)
+        );
+        let devices = devices?;
+        let (can_self_enroll, reasons) = self_enrollment?;
+        let (status, device) = enrollment_status(&devices, query);
+        Ok(pb::CheckEnrollmentResponse {
+            status: status as i32,
+            device: device.map(|device| device_to_proto(device, query.user.as_str())),
+            can_self_enroll,
+            reasons,
+        })
+    }
+
+    async fn self_enrollment(
+        &self,
+        actor: &Actor,
+        query: &EnrollmentQuery,
+    ) -> Result<(bool, Vec<String>), DeviceError> {
+        let request = policy_pb::EvaluateEnrollmentRequest {
+            realm: query.realm.to_string(),
+            user: query.user.to_string(),
+            client_ip: actor.client_ip.clone(),
+            action: policy_pb::Action::RegisterDevice as i32,
+            token_type: "webauthn".to_owned(),
+            serial: String::new(),
+        };
+        let decision = match self.gate.evaluate_read(request).await {
+            Ok(decision) => decision,
+            Err(reason) => return Ok((false, vec![reason])),
+        };
+        let mut reasons: Vec<String> = decision
+            .denials
+            .iter()
+            .map(|denial| with_policy(&denial.message, &denial.policy))
+            .collect();
+        let settings = decision.settings.clone().unwrap_or_default();
+        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
+        if reasons.is_empty() {
+            let holdings = self
+                .store
+                .holdings(
+                    &query.realm,
+                    &query.user,
+                    settings.max_token_per_realm.is_some(),
+                )
+                .await?;
+            for (name, limit, held) in [
+                (
+                    "max_token_per_user",
+                    settings.max_token_per_user,
+                    Some(holdings.held),
+                ),
+                (
+                    "max_active_token_per_user",
+                    settings.max_active_token_per_user,
+                    Some(holdings.active),
+                ),
+                (
+                    "max_token_per_realm",
+                    settings.max_token_per_realm,
+                    holdings.in_realm,
+                ),
+            ] {
+                if let (Some(limit), Some(held)) = (limit, held)
+                    && held >= u64::from(limit)
+                {
+                    reasons.push(with_policy(
+                        &format!("{name} {limit} reached"),
+                        &decided(name),
+                    ));
+                }
+            }
+        }
+        let can = reasons.is_empty();
+        if can {
+            let kind = DeviceKind::parse(&settings.webauthn_device_type).unwrap_or(DeviceKind::Any);
+            reasons.push(with_policy(
+                &format!("may self-register a device of type {}", kind.as_str()),
+                &decided("webauthn_device_type"),
+            ));
+            if settings.require_device_approval {
+                reasons.push(with_policy(
+                    "a self-registered device stays pending until an admin approves it",
+                    &decided("require_device_approval"),
+                ));
+            }
+        }
+        Ok((can, reasons))
+    }
+}
+
+fn with_policy(message: &str, policy: &str) -> String {
+    if policy.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message} (policy {policy})")
+    }
+}
+
+/// The enrollment status of a user's devices for the proxy's requirement.
+fn enrollment_status<'a>(
+    devices: &'a [devices::Model],
+    query: &EnrollmentQuery,
+) -> (pb::EnrollmentStatus, Option<&'a devices::Model>) {
+    use pb::EnrollmentStatus as Status;
+    let fits = |device: &devices::Model| {
+        DeviceKind::parse(&device.device_type).is_some_and(|kind| kind.satisfies(query.required))
+    };
+    let usable = |device: &devices::Model| {
+        if device.state == device_state::PENDING && query.require_approved {
+            Status::PendingApproval
+        } else {
+            Status::Enrolled
+        }
+    };
+    if let Some(credential_id) = &query.credential_id {
+        return match devices
+            .iter()
+            .find(|device| &device.credential_id == credential_id)
+        {
+            None => (Status::NotEnrolled, None),
+            Some(device) if device.state == device_state::REVOKED => {
+                (Status::Revoked, Some(device))
+            }
+            Some(device) if !fits(device) => (Status::TypeMismatch, Some(device)),
+            Some(device) => (usable(device), Some(device)),
+        };
+    }
+    let live: Vec<&devices::Model> = devices
+        .iter()
+        .filter(|device| device.state != device_state::REVOKED)
+        .collect();
+    if let Some(device) = live
+        .iter()
+        .copied()
+        .find(|device| fits(device) && device.state == device_state::APPROVED)
+    {
+        return (Status::Enrolled, Some(device));
+    }
+    if let Some(device) = live.iter().copied().find(|device| fits(device)) {
+        return (usable(device), Some(device));
+    }
+    match live.first() {
+        Some(device) => (Status::TypeMismatch, Some(device)),
+        None => (Status::NotEnrolled, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn device(id: &str, kind: &str, state: &str) -> devices::Model {
+        devices::Model {
+            id: id.to_owned(),
+            realm: "acme".to_owned(),
+            user_id: 1,
+            credential_id: format!("cred-{id}"),
+            device_type: kind.to_owned(),
+            state: state.to_owned(),
+            aaguid: String::new(),
+            backup_eligible: false,
+            user_agent: String::new(),
+            enrollment_link_id: None,
+            credential: String::new(),
+            create_time: Utc::now(),
+            last_used_time: None,
+            approved_by: String::new(),
+        }
+    }
+
+    fn query(
+        required: DeviceKind,
+        require_approved: bool,
+        credential: Option<&str>,
+    ) -> EnrollmentQuery {
+        EnrollmentQuery {
+            realm: Realm::parse("acme").unwrap(),
+            user: UserName::parse("alice").unwrap(),
+            credential_id: credential.map(str::to_owned),
+            required,
+            require_approved,
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        use pb::EnrollmentStatus as S;
+        let any = DeviceKind::Any;
+        let enclave = DeviceKind::EnclaveOnly;
+        let approved_any = device("a", "any", device_state::APPROVED);
+        let pending_enclave = device("p", "enclave_only", device_state::PENDING);
+        let revoked = device("r", "enclave_only", device_state::REVOKED);
+        let cases: Vec<(Vec<devices::Model>, EnrollmentQuery, S, Option<&str>)> = vec![
+            (vec![], query(any, false, None), S::NotEnrolled, None),
+            (
+                vec![approved_any.clone()],
+                query(any, true, None),
+                S::Enrolled,
+                Some("a"),
+            ),
+            (
+                vec![approved_any.clone()],
+                query(enclave, false, None),
+                S::TypeMismatch,
+                Some("a"),
+            ),
+            (
+                vec![pending_enclave.clone()],
+                query(enclave, true, None),
+                S::PendingApproval,
+                Some("p"),
+            ),
+            (
+                vec![pending_enclave.clone()],
+                query(any, false, None),
+                S::Enrolled,
+                Some("p"),
+            ),
+            (
+                vec![pending_enclave.clone(), approved_any.clone()],
+                query(any, true, None),
+                S::Enrolled,
+                Some("a"),
+            ),
+            (
+                vec![revoked.clone()],
+                query(any, false, None),
+                S::NotEnrolled,
+                None,
+            ),
+            (
+                vec![revoked.clone()],
+                query(any, false, Some("cred-r")),
+                S::Revoked,
+                Some("r"),
+            ),
+            (
+                vec![approved_any.clone()],
+                query(any, false, Some("cred-x")),
+                S::NotEnrolled,
+                None,
+            ),
+            (
+                vec![approved_any.clone()],
+                query(enclave, false, Some("cred-a")),
+                S::TypeMismatch,
+                Some("a"),
+            ),
+        ];
+        for (index, (devices, query, status, device)) in cases.into_iter().enumerate() {
+            let (got, found) = enrollment_status(&devices, &query);
+            assert_eq!(got, status, "case {index}");
+            assert_eq!(
+                found.map(|device| device.id.as_str()),
+                device,
+                "case {index}"
+            );
+        }
+    }
+}
