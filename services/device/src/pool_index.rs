@@ -3,7 +3,9 @@
 //! is a hash lookup instead of an HMAC per pool token. Rebuilt once per TOTP step (in the
 //! background, so attempts do not wait for it); a hit is always re-verified against the
 //! database inside the assigning transaction, so a stale entry can cost a miss, never a
-//! wrong assignment.
+//! wrong assignment. One build per realm runs at a time: requests that find the index
+//! missing or stale wait for that build instead of each starting their own (with 100,000
+//! pool tokens a build is 400,000 HMACs).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +24,7 @@ const INDEX_STEP_SECONDS: u64 = 30;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub serial: String,
+    pub kind: TokenKind,
     pub factor: u64,
     pub digits: u8,
 }
@@ -34,6 +37,8 @@ pub struct RealmIndex {
 #[derive(Clone, Default)]
 pub struct PoolIndex {
     realms: Arc<Mutex<HashMap<String, Arc<RealmIndex>>>>,
+    /// Per realm, held while its index is being built.
+    builders: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 fn step_of(unix_time: u64) -> u64 {
@@ -53,17 +58,41 @@ impl PoolIndex {
         window: Window,
     ) -> Result<Vec<Candidate>, DeviceError> {
         let step = step_of(unix_time);
-        let current = self
-            .realm(realm)
-            .filter(|index| index.built_for_step + 1 >= step);
-        let index = match current {
-            Some(index) => index,
-            None => {
-                self.rebuild(store, cipher, realm, unix_time, window)
-                    .await?
-            }
-        };
+        let index = self
+            .current(store, cipher, realm, unix_time, window, |built| {
+                built + 1 >= step
+            })
+            .await?;
         Ok(index.by_code.get(otp).cloned().unwrap_or_default())
+    }
+
+    /// The realm's index when `usable(built_for_step)`, else a new one: built by this call,
+    /// or by the call that was already building it (single flight).
+    async fn current(
+        &self,
+        store: &TokenStore,
+        cipher: &SeedCipher,
+        realm: &Realm,
+        unix_time: u64,
+        window: Window,
+        usable: impl Fn(u64) -> bool,
+    ) -> Result<Arc<RealmIndex>, DeviceError> {
+        let ready = |index: &Arc<RealmIndex>| usable(index.built_for_step);
+        if let Some(index) = self.realm(realm).filter(ready) {
+            return Ok(index);
+        }
+        let builder = self
+            .builders
+            .lock()
+            .map_err(|_| DeviceError::Unavailable("pool index lock poisoned".to_owned()))?
+            .entry(realm.to_string())
+            .or_default()
+            .clone();
+        let _building = builder.lock().await;
+        if let Some(index) = self.realm(realm).filter(ready) {
+            return Ok(index);
+        }
+        self.rebuild(store, cipher, realm, unix_time, window).await
     }
 
     fn realm(&self, realm: &Realm) -> Option<Arc<RealmIndex>> {
@@ -89,8 +118,8 @@ impl PoolIndex {
     }
 
     /// Recomputes a realm's codes for the steps around `unix_time` (and one ahead, so the
-    /// index stays usable through the next step).
-    pub async fn rebuild(
+    /// index stays usable through the next step). Callers hold the realm's builder lock.
+    async fn rebuild(
         &self,
         store: &TokenStore,
         cipher: &SeedCipher,
@@ -153,6 +182,7 @@ fn build(
                 .or_default()
                 .push(Candidate {
                     serial: token.serial.clone(),
+                    kind,
                     factor,
                     digits,
                 });
@@ -184,10 +214,11 @@ pub async fn keep_fresh(
             let Ok(realm) = Realm::parse(&realm) else {
                 continue;
             };
-            let stale = index
-                .realm(&realm)
-                .is_none_or(|built| built.built_for_step < step_of(now));
-            if stale && let Err(error) = index.rebuild(&store, &cipher, &realm, now, window).await {
+            let step = step_of(now);
+            let refreshed = index
+                .current(&store, &cipher, &realm, now, window, |built| built >= step)
+                .await;
+            if let Err(error) = refreshed {
                 tracing::warn!(%error, realm = %realm, "pool index refresh failed");
             }
         }

@@ -173,19 +173,15 @@ impl Tokens {
                 return Ok(Verdict::Refused { reason });
             }
         };
-        let token = self
-            .store
-            .get(&candidate.serial)
-            .await?
-            .ok_or_else(|| DeviceError::NotFound(format!("token `{}`", candidate.serial)))?
-            .token;
+        // The index knows the token's type: no read here (the assigning transaction checks
+        // that the token is still in the pool).
         self.decide(
             actor,
             policy_pb::Action::Autoassign,
             "autoassign",
             realm,
             Some(user),
-            &token.token_type,
+            candidate.kind.as_str(),
             &candidate.serial,
         )
         .await?;
