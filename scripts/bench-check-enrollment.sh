@@ -26,7 +26,9 @@ trap cleanup EXIT
 
 bin=$target_dir/release
 hash() { "$bin/enroll-policy" hash-key "$1"; }
-export ENROLL_DATABASE__URL=${admin_url%/*}/$database
+# PostgreSQL on loopback: no TLS, as a local or sidecar database is set up (sqlx would
+# otherwise negotiate TLS with Debian's default snakeoil certificate and encrypt every query).
+export ENROLL_DATABASE__URL="${admin_url%/*}/$database?sslmode=disable"
 export ENROLL_TELEMETRY__LOG_FILTER=warn
 export ENROLL_AUTH__API_KEYS="[{name=\"bench-proxy\",role=\"proxy\",sha256=\"$(hash bench-proxy-key)\"},{name=\"bench-device\",role=\"service\",sha256=\"$(hash bench-service-key)\"}]"
 ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin/enroll-policy" serve &

@@ -25,7 +25,9 @@ cleanup() {
 trap cleanup EXIT
 
 hash() { "$bin"/enroll-policy hash-key "$1"; }
-export ENROLL_DATABASE__URL=${admin_url%/*}/$database
+# PostgreSQL on loopback: no TLS, as a local or sidecar database is set up (sqlx would
+# otherwise negotiate TLS with Debian's default snakeoil certificate and encrypt every query).
+export ENROLL_DATABASE__URL="${admin_url%/*}/$database?sslmode=disable"
 export ENROLL_TELEMETRY__LOG_FILTER=warn
 export ENROLL_AUTH__API_KEYS="[{name=\"bench-admin\",role=\"admin\",sha256=\"$(hash bench-admin-key)\"},{name=\"bench-device\",role=\"service\",sha256=\"$(hash bench-service-key)\"}]"
 ENROLL_SERVER__LISTEN=127.0.0.1:50081 "$bin"/enroll-policy serve &

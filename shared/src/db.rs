@@ -20,6 +20,9 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
+        // Pinging on every checkout doubles the round trips of every query; a connection
+        // idle this long may have been dropped by the server or a proxy, so only it is pinged.
+        .test_before_acquire_if_idle_for(Duration::from_secs(10))
         .sqlx_logging(false);
     let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
     options.map_sqlx_sqlite_opts(move |sqlite| {

@@ -71,7 +71,11 @@ impl Devices {
             .collect();
         let settings = decision.settings.clone().unwrap_or_default();
         let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
-        if reasons.is_empty() {
+        let limited = settings.max_token_per_user.is_some()
+            || settings.max_active_token_per_user.is_some()
+            || settings.max_token_per_realm.is_some();
+        // Counting is only needed when a limit applies (the proxy's hot path usually has none).
+        if reasons.is_empty() && limited {
             let holdings = self
                 .store
                 .holdings(
