@@ -1,0 +1,134 @@
+//! ImportTokens: a CSV of hardware tokens into a realm's pool, one transaction.
+use super::*;
+
+impl Tokens {
+    /// Imports hardware tokens from CSV into the realm's pool: good rows are imported, bad
+    /// rows reported with their line numbers; the realm limit applies to the whole import.
+    #[tracing::instrument(skip_all, fields(realm = %realm))]
+    pub async fn import(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        csv: &str,
+        request_id: Option<&str>,
+    ) -> Result<pb::ImportTokensResponse, DeviceError> {
+        let key = idempotency_key(actor, "ImportTokens", request_id);
+        if let Some(first) = self.first_response(key.as_deref()).await? {
+            return Ok(first);
+        }
+        let cipher = self.cipher()?.clone();
+        let (rows, errors) = parse_csv(csv);
+        if rows.is_empty() {
+            return Ok(import_response(0, errors));
+        }
+        let mut kinds: Vec<&'static str> = rows
+            .iter()
+            .map(|row| row.parameters.kind.as_str())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        let mut per_realm = None;
+        for kind in kinds {
+            let decision = self
+                .decide(
+                    actor,
+                    policy_pb::Action::Enroll,
+                    "import_tokens",
+                    realm,
+                    None,
+                    kind,
+                    "",
+                )
+                .await?;
+            let settings = decision.settings.unwrap_or_default();
+            if let Some(limit) = settings.max_token_per_realm {
+                let policy = decision
+                    .decided_by
+                    .get("max_token_per_realm")
+                    .cloned()
+                    .unwrap_or_default();
+                per_realm = Some((limit, policy));
+            }
+        }
+        let now = self.clock.now();
+        let mut batch = Vec::with_capacity(rows.len());
+        let mut lines = std::collections::HashMap::new();
+        for row in rows {
+            let serial = row.serial.to_string();
+            let (seed_key_id, seed) = cipher
+                .encrypt(&row.seed, &serial)
+                .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+            lines.insert(serial.clone(), row.line);
+            batch.push(tokens::Model {
+                serial: serial.clone(),
+                realm: realm.to_string(),
+                user_id: None,
+                token_type: row.parameters.kind.as_str().to_owned(),
+                state: "enabled".to_owned(),
+                seed_key_id,
+                seed,
+                digits: i32::from(row.parameters.digits),
+                period: row.parameters.period as i32,
+                algorithm: row.parameters.algorithm.as_str().to_owned(),
+                counter: i64::try_from(row.counter).unwrap_or(i64::MAX),
+                pin_hash: None,
+                failure_count: 0,
+                label: serial,
+                description: "imported".to_owned(),
+                create_time: now,
+                expire_time: None,
+            });
+        }
+        let total = batch.len();
+        let audit = self.audit(actor, "import_tokens", realm, None, "");
+        let response = |duplicates: &Vec<String>| {
+            let mut errors = errors.clone();
+            for serial in duplicates {
+                errors.push(RowError {
+                    line: lines.get(serial).copied().unwrap_or_default(),
+                    serial: serial.clone(),
+                    code: "ALREADY_EXISTS",
+                    reason: format!("serial `{serial}` already exists"),
+                });
+            }
+            errors.sort_by_key(|error| error.line);
+            import_response(total.saturating_sub(duplicates.len()) as u32, errors)
+        };
+        let seal = |duplicates: &Vec<String>| {
+            seal_response(
+                &cipher,
+                key.as_deref().unwrap_or_default(),
+                &response(duplicates),
+            )
+        };
+        let outcome = self
+            .store
+            .import(
+                realm,
+                batch,
+                per_realm,
+                audit,
+                key.clone().map(|key| Idempotency { key, seal: &seal }),
+            )
+            .await?;
+        if matches!(outcome, Outcome::Done(_)) {
+            self.pool_index.invalidate(realm);
+        }
+        self.respond(key.as_deref(), outcome, |duplicates| response(&duplicates))
+    }
+}
+
+fn import_response(imported: u32, errors: Vec<RowError>) -> pb::ImportTokensResponse {
+    pb::ImportTokensResponse {
+        imported,
+        errors: errors
+            .into_iter()
+            .map(|error| pb::ImportRowError {
+                line: error.line,
+                serial: error.serial,
+                code: error.code.to_owned(),
+                reason: error.reason,
+            })
+            .collect(),
+    }
+}
