@@ -2,5 +2,6 @@
 pub mod devices;
 pub mod entities;
 pub mod migration;
+pub mod owner_names;
 pub mod token_changes;
 pub mod tokens;
