@@ -72,7 +72,7 @@ impl PolicyGate {
         }
     }
 
-    /// An audit record of `actor` doing `action`, result ok until changed.
+    /// An audit record of `actor` doing `action` now, result ok until changed.
     pub fn record(
         &self,
         actor: &Actor,
@@ -81,17 +81,7 @@ impl PolicyGate {
         user: Option<&UserName>,
         subject: &str,
     ) -> AuditRecord {
-        AuditRecord {
-            actor: actor.name.clone(),
-            action,
-            realm: realm.to_string(),
-            user: user.map(ToString::to_string).unwrap_or_default(),
-            subject: subject.to_owned(),
-            result: "ok",
-            reason: String::new(),
-            trace_id: enroll_shared::telemetry::current_trace_id(),
-            time: self.clock.now(),
-        }
+        audit_record(actor, action, realm, user, subject, self.clock.now())
     }
 
     /// Asks the policy service for a WebAuthn decision; a denial is audited and refused.
@@ -147,6 +137,29 @@ impl PolicyGate {
         record.result = "denied";
         record.reason = error.audit_reason();
         self.store.audit(record).await
+    }
+}
+
+/// An audit record of `actor` doing `action` at `time`, result ok until changed; the trace
+/// id is the current span's.
+pub fn audit_record(
+    actor: &Actor,
+    action: &'static str,
+    realm: &Realm,
+    user: Option<&UserName>,
+    subject: &str,
+    time: chrono::DateTime<chrono::Utc>,
+) -> AuditRecord {
+    AuditRecord {
+        actor: actor.name.clone(),
+        action,
+        realm: realm.to_string(),
+        user: user.map(ToString::to_string).unwrap_or_default(),
+        subject: subject.to_owned(),
+        result: "ok",
+        reason: String::new(),
+        trace_id: enroll_shared::telemetry::current_trace_id(),
+        time,
     }
 }
 

@@ -347,36 +347,30 @@ impl MigrationTrait for CreateDevicesAndLinks {
             )
             .await?;
         // A credential id is unique across all users.
-        manager
-            .create_index(
-                Index::create()
-                    .name("devices_by_credential_id")
-                    .table(Devices::Table)
-                    .col(Devices::CredentialId)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        for (name, table, columns) in [
-            (
-                "devices_by_user",
-                Devices::Table.into_iden(),
-                vec![Devices::UserId.into_iden(), Devices::State.into_iden()],
-            ),
-            (
-                "devices_by_realm",
-                Devices::Table.into_iden(),
-                vec![Devices::Realm.into_iden(), Devices::Id.into_iden()],
-            ),
-        ] {
-            let mut index = Index::create();
-            index.name(name).table(table).if_not_exists();
-            for column in columns {
-                index.col(column);
-            }
-            manager.create_index(index.to_owned()).await?;
-        }
+        create_index(
+            manager,
+            "devices_by_credential_id",
+            Devices::Table,
+            [Devices::CredentialId],
+            true,
+        )
+        .await?;
+        create_index(
+            manager,
+            "devices_by_user",
+            Devices::Table,
+            [Devices::UserId, Devices::State],
+            false,
+        )
+        .await?;
+        create_index(
+            manager,
+            "devices_by_realm",
+            Devices::Table,
+            [Devices::Realm, Devices::Id],
+            false,
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -396,28 +390,22 @@ impl MigrationTrait for CreateDevicesAndLinks {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("links_by_secret_hash")
-                    .table(EnrollmentLinks::Table)
-                    .col(EnrollmentLinks::SecretHash)
-                    .unique()
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("links_by_user")
-                    .table(EnrollmentLinks::Table)
-                    .col(EnrollmentLinks::Realm)
-                    .col(EnrollmentLinks::UserName)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await?;
+        create_index(
+            manager,
+            "links_by_secret_hash",
+            EnrollmentLinks::Table,
+            [EnrollmentLinks::SecretHash],
+            true,
+        )
+        .await?;
+        create_index(
+            manager,
+            "links_by_user",
+            EnrollmentLinks::Table,
+            [EnrollmentLinks::Realm, EnrollmentLinks::UserName],
+            false,
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
@@ -435,16 +423,14 @@ impl MigrationTrait for CreateDevicesAndLinks {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("ceremonies_by_expiry")
-                    .table(Ceremonies::Table)
-                    .col(Ceremonies::ExpireTime)
-                    .if_not_exists()
-                    .to_owned(),
-            )
-            .await
+        create_index(
+            manager,
+            "ceremonies_by_expiry",
+            Ceremonies::Table,
+            [Ceremonies::ExpireTime],
+            false,
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -459,4 +445,22 @@ impl MigrationTrait for CreateDevicesAndLinks {
         }
         Ok(())
     }
+}
+
+async fn create_index<T: Iden + 'static, C: Iden + 'static>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: impl IntoIterator<Item = C>,
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for column in columns {
+        index.col(column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index.to_owned()).await
 }

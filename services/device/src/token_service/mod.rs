@@ -28,7 +28,7 @@ use crate::store::token_changes::TokenChange;
 mod importing;
 mod validation;
 
-use crate::policy_gate::{open_response, policy_failure, seal_response};
+use crate::policy_gate::{audit_record, open_response, policy_failure, seal_response};
 use crate::store::tokens::{AuditRecord, EnrollOutcome, Idempotency, Limits, Outcome, TokenStore};
 
 /// Who is asking, for policy decisions and the audit trail.
@@ -157,17 +157,7 @@ impl Tokens {
         user: Option<&UserName>,
         subject: &str,
     ) -> AuditRecord {
-        AuditRecord {
-            actor: actor.name.clone(),
-            action,
-            realm: realm.to_string(),
-            user: user.map(ToString::to_string).unwrap_or_default(),
-            subject: subject.to_owned(),
-            result: "ok",
-            reason: String::new(),
-            trace_id: enroll_shared::telemetry::current_trace_id(),
-            time: self.clock.now(),
-        }
+        audit_record(actor, action, realm, user, subject, self.clock.now())
     }
 
     /// Asks the policy service; a denial is audited and refused.
