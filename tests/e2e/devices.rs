@@ -280,6 +280,34 @@ async fn link_terms_follow_the_allow_list_and_the_policy(backend: Backend) {
     let lifetime = link.expire_time.unwrap().seconds - link.create_time.unwrap().seconds;
     assert_eq!(lifetime, 2 * 3600);
 
+    // A retried request returns the first link (same secret), never a second one.
+    let mut retried = link_request("bob", pb::DeviceType::Unspecified);
+    retried.request_id = "console-42".into();
+    let first = admin
+        .create_enrollment_link(retried.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let again = admin
+        .create_enrollment_link(retried)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (first.id.as_str(), first.url.as_str()),
+        (again.id.as_str(), again.url.as_str())
+    );
+    let bobs = admin
+        .list_enrollment_links(pb::ListEnrollmentLinksRequest {
+            user: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .links;
+    assert_eq!(bobs.len(), 2, "the policy-typed link and the retried one");
+
     let mut missing = link_request("", pb::DeviceType::Any);
     missing.created_by = String::new();
     let refused = admin.create_enrollment_link(missing).await.unwrap_err();
