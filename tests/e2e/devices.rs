@@ -836,10 +836,34 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
         "a refused finish does not spend the link"
     );
 
+    // A registration begun while the policy service answered cannot finish without it.
+    let pending_link = admin
+        .create_enrollment_link(link_request("lena", pb::DeviceType::Any))
+        .await
+        .unwrap()
+        .into_inner();
+    let begun = begin_by_link(&mut proxy, &secret_of(&pending_link)).await;
+    let credential = register_with(&mut SoftPasskey::new(true), &begun, ORIGIN);
+
     policy_server.stop().await;
     device
         .wait_for_health(DEVICE, ServingStatus::NotServing, Duration::from_secs(10))
         .await;
+    let unfinished = proxy
+        .finish_device_registration(finish(&begun, credential))
+        .await
+        .unwrap_err();
+    assert_eq!(unfinished.code(), Code::Unavailable, "{unfinished:?}");
+    let lena_devices = admin
+        .list_devices(pb::ListDevicesRequest {
+            user: "lena".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert!(lena_devices.is_empty(), "no device without a decision");
     let down = admin
         .create_enrollment_link(link_request("lena", pb::DeviceType::Any))
         .await
@@ -854,7 +878,12 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
         .unwrap()
         .into_inner()
         .links;
-    assert!(links.is_empty(), "nothing written");
+    assert_eq!(links.len(), 1, "only the link created before the outage");
+    assert_eq!(
+        links[0].state,
+        pb::LinkState::Active as i32,
+        "the link is not spent by a refused finish"
+    );
     let answered = check(&mut proxy, "kim", pb::DeviceType::Any, true).await;
     assert!(!answered.can_self_enroll);
     assert!(
@@ -867,7 +896,73 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
     );
 }
 
+async fn racing_registrations_stop_at_the_user_limit(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let policy_server = spawn_policy(&database).await;
+    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
+    let mut limit = policy("two-each", &[("max_token_per_user", "2")]);
+    limit.realms = vec!["acme".into()];
+    create(&mut admin_policy, limit).await.unwrap();
+    let first = spawn_device(&database, &policy_server.url()).await;
+    let second = spawn_device(&database, &policy_server.url()).await;
+    ready(&first).await;
+    ready(&second).await;
+    let proxies = [
+        device_client(&first, Some(PROXY_KEY)).await,
+        device_client(&second, Some(PROXY_KEY)).await,
+    ];
+    let mut finishes = Vec::new();
+    for index in 0..12 {
+        let mut proxy = proxies[index % 2].clone();
+        let begun = proxy
+            .begin_device_registration(pb::BeginDeviceRegistrationRequest {
+                realm: "acme".into(),
+                user: "mia".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let credential = register_with(&mut SoftPasskey::new(true), &begun, ORIGIN);
+        finishes.push((proxy, finish(&begun, credential)));
+    }
+    let tasks: Vec<_> = finishes
+        .into_iter()
+        .map(|(mut proxy, request)| {
+            tokio::spawn(async move { proxy.finish_device_registration(request).await })
+        })
+        .collect();
+    let (mut registered, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => registered += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(
+                    status.message().contains("two-each"),
+                    "{}",
+                    status.message()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((registered, refused), (2, 10));
+    let mut admin = device_client(&first, Some(ADMIN_KEY)).await;
+    let devices = admin
+        .list_devices(pb::ListDevicesRequest {
+            user: "mia".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert_eq!(devices.len(), 2);
+}
+
 enroll_e2e::on_both_backends!(
+    racing_registrations_stop_at_the_user_limit,
     a_link_registers_one_approved_device_and_is_spent,
     link_terms_follow_the_allow_list_and_the_policy,
     enclave_only_needs_a_trusted_attestation,

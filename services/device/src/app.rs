@@ -145,13 +145,14 @@ impl Application {
             redirects,
         } = self;
         let clock: SharedClock = Arc::new(SystemClock);
-        let device_store = DeviceStore::new(db.clone());
+        // One policy gate: tokens and devices ask and audit denials the same way.
+        let gate = PolicyGate::new(policy.clone(), TokenStore::new(db.clone()), clock.clone());
         let devices = Devices::new(
-            device_store.clone(),
-            PolicyGate::new(policy.clone(), device_store, clock.clone()),
+            DeviceStore::new(db.clone()),
+            gate.clone(),
             relying_party,
             cipher.clone(),
-            clock,
+            clock.clone(),
             LinkSettings {
                 base_url: config.webauthn.enrollment_base_url.clone(),
                 redirects,
@@ -162,8 +163,9 @@ impl Application {
         let tokens = Tokens::new(
             TokenStore::new(db.clone()),
             policy.clone(),
+            gate,
             cipher,
-            Arc::new(SystemClock),
+            clock,
             config.validation.clone(),
         );
         let (pool_index, window, tokens_cipher) = (

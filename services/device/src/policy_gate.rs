@@ -1,5 +1,5 @@
-//! The policy decision every device mutation asks for first: fail closed when the policy
-//! service cannot answer, audit and refuse a denial.
+//! The policy decision every token and device mutation asks for first: fail closed when the
+//! policy service cannot answer, audit and refuse a denial.
 use std::collections::HashMap;
 
 use enroll_shared::proto::policy::v1 as policy_pb;
@@ -10,8 +10,7 @@ use crate::domain::names::{Realm, UserName};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
 use crate::policy_client::PolicyClient;
-use crate::store::devices::DeviceStore;
-use crate::store::tokens::{AuditRecord, Limits, SealedResponse};
+use crate::store::tokens::{AuditRecord, Limits, SealedResponse, TokenStore};
 use crate::token_service::Actor;
 
 /// A decision that allowed the action.
@@ -19,6 +18,15 @@ use crate::token_service::Actor;
 pub struct Decision {
     pub settings: policy_pb::EnrollmentSettings,
     decided_by: HashMap<String, String>,
+}
+
+impl From<policy_pb::EvaluateEnrollmentResponse> for Decision {
+    fn from(response: policy_pb::EvaluateEnrollmentResponse) -> Self {
+        Self {
+            settings: response.settings.unwrap_or_default(),
+            decided_by: response.decided_by,
+        }
+    }
 }
 
 impl Decision {
@@ -53,18 +61,54 @@ pub struct Ask<'a> {
     pub audit_action: &'static str,
     pub realm: &'a Realm,
     pub user: Option<&'a UserName>,
+    /// What a denial's audit event names (serial, link or device id).
     pub subject: &'a str,
+    pub token_type: &'a str,
+    /// The serial the policy renders labels with; empty for devices.
+    pub serial: &'a str,
+}
+
+impl<'a> Ask<'a> {
+    /// A decision about a WebAuthn device or link.
+    pub fn webauthn(
+        action: policy_pb::Action,
+        audit_action: &'static str,
+        realm: &'a Realm,
+        user: &'a UserName,
+        subject: &'a str,
+    ) -> Self {
+        Self {
+            action,
+            audit_action,
+            realm,
+            user: Some(user),
+            subject,
+            token_type: "webauthn",
+            serial: "",
+        }
+    }
+
+    fn request(&self, actor: &Actor) -> policy_pb::EvaluateEnrollmentRequest {
+        policy_pb::EvaluateEnrollmentRequest {
+            realm: self.realm.to_string(),
+            user: self.user.map(ToString::to_string).unwrap_or_default(),
+            client_ip: actor.client_ip.clone(),
+            action: self.action as i32,
+            token_type: self.token_type.to_owned(),
+            serial: self.serial.to_owned(),
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct PolicyGate {
     policy: PolicyClient,
-    store: DeviceStore,
+    store: TokenStore,
     clock: SharedClock,
 }
 
 impl PolicyGate {
-    pub fn new(policy: PolicyClient, store: DeviceStore, clock: SharedClock) -> Self {
+    pub fn new(policy: PolicyClient, store: TokenStore, clock: SharedClock) -> Self {
         Self {
             policy,
             store,
@@ -84,18 +128,11 @@ impl PolicyGate {
         audit_record(actor, action, realm, user, subject, self.clock.now())
     }
 
-    /// Asks the policy service for a WebAuthn decision; a denial is audited and refused.
-    pub async fn decide(&self, actor: &Actor, ask: Ask<'_>) -> Result<Decision, DeviceError> {
+    /// Asks the policy service; a denial is audited and refused.
+    pub async fn decide(&self, actor: &Actor, ask: &Ask<'_>) -> Result<Decision, DeviceError> {
         let decision = self
             .policy
-            .evaluate(policy_pb::EvaluateEnrollmentRequest {
-                realm: ask.realm.to_string(),
-                user: ask.user.map(ToString::to_string).unwrap_or_default(),
-                client_ip: actor.client_ip.clone(),
-                action: ask.action as i32,
-                token_type: "webauthn".to_owned(),
-                serial: String::new(),
-            })
+            .evaluate(ask.request(actor))
             .await
             .map_err(policy_failure)?;
         if let Some(denial) = decision.denials.first() {
@@ -105,25 +142,26 @@ impl PolicyGate {
                 message: denial.message.clone(),
                 policy: denial.policy.clone(),
             };
-            self.deny(actor, &ask, &error).await?;
+            self.deny(actor, ask, &error).await?;
             return Err(error);
         }
-        Ok(Decision {
-            settings: decision.settings.unwrap_or_default(),
-            decided_by: decision.decided_by,
-        })
+        Ok(Decision::from(decision))
     }
 
     /// A decision for a read (CheckEnrollment): denials are returned, not audited, and an
     /// unreachable policy service is a reason, not an error.
     pub async fn evaluate_read(
         &self,
-        request: policy_pb::EvaluateEnrollmentRequest,
-    ) -> Result<policy_pb::EvaluateEnrollmentResponse, String> {
-        self.policy
-            .evaluate(request)
+        actor: &Actor,
+        ask: &Ask<'_>,
+    ) -> Result<(Decision, Vec<policy_pb::Denial>), String> {
+        let mut response = self
+            .policy
+            .evaluate(ask.request(actor))
             .await
-            .map_err(|status| format!("no policy decision: {}", status.message()))
+            .map_err(|status| format!("no policy decision: {}", status.message()))?;
+        let denials = std::mem::take(&mut response.denials);
+        Ok((Decision::from(response), denials))
     }
 
     /// Records a refusal decided here (not by the policy service).

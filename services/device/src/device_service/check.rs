@@ -7,6 +7,7 @@ use super::{Devices, device_to_proto};
 use crate::domain::devices::{DeviceKind, device_state};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
+use crate::policy_gate::Ask;
 use crate::store::entities::devices;
 use crate::token_service::Actor;
 
@@ -52,65 +53,35 @@ impl Devices {
         actor: &Actor,
         query: &EnrollmentQuery,
     ) -> Result<(bool, Vec<String>), DeviceError> {
-        let request = policy_pb::EvaluateEnrollmentRequest {
-            realm: query.realm.to_string(),
-            user: query.user.to_string(),
-            client_ip: actor.client_ip.clone(),
-            action: policy_pb::Action::RegisterDevice as i32,
-            token_type: "webauthn".to_owned(),
-            serial: String::new(),
-        };
-        let decision = match self.gate.evaluate_read(request).await {
-            Ok(decision) => decision,
+        let ask = Ask::webauthn(
+            policy_pb::Action::RegisterDevice,
+            "register_device",
+            &query.realm,
+            &query.user,
+            "",
+        );
+        let (decision, denials) = match self.gate.evaluate_read(actor, &ask).await {
+            Ok(answer) => answer,
             Err(reason) => return Ok((false, vec![reason])),
         };
-        let mut reasons: Vec<String> = decision
-            .denials
+        let mut reasons: Vec<String> = denials
             .iter()
             .map(|denial| with_policy(&denial.message, &denial.policy))
             .collect();
-        let settings = decision.settings.clone().unwrap_or_default();
-        let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
-        let limited = settings.max_token_per_user.is_some()
-            || settings.max_active_token_per_user.is_some()
-            || settings.max_token_per_realm.is_some();
+        let limits = decision.limits();
+        let limited = limits.per_user.is_some()
+            || limits.active_per_user.is_some()
+            || limits.per_realm.is_some();
         // Counting is only needed when a limit applies (the proxy's hot path usually has none).
         if reasons.is_empty() && limited {
-            let holdings = self
+            let reached = self
                 .store
-                .holdings(
-                    &query.realm,
-                    &query.user,
-                    settings.max_token_per_realm.is_some(),
-                )
+                .limits_reached(&query.realm, &query.user, &limits)
                 .await?;
-            for (name, limit, held) in [
-                (
-                    "max_token_per_user",
-                    settings.max_token_per_user,
-                    Some(holdings.held),
-                ),
-                (
-                    "max_active_token_per_user",
-                    settings.max_active_token_per_user,
-                    Some(holdings.active),
-                ),
-                (
-                    "max_token_per_realm",
-                    settings.max_token_per_realm,
-                    holdings.in_realm,
-                ),
-            ] {
-                if let (Some(limit), Some(held)) = (limit, held)
-                    && held >= u64::from(limit)
-                {
-                    reasons.push(with_policy(
-                        &format!("{name} {limit} reached"),
-                        &decided(name),
-                    ));
-                }
-            }
+            reasons.extend(reached.iter().map(ToString::to_string));
         }
+        let settings = &decision.settings;
+        let decided = |field: &str| decision.decided(field);
         let can = reasons.is_empty();
         if can {
             let kind = DeviceKind::parse(&settings.webauthn_device_type).unwrap_or(DeviceKind::Any);

@@ -50,21 +50,14 @@ impl Devices {
             }
             None => None,
         };
-        let ask = Ask {
-            action: policy_pb::Action::CreateLink,
-            audit_action: "create_link",
-            realm: &request.realm,
-            user: Some(&request.user),
-            subject: "",
-        };
-        let decision = self.gate.decide(actor, ask).await?;
-        let ask = Ask {
-            action: policy_pb::Action::CreateLink,
-            audit_action: "create_link",
-            realm: &request.realm,
-            user: Some(&request.user),
-            subject: "",
-        };
+        let ask = Ask::webauthn(
+            policy_pb::Action::CreateLink,
+            "create_link",
+            &request.realm,
+            &request.user,
+            "",
+        );
+        let decision = self.gate.decide(actor, &ask).await?;
         let checked = self.link_terms(&decision, &request);
         let (kind, ttl, redirect_url) = match checked {
             Ok(terms) => terms,
@@ -201,13 +194,7 @@ impl Devices {
         self.gate
             .decide(
                 actor,
-                Ask {
-                    action: policy_pb::Action::Manage,
-                    audit_action: "revoke_link",
-                    realm: &realm,
-                    user: Some(&user),
-                    subject: id,
-                },
+                &Ask::webauthn(policy_pb::Action::Manage, "revoke_link", &realm, &user, id),
             )
             .await?;
         let mut record = self

@@ -96,14 +96,14 @@ impl Devices {
                     UserName::parse(&link.user_name).map_err(DeviceError::FailedPrecondition)?;
                 let kind = DeviceKind::parse(&link.device_type).unwrap_or(DeviceKind::EnclaveOnly);
                 self.gate
-                    .decide(actor, register_ask(&realm, &user, &link.id))
+                    .decide(actor, &register_ask(&realm, &user, &link.id))
                     .await?;
                 (realm, user, kind, Some(link.id))
             }
             Registrant::SelfService { realm, user, kind } => {
                 let decision = self
                     .gate
-                    .decide(actor, register_ask(&realm, &user, ""))
+                    .decide(actor, &register_ask(&realm, &user, ""))
                     .await?;
                 let policy_kind = DeviceKind::parse(&decision.settings.webauthn_device_type)
                     .unwrap_or(DeviceKind::Any);
@@ -200,7 +200,7 @@ impl Devices {
         let subject = link.as_ref().map(|link| link.id.as_str()).unwrap_or("");
         let decision = self
             .gate
-            .decide(actor, register_ask(&realm, &user, subject))
+            .decide(actor, &register_ask(&realm, &user, subject))
             .await?;
         let relying_party = self.relying_party.clone();
         let state = ceremony.state.clone();
@@ -456,13 +456,7 @@ impl Devices {
         self.gate
             .decide(
                 actor,
-                Ask {
-                    action: policy_pb::Action::Manage,
-                    audit_action: action,
-                    realm: &realm,
-                    user: Some(&user),
-                    subject: id,
-                },
+                &Ask::webauthn(policy_pb::Action::Manage, action, &realm, &user, id),
             )
             .await?;
         let mut record = self.gate.record(actor, action, &realm, Some(&user), id);
@@ -474,13 +468,13 @@ impl Devices {
 }
 
 fn register_ask<'a>(realm: &'a Realm, user: &'a UserName, subject: &'a str) -> Ask<'a> {
-    Ask {
-        action: policy_pb::Action::RegisterDevice,
-        audit_action: "register_device",
+    Ask::webauthn(
+        policy_pb::Action::RegisterDevice,
+        "register_device",
         realm,
-        user: Some(user),
+        user,
         subject,
-    }
+    )
 }
 
 pub fn kind_to_proto(kind: DeviceKind) -> pb::DeviceType {

@@ -8,7 +8,9 @@ use sea_orm::{
 };
 
 use super::entities::{ceremonies, devices, enrollment_links, idempotency_keys, users};
-use super::tokens::{AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore, statement};
+use super::tokens::{
+    AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore, limits_reached, statement,
+};
 use crate::domain::devices::link_state;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
@@ -51,14 +53,6 @@ pub struct Registration {
     pub audit: AuditRecord,
 }
 
-/// The user's current holdings, for CheckEnrollment's "may self-enroll" answer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Holdings {
-    pub held: u64,
-    pub active: u64,
-    pub in_realm: Option<u64>,
-}
-
 #[derive(Clone)]
 pub struct DeviceStore {
     db: DatabaseConnection,
@@ -71,6 +65,17 @@ impl DeviceStore {
             tokens: TokenStore::new(db.clone()),
             db,
         }
+    }
+
+    /// A device owner's name, from the cache of immutable user rows.
+    async fn owner(&self, db: &impl ConnectionTrait, user_id: i64) -> Result<String, DeviceError> {
+        Ok(self
+            .tokens
+            .owner_names
+            .resolve(db, [user_id])
+            .await?
+            .remove(&user_id)
+            .unwrap_or_default())
     }
 
     pub async fn audit(&self, record: AuditRecord) -> Result<(), DeviceError> {
@@ -346,54 +351,22 @@ impl DeviceStore {
             .await?)
     }
 
-    /// What the user holds now (tokens and devices that count toward the limits).
-    pub async fn holdings(
+    /// The limits one more device of the user would break (CheckEnrollment's reasons).
+    pub async fn limits_reached(
         &self,
         realm: &Realm,
         user: &UserName,
-        count_realm: bool,
-    ) -> Result<Holdings, DeviceError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(statement(
-                backend,
-                "SELECT \
-                 (SELECT COUNT(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE u.realm = $1 AND u.name = $2) \
-                 + (SELECT COUNT(*) FROM devices d JOIN users u ON u.id = d.user_id WHERE u.realm = $3 AND u.name = $4 AND d.state <> 'revoked'), \
-                 (SELECT COUNT(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE u.realm = $5 AND u.name = $6 AND t.state = 'enabled') \
-                 + (SELECT COUNT(*) FROM devices d JOIN users u ON u.id = d.user_id WHERE u.realm = $7 AND u.name = $8 AND d.state <> 'revoked')",
-                [realm.as_str(), user.as_str()]
-                    .repeat(4)
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-            ))
+        limits: &Limits,
+    ) -> Result<Vec<DeviceError>, DeviceError> {
+        let user_id = users::Entity::find()
+            .filter(users::Column::Realm.eq(realm.as_str()))
+            .filter(users::Column::Name.eq(user.as_str()))
+            .one(&self.db)
             .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("holdings".into()))?;
-        let held: i64 = row.try_get_by_index(0)?;
-        let active: i64 = row.try_get_by_index(1)?;
-        let in_realm = if count_realm {
-            let row = self
-                .db
-                .query_one_raw(statement(
-                    backend,
-                    "SELECT (SELECT COUNT(*) FROM tokens WHERE realm = $1) \
-                     + (SELECT COUNT(*) FROM devices WHERE realm = $2 AND state <> 'revoked')",
-                    vec![realm.as_str().into(), realm.as_str().into()],
-                ))
-                .await?
-                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("realm count".into()))?;
-            let count: i64 = row.try_get_by_index(0)?;
-            Some(count.max(0) as u64)
-        } else {
-            None
-        };
-        Ok(Holdings {
-            held: held.max(0) as u64,
-            active: active.max(0) as u64,
-            in_realm,
-        })
+            .map(|row| row.id)
+            // No row has id 0: a user never seen holds nothing.
+            .unwrap_or(0);
+        limits_reached(&self.db, realm, Some(user_id), limits).await
     }
 
     pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, DeviceError> {
@@ -403,11 +376,7 @@ impl DeviceStore {
         else {
             return Ok(None);
         };
-        let user = users::Entity::find_by_id(device.user_id)
-            .one(&self.db)
-            .await?
-            .map(|user| user.name)
-            .unwrap_or_default();
+        let user = self.owner(&self.db, device.user_id).await?;
         Ok(Some(DeviceRow { device, user }))
     }
 
@@ -446,18 +415,11 @@ impl DeviceStore {
             query = query.filter(Column::Id.gt(after));
         }
         let devices = query.limit(limit).all(&self.db).await?;
-        let ids: Vec<i64> = devices.iter().map(|device| device.user_id).collect();
-        let names: std::collections::HashMap<i64, String> = if ids.is_empty() {
-            Default::default()
-        } else {
-            users::Entity::find()
-                .filter(users::Column::Id.is_in(ids))
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|user| (user.id, user.name))
-                .collect()
-        };
+        let names = self
+            .tokens
+            .owner_names
+            .resolve(&self.db, devices.iter().map(|device| device.user_id))
+            .await?;
         Ok(devices
             .into_iter()
             .map(|device| DeviceRow {
@@ -510,11 +472,7 @@ impl DeviceStore {
             device = sea_orm::ActiveModelTrait::update(active, &transaction).await?;
             TokenStore::insert_audit(&transaction, audit).await?;
         }
-        let user = users::Entity::find_by_id(device.user_id)
-            .one(&transaction)
-            .await?
-            .map(|user| user.name)
-            .unwrap_or_default();
+        let user = self.owner(&transaction, device.user_id).await?;
         transaction.commit().await?;
         Ok(DeviceRow { device, user })
     }
@@ -564,11 +522,7 @@ impl DeviceStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound("device".to_owned()))?;
-        let user = users::Entity::find_by_id(device.user_id)
-            .one(&transaction)
-            .await?
-            .map(|user| user.name)
-            .unwrap_or_default();
+        let user = self.owner(&transaction, device.user_id).await?;
         transaction.commit().await?;
         Ok(DeviceRow { device, user })
     }

@@ -213,7 +213,7 @@ pub struct TokenFilter {
 #[derive(Clone)]
 pub struct TokenStore {
     pub(super) db: DatabaseConnection,
-    owner_names: std::sync::Arc<OwnerNames>,
+    pub(super) owner_names: std::sync::Arc<OwnerNames>,
 }
 
 /// Writes `$n` placeholders as the backend wants them.
@@ -239,18 +239,84 @@ pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> St
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-pub(super) async fn count(
-    transaction: &DatabaseTransaction,
-    sql: &str,
-    values: Vec<Value>,
-) -> Result<u64, DeviceError> {
-    let backend = transaction.get_database_backend();
-    let row = transaction
-        .query_one_raw(statement(backend, sql, values))
-        .await?
-        .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
-    let count: i64 = row.try_get_by_index(0)?;
-    Ok(count.max(0) as u64)
+/// What counts toward a limit, defined once for the enforcing transaction and for
+/// CheckEnrollment's answer: a user's or realm's tokens in any state (deleted ones are gone)
+/// and devices unless revoked; for the active limit, enabled tokens and live devices.
+#[derive(Debug, Clone, Copy)]
+enum Counted<'a> {
+    HeldByUser(i64),
+    ActiveOfUser(i64),
+    InRealm(&'a Realm),
+}
+
+impl Counted<'_> {
+    async fn count(self, db: &impl ConnectionTrait) -> Result<u64, DeviceError> {
+        let (sql, key): (&str, Value) = match self {
+            Counted::HeldByUser(user_id) => (
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
+                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
+                user_id.into(),
+            ),
+            Counted::ActiveOfUser(user_id) => (
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled') \
+                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
+                user_id.into(),
+            ),
+            Counted::InRealm(realm) => (
+                "SELECT (SELECT COUNT(*) FROM tokens WHERE realm = $1) \
+                 + (SELECT COUNT(*) FROM devices WHERE realm = $2 AND state <> 'revoked')",
+                realm.as_str().into(),
+            ),
+        };
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(statement(backend, sql, vec![key.clone(), key]))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
+        let count: i64 = row.try_get_by_index(0)?;
+        Ok(count.max(0) as u64)
+    }
+}
+
+/// Every limit one more token or device would break. Without `user_id` (a pool token) only
+/// the realm limit applies.
+pub(super) async fn limits_reached(
+    db: &impl ConnectionTrait,
+    realm: &Realm,
+    user_id: Option<i64>,
+    limits: &Limits,
+) -> Result<Vec<DeviceError>, DeviceError> {
+    let checks = [
+        (
+            "max_token_per_user",
+            &limits.per_user,
+            user_id.map(Counted::HeldByUser),
+        ),
+        (
+            "max_active_token_per_user",
+            &limits.active_per_user,
+            user_id.map(Counted::ActiveOfUser),
+        ),
+        (
+            "max_token_per_realm",
+            &limits.per_realm,
+            Some(Counted::InRealm(realm)),
+        ),
+    ];
+    let mut reached = Vec::new();
+    for (limit, set, counted) in checks {
+        let (Some((value, policy)), Some(counted)) = (set, counted) else {
+            continue;
+        };
+        if counted.count(db).await? >= u64::from(*value) {
+            reached.push(DeviceError::LimitReached {
+                limit,
+                value: *value,
+                policy: policy.clone(),
+            });
+        }
+    }
+    Ok(reached)
 }
 
 impl TokenStore {
@@ -403,55 +469,10 @@ impl TokenStore {
         user_id: Option<i64>,
         limits: &Limits,
     ) -> Result<Option<DeviceError>, DeviceError> {
-        if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.per_user) {
-            let held = count(
-                transaction,
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
-                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
-                vec![user_id.into(), user_id.into()],
-            )
-            .await?;
-            if held >= u64::from(*limit) {
-                return Ok(Some(DeviceError::LimitReached {
-                    limit: "max_token_per_user",
-                    value: *limit,
-                    policy: policy.clone(),
-                }));
-            }
-        }
-        if let (Some(user_id), Some((limit, policy))) = (user_id, &limits.active_per_user) {
-            let active = count(
-                transaction,
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled') \
-                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
-                vec![user_id.into(), user_id.into()],
-            )
-            .await?;
-            if active >= u64::from(*limit) {
-                return Ok(Some(DeviceError::LimitReached {
-                    limit: "max_active_token_per_user",
-                    value: *limit,
-                    policy: policy.clone(),
-                }));
-            }
-        }
-        if let Some((limit, policy)) = &limits.per_realm {
-            let in_realm = count(
-                transaction,
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE realm = $1) \
-                 + (SELECT COUNT(*) FROM devices WHERE realm = $2 AND state <> 'revoked')",
-                vec![realm.as_str().into(), realm.as_str().into()],
-            )
-            .await?;
-            if in_realm >= u64::from(*limit) {
-                return Ok(Some(DeviceError::LimitReached {
-                    limit: "max_token_per_realm",
-                    value: *limit,
-                    policy: policy.clone(),
-                }));
-            }
-        }
-        Ok(None)
+        Ok(limits_reached(transaction, realm, user_id, limits)
+            .await?
+            .into_iter()
+            .next())
     }
 
     pub async fn get(&self, serial: &str) -> Result<Option<TokenRow>, DeviceError> {

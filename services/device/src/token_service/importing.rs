@@ -40,15 +40,7 @@ impl Tokens {
                     "",
                 )
                 .await?;
-            let settings = decision.settings.unwrap_or_default();
-            if let Some(limit) = settings.max_token_per_realm {
-                let policy = decision
-                    .decided_by
-                    .get("max_token_per_realm")
-                    .cloned()
-                    .unwrap_or_default();
-                per_realm = Some((limit, policy));
-            }
+            per_realm = decision.limits().per_realm;
         }
         let now = self.clock.now();
         let mut batch = Vec::with_capacity(rows.len());

@@ -28,7 +28,9 @@ use crate::store::token_changes::TokenChange;
 mod importing;
 mod validation;
 
-use crate::policy_gate::{audit_record, open_response, policy_failure, seal_response};
+use crate::policy_gate::{
+    Ask, Decision, PolicyGate, audit_record, open_response, policy_failure, seal_response,
+};
 use crate::store::tokens::{AuditRecord, EnrollOutcome, Idempotency, Limits, Outcome, TokenStore};
 
 /// Who is asking, for policy decisions and the audit trail.
@@ -54,6 +56,7 @@ pub struct Enrollment {
 pub struct Tokens {
     store: TokenStore,
     policy: PolicyClient,
+    gate: PolicyGate,
     cipher: Option<Arc<SeedCipher>>,
     clock: SharedClock,
     validation: ValidationConfig,
@@ -75,6 +78,7 @@ impl Tokens {
     pub fn new(
         store: TokenStore,
         policy: PolicyClient,
+        gate: PolicyGate,
         cipher: Option<Arc<SeedCipher>>,
         clock: SharedClock,
         validation: ValidationConfig,
@@ -83,6 +87,7 @@ impl Tokens {
         Self {
             store,
             policy,
+            gate,
             cipher,
             clock,
             user_attempts: Arc::new(RateLimiter::new(
@@ -171,33 +176,17 @@ impl Tokens {
         user: Option<&UserName>,
         token_type: &str,
         serial: &str,
-    ) -> Result<policy_pb::EvaluateEnrollmentResponse, DeviceError> {
-        let decision = self
-            .policy
-            .evaluate(policy_pb::EvaluateEnrollmentRequest {
-                realm: realm.to_string(),
-                user: user.map(ToString::to_string).unwrap_or_default(),
-                client_ip: actor.client_ip.clone(),
-                action: action as i32,
-                token_type: token_type.to_owned(),
-                serial: serial.to_owned(),
-            })
-            .await
-            .map_err(policy_failure)?;
-        if let Some(denial) = decision.denials.first() {
-            let error = DeviceError::Denied {
-                action: audit_action,
-                code: denial.code.clone(),
-                message: denial.message.clone(),
-                policy: denial.policy.clone(),
-            };
-            let mut record = self.audit(actor, audit_action, realm, user, serial);
-            record.result = "denied";
-            record.reason = error.audit_reason();
-            self.store.audit(record).await?;
-            return Err(error);
-        }
-        Ok(decision)
+    ) -> Result<Decision, DeviceError> {
+        let ask = Ask {
+            action,
+            audit_action,
+            realm,
+            user,
+            subject: serial,
+            token_type,
+            serial,
+        };
+        self.gate.decide(actor, &ask).await
     }
 
     /// Enrolls a TOTP/HOTP token: the secret (and a random PIN when the policy asks for one)
@@ -227,8 +216,8 @@ impl Tokens {
                 "",
             )
             .await?;
-        let limits = user_limits(&decision);
-        let settings = decision.settings.unwrap_or_default();
+        let limits = decision.limits();
+        let settings = decision.settings;
 
         let (serial, seed, pin) = {
             let mut rng = rand::rng();
@@ -395,7 +384,7 @@ impl Tokens {
         // Assigning moves a token within its realm: the realm count does not change.
         let limits = Limits {
             per_realm: None,
-            ..user_limits(&decision)
+            ..decision.limits()
         };
         let audit = self.audit(actor, "assign_token", realm, Some(user), serial.as_str());
         let cipher = self.cipher()?;
@@ -539,9 +528,7 @@ impl Tokens {
                 serial.as_str(),
             )
             .await?;
-        let encrypt = decision
-            .settings
-            .is_some_and(|settings| settings.otp_pin_encrypt);
+        let encrypt = decision.settings.otp_pin_encrypt;
         let (serial_text, pin_cipher) = (serial.to_string(), cipher.clone());
         let sealed = self
             .hashing("PIN hashing", move || {
@@ -604,7 +591,7 @@ impl Tokens {
                 serial.as_str(),
             )
             .await?;
-        let settings = decision.settings.unwrap_or_default();
+        let settings = decision.settings;
         let (replacement_serial, password) = {
             let mut rng = rand::rng();
             let password = random_string(
@@ -715,21 +702,4 @@ impl Tokens {
 /// The idempotency key of a request id: per caller (API key name) and RPC.
 fn idempotency_key(actor: &Actor, rpc: &str, request_id: Option<&str>) -> Option<String> {
     request_id.map(|id| format!("{}|{rpc}|{id}", actor.name))
-}
-
-/// The user limits a decision sets, each with the policy that set it.
-fn user_limits(decision: &policy_pb::EvaluateEnrollmentResponse) -> Limits {
-    let decided = |field: &str| decision.decided_by.get(field).cloned().unwrap_or_default();
-    let settings = decision.settings.clone().unwrap_or_default();
-    Limits {
-        per_user: settings
-            .max_token_per_user
-            .map(|limit| (limit, decided("max_token_per_user"))),
-        active_per_user: settings
-            .max_active_token_per_user
-            .map(|limit| (limit, decided("max_active_token_per_user"))),
-        per_realm: settings
-            .max_token_per_realm
-            .map(|limit| (limit, decided("max_token_per_realm"))),
-    }
 }
