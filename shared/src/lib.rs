@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod paging;
 pub mod proto;
 pub mod server;
 pub mod status;

@@ -1,35 +1,34 @@
 //! Assembles the device server: database, migrations, policy client, gRPC shell, and the
 //! health watch that keeps it NOT_SERVING while the policy service is unreachable.
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::proto::device::v1::device_service_server::DeviceServiceServer;
 use enroll_shared::server::{HealthHandle, ServeError, spawn};
+use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
-use std::sync::Arc;
-
-use enroll_shared::time::{SharedClock, SystemClock};
-
-use crate::device_service::{Devices, LinkSettings};
-use crate::domain::devices::RedirectAllowList;
-use crate::policy_gate::PolicyGate;
-use crate::relying_party::RelyingParty;
-use crate::store::devices::DeviceStore;
-
+use crate::adapters::policy_client::{PolicyClient, PolicyClientError};
+use crate::adapters::relying_party::WebauthnRelyingParty;
 use crate::config::{DeviceConfig, SecretsConfig};
+use crate::domain::devices::RedirectAllowList;
+use crate::domain::otp::Window;
 use crate::domain::secrets::SeedCipher;
 use crate::grpc::DeviceGrpc;
-use crate::policy_client::{PolicyClient, PolicyClientError};
+use crate::service::audit::AuditTrail;
+use crate::service::devices::{Devices, LinkSettings};
+use crate::service::gate::PolicyGate;
+use crate::service::pool_index::PoolIndex;
+use crate::service::tokens::Tokens;
+use crate::store::audit::AuditStore;
+use crate::store::devices::DeviceStore;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
 use crate::store::tokens::TokenStore;
-use crate::token_service::Tokens;
 
 /// The name health checks and telemetry use.
-pub const SERVICE_NAME: &str = "enroll.device.v1.DeviceService";
-/// The policy service's health name.
-pub const POLICY_SERVICE_NAME: &str = "enroll.policy.v1.PolicyService";
+pub use enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -48,7 +47,7 @@ pub enum StartError {
     Serve(#[from] ServeError),
 }
 
-/// A bound, not yet serving, device server.
+/// A bound, not yet serving, device server with every part constructed.
 pub struct Application {
     config: DeviceConfig,
     listener: TcpListener,
@@ -57,9 +56,17 @@ pub struct Application {
     db: DatabaseConnection,
     keys: ApiKeys,
     policy: PolicyClient,
-    cipher: Option<Arc<SeedCipher>>,
-    relying_party: Arc<RelyingParty>,
-    redirects: RedirectAllowList,
+    grpc: Arc<DeviceGrpc>,
+    /// What the pool-index refresher needs, when OTP tokens can be stored.
+    pool_refresh: Option<PoolRefresh>,
+    clock: SharedClock,
+}
+
+/// The autoassignment index and what keeps it current.
+struct PoolRefresh {
+    index: PoolIndex,
+    cipher: Arc<SeedCipher>,
+    window: Window,
 }
 
 /// The seed cipher, when keys are configured (token enrollment needs it).
@@ -78,8 +85,8 @@ fn seed_cipher(secrets: &SecretsConfig) -> Result<Option<Arc<SeedCipher>>, Start
 }
 
 impl Application {
-    /// Connects to the database and binds the port (port 0 picks a free one). The policy
-    /// service is not contacted yet.
+    /// Connects to the database, binds the ports and constructs the use cases (port 0
+    /// picks a free one). The policy service is not contacted yet.
     pub async fn build(config: DeviceConfig) -> Result<Self, StartError> {
         let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
         if config.auth.api_keys.is_empty() {
@@ -88,7 +95,7 @@ impl Application {
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
         let relying_party =
-            Arc::new(RelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
+            Arc::new(WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
         let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
             .map_err(StartError::Config)?;
         let db = enroll_shared::db::connect(&config.database).await?;
@@ -104,6 +111,39 @@ impl Application {
             ),
             None => None,
         };
+        let clock: SharedClock = Arc::new(SystemClock);
+        // One policy gate: tokens and devices ask and audit denials the same way.
+        let audit = AuditStore::new(db.clone());
+        let gate = PolicyGate::new(
+            Arc::new(policy.clone()),
+            Arc::new(audit.clone()),
+            clock.clone(),
+        );
+        let devices = Devices::new(
+            DeviceStore::new(db.clone()),
+            gate.clone(),
+            relying_party,
+            cipher.clone(),
+            LinkSettings {
+                base_url: config.webauthn.enrollment_base_url.clone(),
+                redirects,
+                ceremony_ttl: config.webauthn.ceremony_ttl(),
+            },
+        );
+        let tokens = Tokens::new(
+            TokenStore::new(db.clone()),
+            gate,
+            cipher.clone(),
+            clock.clone(),
+            config.validation.clone(),
+        );
+        let pool_refresh = cipher.map(|cipher| PoolRefresh {
+            index: tokens.pool_index().clone(),
+            cipher,
+            window: tokens.window(),
+        });
+        // One implementation behind both the gRPC server and the enrollment page.
+        let grpc = Arc::new(DeviceGrpc::new(tokens, devices, AuditTrail::new(audit)));
         Ok(Self {
             config,
             listener,
@@ -111,9 +151,9 @@ impl Application {
             db,
             keys,
             policy,
-            cipher,
-            relying_party,
-            redirects,
+            grpc,
+            pool_refresh,
+            clock,
         })
     }
 
@@ -140,47 +180,16 @@ impl Application {
             db,
             keys,
             policy,
-            cipher,
-            relying_party,
-            redirects,
-        } = self;
-        let clock: SharedClock = Arc::new(SystemClock);
-        // One policy gate: tokens and devices ask and audit denials the same way.
-        let gate = PolicyGate::new(policy.clone(), TokenStore::new(db.clone()), clock.clone());
-        let devices = Devices::new(
-            DeviceStore::new(db.clone()),
-            gate.clone(),
-            relying_party,
-            cipher.clone(),
-            clock.clone(),
-            LinkSettings {
-                base_url: config.webauthn.enrollment_base_url.clone(),
-                redirects,
-                ceremony_ttl: config.webauthn.ceremony_ttl(),
-            },
-        );
-        let cipher_for_index = cipher.clone();
-        let tokens = Tokens::new(
-            TokenStore::new(db.clone()),
-            policy.clone(),
-            gate,
-            cipher,
+            grpc,
+            pool_refresh,
             clock,
-            config.validation.clone(),
-        );
-        let (pool_index, window, tokens_cipher) = (
-            tokens.pool_index().clone(),
-            tokens.window(),
-            cipher_for_index,
-        );
-        // One implementation behind both the gRPC server and the enrollment page.
-        let grpc = Arc::new(DeviceGrpc::new(tokens, devices));
+        } = self;
         let mut server = spawn(
             listener,
             config.server.clone(),
             SERVICE_NAME,
             enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
-            AuthLayer::new(keys, crate::access::access),
+            AuthLayer::new(keys, crate::grpc::access::access),
             DeviceServiceServer::from_arc(grpc.clone()),
             shutdown,
         )
@@ -203,12 +212,13 @@ impl Application {
                 server.stopping.clone(),
             ))
         });
-        if let Some(cipher) = tokens_cipher {
-            tokio::spawn(crate::pool_index::keep_fresh(
-                pool_index,
+        if let Some(refresh) = pool_refresh {
+            tokio::spawn(crate::service::pool_index::keep_fresh(
+                refresh.index,
                 TokenStore::new(db.clone()),
-                cipher,
-                window,
+                refresh.cipher,
+                refresh.window,
+                clock,
                 server.stopping.clone(),
             ));
         }

@@ -2,6 +2,8 @@
 use enroll_shared::status::with_reason;
 use tonic::{Code, Status};
 
+use crate::domain::decision::{PolicyError, Rejection};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error("{field}: {message}")]
@@ -36,11 +38,15 @@ pub enum DeviceError {
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
-    /// The policy service answered with an error of its own (bad input, a conflict).
-    #[error("policy service: {}", .0.message())]
-    Policy(Status),
+    /// No policy decision could be had, or the policy service refused the question.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("{0}")]
     Unavailable(String),
+    /// A stored row this service cannot read back (corrupt, or written by something else):
+    /// the caller did nothing wrong, so it is INTERNAL, logged with the row.
+    #[error("stored data is unreadable")]
+    Corrupt(String),
     #[error("database unavailable")]
     Database(#[from] sea_orm::DbErr),
 }
@@ -61,6 +67,11 @@ impl DeviceError {
         }
     }
 
+    /// A stored value that does not parse: `row` names the row (never a secret).
+    pub fn corrupt(row: impl std::fmt::Display, problem: impl std::fmt::Display) -> Self {
+        DeviceError::Corrupt(format!("{row}: {problem}"))
+    }
+
     /// A short reason for audit events (never a secret: messages are built from names).
     pub fn audit_reason(&self) -> String {
         match self {
@@ -68,6 +79,14 @@ impl DeviceError {
             other => other.to_string(),
         }
     }
+}
+
+/// Whether a database error says a stored value could not be read into its type.
+fn unreadable_row(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error,
+        sea_orm::DbErr::Type(_) | sea_orm::DbErr::TryIntoErr { .. } | sea_orm::DbErr::Json(_)
+    )
 }
 
 impl From<DeviceError> for Status {
@@ -108,8 +127,25 @@ impl From<DeviceError> for Status {
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
-            DeviceError::Policy(status) => status,
-            DeviceError::Unavailable(_) => Status::unavailable(message),
+            DeviceError::Policy(PolicyError::Rejected {
+                rejection, reason, ..
+            }) => {
+                let code = match rejection {
+                    Rejection::InvalidArgument => Code::InvalidArgument,
+                    Rejection::FailedPrecondition => Code::FailedPrecondition,
+                    Rejection::NotFound => Code::NotFound,
+                    Rejection::ResourceExhausted => Code::ResourceExhausted,
+                };
+                match reason {
+                    Some(reason) => with_reason(code, message, &reason, []),
+                    None => Status::new(code, message),
+                }
+            }
+            DeviceError::Policy(_) | DeviceError::Unavailable(_) => Status::unavailable(message),
+            DeviceError::Corrupt(detail) => {
+                tracing::error!(row = %detail, "unreadable stored data");
+                Status::internal(message)
+            }
             DeviceError::Database(source)
                 if matches!(
                     source.sql_err(),
@@ -117,6 +153,10 @@ impl From<DeviceError> for Status {
                 ) =>
             {
                 Status::already_exists("a record with this key already exists; retry")
+            }
+            DeviceError::Database(source) if unreadable_row(&source) => {
+                tracing::error!(error = %source, "unreadable stored data");
+                Status::internal("stored data is unreadable")
             }
             DeviceError::Database(source) => {
                 tracing::error!(error = %source, "database error");
@@ -182,8 +222,31 @@ mod tests {
                 Some("BACKUP_ELIGIBLE_REFUSED"),
             ),
             (
-                DeviceError::Policy(Status::invalid_argument("x")),
+                DeviceError::Policy(PolicyError::Rejected {
+                    rejection: Rejection::FailedPrecondition,
+                    message: "x".into(),
+                    reason: Some("POLICY_CONFLICT".into()),
+                }),
+                Code::FailedPrecondition,
+                Some("POLICY_CONFLICT"),
+            ),
+            (
+                DeviceError::Policy(PolicyError::Rejected {
+                    rejection: Rejection::InvalidArgument,
+                    message: "x".into(),
+                    reason: None,
+                }),
                 Code::InvalidArgument,
+                None,
+            ),
+            (
+                DeviceError::Policy(PolicyError::Unreachable("deadline".into())),
+                Code::Unavailable,
+                None,
+            ),
+            (
+                DeviceError::Policy(PolicyError::KeyRefused),
+                Code::Unavailable,
                 None,
             ),
             (
@@ -192,8 +255,18 @@ mod tests {
                 None,
             ),
             (
+                DeviceError::corrupt("device `d`", "detail"),
+                Code::Internal,
+                None,
+            ),
+            (
                 DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
                 Code::Unavailable,
+                None,
+            ),
+            (
+                DeviceError::Database(sea_orm::DbErr::Type("detail".into())),
+                Code::Internal,
                 None,
             ),
         ];

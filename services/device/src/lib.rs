@@ -1,17 +1,15 @@
 //! The device service: carries out enrollment of WebAuthn devices and OTP tokens.
-pub mod access;
+//!
+//! Layers, imports pointing inward: `grpc` and `web` (the edges) -> `service` (use cases,
+//! domain values in and out) -> `domain` (rules, no gRPC, no database) and `store`
+//! (persistence); `adapters` implement the ports of `service::ports`. Only `app` (start-up)
+//! sees everything.
+pub mod adapters;
 pub mod app;
 pub mod config;
-pub mod device_edge;
-pub mod device_service;
 pub mod domain;
 pub mod error;
 pub mod grpc;
-pub mod policy_client;
-pub mod policy_gate;
-pub mod pool_index;
-pub mod rate_limit;
-pub mod relying_party;
+pub mod service;
 pub mod store;
-pub mod token_service;
 pub mod web;

@@ -19,7 +19,7 @@ use crate::store::{
 };
 
 /// The name health checks and telemetry use.
-pub const SERVICE_NAME: &str = "enroll.policy.v1.PolicyService";
+pub use enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -1,6 +1,7 @@
 //! The gRPC edge: decode and validate requests into domain types, call one use case, map
 //! errors through `From<PolicyError> for Status`.
 use enroll_shared::auth::caller;
+use enroll_shared::paging::{PageKey, PageRequest};
 use enroll_shared::proto::policy::v1 as pb;
 use enroll_shared::time::to_timestamp;
 use pb::policy_service_server::PolicyService;
@@ -238,19 +239,9 @@ fn actor<T>(request: &Request<T>, explicit: &str) -> Result<String, Status> {
     Ok(caller(request)?.name.clone())
 }
 
-fn decode_page_token(field: &str, token: &str) -> Result<Option<String>, PolicyError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    hex::decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .map(Some)
-        .ok_or_else(|| PolicyError::invalid(field, "not a token returned by this service"))
-}
-
-fn encode_page_token(value: Option<String>) -> String {
-    value.map(hex::encode).unwrap_or_default()
+fn page<K: PageKey>(page_size: u32, page_token: &str) -> Result<PageRequest<K>, PolicyError> {
+    PageRequest::parse(page_size, page_token)
+        .map_err(|error| PolicyError::invalid(error.field, error.message))
 }
 
 #[tonic::async_trait]
@@ -331,14 +322,13 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
         let request = request.into_inner();
-        let after = decode_page_token("page_token", &request.page_token)?;
-        let (views, next) = self
+        let page = self
             .policies
-            .list(u64::from(request.page_size), after.as_deref())
+            .list(&page(request.page_size, &request.page_token)?)
             .await?;
         Ok(Response::new(pb::ListPoliciesResponse {
-            policies: views.into_iter().map(view_to_proto).collect(),
-            next_page_token: encode_page_token(next),
+            policies: page.items.into_iter().map(view_to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -348,20 +338,14 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         request: Request<pb::ListPolicyHistoryRequest>,
     ) -> Result<Response<pb::ListPolicyHistoryResponse>, Status> {
         let request = request.into_inner();
-        let before_id = decode_page_token("page_token", &request.page_token)?
-            .map(|id| id.parse::<i64>())
-            .transpose()
-            .map_err(|_| {
-                PolicyError::invalid("page_token", "not a token returned by this service")
-            })?;
         let name = Some(request.name.trim()).filter(|name| !name.is_empty());
-        let (changes, next) = self
+        let page = self
             .policies
-            .history(name, u64::from(request.page_size), before_id)
+            .history(name, &page(request.page_size, &request.page_token)?)
             .await?;
         Ok(Response::new(pb::ListPolicyHistoryResponse {
-            changes: changes.into_iter().map(change_to_proto).collect(),
-            next_page_token: encode_page_token(next.map(|id| id.to_string())),
+            changes: page.items.into_iter().map(change_to_proto).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! The policy service's use cases, independent of gRPC.
 use std::sync::Arc;
 
+use enroll_shared::paging::{Page, PageRequest};
 use enroll_shared::time::SharedClock;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
@@ -11,10 +12,6 @@ use crate::domain::pin::pin_violations;
 use crate::domain::policy::{CompiledPolicy, PolicySpec, StoredPolicy, validate_name};
 use crate::error::PolicyError;
 use crate::store::{ChangeContext, PolicyChange, PolicyStore};
-
-/// Default and largest page sizes of the list RPCs.
-pub const DEFAULT_PAGE_SIZE: u64 = 100;
-pub const MAX_PAGE_SIZE: u64 = 1000;
 
 /// A policy with the conflicts it takes part in.
 #[derive(Debug, Clone)]
@@ -165,44 +162,23 @@ impl<S: PolicyStore> Policies<S> {
         Ok(self.view(policy))
     }
 
-    /// A page of policies by name, and the name to continue after when there are more.
-    pub async fn list(
-        &self,
-        page_size: u64,
-        after: Option<&str>,
-    ) -> Result<(Vec<PolicyView>, Option<String>), PolicyError> {
-        let page_size = page_size_or_default(page_size)?;
-        let mut policies = self.store.list(after, page_size + 1).await?;
-        let next = if policies.len() as u64 > page_size {
-            policies.truncate(page_size as usize);
-            policies.last().map(|policy| policy.spec.name.clone())
-        } else {
-            None
-        };
-        Ok((
-            policies
-                .into_iter()
-                .map(|policy| self.view(policy))
-                .collect(),
-            next,
-        ))
+    /// A page of policies by name.
+    pub async fn list(&self, page: &PageRequest<String>) -> Result<Page<PolicyView>, PolicyError> {
+        let policies = self.store.list(page.after.as_deref(), page.fetch()).await?;
+        Ok(
+            Page::cut(policies, page.size, |policy| policy.spec.name.clone())
+                .map(|policy| self.view(policy)),
+        )
     }
 
+    /// A page of recorded changes, newest first.
     pub async fn history(
         &self,
         name: Option<&str>,
-        page_size: u64,
-        before_id: Option<i64>,
-    ) -> Result<(Vec<PolicyChange>, Option<i64>), PolicyError> {
-        let page_size = page_size_or_default(page_size)?;
-        let mut changes = self.store.history(name, before_id, page_size + 1).await?;
-        let next = if changes.len() as u64 > page_size {
-            changes.truncate(page_size as usize);
-            changes.last().map(|change| change.id)
-        } else {
-            None
-        };
-        Ok((changes, next))
+        page: &PageRequest<i64>,
+    ) -> Result<Page<PolicyChange>, PolicyError> {
+        let changes = self.store.history(name, page.after, page.fetch()).await?;
+        Ok(Page::cut(changes, page.size, |change| change.id))
     }
 
     fn view(&self, policy: StoredPolicy) -> PolicyView {
@@ -236,16 +212,5 @@ impl<S: PolicyStore> Policies<S> {
         if let Err(error) = self.cache.refresh_if_changed(self.store.as_ref()).await {
             tracing::warn!(%error, "policy set refresh after write failed");
         }
-    }
-}
-
-fn page_size_or_default(page_size: u64) -> Result<u64, PolicyError> {
-    match page_size {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        size if size <= MAX_PAGE_SIZE => Ok(size),
-        _ => Err(PolicyError::invalid(
-            "page_size",
-            format!("must be at most {MAX_PAGE_SIZE}"),
-        )),
     }
 }

@@ -7,8 +7,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::names::{Realm, UserName};
+use chrono::{DateTime, Utc};
+
 /// Which authenticators a link or a registration accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     /// Any WebAuthn authenticator, synced passkeys included.
     Any,
@@ -40,18 +43,143 @@ impl DeviceKind {
     }
 }
 
-/// The state of a registered device, as stored.
-pub mod device_state {
-    pub const PENDING: &str = "pending_approval";
-    pub const APPROVED: &str = "approved";
-    pub const REVOKED: &str = "revoked";
+/// The lifecycle of a registered device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceState {
+    /// Self-registered under a policy that asks for approval: never enrolled until approved.
+    PendingApproval,
+    Approved,
+    /// Never authenticates again and stops counting toward limits.
+    Revoked,
 }
 
-/// The state of an enrollment link, as stored (expiry is computed from the expire time).
-pub mod link_state {
-    pub const ACTIVE: &str = "active";
-    pub const USED: &str = "used";
-    pub const REVOKED: &str = "revoked";
+impl DeviceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::PendingApproval => "pending_approval",
+            DeviceState::Approved => "approved",
+            DeviceState::Revoked => "revoked",
+        }
+    }
+}
+
+/// The stored lifecycle of an enrollment link (expiry is computed from its expire time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LinkState {
+    Active,
+    Used,
+    Revoked,
+}
+
+/// What a caller sees of a link's lifecycle: an active link past its expire time is expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LinkStatus {
+    Active,
+    Expired,
+    Used,
+    Revoked,
+}
+
+impl LinkStatus {
+    pub fn of(state: LinkState, expire_time: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        match state {
+            LinkState::Used => LinkStatus::Used,
+            LinkState::Revoked => LinkStatus::Revoked,
+            LinkState::Active if expire_time <= now => LinkStatus::Expired,
+            LinkState::Active => LinkStatus::Active,
+        }
+    }
+}
+
+/// A registered device as callers see it (the stored credential stays in the store).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub realm: Realm,
+    pub user: UserName,
+    pub credential_id: String,
+    pub kind: DeviceKind,
+    pub state: DeviceState,
+    pub aaguid: String,
+    pub backup_eligible: bool,
+    pub user_agent: String,
+    pub enrollment_link_id: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub last_used_time: Option<DateTime<Utc>>,
+    pub approved_by: String,
+}
+
+/// An enrollment link as callers see it. `url` carries the secret and is only set in the
+/// response that created the link.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Link {
+    pub id: String,
+    pub realm: Realm,
+    pub user: UserName,
+    pub kind: DeviceKind,
+    pub redirect_url: String,
+    pub url: Option<String>,
+    pub expire_time: DateTime<Utc>,
+    pub status: LinkStatus,
+    pub created_by: String,
+    pub create_time: DateTime<Utc>,
+    pub device_id: Option<String>,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("id", &self.id)
+            .field("realm", &self.realm)
+            .field("user", &self.user)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What CheckEnrollment answers about a user's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentStatus {
+    Enrolled,
+    PendingApproval,
+    NotEnrolled,
+    TypeMismatch,
+    Revoked,
+}
+
+/// CheckEnrollment's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentCheck {
+    pub status: EnrollmentStatus,
+    pub device: Option<Device>,
+    pub can_self_enroll: bool,
+    pub reasons: Vec<String>,
+}
+
+/// A begun registration: the options for `navigator.credentials.create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationChallenge {
+    pub ceremony_id: String,
+    pub options_json: String,
+    pub expire_time: DateTime<Utc>,
+    pub realm: Realm,
+    pub user: UserName,
+    pub kind: DeviceKind,
+}
+
+/// A finished registration: the device and where the browser goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredDevice {
+    pub device: Device,
+    pub redirect_url: String,
+}
+
+/// A begun authentication: the options for `navigator.credentials.get`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticationChallenge {
+    pub ceremony_id: String,
+    pub options_json: String,
+    pub expire_time: DateTime<Utc>,
 }
 
 /// A link secret: 256 random bits, base64url. Only its hash is stored.

@@ -29,12 +29,12 @@ impl std::fmt::Debug for ImportRow {
 }
 
 /// A row that cannot be imported, with its line number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RowError {
     pub line: u32,
     pub serial: String,
     /// gRPC code name: INVALID_ARGUMENT or ALREADY_EXISTS.
-    pub code: &'static str,
+    pub code: String,
     pub reason: String,
 }
 
@@ -54,7 +54,7 @@ pub fn parse_csv(csv: &str) -> (Vec<ImportRow>, Vec<RowError>) {
         let invalid = |reason: String| RowError {
             line,
             serial: serial_text.clone(),
-            code: "INVALID_ARGUMENT",
+            code: "INVALID_ARGUMENT".to_owned(),
             reason,
         };
         match parse_row(line, &columns) {
@@ -65,7 +65,7 @@ pub fn parse_csv(csv: &str) -> (Vec<ImportRow>, Vec<RowError>) {
                     errors.push(RowError {
                         line,
                         serial: serial_text.clone(),
-                        code: "ALREADY_EXISTS",
+                        code: "ALREADY_EXISTS".to_owned(),
                         reason: format!("serial `{serial_text}` appears earlier in the file"),
                     });
                 }
@@ -151,7 +151,7 @@ mod tests {
         assert_eq!(rows[1].counter, 5);
         assert_eq!(rows[1].parameters.digits, 8);
         assert_eq!(rows[1].seed, b"12345678901234567890");
-        let summary: Vec<(u32, &str)> = errors.iter().map(|e| (e.line, e.code)).collect();
+        let summary: Vec<(u32, &str)> = errors.iter().map(|e| (e.line, e.code.as_str())).collect();
         assert_eq!(
             summary,
             [

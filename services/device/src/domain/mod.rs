@@ -1,4 +1,7 @@
-//! Device-service logic that knows nothing of gRPC or the database.
+//! Device-service values and rules that know nothing of gRPC or the database.
+pub mod actor;
+pub mod audit;
+pub mod decision;
 pub mod devices;
 pub mod import;
 pub mod names;

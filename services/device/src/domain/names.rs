@@ -23,8 +23,23 @@ fn parse_name(raw: &str, what: &str) -> Result<String, NameError> {
 
 macro_rules! name_type {
     ($name:ident, $what:literal) => {
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = NameError;
+
+            fn try_from(raw: String) -> Result<Self, NameError> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
 
         impl $name {
             pub fn parse(raw: &str) -> Result<Self, NameError> {

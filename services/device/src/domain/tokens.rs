@@ -1,10 +1,14 @@
 //! OTP token parameters, serials and provisioning URIs.
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use rand::Rng;
 
+use super::import::RowError;
+use super::names::{Realm, UserName};
+
 /// The kinds of token this service holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenKind {
     Totp,
     Hotp,
@@ -35,7 +39,7 @@ impl TokenKind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HashAlgorithm {
     Sha1,
     Sha256,
@@ -277,4 +281,98 @@ mod tests {
         let png = qr_png("otpauth://totp/acme:alice?secret=JBSWY3DPEHPK3PXP").unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     }
+}
+
+/// The lifecycle of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TokenState {
+    Enabled,
+    Disabled,
+    /// Too many failed validations.
+    Locked,
+    /// Reported lost: replaced by a temporary password token.
+    Lost,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Enabled => "enabled",
+            TokenState::Disabled => "disabled",
+            TokenState::Locked => "locked",
+            TokenState::Lost => "lost",
+        }
+    }
+}
+
+/// A token as callers see it: never its seed or PIN, only whether a PIN is set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Token {
+    pub serial: String,
+    pub kind: TokenKind,
+    pub realm: Realm,
+    pub user: Option<UserName>,
+    pub state: TokenState,
+    pub label: String,
+    pub digits: u32,
+    /// TOTP step in seconds; 0 for other kinds.
+    pub period: u32,
+    pub algorithm: HashAlgorithm,
+    pub has_pin: bool,
+    pub failure_count: u32,
+    pub create_time: DateTime<Utc>,
+    pub expire_time: Option<DateTime<Utc>>,
+    pub description: String,
+}
+
+/// An enrolled token with what is shown once: the seed (in the URI and base32) and a
+/// generated PIN.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnrolledToken {
+    pub token: Token,
+    pub otpauth_uri: String,
+    pub secret_base32: String,
+    /// "" unless the policy generates PINs.
+    pub pin: String,
+    /// Empty unless asked for.
+    pub qr_png: Vec<u8>,
+}
+
+impl fmt::Debug for EnrolledToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrolledToken")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of an import: how many rows were imported and why the others were not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportReport {
+    pub imported: u32,
+    pub errors: Vec<RowError>,
+}
+
+/// The temporary password token that replaces a lost one; the password is shown once.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LostTokenReplacement {
+    pub token: Token,
+    pub password: String,
+    pub expire_time: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for LostTokenReplacement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LostTokenReplacement")
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of Validate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Accepted { serial: String },
+    Autoassigned { serial: String },
+    Refused { reason: &'static str },
 }

@@ -1,43 +1,37 @@
-//! Persistence of WebAuthn devices, enrollment links and ceremony state. A registration
-//! consumes its ceremony, redeems its link, checks the limits and inserts the device in one
-//! transaction that locks the user's (and the realm's) row first.
-use chrono::{DateTime, Utc};
+//! Persistence of WebAuthn devices. A registration consumes its ceremony, redeems its link,
+//! checks the limits and inserts the device in one transaction that locks the user's (and
+//! the realm's) row first.
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use super::entities::{ceremonies, devices, enrollment_links, idempotency_keys, users};
-use super::tokens::{
-    AuditRecord, EnrollOutcome, Limits, SealedResponse, TokenStore, limits_reached, statement,
-};
-use crate::domain::devices::link_state;
+use super::convert;
+use super::entities::columns::{DeviceKindColumn, DeviceStateColumn};
+use super::entities::{devices, users};
+use super::sql::{exceeded, limits_reached, lock_realm, lock_user, statement};
+use super::tokens::TokenStore;
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::Limits;
+use crate::domain::devices::{Device, DeviceKind, DeviceState};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
-
-/// Filters of ListEnrollmentLinks. `expired` selects active links past their expire time.
-#[derive(Debug, Clone, Default)]
-pub struct LinkFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub state: Option<&'static str>,
-    pub expired: Option<bool>,
-}
 
 /// Filters of ListDevices.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceFilter {
     pub realm: Option<Realm>,
     pub user: Option<UserName>,
-    pub device_type: Option<&'static str>,
-    pub state: Option<&'static str>,
+    pub kind: Option<DeviceKind>,
+    pub state: Option<DeviceState>,
 }
 
-/// A device with its owner's name.
+/// A device with its stored credential (the webauthn-rs passkey JSON: public key, counter,
+/// backup state; no secret).
 #[derive(Debug, Clone)]
-pub struct DeviceRow {
-    pub device: devices::Model,
-    pub user: String,
+pub struct StoredDevice {
+    pub device: Device,
+    pub credential: String,
 }
 
 /// Everything one registration writes.
@@ -45,17 +39,15 @@ pub struct DeviceRow {
 pub struct Registration {
     pub ceremony_id: String,
     pub link_id: Option<String>,
-    pub realm: Realm,
-    pub user: UserName,
-    /// `user_id` is filled in from the locked user row.
-    pub device: devices::Model,
+    pub device: Device,
+    pub credential: String,
     pub limits: Limits,
     pub audit: AuditRecord,
 }
 
 #[derive(Clone)]
 pub struct DeviceStore {
-    db: DatabaseConnection,
+    pub(super) db: DatabaseConnection,
     tokens: TokenStore,
 }
 
@@ -67,191 +59,29 @@ impl DeviceStore {
         }
     }
 
-    /// A device owner's name, from the cache of immutable user rows.
-    async fn owner(&self, db: &impl ConnectionTrait, user_id: i64) -> Result<String, DeviceError> {
-        Ok(self
+    /// A device row as callers see it, its owner's name from the cache of immutable user
+    /// rows.
+    async fn view(
+        &self,
+        db: &impl ConnectionTrait,
+        row: &devices::Model,
+    ) -> Result<Device, DeviceError> {
+        let owner = self
             .tokens
             .owner_names
-            .resolve(db, [user_id])
+            .resolve(db, [row.user_id])
             .await?
-            .remove(&user_id)
-            .unwrap_or_default())
+            .remove(&row.user_id)
+            .unwrap_or_default();
+        convert::device(row, &owner)
     }
 
     pub async fn audit(&self, record: AuditRecord) -> Result<(), DeviceError> {
         TokenStore::insert_audit(&self.db, record).await
     }
 
-    pub async fn find_response(&self, key: &str) -> Result<Option<SealedResponse>, DeviceError> {
-        self.tokens.find_response(key).await
-    }
-
-    /// Stores a new link with its audit event (and the sealed response of its request id).
-    pub async fn create_link(
-        &self,
-        link: enrollment_links::Model,
-        audit: AuditRecord,
-        idempotency: Option<(String, SealedResponse)>,
-    ) -> Result<EnrollOutcome, DeviceError> {
-        let transaction = self.db.begin().await?;
-        if let Some((key, sealed)) = idempotency {
-            if let Some(first) = idempotency_keys::Entity::find_by_id(key.clone())
-                .one(&transaction)
-                .await?
-            {
-                return Ok(EnrollOutcome::Replayed(SealedResponse {
-                    key_id: first.seal_key_id,
-                    bytes: first.response,
-                }));
-            }
-            idempotency_keys::Entity::insert(
-                idempotency_keys::Model {
-                    key,
-                    seal_key_id: sealed.key_id,
-                    response: sealed.bytes,
-                    create_time: audit.time,
-                }
-                .into_active_model(),
-            )
-            .exec_without_returning(&transaction)
-            .await?;
-        }
-        enrollment_links::Entity::insert(link.into_active_model())
-            .exec_without_returning(&transaction)
-            .await?;
-        TokenStore::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(EnrollOutcome::Created)
-    }
-
-    pub async fn link(&self, id: &str) -> Result<Option<enrollment_links::Model>, DeviceError> {
-        Ok(enrollment_links::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?)
-    }
-
-    pub async fn link_by_secret_hash(
-        &self,
-        hash: &str,
-    ) -> Result<Option<enrollment_links::Model>, DeviceError> {
-        Ok(enrollment_links::Entity::find()
-            .filter(enrollment_links::Column::SecretHash.eq(hash))
-            .one(&self.db)
-            .await?)
-    }
-
-    /// A page of links ordered by id, after `after`.
-    pub async fn list_links(
-        &self,
-        filter: &LinkFilter,
-        now: DateTime<Utc>,
-        after: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<enrollment_links::Model>, DeviceError> {
-        use enrollment_links::Column;
-        let mut query = enrollment_links::Entity::find().order_by_asc(Column::Id);
-        if let Some(realm) = &filter.realm {
-            query = query.filter(Column::Realm.eq(realm.as_str()));
-        }
-        if let Some(user) = &filter.user {
-            query = query.filter(Column::UserName.eq(user.as_str()));
-        }
-        if let Some(state) = filter.state {
-            query = query.filter(Column::State.eq(state));
-        }
-        match filter.expired {
-            Some(true) => query = query.filter(Column::ExpireTime.lte(now)),
-            Some(false) => query = query.filter(Column::ExpireTime.gt(now)),
-            None => {}
-        }
-        if let Some(after) = after {
-            query = query.filter(Column::Id.gt(after));
-        }
-        Ok(query.limit(limit).all(&self.db).await?)
-    }
-
-    /// Revokes an active link; revoking a revoked link returns it unchanged.
-    pub async fn revoke_link(
-        &self,
-        id: &str,
-        audit: AuditRecord,
-    ) -> Result<enrollment_links::Model, DeviceError> {
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        let revoked = transaction
-            .execute_raw(statement(
-                backend,
-                "UPDATE enrollment_links SET state = 'revoked' WHERE id = $1 AND state = 'active'",
-                vec![id.into()],
-            ))
-            .await?
-            .rows_affected();
-        let link = enrollment_links::Entity::find_by_id(id.to_owned())
-            .one(&transaction)
-            .await?
-            .ok_or_else(|| DeviceError::NotFound(format!("enrollment link `{id}`")))?;
-        if revoked == 0 && link.state == link_state::USED {
-            return Err(DeviceError::FailedPrecondition(format!(
-                "enrollment link `{id}` was already used; revoke the device instead"
-            )));
-        }
-        if revoked == 1 {
-            TokenStore::insert_audit(&transaction, audit).await?;
-        }
-        transaction.commit().await?;
-        Ok(link)
-    }
-
-    /// Stores a ceremony's state and drops ceremonies expired over an hour ago.
-    pub async fn save_ceremony(&self, ceremony: ceremonies::Model) -> Result<(), DeviceError> {
-        let stale = ceremony.create_time - chrono::Duration::hours(1);
-        ceremonies::Entity::delete_many()
-            .filter(ceremonies::Column::ExpireTime.lt(stale))
-            .exec(&self.db)
-            .await?;
-        ceremonies::Entity::insert(ceremony.into_active_model())
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn ceremony(&self, id: &str) -> Result<Option<ceremonies::Model>, DeviceError> {
-        Ok(ceremonies::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?)
-    }
-
-    /// Consumes a ceremony that failed (a challenge is never verified twice) and records why.
-    pub async fn burn_ceremony(&self, id: &str, audit: AuditRecord) -> Result<(), DeviceError> {
-        let transaction = self.db.begin().await?;
-        ceremonies::Entity::delete_by_id(id.to_owned())
-            .exec(&transaction)
-            .await?;
-        TokenStore::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    /// Deletes the ceremony if it is still live; false when it expired or was used.
-    async fn consume_ceremony(
-        transaction: &DatabaseTransaction,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, DeviceError> {
-        let backend = transaction.get_database_backend();
-        let deleted = transaction
-            .execute_raw(statement(
-                backend,
-                "DELETE FROM ceremonies WHERE id = $1 AND expire_time > $2",
-                vec![id.into(), now.into()],
-            ))
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
-    }
-
     /// Writes a registration, or nothing but the refusal's audit event.
-    pub async fn register(&self, registration: Registration) -> Result<DeviceRow, DeviceError> {
+    pub async fn register(&self, registration: Registration) -> Result<Device, DeviceError> {
         let mut audit = registration.audit.clone();
         match self.try_register(registration).await {
             Ok(row) => Ok(row),
@@ -265,16 +95,16 @@ impl DeviceStore {
         }
     }
 
-    async fn try_register(&self, registration: Registration) -> Result<DeviceRow, DeviceError> {
+    async fn try_register(&self, registration: Registration) -> Result<Device, DeviceError> {
         let Registration {
             ceremony_id,
             link_id,
-            realm,
-            user,
-            mut device,
+            device,
+            credential,
             limits,
             audit,
         } = registration;
+        let (realm, user) = (&device.realm, &device.user);
         let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
@@ -302,9 +132,9 @@ impl DeviceStore {
         }
         // Lock order: realm, then user (as every other writer).
         if limits.per_realm.is_some() {
-            TokenStore::lock_realm(&transaction, &realm).await?;
+            lock_realm(&transaction, realm).await?;
         }
-        let user_id = TokenStore::lock_user(&transaction, &realm, &user, now).await?;
+        let user_id = lock_user(&transaction, realm, user, now).await?;
         let taken = devices::Entity::find()
             .filter(devices::Column::CredentialId.eq(device.credential_id.as_str()))
             .one(&transaction)
@@ -314,23 +144,31 @@ impl DeviceStore {
                 "this authenticator's credential is already registered".to_owned(),
             ));
         }
-        if let Some(error) = self
-            .tokens
-            .exceeded(&transaction, &realm, Some(user_id), &limits)
-            .await?
-        {
+        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &limits).await? {
             return Err(error);
         }
-        device.user_id = user_id;
-        devices::Entity::insert(device.clone().into_active_model())
+        let row = devices::Model {
+            id: device.id.clone(),
+            realm: realm.to_string(),
+            user_id,
+            credential_id: device.credential_id.clone(),
+            device_type: device.kind.into(),
+            state: device.state.into(),
+            aaguid: device.aaguid.clone(),
+            backup_eligible: device.backup_eligible,
+            user_agent: device.user_agent.clone(),
+            enrollment_link_id: device.enrollment_link_id.clone(),
+            credential,
+            create_time: device.create_time,
+            last_used_time: device.last_used_time,
+            approved_by: device.approved_by.clone(),
+        };
+        devices::Entity::insert(row.into_active_model())
             .exec_without_returning(&transaction)
             .await?;
         TokenStore::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
-        Ok(DeviceRow {
-            device,
-            user: user.to_string(),
-        })
+        Ok(device)
     }
 
     /// The user's devices, oldest first.
@@ -338,9 +176,9 @@ impl DeviceStore {
         &self,
         realm: &Realm,
         user: &UserName,
-    ) -> Result<Vec<devices::Model>, DeviceError> {
+    ) -> Result<Vec<StoredDevice>, DeviceError> {
         let backend = self.db.get_database_backend();
-        Ok(devices::Entity::find()
+        devices::Entity::find()
             .from_raw_sql(statement(
                 backend,
                 "SELECT d.* FROM devices d JOIN users u ON u.id = d.user_id \
@@ -348,7 +186,15 @@ impl DeviceStore {
                 vec![realm.as_str().into(), user.as_str().into()],
             ))
             .all(&self.db)
-            .await?)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(StoredDevice {
+                    device: convert::device(&row, user.as_str())?,
+                    credential: row.credential,
+                })
+            })
+            .collect()
     }
 
     /// The limits one more device of the user would break (CheckEnrollment's reasons).
@@ -369,15 +215,14 @@ impl DeviceStore {
         limits_reached(&self.db, realm, Some(user_id), limits).await
     }
 
-    pub async fn device(&self, id: &str) -> Result<Option<DeviceRow>, DeviceError> {
-        let Some(device) = devices::Entity::find_by_id(id.to_owned())
+    pub async fn device(&self, id: &str) -> Result<Option<Device>, DeviceError> {
+        match devices::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await?
-        else {
-            return Ok(None);
-        };
-        let user = self.owner(&self.db, device.user_id).await?;
-        Ok(Some(DeviceRow { device, user }))
+        {
+            Some(row) => Ok(Some(self.view(&self.db, &row).await?)),
+            None => Ok(None),
+        }
     }
 
     /// A page of devices ordered by id, after `after`.
@@ -386,7 +231,7 @@ impl DeviceStore {
         filter: &DeviceFilter,
         after: Option<&str>,
         limit: u64,
-    ) -> Result<Vec<DeviceRow>, DeviceError> {
+    ) -> Result<Vec<Device>, DeviceError> {
         use devices::Column;
         let mut query = devices::Entity::find().order_by_asc(Column::Id);
         if let Some(realm) = &filter.realm {
@@ -405,11 +250,11 @@ impl DeviceStore {
                 .collect();
             query = query.filter(Column::UserId.is_in(ids));
         }
-        if let Some(device_type) = filter.device_type {
-            query = query.filter(Column::DeviceType.eq(device_type));
+        if let Some(kind) = filter.kind {
+            query = query.filter(Column::DeviceType.eq(DeviceKindColumn::from(kind)));
         }
         if let Some(state) = filter.state {
-            query = query.filter(Column::State.eq(state));
+            query = query.filter(Column::State.eq(DeviceStateColumn::from(state)));
         }
         if let Some(after) = after {
             query = query.filter(Column::Id.gt(after));
@@ -420,13 +265,16 @@ impl DeviceStore {
             .owner_names
             .resolve(&self.db, devices.iter().map(|device| device.user_id))
             .await?;
-        Ok(devices
-            .into_iter()
-            .map(|device| DeviceRow {
-                user: names.get(&device.user_id).cloned().unwrap_or_default(),
-                device,
+        devices
+            .iter()
+            .map(|row| {
+                let owner = names
+                    .get(&row.user_id)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                convert::device(row, owner)
             })
-            .collect())
+            .collect()
     }
 
     /// Moves a device from one of `from` to `to`; a device already in `to` is returned
@@ -434,11 +282,11 @@ impl DeviceStore {
     pub async fn set_device_state(
         &self,
         id: &str,
-        from: &[&str],
-        to: &'static str,
+        from: &[DeviceState],
+        to: DeviceState,
         approved_by: Option<&str>,
         audit: AuditRecord,
-    ) -> Result<DeviceRow, DeviceError> {
+    ) -> Result<Device, DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         // A no-op write first: it locks the row (and SQLite's write lock) before the read.
@@ -457,24 +305,26 @@ impl DeviceStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("device `{id}`")))?;
-        if device.state != to {
-            if !from.contains(&device.state.as_str()) {
+        let current = DeviceState::from(device.state);
+        if current != to {
+            if !from.contains(&current) {
                 return Err(DeviceError::FailedPrecondition(format!(
-                    "device `{id}` is {}, so it cannot become {to}",
-                    device.state
+                    "device `{id}` is {}, so it cannot become {}",
+                    current.as_str(),
+                    to.as_str()
                 )));
             }
             let mut active = device.clone().into_active_model();
-            active.state = sea_orm::Set(to.to_owned());
+            active.state = sea_orm::Set(to.into());
             if let Some(approver) = approved_by {
                 active.approved_by = sea_orm::Set(approver.to_owned());
             }
             device = sea_orm::ActiveModelTrait::update(active, &transaction).await?;
             TokenStore::insert_audit(&transaction, audit).await?;
         }
-        let user = self.owner(&transaction, device.user_id).await?;
+        let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
-        Ok(DeviceRow { device, user })
+        Ok(view)
     }
 
     /// Records a successful authentication: consumes the ceremony, refuses a device revoked
@@ -485,7 +335,7 @@ impl DeviceStore {
         credential_id: &str,
         updated_passkey_json: Option<String>,
         audit: AuditRecord,
-    ) -> Result<DeviceRow, DeviceError> {
+    ) -> Result<Device, DeviceError> {
         let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
@@ -522,8 +372,18 @@ impl DeviceStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound("device".to_owned()))?;
-        let user = self.owner(&transaction, device.user_id).await?;
+        let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
-        Ok(DeviceRow { device, user })
+        Ok(view)
+    }
+}
+
+impl DeviceStore {
+    /// The first response stored under an idempotency key.
+    pub async fn find_response(
+        &self,
+        key: &str,
+    ) -> Result<Option<super::idempotency::SealedResponse>, DeviceError> {
+        super::idempotency::find(&self.db, key).await
     }
 }

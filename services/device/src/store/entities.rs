@@ -1,4 +1,54 @@
-//! Rows of the device service's tables.
+//! Rows of the device service's tables. States and kinds are typed columns holding the
+//! same strings as always (no migration): a value this service does not know fails the read
+//! as unreadable stored data instead of passing as a string.
+
+pub mod columns {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+    pub enum DeviceStateColumn {
+        #[sea_orm(string_value = "pending_approval")]
+        PendingApproval,
+        #[sea_orm(string_value = "approved")]
+        Approved,
+        #[sea_orm(string_value = "revoked")]
+        Revoked,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+    pub enum LinkStateColumn {
+        #[sea_orm(string_value = "active")]
+        Active,
+        #[sea_orm(string_value = "used")]
+        Used,
+        #[sea_orm(string_value = "revoked")]
+        Revoked,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+    pub enum TokenStateColumn {
+        #[sea_orm(string_value = "enabled")]
+        Enabled,
+        #[sea_orm(string_value = "disabled")]
+        Disabled,
+        #[sea_orm(string_value = "locked")]
+        Locked,
+        #[sea_orm(string_value = "lost")]
+        Lost,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+    pub enum DeviceKindColumn {
+        #[sea_orm(string_value = "any")]
+        Any,
+        #[sea_orm(string_value = "enclave_only")]
+        EnclaveOnly,
+    }
+}
 
 pub mod users {
     use sea_orm::entity::prelude::*;
@@ -32,7 +82,7 @@ pub mod tokens {
         pub realm: String,
         pub user_id: Option<i64>,
         pub token_type: String,
-        pub state: String,
+        pub state: super::columns::TokenStateColumn,
         pub seed_key_id: String,
         pub seed: Vec<u8>,
         pub digits: i32,
@@ -131,8 +181,8 @@ pub mod devices {
         pub realm: String,
         pub user_id: i64,
         pub credential_id: String,
-        pub device_type: String,
-        pub state: String,
+        pub device_type: super::columns::DeviceKindColumn,
+        pub state: super::columns::DeviceStateColumn,
         pub aaguid: String,
         pub backup_eligible: bool,
         pub user_agent: String,
@@ -160,10 +210,10 @@ pub mod enrollment_links {
         pub id: String,
         pub realm: String,
         pub user_name: String,
-        pub device_type: String,
+        pub device_type: super::columns::DeviceKindColumn,
         pub redirect_url: String,
         pub secret_hash: String,
-        pub state: String,
+        pub state: super::columns::LinkStateColumn,
         pub created_by: String,
         pub create_time: DateTimeUtc,
         pub expire_time: DateTimeUtc,
@@ -190,7 +240,7 @@ pub mod ceremonies {
         pub realm: String,
         pub user_name: String,
         pub link_id: Option<String>,
-        pub device_type: String,
+        pub device_type: super::columns::DeviceKindColumn,
         pub state: String,
         pub create_time: DateTimeUtc,
         pub expire_time: DateTimeUtc,

@@ -1,7 +1,14 @@
-//! Persistence of the device service.
+//! Persistence of the device service: one file per table group, typed columns, rows turned
+//! into domain values in `convert`.
+pub mod audit;
+pub mod convert;
 pub mod devices;
 pub mod entities;
+pub mod idempotency;
+pub mod links;
 pub mod migration;
 pub mod owner_names;
+pub mod sql;
 pub mod token_changes;
 pub mod tokens;
+pub mod validation;

@@ -2,10 +2,13 @@
 //! statement of each transaction writes (locks), so SQLite waits for its write lock.
 use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrait};
 
+use super::entities::columns::TokenStateColumn;
 use super::entities::tokens;
-use super::tokens::{
-    AuditRecord, Idempotency, Limits, Outcome, TokenStore, remember, replayed, statement,
-};
+use super::idempotency::{Idempotency, Outcome, remember, replayed};
+use super::sql::{exceeded, lock_realm, lock_user, statement};
+use super::tokens::TokenStore;
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
@@ -51,6 +54,7 @@ impl TokenStore {
         audit: AuditRecord,
         idempotency: Option<Idempotency<'_, Option<tokens::Model>>>,
     ) -> Result<Outcome<Option<tokens::Model>>, DeviceError> {
+        let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         // A deleted token is not found, but its deletion may be the first response.
@@ -90,7 +94,7 @@ impl TokenStore {
         let after = tokens::Entity::find_by_id(serial.to_owned())
             .one(&transaction)
             .await?;
-        remember(idempotency.as_ref(), &transaction, &after).await?;
+        remember(idempotency.as_ref(), &transaction, &after, now).await?;
         transaction.commit().await?;
         Ok(Outcome::Done(after))
     }
@@ -105,9 +109,10 @@ impl TokenStore {
         mut audit: AuditRecord,
         idempotency: Option<Idempotency<'_, tokens::Model>>,
     ) -> Result<Outcome<tokens::Model>, DeviceError> {
+        let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        let user_id = Self::lock_user(&transaction, realm, user, audit.time).await?;
+        let user_id = lock_user(&transaction, realm, user, audit.time).await?;
         if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
@@ -128,10 +133,7 @@ impl TokenStore {
             per_realm: None,
             ..limits.clone()
         };
-        if let Some(error) = self
-            .exceeded(&transaction, realm, Some(user_id), &user_limits)
-            .await?
-        {
+        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &user_limits).await? {
             audit.result = "denied";
             audit.reason = error.audit_reason();
             Self::insert_audit(&transaction, audit).await?;
@@ -150,89 +152,9 @@ impl TokenStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
-        remember(idempotency.as_ref(), &transaction, &after).await?;
+        remember(idempotency.as_ref(), &transaction, &after, now).await?;
         transaction.commit().await?;
         Ok(Outcome::Done(after))
-    }
-}
-
-impl TokenStore {
-    /// The user's tokens that may validate: enabled and not expired, oldest first.
-    pub async fn usable_tokens(
-        &self,
-        realm: &Realm,
-        user: &UserName,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<tokens::Model>, DeviceError> {
-        // One round trip: the owner is joined, not looked up first.
-        let backend = self.db.get_database_backend();
-        Ok(tokens::Entity::find()
-            .from_raw_sql(statement(
-                backend,
-                "SELECT t.* FROM tokens t JOIN users u ON u.id = t.user_id \
-                 WHERE u.realm = $1 AND u.name = $2 AND t.state = 'enabled' \
-                 ORDER BY t.create_time",
-                vec![realm.as_str().into(), user.as_str().into()],
-            ))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .filter(|token| token.expire_time.is_none_or(|expire| expire > now))
-            .collect())
-    }
-
-    /// Consumes `factor` (the matched step or counter) unless another request already did:
-    /// the conditional update makes a code valid once, even when two requests race.
-    pub async fn accept(
-        &self,
-        serial: &str,
-        factor: i64,
-        audit: AuditRecord,
-    ) -> Result<bool, DeviceError> {
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        let updated = transaction
-            .execute_raw(statement(
-                backend,
-                "UPDATE tokens SET counter = $1, failure_count = 0 \
-                 WHERE serial = $2 AND counter <= $3 AND state = 'enabled'",
-                vec![(factor + 1).into(), serial.into(), factor.into()],
-            ))
-            .await?;
-        let accepted = updated.rows_affected() == 1;
-        let mut audit = audit;
-        if !accepted {
-            audit.result = "denied";
-            audit.reason = "one-time code already used".to_owned();
-        }
-        Self::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(accepted)
-    }
-
-    /// Counts a failed validation on each token; locks those reaching `max_failures`.
-    pub async fn record_failure(
-        &self,
-        serials: &[String],
-        max_failures: u32,
-        audit: AuditRecord,
-    ) -> Result<(), DeviceError> {
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        for serial in serials {
-            transaction
-                .execute_raw(statement(
-                    backend,
-                    "UPDATE tokens SET failure_count = failure_count + 1, \
-                     state = CASE WHEN failure_count + 1 >= $1 THEN 'locked' ELSE state END \
-                     WHERE serial = $2",
-                    vec![i64::from(max_failures).into(), serial.clone().into()],
-                ))
-                .await?;
-        }
-        Self::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(())
     }
 }
 
@@ -248,6 +170,7 @@ impl TokenStore {
         idempotency: Option<Idempotency<'_, tokens::Model>>,
     ) -> Result<Outcome<tokens::Model>, DeviceError> {
         use sea_orm::IntoActiveModel;
+        let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let lost = Self::lock_token(&transaction, serial).await?;
@@ -260,7 +183,7 @@ impl TokenStore {
                 "token `{serial}` is not assigned to anyone"
             )));
         };
-        if lost.state == "lost" {
+        if lost.state == TokenStateColumn::Lost {
             return Err(DeviceError::FailedPrecondition(format!(
                 "token `{serial}` is already reported lost"
             )));
@@ -278,7 +201,7 @@ impl TokenStore {
             .exec_without_returning(&transaction)
             .await?;
         Self::insert_audit(&transaction, audit).await?;
-        remember(idempotency.as_ref(), &transaction, &replacement).await?;
+        remember(idempotency.as_ref(), &transaction, &replacement, now).await?;
         transaction.commit().await?;
         Ok(Outcome::Done(replacement))
     }
@@ -296,8 +219,9 @@ impl TokenStore {
         idempotency: Option<Idempotency<'_, Vec<String>>>,
     ) -> Result<Outcome<Vec<String>>, DeviceError> {
         use sea_orm::{ColumnTrait, IntoActiveModel, QueryFilter, QuerySelect};
+        let now = audit.time;
         let transaction = self.db.begin().await?;
-        Self::lock_realm(&transaction, realm).await?;
+        lock_realm(&transaction, realm).await?;
         if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
@@ -356,93 +280,8 @@ impl TokenStore {
         }
         audit.reason = format!("imported {imported} tokens");
         Self::insert_audit(&transaction, audit).await?;
-        remember(idempotency.as_ref(), &transaction, &existing).await?;
+        remember(idempotency.as_ref(), &transaction, &existing, now).await?;
         transaction.commit().await?;
         Ok(Outcome::Done(existing))
-    }
-}
-
-impl TokenStore {
-    /// The realm's unassigned, enabled pool tokens.
-    pub async fn pool(&self, realm: &Realm) -> Result<Vec<tokens::Model>, DeviceError> {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        Ok(tokens::Entity::find()
-            .filter(tokens::Column::Realm.eq(realm.as_str()))
-            .filter(tokens::Column::UserId.is_null())
-            .filter(tokens::Column::State.eq("enabled"))
-            .all(&self.db)
-            .await?)
-    }
-
-    /// Whether the user holds any token at all.
-    pub async fn holds_tokens(&self, realm: &Realm, user: &UserName) -> Result<bool, DeviceError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id WHERE u.realm = $1 AND u.name = $2",
-                vec![realm.as_str().into(), user.as_str().into()],
-            ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
-        let held: i64 = row.try_get_by_index(0)?;
-        Ok(held > 0)
-    }
-
-    /// Assigns a pool token to a user who holds none, consuming the matched code and setting
-    /// the PIN, when everything still holds inside the transaction: the user still has no
-    /// token (their row is locked), the token is still in the realm's pool and its code is
-    /// still unused. Returns false when any of that changed (a racing attempt won).
-    pub async fn autoassign(
-        &self,
-        realm: &Realm,
-        user: &UserName,
-        serial: &str,
-        factor: i64,
-        pin_hash: String,
-        mut audit: AuditRecord,
-    ) -> Result<bool, DeviceError> {
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        let user_id = Self::lock_user(&transaction, realm, user, audit.time).await?;
-        let held = transaction
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
-                vec![user_id.into()],
-            ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?
-            .try_get_by_index::<i64>(0)?;
-        let assigned = if held == 0 {
-            transaction
-                .execute_raw(statement(
-                    backend,
-                    "UPDATE tokens SET user_id = $1, pin_hash = $2, counter = $3, failure_count = 0 \
-                     WHERE serial = $4 AND realm = $5 AND user_id IS NULL AND state = 'enabled' AND counter <= $6",
-                    vec![
-                        user_id.into(),
-                        pin_hash.into(),
-                        (factor + 1).into(),
-                        serial.into(),
-                        realm.as_str().into(),
-                        factor.into(),
-                    ],
-                ))
-                .await?
-                .rows_affected()
-                == 1
-        } else {
-            false
-        };
-        if !assigned {
-            audit.result = "denied";
-            audit.reason =
-                "autoassignment lost a race or the user already holds a token".to_owned();
-        }
-        Self::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(assigned)
     }
 }

@@ -1,5 +1,8 @@
 //! ImportTokens: a CSV of hardware tokens into a realm's pool, one transaction.
+use super::admin::seal;
 use super::*;
+use crate::domain::import::{RowError, parse_csv};
+use crate::domain::tokens::ImportReport;
 
 impl Tokens {
     /// Imports hardware tokens from CSV into the realm's pool: good rows are imported, bad
@@ -10,16 +13,22 @@ impl Tokens {
         actor: &Actor,
         realm: &Realm,
         csv: &str,
-        request_id: Option<&str>,
-    ) -> Result<pb::ImportTokensResponse, DeviceError> {
-        let key = idempotency_key(actor, "ImportTokens", request_id);
-        if let Some(first) = self.first_response(key.as_deref()).await? {
+        request_id: Option<&RequestId>,
+    ) -> Result<ImportReport, DeviceError> {
+        let cipher = self.cipher()?.clone();
+        let idempotent = Idempotent::new(actor, "ImportTokens", request_id, Some(&cipher))?;
+        if let Some(idempotent) = &idempotent
+            && let Some(first) =
+                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+        {
             return Ok(first);
         }
-        let cipher = self.cipher()?.clone();
         let (rows, errors) = parse_csv(csv);
         if rows.is_empty() {
-            return Ok(import_response(0, errors));
+            return Ok(ImportReport {
+                imported: 0,
+                errors,
+            });
         }
         let mut kinds: Vec<&'static str> = rows
             .iter()
@@ -30,14 +39,17 @@ impl Tokens {
         let mut per_realm = None;
         for kind in kinds {
             let decision = self
+                .gate
                 .decide(
                     actor,
-                    policy_pb::Action::Enroll,
-                    "import_tokens",
-                    realm,
-                    None,
-                    kind,
-                    "",
+                    &PolicyQuestion::token(
+                        PolicyAction::Enroll,
+                        "import_tokens",
+                        realm,
+                        None,
+                        kind,
+                        "",
+                    ),
                 )
                 .await?;
             per_realm = decision.limits().per_realm;
@@ -56,7 +68,7 @@ impl Tokens {
                 realm: realm.to_string(),
                 user_id: None,
                 token_type: row.parameters.kind.as_str().to_owned(),
-                state: "enabled".to_owned(),
+                state: TokenState::Enabled.into(),
                 seed_key_id,
                 seed,
                 digits: i32::from(row.parameters.digits),
@@ -72,27 +84,24 @@ impl Tokens {
             });
         }
         let total = batch.len();
-        let audit = self.audit(actor, "import_tokens", realm, None, "");
-        let response = |duplicates: &Vec<String>| {
+        let audit = self.gate.record(actor, "import_tokens", realm, None, "");
+        let report = |duplicates: &Vec<String>| {
             let mut errors = errors.clone();
             for serial in duplicates {
                 errors.push(RowError {
                     line: lines.get(serial).copied().unwrap_or_default(),
                     serial: serial.clone(),
-                    code: "ALREADY_EXISTS",
+                    code: "ALREADY_EXISTS".to_owned(),
                     reason: format!("serial `{serial}` already exists"),
                 });
             }
             errors.sort_by_key(|error| error.line);
-            import_response(total.saturating_sub(duplicates.len()) as u32, errors)
+            ImportReport {
+                imported: total.saturating_sub(duplicates.len()) as u32,
+                errors,
+            }
         };
-        let seal = |duplicates: &Vec<String>| {
-            seal_response(
-                &cipher,
-                key.as_deref().unwrap_or_default(),
-                &response(duplicates),
-            )
-        };
+        let seal = |duplicates: &Vec<String>| seal(idempotent.as_ref(), &report(duplicates));
         let outcome = self
             .store
             .import(
@@ -100,27 +109,14 @@ impl Tokens {
                 batch,
                 per_realm,
                 audit,
-                key.clone().map(|key| Idempotency { key, seal: &seal }),
+                idempotent
+                    .as_ref()
+                    .map(|idempotent| idempotent.for_store(&seal)),
             )
             .await?;
-        if matches!(outcome, Outcome::Done(_)) {
-            self.pool_index.invalidate(realm);
-        }
-        self.respond(key.as_deref(), outcome, |duplicates| response(&duplicates))
-    }
-}
-
-fn import_response(imported: u32, errors: Vec<RowError>) -> pb::ImportTokensResponse {
-    pb::ImportTokensResponse {
-        imported,
-        errors: errors
-            .into_iter()
-            .map(|error| pb::ImportRowError {
-                line: error.line,
-                serial: error.serial,
-                code: error.code.to_owned(),
-                reason: error.reason,
-            })
-            .collect(),
+        self.pool_index.invalidate(realm);
+        respond(idempotent.as_ref(), outcome, |duplicates| {
+            Ok(report(&duplicates))
+        })
     }
 }

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Code, Status};
 
-const PAGE: &str = include_str!("web/enroll.html");
-const SCRIPT: &str = include_str!("web/enroll.js");
-const STYLE: &str = include_str!("web/enroll.css");
+const PAGE: &str = include_str!("enroll.html");
+const SCRIPT: &str = include_str!("enroll.js");
+const STYLE: &str = include_str!("enroll.css");
 
 /// The caller name the page's in-process calls carry (audit events name it as the actor).
 pub const PAGE_CALLER: &str = "enrollment-page";

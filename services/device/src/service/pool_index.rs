@@ -201,6 +201,7 @@ pub async fn keep_fresh(
     store: TokenStore,
     cipher: Arc<SeedCipher>,
     window: Window,
+    clock: enroll_shared::time::SharedClock,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -209,7 +210,7 @@ pub async fn keep_fresh(
             _ = stop.changed() => return,
             _ = ticker.tick() => {}
         }
-        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let now = clock.now().timestamp().max(0) as u64;
         for realm in index.realms() {
             let Ok(realm) = Realm::parse(&realm) else {
                 continue;

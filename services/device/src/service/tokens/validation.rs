@@ -1,6 +1,9 @@
 //! Validate: PIN then one-time code on the user's tokens, and autoassignment of a pool
 //! token to a user who has none.
 use super::*;
+use crate::domain::otp::matching_factor;
+use crate::domain::pins::pin_matches;
+use crate::domain::tokens::{HashAlgorithm, TokenKind, Verdict};
 
 impl Tokens {
     /// Autoassignment: a user without any token sends a new PIN followed by the code of a
@@ -13,7 +16,7 @@ impl Tokens {
         user: &UserName,
         pass: String,
     ) -> Result<Verdict, DeviceError> {
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         let user_key = format!("{realm}/{user}");
         if !self.user_attempts.allow(&user_key, now) {
             return Err(DeviceError::RateLimited(format!(
@@ -49,7 +52,7 @@ impl Tokens {
             );
         }
         matches.dedup_by(|a, b| a.0.serial == b.0.serial);
-        let mut record = self.audit(actor, "autoassign", realm, Some(user), "");
+        let mut record = self.gate.record(actor, "autoassign", realm, Some(user), "");
         let (candidate, pin) = match matches.len() {
             1 => matches.remove(0),
             count => {
@@ -60,47 +63,35 @@ impl Tokens {
                 };
                 record.result = "denied";
                 record.reason = reason.to_owned();
-                self.store.audit(record).await?;
+                self.gate.audit(record).await?;
                 return Ok(Verdict::Refused { reason });
             }
         };
         // The index knows the token's type: no read here (the assigning transaction checks
         // that the token is still in the pool).
-        self.decide(
-            actor,
-            policy_pb::Action::Autoassign,
-            "autoassign",
-            realm,
-            Some(user),
-            candidate.kind.as_str(),
-            &candidate.serial,
-        )
-        .await?;
-        let verdict = self
-            .policy
-            .validate_pin(policy_pb::ValidatePinRequest {
-                realm: realm.to_string(),
-                user: user.to_string(),
-                client_ip: actor.client_ip.clone(),
-                pin: pin.clone(),
-            })
-            .await
-            .map_err(policy_failure)?;
+        self.gate
+            .decide(
+                actor,
+                &PolicyQuestion::token(
+                    PolicyAction::Autoassign,
+                    "autoassign",
+                    realm,
+                    Some(user),
+                    candidate.kind.as_str(),
+                    &candidate.serial,
+                ),
+            )
+            .await?;
+        let verdict = self.gate.pin_verdict(actor, realm, user, &pin).await?;
         if !verdict.valid {
             record.result = "denied";
             record.reason = format!("new PIN refused: {}", verdict.violations.join("; "));
-            self.store.audit(record).await?;
+            self.gate.audit(record).await?;
             return Ok(Verdict::Refused {
                 reason: "the new PIN breaks the PIN rules",
             });
         }
-        let serial = candidate.serial.clone();
-        let pin_hash = self
-            .hashing("PIN hashing", move || {
-                seal_pin(&pin, false, &cipher, &serial)
-            })
-            .await?
-            .map_err(DeviceError::FailedPrecondition)?;
+        let pin_hash = self.seal_pin(&pin, false, &candidate.serial).await?;
         record.subject = candidate.serial.clone();
         let factor = i64::try_from(candidate.factor).unwrap_or(i64::MAX);
         if self
@@ -132,14 +123,14 @@ impl Tokens {
         let cipher = self.cipher()?.clone();
         let now = self.clock.now();
         let candidates = self.store.usable_tokens(realm, user, now).await?;
-        let mut record = self.audit(actor, "validate", realm, Some(user), "");
+        let mut record = self.gate.record(actor, "validate", realm, Some(user), "");
         if candidates.is_empty() && !self.store.holds_tokens(realm, user).await? {
             return self.autoassign(actor, realm, user, pass).await;
         }
         if candidates.is_empty() {
             record.result = "denied";
             record.reason = "no usable token".to_owned();
-            self.store.audit(record).await?;
+            self.gate.audit(record).await?;
             return Ok(Verdict::Refused {
                 reason: "no usable token",
             });
@@ -150,7 +141,8 @@ impl Tokens {
         };
         let unix_time = now.timestamp().max(0) as u64;
         let (checked, serials) = self
-            .hashing("validation", move || {
+            .blocking
+            .run("validation", move || {
                 let checked = candidates
                     .iter()
                     .find_map(|token| match_token(token, &pass, &cipher, unix_time, window));

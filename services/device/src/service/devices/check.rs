@@ -1,15 +1,7 @@
 //! The identity proxy's CheckEnrollment: the user's enrollment status for a required
 //! device type, and whether they may self-register a device now.
-use enroll_shared::proto::device::v1 as pb;
-use enroll_shared::proto::policy::v1 as policy_pb;
-
-use super::{Devices, device_to_proto};
-use crate::domain::devices::{DeviceKind, device_state};
-use crate::domain::names::{Realm, UserName};
-use crate::error::DeviceError;
-use crate::policy_gate::Ask;
-use crate::store::entities::devices;
-use crate::token_service::Actor;
+use super::*;
+use crate::domain::devices::{EnrollmentCheck, EnrollmentStatus};
 
 /// A validated CheckEnrollment request.
 #[derive(Debug, Clone)]
@@ -30,19 +22,19 @@ impl Devices {
         &self,
         actor: &Actor,
         query: &EnrollmentQuery,
-    ) -> Result<pb::CheckEnrollmentResponse, DeviceError> {
+    ) -> Result<EnrollmentCheck, DeviceError> {
         // The device rows and the policy decision are independent: ask both at once, the
         // proxy waits for the slower one only.
         let (devices, self_enrollment) = tokio::join!(
             self.store.user_devices(&query.realm, &query.user),
             self.self_enrollment(actor, query)
         );
-        let devices = devices?;
+        let devices: Vec<Device> = devices?.into_iter().map(|stored| stored.device).collect();
         let (can_self_enroll, reasons) = self_enrollment?;
         let (status, device) = enrollment_status(&devices, query);
-        Ok(pb::CheckEnrollmentResponse {
-            status: status as i32,
-            device: device.map(|device| device_to_proto(device, query.user.as_str())),
+        Ok(EnrollmentCheck {
+            status,
+            device: device.cloned(),
             can_self_enroll,
             reasons,
         })
@@ -53,25 +45,18 @@ impl Devices {
         actor: &Actor,
         query: &EnrollmentQuery,
     ) -> Result<(bool, Vec<String>), DeviceError> {
-        let ask = Ask::webauthn(
-            policy_pb::Action::RegisterDevice,
-            "register_device",
-            &query.realm,
-            &query.user,
-            "",
-        );
-        let (decision, denials) = match self.gate.evaluate_read(actor, &ask).await {
-            Ok(answer) => answer,
+        let question = register_question(&query.realm, &query.user, "");
+        let decision = match self.gate.evaluate_read(actor, &question).await {
+            Ok(decision) => decision,
             Err(reason) => return Ok((false, vec![reason])),
         };
-        let mut reasons: Vec<String> = denials
+        let mut reasons: Vec<String> = decision
+            .denials
             .iter()
             .map(|denial| with_policy(&denial.message, &denial.policy))
             .collect();
         let limits = decision.limits();
-        let limited = limits.per_user.is_some()
-            || limits.active_per_user.is_some()
-            || limits.per_realm.is_some();
+        let limited = limits.any();
         // Counting is only needed when a limit applies (the proxy's hot path usually has none).
         if reasons.is_empty() && limited {
             let reached = self
@@ -84,7 +69,7 @@ impl Devices {
         let decided = |field: &str| decision.decided(field);
         let can = reasons.is_empty();
         if can {
-            let kind = DeviceKind::parse(&settings.webauthn_device_type).unwrap_or(DeviceKind::Any);
+            let kind = settings.webauthn_device_type;
             reasons.push(with_policy(
                 &format!("may self-register a device of type {}", kind.as_str()),
                 &decided("webauthn_device_type"),
@@ -110,15 +95,13 @@ fn with_policy(message: &str, policy: &str) -> String {
 
 /// The enrollment status of a user's devices for the proxy's requirement.
 fn enrollment_status<'a>(
-    devices: &'a [devices::Model],
+    devices: &'a [Device],
     query: &EnrollmentQuery,
-) -> (pb::EnrollmentStatus, Option<&'a devices::Model>) {
-    use pb::EnrollmentStatus as Status;
-    let fits = |device: &devices::Model| {
-        DeviceKind::parse(&device.device_type).is_some_and(|kind| kind.satisfies(query.required))
-    };
-    let usable = |device: &devices::Model| {
-        if device.state == device_state::PENDING && query.require_approved {
+) -> (EnrollmentStatus, Option<&'a Device>) {
+    use EnrollmentStatus as Status;
+    let fits = |device: &Device| device.kind.satisfies(query.required);
+    let usable = |device: &Device| {
+        if device.state == DeviceState::PendingApproval && query.require_approved {
             Status::PendingApproval
         } else {
             Status::Enrolled
@@ -130,21 +113,19 @@ fn enrollment_status<'a>(
             .find(|device| &device.credential_id == credential_id)
         {
             None => (Status::NotEnrolled, None),
-            Some(device) if device.state == device_state::REVOKED => {
-                (Status::Revoked, Some(device))
-            }
+            Some(device) if device.state == DeviceState::Revoked => (Status::Revoked, Some(device)),
             Some(device) if !fits(device) => (Status::TypeMismatch, Some(device)),
             Some(device) => (usable(device), Some(device)),
         };
     }
-    let live: Vec<&devices::Model> = devices
+    let live: Vec<&Device> = devices
         .iter()
-        .filter(|device| device.state != device_state::REVOKED)
+        .filter(|device| device.state != DeviceState::Revoked)
         .collect();
     if let Some(device) = live
         .iter()
         .copied()
-        .find(|device| fits(device) && device.state == device_state::APPROVED)
+        .find(|device| fits(device) && device.state == DeviceState::Approved)
     {
         return (Status::Enrolled, Some(device));
     }
@@ -162,19 +143,18 @@ mod tests {
     use super::*;
     use chrono::Utc;
 
-    fn device(id: &str, kind: &str, state: &str) -> devices::Model {
-        devices::Model {
+    fn device(id: &str, kind: DeviceKind, state: DeviceState) -> Device {
+        Device {
             id: id.to_owned(),
-            realm: "acme".to_owned(),
-            user_id: 1,
+            realm: Realm::parse("acme").unwrap(),
+            user: UserName::parse("alice").unwrap(),
             credential_id: format!("cred-{id}"),
-            device_type: kind.to_owned(),
-            state: state.to_owned(),
+            kind,
+            state,
             aaguid: String::new(),
             backup_eligible: false,
             user_agent: String::new(),
             enrollment_link_id: None,
-            credential: String::new(),
             create_time: Utc::now(),
             last_used_time: None,
             approved_by: String::new(),
@@ -197,13 +177,13 @@ mod tests {
 
     #[test]
     fn status_table() {
-        use pb::EnrollmentStatus as S;
+        use EnrollmentStatus as S;
         let any = DeviceKind::Any;
         let enclave = DeviceKind::EnclaveOnly;
-        let approved_any = device("a", "any", device_state::APPROVED);
-        let pending_enclave = device("p", "enclave_only", device_state::PENDING);
-        let revoked = device("r", "enclave_only", device_state::REVOKED);
-        let cases: Vec<(Vec<devices::Model>, EnrollmentQuery, S, Option<&str>)> = vec![
+        let approved_any = device("a", DeviceKind::Any, DeviceState::Approved);
+        let pending_enclave = device("p", DeviceKind::EnclaveOnly, DeviceState::PendingApproval);
+        let revoked = device("r", DeviceKind::EnclaveOnly, DeviceState::Revoked);
+        let cases: Vec<(Vec<Device>, EnrollmentQuery, S, Option<&str>)> = vec![
             (vec![], query(any, false, None), S::NotEnrolled, None),
             (
                 vec![approved_any.clone()],

@@ -13,6 +13,7 @@ use webauthn_rs::prelude::{
 use crate::config::WebauthnConfig;
 use crate::domain::devices::DeviceKind;
 use crate::error::DeviceError;
+use crate::service::ports::{Authenticated, Challenge, RegisteredCredential, RelyingParty};
 
 /// The server half of a registration, stored between Begin and Finish.
 #[derive(Serialize, Deserialize)]
@@ -21,33 +22,8 @@ enum RegistrationState {
     EnclaveOnly(AttestedPasskeyRegistration),
 }
 
-/// A credential that passed registration.
-#[derive(Debug, Clone)]
-pub struct RegisteredCredential {
-    /// base64url without padding.
-    pub credential_id: String,
-    /// The passkey (public key, counter, flags) as JSON.
-    pub passkey_json: String,
-    pub aaguid: String,
-    pub backup_eligible: bool,
-}
-
-/// What a successful authentication tells about the credential used.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub credential_id: String,
-    /// The updated passkey JSON when the counter or backup state changed.
-    pub updated_passkey_json: Option<String>,
-}
-
-/// Options for the browser and the state to keep, both JSON.
-#[derive(Debug, Clone)]
-pub struct Challenge {
-    pub options_json: String,
-    pub state_json: String,
-}
-
-pub struct RelyingParty {
+/// The relying party of webauthn-rs with the configured trust anchors.
+pub struct WebauthnRelyingParty {
     webauthn: Webauthn,
     trusted_roots: Option<AttestationCaList>,
 }
@@ -56,7 +32,7 @@ fn invalid_config(message: String) -> String {
     format!("webauthn: {message}")
 }
 
-impl RelyingParty {
+impl WebauthnRelyingParty {
     pub fn new(config: &WebauthnConfig) -> Result<Self, String> {
         let mut origins = config.rp_origins.iter().map(|origin| {
             Url::parse(origin)
@@ -94,10 +70,12 @@ impl RelyingParty {
             trusted_roots: roots,
         })
     }
+}
 
+impl RelyingParty for WebauthnRelyingParty {
     /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
     /// authenticator is not registered twice.
-    pub fn start_registration(
+    fn start_registration(
         &self,
         kind: DeviceKind,
         user_handle: Uuid,
@@ -146,7 +124,7 @@ impl RelyingParty {
     }
 
     /// Verifies the browser's credential against the stored state.
-    pub fn finish_registration(
+    fn finish_registration(
         &self,
         state_json: &str,
         credential_json: &str,
@@ -189,7 +167,7 @@ impl RelyingParty {
     }
 
     /// Starts an authentication with the given passkeys (JSON as stored).
-    pub fn start_authentication(&self, passkeys: &[String]) -> Result<Challenge, DeviceError> {
+    fn start_authentication(&self, passkeys: &[String]) -> Result<Challenge, DeviceError> {
         let passkeys = passkeys
             .iter()
             .map(|json| deserialize::<Passkey>(json))
@@ -205,11 +183,11 @@ impl RelyingParty {
     }
 
     /// Verifies an assertion; `stored` maps the credential id used to its stored passkey.
-    pub fn finish_authentication(
+    fn finish_authentication(
         &self,
         state_json: &str,
         assertion_json: &str,
-        stored: impl Fn(&str) -> Option<String>,
+        stored: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Authenticated, DeviceError> {
         let state: PasskeyAuthentication = deserialize(state_json)?;
         let assertion: PublicKeyCredential =
@@ -317,7 +295,7 @@ mod tests {
         let mut empty = config();
         empty.rp_origins.clear();
         assert!(
-            RelyingParty::new(&empty)
+            WebauthnRelyingParty::new(&empty)
                 .err()
                 .unwrap()
                 .contains("rp_origins")
@@ -325,7 +303,7 @@ mod tests {
         let mut bad = config();
         bad.rp_origins = vec!["not a url".to_owned()];
         assert!(
-            RelyingParty::new(&bad)
+            WebauthnRelyingParty::new(&bad)
                 .err()
                 .unwrap()
                 .contains("rp_origins")
@@ -333,7 +311,7 @@ mod tests {
         let mut missing = config();
         missing.trusted_roots = vec!["/nonexistent/root.pem".into()];
         assert!(
-            RelyingParty::new(&missing)
+            WebauthnRelyingParty::new(&missing)
                 .err()
                 .unwrap()
                 .contains("trusted_roots")
@@ -342,7 +320,7 @@ mod tests {
 
     #[test]
     fn enclave_only_without_roots_cannot_begin_and_any_can() {
-        let party = RelyingParty::new(&config()).unwrap();
+        let party = WebauthnRelyingParty::new(&config()).unwrap();
         let handle = Uuid::new_v4();
         let refused = party
             .start_registration(DeviceKind::EnclaveOnly, handle, "alice@acme", &[])

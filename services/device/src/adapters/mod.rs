@@ -1,0 +1,4 @@
+//! The service's ways out: the policy service's gRPC client and the WebAuthn relying party,
+//! each implementing a port of `service::ports`.
+pub mod policy_client;
+pub mod relying_party;

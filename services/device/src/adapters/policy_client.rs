@@ -1,0 +1,267 @@
+//! The device service's client of the policy service: bearer key, trace-context
+//! propagation and a tower timeout, so a slow or absent policy service fails closed. It
+//! turns the wire types into the domain's decisions and its failures into `PolicyError`.
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use enroll_shared::proto::policy::v1 as pb;
+use enroll_shared::telemetry::PropagateTraceContext;
+use pb::policy_service_client::PolicyServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::health_client::HealthClient;
+use tower::timeout::Timeout;
+
+use crate::config::PolicyServiceConfig;
+use crate::domain::decision::{
+    Decision, Denial, PinVerdict, PolicyAction, PolicyError, PolicyQuestion, Rejection, Settings,
+};
+use crate::domain::devices::DeviceKind;
+use crate::domain::names::{Realm, UserName};
+use crate::service::ports::PolicyDecisions;
+
+/// Adds the API key and the current trace context to every call.
+#[derive(Clone)]
+pub struct CallerCredentials {
+    authorization: MetadataValue<Ascii>,
+}
+
+impl Interceptor for CallerCredentials {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        PropagateTraceContext.call(request)
+    }
+}
+
+type PolicyTransport = InterceptedService<Timeout<Channel>, CallerCredentials>;
+
+#[derive(Clone)]
+pub struct PolicyClient {
+    policies: PolicyServiceClient<PolicyTransport>,
+    health: HealthClient<Timeout<Channel>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyClientError {
+    #[error("policy_service.url `{0}` is not a valid URL")]
+    Url(String),
+    #[error("policy_service.api_key is missing or not printable ASCII")]
+    ApiKey,
+}
+
+impl PolicyClient {
+    /// A lazily connecting client: nothing fails until a call is made.
+    pub fn new(config: &PolicyServiceConfig) -> Result<Self, PolicyClientError> {
+        let endpoint = Endpoint::from_shared(config.url.clone())
+            .map_err(|_| PolicyClientError::Url(config.url.clone()))?
+            .connect_timeout(config.timeout())
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let key = config.api_key.trim();
+        if key.is_empty() {
+            return Err(PolicyClientError::ApiKey);
+        }
+        let authorization: MetadataValue<Ascii> = format!("Bearer {key}")
+            .parse()
+            .map_err(|_| PolicyClientError::ApiKey)?;
+        let channel = Timeout::new(endpoint.connect_lazy(), config.timeout());
+        Ok(Self {
+            policies: PolicyServiceClient::with_interceptor(
+                channel.clone(),
+                CallerCredentials { authorization },
+            ),
+            health: HealthClient::new(channel),
+        })
+    }
+
+    /// Whether the policy service reports SERVING.
+    pub async fn is_serving(&self) -> bool {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: pb::policy_service_server::SERVICE_NAME.to_owned(),
+        };
+        matches!(
+            self.health.clone().check(request).await,
+            Ok(response) if response.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        )
+    }
+}
+
+#[async_trait]
+impl PolicyDecisions for PolicyClient {
+    async fn evaluate(
+        &self,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+    ) -> Result<Decision, PolicyError> {
+        let request = pb::EvaluateEnrollmentRequest {
+            realm: question.realm.to_string(),
+            user: question.user.map(ToString::to_string).unwrap_or_default(),
+            client_ip: client_ip.to_owned(),
+            action: action(question.action) as i32,
+            token_type: question.token_type.to_owned(),
+            serial: question.serial.to_owned(),
+        };
+        let response = self
+            .policies
+            .clone()
+            .evaluate_enrollment(request)
+            .await
+            .map_err(policy_error)?
+            .into_inner();
+        decision(response)
+    }
+
+    async fn validate_pin(
+        &self,
+        realm: &Realm,
+        user: &UserName,
+        client_ip: &str,
+        pin: &str,
+    ) -> Result<PinVerdict, PolicyError> {
+        let request = pb::ValidatePinRequest {
+            realm: realm.to_string(),
+            user: user.to_string(),
+            client_ip: client_ip.to_owned(),
+            pin: pin.to_owned(),
+        };
+        let response = self
+            .policies
+            .clone()
+            .validate_pin(request)
+            .await
+            .map_err(policy_error)?
+            .into_inner();
+        Ok(PinVerdict {
+            valid: response.valid,
+            violations: response.violations,
+        })
+    }
+}
+
+fn action(action: PolicyAction) -> pb::Action {
+    match action {
+        PolicyAction::Enroll => pb::Action::Enroll,
+        PolicyAction::Assign => pb::Action::Assign,
+        PolicyAction::Autoassign => pb::Action::Autoassign,
+        PolicyAction::SetPin => pb::Action::SetPin,
+        PolicyAction::LostToken => pb::Action::LostToken,
+        PolicyAction::CreateLink => pb::Action::CreateLink,
+        PolicyAction::RegisterDevice => pb::Action::RegisterDevice,
+        PolicyAction::Manage => pb::Action::Manage,
+    }
+}
+
+/// The domain's decision; a setting this service cannot read fails closed.
+fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, PolicyError> {
+    let settings = response.settings.unwrap_or_default();
+    let webauthn_device_type =
+        DeviceKind::parse(&settings.webauthn_device_type).ok_or_else(|| {
+            PolicyError::BadAnswer(format!(
+                "unknown webauthn_device_type `{}`",
+                settings.webauthn_device_type
+            ))
+        })?;
+    Ok(Decision {
+        denials: response
+            .denials
+            .into_iter()
+            .map(|denial| Denial {
+                code: denial.code,
+                message: denial.message,
+                policy: denial.policy,
+            })
+            .collect(),
+        settings: Settings {
+            max_token_per_user: settings.max_token_per_user,
+            max_token_per_realm: settings.max_token_per_realm,
+            max_active_token_per_user: settings.max_active_token_per_user,
+            token_label: settings.token_label,
+            token_issuer: settings.token_issuer,
+            autoassignment: settings.autoassignment,
+            otp_pin_random: settings.otp_pin_random,
+            otp_pin_random_content: settings.otp_pin_random_content,
+            otp_pin_encrypt: settings.otp_pin_encrypt,
+            lost_token_pw_len: settings.lost_token_pw_len,
+            lost_token_pw_contents: settings.lost_token_pw_contents,
+            lost_token_valid_days: settings.lost_token_valid_days,
+            webauthn_device_type,
+            require_device_approval: settings.require_device_approval,
+            enrollment_link_ttl_hours: settings.enrollment_link_ttl_hours,
+        },
+        decided_by: response.decided_by,
+    })
+}
+
+/// Errors that mean "no decision could be had" fail closed; the policy service's own
+/// answers (INVALID_ARGUMENT, FAILED_PRECONDITION for a conflict, ...) pass through.
+fn policy_error(status: Status) -> PolicyError {
+    let rejected = |rejection| PolicyError::Rejected {
+        rejection,
+        message: status.message().to_owned(),
+        reason: enroll_shared::status::reason(&status),
+    };
+    match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => rejected(Rejection::InvalidArgument),
+        Code::FailedPrecondition => rejected(Rejection::FailedPrecondition),
+        Code::NotFound => rejected(Rejection::NotFound),
+        Code::ResourceExhausted => rejected(Rejection::ResourceExhausted),
+        Code::Unauthenticated | Code::PermissionDenied => PolicyError::KeyRefused,
+        code => PolicyError::Unreachable(code.description().to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_fail_closed_and_refusals_pass_through() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Internal,
+            Code::Unknown,
+        ] {
+            assert!(matches!(
+                policy_error(Status::new(code, "x")),
+                PolicyError::Unreachable(_)
+            ));
+        }
+        assert_eq!(
+            policy_error(Status::unauthenticated("bad key")),
+            PolicyError::KeyRefused
+        );
+        let conflict = enroll_shared::status::with_reason(
+            Code::FailedPrecondition,
+            "conflict",
+            "POLICY_CONFLICT",
+            [],
+        );
+        assert_eq!(
+            policy_error(conflict),
+            PolicyError::Rejected {
+                rejection: Rejection::FailedPrecondition,
+                message: "conflict".to_owned(),
+                reason: Some("POLICY_CONFLICT".to_owned()),
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_device_type_fails_closed() {
+        let response = pb::EvaluateEnrollmentResponse {
+            settings: Some(pb::EnrollmentSettings {
+                webauthn_device_type: "quantum".to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(decision(response), Err(PolicyError::BadAnswer(_))));
+    }
+}

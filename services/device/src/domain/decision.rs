@@ -1,0 +1,217 @@
+//! Policy decisions as the device service uses them: the question it asks, the settings a
+//! decision carries and the limits they set. The policy service's wire types stay in the
+//! adapter that talks to it.
+use std::collections::HashMap;
+
+use super::devices::DeviceKind;
+use super::names::{Realm, UserName};
+
+/// The action a decision is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAction {
+    Enroll,
+    Assign,
+    Autoassign,
+    SetPin,
+    LostToken,
+    CreateLink,
+    RegisterDevice,
+    /// Enable, disable, unassign, delete a token; approve or revoke a device; revoke a link.
+    Manage,
+}
+
+/// One decision request.
+#[derive(Debug, Clone)]
+pub struct PolicyQuestion<'a> {
+    pub action: PolicyAction,
+    /// The audit action a denial is recorded under.
+    pub audit_action: &'static str,
+    pub realm: &'a Realm,
+    pub user: Option<&'a UserName>,
+    /// What a denial's audit event names (serial, link or device id).
+    pub subject: &'a str,
+    pub token_type: &'a str,
+    /// The serial the policy renders labels with; empty for devices.
+    pub serial: &'a str,
+}
+
+impl<'a> PolicyQuestion<'a> {
+    /// A question about a token (or the pool, without a user).
+    pub fn token(
+        action: PolicyAction,
+        audit_action: &'static str,
+        realm: &'a Realm,
+        user: Option<&'a UserName>,
+        token_type: &'a str,
+        serial: &'a str,
+    ) -> Self {
+        Self {
+            action,
+            audit_action,
+            realm,
+            user,
+            subject: serial,
+            token_type,
+            serial,
+        }
+    }
+
+    /// A question about a WebAuthn device or link.
+    pub fn webauthn(
+        action: PolicyAction,
+        audit_action: &'static str,
+        realm: &'a Realm,
+        user: &'a UserName,
+        subject: &'a str,
+    ) -> Self {
+        Self {
+            action,
+            audit_action,
+            realm,
+            user: Some(user),
+            subject,
+            token_type: "webauthn",
+            serial: "",
+        }
+    }
+}
+
+/// Why the policy refuses an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// A stable code such as `TOKEN_TYPE_NOT_ALLOWED`.
+    pub code: String,
+    pub message: String,
+    /// The deciding policy ("" for a default).
+    pub policy: String,
+}
+
+/// The effective settings of a decision (see the policy reference in DESIGN.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub max_token_per_user: Option<u32>,
+    pub max_token_per_realm: Option<u32>,
+    pub max_active_token_per_user: Option<u32>,
+    /// Rendered, with the serial tag (`<s>`) left for the device service.
+    pub token_label: String,
+    pub token_issuer: String,
+    pub autoassignment: bool,
+    /// Generate a PIN of this length.
+    pub otp_pin_random: Option<u32>,
+    pub otp_pin_random_content: String,
+    /// Store PINs encrypted instead of hashed.
+    pub otp_pin_encrypt: bool,
+    pub lost_token_pw_len: u32,
+    pub lost_token_pw_contents: String,
+    pub lost_token_valid_days: u32,
+    pub webauthn_device_type: DeviceKind,
+    pub require_device_approval: bool,
+    pub enrollment_link_ttl_hours: u32,
+}
+
+impl Default for Settings {
+    /// The settings of "no matching policy".
+    fn default() -> Self {
+        Self {
+            max_token_per_user: None,
+            max_token_per_realm: None,
+            max_active_token_per_user: None,
+            token_label: "<s>".to_owned(),
+            token_issuer: "enroll".to_owned(),
+            autoassignment: false,
+            otp_pin_random: None,
+            otp_pin_random_content: "cCn".to_owned(),
+            otp_pin_encrypt: false,
+            lost_token_pw_len: 10,
+            lost_token_pw_contents: "cCn".to_owned(),
+            lost_token_valid_days: 10,
+            webauthn_device_type: DeviceKind::Any,
+            require_device_approval: false,
+            enrollment_link_ttl_hours: 24,
+        }
+    }
+}
+
+/// A decision: the denials (none when allowed), the settings and, per setting field, the
+/// policy that decided it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub denials: Vec<Denial>,
+    pub settings: Settings,
+    pub decided_by: HashMap<String, String>,
+}
+
+impl Decision {
+    /// The policy that decided a setting ("" for the default).
+    pub fn decided(&self, field: &str) -> String {
+        self.decided_by.get(field).cloned().unwrap_or_default()
+    }
+
+    /// The limits the decision sets, each with the policy that set it.
+    pub fn limits(&self) -> Limits {
+        let limit =
+            |value: Option<u32>, field: &str| value.map(|limit| (limit, self.decided(field)));
+        Limits {
+            per_user: limit(self.settings.max_token_per_user, "max_token_per_user"),
+            active_per_user: limit(
+                self.settings.max_active_token_per_user,
+                "max_active_token_per_user",
+            ),
+            per_realm: limit(self.settings.max_token_per_realm, "max_token_per_realm"),
+        }
+    }
+}
+
+/// The limits that apply to an enrollment, each with the policy that set it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub per_user: Option<(u32, String)>,
+    pub active_per_user: Option<(u32, String)>,
+    pub per_realm: Option<(u32, String)>,
+}
+
+impl Limits {
+    pub fn any(&self) -> bool {
+        self.per_user.is_some() || self.active_per_user.is_some() || self.per_realm.is_some()
+    }
+}
+
+/// The policy service's verdict on a proposed PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinVerdict {
+    pub valid: bool,
+    pub violations: Vec<String>,
+}
+
+/// Why no decision could be had from the policy service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Unreachable, timed out, or failed on its side: fail closed.
+    #[error("policy service unreachable ({0}); nothing was changed")]
+    Unreachable(String),
+    /// The policy service refused this service's API key: fail closed.
+    #[error(
+        "the device service's policy_service.api_key was refused by the policy service; nothing was changed"
+    )]
+    KeyRefused,
+    /// An answer this service cannot use (a setting it does not know): fail closed.
+    #[error("the policy service's answer is unusable ({0}); nothing was changed")]
+    BadAnswer(String),
+    /// The policy service refused the question itself (bad input, conflicting policies).
+    #[error("policy service: {message}")]
+    Rejected {
+        rejection: Rejection,
+        message: String,
+        /// The `ErrorInfo` reason the policy service gave, passed on to the caller.
+        reason: Option<String>,
+    },
+}
+
+/// The kinds of refusal the policy service answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    InvalidArgument,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+}

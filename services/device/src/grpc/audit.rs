@@ -1,0 +1,44 @@
+//! ListAuditEvents: decode the filter, call the audit trail, encode.
+use enroll_shared::proto::device::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::decode::{page, timestamp};
+use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::service::audit::AuditTrail;
+
+fn event_to_proto(event: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: event.id,
+        time: timestamp(event.time),
+        actor: event.actor,
+        action: event.action,
+        realm: event.realm,
+        user: event.user,
+        subject: event.subject,
+        result: event.result,
+        reason: event.reason,
+        trace_id: event.trace_id,
+    }
+}
+
+pub async fn list_audit_events(
+    audit: &AuditTrail,
+    request: Request<pb::ListAuditEventsRequest>,
+) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+    let request = request.into_inner();
+    let text = |value: &str| Some(value.trim().to_owned()).filter(|value| !value.is_empty());
+    let filter = AuditFilter {
+        realm: text(&request.realm).map(|realm| realm.to_lowercase()),
+        user: text(&request.user).map(|user| user.to_lowercase()),
+        action: text(&request.action),
+        subject: text(&request.serial),
+        result: text(&request.result),
+    };
+    let page = audit
+        .list(&filter, &page(request.page_size, &request.page_token)?)
+        .await?;
+    Ok(Response::new(pb::ListAuditEventsResponse {
+        events: page.items.into_iter().map(event_to_proto).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}

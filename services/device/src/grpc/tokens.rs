@@ -1,0 +1,366 @@
+//! The token RPCs: decode into domain values, call one use case, encode.
+use enroll_shared::proto::device::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::decode::{
+    actor, optional_realm, optional_user, page, realm, request_id, serial, timestamp, user,
+};
+use crate::domain::tokens::{
+    EnrolledToken, HashAlgorithm, ImportReport, LostTokenReplacement, OtpParameters, Token,
+    TokenKind, TokenState, Verdict,
+};
+use crate::error::DeviceError;
+use crate::service::tokens::{Enrollment, Tokens};
+use crate::store::token_changes::TokenChange;
+use crate::store::tokens::TokenFilter;
+
+/// The largest CSV ImportTokens takes in one request.
+const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+
+fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
+    match pb::HashAlgorithm::try_from(raw) {
+        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha1) => Ok(HashAlgorithm::Sha1),
+        Ok(pb::HashAlgorithm::Sha256) => Ok(HashAlgorithm::Sha256),
+        Ok(pb::HashAlgorithm::Sha512) => Ok(HashAlgorithm::Sha512),
+        Err(_) => Err(DeviceError::invalid(
+            "algorithm",
+            format!("unknown value {raw}"),
+        )),
+    }
+}
+
+fn token_kind(raw: i32) -> Result<TokenKind, DeviceError> {
+    match pb::TokenType::try_from(raw) {
+        Ok(pb::TokenType::Totp) => Ok(TokenKind::Totp),
+        Ok(pb::TokenType::Hotp) => Ok(TokenKind::Hotp),
+        Ok(pb::TokenType::Password) => Ok(TokenKind::Password),
+        _ => Err(DeviceError::invalid(
+            "type",
+            "required: TOKEN_TYPE_TOTP or TOKEN_TYPE_HOTP",
+        )),
+    }
+}
+
+impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
+    type Error = DeviceError;
+
+    fn try_from(request: pb::EnrollTokenRequest) -> Result<Self, Self::Error> {
+        let kind = token_kind(request.r#type)?;
+        let period = match request.period {
+            Some(period) if period.seconds < 0 || period.nanos != 0 => {
+                return Err(DeviceError::invalid(
+                    "period",
+                    "must be a whole, positive number of seconds",
+                ));
+            }
+            Some(period) => period.seconds as u64,
+            None => 0,
+        };
+        let parameters =
+            OtpParameters::new(kind, request.digits, period, algorithm(request.algorithm)?)
+                .map_err(|(field, message)| DeviceError::invalid(field, message))?;
+        if request.description.chars().count() > 256 {
+            return Err(DeviceError::invalid(
+                "description",
+                "longer than 256 characters",
+            ));
+        }
+        Ok(Enrollment {
+            realm: realm("realm", &request.realm)?,
+            user: optional_user("user", &request.user)?,
+            parameters,
+            description: request.description,
+            include_qr_png: request.include_qr_png,
+            request_id: request_id(&request.request_id)?,
+        })
+    }
+}
+
+fn state_to_proto(state: TokenState) -> pb::TokenState {
+    match state {
+        TokenState::Enabled => pb::TokenState::Enabled,
+        TokenState::Disabled => pb::TokenState::Disabled,
+        TokenState::Locked => pb::TokenState::Locked,
+        TokenState::Lost => pb::TokenState::Lost,
+    }
+}
+
+/// A token as callers see it: never its seed or PIN.
+pub fn token_to_proto(token: Token) -> pb::Token {
+    pb::Token {
+        serial: token.serial,
+        r#type: match token.kind {
+            TokenKind::Totp => pb::TokenType::Totp,
+            TokenKind::Hotp => pb::TokenType::Hotp,
+            TokenKind::Password => pb::TokenType::Password,
+        } as i32,
+        realm: token.realm.to_string(),
+        user: token.user.map(String::from).unwrap_or_default(),
+        state: state_to_proto(token.state) as i32,
+        label: token.label,
+        digits: token.digits,
+        period: (token.period > 0).then(|| prost_types::Duration {
+            seconds: i64::from(token.period),
+            nanos: 0,
+        }),
+        algorithm: match token.algorithm {
+            HashAlgorithm::Sha1 => pb::HashAlgorithm::Sha1,
+            HashAlgorithm::Sha256 => pb::HashAlgorithm::Sha256,
+            HashAlgorithm::Sha512 => pb::HashAlgorithm::Sha512,
+        } as i32,
+        has_pin: token.has_pin,
+        failure_count: token.failure_count,
+        create_time: timestamp(token.create_time),
+        expire_time: token.expire_time.and_then(timestamp),
+        description: token.description,
+    }
+}
+
+fn enrolled_to_proto(enrolled: EnrolledToken) -> pb::EnrollTokenResponse {
+    pb::EnrollTokenResponse {
+        token: Some(token_to_proto(enrolled.token)),
+        otpauth_uri: enrolled.otpauth_uri,
+        secret_base32: enrolled.secret_base32,
+        pin: enrolled.pin,
+        qr_png: enrolled.qr_png,
+    }
+}
+
+fn list_filter(request: &pb::ListTokensRequest) -> Result<TokenFilter, DeviceError> {
+    let kind = match pb::TokenType::try_from(request.r#type) {
+        Ok(pb::TokenType::Unspecified) => None,
+        Ok(kind) => Some(token_kind(kind as i32)?),
+        Err(_) => {
+            return Err(DeviceError::invalid(
+                "type",
+                format!("unknown value {}", request.r#type),
+            ));
+        }
+    };
+    let state = match pb::TokenState::try_from(request.state) {
+        Ok(pb::TokenState::Unspecified) => None,
+        Ok(pb::TokenState::Enabled) => Some(TokenState::Enabled),
+        Ok(pb::TokenState::Disabled) => Some(TokenState::Disabled),
+        Ok(pb::TokenState::Locked) => Some(TokenState::Locked),
+        Ok(pb::TokenState::Lost) => Some(TokenState::Lost),
+        Err(_) => {
+            return Err(DeviceError::invalid(
+                "state",
+                format!("unknown value {}", request.state),
+            ));
+        }
+    };
+    Ok(TokenFilter {
+        realm: optional_realm("realm", &request.realm)?,
+        user: optional_user("user", &request.user)?,
+        kind,
+        assigned: request.assigned,
+        state,
+    })
+}
+
+pub async fn enroll_token(
+    tokens: &Tokens,
+    request: Request<pb::EnrollTokenRequest>,
+) -> Result<Response<pb::EnrollTokenResponse>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let enrollment = Enrollment::try_from(request.into_inner())?;
+    let enrolled = tokens.enroll(&actor, enrollment).await?;
+    Ok(Response::new(enrolled_to_proto(enrolled)))
+}
+
+pub async fn get_token(
+    tokens: &Tokens,
+    request: Request<pb::GetTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let serial = serial(&request.get_ref().serial)?;
+    Ok(Response::new(token_to_proto(tokens.get(&serial).await?)))
+}
+
+pub async fn list_tokens(
+    tokens: &Tokens,
+    request: Request<pb::ListTokensRequest>,
+) -> Result<Response<pb::ListTokensResponse>, Status> {
+    let request = request.into_inner();
+    let filter = list_filter(&request)?;
+    let page = tokens
+        .list(&filter, &page(request.page_size, &request.page_token)?)
+        .await?;
+    Ok(Response::new(pb::ListTokensResponse {
+        tokens: page.items.into_iter().map(token_to_proto).collect(),
+        next_page_token: page.next_page_token,
+    }))
+}
+
+pub async fn import_tokens(
+    tokens: &Tokens,
+    request: Request<pb::ImportTokensRequest>,
+) -> Result<Response<pb::ImportTokensResponse>, Status> {
+    let actor = actor(&request, "")?;
+    let request = request.into_inner();
+    let realm = realm("realm", &request.realm)?;
+    if request.csv.len() > MAX_IMPORT_BYTES {
+        return Err(DeviceError::invalid("csv", "larger than 16 MiB: split the import").into());
+    }
+    let request_id = request_id(&request.request_id)?;
+    let report = tokens
+        .import(&actor, &realm, &request.csv, request_id.as_ref())
+        .await?;
+    Ok(Response::new(report_to_proto(report)))
+}
+
+fn report_to_proto(report: ImportReport) -> pb::ImportTokensResponse {
+    pb::ImportTokensResponse {
+        imported: report.imported,
+        errors: report
+            .errors
+            .into_iter()
+            .map(|error| pb::ImportRowError {
+                line: error.line,
+                serial: error.serial,
+                code: error.code,
+                reason: error.reason,
+            })
+            .collect(),
+    }
+}
+
+pub async fn assign_token(
+    tokens: &Tokens,
+    request: Request<pb::AssignTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let request = request.into_inner();
+    let serial = serial(&request.serial)?;
+    let realm = realm("realm", &request.realm)?;
+    let user = user("user", &request.user)?;
+    let request_id = request_id(&request.request_id)?;
+    let token = tokens
+        .assign(&actor, &serial, &realm, &user, request_id.as_ref())
+        .await?;
+    Ok(Response::new(token_to_proto(token)))
+}
+
+/// Enable, disable, unassign and delete: the same shape of request.
+async fn change_token<T>(
+    tokens: &Tokens,
+    request: &Request<T>,
+    raw_serial: &str,
+    change: TokenChange,
+    raw_request_id: &str,
+) -> Result<pb::Token, Status> {
+    let actor = actor(request, "")?;
+    let serial = serial(raw_serial)?;
+    let request_id = request_id(raw_request_id)?;
+    let token = tokens
+        .manage(&actor, &serial, change, request_id.as_ref())
+        .await?;
+    Ok(token_to_proto(token))
+}
+
+pub async fn enable_token(
+    tokens: &Tokens,
+    request: Request<pb::EnableTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let body = request.get_ref();
+    let change = TokenChange::Enable;
+    change_token(tokens, &request, &body.serial, change, &body.request_id)
+        .await
+        .map(Response::new)
+}
+
+pub async fn disable_token(
+    tokens: &Tokens,
+    request: Request<pb::DisableTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let body = request.get_ref();
+    let change = TokenChange::Disable;
+    change_token(tokens, &request, &body.serial, change, &body.request_id)
+        .await
+        .map(Response::new)
+}
+
+pub async fn unassign_token(
+    tokens: &Tokens,
+    request: Request<pb::UnassignTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let body = request.get_ref();
+    let change = TokenChange::Unassign;
+    change_token(tokens, &request, &body.serial, change, &body.request_id)
+        .await
+        .map(Response::new)
+}
+
+pub async fn delete_token(
+    tokens: &Tokens,
+    request: Request<pb::DeleteTokenRequest>,
+) -> Result<Response<pb::DeleteTokenResponse>, Status> {
+    let body = request.get_ref();
+    let change = TokenChange::Delete;
+    change_token(tokens, &request, &body.serial, change, &body.request_id).await?;
+    Ok(Response::new(pb::DeleteTokenResponse {}))
+}
+
+pub async fn set_pin(
+    tokens: &Tokens,
+    request: Request<pb::SetPinRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let request = request.into_inner();
+    let serial = serial(&request.serial)?;
+    let request_id = request_id(&request.request_id)?;
+    let token = tokens
+        .set_pin(&actor, &serial, request.pin, request_id.as_ref())
+        .await?;
+    Ok(Response::new(token_to_proto(token)))
+}
+
+pub async fn validate(
+    tokens: &Tokens,
+    request: Request<pb::ValidateRequest>,
+) -> Result<Response<pb::ValidateResponse>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let request = request.into_inner();
+    let realm = realm("realm", &request.realm)?;
+    let user = user("user", &request.user)?;
+    if request.pass.is_empty() {
+        return Err(DeviceError::invalid("pass", "required").into());
+    }
+    let response = match tokens.validate(&actor, &realm, &user, request.pass).await? {
+        Verdict::Accepted { serial } => pb::ValidateResponse {
+            ok: true,
+            serial,
+            autoassigned: false,
+            message: String::new(),
+        },
+        Verdict::Autoassigned { serial } => pb::ValidateResponse {
+            ok: true,
+            serial,
+            autoassigned: true,
+            message: String::new(),
+        },
+        Verdict::Refused { reason } => pb::ValidateResponse {
+            ok: false,
+            message: reason.to_owned(),
+            ..Default::default()
+        },
+    };
+    Ok(Response::new(response))
+}
+
+pub async fn report_lost_token(
+    tokens: &Tokens,
+    request: Request<pb::ReportLostTokenRequest>,
+) -> Result<Response<pb::ReportLostTokenResponse>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let serial = serial(&request.get_ref().serial)?;
+    let request_id = request_id(&request.get_ref().request_id)?;
+    let replacement: LostTokenReplacement = tokens
+        .report_lost(&actor, &serial, request_id.as_ref())
+        .await?;
+    Ok(Response::new(pb::ReportLostTokenResponse {
+        expire_time: replacement.expire_time.and_then(timestamp),
+        token: Some(token_to_proto(replacement.token)),
+        password: replacement.password,
+    }))
+}

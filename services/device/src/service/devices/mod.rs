@@ -1,0 +1,312 @@
+//! WebAuthn device use cases: enrollment links, registration (by link: trust on first use;
+//! or self-service), authentication, approval and revocation, and the proxy's
+//! CheckEnrollment. Every mutation asks the policy gate first and writes its audit event
+//! in the transaction of the change.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::blocking::BlockingPool;
+use super::gate::PolicyGate;
+use super::ports::RelyingParty;
+use crate::domain::actor::Actor;
+use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::devices::{
+    Device, DeviceKind, DeviceState, LinkSecret, RedirectAllowList, RegisteredDevice,
+    RegistrationChallenge, user_handle,
+};
+use crate::domain::names::{Realm, UserName};
+use crate::domain::secrets::SeedCipher;
+use crate::error::DeviceError;
+use crate::store::devices::{DeviceStore, Registration};
+use crate::store::entities::ceremonies;
+
+mod admin;
+mod authentication;
+mod check;
+mod links;
+
+pub use check::EnrollmentQuery;
+pub use links::NewLink;
+
+const REGISTRATION: &str = "registration";
+const AUTHENTICATION: &str = "authentication";
+
+/// Who a registration is for.
+#[derive(Debug, Clone)]
+pub enum Registrant {
+    /// The holder of a link: trust on first use.
+    Link(LinkSecret),
+    /// A user registering on their own (policy REGISTER_DEVICE).
+    SelfService {
+        realm: Realm,
+        user: UserName,
+        kind: Option<DeviceKind>,
+    },
+}
+
+/// Link settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub base_url: String,
+    pub redirects: RedirectAllowList,
+    pub ceremony_ttl: Duration,
+}
+
+#[derive(Clone)]
+pub struct Devices {
+    store: DeviceStore,
+    gate: PolicyGate,
+    relying_party: Arc<dyn RelyingParty>,
+    cipher: Option<Arc<SeedCipher>>,
+    settings: LinkSettings,
+    blocking: BlockingPool,
+}
+
+impl Devices {
+    pub fn new(
+        store: DeviceStore,
+        gate: PolicyGate,
+        relying_party: Arc<dyn RelyingParty>,
+        cipher: Option<Arc<SeedCipher>>,
+        settings: LinkSettings,
+    ) -> Self {
+        Self {
+            store,
+            gate,
+            relying_party,
+            cipher,
+            settings,
+            blocking: BlockingPool::default(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.gate.now()
+    }
+
+    /// Starts a registration ceremony; its state is stored for whichever replica finishes.
+    #[tracing::instrument(skip_all)]
+    pub async fn begin_registration(
+        &self,
+        actor: &Actor,
+        registrant: Registrant,
+    ) -> Result<RegistrationChallenge, DeviceError> {
+        let now = self.now();
+        let (realm, user, kind, link_id) = match registrant {
+            Registrant::Link(secret) => {
+                let link = self.live_link(actor, &secret, now).await?;
+                self.gate
+                    .decide(actor, &register_question(&link.realm, &link.user, &link.id))
+                    .await?;
+                (link.realm, link.user, link.kind, Some(link.id))
+            }
+            Registrant::SelfService { realm, user, kind } => {
+                let decision = self
+                    .gate
+                    .decide(actor, &register_question(&realm, &user, ""))
+                    .await?;
+                // The stricter of what was asked and what the policy requires.
+                let kind = match kind {
+                    Some(DeviceKind::EnclaveOnly) => DeviceKind::EnclaveOnly,
+                    _ => decision.settings.webauthn_device_type,
+                };
+                (realm, user, kind, None)
+            }
+        };
+        let exclude: Vec<String> = self
+            .store
+            .user_devices(&realm, &user)
+            .await?
+            .into_iter()
+            .filter(|stored| stored.device.state != DeviceState::Revoked)
+            .map(|stored| stored.device.credential_id)
+            .collect();
+        let display = format!("{user}@{realm}");
+        let challenge = self.relying_party.start_registration(
+            kind,
+            user_handle(realm.as_str(), user.as_str()),
+            &display,
+            &exclude,
+        )?;
+        let (ceremony_id, expire_time) = self
+            .store_ceremony(
+                REGISTRATION,
+                &realm,
+                &user,
+                link_id,
+                kind,
+                challenge.state_json,
+            )
+            .await?;
+        Ok(RegistrationChallenge {
+            ceremony_id,
+            options_json: challenge.options_json,
+            expire_time,
+            realm,
+            user,
+            kind,
+        })
+    }
+
+    /// Stores a ceremony's server state; returns its id and expire time.
+    async fn store_ceremony(
+        &self,
+        kind: &str,
+        realm: &Realm,
+        user: &UserName,
+        link_id: Option<String>,
+        device_kind: DeviceKind,
+        state: String,
+    ) -> Result<(String, DateTime<Utc>), DeviceError> {
+        let now = self.now();
+        let expire_time =
+            now + chrono::Duration::from_std(self.settings.ceremony_ttl).unwrap_or_default();
+        let ceremony = ceremonies::Model {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.to_owned(),
+            realm: realm.to_string(),
+            user_name: user.to_string(),
+            link_id,
+            device_type: device_kind.into(),
+            state,
+            create_time: now,
+            expire_time,
+        };
+        let id = ceremony.id.clone();
+        self.store.save_ceremony(ceremony).await?;
+        Ok((id, expire_time))
+    }
+
+    /// Verifies the browser's credential and registers the device: approved for a link
+    /// (and the link spent), pending when the policy asks for approval of self-registration.
+    #[tracing::instrument(skip_all, fields(ceremony_id = %ceremony_id))]
+    pub async fn finish_registration(
+        &self,
+        actor: &Actor,
+        ceremony_id: &str,
+        credential_json: String,
+        user_agent: &str,
+    ) -> Result<RegisteredDevice, DeviceError> {
+        let now = self.now();
+        let ceremony = self.live_ceremony(ceremony_id, REGISTRATION, now).await?;
+        let (realm, user) = ceremony_subject(&ceremony)?;
+        let link = match &ceremony.link_id {
+            Some(id) => Some(self.link_by_id(id).await?),
+            None => None,
+        };
+        let subject = link.as_ref().map(|link| link.id.as_str()).unwrap_or("");
+        let decision = self
+            .gate
+            .decide(actor, &register_question(&realm, &user, subject))
+            .await?;
+        let relying_party = self.relying_party.clone();
+        let state = ceremony.state.clone();
+        let verified = self
+            .blocking
+            .run("attestation verification", move || {
+                relying_party.finish_registration(&state, &credential_json)
+            })
+            .await?;
+        let registered = match verified {
+            Ok(registered) => registered,
+            Err(error) => {
+                let record = self
+                    .gate
+                    .record(actor, "register_device", &realm, Some(&user), subject)
+                    .denied(error.audit_reason());
+                self.store.burn_ceremony(ceremony_id, record).await?;
+                return Err(error);
+            }
+        };
+        let (state, approved_by) = match &link {
+            Some(link) => (DeviceState::Approved, link.created_by.clone()),
+            None if decision.settings.require_device_approval => {
+                (DeviceState::PendingApproval, String::new())
+            }
+            None => (DeviceState::Approved, String::new()),
+        };
+        let device = Device {
+            id: uuid::Uuid::new_v4().to_string(),
+            realm: realm.clone(),
+            user: user.clone(),
+            credential_id: registered.credential_id,
+            kind: ceremony.device_type.into(),
+            state,
+            aaguid: registered.aaguid,
+            backup_eligible: registered.backup_eligible,
+            user_agent: user_agent.chars().take(512).collect(),
+            enrollment_link_id: ceremony.link_id.clone(),
+            create_time: now,
+            last_used_time: None,
+            approved_by,
+        };
+        let reason = match &link {
+            Some(link) => format!("through enrollment link {}; {}", link.id, state.as_str()),
+            None => format!("self-registration; {}", state.as_str()),
+        };
+        let record = self
+            .gate
+            .record(actor, "register_device", &realm, Some(&user), &device.id)
+            .with_reason(reason);
+        let device = self
+            .store
+            .register(Registration {
+                ceremony_id: ceremony_id.to_owned(),
+                link_id: ceremony.link_id.clone(),
+                device,
+                credential: registered.passkey_json,
+                limits: decision.limits(),
+                audit: record,
+            })
+            .await?;
+        let redirect_url = link.map(|link| link.redirect_url).unwrap_or_default();
+        Ok(RegisteredDevice {
+            device,
+            redirect_url,
+        })
+    }
+
+    async fn live_ceremony(
+        &self,
+        id: &str,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ceremonies::Model, DeviceError> {
+        let gone = || {
+            DeviceError::FailedPrecondition(format!(
+                "the {kind} ceremony has expired or was already finished; begin again"
+            ))
+        };
+        let ceremony = self.store.ceremony(id).await?.ok_or_else(gone)?;
+        if ceremony.kind != kind || ceremony.expire_time <= now {
+            return Err(gone());
+        }
+        Ok(ceremony)
+    }
+}
+
+/// The realm and user a stored ceremony is for.
+fn ceremony_subject(ceremony: &ceremonies::Model) -> Result<(Realm, UserName), DeviceError> {
+    let row = || format!("ceremony `{}`", ceremony.id);
+    let realm =
+        Realm::parse(&ceremony.realm).map_err(|problem| DeviceError::corrupt(row(), problem))?;
+    let user = UserName::parse(&ceremony.user_name)
+        .map_err(|problem| DeviceError::corrupt(row(), problem))?;
+    Ok((realm, user))
+}
+
+fn register_question<'a>(
+    realm: &'a Realm,
+    user: &'a UserName,
+    subject: &'a str,
+) -> PolicyQuestion<'a> {
+    PolicyQuestion::webauthn(
+        PolicyAction::RegisterDevice,
+        "register_device",
+        realm,
+        user,
+        subject,
+    )
+}

@@ -1,0 +1,309 @@
+//! The one way use cases reach the policy service: ask before every mutation, fail closed
+//! when no decision can be had, audit and refuse a denial. PIN rules are asked here too.
+use std::sync::Arc;
+
+use enroll_shared::time::SharedClock;
+
+use super::ports::{AuditLog, PolicyDecisions};
+use crate::domain::actor::Actor;
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::{Decision, PinVerdict, PolicyQuestion};
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+
+#[derive(Clone)]
+pub struct PolicyGate {
+    policy: Arc<dyn PolicyDecisions>,
+    audit: Arc<dyn AuditLog>,
+    clock: SharedClock,
+}
+
+impl PolicyGate {
+    pub fn new(
+        policy: Arc<dyn PolicyDecisions>,
+        audit: Arc<dyn AuditLog>,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            policy,
+            audit,
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// An audit record of `actor` doing `action` now.
+    pub fn record(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        realm: &Realm,
+        user: Option<&UserName>,
+        subject: &str,
+    ) -> AuditRecord {
+        AuditRecord::new(actor, action, realm, user, subject, self.clock.now())
+    }
+
+    /// Asks the policy service; no answer is UNAVAILABLE, a denial is audited and refused.
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+    ) -> Result<Decision, DeviceError> {
+        let decision = self.policy.evaluate(question, &actor.client_ip).await?;
+        if let Some(denial) = decision.denials.first() {
+            let error = DeviceError::Denied {
+                action: question.audit_action,
+                code: denial.code.clone(),
+                message: denial.message.clone(),
+                policy: denial.policy.clone(),
+            };
+            self.deny(actor, question, &error).await?;
+            return Err(error);
+        }
+        Ok(decision)
+    }
+
+    /// A decision for a read (CheckEnrollment): denials stay in the decision, unaudited, and
+    /// an unreachable policy service is a reason, not an error.
+    pub async fn evaluate_read(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+    ) -> Result<Decision, String> {
+        self.policy
+            .evaluate(question, &actor.client_ip)
+            .await
+            .map_err(|error| format!("no policy decision: {error}"))
+    }
+
+    /// Records a refusal decided by the device service itself.
+    pub async fn deny(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+        error: &DeviceError,
+    ) -> Result<(), DeviceError> {
+        let record = self
+            .record(
+                actor,
+                question.audit_action,
+                question.realm,
+                question.user,
+                question.subject,
+            )
+            .denied(error.audit_reason());
+        self.audit.record(record).await
+    }
+
+    /// Writes a standalone audit record (a refusal that changes nothing).
+    pub async fn audit(&self, record: AuditRecord) -> Result<(), DeviceError> {
+        self.audit.record(record).await
+    }
+
+    /// The PIN rules' verdict on `pin` (no answer is UNAVAILABLE).
+    pub async fn pin_verdict(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        user: &UserName,
+        pin: &str,
+    ) -> Result<PinVerdict, DeviceError> {
+        Ok(self
+            .policy
+            .validate_pin(realm, user, &actor.client_ip, pin)
+            .await?)
+    }
+
+    /// Refuses a PIN that breaks the rules with INVALID_ARGUMENT naming every violation,
+    /// audited under `record`.
+    pub async fn check_pin(
+        &self,
+        actor: &Actor,
+        record: AuditRecord,
+        realm: &Realm,
+        user: &UserName,
+        pin: &str,
+    ) -> Result<(), DeviceError> {
+        let verdict = self.pin_verdict(actor, realm, user, pin).await?;
+        if verdict.valid {
+            return Ok(());
+        }
+        let error = DeviceError::invalid("pin", verdict.violations.join("; "));
+        self.audit
+            .record(record.denied(error.audit_reason()))
+            .await?;
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fakes {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::domain::decision::{Denial, PolicyError};
+
+    /// A policy service that answers with a fixed result.
+    pub struct FixedPolicy(pub Result<Decision, PolicyError>);
+
+    #[async_trait]
+    impl PolicyDecisions for FixedPolicy {
+        async fn evaluate(
+            &self,
+            _question: &PolicyQuestion<'_>,
+            _client_ip: &str,
+        ) -> Result<Decision, PolicyError> {
+            self.0.clone()
+        }
+
+        async fn validate_pin(
+            &self,
+            _realm: &Realm,
+            _user: &UserName,
+            _client_ip: &str,
+            pin: &str,
+        ) -> Result<PinVerdict, PolicyError> {
+            self.0.clone().map(|_| PinVerdict {
+                valid: pin.len() >= 4,
+                violations: vec!["shorter than 4".to_owned()],
+            })
+        }
+    }
+
+    /// An audit log in memory.
+    #[derive(Default)]
+    pub struct MemoryAudit(pub Mutex<Vec<AuditRecord>>);
+
+    #[async_trait]
+    impl AuditLog for MemoryAudit {
+        async fn record(&self, record: AuditRecord) -> Result<(), DeviceError> {
+            self.0.lock().unwrap().push(record);
+            Ok(())
+        }
+    }
+
+    pub fn denial(code: &str) -> Decision {
+        Decision {
+            denials: vec![Denial {
+                code: code.to_owned(),
+                message: "not for you".to_owned(),
+                policy: "strict".to_owned(),
+            }],
+            ..Decision::default()
+        }
+    }
+
+    pub fn gate(answer: Result<Decision, PolicyError>) -> (PolicyGate, Arc<MemoryAudit>) {
+        let audit = Arc::new(MemoryAudit::default());
+        let gate = PolicyGate::new(
+            Arc::new(FixedPolicy(answer)),
+            audit.clone(),
+            Arc::new(enroll_shared::time::SystemClock),
+        );
+        (gate, audit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::*;
+    use super::*;
+    use crate::domain::decision::{PolicyAction, PolicyError};
+
+    fn actor() -> Actor {
+        Actor {
+            name: "console".to_owned(),
+            client_ip: "10.0.0.1".to_owned(),
+        }
+    }
+
+    fn names() -> (Realm, UserName) {
+        (
+            Realm::parse("acme").unwrap(),
+            UserName::parse("alice").unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn no_decision_fails_closed_and_writes_nothing() {
+        let (gate, audit) = gate(Err(PolicyError::Unreachable("deadline".into())));
+        let (realm, user) = names();
+        let question = PolicyQuestion::token(
+            PolicyAction::Enroll,
+            "enroll_token",
+            &realm,
+            Some(&user),
+            "totp",
+            "",
+        );
+        let error = gate.decide(&actor(), &question).await.unwrap_err();
+        assert!(matches!(
+            error,
+            DeviceError::Policy(PolicyError::Unreachable(_))
+        ));
+        assert_eq!(tonic::Status::from(error).code(), tonic::Code::Unavailable);
+        assert!(audit.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_denial_is_audited_and_refused() {
+        let (gate, audit) = gate(Ok(denial("TOKEN_TYPE_NOT_ALLOWED")));
+        let (realm, user) = names();
+        let question = PolicyQuestion::token(
+            PolicyAction::Enroll,
+            "enroll_token",
+            &realm,
+            Some(&user),
+            "hotp",
+            "",
+        );
+        let error = gate.decide(&actor(), &question).await.unwrap_err();
+        assert!(
+            matches!(&error, DeviceError::Denied { code, policy, .. } if code == "TOKEN_TYPE_NOT_ALLOWED" && policy == "strict")
+        );
+        let records = audit.0.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].action, "enroll_token");
+        assert_eq!(records[0].result, "denied");
+        assert_eq!(records[0].user, "alice");
+        assert_eq!(records[0].actor, "console");
+    }
+
+    #[tokio::test]
+    async fn reads_turn_an_outage_into_a_reason() {
+        let (gate, _) = gate(Err(PolicyError::KeyRefused));
+        let (realm, user) = names();
+        let question = PolicyQuestion::webauthn(
+            PolicyAction::RegisterDevice,
+            "register_device",
+            &realm,
+            &user,
+            "",
+        );
+        let reason = gate.evaluate_read(&actor(), &question).await.unwrap_err();
+        assert!(reason.starts_with("no policy decision"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_pin_is_refused_with_its_violations_and_audited() {
+        let (gate, audit) = gate(Ok(Decision::default()));
+        let (realm, user) = names();
+        let record = gate.record(&actor(), "set_pin", &realm, Some(&user), "TOTP1");
+        let error = gate
+            .check_pin(&actor(), record.clone(), &realm, &user, "12")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("shorter than 4"));
+        assert_eq!(audit.0.lock().unwrap()[0].result, "denied");
+        gate.check_pin(&actor(), record, &realm, &user, "1234")
+            .await
+            .unwrap();
+        assert_eq!(audit.0.lock().unwrap().len(), 1);
+    }
+}

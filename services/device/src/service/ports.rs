@@ -1,0 +1,92 @@
+//! What the use cases need from the outside, as small traits: the policy service, the
+//! audit log and the WebAuthn relying party. The adapters implement them; tests use fakes.
+use async_trait::async_trait;
+
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::{Decision, PinVerdict, PolicyError, PolicyQuestion};
+use crate::domain::devices::DeviceKind;
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+
+/// The policy service's decisions.
+#[async_trait]
+pub trait PolicyDecisions: Send + Sync + 'static {
+    /// The decision for `question` from a client at `client_ip` ("" when unknown).
+    async fn evaluate(
+        &self,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+    ) -> Result<Decision, PolicyError>;
+
+    /// The subject's PIN rules applied to a proposed PIN.
+    async fn validate_pin(
+        &self,
+        realm: &Realm,
+        user: &UserName,
+        client_ip: &str,
+        pin: &str,
+    ) -> Result<PinVerdict, PolicyError>;
+}
+
+/// Where audit events that stand alone (refusals with no change) are written.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    async fn record(&self, record: AuditRecord) -> Result<(), DeviceError>;
+}
+
+/// Options for the browser and the state to keep until the ceremony finishes, both JSON.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub options_json: String,
+    pub state_json: String,
+}
+
+/// A credential that passed registration.
+#[derive(Debug, Clone)]
+pub struct RegisteredCredential {
+    /// base64url without padding.
+    pub credential_id: String,
+    /// The passkey (public key, counter, flags) as JSON.
+    pub passkey_json: String,
+    pub aaguid: String,
+    pub backup_eligible: bool,
+}
+
+/// What a successful authentication tells about the credential used.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub credential_id: String,
+    /// The updated passkey JSON when the counter or backup state changed.
+    pub updated_passkey_json: Option<String>,
+}
+
+/// The WebAuthn relying party: CPU work only, run on the blocking pool where it is heavy.
+pub trait RelyingParty: Send + Sync + 'static {
+    /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
+    /// authenticator is not registered twice.
+    fn start_registration(
+        &self,
+        kind: DeviceKind,
+        user_handle: uuid::Uuid,
+        user_name: &str,
+        exclude: &[String],
+    ) -> Result<Challenge, DeviceError>;
+
+    /// Verifies the browser's credential against the stored state.
+    fn finish_registration(
+        &self,
+        state_json: &str,
+        credential_json: &str,
+    ) -> Result<RegisteredCredential, DeviceError>;
+
+    /// Starts an authentication with the user's usable passkeys (JSON).
+    fn start_authentication(&self, passkeys: &[String]) -> Result<Challenge, DeviceError>;
+
+    /// Verifies an assertion; `stored` finds a stored passkey by credential id.
+    fn finish_authentication(
+        &self,
+        state_json: &str,
+        assertion_json: &str,
+        stored: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Authenticated, DeviceError>;
+}

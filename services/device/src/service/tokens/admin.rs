@@ -1,0 +1,220 @@
+//! An admin's changes to existing tokens: assign, enable, disable, unassign, delete, set
+//! the PIN. Each returns the token after the change (a deleted token as it was).
+use super::*;
+use crate::store::idempotency::SealedResponse;
+use crate::store::token_changes::TokenChange;
+
+impl Tokens {
+    /// Assigns a pool token to a user of the token's realm.
+    #[tracing::instrument(skip_all, fields(serial = %serial, realm = %realm))]
+    pub async fn assign(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        realm: &Realm,
+        user: &UserName,
+        request_id: Option<&RequestId>,
+    ) -> Result<Token, DeviceError> {
+        let idempotent = Idempotent::new(actor, "AssignToken", request_id, self.cipher.as_deref())?;
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
+            return Ok(first);
+        }
+        let row = self.existing(serial).await?;
+        let decision = self
+            .gate
+            .decide(
+                actor,
+                &PolicyQuestion::token(
+                    PolicyAction::Assign,
+                    "assign_token",
+                    realm,
+                    Some(user),
+                    &row.token.token_type,
+                    serial.as_str(),
+                ),
+            )
+            .await?;
+        // Assigning moves a token within its realm: the realm count does not change.
+        let mut limits = decision.limits();
+        limits.per_realm = None;
+        let audit = self
+            .gate
+            .record(actor, "assign_token", realm, Some(user), serial.as_str());
+        let view = |after: &tokens::Model| convert::token(after, Some(user));
+        let seal = |after: &tokens::Model| seal(idempotent.as_ref(), &view(after)?);
+        let outcome = self
+            .store
+            .assign(
+                serial.as_str(),
+                realm,
+                user,
+                &limits,
+                audit,
+                idempotent
+                    .as_ref()
+                    .map(|idempotent| idempotent.for_store(&seal)),
+            )
+            .await?;
+        respond(idempotent.as_ref(), outcome, |after| view(&after))
+    }
+
+    /// Enables, disables, unassigns or deletes a token.
+    #[tracing::instrument(skip_all, fields(serial = %serial))]
+    pub async fn manage(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        change: TokenChange,
+        request_id: Option<&RequestId>,
+    ) -> Result<Token, DeviceError> {
+        let (action, rpc) = match change {
+            TokenChange::Enable => ("enable_token", "EnableToken"),
+            TokenChange::Disable => ("disable_token", "DisableToken"),
+            TokenChange::Unassign => ("unassign_token", "UnassignToken"),
+            TokenChange::Delete => ("delete_token", "DeleteToken"),
+            TokenChange::SetPin(_) => ("set_pin", "SetPin"),
+        };
+        let idempotent = Idempotent::new(actor, rpc, request_id, self.cipher.as_deref())?;
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
+            return Ok(first);
+        }
+        let row = match self.existing(serial).await {
+            // A racing first request with this id may have deleted it meanwhile.
+            Err(DeviceError::NotFound(message)) => {
+                return match self.first_response(idempotent.as_ref()).await? {
+                    Some(first) => Ok(first),
+                    None => Err(DeviceError::NotFound(message)),
+                };
+            }
+            found => found?,
+        };
+        let realm = realm_of(&row.token)?;
+        self.gate
+            .decide(
+                actor,
+                &PolicyQuestion::token(
+                    PolicyAction::Manage,
+                    action,
+                    &realm,
+                    row.user.as_ref(),
+                    &row.token.token_type,
+                    serial.as_str(),
+                ),
+            )
+            .await?;
+        let unassigning = matches!(change, TokenChange::Unassign);
+        let audit = self
+            .gate
+            .record(actor, action, &realm, row.user.as_ref(), serial.as_str());
+        self.change(serial, change, audit, row, unassigning, idempotent.as_ref())
+            .await
+            .inspect(|_| {
+                if unassigning {
+                    self.pool_index.invalidate(&realm);
+                }
+            })
+    }
+
+    /// Sets an assigned token's PIN after checking it against the user's PIN rules.
+    #[tracing::instrument(skip_all, fields(serial = %serial))]
+    pub async fn set_pin(
+        &self,
+        actor: &Actor,
+        serial: &Serial,
+        pin: String,
+        request_id: Option<&RequestId>,
+    ) -> Result<Token, DeviceError> {
+        let idempotent = Idempotent::new(actor, "SetPin", request_id, self.cipher.as_deref())?;
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
+            return Ok(first);
+        }
+        let row = self.existing(serial).await?;
+        let realm = realm_of(&row.token)?;
+        let Some(user) = row.user.clone() else {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is in the pool: assign it before setting a PIN"
+            )));
+        };
+        let record = self
+            .gate
+            .record(actor, "set_pin", &realm, Some(&user), serial.as_str());
+        self.gate
+            .check_pin(actor, record.clone(), &realm, &user, &pin)
+            .await?;
+        let decision = self
+            .gate
+            .decide(
+                actor,
+                &PolicyQuestion::token(
+                    PolicyAction::SetPin,
+                    "set_pin",
+                    &realm,
+                    Some(&user),
+                    &row.token.token_type,
+                    serial.as_str(),
+                ),
+            )
+            .await?;
+        let sealed = self
+            .seal_pin(&pin, decision.settings.otp_pin_encrypt, serial.as_str())
+            .await?;
+        self.change(
+            serial,
+            TokenChange::SetPin(sealed),
+            record,
+            row,
+            false,
+            idempotent.as_ref(),
+        )
+        .await
+    }
+
+    /// Applies a change in the store; the response is the token after it (unowned after an
+    /// unassignment, as it was before a deletion).
+    async fn change(
+        &self,
+        serial: &Serial,
+        change: TokenChange,
+        audit: crate::domain::audit::AuditRecord,
+        before: TokenRow,
+        unassigning: bool,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<Token, DeviceError> {
+        let owner = if unassigning { None } else { before.user };
+        let view = |after: &Option<tokens::Model>| {
+            convert::token(after.as_ref().unwrap_or(&before.token), owner.as_ref())
+        };
+        let seal = |after: &Option<tokens::Model>| seal(idempotent, &view(after)?);
+        let outcome = self
+            .store
+            .change(
+                serial.as_str(),
+                change,
+                audit,
+                idempotent.map(|idempotent| idempotent.for_store(&seal)),
+            )
+            .await?;
+        respond(idempotent, outcome, |after| view(&after))
+    }
+
+    /// The first response to a request id used before.
+    async fn first_response<R: serde::de::DeserializeOwned>(
+        &self,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<Option<R>, DeviceError> {
+        match idempotent {
+            Some(idempotent) => idempotent.first(self.store.find_response(idempotent.key()).await?),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Seals a response for storage (only ever called when the request has an id).
+pub(super) fn seal<R: serde::Serialize>(
+    idempotent: Option<&Idempotent<'_>>,
+    response: &R,
+) -> Result<SealedResponse, DeviceError> {
+    idempotent
+        .ok_or_else(|| DeviceError::Unavailable("no request id to seal under".to_owned()))?
+        .seal(response)
+}

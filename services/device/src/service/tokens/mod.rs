@@ -1,0 +1,289 @@
+//! Token use cases: each mutation asks the policy gate first (fail closed), then changes the
+//! database in one transaction with its audit event.
+use std::sync::Arc;
+
+use enroll_shared::paging::{Page, PageRequest};
+use enroll_shared::time::SharedClock;
+
+use super::blocking::BlockingPool;
+use super::gate::PolicyGate;
+use super::idempotency::{Idempotent, RequestId, respond};
+use super::pool_index::PoolIndex;
+use super::rate_limit::RateLimiter;
+use crate::config::ValidationConfig;
+use crate::domain::actor::Actor;
+use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::names::{Realm, Serial, UserName};
+use crate::domain::otp::Window;
+use crate::domain::pins::seal_pin;
+use crate::domain::random::random_string;
+use crate::domain::secrets::SeedCipher;
+use crate::domain::tokens::{
+    EnrolledToken, OtpParameters, ProvisioningUri, Token, TokenState, base32, new_seed, new_serial,
+    qr_png, render_serial,
+};
+use crate::error::DeviceError;
+use crate::store::convert;
+use crate::store::entities::tokens;
+use crate::store::tokens::{TokenFilter, TokenRow, TokenStore};
+
+mod admin;
+mod importing;
+mod lost;
+mod validation;
+
+/// A validated EnrollToken request.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub realm: Realm,
+    /// None: a software token for the pool.
+    pub user: Option<UserName>,
+    pub parameters: OtpParameters,
+    pub description: String,
+    /// Also return the otpauth URI as a QR code PNG.
+    pub include_qr_png: bool,
+    pub request_id: Option<RequestId>,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    store: TokenStore,
+    gate: PolicyGate,
+    cipher: Option<Arc<SeedCipher>>,
+    clock: SharedClock,
+    validation: ValidationConfig,
+    pool_index: PoolIndex,
+    user_attempts: Arc<RateLimiter>,
+    client_attempts: Arc<RateLimiter>,
+    blocking: BlockingPool,
+}
+
+impl Tokens {
+    pub fn new(
+        store: TokenStore,
+        gate: PolicyGate,
+        cipher: Option<Arc<SeedCipher>>,
+        clock: SharedClock,
+        validation: ValidationConfig,
+    ) -> Self {
+        let minute = std::time::Duration::from_secs(60);
+        Self {
+            store,
+            gate,
+            cipher,
+            clock,
+            user_attempts: Arc::new(RateLimiter::new(
+                validation.autoassign_attempts_per_user,
+                minute,
+            )),
+            client_attempts: Arc::new(RateLimiter::new(
+                validation.autoassign_attempts_per_client,
+                minute,
+            )),
+            validation,
+            pool_index: PoolIndex::default(),
+            blocking: BlockingPool::default(),
+        }
+    }
+
+    pub fn pool_index(&self) -> &PoolIndex {
+        &self.pool_index
+    }
+
+    pub fn window(&self) -> Window {
+        Window {
+            totp_steps: self.validation.totp_window_steps,
+            hotp_look_ahead: self.validation.hotp_look_ahead,
+        }
+    }
+
+    fn cipher(&self) -> Result<&SeedCipher, DeviceError> {
+        self.cipher.as_deref().ok_or_else(|| {
+            DeviceError::FailedPrecondition(
+                "token secrets cannot be stored: configure secrets.seed_keys and secrets.active_seed_key".to_owned(),
+            )
+        })
+    }
+
+    /// A PIN (or password) sealed for storage, on the blocking pool.
+    async fn seal_pin(
+        &self,
+        pin: &str,
+        encrypt: bool,
+        serial: &str,
+    ) -> Result<String, DeviceError> {
+        let (pin, cipher, serial) = (pin.to_owned(), self.cipher()?.clone(), serial.to_owned());
+        self.blocking
+            .run("PIN hashing", move || {
+                seal_pin(&pin, encrypt, &cipher, &serial)
+            })
+            .await?
+            .map_err(DeviceError::FailedPrecondition)
+    }
+
+    /// Enrolls a TOTP/HOTP token: the secret (and a random PIN when the policy asks for one)
+    /// is returned once; a retry with the same request id returns the same response.
+    #[tracing::instrument(skip_all, fields(realm = %enrollment.realm))]
+    pub async fn enroll(
+        &self,
+        actor: &Actor,
+        enrollment: Enrollment,
+    ) -> Result<EnrolledToken, DeviceError> {
+        let cipher = self.cipher()?;
+        let idempotent = Idempotent::new(
+            actor,
+            "EnrollToken",
+            enrollment.request_id.as_ref(),
+            Some(cipher),
+        )?;
+        if let Some(idempotent) = &idempotent
+            && let Some(first) =
+                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+        {
+            return Ok(first);
+        }
+        let parameters = enrollment.parameters;
+        let token_type = parameters.kind.as_str();
+        let decision = self
+            .gate
+            .decide(
+                actor,
+                &PolicyQuestion::token(
+                    PolicyAction::Enroll,
+                    "enroll_token",
+                    &enrollment.realm,
+                    enrollment.user.as_ref(),
+                    token_type,
+                    "",
+                ),
+            )
+            .await?;
+        let limits = decision.limits();
+        let settings = decision.settings;
+        let (serial, seed, pin) = {
+            let mut rng = rand::rng();
+            let pin = settings.otp_pin_random.map(|length| {
+                random_string(&mut rng, length as usize, &settings.otp_pin_random_content)
+            });
+            (
+                new_serial(parameters.kind, &mut rng),
+                new_seed(parameters.algorithm, &mut rng),
+                pin,
+            )
+        };
+        let label = render_serial(&settings.token_label, &serial);
+        let issuer = render_serial(&settings.token_issuer, &serial);
+        let (seed_key_id, sealed_seed) = cipher
+            .encrypt(&seed, &serial)
+            .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
+        let pin_hash = match &pin {
+            Some(pin) => Some(
+                self.seal_pin(pin, settings.otp_pin_encrypt, &serial)
+                    .await?,
+            ),
+            None => None,
+        };
+        let row = tokens::Model {
+            serial: serial.clone(),
+            realm: enrollment.realm.to_string(),
+            user_id: None,
+            token_type: token_type.to_owned(),
+            state: TokenState::Enabled.into(),
+            seed_key_id,
+            seed: sealed_seed,
+            digits: i32::from(parameters.digits),
+            period: parameters.period as i32,
+            algorithm: parameters.algorithm.as_str().to_owned(),
+            counter: 0,
+            pin_hash,
+            failure_count: 0,
+            label: label.clone(),
+            description: enrollment.description.clone(),
+            create_time: self.clock.now(),
+            expire_time: None,
+        };
+        let otpauth_uri = ProvisioningUri {
+            parameters,
+            seed: &seed,
+            label: &label,
+            issuer: &issuer,
+            counter: 0,
+        }
+        .to_string();
+        let qr_png = if enrollment.include_qr_png {
+            qr_png(&otpauth_uri)
+                .map_err(|message| DeviceError::FailedPrecondition(message.to_owned()))?
+        } else {
+            Vec::new()
+        };
+        let response = EnrolledToken {
+            token: convert::token(&row, enrollment.user.as_ref())?,
+            otpauth_uri,
+            secret_base32: base32(&seed),
+            pin: pin.unwrap_or_default(),
+            qr_png,
+        };
+        let sealed = idempotent
+            .as_ref()
+            .map(|idempotent| idempotent.seal(&response))
+            .transpose()?;
+        let seal = move |_: &()| {
+            sealed
+                .clone()
+                .ok_or_else(|| DeviceError::Unavailable("no sealed response".to_owned()))
+        };
+        let audit = self.gate.record(
+            actor,
+            "enroll_token",
+            &enrollment.realm,
+            enrollment.user.as_ref(),
+            &serial,
+        );
+        let outcome = self
+            .store
+            .enroll(
+                &enrollment.realm,
+                enrollment.user.as_ref(),
+                row,
+                &limits,
+                audit,
+                idempotent
+                    .as_ref()
+                    .map(|idempotent| idempotent.for_store(&seal)),
+            )
+            .await?;
+        tracing::info!(serial = %serial, "token enrolled");
+        respond(idempotent.as_ref(), outcome, |()| Ok(response))
+    }
+
+    /// The token and its owner, or NOT_FOUND.
+    async fn existing(&self, serial: &Serial) -> Result<TokenRow, DeviceError> {
+        self.store
+            .get(serial.as_str())
+            .await?
+            .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))
+    }
+
+    pub async fn get(&self, serial: &Serial) -> Result<Token, DeviceError> {
+        let row = self.existing(serial).await?;
+        convert::token(&row.token, row.user.as_ref())
+    }
+
+    /// A page of tokens ordered by serial.
+    pub async fn list(
+        &self,
+        filter: &TokenFilter,
+        page: &PageRequest<String>,
+    ) -> Result<Page<Token>, DeviceError> {
+        let rows = self
+            .store
+            .list(filter, page.after.as_deref(), page.fetch())
+            .await?;
+        Ok(Page::cut(rows, page.size, |token| token.serial.clone()))
+    }
+}
+
+fn realm_of(token: &tokens::Model) -> Result<Realm, DeviceError> {
+    Realm::parse(&token.realm)
+        .map_err(|problem| DeviceError::corrupt(format!("token `{}`", token.serial), problem))
+}

@@ -1,0 +1,79 @@
+//! The audit trail: events written in the transaction of the change they describe (or alone,
+//! for refusals that change nothing), read newest first.
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+
+use super::convert;
+use super::entities::audit_events;
+use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
+use crate::error::DeviceError;
+
+pub(super) async fn insert(
+    db: &impl ConnectionTrait,
+    record: AuditRecord,
+) -> Result<(), DeviceError> {
+    audit_events::ActiveModel {
+        time: Set(record.time),
+        actor: Set(record.actor),
+        action: Set(record.action.to_owned()),
+        realm: Set(record.realm),
+        user_name: Set(record.user),
+        subject: Set(record.subject),
+        result: Set(record.result.to_owned()),
+        reason: Set(record.reason),
+        trace_id: Set(record.trace_id),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct AuditStore {
+    db: DatabaseConnection,
+}
+
+impl AuditStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Writes one event on its own.
+    pub async fn record(&self, record: AuditRecord) -> Result<(), DeviceError> {
+        insert(&self.db, record).await
+    }
+
+    /// Events newest first, with ids below `before_id`.
+    pub async fn list(
+        &self,
+        filter: &AuditFilter,
+        before_id: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>, DeviceError> {
+        let mut query = audit_events::Entity::find().order_by_desc(audit_events::Column::Id);
+        for (column, value) in [
+            (audit_events::Column::Realm, &filter.realm),
+            (audit_events::Column::UserName, &filter.user),
+            (audit_events::Column::Action, &filter.action),
+            (audit_events::Column::Subject, &filter.subject),
+            (audit_events::Column::Result, &filter.result),
+        ] {
+            if let Some(value) = value {
+                query = query.filter(column.eq(value.as_str()));
+            }
+        }
+        if let Some(before_id) = before_id {
+            query = query.filter(audit_events::Column::Id.lt(before_id));
+        }
+        Ok(query
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(convert::audit_event)
+            .collect())
+    }
+}
