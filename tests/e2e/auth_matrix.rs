@@ -1,7 +1,7 @@
 //! The auth matrix: every RPC of both services, called with no key, an unknown key and each
 //! role's key. No key or an unknown key: UNAUTHENTICATED; a role the RPC does not allow:
 //! PERMISSION_DENIED; an allowed role gets past auth (whatever the handler then answers).
-use enroll_e2e::{Backend, TestDatabase, key_for, spawn_device, spawn_policy};
+use enroll_e2e::{Backend, DEVICE_SERVICE, POLICY_SERVICE, TestStack, key_for};
 use enroll_shared::auth::Role;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -119,21 +119,10 @@ async fn check_matrix(channel: &Channel, service: &str, rpcs: &[(&str, &[Role])]
 }
 
 async fn every_rpc_checks_key_and_role(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy.url()).await;
-    check_matrix(
-        &policy.channel().await,
-        "enroll.policy.v1.PolicyService",
-        POLICY_RPCS,
-    )
-    .await;
-    check_matrix(
-        &device.channel().await,
-        "enroll.device.v1.DeviceService",
-        DEVICE_RPCS,
-    )
-    .await;
+    let stack = TestStack::start(backend).await;
+    let (policy, device) = (stack.policy(), stack.device());
+    check_matrix(&policy.channel().await, POLICY_SERVICE, POLICY_RPCS).await;
+    check_matrix(&device.channel().await, DEVICE_SERVICE, DEVICE_RPCS).await;
     // Health needs no key.
     assert_eq!(
         call(

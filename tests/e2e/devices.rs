@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use enroll_e2e::{
-    ADMIN_KEY, Backend, DeviceClient, PROXY_KEY, RunningServer, TEST_REDIRECT_PREFIX, TestDatabase,
-    device_client, device_config, policy_client, spawn_device, spawn_device_with, spawn_policy,
+    Backend, DEVICE_SERVICE as DEVICE, DeviceClient, TEST_REDIRECT_PREFIX, TestStack,
+    link_secret as secret_of, realm_policy,
 };
+use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::status::reason;
 use tonic::Code;
@@ -18,16 +19,7 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::SoftToken;
 use webauthn_rs_proto::{CreationChallengeResponse, RequestChallengeResponse};
 
-use crate::policy_crud::{create, policy};
-
-const DEVICE: &str = "enroll.device.v1.DeviceService";
 const ORIGIN: &str = "http://localhost:8080";
-
-async fn ready(device: &RunningServer) {
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-}
 
 fn link_request(user: &str, device_type: pb::DeviceType) -> pb::CreateEnrollmentLinkRequest {
     pb::CreateEnrollmentLinkRequest {
@@ -37,10 +29,6 @@ fn link_request(user: &str, device_type: pb::DeviceType) -> pb::CreateEnrollment
         created_by: "console-admin".into(),
         ..Default::default()
     }
-}
-
-fn secret_of(link: &pb::EnrollmentLink) -> String {
-    link.url.rsplit('/').next().unwrap().to_owned()
 }
 
 async fn begin_by_link(
@@ -107,12 +95,8 @@ fn status_of(response: &pb::CheckEnrollmentResponse) -> pb::EnrollmentStatus {
 }
 
 async fn a_link_registers_one_approved_device_and_is_spent(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let stack = TestStack::start(backend).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
 
     assert_eq!(
         status_of(&check(&mut proxy, "alice", pb::DeviceType::Any, true).await),
@@ -221,21 +205,13 @@ async fn a_link_registers_one_approved_device_and_is_spent(backend: Backend) {
 }
 
 async fn link_terms_follow_the_allow_list_and_the_policy(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut strict = policy(
-        "strict-links",
-        &[
-            ("enrollment_link_ttl_hours", "2"),
-            ("webauthn_device_type", "enclave_only"),
-        ],
-    );
-    strict.realms = vec!["acme".into()];
-    create(&mut admin_policy, strict).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let strict = [
+        ("enrollment_link_ttl_hours", "2"),
+        ("webauthn_device_type", "enclave_only"),
+    ];
+    let stack =
+        TestStack::with_policies(backend, [realm_policy("strict-links", "acme", &strict)]).await;
+    let mut admin = stack.admin();
 
     let mut evil = link_request("bob", pb::DeviceType::Unspecified);
     evil.redirect_url = "https://app.example.com.evil.test/".into();
@@ -322,7 +298,7 @@ async fn link_terms_follow_the_allow_list_and_the_policy(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(revoked.state, pb::LinkState::Revoked as i32);
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let mut proxy = stack.proxy();
     let spent = proxy
         .begin_device_registration(pb::BeginDeviceRegistrationRequest {
             link_secret: secret_of(&link),
@@ -334,42 +310,10 @@ async fn link_terms_follow_the_allow_list_and_the_policy(backend: Backend) {
     assert!(spent.message().contains("revoked"), "{}", spent.message());
 }
 
-/// A device config that trusts `ca_pem` as the attestation root for enclave_only.
-fn trusting(
-    database: &TestDatabase,
-    policy_url: &str,
-    ca_pem: &str,
-    dir: &tempfile::TempDir,
-) -> enroll_device::config::DeviceConfig {
-    let path = dir.path().join("trusted-root.pem");
-    std::fs::write(&path, ca_pem).unwrap();
-    let mut config = device_config(database, policy_url);
-    config.webauthn.trusted_roots = vec![path];
-    config
-}
-
-fn pem_of(certificate: &crypto_glue::x509::Certificate) -> String {
-    use crypto_glue::der::EncodePem;
-    certificate
-        .to_pem(crypto_glue::der::pem::LineEnding::LF)
-        .unwrap()
-}
-
 async fn enclave_only_needs_a_trusted_attestation(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
     let (mut token, ca) = SoftToken::new(true).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let device = spawn_device_with(trusting(
-        &database,
-        &policy_server.url(),
-        &pem_of(&ca),
-        &dir,
-    ))
-    .await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let mut stack = TestStack::builder(backend).trusted_root(&ca).start().await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
 
     // A synced passkey (self attestation) is refused, and the link stays usable.
     let link = admin
@@ -412,10 +356,9 @@ async fn enclave_only_needs_a_trusted_attestation(backend: Backend) {
     assert_eq!(status_of(&enrolled), pb::EnrollmentStatus::Enrolled);
 
     // Without trusted roots enclave_only cannot even begin.
-    let plain = spawn_device(&database, &policy_server.url()).await;
-    ready(&plain).await;
-    let mut plain_admin = device_client(&plain, Some(ADMIN_KEY)).await;
-    let mut plain_proxy = device_client(&plain, Some(PROXY_KEY)).await;
+    let plain = stack.add_device(|_| {}).await;
+    let mut plain_admin = stack.device_on(plain, Role::Admin);
+    let mut plain_proxy = stack.device_on(plain, Role::Proxy);
     let link = plain_admin
         .create_enrollment_link(link_request("dave", pb::DeviceType::EnclaveOnly))
         .await
@@ -437,16 +380,9 @@ async fn enclave_only_needs_a_trusted_attestation(backend: Backend) {
 }
 
 async fn self_registration_waits_for_approval_and_authenticates(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut approval = policy("approval", &[("require_device_approval", "true")]);
-    approval.realms = vec!["acme".into()];
-    create(&mut admin_policy, approval).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let approval = realm_policy("approval", "acme", &[("require_device_approval", "true")]);
+    let stack = TestStack::with_policies(backend, [approval]).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
 
     let before = check(&mut proxy, "erin", pb::DeviceType::Any, true).await;
     assert!(before.can_self_enroll, "{:?}", before.reasons);
@@ -589,12 +525,8 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
 }
 
 async fn fifty_racing_finishes_on_one_link_register_one_device(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let stack = TestStack::start(backend).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     let link = admin
         .create_enrollment_link(link_request("frank", pb::DeviceType::Any))
         .await
@@ -635,15 +567,9 @@ async fn fifty_racing_finishes_on_one_link_register_one_device(backend: Backend)
 }
 
 async fn a_ceremony_begun_on_one_instance_finishes_on_another(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let first = spawn_device(&database, &policy_server.url()).await;
-    let second = spawn_device(&database, &policy_server.url()).await;
-    ready(&first).await;
-    ready(&second).await;
-    let mut admin = device_client(&first, Some(ADMIN_KEY)).await;
-    let mut proxy_a = device_client(&first, Some(PROXY_KEY)).await;
-    let mut proxy_b = device_client(&second, Some(PROXY_KEY)).await;
+    let stack = TestStack::builder(backend).device_replicas(2).start().await;
+    let (mut admin, mut proxy_a) = (stack.admin(), stack.proxy());
+    let mut proxy_b = stack.device_on(1, Role::Proxy);
     let link = admin
         .create_enrollment_link(link_request("gina", pb::DeviceType::Any))
         .await
@@ -660,12 +586,8 @@ async fn a_ceremony_begun_on_one_instance_finishes_on_another(backend: Backend) 
 }
 
 async fn expired_replayed_foreign_and_duplicate_credentials_are_refused(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let stack = TestStack::start(backend).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     let self_service = |user: &str| pb::BeginDeviceRegistrationRequest {
         realm: "acme".into(),
         user: user.into(),
@@ -679,7 +601,8 @@ async fn expired_replayed_foreign_and_duplicate_credentials_are_refused(backend:
         .unwrap()
         .into_inner();
     let credential = register_with(&mut SoftPasskey::new(true), &begun, ORIGIN);
-    database
+    stack
+        .database
         .execute("UPDATE ceremonies SET expire_time = create_time")
         .await;
     let expired = proxy
@@ -744,7 +667,8 @@ async fn expired_replayed_foreign_and_duplicate_credentials_are_refused(backend:
         .as_str()
         .unwrap()
         .to_owned();
-    database
+    stack
+        .database
         .execute(&format!(
             "UPDATE devices SET credential_id = '{credential_id}' WHERE id IN (SELECT d.id FROM devices d JOIN users u ON u.id = d.user_id WHERE u.name = 'hank')"
         ))
@@ -779,16 +703,9 @@ async fn expired_replayed_foreign_and_duplicate_credentials_are_refused(backend:
 }
 
 async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut limit = policy("one-each", &[("max_token_per_user", "1")]);
-    limit.realms = vec!["acme".into()];
-    create(&mut admin_policy, limit).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    ready(&device).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let limit = realm_policy("one-each", "acme", &[("max_token_per_user", "1")]);
+    let mut stack = TestStack::with_policies(backend, [limit]).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     admin
         .enroll_token(pb::EnrollTokenRequest {
             realm: "acme".into(),
@@ -845,8 +762,9 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
     let begun = begin_by_link(&mut proxy, &secret_of(&pending_link)).await;
     let credential = register_with(&mut SoftPasskey::new(true), &begun, ORIGIN);
 
-    policy_server.stop().await;
-    device
+    stack.stop_policy().await;
+    stack
+        .device()
         .wait_for_health(DEVICE, ServingStatus::NotServing, Duration::from_secs(10))
         .await;
     let unfinished = proxy
@@ -897,19 +815,15 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
 }
 
 async fn racing_registrations_stop_at_the_user_limit(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut limit = policy("two-each", &[("max_token_per_user", "2")]);
-    limit.realms = vec!["acme".into()];
-    create(&mut admin_policy, limit).await.unwrap();
-    let first = spawn_device(&database, &policy_server.url()).await;
-    let second = spawn_device(&database, &policy_server.url()).await;
-    ready(&first).await;
-    ready(&second).await;
+    let limit = realm_policy("two-each", "acme", &[("max_token_per_user", "2")]);
+    let stack = TestStack::builder(backend)
+        .with_policy(limit)
+        .device_replicas(2)
+        .start()
+        .await;
     let proxies = [
-        device_client(&first, Some(PROXY_KEY)).await,
-        device_client(&second, Some(PROXY_KEY)).await,
+        stack.device_on(0, Role::Proxy),
+        stack.device_on(1, Role::Proxy),
     ];
     let mut finishes = Vec::new();
     for index in 0..12 {
@@ -948,7 +862,7 @@ async fn racing_registrations_stop_at_the_user_limit(backend: Backend) {
         }
     }
     assert_eq!((registered, refused), (2, 10));
-    let mut admin = device_client(&first, Some(ADMIN_KEY)).await;
+    let mut admin = stack.admin();
     let devices = admin
         .list_devices(pb::ListDevicesRequest {
             user: "mia".into(),

@@ -11,19 +11,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use enroll_e2e::{
-    ADMIN_KEY, Backend, PROXY_KEY, RunningServer, TEST_REDIRECT_PREFIX, TestDatabase,
-    device_client, spawn_device, spawn_policy,
-};
+use enroll_e2e::{Backend, TEST_REDIRECT_PREFIX, TestStack, link_secret};
 use enroll_shared::proto::device::v1 as pb;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tonic_health::pb::health_check_response::ServingStatus;
-
-const DEVICE: &str = "enroll.device.v1.DeviceService";
 
 /// One Chromium at a time: the tests run in parallel threads and each browser takes a
 /// core while it starts; queueing them keeps the bounded waits below meaningful.
@@ -408,86 +402,47 @@ impl PageStatus {
     }
 }
 
-/// A policy-free pair of servers with the page on a port of its own.
-struct Setup {
-    _database: TestDatabase,
-    _policy: RunningServer,
-    device: RunningServer,
+/// A link for acme/alice (ANY device), with a redirect URL; returns its secret.
+async fn link(stack: &TestStack, redirect_url: &str) -> String {
+    let link = stack
+        .admin()
+        .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
+            realm: "acme".into(),
+            user: "alice".into(),
+            device_type: pb::DeviceType::Any as i32,
+            redirect_url: redirect_url.into(),
+            created_by: "console-admin".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create enrollment link")
+        .into_inner();
+    link_secret(&link)
 }
 
-impl Setup {
-    async fn start(backend: Backend) -> Self {
-        let database = TestDatabase::create(backend).await;
-        let policy = spawn_policy(&database).await;
-        let device = spawn_device(&database, &policy.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        Self {
-            _database: database,
-            _policy: policy,
-            device,
-        }
-    }
-
-    /// The page URL for a secret; `localhost`, not 127.0.0.1: an IP address is not a
-    /// valid relying-party id, and http is a secure context only on localhost.
-    fn page_url(&self, secret: &str) -> String {
-        let port = self
-            .device
-            .web_addr
-            .expect("the device server serves the page")
-            .port();
-        format!("http://localhost:{port}/enroll/{secret}")
-    }
-
-    /// A link for acme/alice (ANY device), with a redirect URL; returns its secret.
-    async fn link(&self, redirect_url: &str) -> String {
-        let mut admin = device_client(&self.device, Some(ADMIN_KEY)).await;
-        let link = admin
-            .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
-                realm: "acme".into(),
-                user: "alice".into(),
-                device_type: pb::DeviceType::Any as i32,
-                redirect_url: redirect_url.into(),
-                created_by: "console-admin".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("create enrollment link")
-            .into_inner();
-        link.url
-            .rsplit('/')
-            .next()
-            .filter(|secret| !secret.is_empty())
-            .unwrap_or_else(|| panic!("no secret at the end of {}", link.url))
-            .to_owned()
-    }
-
-    async fn check_enrollment(&self) -> pb::CheckEnrollmentResponse {
-        let mut proxy = device_client(&self.device, Some(PROXY_KEY)).await;
-        proxy
-            .check_enrollment(pb::CheckEnrollmentRequest {
-                realm: "acme".into(),
-                user: "alice".into(),
-                required_device_type: pb::DeviceType::Any as i32,
-                ..Default::default()
-            })
-            .await
-            .expect("check enrollment")
-            .into_inner()
-    }
+async fn check_enrollment(stack: &TestStack) -> pb::CheckEnrollmentResponse {
+    stack
+        .proxy()
+        .check_enrollment(pb::CheckEnrollmentRequest {
+            realm: "acme".into(),
+            user: "alice".into(),
+            required_device_type: pb::DeviceType::Any as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("check enrollment")
+        .into_inner()
 }
 
 /// Opens the link's page in a fresh tab with an authenticator, checks what it says the
 /// link is for, registers, and waits for success. Returns the page's final status.
 async fn register_through_the_page(
     browser: &mut Browser,
-    setup: &Setup,
+    stack: &TestStack,
     secret: &str,
 ) -> (Tab, String, PageStatus) {
     let (tab, authenticator) = browser.tab_with_authenticator().await;
-    browser.open(&tab, &setup.page_url(secret)).await;
+    browser.open(&tab, &stack.page_url(secret)).await;
     let ready = browser.wait_for_state(&tab, &["ready", "error"]).await;
     assert_eq!(ready.state, "ready", "the page could not start: {ready:?}");
     assert!(ready.button_visible, "{ready:?}");
@@ -511,21 +466,21 @@ async fn page_registers_a_device_and_check_enrollment_says_enrolled(backend: Bac
     let Some(binary) = chromium_or_skip("enrollment_page::registers_a_device") else {
         return;
     };
-    let setup = Setup::start(backend).await;
+    let stack = TestStack::start(backend).await;
     let redirect = format!("{TEST_REDIRECT_PREFIX}welcome");
-    let secret = setup.link(&redirect).await;
+    let secret = link(&stack, &redirect).await;
     assert_eq!(
-        setup.check_enrollment().await.status,
+        check_enrollment(&stack).await.status,
         pb::EnrollmentStatus::NotEnrolled as i32
     );
 
     let _slot = BROWSER_SLOT.lock().await;
     let mut browser = Browser::launch(&binary).await;
-    let (tab, authenticator, done) = register_through_the_page(&mut browser, &setup, &secret).await;
+    let (tab, authenticator, done) = register_through_the_page(&mut browser, &stack, &secret).await;
 
     // The device the page registered is the one CheckEnrollment reports, and its credential
     // is the one the virtual authenticator holds.
-    let check = setup.check_enrollment().await;
+    let check = check_enrollment(&stack).await;
     assert_eq!(
         check.status,
         pb::EnrollmentStatus::Enrolled as i32,
@@ -575,12 +530,12 @@ async fn spent_link_page_shows_the_error(backend: Backend) {
     let Some(binary) = chromium_or_skip("enrollment_page::spent_link_page_shows_the_error") else {
         return;
     };
-    let setup = Setup::start(backend).await;
-    let secret = setup.link("").await;
+    let stack = TestStack::start(backend).await;
+    let secret = link(&stack, "").await;
 
     let _slot = BROWSER_SLOT.lock().await;
     let mut browser = Browser::launch(&binary).await;
-    let (_, _, done) = register_through_the_page(&mut browser, &setup, &secret).await;
+    let (_, _, done) = register_through_the_page(&mut browser, &stack, &secret).await;
     assert!(
         done.message.contains("close this page"),
         "no redirect URL: the page says it is done: {done:?}"
@@ -588,7 +543,7 @@ async fn spent_link_page_shows_the_error(backend: Backend) {
 
     // The same link again, in a new tab: the error shows at once, with nothing to press.
     let (tab, _) = browser.tab_with_authenticator().await;
-    browser.open(&tab, &setup.page_url(&secret)).await;
+    browser.open(&tab, &stack.page_url(&secret)).await;
     let spent = browser.wait_for_state(&tab, &["ready", "error"]).await;
     assert_eq!(spent.state, "error", "{spent:?}");
     assert_eq!(spent.code, "FAILED_PRECONDITION", "{spent:?}");
@@ -601,14 +556,14 @@ async fn spent_link_page_shows_the_error(backend: Backend) {
 
     // An unknown secret: the same kind of answer, no button either.
     let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
-    browser.open(&tab, &setup.page_url(&unknown)).await;
+    browser.open(&tab, &stack.page_url(&unknown)).await;
     let unknown = browser.wait_for_state(&tab, &["ready", "error"]).await;
     assert_eq!(unknown.state, "error", "{unknown:?}");
     assert_eq!(unknown.code, "NOT_FOUND", "{unknown:?}");
     assert!(!unknown.button_visible, "{unknown:?}");
 
     // Still one device: the failed visits wrote nothing.
-    let check = setup.check_enrollment().await;
+    let check = check_enrollment(&stack).await;
     assert_eq!(check.status, pb::EnrollmentStatus::Enrolled as i32);
     browser.close().await;
 }

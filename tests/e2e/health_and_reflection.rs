@@ -2,34 +2,30 @@
 //! reflection (v1 and v1alpha, so grpcurl works without proto files).
 use std::time::Duration;
 
-use enroll_e2e::{Backend, TestDatabase, policy_config, spawn_device, spawn_policy, start_policy};
+use enroll_e2e::{Backend, DEVICE_SERVICE as DEVICE, POLICY_SERVICE as POLICY, TestStack};
 use tonic_health::pb::health_check_response::ServingStatus;
 
-const POLICY: &str = "enroll.policy.v1.PolicyService";
-const DEVICE: &str = "enroll.device.v1.DeviceService";
-
 async fn device_is_serving_only_while_the_policy_service_answers(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
     // The policy port is bound but nothing answers on it yet.
-    let policy_app = enroll_policy::app::Application::build(policy_config(&database))
-        .await
-        .unwrap();
-    let policy_url = format!("http://{}", policy_app.local_addr().unwrap());
-    let device = spawn_device(&database, &policy_url).await;
+    let mut stack = TestStack::builder(backend)
+        .policy_not_started()
+        .start()
+        .await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
-        device.health_status(DEVICE).await,
+        stack.device().health_status(DEVICE).await,
         ServingStatus::NotServing as i32
     );
     assert_eq!(
-        device.health_status("").await,
+        stack.device().health_status("").await,
         ServingStatus::NotServing as i32
     );
 
-    let policy = start_policy(policy_app);
-    policy
+    stack
+        .start_policy()
         .wait_for_health(POLICY, ServingStatus::Serving, Duration::from_secs(20))
         .await;
+    let device = stack.device();
     device
         .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
         .await;
@@ -37,20 +33,20 @@ async fn device_is_serving_only_while_the_policy_service_answers(backend: Backen
         .wait_for_health("", ServingStatus::Serving, Duration::from_secs(1))
         .await;
 
-    policy.stop().await;
-    device
+    stack.stop_policy().await;
+    stack
+        .device()
         .wait_for_health(DEVICE, ServingStatus::NotServing, Duration::from_secs(10))
         .await;
-    device.stop().await;
+    stack.stop().await;
 }
 
 async fn reflection_lists_each_servers_own_services(backend: Backend) {
     use tokio_stream::StreamExt;
-    let database = TestDatabase::create(backend).await;
-    let policy = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy.url()).await;
+    let stack = TestStack::start(backend).await;
+    let (policy, device) = (stack.policy(), stack.device());
 
-    for (server, own, other) in [(&policy, POLICY, DEVICE), (&device, DEVICE, POLICY)] {
+    for (server, own, other) in [(policy, POLICY, DEVICE), (device, DEVICE, POLICY)] {
         // v1alpha: what grpcurl 1.8 speaks.
         {
             use tonic_reflection::pb::v1alpha::{

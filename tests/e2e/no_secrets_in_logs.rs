@@ -2,20 +2,14 @@
 //! seed, PIN, pass, OTP, password or enrollment-link secret appears in it.
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use enroll_device::domain::otp::code;
-use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
 use enroll_e2e::{
-    ADMIN_KEY, Backend, PROXY_KEY, TestDatabase, device_client, policy_client, spawn_device,
-    spawn_policy,
+    Backend, RFC4226_SEED, RFC4226_SEED_HEX as KNOWN_HEX, TestStack, hotp_code, link_secret,
+    realm_policy, seed_of,
 };
 use enroll_shared::proto::device::v1 as pb;
-use tonic_health::pb::health_check_response::ServingStatus;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-
-use crate::policy_crud::{create, policy};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -33,32 +27,14 @@ impl Write for Captured {
     }
 }
 
-const KNOWN_HEX: &str = "3132333435363738393031323334353637383930";
-
 async fn scenario(backend: Backend) -> Vec<String> {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut rules = policy(
-        "corp",
-        &[
-            ("otp_pin_random", "8"),
-            ("autoassignment", "true"),
-            ("lostTokenPWLen", "16"),
-        ],
-    );
-    rules.realms = vec!["corp".into()];
-    create(&mut admin_policy, rules).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(
-            "enroll.device.v1.DeviceService",
-            ServingStatus::Serving,
-            Duration::from_secs(10),
-        )
-        .await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-    let mut proxy = device_client(&device, Some(PROXY_KEY)).await;
+    let rules = [
+        ("otp_pin_random", "8"),
+        ("autoassignment", "true"),
+        ("lostTokenPWLen", "16"),
+    ];
+    let stack = TestStack::with_policies(backend, [realm_policy("corp", "corp", &rules)]).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     let mut secrets = Vec::new();
 
     let enrolled = admin
@@ -71,11 +47,8 @@ async fn scenario(backend: Backend) -> Vec<String> {
         .await
         .unwrap()
         .into_inner();
+    let seed = seed_of(&enrolled);
     let serial = enrolled.token.unwrap().serial;
-    let seed = totp_rs::Secret::try_from_base32(&enrolled.secret_base32)
-        .unwrap()
-        .as_ref()
-        .to_vec();
     secrets.extend([
         enrolled.secret_base32.clone(),
         enrolled.pin.clone(),
@@ -90,8 +63,7 @@ async fn scenario(backend: Backend) -> Vec<String> {
         .await
         .unwrap();
     secrets.push("S3cretPin".into());
-    let hotp = OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
-    let good = format!("S3cretPin{}", code(&hotp, &seed, 0));
+    let good = format!("S3cretPin{}", hotp_code(&seed, 0));
     let bad = "S3cretPin000000".to_owned();
     assert!(
         proxy
@@ -152,7 +124,7 @@ async fn scenario(backend: Backend) -> Vec<String> {
         })
         .await
         .unwrap();
-    let auto = format!("AutoPin7{}", code(&hotp, b"12345678901234567890", 0));
+    let auto = format!("AutoPin7{}", hotp_code(RFC4226_SEED, 0));
     assert!(
         proxy
             .validate(pb::ValidateRequest {
@@ -179,7 +151,7 @@ async fn scenario(backend: Backend) -> Vec<String> {
         .await
         .unwrap()
         .into_inner();
-    let link_secret = link.url.rsplit('/').next().unwrap().to_owned();
+    let link_secret = link_secret(&link);
     let begun = proxy
         .begin_device_registration(pb::BeginDeviceRegistrationRequest {
             link_secret: link_secret.clone(),
@@ -202,8 +174,7 @@ async fn scenario(backend: Backend) -> Vec<String> {
         .await
         .unwrap();
     secrets.push(link_secret);
-    device.stop().await;
-    policy_server.stop().await;
+    stack.stop().await;
     secrets
 }
 

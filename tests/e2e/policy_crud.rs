@@ -1,37 +1,8 @@
 //! Policy CRUD: validation on write, optimistic updates, pagination, history.
-use std::collections::HashMap;
-
-use enroll_e2e::{
-    ADMIN_KEY, Backend, OPS_KEY, PolicyClient, TestDatabase, policy_client, spawn_policy,
-};
+use enroll_e2e::{Backend, PolicyClient, TestStack, create, policy};
 use enroll_shared::proto::policy::v1 as pb;
 use enroll_shared::status::reason;
 use tonic::Code;
-
-pub fn policy(name: &str, actions: &[(&str, &str)]) -> pb::Policy {
-    pb::Policy {
-        name: name.to_owned(),
-        actions: actions
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<HashMap<_, _>>(),
-        active: true,
-        ..Default::default()
-    }
-}
-
-pub async fn create(
-    client: &mut PolicyClient,
-    policy: pb::Policy,
-) -> Result<pb::Policy, tonic::Status> {
-    client
-        .create_policy(pb::CreatePolicyRequest {
-            policy: Some(policy),
-            actor: String::new(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
 
 async fn count(client: &mut PolicyClient) -> usize {
     client
@@ -47,9 +18,8 @@ async fn count(client: &mut PolicyClient) -> usize {
 }
 
 async fn create_get_update_delete_with_history(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
 
     let mut input = policy(
         "corp-limits",
@@ -143,7 +113,7 @@ async fn create_get_update_delete_with_history(backend: Backend) {
     assert_eq!(again.code(), Code::NotFound);
 
     // History: newest first, with actor and before/after.
-    let mut ops = policy_client(&server, Some(OPS_KEY)).await;
+    let mut ops = stack.policy_ops();
     let history = ops
         .list_policy_history(pb::ListPolicyHistoryRequest {
             name: "corp-limits".into(),
@@ -172,9 +142,8 @@ async fn create_get_update_delete_with_history(backend: Backend) {
 }
 
 async fn invalid_policies_are_refused_and_store_nothing(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
     create(&mut admin, policy("existing", &[])).await.unwrap();
 
     let with = |f: fn(&mut pb::Policy)| {
@@ -310,9 +279,8 @@ async fn invalid_policies_are_refused_and_store_nothing(backend: Backend) {
 }
 
 async fn list_paginates_in_name_order(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
     for name in ["delta", "alpha", "echo", "charlie", "bravo"] {
         create(&mut admin, policy(name, &[])).await.unwrap();
     }

@@ -1,12 +1,8 @@
 //! EvaluateEnrollment and ValidatePin over gRPC.
-use enroll_e2e::{
-    ADMIN_KEY, Backend, PolicyClient, SERVICE_KEY, TestDatabase, policy_client, spawn_policy,
-};
+use enroll_e2e::{Backend, PolicyClient, TestStack, create, policy};
 use enroll_shared::proto::policy::v1 as pb;
 use enroll_shared::status::reason;
 use tonic::Code;
-
-use crate::policy_crud::{create, policy};
 
 fn request(
     realm: &str,
@@ -36,9 +32,8 @@ async fn evaluate(
 }
 
 async fn decisions_follow_matching_and_priority(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
 
     let mut base = policy(
         "corp-base",
@@ -69,7 +64,7 @@ async fn decisions_follow_matching_and_priority(backend: Backend) {
     inactive.active = false;
     create(&mut admin, inactive).await.unwrap();
 
-    let mut service = policy_client(&server, Some(SERVICE_KEY)).await;
+    let mut service = stack.policy_service();
 
     // Office client: corp-base decides.
     let office = evaluate(
@@ -141,9 +136,8 @@ async fn decisions_follow_matching_and_priority(backend: Backend) {
 }
 
 async fn equal_priority_conflicts_are_reported_and_fail_decisions(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
     let first = create(
         &mut admin,
         policy(
@@ -215,9 +209,8 @@ async fn equal_priority_conflicts_are_reported_and_fail_decisions(backend: Backe
 }
 
 async fn invalid_evaluation_requests_name_the_field(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut service = policy_client(&server, Some(SERVICE_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut service = stack.policy_service();
     let cases = [
         (
             request("", "alice", "", pb::Action::Enroll, "totp"),
@@ -260,9 +253,8 @@ async fn invalid_evaluation_requests_name_the_field(backend: Backend) {
 }
 
 async fn validate_pin_lists_every_violation(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let server = spawn_policy(&database).await;
-    let mut admin = policy_client(&server, Some(ADMIN_KEY)).await;
+    let stack = TestStack::builder(backend).policy_only().start().await;
+    let mut admin = stack.policy_admin();
     let mut pins = policy(
         "pin-rules",
         &[
@@ -273,7 +265,7 @@ async fn validate_pin_lists_every_violation(backend: Backend) {
     );
     pins.realms = vec!["corp".into()];
     create(&mut admin, pins).await.unwrap();
-    let mut service = policy_client(&server, Some(SERVICE_KEY)).await;
+    let mut service = stack.policy_service();
     let check = |pin: &str, realm: &str| pb::ValidatePinRequest {
         realm: realm.into(),
         user: "alice".into(),

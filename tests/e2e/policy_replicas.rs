@@ -2,10 +2,9 @@
 //! other within a second (LISTEN/NOTIFY on PostgreSQL, the version poll on SQLite).
 use std::time::{Duration, Instant};
 
-use enroll_e2e::{ADMIN_KEY, Backend, SERVICE_KEY, TestDatabase, policy_client, spawn_policy};
+use enroll_e2e::{Backend, TestStack, create, policy};
+use enroll_shared::auth::Role;
 use enroll_shared::proto::policy::v1 as pb;
-
-use crate::policy_crud::{create, policy};
 
 async fn limit_seen_by(client: &mut enroll_e2e::PolicyClient) -> Option<u32> {
     client
@@ -38,11 +37,12 @@ async fn time_until(replica: &mut enroll_e2e::PolicyClient, wanted: Option<u32>)
 }
 
 async fn every_instance_sees_a_change_within_a_second(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let first = spawn_policy(&database).await;
-    let second = spawn_policy(&database).await;
-    let mut admin = policy_client(&first, Some(ADMIN_KEY)).await;
-    let mut replica = policy_client(&second, Some(SERVICE_KEY)).await;
+    let mut stack = TestStack::builder(backend).policy_only().start().await;
+    let second = stack.add_policy_replica().await;
+    let (mut admin, mut replica) = (
+        stack.policy_admin(),
+        stack.policy_replicas[second].policy_as(Role::Service),
+    );
     assert_eq!(limit_seen_by(&mut replica).await, None);
 
     let created = create(&mut admin, policy("limit", &[("max_token_per_user", "2")]))
@@ -66,7 +66,7 @@ async fn every_instance_sees_a_change_within_a_second(backend: Backend) {
     time_until(&mut replica, Some(7)).await;
 
     // Writes through the replica reach the first instance too; the etag is shared.
-    let mut replica_admin = policy_client(&second, Some(ADMIN_KEY)).await;
+    let mut replica_admin = stack.policy_replicas[second].policy_as(Role::Admin);
     replica_admin
         .delete_policy(pb::DeletePolicyRequest {
             name: "limit".into(),
@@ -75,10 +75,9 @@ async fn every_instance_sees_a_change_within_a_second(backend: Backend) {
         })
         .await
         .unwrap();
-    let mut first_reader = policy_client(&first, Some(SERVICE_KEY)).await;
+    let mut first_reader = stack.policy_service();
     time_until(&mut first_reader, None).await;
-    first.stop().await;
-    second.stop().await;
+    stack.stop().await;
 }
 
 enroll_e2e::on_both_backends!(every_instance_sees_a_change_within_a_second);

@@ -2,18 +2,11 @@
 //! exact under concurrency (one and two device instances), idempotent retries, fail-closed.
 use std::time::Duration;
 
-use enroll_e2e::{
-    ADMIN_KEY, Backend, DeviceClient, OPS_KEY, TestDatabase, device_client, device_config,
-    policy_client, spawn_device, spawn_device_with, spawn_policy,
-};
+use enroll_e2e::{Backend, DeviceClient, TestStack, policy, realm_policy};
+use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::status::reason;
 use tonic::Code;
-use tonic_health::pb::health_check_response::ServingStatus;
-
-use crate::policy_crud::{create, policy};
-
-const DEVICE: &str = "enroll.device.v1.DeviceService";
 
 fn totp(realm: &str, user: &str) -> pb::EnrollTokenRequest {
     pb::EnrollTokenRequest {
@@ -39,25 +32,14 @@ async fn list(client: &mut DeviceClient, realm: &str, user: &str) -> Vec<pb::Tok
 }
 
 async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut labels = policy(
-        "labels",
-        &[
-            ("tokenlabel", "<u>@<r>"),
-            ("tokenissuer", "ACME <r>"),
-            ("otp_pin_random", "6"),
-            ("otp_pin_random_content", "n"),
-        ],
-    );
-    labels.realms = vec!["corp".into()];
-    create(&mut admin_policy, labels).await.unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let labels = [
+        ("tokenlabel", "<u>@<r>"),
+        ("tokenissuer", "ACME <r>"),
+        ("otp_pin_random", "6"),
+        ("otp_pin_random_content", "n"),
+    ];
+    let stack = TestStack::with_policies(backend, [realm_policy("labels", "corp", &labels)]).await;
+    let mut admin = stack.admin();
 
     let enrolled = admin
         .enroll_token(totp("Corp", "Alice"))
@@ -88,7 +70,7 @@ async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) 
     assert!(enrolled.qr_png.is_empty(), "no QR code unless asked for");
 
     // Reads never carry the secret or the PIN.
-    let mut ops = device_client(&device, Some(OPS_KEY)).await;
+    let mut ops = stack.ops();
     let fetched = ops
         .get_token(pb::GetTokenRequest {
             serial: token.serial.clone(),
@@ -148,13 +130,8 @@ async fn enroll_returns_the_secret_once_with_the_policy_label(backend: Backend) 
 }
 
 async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let stack = TestStack::start(backend).await;
+    let mut admin = stack.admin();
     let cases = [
         (
             pb::EnrollTokenRequest {
@@ -202,26 +179,16 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
 
 /// 200 concurrent enrollments for one user against max_token_per_user = 3.
 async fn user_limit_is_exact_under_concurrency(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    create(
-        &mut admin_policy,
-        policy("three-each", &[("max_token_per_user", "3")]),
-    )
-    .await
-    .unwrap();
     // Two device instances on one database.
-    let first = spawn_device(&database, &policy_server.url()).await;
-    let second = spawn_device(&database, &policy_server.url()).await;
-    for device in [&first, &second] {
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-    }
+    let limit = policy("three-each", &[("max_token_per_user", "3")]);
+    let stack = TestStack::builder(backend)
+        .with_policy(limit)
+        .device_replicas(2)
+        .start()
+        .await;
     let clients = [
-        device_client(&first, Some(ADMIN_KEY)).await,
-        device_client(&second, Some(ADMIN_KEY)).await,
+        stack.device_on(0, Role::Admin),
+        stack.device_on(1, Role::Admin),
     ];
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -258,22 +225,15 @@ async fn user_limit_is_exact_under_concurrency(backend: Backend) {
 /// 60 concurrent enrollments for different users (and the pool) against
 /// max_token_per_realm = 5, spread over two device instances on one database.
 async fn realm_limit_is_exact_under_concurrency(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    let mut limit = policy("corp-pool", &[("max_token_per_realm", "5")]);
-    limit.realms = vec!["corp".into()];
-    create(&mut admin_policy, limit).await.unwrap();
-    let first = spawn_device(&database, &policy_server.url()).await;
-    let second = spawn_device(&database, &policy_server.url()).await;
-    for device in [&first, &second] {
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-    }
+    let limit = realm_policy("corp-pool", "corp", &[("max_token_per_realm", "5")]);
+    let stack = TestStack::builder(backend)
+        .with_policy(limit)
+        .device_replicas(2)
+        .start()
+        .await;
     let clients = [
-        device_client(&first, Some(ADMIN_KEY)).await,
-        device_client(&second, Some(ADMIN_KEY)).await,
+        stack.device_on(0, Role::Admin),
+        stack.device_on(1, Role::Admin),
     ];
     let tasks: Vec<_> = (0..60)
         .map(|i| {
@@ -307,13 +267,8 @@ async fn realm_limit_is_exact_under_concurrency(backend: Backend) {
 }
 
 async fn a_retried_request_returns_the_first_result(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let stack = TestStack::start(backend).await;
+    let mut admin = stack.admin();
     let request = pb::EnrollTokenRequest {
         request_id: "req-42".into(),
         ..totp("corp", "bob")
@@ -337,16 +292,16 @@ async fn a_retried_request_returns_the_first_result(backend: Backend) {
 }
 
 async fn no_policy_service_means_unavailable_and_nothing_written(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
     // A port that accepts connections but never answers, then nothing at all.
-    let policy_server = spawn_policy(&database).await;
-    let policy_url = policy_server.url();
-    policy_server.stop().await;
-    let mut config = device_config(&database, &policy_url);
-    config.policy_service.timeout_ms = 300;
-    let device = spawn_device_with(config).await;
+    let timeout =
+        |config: &mut enroll_device::config::DeviceConfig| config.policy_service.timeout_ms = 300;
+    let stack = TestStack::builder(backend)
+        .policy_down()
+        .device_config(timeout)
+        .start()
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let mut admin = stack.admin();
     let status = admin.enroll_token(totp("corp", "carol")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
     assert!(
@@ -358,20 +313,9 @@ async fn no_policy_service_means_unavailable_and_nothing_written(backend: Backen
 }
 
 async fn policy_denials_are_refused(backend: Backend) {
-    let database = TestDatabase::create(backend).await;
-    let policy_server = spawn_policy(&database).await;
-    let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-    create(
-        &mut admin_policy,
-        policy("only-hotp", &[("token_types", "hotp,webauthn")]),
-    )
-    .await
-    .unwrap();
-    let device = spawn_device(&database, &policy_server.url()).await;
-    device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-        .await;
-    let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    let only_hotp = policy("only-hotp", &[("token_types", "hotp,webauthn")]);
+    let stack = TestStack::with_policies(backend, [only_hotp]).await;
+    let mut admin = stack.admin();
     let status = admin.enroll_token(totp("corp", "dave")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert_eq!(reason(&status).as_deref(), Some("TOKEN_TYPE_NOT_ALLOWED"));
@@ -393,23 +337,14 @@ mod audit {
     use super::*;
 
     async fn every_enrollment_and_denial_is_audited_without_secrets(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-        let mut one = policy(
+        let one = realm_policy(
             "one-each",
+            "corp",
             &[("max_token_per_user", "1"), ("otp_pin_random", "8")],
         );
-        one.realms = vec!["corp".into()];
-        create(&mut admin_policy, one).await.unwrap();
-        let mut lab = policy("lab-no-totp", &[("token_types", "hotp")]);
-        lab.realms = vec!["lab".into()];
-        create(&mut admin_policy, lab).await.unwrap();
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let lab = realm_policy("lab-no-totp", "lab", &[("token_types", "hotp")]);
+        let stack = TestStack::with_policies(backend, [one, lab]).await;
+        let mut admin = stack.admin();
 
         let enrolled = admin
             .enroll_token(totp("corp", "erin"))
@@ -420,7 +355,7 @@ mod audit {
         admin.enroll_token(totp("corp", "erin")).await.unwrap_err();
         admin.enroll_token(totp("lab", "erin")).await.unwrap_err();
 
-        let mut ops = device_client(&device, Some(OPS_KEY)).await;
+        let mut ops = stack.ops();
         let events = ops
             .list_audit_events(pb::ListAuditEventsRequest {
                 user: "Erin".into(),
@@ -493,24 +428,14 @@ mod lifecycle {
     use super::*;
 
     async fn assign_pin_enable_disable_unassign_delete(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-        let mut rules = policy(
-            "corp-rules",
-            &[
-                ("max_token_per_user", "1"),
-                ("otp_pin_minlength", "4"),
-                ("otp_pin_contents", "n"),
-            ],
-        );
-        rules.realms = vec!["corp".into()];
-        create(&mut admin_policy, rules).await.unwrap();
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let rules = [
+            ("max_token_per_user", "1"),
+            ("otp_pin_minlength", "4"),
+            ("otp_pin_contents", "n"),
+        ];
+        let stack =
+            TestStack::with_policies(backend, [realm_policy("corp-rules", "corp", &rules)]).await;
+        let mut admin = stack.admin();
 
         let pooled = admin
             .enroll_token(totp("corp", ""))
@@ -687,13 +612,8 @@ mod lifecycle {
     }
 
     async fn mutations_fail_closed_without_the_policy_service(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let mut stack = TestStack::start(backend).await;
+        let mut admin = stack.admin();
         let token = admin
             .enroll_token(totp("corp", ""))
             .await
@@ -701,7 +621,7 @@ mod lifecycle {
             .into_inner()
             .token
             .unwrap();
-        policy_server.stop().await;
+        stack.stop_policy().await;
         let serial = token.serial.clone();
         let status = admin
             .disable_token(pb::DisableTokenRequest {
@@ -746,22 +666,7 @@ mod lifecycle {
 mod validate {
     use super::*;
     use enroll_device::domain::otp::code;
-    use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
-
-    fn seed(enrolled: &pb::EnrollTokenResponse) -> Vec<u8> {
-        totp_rs::Secret::try_from_base32(&enrolled.secret_base32)
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    }
-
-    fn now_step() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 30
-    }
+    use enroll_e2e::{hotp_parameters, now_step, seed_of as seed, totp_parameters};
 
     fn check(realm: &str, user: &str, pass: &str) -> pb::ValidateRequest {
         pb::ValidateRequest {
@@ -773,14 +678,9 @@ mod validate {
     }
 
     async fn pin_and_code_validate_once_and_failures_lock(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let stack = TestStack::start(backend).await;
+        let mut admin = stack.admin();
+        let mut proxy = stack.proxy();
 
         let totp_token = admin
             .enroll_token(totp("corp", "alice"))
@@ -796,7 +696,7 @@ mod validate {
             })
             .await
             .unwrap();
-        let parameters = OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap();
+        let parameters = totp_parameters();
         let current = code(&parameters, &seed(&totp_token), now_step());
 
         // Wrong PIN with the right code, then the right pass, then its replay.
@@ -830,7 +730,7 @@ mod validate {
             .await
             .unwrap()
             .into_inner();
-        let hotp = OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
+        let hotp = hotp_parameters();
         let first = code(&hotp, &seed(&hotp_token), 0);
         let racers: Vec<_> = (0..10)
             .map(|_| {
@@ -932,25 +832,15 @@ mod lost {
     use super::*;
 
     async fn a_lost_token_is_replaced_by_a_temporary_password(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-        let mut lost = policy(
-            "lost-rules",
-            &[
-                ("lostTokenPWLen", "12"),
-                ("lostTokenPWContents", "Cn"),
-                ("lostTokenValid", "3"),
-            ],
-        );
-        lost.realms = vec!["corp".into()];
-        create(&mut admin_policy, lost).await.unwrap();
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
-        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let rules = [
+            ("lostTokenPWLen", "12"),
+            ("lostTokenPWContents", "Cn"),
+            ("lostTokenValid", "3"),
+        ];
+        let stack =
+            TestStack::with_policies(backend, [realm_policy("lost-rules", "corp", &rules)]).await;
+        let mut admin = stack.admin();
+        let mut proxy = stack.proxy();
 
         let pooled = admin
             .enroll_token(totp("corp", ""))
@@ -1040,7 +930,8 @@ mod lost {
         );
 
         // Once expired, the password no longer works.
-        database
+        stack
+            .database
             .execute("UPDATE tokens SET expire_time = create_time WHERE token_type = 'password'")
             .await;
         let expired = proxy
@@ -1060,22 +951,12 @@ mod lost {
 mod import {
     use super::*;
     use enroll_device::domain::otp::code;
-    use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
-
-    const RFC_SEED_HEX: &str = "3132333435363738393031323334353637383930";
+    use enroll_e2e::{RFC4226_SEED_HEX as RFC_SEED_HEX, hotp_parameters};
 
     async fn csv_rows_import_with_line_errors_and_the_realm_limit(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-        let mut limit = policy("pool-limit", &[("max_token_per_realm", "4")]);
-        limit.realms = vec!["corp".into()];
-        create(&mut admin_policy, limit).await.unwrap();
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let limit = realm_policy("pool-limit", "corp", &[("max_token_per_realm", "4")]);
+        let stack = TestStack::with_policies(backend, [limit]).await;
+        let mut admin = stack.admin();
 
         let csv = format!(
             "# serial,seed,type,digits,period_or_counter\n\
@@ -1155,8 +1036,8 @@ mod import {
             })
             .await
             .unwrap();
-        let hotp = OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
-        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let hotp = hotp_parameters();
+        let mut proxy = stack.proxy();
         let check = |pass: String| pb::ValidateRequest {
             realm: "corp".into(),
             user: "gina".into(),
@@ -1197,18 +1078,10 @@ mod import {
 
 mod autoassign {
     use super::*;
-    use enroll_device::domain::otp::code;
-    use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
-
-    const KNOWN_SEED: &[u8] = b"12345678901234567890";
-    const KNOWN_HEX: &str = "3132333435363738393031323334353637383930";
+    use enroll_e2e::{RFC4226_SEED as KNOWN_SEED, RFC4226_SEED_HEX as KNOWN_HEX};
 
     fn hotp_code(counter: u64) -> String {
-        code(
-            &OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap(),
-            KNOWN_SEED,
-            counter,
-        )
+        enroll_e2e::hotp_code(KNOWN_SEED, counter)
     }
 
     /// A pool of `size` random HOTP/TOTP tokens plus extra rows.
@@ -1225,28 +1098,12 @@ mod autoassign {
         csv
     }
 
-    async fn setup(
-        backend: Backend,
-        extra: &str,
-    ) -> (
-        TestDatabase,
-        enroll_e2e::RunningServer,
-        enroll_e2e::RunningServer,
-    ) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let mut admin_policy = policy_client(&policy_server, Some(ADMIN_KEY)).await;
-        let mut auto = policy(
-            "corp-auto",
-            &[("autoassignment", "true"), ("otp_pin_minlength", "4")],
-        );
-        auto.realms = vec!["corp".into()];
-        create(&mut admin_policy, auto).await.unwrap();
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+    /// The stack with autoassignment in realm `corp` and a pool of 200 tokens plus `extra`.
+    async fn setup(backend: Backend, extra: &str) -> TestStack {
+        let auto = [("autoassignment", "true"), ("otp_pin_minlength", "4")];
+        let stack =
+            TestStack::with_policies(backend, [realm_policy("corp-auto", "corp", &auto)]).await;
+        let mut admin = stack.admin();
         let imported = admin
             .import_tokens(pb::ImportTokensRequest {
                 realm: "corp".into(),
@@ -1257,7 +1114,7 @@ mod autoassign {
             .unwrap()
             .into_inner();
         assert!(imported.errors.is_empty(), "{:?}", imported.errors);
-        (database, policy_server, device)
+        stack
     }
 
     fn check(user: &str, pass: String, client_ip: &str) -> pb::ValidateRequest {
@@ -1270,10 +1127,9 @@ mod autoassign {
     }
 
     async fn a_user_without_tokens_takes_the_one_matching_pool_token(backend: Backend) {
-        let (_database, _policy, device) =
-            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
-        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let stack = setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let mut proxy = stack.proxy();
+        let mut admin = stack.admin();
 
         let wrong = proxy
             .validate(check("hank", format!("5555{}", "000000"), "192.0.2.1"))
@@ -1345,12 +1201,12 @@ mod autoassign {
     }
 
     async fn two_matching_pool_tokens_are_refused(backend: Backend) {
-        let (_database, _policy, device) = setup(
+        let stack = setup(
             backend,
             &format!("TWIN1,{KNOWN_HEX},hotp,6,0\nTWIN2,{KNOWN_HEX},hotp,6,0\n"),
         )
         .await;
-        let mut proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let mut proxy = stack.proxy();
         let refused = proxy
             .validate(check("jill", format!("5555{}", hotp_code(0)), ""))
             .await
@@ -1363,9 +1219,8 @@ mod autoassign {
     }
 
     async fn racing_users_get_one_token_and_attempts_are_rate_limited(backend: Backend) {
-        let (_database, _policy, device) =
-            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
-        let proxy = device_client(&device, Some(enroll_e2e::PROXY_KEY)).await;
+        let stack = setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let proxy = stack.proxy();
         let racers: Vec<_> = (0..20)
             .map(|i| {
                 let mut proxy = proxy.clone();
@@ -1415,15 +1270,11 @@ mod autoassign {
     /// Users racing for one pool token through two device instances on one database: one
     /// owner, and the code is consumed once.
     async fn racing_users_on_two_instances_get_one_token(backend: Backend) {
-        let (database, policy_server, first) =
-            setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
-        let second = spawn_device(&database, &policy_server.url()).await;
-        second
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
+        let mut stack = setup(backend, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+        let second = stack.add_device(|_| {}).await;
         let proxies = [
-            device_client(&first, Some(enroll_e2e::PROXY_KEY)).await,
-            device_client(&second, Some(enroll_e2e::PROXY_KEY)).await,
+            stack.device_on(0, Role::Proxy),
+            stack.device_on(second, Role::Proxy),
         ];
         let racers: Vec<_> = (0..40)
             .map(|i| {
@@ -1450,7 +1301,7 @@ mod autoassign {
             }
         }
         assert_eq!(winners.len(), 1, "one pool token, one owner: {winners:?}");
-        let mut admin = device_client(&second, Some(ADMIN_KEY)).await;
+        let mut admin = stack.device_on(second, Role::Admin);
         let token = admin
             .get_token(pb::GetTokenRequest {
                 serial: "KNOWN1".into(),
@@ -1502,13 +1353,8 @@ mod idempotency {
     /// first result, changes nothing more and writes no second audit event; the id is
     /// scoped to its RPC.
     async fn retried_mutations_return_the_first_result(backend: Backend) {
-        let database = TestDatabase::create(backend).await;
-        let policy_server = spawn_policy(&database).await;
-        let device = spawn_device(&database, &policy_server.url()).await;
-        device
-            .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
-            .await;
-        let mut admin = device_client(&device, Some(ADMIN_KEY)).await;
+        let stack = TestStack::start(backend).await;
+        let mut admin = stack.admin();
         let pool = |i: usize| -> String {
             let seed: String = (0..20)
                 .map(|b| format!("{:02x}", (i * 13 + b) % 251))

@@ -16,6 +16,12 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+mod helpers;
+mod stack;
+
+pub use helpers::*;
+pub use stack::*;
+
 /// The databases the suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -186,6 +192,22 @@ impl RunningServer {
             .expect("connect")
     }
 
+    /// A device client with `role`'s key (connects on first use).
+    pub fn device_as(&self, role: Role) -> DeviceClient {
+        DeviceServiceClient::with_interceptor(self.lazy_channel(), Bearer::new(Some(key_for(role))))
+    }
+
+    /// A policy client with `role`'s key (connects on first use).
+    pub fn policy_as(&self, role: Role) -> PolicyClient {
+        PolicyServiceClient::with_interceptor(self.lazy_channel(), Bearer::new(Some(key_for(role))))
+    }
+
+    fn lazy_channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect_lazy()
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -263,7 +285,7 @@ pub async fn spawn_policy_with(config: enroll_policy::config::PolicyConfig) -> R
     let server = start_policy(app);
     server
         .wait_for_health(
-            enroll_policy::app::SERVICE_NAME,
+            POLICY_SERVICE,
             ServingStatus::Serving,
             Duration::from_secs(20),
         )

@@ -1,0 +1,97 @@
+//! Helpers the test modules share: policies in one line, link secrets, OTP codes.
+use std::collections::HashMap;
+
+use enroll_device::domain::otp::code;
+use enroll_device::domain::tokens::{HashAlgorithm, OtpParameters, TokenKind};
+use enroll_shared::proto::device::v1 as device_pb;
+use enroll_shared::proto::policy::v1 as policy_pb;
+
+use crate::PolicyClient;
+
+/// The device service's gRPC name (health, reflection, paths).
+pub const DEVICE_SERVICE: &str =
+    enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
+/// The policy service's gRPC name (health, reflection, paths).
+pub const POLICY_SERVICE: &str =
+    enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;
+
+/// An active policy named `name` with `actions` (scope and priority at their defaults).
+pub fn policy(name: &str, actions: &[(&str, &str)]) -> policy_pb::Policy {
+    policy_pb::Policy {
+        name: name.to_owned(),
+        actions: actions
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        active: true,
+        ..Default::default()
+    }
+}
+
+/// [`policy`], limited to `realm`.
+pub fn realm_policy(name: &str, realm: &str, actions: &[(&str, &str)]) -> policy_pb::Policy {
+    policy_pb::Policy {
+        realms: vec![realm.into()],
+        ..policy(name, actions)
+    }
+}
+
+/// CreatePolicy, with the stored policy or the refusal.
+pub async fn create(
+    client: &mut PolicyClient,
+    policy: policy_pb::Policy,
+) -> Result<policy_pb::Policy, tonic::Status> {
+    client
+        .create_policy(policy_pb::CreatePolicyRequest {
+            policy: Some(policy),
+            actor: String::new(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The secret at the end of an enrollment link's URL.
+pub fn link_secret(link: &device_pb::EnrollmentLink) -> String {
+    link.url
+        .rsplit('/')
+        .next()
+        .filter(|secret| !secret.is_empty())
+        .unwrap_or_else(|| panic!("no secret at the end of {}", link.url))
+        .to_owned()
+}
+
+/// The RFC 4226 test seed, and its hex form (as in an import CSV).
+pub const RFC4226_SEED: &[u8] = b"12345678901234567890";
+pub const RFC4226_SEED_HEX: &str = "3132333435363738393031323334353637383930";
+
+/// The default HOTP parameters: 6 digits, SHA1.
+pub fn hotp_parameters() -> OtpParameters {
+    OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap()
+}
+
+/// The default TOTP parameters: 6 digits, 30 s, SHA1.
+pub fn totp_parameters() -> OtpParameters {
+    OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap()
+}
+
+/// The 6-digit SHA1 HOTP code of `seed` at `counter`.
+pub fn hotp_code(seed: &[u8], counter: u64) -> String {
+    code(&hotp_parameters(), seed, counter)
+}
+
+/// The seed an enrollment returned (base32).
+pub fn seed_of(enrolled: &device_pb::EnrollTokenResponse) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(&enrolled.secret_base32)
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// The current 30-second TOTP time step.
+pub fn now_step() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
+}

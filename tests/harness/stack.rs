@@ -1,0 +1,333 @@
+//! The test stack: one call starts a policy server and the device server(s) on a fresh
+//! database and hands out typed clients per role.
+//!
+//! ```text
+//! let stack = TestStack::start(backend).await;
+//! let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+//! ```
+//!
+//! Variants go through [`StackBuilder`]: policies stored before the device service starts,
+//! a changed device configuration, trusted attestation roots, device replicas, a policy
+//! service that is down (or started later), or no device service at all.
+use std::time::Duration;
+
+use enroll_device::config::DeviceConfig;
+use enroll_shared::auth::Role;
+use enroll_shared::proto::policy::v1 as policy_pb;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::{
+    ADMIN_KEY, Backend, DEVICE_SERVICE, DeviceClient, PolicyClient, RunningServer, TestDatabase,
+    create, device_config, policy_client, policy_config, spawn_device_with, spawn_policy,
+    start_policy,
+};
+
+/// How long a device server may take to report SERVING.
+const DEVICE_READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// What the policy service does while the device servers start.
+enum PolicyState {
+    /// Running and SERVING (the default).
+    Running,
+    /// Started, then stopped: the device servers start against an address where nothing
+    /// answers.
+    Stopped,
+    /// Built (its port bound) but not serving until [`TestStack::start_policy`].
+    NotStarted,
+}
+
+type Configure = Box<dyn Fn(&mut DeviceConfig)>;
+
+/// Options of a [`TestStack`]; [`StackBuilder::start`] starts it.
+pub struct StackBuilder {
+    backend: Backend,
+    policies: Vec<policy_pb::Policy>,
+    device_replicas: usize,
+    configure: Vec<Configure>,
+    trusted_roots: Vec<String>,
+    policy_state: PolicyState,
+}
+
+impl StackBuilder {
+    /// A policy stored (through the admin policy client) before the device servers start.
+    pub fn with_policy(mut self, policy: policy_pb::Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// How many device servers to start on the database (1 by default; 0: policy only).
+    pub fn device_replicas(mut self, replicas: usize) -> Self {
+        self.device_replicas = replicas;
+        self
+    }
+
+    /// Only the policy service.
+    pub fn policy_only(self) -> Self {
+        self.device_replicas(0)
+    }
+
+    /// Changes the device servers' configuration (e.g. validation or timeouts).
+    pub fn device_config(mut self, configure: impl Fn(&mut DeviceConfig) + 'static) -> Self {
+        self.configure.push(Box::new(configure));
+        self
+    }
+
+    /// Trusts this CA as an attestation root of the device servers (enclave_only).
+    pub fn trusted_root(mut self, ca: &crypto_glue::x509::Certificate) -> Self {
+        use crypto_glue::der::EncodePem;
+        let pem = ca
+            .to_pem(crypto_glue::der::pem::LineEnding::LF)
+            .expect("PEM of the trusted root");
+        self.trusted_roots.push(pem);
+        self
+    }
+
+    /// The policy service is started and stopped again before the device servers start:
+    /// they are configured with an address where nothing answers any more.
+    pub fn policy_down(mut self) -> Self {
+        self.policy_state = PolicyState::Stopped;
+        self
+    }
+
+    /// The policy server is built (its port bound) but answers nothing until
+    /// [`TestStack::start_policy`].
+    pub fn policy_not_started(mut self) -> Self {
+        self.policy_state = PolicyState::NotStarted;
+        self
+    }
+
+    /// Starts the policy server, stores the policies, starts the device servers and (while
+    /// the policy service runs) waits until they are SERVING.
+    pub async fn start(self) -> TestStack {
+        let database = TestDatabase::create(self.backend).await;
+        let (policy, pending_policy, policy_url) = match self.policy_state {
+            PolicyState::Running => {
+                let server = spawn_policy(&database).await;
+                let url = server.url();
+                (Some(server), None, url)
+            }
+            PolicyState::Stopped => {
+                let server = spawn_policy(&database).await;
+                let url = server.url();
+                server.stop().await;
+                (None, None, url)
+            }
+            PolicyState::NotStarted => {
+                let app = enroll_policy::app::Application::build(policy_config(&database))
+                    .await
+                    .expect("build policy server");
+                let url = format!("http://{}", app.local_addr().expect("addr"));
+                (None, Some(app), url)
+            }
+        };
+        if !self.policies.is_empty() {
+            let server = policy
+                .as_ref()
+                .expect("policies need a running policy service");
+            let mut admin = policy_client(server, Some(ADMIN_KEY)).await;
+            for policy in self.policies {
+                create(&mut admin, policy).await.expect("create policy");
+            }
+        }
+        let roots_dir = (!self.trusted_roots.is_empty())
+            .then(|| tempfile::tempdir().expect("temp dir for trusted roots"));
+        let mut trusted_roots = Vec::new();
+        if let Some(dir) = &roots_dir {
+            for (index, pem) in self.trusted_roots.iter().enumerate() {
+                let path = dir.path().join(format!("trusted-root-{index}.pem"));
+                std::fs::write(&path, pem).expect("write trusted root");
+                trusted_roots.push(path);
+            }
+        }
+        let mut devices = Vec::new();
+        for _ in 0..self.device_replicas {
+            let mut config = device_config(&database, &policy_url);
+            if !trusted_roots.is_empty() {
+                config.webauthn.trusted_roots = trusted_roots.clone();
+            }
+            for configure in &self.configure {
+                configure(&mut config);
+            }
+            devices.push(spawn_device_with(config).await);
+        }
+        if policy.is_some() {
+            for device in &devices {
+                device
+                    .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
+                    .await;
+            }
+        }
+        TestStack {
+            devices,
+            policy,
+            policy_replicas: Vec::new(),
+            pending_policy,
+            policy_url,
+            _trusted_roots: roots_dir,
+            database,
+        }
+    }
+}
+
+/// A policy server and device server(s) on one fresh database.
+///
+/// Fields drop in order: servers first, the database last.
+pub struct TestStack {
+    /// The device servers (replicas on the same database); clients default to the first.
+    pub devices: Vec<RunningServer>,
+    policy: Option<RunningServer>,
+    /// Further policy servers on the same database ([`TestStack::add_policy_replica`]).
+    pub policy_replicas: Vec<RunningServer>,
+    pending_policy: Option<enroll_policy::app::Application>,
+    policy_url: String,
+    _trusted_roots: Option<tempfile::TempDir>,
+    pub database: TestDatabase,
+}
+
+impl TestStack {
+    /// Options for a stack on `backend`.
+    pub fn builder(backend: Backend) -> StackBuilder {
+        StackBuilder {
+            backend,
+            policies: Vec::new(),
+            device_replicas: 1,
+            configure: Vec::new(),
+            trusted_roots: Vec::new(),
+            policy_state: PolicyState::Running,
+        }
+    }
+
+    /// The default stack: a policy server and one SERVING device server.
+    pub async fn start(backend: Backend) -> Self {
+        Self::builder(backend).start().await
+    }
+
+    /// The default stack with `policies` stored before the device server starts.
+    pub async fn with_policies(
+        backend: Backend,
+        policies: impl IntoIterator<Item = policy_pb::Policy>,
+    ) -> Self {
+        policies
+            .into_iter()
+            .fold(Self::builder(backend), StackBuilder::with_policy)
+            .start()
+            .await
+    }
+
+    /// The running policy server.
+    pub fn policy(&self) -> &RunningServer {
+        self.policy
+            .as_ref()
+            .expect("the policy service is not running")
+    }
+
+    /// The URL the device servers call the policy service at.
+    pub fn policy_url(&self) -> &str {
+        &self.policy_url
+    }
+
+    /// The first device server.
+    pub fn device(&self) -> &RunningServer {
+        self.devices.first().expect("no device server")
+    }
+
+    /// The first device server's enrollment page for `secret`; `localhost`, not 127.0.0.1:
+    /// an IP address is not a valid relying-party id, and http is a secure context only on
+    /// localhost.
+    pub fn page_url(&self, secret: &str) -> String {
+        let port = self
+            .device()
+            .web_addr
+            .expect("the device server serves the page")
+            .port();
+        format!("http://localhost:{port}/enroll/{secret}")
+    }
+
+    /// A device client with `role`'s key on device server `replica`.
+    pub fn device_on(&self, replica: usize, role: Role) -> DeviceClient {
+        self.devices[replica].device_as(role)
+    }
+
+    /// Device clients on the first device server, per role.
+    pub fn admin(&self) -> DeviceClient {
+        self.device().device_as(Role::Admin)
+    }
+
+    pub fn proxy(&self) -> DeviceClient {
+        self.device().device_as(Role::Proxy)
+    }
+
+    pub fn ops(&self) -> DeviceClient {
+        self.device().device_as(Role::Ops)
+    }
+
+    /// Policy clients on the policy server, per role.
+    pub fn policy_admin(&self) -> PolicyClient {
+        self.policy().policy_as(Role::Admin)
+    }
+
+    pub fn policy_service(&self) -> PolicyClient {
+        self.policy().policy_as(Role::Service)
+    }
+
+    pub fn policy_ops(&self) -> PolicyClient {
+        self.policy().policy_as(Role::Ops)
+    }
+
+    /// Stores `policy` through the admin policy client.
+    pub async fn create_policy(&self, policy: policy_pb::Policy) -> policy_pb::Policy {
+        create(&mut self.policy_admin(), policy)
+            .await
+            .expect("create policy")
+    }
+
+    /// Starts another policy server on the database; returns its index in
+    /// `policy_replicas`.
+    pub async fn add_policy_replica(&mut self) -> usize {
+        self.policy_replicas
+            .push(spawn_policy(&self.database).await);
+        self.policy_replicas.len() - 1
+    }
+
+    /// Starts another device server on the database with the harness defaults (not the
+    /// builder's changes) plus `configure`, and waits until it is SERVING; returns its
+    /// index in `devices`.
+    pub async fn add_device(&mut self, configure: impl FnOnce(&mut DeviceConfig)) -> usize {
+        let mut config = device_config(&self.database, &self.policy_url);
+        configure(&mut config);
+        let device = spawn_device_with(config).await;
+        device
+            .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
+            .await;
+        self.devices.push(device);
+        self.devices.len() - 1
+    }
+
+    /// Starts the policy server built by [`StackBuilder::policy_not_started`], without
+    /// waiting for it.
+    pub fn start_policy(&mut self) -> &RunningServer {
+        let app = self
+            .pending_policy
+            .take()
+            .expect("no policy server waits to start");
+        self.policy.insert(start_policy(app))
+    }
+
+    /// Stops the policy server gracefully and waits for it.
+    pub async fn stop_policy(&mut self) {
+        if let Some(policy) = self.policy.take() {
+            policy.stop().await;
+        }
+    }
+
+    /// Stops every server gracefully (device servers first) and waits for them.
+    pub async fn stop(mut self) {
+        for device in self.devices.drain(..) {
+            device.stop().await;
+        }
+        self.stop_policy().await;
+        for replica in self.policy_replicas.drain(..) {
+            replica.stop().await;
+        }
+    }
+}
