@@ -57,24 +57,6 @@ fn normalize_sqlite_url(url: &str) -> String {
     }
 }
 
-/// The URL with any password replaced, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            if credentials.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
-            }
-        }
-        None => url.to_owned(),
-    }
-}
-
 /// Runs the pending migrations of `M` in one transaction that first takes a lock, so
 /// replicas starting together migrate once and never half-way: a PostgreSQL advisory lock,
 /// or on SQLite a write to a lock row (which takes the database's write lock).
@@ -121,6 +103,7 @@ pub async fn migrate<M: sea_orm_migration::MigratorTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::redact_url;
 
     #[test]
     fn passwords_are_redacted() {

@@ -38,6 +38,13 @@ pub struct RowError {
     pub reason: String,
 }
 
+/// The outcome of an import: how many rows were imported and why the others were not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportReport {
+    pub imported: u32,
+    pub errors: Vec<RowError>,
+}
+
 /// Parses the whole file; never fails as a whole.
 pub fn parse_csv(csv: &str) -> (Vec<ImportRow>, Vec<RowError>) {
     let mut rows = Vec::new();

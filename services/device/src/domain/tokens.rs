@@ -4,7 +4,6 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
-use super::import::RowError;
 use super::names::{Realm, UserName};
 
 /// The kinds of token this service holds.
@@ -344,13 +343,6 @@ impl fmt::Debug for EnrolledToken {
             .field("token", &self.token)
             .finish_non_exhaustive()
     }
-}
-
-/// The outcome of an import: how many rows were imported and why the others were not.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ImportReport {
-    pub imported: u32,
-    pub errors: Vec<RowError>,
 }
 
 /// The temporary password token that replaces a lost one; the password is shown once.

@@ -5,9 +5,10 @@ use tonic::{Request, Response, Status};
 use super::decode::{
     actor, optional_realm, optional_user, page, realm, request_id, serial, timestamp, user,
 };
+use crate::domain::import::ImportReport;
 use crate::domain::tokens::{
-    EnrolledToken, HashAlgorithm, ImportReport, LostTokenReplacement, OtpParameters, Token,
-    TokenKind, TokenState, Verdict,
+    EnrolledToken, HashAlgorithm, LostTokenReplacement, OtpParameters, Token, TokenKind,
+    TokenState, Verdict,
 };
 use crate::error::DeviceError;
 use crate::service::tokens::{Enrollment, Tokens};

@@ -1,8 +1,8 @@
 //! ImportTokens: a CSV of hardware tokens into a realm's pool, one transaction.
 use super::admin::seal;
 use super::*;
+use crate::domain::import::ImportReport;
 use crate::domain::import::{RowError, parse_csv};
-use crate::domain::tokens::ImportReport;
 
 impl Tokens {
     /// Imports hardware tokens from CSV into the realm's pool: good rows are imported, bad
