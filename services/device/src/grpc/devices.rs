@@ -11,7 +11,7 @@ use crate::domain::devices::{
     Device, DeviceKind, DeviceState, EnrollmentCheck, EnrollmentStatus, LinkSecret,
 };
 use crate::error::DeviceError;
-use crate::service::devices::{Devices, EnrollmentQuery, Registrant};
+use crate::service::devices::{Devices, EnrollmentQuery, Finisher, Registrant};
 use crate::store::devices::DeviceFilter;
 
 fn state_to_proto(state: DeviceState) -> pb::DeviceState {
@@ -126,6 +126,7 @@ pub async fn finish_device_registration(
             &ceremony_id,
             request.credential_json,
             &request.user_agent,
+            Finisher::Caller,
         )
         .await?;
     Ok(Response::new(pb::FinishDeviceRegistrationResponse {

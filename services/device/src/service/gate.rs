@@ -11,6 +11,9 @@ use crate::domain::decision::{Decision, PinVerdict, PolicyQuestion};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
+/// The denial a policy's `token_types` gives: it never blocks removing access.
+const TOKEN_TYPE_NOT_ALLOWED: &str = "TOKEN_TYPE_NOT_ALLOWED";
+
 #[derive(Clone)]
 pub struct PolicyGate {
     policy: Arc<dyn PolicyDecisions>,
@@ -65,6 +68,48 @@ impl PolicyGate {
             return Err(error);
         }
         Ok(decision)
+    }
+
+    /// For an action that removes access (revoke a device or link; disable, delete or
+    /// unassign a token; the disabling part of a lost-token report): the policy service is
+    /// still asked, but an admin can always cut access, so an outage, a refused question or
+    /// a `token_types` denial lets the action proceed. Returns the note the action's audit
+    /// event carries when it proceeded without the policy's consent.
+    pub async fn decide_removal(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+    ) -> Result<Option<String>, DeviceError> {
+        match self.policy.evaluate(question, &actor.client_ip).await {
+            Ok(decision) => match decision.denials.first() {
+                None => Ok(None),
+                Some(denial) if denial.code == TOKEN_TYPE_NOT_ALLOWED => Ok(Some(format!(
+                    "allowed although {} ({}): removing access is never blocked",
+                    denial.code,
+                    if denial.policy.is_empty() {
+                        "default"
+                    } else {
+                        &denial.policy
+                    }
+                ))),
+                Some(denial) => {
+                    let error = DeviceError::Denied {
+                        action: question.audit_action,
+                        code: denial.code.clone(),
+                        message: denial.message.clone(),
+                        policy: denial.policy.clone(),
+                    };
+                    self.deny(actor, question, &error).await?;
+                    Err(error)
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, action = question.audit_action, "no policy decision; removing access anyway");
+                Ok(Some(format!(
+                    "no policy decision ({error}): removing access is never blocked"
+                )))
+            }
+        }
     }
 
     /// A decision for a read (CheckEnrollment): denials stay in the decision, unaudited, and
@@ -273,6 +318,34 @@ mod tests {
         assert_eq!(records[0].result, "denied");
         assert_eq!(records[0].user, "alice");
         assert_eq!(records[0].actor, "console");
+    }
+
+    #[tokio::test]
+    async fn removing_access_proceeds_through_outages_and_type_denials() {
+        let (realm, user) = names();
+        let question =
+            PolicyQuestion::webauthn(PolicyAction::Manage, "revoke_device", &realm, &user, "d1");
+        for answer in [
+            Err(PolicyError::Unreachable("down".into())),
+            Err(PolicyError::KeyRefused),
+            Ok(denial("TOKEN_TYPE_NOT_ALLOWED")),
+        ] {
+            let (removal_gate, audit) = gate(answer);
+            let note = removal_gate
+                .decide_removal(&actor(), &question)
+                .await
+                .unwrap();
+            assert!(note.unwrap().contains("never blocked"));
+            assert!(audit.0.lock().unwrap().is_empty());
+        }
+        let (allowing, _) = gate(Ok(Decision::default()));
+        assert_eq!(
+            allowing.decide_removal(&actor(), &question).await.unwrap(),
+            None
+        );
+        let (denying, audit) = gate(Ok(denial("SOMETHING_ELSE")));
+        assert!(denying.decide_removal(&actor(), &question).await.is_err());
+        assert_eq!(audit.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

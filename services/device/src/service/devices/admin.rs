@@ -33,6 +33,7 @@ impl Devices {
         approved_by: &str,
     ) -> Result<Device, DeviceError> {
         let change = StateChange {
+            removes_access: false,
             action: "approve_device",
             from: &[DeviceState::PendingApproval],
             to: DeviceState::Approved,
@@ -51,6 +52,7 @@ impl Devices {
         reason: &str,
     ) -> Result<Device, DeviceError> {
         let change = StateChange {
+            removes_access: true,
             action: "revoke_device",
             from: &[DeviceState::PendingApproval, DeviceState::Approved],
             to: DeviceState::Revoked,
@@ -68,16 +70,20 @@ impl Devices {
     ) -> Result<Device, DeviceError> {
         let current = self.device(id).await?;
         let (realm, user) = (&current.realm, &current.user);
-        self.gate
-            .decide(
-                actor,
-                &PolicyQuestion::webauthn(PolicyAction::Manage, change.action, realm, user, id),
-            )
-            .await?;
+        let question =
+            PolicyQuestion::webauthn(PolicyAction::Manage, change.action, realm, user, id);
+        let mut reason = change.reason;
+        if change.removes_access {
+            if let Some(note) = self.gate.decide_removal(actor, &question).await? {
+                reason = format!("{reason}; {note}");
+            }
+        } else {
+            self.gate.decide(actor, &question).await?;
+        }
         let record = self
             .gate
             .record(actor, change.action, realm, Some(user), id)
-            .with_reason(change.reason);
+            .with_reason(reason);
         self.store
             .set_device_state(id, change.from, change.to, change.approved_by, record)
             .await
@@ -86,6 +92,8 @@ impl Devices {
 
 /// One move of a device's state.
 struct StateChange<'a> {
+    /// Revocation: never blocked by the policy service (see `PolicyGate::decide_removal`).
+    removes_access: bool,
     action: &'static str,
     from: &'static [DeviceState],
     to: DeviceState,

@@ -192,22 +192,21 @@ impl Devices {
         revoked_by: &str,
     ) -> Result<Link, DeviceError> {
         let found = self.link_by_id(id).await?;
-        self.gate
-            .decide(
-                actor,
-                &PolicyQuestion::webauthn(
-                    PolicyAction::Manage,
-                    "revoke_link",
-                    &found.realm,
-                    &found.user,
-                    id,
-                ),
-            )
-            .await?;
+        let question = PolicyQuestion::webauthn(
+            PolicyAction::Manage,
+            "revoke_link",
+            &found.realm,
+            &found.user,
+            id,
+        );
+        let mut reason = format!("revoked by {revoked_by}");
+        if let Some(note) = self.gate.decide_removal(actor, &question).await? {
+            reason = format!("{reason}; {note}");
+        }
         let record = self
             .gate
             .record(actor, "revoke_link", &found.realm, Some(&found.user), id)
-            .with_reason(format!("revoked by {revoked_by}"));
+            .with_reason(reason);
         self.store.revoke_link(id, record).await
     }
 

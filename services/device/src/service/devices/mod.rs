@@ -46,6 +46,14 @@ pub enum Registrant {
     },
 }
 
+/// Who finishes a registration: the enrollment page, which anyone on the network can reach,
+/// finishes only ceremonies begun from a link; an authenticated caller finishes any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finisher {
+    Caller,
+    Page,
+}
+
 /// Link settings from the configuration.
 #[derive(Debug, Clone)]
 pub struct LinkSettings {
@@ -188,9 +196,16 @@ impl Devices {
         ceremony_id: &str,
         credential_json: String,
         user_agent: &str,
+        finisher: Finisher,
     ) -> Result<RegisteredDevice, DeviceError> {
         let now = self.now();
         let ceremony = self.live_ceremony(ceremony_id, REGISTRATION, now).await?;
+        if finisher == Finisher::Page && ceremony.link_id.is_none() {
+            return Err(DeviceError::FailedPrecondition(
+                "the enrollment page finishes only registrations begun from an enrollment link"
+                    .to_owned(),
+            ));
+        }
         let (realm, user) = ceremony_subject(&ceremony)?;
         let link = match &ceremony.link_id {
             Some(id) => Some(self.link_by_id(id).await?),

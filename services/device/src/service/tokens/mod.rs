@@ -287,3 +287,74 @@ fn realm_of(token: &tokens::Model) -> Result<Realm, DeviceError> {
     Realm::parse(&token.realm)
         .map_err(|problem| DeviceError::corrupt(format!("token `{}`", token.serial), problem))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::DatabaseConnection;
+
+    use super::*;
+    use crate::domain::decision::PolicyError;
+    use crate::domain::tokens::{HashAlgorithm, TokenKind};
+    use crate::service::gate::fakes::{self, MemoryAudit};
+
+    /// Token use cases over a fake policy service, a memory audit log and no database at
+    /// all (a store that is never connected: any write would fail the test).
+    fn tokens(
+        answer: Result<crate::domain::decision::Decision, PolicyError>,
+    ) -> (Tokens, Arc<MemoryAudit>) {
+        let (gate, audit) = fakes::gate(answer);
+        let cipher = SeedCipher::new([("k1", "ab".repeat(32).as_str())], "k1").unwrap();
+        let tokens = Tokens::new(
+            TokenStore::new(DatabaseConnection::default()),
+            gate,
+            Some(Arc::new(cipher)),
+            Arc::new(enroll_shared::time::SystemClock),
+            ValidationConfig::default(),
+        );
+        (tokens, audit)
+    }
+
+    fn enrollment() -> Enrollment {
+        Enrollment {
+            realm: Realm::parse("acme").unwrap(),
+            user: Some(UserName::parse("alice").unwrap()),
+            parameters: OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap(),
+            description: String::new(),
+            include_qr_png: false,
+            request_id: None,
+        }
+    }
+
+    fn console() -> Actor {
+        Actor {
+            name: "console".to_owned(),
+            client_ip: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn enrollment_fails_closed_without_a_decision() {
+        let (tokens, audit) = tokens(Err(PolicyError::Unreachable("timeout".into())));
+        let error = tokens.enroll(&console(), enrollment()).await.unwrap_err();
+        assert!(matches!(
+            error,
+            DeviceError::Policy(PolicyError::Unreachable(_))
+        ));
+        assert!(audit.0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_denied_enrollment_is_audited_and_writes_no_token() {
+        let (tokens, audit) = tokens(Ok(fakes::denial("TOKEN_TYPE_NOT_ALLOWED")));
+        let error = tokens.enroll(&console(), enrollment()).await.unwrap_err();
+        assert!(matches!(error, DeviceError::Denied { .. }));
+        let records = audit.0.lock().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            (records[0].action, records[0].result),
+            ("enroll_token", "denied")
+        );
+    }
+}

@@ -1,27 +1,9 @@
-//! The device service's schema. Its migration table is its own, so both services can share
-//! one database. Token, device, link and audit tables arrive with the features that use them.
+//! The first schema: users and realms (the lock rows), tokens, audit events, idempotency
+//! keys, devices, enrollment links and ceremonies.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
 
-pub struct Migrator;
-
-#[async_trait::async_trait]
-impl MigratorTrait for Migrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(CreateUsers),
-            Box::new(CreateTokens),
-            Box::new(CreateDevicesAndLinks),
-        ]
-    }
-
-    fn migration_table_name() -> DynIden {
-        "enroll_device_migrations".into_iden()
-    }
-}
-
-/// Advisory lock key serializing this service's migrations on PostgreSQL.
-pub const MIGRATION_LOCK_KEY: i64 = 0x656e_726f_6c02;
+use super::create_index;
 
 #[derive(DeriveIden)]
 enum Users {
@@ -87,7 +69,7 @@ enum IdempotencyKeys {
 }
 
 /// Users (per realm, lowercased names): the rows enrollments lock to enforce limits.
-struct CreateUsers;
+pub(super) struct CreateUsers;
 
 impl MigrationName for CreateUsers {
     fn name(&self) -> &str {
@@ -132,7 +114,7 @@ impl MigrationTrait for CreateUsers {
 }
 
 /// Tokens, the realm lock rows, the audit trail and idempotency records.
-struct CreateTokens;
+pub(super) struct CreateTokens;
 
 impl MigrationName for CreateTokens {
     fn name(&self) -> &str {
@@ -308,7 +290,7 @@ enum Ceremonies {
 
 /// WebAuthn devices, enrollment links (only the secret's hash) and ceremony state (so any
 /// replica can finish what another began).
-struct CreateDevicesAndLinks;
+pub(super) struct CreateDevicesAndLinks;
 
 impl MigrationName for CreateDevicesAndLinks {
     fn name(&self) -> &str {
@@ -445,22 +427,4 @@ impl MigrationTrait for CreateDevicesAndLinks {
         }
         Ok(())
     }
-}
-
-async fn create_index<T: Iden + 'static, C: Iden + 'static>(
-    manager: &SchemaManager<'_>,
-    name: &str,
-    table: T,
-    columns: impl IntoIterator<Item = C>,
-    unique: bool,
-) -> Result<(), DbErr> {
-    let mut index = Index::create();
-    index.name(name).table(table).if_not_exists();
-    for column in columns {
-        index.col(column);
-    }
-    if unique {
-        index.unique();
-    }
-    manager.create_index(index.to_owned()).await
 }

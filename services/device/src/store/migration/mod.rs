@@ -1,0 +1,44 @@
+//! The device service's schema, one file per migration. Its migration table is its own, so
+//! both services can share one database. Add a migration as a new file and one line in
+//! `migrations()`; never edit one that has shipped.
+use sea_orm_migration::prelude::*;
+
+mod initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(initial::CreateUsers),
+            Box::new(initial::CreateTokens),
+            Box::new(initial::CreateDevicesAndLinks),
+        ]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "enroll_device_migrations".into_iden()
+    }
+}
+
+/// Advisory lock key serializing this service's migrations on PostgreSQL.
+pub const MIGRATION_LOCK_KEY: i64 = 0x656e_726f_6c02;
+
+pub(super) async fn create_index<T: Iden + 'static, C: Iden + 'static>(
+    manager: &SchemaManager<'_>,
+    name: &str,
+    table: T,
+    columns: impl IntoIterator<Item = C>,
+    unique: bool,
+) -> Result<(), DbErr> {
+    let mut index = Index::create();
+    index.name(name).table(table).if_not_exists();
+    for column in columns {
+        index.col(column);
+    }
+    if unique {
+        index.unique();
+    }
+    manager.create_index(index.to_owned()).await
+}
