@@ -418,9 +418,10 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
         status_of(&check(&mut proxy, "erin", pb::DeviceType::Any, true).await),
         pb::EnrollmentStatus::PendingApproval
     );
+    // Pending is never enrolled, even for a caller that does not ask about approval.
     assert_eq!(
         status_of(&check(&mut proxy, "erin", pb::DeviceType::Any, false).await),
-        pb::EnrollmentStatus::Enrolled
+        pb::EnrollmentStatus::PendingApproval
     );
     let approved = admin
         .approve_device(pb::ApproveDeviceRequest {

@@ -35,6 +35,13 @@ pub enum DeviceError {
         reason: &'static str,
         message: String,
     },
+    /// The request is valid but the subject is not in a state that allows it (a device
+    /// pending approval); the stable `reason` goes into the ErrorInfo.
+    #[error("{message}")]
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
@@ -123,6 +130,9 @@ impl From<DeviceError> for Status {
             ),
             DeviceError::Refused { reason, .. } => {
                 with_reason(Code::PermissionDenied, message, reason, [])
+            }
+            DeviceError::Blocked { reason, .. } => {
+                with_reason(Code::FailedPrecondition, message, reason, [])
             }
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
@@ -248,6 +258,14 @@ mod tests {
                 DeviceError::Policy(PolicyError::KeyRefused),
                 Code::Unavailable,
                 None,
+            ),
+            (
+                DeviceError::Blocked {
+                    reason: "DEVICE_PENDING_APPROVAL",
+                    message: "m".into(),
+                },
+                Code::FailedPrecondition,
+                Some("DEVICE_PENDING_APPROVAL"),
             ),
             (
                 DeviceError::Unavailable("policy down".into()),

@@ -72,6 +72,30 @@ impl WebauthnRelyingParty {
     }
 }
 
+impl WebauthnRelyingParty {
+    /// The stored ceremony state with its trust anchors replaced by the configured ones:
+    /// whoever can write the database must not choose the roots an attestation chains to.
+    fn with_configured_roots(
+        &self,
+        state: &AttestedPasskeyRegistration,
+    ) -> Result<AttestedPasskeyRegistration, DeviceError> {
+        let roots = self.trusted_roots.as_ref().ok_or_else(|| {
+            DeviceError::FailedPrecondition(
+                "enclave_only devices need webauthn.trusted_roots".to_owned(),
+            )
+        })?;
+        let mut value = serde_json::to_value(state)
+            .map_err(|error| DeviceError::corrupt("registration ceremony", error))?;
+        let slot = value
+            .get_mut("ca_list")
+            .ok_or_else(|| DeviceError::corrupt("registration ceremony", "no ca_list"))?;
+        *slot = serde_json::to_value(roots)
+            .map_err(|error| DeviceError::corrupt("trusted roots", error))?;
+        serde_json::from_value(value)
+            .map_err(|error| DeviceError::corrupt("registration ceremony", error))
+    }
+}
+
 impl RelyingParty for WebauthnRelyingParty {
     /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
     /// authenticator is not registered twice.
@@ -144,14 +168,17 @@ impl RelyingParty for WebauthnRelyingParty {
                     .map_err(registration_refused)?,
                 false,
             ),
-            RegistrationState::EnclaveOnly(state) => (
-                Passkey::from(
-                    self.webauthn
-                        .finish_attested_passkey_registration(&credential, state)
-                        .map_err(registration_refused)?,
-                ),
-                true,
-            ),
+            RegistrationState::EnclaveOnly(state) => {
+                let state = self.with_configured_roots(state)?;
+                (
+                    Passkey::from(
+                        self.webauthn
+                            .finish_attested_passkey_registration(&credential, &state)
+                            .map_err(registration_refused)?,
+                    ),
+                    true,
+                )
+            }
         };
         let inner = Credential::from(passkey.clone());
         if attested && inner.backup_eligible {
@@ -217,6 +244,8 @@ impl RelyingParty for WebauthnRelyingParty {
         };
         Ok(Authenticated {
             credential_id,
+            counter: result.counter(),
+            backup_eligible: result.backup_eligible() || result.backup_state(),
             updated_passkey_json,
         })
     }

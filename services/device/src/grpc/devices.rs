@@ -68,7 +68,6 @@ pub async fn check_enrollment(
         credential_id: Some(request.credential_id.trim().to_owned()).filter(|id| !id.is_empty()),
         required: device_kind("required_device_type", request.required_device_type)?
             .unwrap_or(DeviceKind::Any),
-        require_approved: request.require_approved,
     };
     let check = devices.check_enrollment(&actor, &query).await?;
     Ok(Response::new(check_to_proto(check)))

@@ -56,6 +56,10 @@ pub struct RegisteredCredential {
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub credential_id: String,
+    /// The signature counter the authenticator reported (0 if it keeps none).
+    pub counter: u32,
+    /// The credential says it may be (or is) synced to other devices.
+    pub backup_eligible: bool,
     /// The updated passkey JSON when the counter or backup state changed.
     pub updated_passkey_json: Option<String>,
 }

@@ -81,15 +81,18 @@ impl DeviceStore {
     }
 
     /// Writes a registration, or nothing but the refusal's audit event.
+    /// Writes a registration, or nothing but the refusal: a refused registration (limit
+    /// reached, credential already registered, link spent) still burns its ceremony, so the
+    /// same challenge can never be answered again.
     pub async fn register(&self, registration: Registration) -> Result<Device, DeviceError> {
-        let mut audit = registration.audit.clone();
+        let audit = registration.audit.clone();
+        let ceremony_id = registration.ceremony_id.clone();
         match self.try_register(registration).await {
             Ok(row) => Ok(row),
             Err(error @ DeviceError::Database(_)) => Err(error),
             Err(error) => {
-                audit.result = "denied";
-                audit.reason = error.audit_reason();
-                self.audit(audit).await?;
+                self.burn_ceremony(&ceremony_id, audit.denied(error.audit_reason()))
+                    .await?;
                 Err(error)
             }
         }
@@ -162,6 +165,7 @@ impl DeviceStore {
             create_time: device.create_time,
             last_used_time: device.last_used_time,
             approved_by: device.approved_by.clone(),
+            sign_count: 0,
         };
         devices::Entity::insert(row.into_active_model())
             .exec_without_returning(&transaction)
@@ -331,50 +335,101 @@ impl DeviceStore {
     /// meanwhile, stores the new counter and the time of use.
     pub async fn authenticated(
         &self,
-        ceremony_id: &str,
-        credential_id: &str,
-        updated_passkey_json: Option<String>,
+        used: DeviceUse,
         audit: AuditRecord,
     ) -> Result<Device, DeviceError> {
         let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        if !Self::consume_ceremony(&transaction, ceremony_id, now).await? {
+        if !Self::consume_ceremony(&transaction, &used.ceremony_id, now).await? {
             return Err(DeviceError::FailedPrecondition(
                 "the authentication ceremony has expired or was already finished; begin again"
                     .to_owned(),
             ));
         }
-        let (sql, values): (&str, Vec<sea_orm::Value>) = match updated_passkey_json {
-            Some(json) => (
-                "UPDATE devices SET last_used_time = $1, credential = $2 \
-                 WHERE credential_id = $3 AND state <> 'revoked'",
-                vec![now.into(), json.into(), credential_id.into()],
-            ),
-            None => (
-                "UPDATE devices SET last_used_time = $1 WHERE credential_id = $2 AND state <> 'revoked'",
-                vec![now.into(), credential_id.into()],
-            ),
-        };
+        // One conditional update: only an approved device, and only with a counter that moved
+        // forward from the stored one (0 = the authenticator keeps none), so two racing
+        // ceremonies cannot both pass with one counter or move it backwards.
+        let counter = i64::from(used.counter);
         let updated = transaction
-            .execute_raw(statement(backend, sql, values))
+            .execute_raw(statement(
+                backend,
+                "UPDATE devices SET last_used_time = $1, credential = COALESCE($2, credential), \
+                 sign_count = $3 WHERE credential_id = $4 AND state = 'approved' \
+                 AND (sign_count < $5 OR (sign_count = 0 AND $6 = 0))",
+                vec![
+                    now.into(),
+                    used.updated_passkey_json.into(),
+                    counter.into(),
+                    used.credential_id.clone().into(),
+                    counter.into(),
+                    counter.into(),
+                ],
+            ))
             .await?
             .rows_affected();
-        if updated != 1 {
-            return Err(DeviceError::Refused {
-                reason: "DEVICE_REVOKED",
-                message: "the device was revoked".to_owned(),
-            });
-        }
-        TokenStore::insert_audit(&transaction, audit).await?;
         let device = devices::Entity::find()
-            .filter(devices::Column::CredentialId.eq(credential_id))
+            .filter(devices::Column::CredentialId.eq(used.credential_id.as_str()))
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound("device".to_owned()))?;
+        if updated != 1 {
+            return Err(match DeviceState::from(device.state) {
+                DeviceState::Revoked => DeviceError::Refused {
+                    reason: "DEVICE_REVOKED",
+                    message: "the device was revoked".to_owned(),
+                },
+                DeviceState::PendingApproval => pending_approval(),
+                DeviceState::Approved => DeviceError::Refused {
+                    reason: "POSSIBLE_CLONED_AUTHENTICATOR",
+                    message: format!(
+                        "the authenticator's signature counter did not advance ({} after {}): \
+                         possibly a cloned authenticator",
+                        used.counter, device.sign_count
+                    ),
+                },
+            });
+        }
+        TokenStore::insert_audit(&transaction, audit).await?;
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
         Ok(view)
+    }
+
+    /// Revokes a device in its own transaction with its audit event (a device that reported
+    /// something it may never be, such as a synced enclave-only credential).
+    pub async fn revoke_flagged(&self, id: &str, audit: AuditRecord) -> Result<(), DeviceError> {
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        transaction
+            .execute_raw(statement(
+                backend,
+                "UPDATE devices SET state = 'revoked' WHERE id = $1",
+                vec![id.into()],
+            ))
+            .await?;
+        TokenStore::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// What one verified authentication writes.
+#[derive(Debug, Clone)]
+pub struct DeviceUse {
+    pub ceremony_id: String,
+    pub credential_id: String,
+    /// The authenticator's signature counter in this assertion.
+    pub counter: u32,
+    /// The stored passkey after the assertion, when it changed.
+    pub updated_passkey_json: Option<String>,
+}
+
+/// A device that waits for an administrator's approval never authenticates.
+pub fn pending_approval() -> DeviceError {
+    DeviceError::Blocked {
+        reason: "DEVICE_PENDING_APPROVAL",
+        message: "the device is waiting for an administrator's approval".to_owned(),
     }
 }
 

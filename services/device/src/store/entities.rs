@@ -191,6 +191,8 @@ pub mod devices {
         pub create_time: DateTimeUtc,
         pub last_used_time: Option<DateTimeUtc>,
         pub approved_by: String,
+        /// The authenticator's signature counter at its last use (0: it keeps none).
+        pub sign_count: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -242,6 +244,8 @@ pub mod ceremonies {
         pub link_id: Option<String>,
         pub device_type: super::columns::DeviceKindColumn,
         pub state: String,
+        /// Whether the device waits for approval, fixed when the ceremony begins.
+        pub require_approval: bool,
         pub create_time: DateTimeUtc,
         pub expire_time: DateTimeUtc,
     }

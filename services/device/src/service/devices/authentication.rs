@@ -1,6 +1,7 @@
 //! Authentication with a registered device: the ceremony is spent whether it passes or not.
 use super::*;
 use crate::domain::devices::AuthenticationChallenge;
+use crate::store::devices::{DeviceUse, StoredDevice, pending_approval};
 
 impl Devices {
     /// Starts an authentication with the user's usable devices of the required type.
@@ -10,32 +11,40 @@ impl Devices {
         user: &UserName,
         required: DeviceKind,
     ) -> Result<AuthenticationChallenge, DeviceError> {
-        let passkeys: Vec<String> = self
+        let fitting: Vec<StoredDevice> = self
             .store
             .user_devices(realm, user)
             .await?
             .into_iter()
             .filter(|stored| stored.device.state != DeviceState::Revoked)
             .filter(|stored| stored.device.kind.satisfies(required))
-            .map(|stored| stored.credential)
+            .collect();
+        // Only approved devices authenticate: a pending one waits for an administrator.
+        let passkeys: Vec<String> = fitting
+            .iter()
+            .filter(|stored| stored.device.state == DeviceState::Approved)
+            .map(|stored| stored.credential.clone())
             .collect();
         if passkeys.is_empty() {
+            if !fitting.is_empty() {
+                return Err(pending_approval());
+            }
             return Err(DeviceError::FailedPrecondition(format!(
                 "user `{user}` has no usable {} device",
                 required.as_str()
             )));
         }
         let challenge = self.relying_party.start_authentication(&passkeys)?;
-        let (ceremony_id, expire_time) = self
-            .store_ceremony(
-                AUTHENTICATION,
-                realm,
-                user,
-                None,
-                required,
-                challenge.state_json,
-            )
-            .await?;
+        let ceremony = NewCeremony {
+            kind: AUTHENTICATION,
+            realm,
+            user,
+            link_id: None,
+            device_kind: required,
+            require_approval: false,
+            state: challenge.state_json,
+        };
+        let (ceremony_id, expire_time) = self.store_ceremony(ceremony).await?;
         Ok(AuthenticationChallenge {
             ceremony_id,
             options_json: challenge.options_json,
@@ -75,21 +84,55 @@ impl Devices {
                 return Err(error);
             }
         };
-        record.subject = devices
+        let used = devices
             .iter()
-            .find(|stored| stored.device.credential_id == authenticated.credential_id)
+            .find(|stored| stored.device.credential_id == authenticated.credential_id);
+        record.subject = used
             .map(|stored| stored.device.id.clone())
             .unwrap_or_default();
+        // enclave_only holds for the device's whole life: a credential that now says it may
+        // be synced is refused, and the device revoked so it is flagged everywhere.
+        if let Some(stored) = used
+            && stored.device.kind == DeviceKind::EnclaveOnly
+            && authenticated.backup_eligible
+        {
+            let error = DeviceError::Refused {
+                reason: "BACKUP_ELIGIBLE_REFUSED",
+                message: "this enclave_only device now reports a synced (backup-eligible) \
+                          credential; it was revoked"
+                    .to_owned(),
+            };
+            self.store
+                .burn_ceremony(ceremony_id, record.clone().denied(error.audit_reason()))
+                .await?;
+            let revoked = self
+                .gate
+                .record(
+                    actor,
+                    "revoke_device",
+                    &realm,
+                    Some(&user),
+                    &stored.device.id,
+                )
+                .with_reason("enclave_only device reported itself synced (backup eligible)");
+            self.store
+                .revoke_flagged(&stored.device.id, revoked)
+                .await?;
+            return Err(error);
+        }
         let outcome = self
             .store
             .authenticated(
-                ceremony_id,
-                &authenticated.credential_id,
-                authenticated.updated_passkey_json,
+                DeviceUse {
+                    ceremony_id: ceremony_id.to_owned(),
+                    credential_id: authenticated.credential_id.clone(),
+                    counter: authenticated.counter,
+                    updated_passkey_json: authenticated.updated_passkey_json,
+                },
                 record.clone(),
             )
             .await;
-        if let Err(error @ DeviceError::Refused { .. }) = &outcome {
+        if let Err(error @ (DeviceError::Refused { .. } | DeviceError::Blocked { .. })) = &outcome {
             let record = record.denied(error.audit_reason());
             self.store.burn_ceremony(ceremony_id, record).await?;
         }

@@ -10,7 +10,6 @@ pub struct EnrollmentQuery {
     pub user: UserName,
     pub credential_id: Option<String>,
     pub required: DeviceKind,
-    pub require_approved: bool,
 }
 
 impl Devices {
@@ -101,7 +100,8 @@ fn enrollment_status<'a>(
     use EnrollmentStatus as Status;
     let fits = |device: &Device| device.kind.satisfies(query.required);
     let usable = |device: &Device| {
-        if device.state == DeviceState::PendingApproval && query.require_approved {
+        // A device waiting for approval is never reported as enrolled, whatever the caller asks.
+        if device.state == DeviceState::PendingApproval {
             Status::PendingApproval
         } else {
             Status::Enrolled
@@ -163,7 +163,7 @@ mod tests {
 
     fn query(
         required: DeviceKind,
-        require_approved: bool,
+        _require_approved: bool,
         credential: Option<&str>,
     ) -> EnrollmentQuery {
         EnrollmentQuery {
@@ -171,7 +171,6 @@ mod tests {
             user: UserName::parse("alice").unwrap(),
             credential_id: credential.map(str::to_owned),
             required,
-            require_approved,
         }
     }
 
@@ -203,10 +202,17 @@ mod tests {
                 S::PendingApproval,
                 Some("p"),
             ),
+            // Pending is never enrolled, even when the caller does not ask for approval.
             (
                 vec![pending_enclave.clone()],
                 query(any, false, None),
-                S::Enrolled,
+                S::PendingApproval,
+                Some("p"),
+            ),
+            (
+                vec![pending_enclave.clone()],
+                query(any, false, Some("cred-p")),
+                S::PendingApproval,
                 Some("p"),
             ),
             (

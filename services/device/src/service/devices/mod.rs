@@ -102,13 +102,15 @@ impl Devices {
         registrant: Registrant,
     ) -> Result<RegistrationChallenge, DeviceError> {
         let now = self.now();
-        let (realm, user, kind, link_id) = match registrant {
+        let (realm, user, kind, link_id, require_approval) = match registrant {
             Registrant::Link(secret) => {
                 let link = self.live_link(actor, &secret, now).await?;
-                self.gate
-                    .decide(actor, &register_question(&link.realm, &link.user, &link.id))
+                let question = register_question(&link.realm, &link.user, &link.id);
+                let decision = self.gate.decide(actor, &question).await?;
+                // A link issued under an older, weaker policy is held to the current one.
+                self.require_kind(actor, &question, link.kind, &decision)
                     .await?;
-                (link.realm, link.user, link.kind, Some(link.id))
+                (link.realm, link.user, link.kind, Some(link.id), false)
             }
             Registrant::SelfService { realm, user, kind } => {
                 let decision = self
@@ -120,7 +122,8 @@ impl Devices {
                     Some(DeviceKind::EnclaveOnly) => DeviceKind::EnclaveOnly,
                     _ => decision.settings.webauthn_device_type,
                 };
-                (realm, user, kind, None)
+                let approval = decision.settings.require_device_approval;
+                (realm, user, kind, None, approval)
             }
         };
         let exclude: Vec<String> = self
@@ -138,16 +141,16 @@ impl Devices {
             &display,
             &exclude,
         )?;
-        let (ceremony_id, expire_time) = self
-            .store_ceremony(
-                REGISTRATION,
-                &realm,
-                &user,
-                link_id,
-                kind,
-                challenge.state_json,
-            )
-            .await?;
+        let ceremony = NewCeremony {
+            kind: REGISTRATION,
+            realm: &realm,
+            user: &user,
+            link_id,
+            device_kind: kind,
+            require_approval,
+            state: challenge.state_json,
+        };
+        let (ceremony_id, expire_time) = self.store_ceremony(ceremony).await?;
         Ok(RegistrationChallenge {
             ceremony_id,
             options_json: challenge.options_json,
@@ -161,30 +164,51 @@ impl Devices {
     /// Stores a ceremony's server state; returns its id and expire time.
     async fn store_ceremony(
         &self,
-        kind: &str,
-        realm: &Realm,
-        user: &UserName,
-        link_id: Option<String>,
-        device_kind: DeviceKind,
-        state: String,
+        ceremony: NewCeremony<'_>,
     ) -> Result<(String, DateTime<Utc>), DeviceError> {
         let now = self.now();
         let expire_time =
             now + chrono::Duration::from_std(self.settings.ceremony_ttl).unwrap_or_default();
-        let ceremony = ceremonies::Model {
+        let row = ceremonies::Model {
             id: uuid::Uuid::new_v4().to_string(),
-            kind: kind.to_owned(),
-            realm: realm.to_string(),
-            user_name: user.to_string(),
-            link_id,
-            device_type: device_kind.into(),
-            state,
+            kind: ceremony.kind.to_owned(),
+            realm: ceremony.realm.to_string(),
+            user_name: ceremony.user.to_string(),
+            link_id: ceremony.link_id,
+            device_type: ceremony.device_kind.into(),
+            state: ceremony.state,
+            require_approval: ceremony.require_approval,
             create_time: now,
             expire_time,
         };
-        let id = ceremony.id.clone();
-        self.store.save_ceremony(ceremony).await?;
+        let id = row.id.clone();
+        self.store.save_ceremony(row).await?;
         Ok((id, expire_time))
+    }
+
+    /// Refuses (audited) a device kind the current policy does not accept.
+    async fn require_kind(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+        kind: DeviceKind,
+        decision: &crate::domain::decision::Decision,
+    ) -> Result<(), DeviceError> {
+        let required = decision.settings.webauthn_device_type;
+        if kind.satisfies(required) {
+            return Ok(());
+        }
+        let error = DeviceError::Denied {
+            action: "register_device",
+            code: "DEVICE_TYPE_NOT_ALLOWED".to_owned(),
+            message: format!(
+                "the policy now requires {} devices; ask for a new enrollment link",
+                required.as_str()
+            ),
+            policy: decision.decided("webauthn_device_type"),
+        };
+        self.gate.deny(actor, question, &error).await?;
+        Err(error)
     }
 
     /// Verifies the browser's credential and registers the device: approved for a link
@@ -212,10 +236,17 @@ impl Devices {
             None => None,
         };
         let subject = link.as_ref().map(|link| link.id.as_str()).unwrap_or("");
-        let decision = self
-            .gate
-            .decide(actor, &register_question(&realm, &user, subject))
-            .await?;
+        let question = register_question(&realm, &user, subject);
+        let decision = self.gate.decide(actor, &question).await?;
+        let kind = DeviceKind::from(ceremony.device_type);
+        if let Err(error) = self.require_kind(actor, &question, kind, &decision).await {
+            let record = self
+                .gate
+                .record(actor, "register_device", &realm, Some(&user), subject)
+                .denied(error.audit_reason());
+            self.store.burn_ceremony(ceremony_id, record).await?;
+            return Err(error);
+        }
         let relying_party = self.relying_party.clone();
         let state = ceremony.state.clone();
         let verified = self
@@ -235,9 +266,10 @@ impl Devices {
                 return Err(error);
             }
         };
+        // Approval: fixed when the ceremony began, and the stricter of begin and finish.
         let (state, approved_by) = match &link {
             Some(link) => (DeviceState::Approved, link.created_by.clone()),
-            None if decision.settings.require_device_approval => {
+            None if ceremony.require_approval || decision.settings.require_device_approval => {
                 (DeviceState::PendingApproval, String::new())
             }
             None => (DeviceState::Approved, String::new()),
@@ -247,7 +279,7 @@ impl Devices {
             realm: realm.clone(),
             user: user.clone(),
             credential_id: registered.credential_id,
-            kind: ceremony.device_type.into(),
+            kind,
             state,
             aaguid: registered.aaguid,
             backup_eligible: registered.backup_eligible,
@@ -300,6 +332,17 @@ impl Devices {
         }
         Ok(ceremony)
     }
+}
+
+/// A ceremony to store.
+struct NewCeremony<'a> {
+    kind: &'static str,
+    realm: &'a Realm,
+    user: &'a UserName,
+    link_id: Option<String>,
+    device_kind: DeviceKind,
+    require_approval: bool,
+    state: String,
 }
 
 /// The realm and user a stored ceremony is for.

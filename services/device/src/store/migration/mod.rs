@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod device_security;
 mod initial;
 
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateUsers),
             Box::new(initial::CreateTokens),
             Box::new(initial::CreateDevicesAndLinks),
+            Box::new(device_security::DeviceApprovalAndCounters),
         ]
     }
 
