@@ -17,9 +17,11 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod helpers;
+mod page;
 mod stack;
 
 pub use helpers::*;
+pub use page::*;
 pub use stack::*;
 
 /// The databases the suite runs on.
