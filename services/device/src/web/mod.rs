@@ -35,6 +35,7 @@ use crate::service::devices::{Devices, Finisher, Registrant};
 mod api;
 mod error;
 #[cfg(test)]
+#[path = "tests.rs"]
 mod tests;
 
 use api::{begin, finish};

@@ -18,6 +18,9 @@ fn secret() -> String {
 
 const CEREMONY: &str = "0b6c3e43-6f4c-4a40-9a4e-2f0f1f6f6a11";
 
+/// A use case error, its HTTP status and its gRPC code.
+type ErrorCase = (fn() -> DeviceError, StatusCode, Code);
+
 /// Records what the page asked and answers with canned results.
 #[derive(Default)]
 struct Fake {
@@ -256,7 +259,7 @@ async fn finish_checks_its_input_before_the_use_case() {
 
 #[tokio::test]
 async fn use_case_errors_map_to_http_statuses_with_json() {
-    let cases: [(fn() -> DeviceError, StatusCode, Code); 7] = [
+    let cases: [ErrorCase; 7] = [
         (
             || DeviceError::FailedPrecondition("this enrollment link was already used".into()),
             StatusCode::CONFLICT,
