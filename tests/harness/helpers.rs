@@ -50,13 +50,13 @@ pub async fn create(
         .map(tonic::Response::into_inner)
 }
 
-/// The secret at the end of an enrollment link's URL.
+/// The secret of an enrollment link: its URL's fragment (`<base>#<secret>`).
 pub fn link_secret(link: &device_pb::EnrollmentLink) -> String {
     link.url
-        .rsplit('/')
-        .next()
+        .split_once('#')
+        .map(|(_, secret)| secret)
         .filter(|secret| !secret.is_empty())
-        .unwrap_or_else(|| panic!("no secret at the end of {}", link.url))
+        .unwrap_or_else(|| panic!("no secret in the fragment of {}", link.url))
         .to_owned()
 }
 
@@ -94,4 +94,16 @@ pub fn now_step() -> u64 {
         .unwrap()
         .as_secs()
         / 30
+}
+
+/// A software passkey's answer to `options_json` (a BeginDeviceRegistration's creation
+/// options) for a page at `origin`: the credential JSON a browser would send.
+pub fn soft_passkey_registration(options_json: &str, origin: &str) -> String {
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let options: webauthn_rs_proto::CreationChallengeResponse =
+        serde_json::from_str(options_json).expect("creation options");
+    let credential = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true)
+        .do_registration(url::Url::parse(origin).expect("origin"), options)
+        .expect("the soft passkey registers");
+    serde_json::to_string(&credential).expect("credential JSON")
 }

@@ -16,10 +16,14 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+mod browser;
 mod helpers;
+mod page;
 mod stack;
 
+pub use browser::*;
 pub use helpers::*;
+pub use page::*;
 pub use stack::*;
 
 /// The databases the suite runs on.

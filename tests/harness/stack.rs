@@ -231,18 +231,6 @@ impl TestStack {
         self.devices.first().expect("no device server")
     }
 
-    /// The first device server's enrollment page for `secret`; `localhost`, not 127.0.0.1:
-    /// an IP address is not a valid relying-party id, and http is a secure context only on
-    /// localhost.
-    pub fn page_url(&self, secret: &str) -> String {
-        let port = self
-            .device()
-            .web_addr
-            .expect("the device server serves the page")
-            .port();
-        format!("http://localhost:{port}/enroll/{secret}")
-    }
-
     /// A device client with `role`'s key on device server `replica`.
     pub fn device_on(&self, replica: usize, role: Role) -> DeviceClient {
         self.devices[replica].device_as(role)

@@ -57,6 +57,9 @@ pub struct Application {
     keys: ApiKeys,
     policy: PolicyClient,
     grpc: Arc<DeviceGrpc>,
+    /// The enrollment page's own handle on the device use cases (it calls them directly,
+    /// as `Finisher::Page`, not through the gRPC implementation).
+    page: Arc<Devices>,
     /// What the pool-index refresher needs, when OTP tokens can be stored.
     pool_refresh: Option<PoolRefresh>,
     clock: SharedClock,
@@ -142,7 +145,9 @@ impl Application {
             cipher,
             window: tokens.window(),
         });
-        // One implementation behind both the gRPC server and the enrollment page.
+        // The page calls the device use cases itself (a clone sharing store, gate and
+        // relying party), so it can finish as `Finisher::Page`: link ceremonies only.
+        let page = Arc::new(devices.clone());
         let grpc = Arc::new(DeviceGrpc::new(tokens, devices, AuditTrail::new(audit)));
         Ok(Self {
             config,
@@ -152,6 +157,7 @@ impl Application {
             keys,
             policy,
             grpc,
+            page,
             pool_refresh,
             clock,
         })
@@ -181,6 +187,7 @@ impl Application {
             keys,
             policy,
             grpc,
+            page,
             pool_refresh,
             clock,
         } = self;
@@ -190,7 +197,7 @@ impl Application {
             SERVICE_NAME,
             enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::grpc::access::access),
-            DeviceServiceServer::from_arc(grpc.clone()),
+            DeviceServiceServer::from_arc(grpc),
             shutdown,
         )
         .await;
@@ -207,7 +214,7 @@ impl Application {
         let web = web_listener.map(|listener| {
             tokio::spawn(crate::web::serve(
                 listener,
-                grpc.clone(),
+                page,
                 config.server.request_timeout(),
                 server.stopping.clone(),
             ))

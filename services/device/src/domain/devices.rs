@@ -217,13 +217,13 @@ impl fmt::Debug for LinkSecret {
     }
 }
 
-/// The link URL: the configured base followed by the secret.
+/// The link URL: the configured base, then the secret as the fragment
+/// (`<base>#<secret>`). Browsers never send a fragment to a server, so the secret stays out
+/// of ingress access logs and proxies; the page's script reads it and removes it from the
+/// address bar and history. A fragment already in the base is dropped: a URL has one.
 pub fn link_url(base: &str, secret: &LinkSecret) -> String {
-    if base.ends_with('/') {
-        format!("{base}{}", secret.expose())
-    } else {
-        format!("{base}/{}", secret.expose())
-    }
+    let base = base.split_once('#').map_or(base, |(before, _)| before);
+    format!("{base}#{}", secret.expose())
 }
 
 /// Redirect URLs a link may carry: each entry is a URL prefix compared by scheme, host,
@@ -315,10 +315,39 @@ mod tests {
         assert_eq!(secret.hash().len(), 64);
         assert_ne!(secret.hash(), secret.expose());
         assert!(!format!("{secret:?}").contains(secret.expose()));
-        assert_eq!(
-            link_url("https://proxy/enroll", &secret),
-            format!("https://proxy/enroll/{}", secret.expose())
-        );
+    }
+
+    #[test]
+    fn link_urls_carry_the_secret_in_the_fragment_only() {
+        let secret = LinkSecret::generate(&mut rand::rng());
+        let exposed = secret.expose();
+        for (base, expected) in [
+            (
+                "https://proxy/enroll",
+                format!("https://proxy/enroll#{exposed}"),
+            ),
+            (
+                "https://proxy/enroll/",
+                format!("https://proxy/enroll/#{exposed}"),
+            ),
+            (
+                "https://proxy/enroll?x=1",
+                format!("https://proxy/enroll?x=1#{exposed}"),
+            ),
+            (
+                "https://proxy/enroll#old",
+                format!("https://proxy/enroll#{exposed}"),
+            ),
+        ] {
+            let url = link_url(base, &secret);
+            assert_eq!(url, expected);
+            // What a browser sends (everything before the fragment) never holds the secret.
+            let parsed = url::Url::parse(&url).unwrap();
+            assert_eq!(parsed.fragment(), Some(exposed));
+            let mut sent = parsed.clone();
+            sent.set_fragment(None);
+            assert!(!sent.as_str().contains(exposed), "{sent}");
+        }
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! The page's two JSON endpoints, wrapping BeginDeviceRegistration and
-//! FinishDeviceRegistration as a proxy-role caller.
+//! The page's two JSON endpoints, wrapping the registration use cases as the actor
+//! `enrollment-page`. They check their input the way the gRPC edge does (same codes and
+//! messages), since the use cases take parsed values.
 use super::*;
 
-#[derive(Debug, Deserialize)]
+/// The begin call: the link secret and nothing else. Unknown fields are refused, so a body
+/// naming a realm or user is an error, not silently a link lookup. No `Debug`: it holds
+/// the secret.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct BeginBody {
     secret: String,
 }
@@ -16,7 +21,7 @@ pub(super) struct BeginAnswer {
     user: String,
     device_type: &'static str,
     /// RFC 3339; the page starts a new ceremony when this one is about to expire.
-    expire_time: Option<String>,
+    expire_time: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,7 +32,7 @@ pub(super) struct FinishBody {
 
 #[derive(Debug, Serialize)]
 pub(super) struct FinishAnswer {
-    device: Option<DeviceAnswer>,
+    device: DeviceAnswer,
     redirect_url: String,
 }
 
@@ -45,23 +50,20 @@ pub(super) async fn begin<R: Registrar>(
     body: Result<Json<BeginBody>, JsonRejection>,
 ) -> Result<Json<BeginAnswer>, WebError> {
     let Json(body) = body.map_err(WebError::from)?;
-    let request = page_request(pb::BeginDeviceRegistrationRequest {
-        link_secret: body.secret,
-        client_ip: client_ip(peer),
-        ..Default::default()
-    });
-    let answer = call(state.timeout, state.registrar.begin(request)).await?;
-    let options = serde_json::from_str(&answer.creation_options_json).map_err(|error| {
-        tracing::error!(%error, "BeginDeviceRegistration returned options that are not JSON");
+    let secret = link_secret(&body.secret)?;
+    let actor = page_actor(peer);
+    let challenge = call(state.timeout, state.registrar.begin(&actor, secret)).await?;
+    let options = serde_json::from_str(&challenge.options_json).map_err(|error| {
+        tracing::error!(%error, "the registration options are not JSON");
         WebError::internal()
     })?;
     Ok(Json(BeginAnswer {
-        ceremony_id: answer.ceremony_id,
+        ceremony_id: challenge.ceremony_id,
         options,
-        realm: answer.realm,
-        user: answer.user,
-        device_type: device_type_name(answer.device_type),
-        expire_time: answer.expire_time.and_then(rfc3339),
+        realm: challenge.realm.to_string(),
+        user: challenge.user.to_string(),
+        device_type: challenge.kind.as_str(),
+        expire_time: challenge.expire_time.to_rfc3339(),
     }))
 }
 
@@ -72,79 +74,72 @@ pub(super) async fn finish<R: Registrar>(
     body: Result<Json<FinishBody>, JsonRejection>,
 ) -> Result<Json<FinishAnswer>, WebError> {
     let Json(body) = body.map_err(WebError::from)?;
+    let ceremony_id = uuid::Uuid::parse_str(body.ceremony_id.trim())
+        .map_err(|_| DeviceError::invalid("ceremony_id", "not a valid id"))?
+        .to_string();
+    if body.credential.is_null() {
+        return Err(DeviceError::invalid("credential", "required").into());
+    }
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let request = page_request(pb::FinishDeviceRegistrationRequest {
-        ceremony_id: body.ceremony_id,
-        credential_json: body.credential.to_string(),
-        user_agent,
-        client_ip: client_ip(peer),
-    });
-    let answer = call(state.timeout, state.registrar.finish(request)).await?;
+    let actor = page_actor(peer);
+    let registered = call(
+        state.timeout,
+        state.registrar.finish(
+            &actor,
+            &ceremony_id,
+            body.credential.to_string(),
+            &user_agent,
+        ),
+    )
+    .await?;
+    let device = registered.device;
     Ok(Json(FinishAnswer {
-        device: answer.device.map(|device| DeviceAnswer {
+        device: DeviceAnswer {
             id: device.id,
             credential_id: device.credential_id,
-            device_type: device_type_name(device.device_type),
-            state: device_state_name(device.state),
-        }),
-        redirect_url: answer.redirect_url,
+            device_type: device.kind.as_str(),
+            state: device.state.as_str(),
+        },
+        redirect_url: registered.redirect_url,
     }))
 }
 
-/// A request as the gRPC handlers expect it: the auth layer would have put the caller in
-/// the extensions; the page is a proxy-role caller under its own name.
-fn page_request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.extensions_mut().insert(Caller {
+/// The secret from the body. A malformed one is treated like an unknown one (it names no
+/// link), as over gRPC; the message never repeats it.
+fn link_secret(raw: &str) -> Result<LinkSecret, WebError> {
+    if raw.trim().is_empty() {
+        return Err(DeviceError::invalid("secret", "required").into());
+    }
+    LinkSecret::parse(raw).ok_or_else(|| DeviceError::NotFound("enrollment link".to_owned()).into())
+}
+
+/// The page's actor: its own name, and the TCP peer's address. Forwarding headers are
+/// ignored on purpose: anyone can send them, and the address feeds policy decisions
+/// (client networks).
+fn page_actor(peer: SocketAddr) -> Actor {
+    Actor {
         name: PAGE_CALLER.to_owned(),
-        role: Role::Proxy,
-    });
-    request
+        client_ip: peer.ip().to_canonical().to_string(),
+    }
 }
 
-/// The TCP peer's address. Forwarding headers are ignored on purpose: anyone can send
-/// them, and the address feeds policy decisions (client networks).
-fn client_ip(peer: SocketAddr) -> String {
-    peer.ip().to_canonical().to_string()
-}
-
+/// Runs one use case under the page's deadline (the gRPC server's timeout layer does not
+/// apply here).
 async fn call<T>(
     timeout: Duration,
-    rpc: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    work: impl Future<Output = Result<T, DeviceError>>,
 ) -> Result<T, WebError> {
-    match tokio::time::timeout(timeout, rpc).await {
-        Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(WebError::from(status)),
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(WebError::from(error)),
         Err(_) => Err(WebError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "the request took too long; please try again",
         )),
-    }
-}
-
-fn rfc3339(timestamp: prost_types::Timestamp) -> Option<String> {
-    let nanos = u32::try_from(timestamp.nanos).ok()?;
-    chrono::DateTime::from_timestamp(timestamp.seconds, nanos).map(|time| time.to_rfc3339())
-}
-
-fn device_type_name(value: i32) -> &'static str {
-    match pb::DeviceType::try_from(value) {
-        Ok(pb::DeviceType::Any) => "any",
-        Ok(pb::DeviceType::EnclaveOnly) => "enclave_only",
-        _ => "unspecified",
-    }
-}
-
-fn device_state_name(value: i32) -> &'static str {
-    match pb::DeviceState::try_from(value) {
-        Ok(pb::DeviceState::PendingApproval) => "pending_approval",
-        Ok(pb::DeviceState::Approved) => "approved",
-        Ok(pb::DeviceState::Revoked) => "revoked",
-        _ => "unspecified",
     }
 }

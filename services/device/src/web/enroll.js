@@ -6,6 +6,51 @@
 "use strict";
 
 (() => {
+  // The link secret, taken before anything else runs: from the fragment of a link
+  // (`/enroll#<secret>`: browsers never send a fragment to a server) or, for deprecated
+  // path links, from the path (`/enroll/<secret>`). The address bar and this history entry
+  // are then rewritten without it, so it is not left in history, bookmarks or a shared
+  // screenshot; from here on it lives only in this constant and goes to the server only in
+  // the body of the begin call.
+  const LINK_SECRET = takeLinkSecret();
+
+  function takeLinkSecret() {
+    const here = window.location;
+    const decode = (text) => {
+      try {
+        return decodeURIComponent(text);
+      } catch (_) {
+        return "";
+      }
+    };
+    const parts = here.pathname.split("/").filter((part) => part.length > 0);
+    const pathLink = parts.length === 2 && parts[0] === "enroll";
+    let secret = "";
+    if (here.hash.length > 1) {
+      secret = decode(here.hash.slice(1));
+    } else if (pathLink) {
+      secret = decode(parts[1]);
+    }
+    if (here.hash || pathLink) {
+      const clean = (pathLink ? "/enroll/" : here.pathname) + here.search;
+      try {
+        window.history.replaceState(null, "", clean);
+      } catch (_) {
+        // Without the History API the secret stays visible; the page still works.
+      }
+    }
+    return secret.trim();
+  }
+
+  // Another link opened in this tab changes only the fragment, which loads no new page:
+  // reload, so the new link is read (and removed) from the start. Our own replaceState
+  // fires no hashchange.
+  window.addEventListener("hashchange", () => {
+    if (window.location.hash.length > 1) {
+      window.location.reload();
+    }
+  });
+
   const statusBox = document.getElementById("status");
   const message = document.getElementById("message");
   const button = document.getElementById("register");
@@ -153,24 +198,10 @@
     return answer;
   }
 
-  function linkSecret() {
-    const parts = window.location.pathname.split("/").filter((part) => part.length > 0);
-    // /enroll/<secret>
-    if (parts.length !== 2 || parts[0] !== "enroll") {
-      return "";
-    }
-    try {
-      return decodeURIComponent(parts[1]);
-    } catch (_) {
-      return "";
-    }
-  }
-
   async function beginCeremony(secret) {
     const answer = await post("/enroll/api/begin", { secret });
     const expires = answer.expire_time ? Date.parse(answer.expire_time) : NaN;
     ceremony = {
-      secret,
       id: answer.ceremony_id,
       options: answer.options,
       expires: Number.isNaN(expires) ? Date.now() + 5 * 60 * 1000 : expires,
@@ -244,7 +275,7 @@
       if (!ceremony || ceremony.used || Date.now() > ceremony.expires - EXPIRY_MARGIN_MS) {
         setState("working", "Preparing the registration…");
         try {
-          showSubject(await beginCeremony(ceremony ? ceremony.secret : linkSecret()));
+          showSubject(await beginCeremony(LINK_SECRET));
         } catch (error) {
           beginFailed(error);
           return;
@@ -302,13 +333,13 @@
       fail("This browser cannot register security devices here: open the link over https in a current browser.", "UNSUPPORTED", false, false);
       return;
     }
-    const secret = linkSecret();
-    if (!secret) {
-      fail("This enrollment link is incomplete. Copy the whole link and open it again.", "INVALID_ARGUMENT", false, true);
+    if (!LINK_SECRET) {
+      // Also after a reload: the page forgets the secret once it has read it.
+      fail("This page has no enrollment link. Open the whole link you were sent again.", "INVALID_ARGUMENT", false, true);
       return;
     }
     try {
-      const answer = await beginCeremony(secret);
+      const answer = await beginCeremony(LINK_SECRET);
       showSubject(answer);
       setState("ready", "Press the button, then follow your browser's prompt.");
       showButton(true, "Register this device");

@@ -1,4 +1,5 @@
-//! Errors of the page's endpoints: the gRPC status as an HTTP status and a JSON body.
+//! Errors of the page's endpoints: the use case's error, mapped to its gRPC status exactly
+//! as over gRPC, then to an HTTP status and a JSON body.
 use super::*;
 
 /// An error answer: `{"code": "FAILED_PRECONDITION", "message": "..."}`; the page shows the
@@ -45,6 +46,13 @@ impl From<Status> for WebError {
             return error;
         }
         Self::new(http, code_name(status.code()), status.message())
+    }
+}
+
+impl From<DeviceError> for WebError {
+    fn from(error: DeviceError) -> Self {
+        // One mapping for both edges: the page answers with the code a gRPC caller gets.
+        Self::from(Status::from(error))
     }
 }
 

@@ -1,13 +1,18 @@
 //! The device service's own enrollment page, served over HTTP at the URL an enrollment link
 //! carries: a static HTML page and script that run `navigator.credentials.create` through
-//! two JSON endpoints wrapping BeginDeviceRegistration and FinishDeviceRegistration.
+//! two JSON endpoints wrapping the registration use cases.
 //!
-//! The endpoints call the gRPC implementation in process, so the page gets exactly the
-//! rules, policy checks and audit trail of a gRPC caller, without needing an API key of its
-//! own: the link secret is the credential, and the page acts as a proxy-role caller.
+//! Link URLs carry the secret in the fragment (`/enroll#<secret>`), which browsers never
+//! send to a server: the script reads it, removes it from the address bar and history, and
+//! sends it only in the body of the begin call. Old path links (`/enroll/<secret>`) still
+//! get the page during a transition period; the script takes the secret from the path and
+//! removes it the same way. Nothing here logs request paths or bodies, the page is never
+//! cached, and it sends no Referer anywhere.
 //!
-//! The URL path holds the link secret (a bearer credential). Nothing here logs request
-//! paths or bodies, the page is never cached, and it sends no Referer anywhere.
+//! The endpoints call the use cases directly as the actor `enrollment-page` (no API key:
+//! the link secret is the credential): begin accepts only a link secret, and finish
+//! completes only ceremonies begun from a link ([`Finisher::Page`]), so anyone who can
+//! reach the page cannot use it to self-register.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,15 +23,20 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use enroll_shared::auth::{Caller, Role};
-use enroll_shared::proto::device::v1 as pb;
-use pb::device_service_server::DeviceService;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Code, Status};
 
+use crate::domain::actor::Actor;
+use crate::domain::devices::{LinkSecret, RegisteredDevice, RegistrationChallenge};
+use crate::error::DeviceError;
+use crate::service::devices::{Devices, Finisher, Registrant};
+
 mod api;
 mod error;
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
 
 use api::{begin, finish};
 use error::WebError;
@@ -35,7 +45,7 @@ const PAGE: &str = include_str!("enroll.html");
 const SCRIPT: &str = include_str!("enroll.js");
 const STYLE: &str = include_str!("enroll.css");
 
-/// The caller name the page's in-process calls carry (audit events name it as the actor).
+/// The actor name of the page's calls (audit events name it).
 pub const PAGE_CALLER: &str = "enrollment-page";
 
 /// Requests are small JSON documents; a credential with its attestation certificates is a
@@ -48,35 +58,55 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The two RPCs the page wraps. A seam so the HTTP layer is testable without a database;
-/// every gRPC implementation of the service provides it.
+/// The two use cases the page wraps, in domain types. A seam so the HTTP layer is testable
+/// without a database. The signatures are the page's rules: begin takes a link secret and
+/// nothing else (no realm or user: no self-service through an anonymous page), and finish
+/// has no way to say it is an authenticated caller.
 #[async_trait::async_trait]
 pub trait Registrar: Send + Sync + 'static {
     async fn begin(
         &self,
-        request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
-    ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status>;
+        actor: &Actor,
+        secret: LinkSecret,
+    ) -> Result<RegistrationChallenge, DeviceError>;
 
     async fn finish(
         &self,
-        request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
-    ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status>;
+        actor: &Actor,
+        ceremony_id: &str,
+        credential_json: String,
+        user_agent: &str,
+    ) -> Result<RegisteredDevice, DeviceError>;
 }
 
 #[async_trait::async_trait]
-impl<T: DeviceService> Registrar for T {
+impl Registrar for Devices {
     async fn begin(
         &self,
-        request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
-    ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status> {
-        DeviceService::begin_device_registration(self, request).await
+        actor: &Actor,
+        secret: LinkSecret,
+    ) -> Result<RegistrationChallenge, DeviceError> {
+        self.begin_registration(actor, Registrant::Link(secret))
+            .await
     }
 
     async fn finish(
         &self,
-        request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
-    ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status> {
-        DeviceService::finish_device_registration(self, request).await
+        actor: &Actor,
+        ceremony_id: &str,
+        credential_json: String,
+        user_agent: &str,
+    ) -> Result<RegisteredDevice, DeviceError> {
+        // Page: a ceremony begun without a link (self-service by an authenticated caller)
+        // is refused, whoever learned its id.
+        self.finish_registration(
+            actor,
+            ceremony_id,
+            credential_json,
+            user_agent,
+            Finisher::Page,
+        )
+        .await
     }
 }
 
@@ -101,6 +131,12 @@ impl<R> Clone for WebState<R> {
 /// policy decision.
 pub fn router<R: Registrar>(registrar: Arc<R>, timeout: Duration) -> Router {
     Router::new()
+        // Link URLs are `<base>#<secret>`: the secret never reaches this server.
+        .route("/enroll", get(page))
+        .route("/enroll/", get(page))
+        // Deprecated path links (`/enroll/<secret>`, issued before fragment links): still
+        // answered with the same page during the transition, whose script removes the
+        // secret from the address bar. Nothing logs the path.
         .route("/enroll/{secret}", get(page))
         .route("/enroll/assets/enroll.js", get(script))
         .route("/enroll/assets/enroll.css", get(style))
@@ -156,15 +192,16 @@ async fn security_headers(mut response: Response) -> Response {
     // The page URL and the API answers are tied to one secret and one ceremony: no cache
     // (browser or shared) may keep them.
     set(headers, header::CACHE_CONTROL, "no-store");
-    // The URL holds the link secret: never send it to another site (redirect, subresource).
+    // A link URL holds the secret (in the fragment, which is never sent; or in the path of
+    // a deprecated link): send no Referer to anyone (redirect, subresource).
     set(headers, header::REFERRER_POLICY, "no-referrer");
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");
     response
 }
 
-/// The page itself; it reads the secret from `location.pathname`, so the secret is never
-/// templated into HTML.
+/// The page itself, the same bytes for every URL; its script reads the secret from
+/// `location.hash` (or a deprecated link's path), so the secret is never templated into HTML.
 async fn page() -> Response {
     static_asset(PAGE, "text/html; charset=utf-8")
 }
@@ -183,215 +220,4 @@ fn static_asset(body: &'static str, content_type: &'static str) -> Response {
 
 async fn not_found() -> Response {
     WebError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such page").into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error::code_name;
-    use super::*;
-    use axum::body::Body;
-    use axum::extract::connect_info::MockConnectInfo;
-    use std::sync::Mutex;
-    use tower::ServiceExt;
-
-    /// Records what the page sent and answers with canned results.
-    #[derive(Default)]
-    struct Fake {
-        begins: Mutex<Vec<(pb::BeginDeviceRegistrationRequest, Option<Caller>)>>,
-        finishes: Mutex<Vec<pb::FinishDeviceRegistrationRequest>>,
-        fail_with: Option<Code>,
-    }
-
-    #[async_trait::async_trait]
-    impl Registrar for Fake {
-        async fn begin(
-            &self,
-            request: tonic::Request<pb::BeginDeviceRegistrationRequest>,
-        ) -> Result<tonic::Response<pb::BeginDeviceRegistrationResponse>, Status> {
-            let caller = request.extensions().get::<Caller>().cloned();
-            self.begins
-                .lock()
-                .unwrap()
-                .push((request.into_inner(), caller));
-            if let Some(code) = self.fail_with {
-                return Err(Status::new(code, "this enrollment link was already used"));
-            }
-            Ok(tonic::Response::new(pb::BeginDeviceRegistrationResponse {
-                ceremony_id: "c1".into(),
-                creation_options_json: r#"{"publicKey":{"challenge":"AAEC"}}"#.into(),
-                expire_time: Some(prost_types::Timestamp {
-                    seconds: 1_700_000_000,
-                    nanos: 0,
-                }),
-                realm: "acme".into(),
-                user: "alice".into(),
-                device_type: pb::DeviceType::EnclaveOnly as i32,
-            }))
-        }
-
-        async fn finish(
-            &self,
-            request: tonic::Request<pb::FinishDeviceRegistrationRequest>,
-        ) -> Result<tonic::Response<pb::FinishDeviceRegistrationResponse>, Status> {
-            self.finishes.lock().unwrap().push(request.into_inner());
-            Ok(tonic::Response::new(pb::FinishDeviceRegistrationResponse {
-                device: Some(pb::Device {
-                    id: "d1".into(),
-                    credential_id: "cred".into(),
-                    device_type: pb::DeviceType::Any as i32,
-                    state: pb::DeviceState::Approved as i32,
-                    ..Default::default()
-                }),
-                redirect_url: "https://app.example/".into(),
-            }))
-        }
-    }
-
-    fn app(fake: Arc<Fake>) -> Router {
-        router(fake, Duration::from_secs(5))
-            .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 4711))))
-    }
-
-    async fn send(app: Router, request: http::Request<Body>) -> (StatusCode, HeaderMap, Vec<u8>) {
-        let response = app.oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, headers, body.to_vec())
-    }
-
-    fn post_json(uri: &str, body: &str) -> http::Request<Body> {
-        http::Request::post(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, "TestBrowser/1.0")
-            .body(Body::from(body.to_owned()))
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn page_is_static_and_carries_the_security_headers() {
-        let request = http::Request::get("/enroll/s3cr3t-value")
-            .body(Body::empty())
-            .unwrap();
-        let (status, headers, body) = send(app(Arc::default()), request).await;
-        assert_eq!(status, StatusCode::OK);
-        let body = String::from_utf8(body).unwrap();
-        assert!(
-            !body.contains("s3cr3t-value"),
-            "the secret is not templated"
-        );
-        assert!(body.contains(r#"src="/enroll/assets/enroll.js""#));
-        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
-        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
-        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert!(csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline"), "{csp}");
-        assert!(
-            headers[header::CONTENT_TYPE]
-                .to_str()
-                .unwrap()
-                .starts_with("text/html")
-        );
-    }
-
-    #[tokio::test]
-    async fn begin_calls_the_rpc_as_the_page_with_the_peer_address() {
-        let fake = Arc::new(Fake::default());
-        let (status, _, body) = send(
-            app(fake.clone()),
-            post_json("/enroll/api/begin", r#"{"secret":"abc"}"#),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-        let answer: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(answer["ceremony_id"], "c1");
-        assert_eq!(answer["options"]["publicKey"]["challenge"], "AAEC");
-        assert_eq!(answer["realm"], "acme");
-        assert_eq!(answer["user"], "alice");
-        assert_eq!(answer["device_type"], "enclave_only");
-        assert_eq!(answer["expire_time"], "2023-11-14T22:13:20+00:00");
-        let begins = fake.begins.lock().unwrap();
-        let (request, caller) = &begins[0];
-        assert_eq!(request.link_secret, "abc");
-        assert_eq!(request.client_ip, "192.0.2.7");
-        assert_eq!(
-            caller.as_ref(),
-            Some(&Caller {
-                name: PAGE_CALLER.into(),
-                role: Role::Proxy
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn finish_passes_the_credential_and_user_agent() {
-        let fake = Arc::new(Fake::default());
-        let (status, _, body) = send(
-            app(fake.clone()),
-            post_json(
-                "/enroll/api/finish",
-                r#"{"ceremony_id":"c1","credential":{"id":"x","type":"public-key"}}"#,
-            ),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
-        let answer: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(answer["device"]["id"], "d1");
-        assert_eq!(answer["device"]["state"], "approved");
-        assert_eq!(answer["device"]["device_type"], "any");
-        assert_eq!(answer["redirect_url"], "https://app.example/");
-        let finishes = fake.finishes.lock().unwrap();
-        assert_eq!(finishes[0].ceremony_id, "c1");
-        assert_eq!(finishes[0].user_agent, "TestBrowser/1.0");
-        assert_eq!(finishes[0].client_ip, "192.0.2.7");
-        let credential: Value = serde_json::from_str(&finishes[0].credential_json).unwrap();
-        assert_eq!(credential["type"], "public-key");
-    }
-
-    #[tokio::test]
-    async fn rpc_errors_map_to_http_statuses_with_json() {
-        for (code, http) in [
-            (Code::FailedPrecondition, StatusCode::CONFLICT),
-            (Code::NotFound, StatusCode::NOT_FOUND),
-            (Code::InvalidArgument, StatusCode::BAD_REQUEST),
-            (Code::PermissionDenied, StatusCode::FORBIDDEN),
-            (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
-            (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
-            (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
-        ] {
-            let fake = Arc::new(Fake {
-                fail_with: Some(code),
-                ..Default::default()
-            });
-            let (status, headers, body) = send(
-                app(fake),
-                post_json("/enroll/api/begin", r#"{"secret":"abc"}"#),
-            )
-            .await;
-            assert_eq!(status, http, "{code:?}");
-            assert_eq!(headers[header::CACHE_CONTROL], "no-store");
-            let answer: Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(answer["code"], code_name(code));
-            let message = answer["message"].as_str().unwrap();
-            if http == StatusCode::INTERNAL_SERVER_ERROR {
-                assert!(!message.contains("already used"), "internal details hidden");
-            } else {
-                assert_eq!(message, "this enrollment link was already used");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn malformed_bodies_are_invalid_argument() {
-        let (status, _, body) = send(
-            app(Arc::default()),
-            post_json("/enroll/api/begin", r#"{"nope":1}"#),
-        )
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
-        let answer: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(answer["code"], "INVALID_ARGUMENT");
-    }
 }
