@@ -78,7 +78,8 @@ pub fn normalize_name(raw: &str) -> Result<String, NameError> {
         if ch.is_whitespace() || ch.is_control() {
             return Err(NameError::Whitespace(ch));
         }
-        if !ch.is_ascii() && !(ch.is_alphanumeric() && is_case_stable(ch)) {
+        let allowed = ch.is_ascii() || (ch.is_alphanumeric() && is_case_stable(ch));
+        if !allowed {
             return Err(NameError::Refused(ch));
         }
     }

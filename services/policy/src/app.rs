@@ -122,8 +122,9 @@ impl Application {
             .set_each(true, cache.decision_set().is_ok())
             .await;
         tokio::spawn(mirror_serving(
-            cache.serving(),
+            cache.clone(),
             server.health.clone(),
+            config.cache.poll_interval(),
             server.stopping.clone(),
         ));
         tokio::spawn(keep_current(
@@ -139,12 +140,17 @@ impl Application {
 
 /// Keeps the service's health status equal to whether the cache serves decisions (an
 /// unreadable policy or a set too old: NOT_SERVING, so load balancers send decisions to
-/// replicas that can answer them).
+/// replicas that can answer them). Re-evaluated on every change and every poll interval, so
+/// a set that ages while a refresh hangs on the database still turns NOT_SERVING in time.
 async fn mirror_serving(
-    mut serving: tokio::sync::watch::Receiver<bool>,
+    cache: Arc<PolicyCache>,
     health: HealthHandle,
+    every: std::time::Duration,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut serving = cache.serving();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = *serving.borrow_and_update();
         health.set_service(now).await;
@@ -152,6 +158,7 @@ async fn mirror_serving(
             // Shutdown sets NOT_SERVING; nothing may flip it back.
             _ = stopping.changed() => return,
             changed = serving.changed() => if changed.is_err() { return },
+            _ = tick.tick() => cache.update_serving(),
         }
     }
 }
