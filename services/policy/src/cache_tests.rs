@@ -178,7 +178,7 @@ async fn the_age_counts_from_when_the_database_was_asked() {
         cache.decision_set(),
         Err(Unservable::Stale { .. })
     ));
-    // A confirmation read before the load does not make it younger... nor older.
+    // A confirmation asked at the same moment as the load changes nothing.
     cache.confirm(1, asked_at);
     assert!(cache.decision_set().is_err());
     cache.confirm(1, (cache.clock)());
