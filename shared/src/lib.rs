@@ -1,10 +1,12 @@
 //! Common code of the enrollment services: generated gRPC code, configuration, telemetry,
-//! caller authentication, database connections, status helpers and the gRPC server shell.
+//! caller authentication, database connections, realm and user names, status helpers and
+//! the gRPC server shell.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod names;
 pub mod paging;
 pub mod proto;
 pub mod server;

@@ -32,7 +32,7 @@ pub enum ServeError {
 }
 
 /// The health statuses of one server, the overall status ("") and the named service's,
-/// flipped together between SERVING and NOT_SERVING.
+/// flipped together between SERVING and NOT_SERVING, or apart with `set_each`.
 #[derive(Clone)]
 pub struct HealthHandle {
     reporter: HealthReporter,
@@ -52,15 +52,29 @@ impl HealthHandle {
     }
 
     pub async fn set(&self, serving: bool) {
-        let status = if serving {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
-        self.reporter.set_service_status("", status).await;
+        self.set_each(serving, serving).await;
+    }
+
+    /// Sets the overall status ("") and the named service's apart: the process may be up
+    /// while the service cannot do its main job.
+    pub async fn set_each(&self, overall: bool, service: bool) {
+        self.reporter.set_service_status("", status(overall)).await;
+        self.set_service(service).await;
+    }
+
+    /// Sets the named service's status only.
+    pub async fn set_service(&self, serving: bool) {
         self.reporter
-            .set_service_status(self.service_name, status)
+            .set_service_status(self.service_name, status(serving))
             .await;
+    }
+}
+
+fn status(serving: bool) -> tonic_health::ServingStatus {
+    if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
     }
 }
 

@@ -107,3 +107,53 @@ pub fn soft_passkey_registration(options_json: &str, origin: &str) -> String {
         .expect("the soft passkey registers");
     serde_json::to_string(&credential).expect("credential JSON")
 }
+
+/// The origin the soft authenticators register from (allowed by the test relying party).
+pub const TEST_ORIGIN: &str = "http://localhost:8080";
+
+/// Registers a soft passkey for `realm`/`user` through an enrollment link (admin creates the
+/// link, proxy runs the ceremony); returns the registered device.
+pub async fn register_device_by_link(
+    admin: &mut crate::DeviceClient,
+    proxy: &mut crate::DeviceClient,
+    realm: &str,
+    user: &str,
+) -> device_pb::Device {
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let link = admin
+        .create_enrollment_link(device_pb::CreateEnrollmentLinkRequest {
+            realm: realm.into(),
+            user: user.into(),
+            device_type: device_pb::DeviceType::Any as i32,
+            created_by: "console-admin".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create enrollment link")
+        .into_inner();
+    let begun = proxy
+        .begin_device_registration(device_pb::BeginDeviceRegistrationRequest {
+            link_secret: link_secret(&link),
+            ..Default::default()
+        })
+        .await
+        .expect("begin registration")
+        .into_inner();
+    let options: webauthn_rs_proto::CreationChallengeResponse =
+        serde_json::from_str(&begun.creation_options_json).expect("creation options");
+    let credential = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true)
+        .do_registration(url::Url::parse(TEST_ORIGIN).expect("origin"), options)
+        .expect("soft authenticator registers");
+    proxy
+        .finish_device_registration(device_pb::FinishDeviceRegistrationRequest {
+            ceremony_id: begun.ceremony_id,
+            credential_json: serde_json::to_string(&credential).expect("credential json"),
+            user_agent: "soft-authenticator".into(),
+            client_ip: "192.0.2.7".into(),
+        })
+        .await
+        .expect("finish registration")
+        .into_inner()
+        .device
+        .expect("registered device")
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::proto::policy::v1::policy_service_server::PolicyServiceServer;
-use enroll_shared::server::{ServeError, spawn};
+use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -51,6 +51,7 @@ impl Application {
     /// Connects to the database and binds the port (port 0 picks a free one).
     pub async fn build(config: PolicyConfig) -> Result<Self, StartError> {
         let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
+        config.cache.validate().map_err(StartError::Config)?;
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }
@@ -79,7 +80,9 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
-    /// the policy set is loaded; decisions are refused until then.
+    /// the policy set is loaded; decisions are refused until then. Afterwards the overall
+    /// status stays SERVING (the process works, CRUD answers, so an admin can repair a
+    /// policy) while the service's own status follows whether decisions are served.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -92,7 +95,7 @@ impl Application {
             clock,
         } = self;
         let store = Arc::new(SeaOrmPolicyStore::new(db.clone()));
-        let cache = Arc::new(PolicyCache::default());
+        let cache = Arc::new(PolicyCache::new(config.cache.max_staleness()));
         let policies = Policies::new(store.clone(), cache.clone(), clock);
         let mut server = spawn(
             listener,
@@ -114,7 +117,16 @@ impl Application {
             version = cache.loaded_version(),
             "migrations done, policy set loaded"
         );
-        server.health.set(true).await;
+        server
+            .health
+            .set_each(true, cache.decision_set().is_ok())
+            .await;
+        tokio::spawn(mirror_serving(
+            cache.clone(),
+            server.health.clone(),
+            config.cache.poll_interval(),
+            server.stopping.clone(),
+        ));
         tokio::spawn(keep_current(
             cache,
             store,
@@ -123,6 +135,31 @@ impl Application {
             server.stopping.clone(),
         ));
         Ok(server.finish().await?)
+    }
+}
+
+/// Keeps the service's health status equal to whether the cache serves decisions (an
+/// unreadable policy or a set too old: NOT_SERVING, so load balancers send decisions to
+/// replicas that can answer them). Re-evaluated on every change and every poll interval, so
+/// a set that ages while a refresh hangs on the database still turns NOT_SERVING in time.
+async fn mirror_serving(
+    cache: Arc<PolicyCache>,
+    health: HealthHandle,
+    every: std::time::Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut serving = cache.serving();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = *serving.borrow_and_update();
+        health.set_service(now).await;
+        tokio::select! {
+            // Shutdown sets NOT_SERVING; nothing may flip it back.
+            _ = stopping.changed() => return,
+            changed = serving.changed() => if changed.is_err() { return },
+            _ = tick.tick() => cache.update_serving(),
+        }
     }
 }
 

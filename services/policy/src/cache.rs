@@ -1,40 +1,124 @@
 //! The compiled policy set, held in memory and kept current: PostgreSQL LISTEN/NOTIFY for
 //! prompt updates, plus a version poll (the only mechanism on SQLite, and the fallback when
 //! the notification connection drops).
+//!
+//! The set is served only while it is known to be the stored one: every active stored policy
+//! compiled (an unreadable one stops decisions instead of being left out, which would
+//! decide as if it did not exist, usually more permissively), and confirmed against the
+//! database within `max_staleness` (a replica that cannot reach its database stops deciding
+//! instead of deciding on a set that may have been tightened since).
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::postgres::PgListener;
 use sea_orm::{DatabaseConnection, DbBackend};
 
 use crate::domain::engine::PolicySet;
-use crate::store::{CHANGE_CHANNEL, PolicyStore, StoreError};
+use crate::domain::policy::UnreadablePolicy;
+use crate::store::{CHANGE_CHANNEL, LoadedPolicies, PolicyStore, StoreError};
+
+/// A monotonic clock (tests inject one; wall-clock jumps must not age the set).
+pub type MonotonicClock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// Why decisions are refused right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unservable {
+    /// Nothing loaded yet.
+    NotLoaded,
+    /// Active stored policies that do not parse or no longer validate.
+    Unreadable(Vec<UnreadablePolicy>),
+    /// The set was last confirmed against the database `age` ago, more than `max`.
+    Stale { age: Duration, max: Duration },
+}
+
+/// One load of the stored policies.
+struct Loaded {
+    version: i64,
+    /// The policies that compiled (also used for conflict checks on writes).
+    set: Arc<PolicySet>,
+    /// Active policies that did not; decisions are refused while there are any.
+    unreadable: Vec<UnreadablePolicy>,
+    /// When the database last said this is its version.
+    confirmed_at: Instant,
+}
 
 /// The current policy set; readers take an `Arc` snapshot and never wait for a refresh.
-/// Empty until the first load: decisions are refused rather than made without the policies.
-#[derive(Default)]
 pub struct PolicyCache {
-    current: RwLock<Option<Arc<PolicySet>>>,
+    current: RwLock<Option<Loaded>>,
     /// Serializes refreshes so a slow load cannot overwrite a newer one.
     refreshing: tokio::sync::Mutex<()>,
+    max_staleness: Duration,
+    clock: MonotonicClock,
+    /// Whether decisions are served, for the health status.
+    serving: tokio::sync::watch::Sender<bool>,
 }
 
 impl PolicyCache {
-    pub fn snapshot(&self) -> Option<Arc<PolicySet>> {
-        match self.current.read() {
-            Ok(current) => current.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+    pub fn new(max_staleness: Duration) -> Self {
+        Self::with_clock(max_staleness, Arc::new(Instant::now))
+    }
+
+    pub fn with_clock(max_staleness: Duration, clock: MonotonicClock) -> Self {
+        Self {
+            current: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            max_staleness,
+            clock,
+            serving: tokio::sync::watch::Sender::new(false),
         }
     }
 
-    pub fn loaded_version(&self) -> Option<i64> {
-        self.snapshot().map(|set| set.version())
+    /// The set decisions may use, or why there is none.
+    pub fn decision_set(&self) -> Result<Arc<PolicySet>, Unservable> {
+        let now = (self.clock)();
+        self.read(|loaded| {
+            let loaded = loaded.ok_or(Unservable::NotLoaded)?;
+            if !loaded.unreadable.is_empty() {
+                return Err(Unservable::Unreadable(loaded.unreadable.clone()));
+            }
+            let age = now.saturating_duration_since(loaded.confirmed_at);
+            if age > self.max_staleness {
+                return Err(Unservable::Stale {
+                    age,
+                    max: self.max_staleness,
+                });
+            }
+            Ok(loaded.set.clone())
+        })
     }
 
-    /// Reloads when the stored version differs from the cached one.
+    /// The last compiled set whatever its state (for conflict warnings on writes).
+    pub fn last_set(&self) -> Option<Arc<PolicySet>> {
+        self.read(|loaded| loaded.map(|loaded| loaded.set.clone()))
+    }
+
+    pub fn loaded_version(&self) -> Option<i64> {
+        self.read(|loaded| loaded.map(|loaded| loaded.version))
+    }
+
+    /// Follows whether decisions are served (re-evaluated on every load, confirmation and
+    /// [`PolicyCache::update_serving`]).
+    pub fn serving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
+    /// Re-evaluates whether decisions are served (age alone can change it).
+    pub fn update_serving(&self) {
+        let serving = self.decision_set().is_ok();
+        self.serving.send_if_modified(|current| {
+            let changed = *current != serving;
+            *current = serving;
+            changed
+        });
+    }
+
+    /// Reloads when the stored version differs from the cached one; otherwise records that
+    /// the cached set is still the stored one.
     pub async fn refresh_if_changed<S: PolicyStore>(&self, store: &S) -> Result<bool, StoreError> {
+        let asked_at = (self.clock)();
         let stored_version = store.version().await?;
         if Some(stored_version) == self.loaded_version() {
+            self.confirm(stored_version, asked_at);
             return Ok(false);
         }
         self.reload(store).await.map(|_| true)
@@ -43,21 +127,78 @@ impl PolicyCache {
     /// Loads and compiles every policy.
     pub async fn reload<S: PolicyStore>(&self, store: &S) -> Result<(), StoreError> {
         let _guard = self.refreshing.lock().await;
-        let (version, stored) = store.load_all().await?;
-        if self.loaded_version().is_some_and(|loaded| version < loaded) {
-            return Ok(());
-        }
-        let (set, skipped) = PolicySet::compile(version, &stored);
-        for (name, reason) in skipped {
-            tracing::error!(policy = %name, %reason, "stored policy no longer validates; ignored");
-        }
-        tracing::debug!(version, policies = set.len(), "policy set loaded");
-        let set = Some(Arc::new(set));
-        match self.current.write() {
-            Ok(mut current) => *current = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
-        }
+        let asked_at = (self.clock)();
+        let loaded = store.load_all().await?;
+        self.install(loaded, asked_at);
         Ok(())
+    }
+
+    /// Installs a load read at `asked_at` (the start of the read: the set is at least that
+    /// fresh), unless a newer version is already installed.
+    fn install(&self, loaded: LoadedPolicies, asked_at: Instant) {
+        let LoadedPolicies {
+            version,
+            policies,
+            unreadable: mut unparsed,
+        } = loaded;
+        if self
+            .loaded_version()
+            .is_some_and(|current| version < current)
+        {
+            return;
+        }
+        let (set, invalid) = PolicySet::compile(version, &policies);
+        unparsed.extend(invalid);
+        for policy in &unparsed {
+            tracing::error!(
+                policy = %policy.name,
+                active = policy.active,
+                reason = %policy.reason,
+                "stored policy is unreadable; decisions are refused while it is active"
+            );
+        }
+        let unreadable: Vec<UnreadablePolicy> = unparsed
+            .into_iter()
+            .filter(|policy| policy.active)
+            .collect();
+        tracing::debug!(version, policies = set.len(), "policy set loaded");
+        self.write(Loaded {
+            version,
+            set: Arc::new(set),
+            unreadable,
+            confirmed_at: asked_at,
+        });
+        self.update_serving();
+    }
+
+    /// Records that the database's version was still `version` at `asked_at`.
+    fn confirm(&self, version: i64, asked_at: Instant) {
+        let mut current = match self.current.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(loaded) = current.as_mut()
+            && loaded.version == version
+            && loaded.confirmed_at < asked_at
+        {
+            loaded.confirmed_at = asked_at;
+        }
+        drop(current);
+        self.update_serving();
+    }
+
+    fn read<T>(&self, read: impl FnOnce(Option<&Loaded>) -> T) -> T {
+        match self.current.read() {
+            Ok(current) => read(current.as_ref()),
+            Err(poisoned) => read(poisoned.into_inner().as_ref()),
+        }
+    }
+
+    fn write(&self, loaded: Loaded) {
+        match self.current.write() {
+            Ok(mut current) => *current = Some(loaded),
+            Err(poisoned) => *poisoned.into_inner() = Some(loaded),
+        }
     }
 }
 
@@ -93,8 +234,9 @@ pub async fn keep_current<S: PolicyStore>(
             _ = poll.tick() => {}
         }
         if let Err(error) = cache.refresh_if_changed(store.as_ref()).await {
-            tracing::warn!(%error, "policy set refresh failed; serving the previous set");
+            tracing::warn!(%error, "policy set refresh failed; the cached set ages until a refresh succeeds");
         }
+        cache.update_serving();
     }
 }
 
@@ -114,3 +256,7 @@ async fn listen(db: &DatabaseConnection) -> Option<PgListener> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

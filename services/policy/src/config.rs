@@ -27,12 +27,19 @@ pub struct CacheConfig {
     /// PostgreSQL notifications usually arrive sooner; this bounds staleness either way.
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u64,
+    /// The oldest policy set decisions are made on (ms): the time since the database last
+    /// confirmed the cached version. Older, decisions are UNAVAILABLE and health is
+    /// NOT_SERVING, so a replica cut off from its database stops deciding on policies that
+    /// may have been tightened since. At least twice the poll interval.
+    #[serde(default = "default_max_staleness_ms")]
+    pub max_staleness_ms: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             poll_interval_ms: default_poll_interval_ms(),
+            max_staleness_ms: default_max_staleness_ms(),
         }
     }
 }
@@ -41,10 +48,30 @@ impl CacheConfig {
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms.max(10))
     }
+
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(self.max_staleness_ms)
+    }
+
+    /// Refuses a maximum age that one slow poll would exceed: decisions would flap.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_staleness() < self.poll_interval() * 2 {
+            return Err(format!(
+                "cache.max_staleness_ms ({}) must be at least twice cache.poll_interval_ms ({})",
+                self.max_staleness_ms,
+                self.poll_interval().as_millis()
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_poll_interval_ms() -> u64 {
     500
+}
+
+fn default_max_staleness_ms() -> u64 {
+    30_000
 }
 
 /// The policy service's default port.
@@ -74,5 +101,16 @@ mod tests {
         assert_eq!(config.server.listen.port(), 50051);
         assert!(config.database.url.starts_with("sqlite://"));
         assert_eq!(config.cache.poll_interval_ms, 500);
+        assert_eq!(config.cache.max_staleness(), Duration::from_secs(30));
+        assert!(config.cache.validate().is_ok());
+    }
+
+    #[test]
+    fn a_maximum_age_below_two_polls_is_refused() {
+        let cache = CacheConfig {
+            poll_interval_ms: 500,
+            max_staleness_ms: 999,
+        };
+        assert!(cache.validate().unwrap_err().contains("max_staleness_ms"));
     }
 }

@@ -2,6 +2,7 @@
 use enroll_shared::status::with_reason;
 use tonic::{Code, Status};
 
+use crate::cache::Unservable;
 use crate::domain::engine::Conflict;
 use crate::domain::policy::InvalidField;
 use crate::store::StoreError;
@@ -22,8 +23,40 @@ pub enum PolicyError {
     Conflict(Conflict),
     #[error("policy store unavailable")]
     Unavailable(#[source] StoreError),
-    #[error("the policy set is not loaded yet; retry shortly")]
-    NotReady,
+    #[error("{}", unservable_message(.0))]
+    Unservable(Unservable),
+    #[error(
+        "stored policy `{name}` is unreadable ({reason}); delete it (DeletePolicy) and create it again"
+    )]
+    UnreadablePolicy { name: String, reason: String },
+}
+
+fn unservable_message(unservable: &Unservable) -> String {
+    match unservable {
+        Unservable::NotLoaded => "the policy set is not loaded yet; retry shortly".to_owned(),
+        Unservable::Unreadable(policies) => {
+            let listed: Vec<String> = policies
+                .iter()
+                .map(|policy| format!("`{}` ({})", policy.name, policy.reason))
+                .collect();
+            let (noun, verb) = if policies.len() == 1 {
+                ("policy", "is")
+            } else {
+                ("policies", "are")
+            };
+            format!(
+                "decisions are refused: stored {noun} {} {verb} unreadable; an admin must \
+                 repair (UpdatePolicy) or delete (DeletePolicy) it",
+                listed.join(", ")
+            )
+        }
+        Unservable::Stale { age, max } => format!(
+            "decisions are refused: the policy set was last confirmed against the database \
+             {} ms ago, more than cache.max_staleness ({} ms); retry shortly",
+            age.as_millis(),
+            max.as_millis()
+        ),
+    }
 }
 
 impl PolicyError {
@@ -52,6 +85,7 @@ impl From<StoreError> for PolicyError {
             StoreError::EtagMismatch { name, given, .. } => {
                 PolicyError::EtagMismatch { name, given }
             }
+            StoreError::Corrupt { name, reason } => PolicyError::UnreadablePolicy { name, reason },
             other => PolicyError::Unavailable(other),
         }
     }
@@ -97,7 +131,32 @@ impl From<PolicyError> for Status {
                     ),
                 ],
             ),
-            PolicyError::NotReady => Status::unavailable(message),
+            PolicyError::Unservable(Unservable::NotLoaded) => Status::unavailable(message),
+            PolicyError::Unservable(Unservable::Unreadable(policies)) => {
+                let names: Vec<String> = policies.into_iter().map(|policy| policy.name).collect();
+                with_reason(
+                    Code::Unavailable,
+                    message,
+                    "POLICY_UNREADABLE",
+                    [("policies".to_owned(), names.join(","))],
+                )
+            }
+            PolicyError::Unservable(Unservable::Stale { age, max }) => with_reason(
+                Code::Unavailable,
+                message,
+                "POLICY_SET_STALE",
+                [
+                    ("age_ms".to_owned(), age.as_millis().to_string()),
+                    ("max_staleness_ms".to_owned(), max.as_millis().to_string()),
+                ],
+            ),
+            // The row is there but cannot be shown: the admin must delete it.
+            PolicyError::UnreadablePolicy { name, .. } => with_reason(
+                Code::FailedPrecondition,
+                message,
+                "POLICY_UNREADABLE",
+                [("policy".to_owned(), name)],
+            ),
             PolicyError::Unavailable(source) => {
                 // The cause goes to the log, not to the caller.
                 tracing::error!(error = %source, "policy store error");
@@ -110,7 +169,10 @@ impl From<PolicyError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::domain::actions::ActionName;
+    use crate::domain::policy::UnreadablePolicy;
     use enroll_shared::status::reason;
 
     #[test]
@@ -149,6 +211,36 @@ mod tests {
                 Some("POLICY_CONFLICT"),
             ),
             (
+                PolicyError::Unservable(Unservable::Unreadable(vec![UnreadablePolicy {
+                    name: "p".into(),
+                    active: true,
+                    reason: "realms: expected value".into(),
+                }])),
+                Code::Unavailable,
+                Some("POLICY_UNREADABLE"),
+            ),
+            (
+                PolicyError::Unservable(Unservable::Stale {
+                    age: Duration::from_secs(31),
+                    max: Duration::from_secs(30),
+                }),
+                Code::Unavailable,
+                Some("POLICY_SET_STALE"),
+            ),
+            (
+                PolicyError::Unservable(Unservable::NotLoaded),
+                Code::Unavailable,
+                None,
+            ),
+            (
+                PolicyError::from(StoreError::Corrupt {
+                    name: "p".into(),
+                    reason: "users: expected value".into(),
+                }),
+                Code::FailedPrecondition,
+                Some("POLICY_UNREADABLE"),
+            ),
+            (
                 PolicyError::Unavailable(StoreError::Database(sea_orm::DbErr::Custom(
                     "secret detail".into(),
                 ))),
@@ -174,5 +266,19 @@ mod tests {
             second: "beta".into(),
         }));
         assert!(status.message().contains("alpha") && status.message().contains("beta"));
+        let status = Status::from(PolicyError::Unservable(Unservable::Unreadable(vec![
+            UnreadablePolicy {
+                name: "garbled".into(),
+                active: true,
+                reason: "realms: expected value".into(),
+            },
+        ])));
+        assert!(
+            status
+                .message()
+                .contains("`garbled` (realms: expected value) is unreadable"),
+            "{}",
+            status.message()
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC edge: decode and validate requests into domain types, call one use case, map
 //! errors through `From<PolicyError> for Status`.
 use enroll_shared::auth::caller;
+use enroll_shared::names::{NameError, normalize_name};
 use enroll_shared::paging::{PageKey, PageRequest};
 use enroll_shared::proto::policy::v1 as pb;
 use enroll_shared::time::to_timestamp;
@@ -25,15 +26,15 @@ impl<S> PolicyGrpc<S> {
     }
 }
 
-fn required(field: &str, value: &str) -> Result<String, PolicyError> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(PolicyError::invalid(field, "required"));
-    }
-    if value.chars().count() > 256 {
-        return Err(PolicyError::invalid(field, "longer than 256 characters"));
-    }
-    Ok(value.to_owned())
+/// A realm or user name, checked with the rule both services share
+/// (`enroll_shared::names`). It is kept as written, trimmed, because templates render it;
+/// matching folds it with the same rule.
+fn name(field: &str, value: &str) -> Result<String, PolicyError> {
+    normalize_name(value).map_err(|error| match error {
+        NameError::Empty => PolicyError::invalid(field, "required"),
+        other => PolicyError::invalid(field, other.to_string()),
+    })?;
+    Ok(value.trim().to_owned())
 }
 
 fn subject(
@@ -42,11 +43,11 @@ fn subject(
     client_ip: &str,
     user_required: bool,
 ) -> Result<Subject, PolicyError> {
-    let realm = required("realm", realm)?;
-    let user = if user_required {
-        required("user", user)?
+    let realm = name("realm", realm)?;
+    let user = if user_required || !user.trim().is_empty() {
+        name("user", user)?
     } else {
-        user.trim().to_owned()
+        String::new()
     };
     let client = match client_ip.trim() {
         "" => None,

@@ -65,7 +65,8 @@ impl DecisionMetrics {
         let outcome = match decision {
             Ok(decision) if decision.allowed() => "allowed",
             Ok(_) => "denied",
-            Err(_) => "conflict",
+            Err(PolicyError::Conflict(_)) => "conflict",
+            Err(_) => "unavailable",
         };
         self.decisions
             .add(1, &[action.clone(), KeyValue::new("outcome", outcome)]);
@@ -90,9 +91,8 @@ impl<S: PolicyStore> Policies<S> {
 
     pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
         let decision = self
-            .policy_set()?
-            .evaluate(request)
-            .map_err(PolicyError::Conflict);
+            .policy_set()
+            .and_then(|set| set.evaluate(request).map_err(PolicyError::Conflict));
         self.metrics.record(request, &decision);
         decision
     }
@@ -189,14 +189,15 @@ impl<S: PolicyStore> Policies<S> {
     }
 
     fn conflicts_with(&self, compiled: &CompiledPolicy) -> Vec<Conflict> {
+        // Warnings only: the last compiled set will do even when decisions are refused.
         self.cache
-            .snapshot()
+            .last_set()
             .map(|set| set.conflicts_with(compiled))
             .unwrap_or_default()
     }
 
     fn policy_set(&self) -> Result<Arc<PolicySet>, PolicyError> {
-        self.cache.snapshot().ok_or(PolicyError::NotReady)
+        self.cache.decision_set().map_err(PolicyError::Unservable)
     }
 
     fn context(&self, actor: String) -> ChangeContext {

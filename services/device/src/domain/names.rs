@@ -1,24 +1,20 @@
 //! Newtypes for the names requests carry, parsed once at the edge.
 use std::fmt;
 
+use enroll_shared::names::{NameError as NormalizeError, normalize_name};
+
 /// Why a name was refused (the caller adds the field).
 pub type NameError = String;
 
+/// Realms and users follow the one rule both services share
+/// ([`enroll_shared::names::normalize_name`]): trimmed, ASCII case folded, and any character
+/// whose case maps to another refused, so two names the identity provider keeps apart
+/// (`kate` and `\u{212A}ate` with a Kelvin sign) never share one user's devices.
 fn parse_name(raw: &str, what: &str) -> Result<String, NameError> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err("required".to_owned());
-    }
-    if name.chars().count() > 128 {
-        return Err(format!("{what} is longer than 128 characters"));
-    }
-    if name.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-        return Err(format!(
-            "{what} may not contain whitespace or control characters"
-        ));
-    }
-    // Realms and users compare case-insensitively, as the policy service matches them.
-    Ok(name.to_lowercase())
+    normalize_name(raw).map_err(|error| match error {
+        NormalizeError::Empty => "required".to_owned(),
+        other => format!("{what} {other}"),
+    })
 }
 
 macro_rules! name_type {
@@ -107,5 +103,23 @@ mod tests {
         assert!(UserName::parse(&"x".repeat(129)).is_err());
         assert_eq!(Serial::parse("TOTP00AB").unwrap().as_str(), "TOTP00AB");
         assert!(Serial::parse("bad serial").is_err());
+    }
+
+    #[test]
+    fn only_ascii_case_folds() {
+        assert_eq!(
+            UserName::parse("KATE").unwrap(),
+            UserName::parse("kate").unwrap()
+        );
+        let refused = UserName::parse("\u{212A}ate").unwrap_err();
+        assert!(
+            refused.starts_with("a user name") && refused.contains("U+212A"),
+            "{refused}"
+        );
+        assert!(Realm::parse("\u{FF21}cme").is_err());
+        assert_eq!(
+            Realm::parse("m\u{00FC}nchen").unwrap().as_str(),
+            "m\u{00FC}nchen"
+        );
     }
 }

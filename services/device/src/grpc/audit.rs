@@ -2,7 +2,7 @@
 use enroll_shared::proto::device::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::decode::{page, timestamp};
+use super::decode::{optional_realm, optional_user, page, timestamp};
 use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::service::audit::AuditTrail;
 
@@ -28,8 +28,9 @@ pub async fn list_audit_events(
     let request = request.into_inner();
     let text = |value: &str| Some(value.trim().to_owned()).filter(|value| !value.is_empty());
     let filter = AuditFilter {
-        realm: text(&request.realm).map(|realm| realm.to_lowercase()),
-        user: text(&request.user).map(|user| user.to_lowercase()),
+        // Names are folded exactly as stored (one normalisation for both services).
+        realm: optional_realm("realm", &request.realm)?.map(String::from),
+        user: optional_user("user", &request.user)?.map(String::from),
         action: text(&request.action),
         subject: text(&request.serial),
         result: text(&request.result),

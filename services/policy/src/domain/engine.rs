@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
+use enroll_shared::names::fold_case;
+
 use super::actions::{ActionName, ActionValue, Merge, TokenType};
-use super::policy::{CompiledPolicy, PolicySpec, StoredPolicy};
+use super::policy::{CompiledPolicy, PolicySpec, StoredPolicy, UnreadablePolicy};
 use super::settings::Settings;
 
 /// What the subject wants to do.
@@ -38,7 +40,9 @@ impl Action {
     }
 }
 
-/// The subject and action of a decision.
+/// The subject and action of a decision. `realm` and `user` are names that
+/// `enroll_shared::names::normalize_name` accepted, as the caller wrote them (templates
+/// render them so); matching folds them with the same rule.
 #[derive(Debug, Clone)]
 pub struct Subject {
     pub realm: String,
@@ -110,7 +114,7 @@ pub struct PolicySet {
     version: i64,
     /// Active policies sorted by (priority, name).
     policies: Vec<CompiledPolicy>,
-    /// Lowercased exact realm -> indexes into `policies`, ascending.
+    /// Normalised exact realm -> indexes into `policies`, ascending.
     by_realm: HashMap<String, Vec<usize>>,
     /// Policies whose realms use wildcards or exclusions (or are empty), ascending.
     any_realm: Vec<usize>,
@@ -118,18 +122,20 @@ pub struct PolicySet {
 
 impl PolicySet {
     /// Compiles stored policies. A policy that no longer validates (edited outside the
-    /// service) is skipped and reported, so one bad row cannot stop every decision.
-    pub fn compile(version: i64, stored: &[StoredPolicy]) -> (PolicySet, Vec<(String, String)>) {
-        let mut skipped = Vec::new();
+    /// service, or written under an older, looser rule) is not compiled but returned, so
+    /// the caller can refuse decisions instead of deciding as if it did not exist.
+    pub fn compile(version: i64, stored: &[StoredPolicy]) -> (PolicySet, Vec<UnreadablePolicy>) {
+        let mut unreadable = Vec::new();
         let mut policies: Vec<CompiledPolicy> = Vec::with_capacity(stored.len());
         for policy in stored {
             match policy.spec.clone().validate() {
                 Ok((_, compiled)) if compiled.active => policies.push(compiled),
                 Ok(_) => {}
-                Err(invalid) => skipped.push((
-                    policy.spec.name.clone(),
-                    format!("{}: {}", invalid.field, invalid.message),
-                )),
+                Err(invalid) => unreadable.push(UnreadablePolicy {
+                    name: policy.spec.name.clone(),
+                    active: policy.spec.active,
+                    reason: format!("{}: {}", invalid.field, invalid.message),
+                }),
             }
         }
         policies.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
@@ -154,7 +160,7 @@ impl PolicySet {
             by_realm,
             any_realm,
         };
-        (set, skipped)
+        (set, unreadable)
     }
 
     pub fn version(&self) -> i64 {
@@ -206,8 +212,8 @@ impl PolicySet {
         &self,
         subject: &Subject,
     ) -> Result<(Settings, BTreeMap<&'static str, String>), Conflict> {
-        let realm = subject.realm.to_lowercase();
-        let user = subject.user.to_lowercase();
+        let realm = fold_case(&subject.realm);
+        let user = fold_case(&subject.user);
         let mut resolved: [Option<Resolved<'_>>; ActionName::ALL.len()] =
             [None; ActionName::ALL.len()];
         for index in self.matching(&realm, &user, subject.client) {

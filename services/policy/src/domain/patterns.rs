@@ -1,8 +1,11 @@
-//! Subject patterns: realm and user names (exact, `*` wildcard, `!` exclusion,
-//! case-insensitive) and client addresses (IPv4/IPv6 addresses and CIDRs, `!` exclusion).
+//! Subject patterns: realm and user names (exact, `*` wildcard, `!` exclusion, normalised
+//! like the names they match) and client addresses (IPv4/IPv6 addresses and CIDRs, `!`
+//! exclusion).
 use std::net::IpAddr;
 
-/// One name pattern, lowercased.
+use enroll_shared::names::{NameError, normalize_name};
+
+/// One name pattern, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum NamePattern {
     Exact(String),
@@ -65,32 +68,38 @@ pub struct NamePatterns {
 }
 
 impl NamePatterns {
+    /// Normalises one pattern the way names are (`enroll_shared::names`: ASCII case folded,
+    /// characters with ambiguous case refused), keeping a leading `!`. A pattern that could
+    /// only match names the services refuse is an error, not a policy that silently never
+    /// applies.
+    pub fn normalize(raw: &str) -> Result<String, String> {
+        let trimmed = raw.trim();
+        let (negated, body) = match trimmed.strip_prefix('!') {
+            Some(body) => (true, body),
+            None => (false, trimmed),
+        };
+        // `! bob` is a typo, not `!bob`: whitespace after the `!` is refused, not trimmed.
+        if body.contains([',', '!']) || body.starts_with(char::is_whitespace) {
+            return Err(format!(
+                "`{raw}` may not contain whitespace, `,` or a `!` after the first character"
+            ));
+        }
+        let body = normalize_name(body).map_err(|error| match error {
+            NameError::Empty => format!("`{raw}` is empty"),
+            other => format!("`{raw}` {other}"),
+        })?;
+        Ok(if negated { format!("!{body}") } else { body })
+    }
+
     /// Parses patterns; the error is (index, reason) of the first bad one.
     pub fn parse(patterns: &[String]) -> Result<NamePatterns, (usize, String)> {
         let mut parsed = NamePatterns::default();
         for (index, raw) in patterns.iter().enumerate() {
-            let lowered = raw.trim().to_lowercase();
-            let (negated, body) = match lowered.strip_prefix('!') {
+            let normalized = Self::normalize(raw).map_err(|reason| (index, reason))?;
+            let (negated, body) = match normalized.strip_prefix('!') {
                 Some(body) => (true, body),
-                None => (false, lowered.as_str()),
+                None => (false, normalized.as_str()),
             };
-            if body.is_empty() {
-                return Err((index, format!("`{raw}` is empty")));
-            }
-            if body
-                .chars()
-                .any(|ch| ch.is_whitespace() || ch.is_control() || ch == ',' || ch == '!')
-            {
-                return Err((
-                    index,
-                    format!(
-                        "`{raw}` may not contain whitespace, `,` or a `!` after the first character"
-                    ),
-                ));
-            }
-            if body.chars().count() > 128 {
-                return Err((index, format!("`{raw}` is longer than 128 characters")));
-            }
             let pattern = NamePattern::parse(body);
             if negated {
                 parsed.exclude.push(pattern);
@@ -101,7 +110,7 @@ impl NamePatterns {
         Ok(parsed)
     }
 
-    /// `name` must already be lowercased.
+    /// `name` must already be normalised (`enroll_shared::names`).
     pub fn matches(&self, name: &str) -> bool {
         let included = self.include.is_empty() || self.include.iter().any(|p| p.matches(name));
         included && !self.exclude.iter().any(|p| p.matches(name))
@@ -307,6 +316,12 @@ mod tests {
             (vec!["a b"], 0),
             (vec!["a,b"], 0),
             (vec!["x", "!!x"], 1),
+            (vec!["! bob"], 0),
+            (vec!["ok", "\u{212A}ate"], 1),
+            (vec!["!\u{2126}"], 0),
+            (vec!["\u{0130}*"], 0),
+            (vec!["\u{FF21}*"], 0),
+            (vec!["stra\u{00DF}e"], 0),
         ] {
             let patterns: Vec<String> = patterns.into_iter().map(String::from).collect();
             assert_eq!(
@@ -315,6 +330,18 @@ mod tests {
                 "{patterns:?}"
             );
         }
+    }
+
+    #[test]
+    fn patterns_normalise_like_names() {
+        let normalize = |raw: &str| NamePatterns::normalize(raw).unwrap();
+        assert_eq!(normalize(" !KATE "), "!kate");
+        assert_eq!(normalize("Svc-*"), "svc-*");
+        assert_eq!(normalize("m\u{00FC}ller"), "m\u{00FC}ller");
+        // The Kelvin sign is refused rather than folded into `kate`'s pattern.
+        let refused = NamePatterns::normalize("\u{212A}ate").unwrap_err();
+        assert!(refused.contains("U+212A"), "{refused}");
+        assert!(names(&["KATE"]).matches("kate"));
     }
 
     #[test]

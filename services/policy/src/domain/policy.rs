@@ -33,6 +33,17 @@ pub struct StoredPolicy {
     pub update_time: DateTime<Utc>,
 }
 
+/// A stored policy that cannot be read back (a row that does not parse, or a policy that no
+/// longer validates, e.g. after an edit outside the service or a stricter rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadablePolicy {
+    pub name: String,
+    /// Whether the row says it is active: an inactive policy decides nothing, so only an
+    /// active one stops decisions.
+    pub active: bool,
+    pub reason: String,
+}
+
 /// A field of a policy that fails validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidField {
@@ -107,13 +118,18 @@ impl PolicySpec {
                 InvalidField::new(format!("policy.{field}[{index}]"), message)
             }
         };
+        // Realm and user patterns are stored normalised, as the names they match are.
+        for (field, list) in [("realms", &mut self.realms), ("users", &mut self.users)] {
+            for (index, pattern) in list.iter_mut().enumerate() {
+                *pattern = NamePatterns::normalize(pattern)
+                    .map_err(|message| pattern_error(field)((index, message)))?;
+            }
+        }
         let realms = NamePatterns::parse(&self.realms).map_err(pattern_error("realms"))?;
         let users = NamePatterns::parse(&self.users).map_err(pattern_error("users"))?;
         let clients = ClientPatterns::parse(&self.clients).map_err(pattern_error("clients"))?;
-        for list in [&mut self.realms, &mut self.users, &mut self.clients] {
-            for pattern in list.iter_mut() {
-                *pattern = pattern.trim().to_owned();
-            }
+        for pattern in self.clients.iter_mut() {
+            *pattern = pattern.trim().to_owned();
         }
 
         let mut normalized = BTreeMap::new();
@@ -228,6 +244,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn realm_and_user_patterns_are_stored_normalised() {
+        let (normalized, _) = PolicySpec {
+            realms: vec![" CORP ".into()],
+            users: vec!["*".into(), "!Bob".into(), "m\u{00FC}ller".into()],
+            clients: vec![" 10.0.0.0/8 ".into()],
+            ..spec("p", 1, &[])
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(normalized.realms, ["corp"]);
+        assert_eq!(normalized.users, ["*", "!bob", "m\u{00FC}ller"]);
+        assert_eq!(normalized.clients, ["10.0.0.0/8"]);
+    }
+
+    #[test]
     fn invalid_fields_are_named() {
         let cases: Vec<(PolicySpec, &str)> = vec![
             (spec("", 1, &[]), "policy.name"),
@@ -272,6 +303,20 @@ pub(crate) mod tests {
                     ..spec("p", 1, &[])
                 },
                 "policy.users[0]",
+            ),
+            (
+                PolicySpec {
+                    users: vec!["kate".into(), "\u{212A}ate".into()],
+                    ..spec("p", 1, &[])
+                },
+                "policy.users[1]",
+            ),
+            (
+                PolicySpec {
+                    realms: vec!["\u{FF21}cme".into()],
+                    ..spec("p", 1, &[])
+                },
+                "policy.realms[0]",
             ),
             (
                 PolicySpec {

@@ -7,7 +7,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::policy::{PolicySpec, StoredPolicy};
+use crate::domain::policy::{PolicySpec, StoredPolicy, UnreadablePolicy};
 
 pub use sea::SeaOrmPolicyStore;
 
@@ -30,6 +30,14 @@ pub enum StoreError {
     Corrupt { name: String, reason: String },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+}
+
+/// Every stored policy at one version: the rows that parse, and the rows that do not.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedPolicies {
+    pub version: i64,
+    pub policies: Vec<StoredPolicy>,
+    pub unreadable: Vec<UnreadablePolicy>,
 }
 
 /// One recorded change.
@@ -79,9 +87,9 @@ pub struct ChangeContext {
 pub trait PolicyStore: Send + Sync + 'static {
     /// The current policy-set version (cheap: one row).
     fn version(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Every policy, with the version they belong to.
-    fn load_all(&self)
-    -> impl Future<Output = Result<(i64, Vec<StoredPolicy>), StoreError>> + Send;
+    /// Every policy, with the version they belong to; rows that do not parse are returned
+    /// as unreadable, never dropped.
+    fn load_all(&self) -> impl Future<Output = Result<LoadedPolicies, StoreError>> + Send;
     fn get(
         &self,
         name: &str,

@@ -6,8 +6,11 @@ use sea_orm::{
 };
 
 use super::entities::{policies, policy_history};
-use super::{CHANGE_CHANNEL, ChangeContext, ChangeKind, PolicyChange, PolicyStore, StoreError};
-use crate::domain::policy::{PolicySpec, StoredPolicy};
+use super::{
+    CHANGE_CHANNEL, ChangeContext, ChangeKind, LoadedPolicies, PolicyChange, PolicyStore,
+    StoreError,
+};
+use crate::domain::policy::{PolicySpec, StoredPolicy, UnreadablePolicy};
 
 #[derive(Clone)]
 pub struct SeaOrmPolicyStore {
@@ -128,6 +131,17 @@ fn from_row(row: policies::Model) -> Result<StoredPolicy, StoreError> {
     })
 }
 
+/// The policy a write replaces, when its row can still be read.
+fn readable_before(row: policies::Model) -> Option<StoredPolicy> {
+    match from_row(row) {
+        Ok(policy) => Some(policy),
+        Err(error) => {
+            tracing::warn!(%error, "replacing an unreadable policy row; its history has no `before`");
+            None
+        }
+    }
+}
+
 fn from_history(row: policy_history::Model) -> PolicyChange {
     let parse = |json: Option<String>| json.and_then(|json| serde_json::from_str(&json).ok());
     PolicyChange {
@@ -155,7 +169,7 @@ impl PolicyStore for SeaOrmPolicyStore {
         Ok(row.try_get("", "version")?)
     }
 
-    async fn load_all(&self) -> Result<(i64, Vec<StoredPolicy>), StoreError> {
+    async fn load_all(&self) -> Result<LoadedPolicies, StoreError> {
         // Read both in one transaction so the version matches the rows.
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
@@ -172,14 +186,25 @@ impl PolicyStore for SeaOrmPolicyStore {
             .all(&transaction)
             .await?;
         transaction.commit().await?;
-        let mut stored = Vec::with_capacity(rows.len());
+        let mut loaded = LoadedPolicies {
+            version,
+            ..Default::default()
+        };
         for row in rows {
+            let active = row.active;
             match from_row(row) {
-                Ok(policy) => stored.push(policy),
-                Err(error) => tracing::error!(%error, "skipping unreadable policy row"),
+                Ok(policy) => loaded.policies.push(policy),
+                Err(StoreError::Corrupt { name, reason }) => {
+                    loaded.unreadable.push(UnreadablePolicy {
+                        name,
+                        active,
+                        reason,
+                    })
+                }
+                Err(other) => return Err(other),
             }
         }
-        Ok((version, stored))
+        Ok(loaded)
     }
 
     async fn get(&self, name: &str) -> Result<Option<StoredPolicy>, StoreError> {
@@ -252,7 +277,9 @@ impl PolicyStore for SeaOrmPolicyStore {
                 stored: current.etag,
             });
         }
-        let before = from_row(current.clone())?;
+        // An unreadable row may be overwritten (that is how an admin repairs it); its
+        // history entry then has no `before`.
+        let before = readable_before(current.clone());
         let row = to_row(&spec, version.to_string(), current.create_time, context.now);
         row.clone()
             .into_active_model()
@@ -265,7 +292,7 @@ impl PolicyStore for SeaOrmPolicyStore {
             ChangeKind::Update,
             &spec.name,
             &context,
-            Some(&before.spec),
+            before.as_ref().map(|before| &before.spec),
             Some(&spec),
         )
         .await?;
@@ -292,7 +319,7 @@ impl PolicyStore for SeaOrmPolicyStore {
                 stored: current.etag,
             });
         }
-        let before = from_row(current)?;
+        let before = readable_before(current);
         policies::Entity::delete_by_id(name.to_owned())
             .exec(&transaction)
             .await?;
@@ -302,7 +329,7 @@ impl PolicyStore for SeaOrmPolicyStore {
             ChangeKind::Delete,
             name,
             &context,
-            Some(&before.spec),
+            before.as_ref().map(|before| &before.spec),
             None,
         )
         .await
