@@ -95,3 +95,54 @@ pub fn now_step() -> u64 {
         .as_secs()
         / 30
 }
+
+/// Registers a WebAuthn device for `user` of `realm` the way an enrollment link does (a soft
+/// passkey answering on the harness origin); returns the device, APPROVED (trust on first
+/// use). Devices count toward the token limits, so limit tests use it.
+pub async fn register_device(
+    admin: &mut crate::DeviceClient,
+    proxy: &mut crate::DeviceClient,
+    realm: &str,
+    user: &str,
+) -> device_pb::Device {
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let link = admin
+        .create_enrollment_link(device_pb::CreateEnrollmentLinkRequest {
+            realm: realm.into(),
+            user: user.into(),
+            device_type: device_pb::DeviceType::Any as i32,
+            created_by: "console-admin".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create enrollment link")
+        .into_inner();
+    let begun = proxy
+        .begin_device_registration(device_pb::BeginDeviceRegistrationRequest {
+            link_secret: link_secret(&link),
+            ..Default::default()
+        })
+        .await
+        .expect("begin registration")
+        .into_inner();
+    let options: webauthn_rs_proto::CreationChallengeResponse =
+        serde_json::from_str(&begun.creation_options_json).expect("creation options");
+    let credential = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true)
+        .do_registration(
+            url::Url::parse("http://localhost:8080").expect("origin"),
+            options,
+        )
+        .expect("soft authenticator registers");
+    proxy
+        .finish_device_registration(device_pb::FinishDeviceRegistrationRequest {
+            ceremony_id: begun.ceremony_id,
+            credential_json: serde_json::to_string(&credential).expect("credential JSON"),
+            user_agent: "soft-authenticator".into(),
+            client_ip: "192.0.2.7".into(),
+        })
+        .await
+        .expect("finish registration")
+        .into_inner()
+        .device
+        .expect("the registered device")
+}

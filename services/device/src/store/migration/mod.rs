@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod initial;
+mod token_backoff;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateUsers),
             Box::new(initial::CreateTokens),
             Box::new(initial::CreateDevicesAndLinks),
+            Box::new(token_backoff::AddTokenBackoff),
         ]
     }
 
