@@ -7,5 +7,6 @@ mod no_secrets_in_logs;
 mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
+mod token_backoff;
 mod token_safety;
 mod tokens;

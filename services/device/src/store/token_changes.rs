@@ -35,7 +35,7 @@ pub struct ActiveLimit<'a> {
 #[derive(Debug, Clone)]
 pub enum LostReport {
     /// The token is lost and this temporary password token replaces it.
-    Replaced(tokens::Model),
+    Replaced(Box<tokens::Model>),
     /// The token is lost; no replacement was issued (none was asked for).
     MarkedLost,
 }
@@ -264,7 +264,7 @@ impl TokenStore {
         Self::insert_audit(&transaction, audit).await?;
         remember(idempotency.as_ref(), &transaction, &replacement, now).await?;
         transaction.commit().await?;
-        Ok(Outcome::Done(LostReport::Replaced(replacement)))
+        Ok(Outcome::Done(LostReport::Replaced(Box::new(replacement))))
     }
 }
 

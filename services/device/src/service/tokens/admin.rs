@@ -128,7 +128,6 @@ impl Tokens {
             active_limit,
             audit,
             row,
-            unassigning,
             idempotent.as_ref(),
         )
         .await
@@ -188,7 +187,6 @@ impl Tokens {
             None,
             record,
             row,
-            false,
             idempotent.as_ref(),
         )
         .await
@@ -203,9 +201,9 @@ impl Tokens {
         active_limit: Option<ActiveLimit<'_>>,
         audit: crate::domain::audit::AuditRecord,
         before: TokenRow,
-        unassigning: bool,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<Token, DeviceError> {
+        let unassigning = matches!(change, TokenChange::Unassign);
         let owner = if unassigning { None } else { before.user };
         let view = |after: &Option<tokens::Model>| {
             convert::token(after.as_ref().unwrap_or(&before.token), owner.as_ref())

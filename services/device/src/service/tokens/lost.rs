@@ -98,7 +98,7 @@ impl Tokens {
             )
             .await?;
         let outcome = match outcome {
-            Outcome::Done(LostReport::Replaced(created)) => Outcome::Done(created),
+            Outcome::Done(LostReport::Replaced(created)) => Outcome::Done(*created),
             Outcome::Replayed(first) => Outcome::Replayed(first),
             Outcome::Done(LostReport::MarkedLost) => {
                 return Err(DeviceError::Unavailable(format!(
