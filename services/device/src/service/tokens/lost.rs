@@ -216,3 +216,55 @@ fn disabled_only(serial: &Serial, refused: DeviceError) -> DeviceError {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial() -> Serial {
+        Serial::parse("TOTP0123456789AB").unwrap()
+    }
+
+    #[test]
+    fn an_outage_answer_says_the_token_is_disabled_and_nothing_was_issued() {
+        let error = disabled_only(
+            &serial(),
+            DeviceError::Policy(PolicyError::Unreachable("connection refused".into())),
+        );
+        let status = tonic::Status::from(error);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let message = status.message();
+        assert!(
+            message.contains("`TOTP0123456789AB` was disabled")
+                && message.contains("no temporary password was issued")
+                && message.contains("report it lost again"),
+            "{message}"
+        );
+        assert!(!message.contains("nothing was changed"), "{message}");
+    }
+
+    #[test]
+    fn a_denial_keeps_its_code_and_says_the_token_is_disabled() {
+        let denied = DeviceError::Denied {
+            action: "report_lost_token",
+            code: "TOKEN_TYPE_NOT_ALLOWED".to_owned(),
+            message: "token type `password` is not in token_types `hotp`".to_owned(),
+            policy: "strict".to_owned(),
+        };
+        let status = tonic::Status::from(disabled_only(&serial(), denied));
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            enroll_shared::status::reason(&status).as_deref(),
+            Some("TOKEN_TYPE_NOT_ALLOWED")
+        );
+        assert!(
+            status
+                .message()
+                .contains("no temporary password was issued")
+        );
+        assert_eq!(
+            with_note("marked lost".to_owned(), Some("never blocked")),
+            "marked lost; never blocked"
+        );
+    }
+}
