@@ -10,4 +10,6 @@ mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
+mod token_backoff;
+mod token_safety;
 mod tokens;

@@ -611,6 +611,8 @@ mod lifecycle {
         );
     }
 
+    /// Granting access fails closed without the policy service (removing it does not: see
+    /// `token_safety::removal`).
     async fn mutations_fail_closed_without_the_policy_service(backend: Backend) {
         let mut stack = TestStack::start(backend).await;
         let mut admin = stack.admin();
@@ -621,10 +623,17 @@ mod lifecycle {
             .into_inner()
             .token
             .unwrap();
+        let owned = admin
+            .enroll_token(totp("corp", "bob"))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+            .unwrap();
         stack.stop_policy().await;
         let serial = token.serial.clone();
         let status = admin
-            .disable_token(pb::DisableTokenRequest {
+            .enable_token(pb::EnableTokenRequest {
                 serial: serial.clone(),
                 ..Default::default()
             })
@@ -642,8 +651,9 @@ mod lifecycle {
             .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
         let status = admin
-            .delete_token(pb::DeleteTokenRequest {
-                serial: serial.clone(),
+            .set_pin(pb::SetPinRequest {
+                serial: owned.serial.clone(),
+                pin: "1234".into(),
                 ..Default::default()
             })
             .await
@@ -655,6 +665,14 @@ mod lifecycle {
             .unwrap()
             .into_inner();
         assert_eq!(unchanged, token);
+        let unchanged = admin
+            .get_token(pb::GetTokenRequest {
+                serial: owned.serial.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(unchanged, owned);
     }
 
     enroll_e2e::on_both_backends!(
@@ -677,7 +695,7 @@ mod validate {
         }
     }
 
-    async fn pin_and_code_validate_once_and_failures_lock(backend: Backend) {
+    async fn pin_and_code_validate_once_and_failures_back_off(backend: Backend) {
         let stack = TestStack::start(backend).await;
         let mut admin = stack.admin();
         let mut proxy = stack.proxy();
@@ -772,8 +790,9 @@ mod validate {
             "look-ahead window"
         );
 
-        // Failures lock the token after max_failures (3 in tests); EnableToken unlocks.
-        for _ in 0..3 {
+        // Failures back the token off (3 free, then 1 s doubling): while it backs off even
+        // the right code is refused like a wrong pass, and uncounted; then it validates.
+        for _ in 0..4 {
             assert!(
                 !proxy
                     .validate(check("corp", "bob", "000000"))
@@ -783,14 +802,17 @@ mod validate {
                     .ok
             );
         }
-        let locked = admin
+        let backing_off = admin
             .get_token(pb::GetTokenRequest {
-                serial: hotp_serial,
+                serial: hotp_serial.clone(),
             })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(locked.state, pb::TokenState::Locked as i32);
+        assert_eq!(
+            (backing_off.state, backing_off.failure_count),
+            (pb::TokenState::Enabled as i32, 4)
+        );
         let next = code(&hotp, &seed(&hotp_token), 4);
         let refused = proxy
             .validate(check("corp", "bob", &next))
@@ -799,15 +821,9 @@ mod validate {
             .into_inner();
         assert_eq!(
             (refused.ok, refused.message.as_str()),
-            (false, "no usable token")
+            (false, "wrong pass")
         );
-        admin
-            .enable_token(pb::EnableTokenRequest {
-                serial: locked.serial.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        stack.clock().advance(Duration::from_millis(1_100));
         assert!(
             proxy
                 .validate(check("corp", "bob", &next))
@@ -816,6 +832,14 @@ mod validate {
                 .into_inner()
                 .ok
         );
+        let reset = admin
+            .get_token(pb::GetTokenRequest {
+                serial: hotp_serial,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reset.failure_count, 0, "a success ends the run of failures");
 
         let bad = proxy
             .validate(check("corp", "", "123456"))
@@ -825,7 +849,7 @@ mod validate {
         assert!(bad.message().starts_with("user"));
     }
 
-    enroll_e2e::on_both_backends!(pin_and_code_validate_once_and_failures_lock);
+    enroll_e2e::on_both_backends!(pin_and_code_validate_once_and_failures_back_off);
 }
 
 mod lost {
@@ -941,7 +965,7 @@ mod lost {
             .into_inner();
         assert_eq!(
             (expired.ok, expired.message.as_str()),
-            (false, "no usable token")
+            (false, "wrong pass")
         );
     }
 

@@ -157,3 +157,75 @@ pub async fn register_device_by_link(
         .device
         .expect("registered device")
 }
+
+/// EnrollToken of `kind` for `user` of `realm` (`""`: into the realm's pool); the token.
+pub async fn enroll_token(
+    admin: &mut crate::DeviceClient,
+    realm: &str,
+    user: &str,
+    kind: device_pb::TokenType,
+) -> device_pb::Token {
+    admin
+        .enroll_token(device_pb::EnrollTokenRequest {
+            realm: realm.into(),
+            user: user.into(),
+            r#type: kind as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("enroll token")
+        .into_inner()
+        .token
+        .expect("the enrolled token")
+}
+
+/// GetToken.
+pub async fn get_token(admin: &mut crate::DeviceClient, serial: &str) -> device_pb::Token {
+    admin
+        .get_token(device_pb::GetTokenRequest {
+            serial: serial.into(),
+        })
+        .await
+        .expect("get token")
+        .into_inner()
+}
+
+/// SetPin, which must succeed.
+pub async fn set_token_pin(admin: &mut crate::DeviceClient, serial: &str, pin: &str) {
+    admin
+        .set_pin(device_pb::SetPinRequest {
+            serial: serial.into(),
+            pin: pin.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("set PIN");
+}
+
+/// The audit events of `action` on `serial` (`""`: any serial), newest first.
+pub async fn audit_events(
+    admin: &mut crate::DeviceClient,
+    serial: &str,
+    action: &str,
+) -> Vec<device_pb::AuditEvent> {
+    admin
+        .list_audit_events(device_pb::ListAuditEventsRequest {
+            serial: serial.into(),
+            action: action.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list audit events")
+        .into_inner()
+        .events
+}
+
+/// A Validate request from the identity proxy's client address 192.0.2.1.
+pub fn validate_request(realm: &str, user: &str, pass: &str) -> device_pb::ValidateRequest {
+    device_pb::ValidateRequest {
+        realm: realm.into(),
+        user: user.into(),
+        pass: pass.into(),
+        client_ip: "192.0.2.1".into(),
+    }
+}

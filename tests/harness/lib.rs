@@ -335,10 +335,7 @@ pub fn device_config(
             seed_keys: [("test-key-1".to_owned(), TEST_SEED_KEY.to_owned())].into(),
             active_seed_key: "test-key-1".to_owned(),
         },
-        validation: enroll_device::config::ValidationConfig {
-            max_failures: 3,
-            ..Default::default()
-        },
+        validation: Default::default(),
         webauthn: webauthn_config(),
         // Port 0: every test server gets its own page port.
         web: enroll_device::config::WebConfig {
@@ -372,7 +369,19 @@ pub async fn spawn_device(database: &TestDatabase, policy_url: &str) -> RunningS
 }
 
 pub async fn spawn_device_with(config: enroll_device::config::DeviceConfig) -> RunningServer {
-    let app = enroll_device::app::Application::build(config)
+    spawn_device_on(
+        config,
+        std::sync::Arc::new(enroll_shared::time::SystemClock),
+    )
+    .await
+}
+
+/// A device server on `config` whose clock is `clock`.
+pub async fn spawn_device_on(
+    config: enroll_device::config::DeviceConfig,
+    clock: enroll_shared::time::SharedClock,
+) -> RunningServer {
+    let app = enroll_device::app::Application::build_with_clock(config, clock)
         .await
         .expect("build device server");
     let addr = app.local_addr().expect("addr");

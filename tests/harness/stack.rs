@@ -9,6 +9,8 @@
 //! Variants go through [`StackBuilder`]: policies stored before the device service starts,
 //! a changed device configuration, trusted attestation roots, device replicas, a policy
 //! service that is down (or started later), or no device service at all.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use enroll_device::config::DeviceConfig;
@@ -18,9 +20,32 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     ADMIN_KEY, Backend, DEVICE_SERVICE, DeviceClient, PolicyClient, RunningServer, TestDatabase,
-    create, device_config, policy_client, policy_config, spawn_device_with, spawn_policy,
-    start_policy,
+    create, device_config, policy_client, policy_config, spawn_device_on, spawn_policy,
+    spawn_policy_with, start_policy,
 };
+
+/// The device servers' clock: the system clock, moved forward by [`TestClock::advance`]
+/// so a test can outwait a back-off without sleeping. (TOTP codes follow the device
+/// servers' time: tests that advance it use HOTP.)
+#[derive(Debug, Default)]
+pub struct TestClock {
+    ahead_ms: AtomicI64,
+}
+
+impl TestClock {
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_millis()).expect("a test advances by less than ages");
+        self.ahead_ms.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+impl enroll_shared::time::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let ahead = chrono::Duration::milliseconds(self.ahead_ms.load(Ordering::SeqCst));
+        enroll_shared::time::SystemClock.now() + ahead
+    }
+}
 
 /// How long a device server may take to report SERVING.
 const DEVICE_READY_WITHIN: Duration = Duration::from_secs(10);
@@ -100,6 +125,7 @@ impl StackBuilder {
     /// the policy service runs) waits until they are SERVING.
     pub async fn start(self) -> TestStack {
         let database = TestDatabase::create(self.backend).await;
+        let clock = Arc::new(TestClock::default());
         let (policy, pending_policy, policy_url) = match self.policy_state {
             PolicyState::Running => {
                 let server = spawn_policy(&database).await;
@@ -148,7 +174,7 @@ impl StackBuilder {
             for configure in &self.configure {
                 configure(&mut config);
             }
-            devices.push(spawn_device_with(config).await);
+            devices.push(spawn_device_on(config, clock.clone()).await);
         }
         if policy.is_some() {
             for device in &devices {
@@ -163,6 +189,7 @@ impl StackBuilder {
             policy_replicas: Vec::new(),
             pending_policy,
             policy_url,
+            clock,
             _trusted_roots: roots_dir,
             database,
         }
@@ -180,6 +207,7 @@ pub struct TestStack {
     pub policy_replicas: Vec<RunningServer>,
     pending_policy: Option<enroll_policy::app::Application>,
     policy_url: String,
+    clock: Arc<TestClock>,
     _trusted_roots: Option<tempfile::TempDir>,
     pub database: TestDatabase,
 }
@@ -224,6 +252,11 @@ impl TestStack {
     /// The URL the device servers call the policy service at.
     pub fn policy_url(&self) -> &str {
         &self.policy_url
+    }
+
+    /// The device servers' clock (one for all of them).
+    pub fn clock(&self) -> &TestClock {
+        &self.clock
     }
 
     /// The first device server.
@@ -283,7 +316,7 @@ impl TestStack {
     pub async fn add_device(&mut self, configure: impl FnOnce(&mut DeviceConfig)) -> usize {
         let mut config = device_config(&self.database, &self.policy_url);
         configure(&mut config);
-        let device = spawn_device_with(config).await;
+        let device = spawn_device_on(config, self.clock.clone()).await;
         device
             .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
             .await;
@@ -306,6 +339,20 @@ impl TestStack {
         if let Some(policy) = self.policy.take() {
             policy.stop().await;
         }
+    }
+
+    /// Starts a policy server again on the address the device servers call (after
+    /// [`TestStack::stop_policy`]) and waits until it is SERVING: an outage that ends.
+    pub async fn restart_policy(&mut self) -> &RunningServer {
+        assert!(self.policy.is_none(), "the policy service is running");
+        let mut config = policy_config(&self.database);
+        config.server.listen = self
+            .policy_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the policy URL is http://address:port");
+        let server = spawn_policy_with(config).await;
+        self.policy.insert(server)
     }
 
     /// Stops every server gracefully (device servers first) and waits for them.

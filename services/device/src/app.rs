@@ -91,6 +91,14 @@ impl Application {
     /// Connects to the database, binds the ports and constructs the use cases (port 0
     /// picks a free one). The policy service is not contacted yet.
     pub async fn build(config: DeviceConfig) -> Result<Self, StartError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Application::build`] on `clock` (tests move time forward instead of waiting).
+    pub async fn build_with_clock(
+        config: DeviceConfig,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
         let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
@@ -114,7 +122,6 @@ impl Application {
             ),
             None => None,
         };
-        let clock: SharedClock = Arc::new(SystemClock);
         // One policy gate: tokens and devices ask and audit denials the same way.
         let audit = AuditStore::new(db.clone());
         let gate = PolicyGate::new(

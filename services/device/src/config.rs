@@ -170,9 +170,20 @@ fn default_web_listen() -> Option<std::net::SocketAddr> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
-    /// Failed validations after which a token is locked (EnableToken unlocks).
-    #[serde(default = "default_max_failures")]
-    pub max_failures: u32,
+    /// Failed validations in a row a token takes without backing off.
+    #[serde(default = "default_backoff_free_failures")]
+    pub backoff_free_failures: u32,
+    /// The first back-off (ms), doubling with each further failure: while it lasts the
+    /// token refuses every pass (the answer of a wrong pass; no failure is counted).
+    #[serde(default = "default_backoff_base_ms")]
+    pub backoff_base_ms: u64,
+    /// The longest back-off (s).
+    #[serde(default = "default_backoff_max_secs")]
+    pub backoff_max_secs: u64,
+    /// Failures in a row after which a token is locked until an admin enables it again.
+    /// Off by default: a permanent lock lets anyone who knows a user name lock them out.
+    #[serde(default)]
+    pub permanent_lock_after: Option<u32>,
     /// TOTP steps accepted on either side of now.
     #[serde(default = "default_totp_window")]
     pub totp_window_steps: u64,
@@ -198,7 +209,10 @@ fn default_client_attempts() -> u32 {
 impl Default for ValidationConfig {
     fn default() -> Self {
         Self {
-            max_failures: default_max_failures(),
+            backoff_free_failures: default_backoff_free_failures(),
+            backoff_base_ms: default_backoff_base_ms(),
+            backoff_max_secs: default_backoff_max_secs(),
+            permanent_lock_after: None,
             totp_window_steps: default_totp_window(),
             hotp_look_ahead: default_hotp_look_ahead(),
             autoassign_attempts_per_user: default_user_attempts(),
@@ -207,8 +221,37 @@ impl Default for ValidationConfig {
     }
 }
 
-fn default_max_failures() -> u32 {
-    10
+impl ValidationConfig {
+    /// How long a token backs off after its `failures`-th failure in a row: nothing within
+    /// the free failures, then the base doubling per failure, capped at the maximum.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let Some(beyond) = failures.checked_sub(self.backoff_free_failures.saturating_add(1))
+        else {
+            return Duration::ZERO;
+        };
+        let max = Duration::from_secs(self.backoff_max_secs);
+        // 2^63 ms is far past any maximum: stop doubling there instead of overflowing.
+        let factor = 1u64.checked_shl(beyond.min(63)).unwrap_or(u64::MAX);
+        Duration::from_millis(self.backoff_base_ms.saturating_mul(factor)).min(max)
+    }
+
+    /// Whether the `failures`-th failure in a row locks the token for good.
+    pub fn locks_for_good(&self, failures: u32) -> bool {
+        self.permanent_lock_after
+            .is_some_and(|after| failures >= after.max(1))
+    }
+}
+
+fn default_backoff_free_failures() -> u32 {
+    3
+}
+
+fn default_backoff_base_ms() -> u64 {
+    1_000
+}
+
+fn default_backoff_max_secs() -> u64 {
+    900
 }
 
 fn default_totp_window() -> u64 {
@@ -357,6 +400,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("web.listen"), "{error}");
+    }
+
+    #[test]
+    fn backoff_doubles_beyond_the_free_failures_up_to_the_cap() {
+        let config = ValidationConfig::default();
+        let secs = |failures| config.backoff(failures).as_secs();
+        assert_eq!([secs(0), secs(1), secs(3)], [0, 0, 0]);
+        assert_eq!([secs(4), secs(5), secs(6), secs(13)], [1, 2, 4, 512]);
+        assert_eq!([secs(14), secs(100), secs(u32::MAX)], [900, 900, 900]);
+        assert!(
+            !config.locks_for_good(u32::MAX),
+            "no permanent lock by default"
+        );
+        let strict = ValidationConfig {
+            backoff_free_failures: 0,
+            backoff_base_ms: 250,
+            permanent_lock_after: Some(5),
+            ..ValidationConfig::default()
+        };
+        assert_eq!(strict.backoff(1), Duration::from_millis(250));
+        assert!(!strict.locks_for_good(4) && strict.locks_for_good(5));
     }
 
     #[test]

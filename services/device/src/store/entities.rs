@@ -95,6 +95,10 @@ pub mod tokens {
         pub description: String,
         pub create_time: DateTimeUtc,
         pub expire_time: Option<DateTimeUtc>,
+        /// Refuses every pass until then (back-off after failed validations).
+        pub locked_until: Option<DateTimeUtc>,
+        /// For a lost token: the temporary password token issued in its place.
+        pub replaced_by: Option<String>,
     }
 
     // Seeds and PINs stay out of logs even as ciphertext and hashes.

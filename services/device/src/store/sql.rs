@@ -107,6 +107,14 @@ impl Counted<'_> {
     }
 }
 
+/// What counts toward the realm limit now (tokens and live devices of `realm`).
+pub(super) async fn counted_in_realm(
+    db: &impl ConnectionTrait,
+    realm: &Realm,
+) -> Result<u64, DeviceError> {
+    Counted::InRealm(realm).count(db).await
+}
+
 /// Every limit one more token or device would break. Without `user_id` (a pool token) only
 /// the realm limit applies.
 pub(super) async fn limits_reached(

@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrai
 use super::entities::columns::TokenStateColumn;
 use super::entities::tokens;
 use super::idempotency::{Idempotency, Outcome, remember, replayed};
-use super::sql::{exceeded, lock_realm, lock_user, statement};
+use super::sql::{counted_in_realm, exceeded, lock_realm, lock_user, statement};
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
@@ -20,6 +20,24 @@ pub enum TokenChange {
     Unassign,
     SetPin(String),
     Delete,
+}
+
+/// The owner's `max_active_token_per_user` that enabling a token must keep (the token's
+/// owner as read before the transaction; the transaction checks it still is).
+#[derive(Debug, Clone)]
+pub struct ActiveLimit<'a> {
+    pub realm: &'a Realm,
+    pub user: &'a UserName,
+    pub limit: (u32, String),
+}
+
+/// What a lost-token report did.
+#[derive(Debug, Clone)]
+pub enum LostReport {
+    /// The token is lost and this temporary password token replaces it.
+    Replaced(Box<tokens::Model>),
+    /// The token is lost; no replacement was issued (none was asked for).
+    MarkedLost,
 }
 
 impl TokenStore {
@@ -51,12 +69,18 @@ impl TokenStore {
         &self,
         serial: &str,
         change: TokenChange,
-        audit: AuditRecord,
+        active_limit: Option<ActiveLimit<'_>>,
+        mut audit: AuditRecord,
         idempotency: Option<Idempotency<'_, Option<tokens::Model>>>,
     ) -> Result<Outcome<Option<tokens::Model>>, DeviceError> {
         let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
+        // The owner's row first, as AssignToken locks it: one lock order, no deadlock.
+        let owner_id = match &active_limit {
+            Some(guard) => Some(lock_user(&transaction, guard.realm, guard.user, now).await?),
+            None => None,
+        };
         // A deleted token is not found, but its deletion may be the first response.
         let locked = match Self::lock_token(&transaction, serial).await {
             Err(DeviceError::NotFound(message)) => Err(DeviceError::NotFound(message)),
@@ -67,10 +91,33 @@ impl TokenStore {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
         }
-        locked?;
+        let token = locked?;
+        if let (Some(guard), Some(owner_id)) = (&active_limit, owner_id) {
+            if token.user_id != Some(owner_id) {
+                return Err(DeviceError::FailedPrecondition(format!(
+                    "token `{serial}` changed owner meanwhile; retry"
+                )));
+            }
+            // Enabling an enabled token adds no active token.
+            let limits = Limits {
+                active_per_user: Some(guard.limit.clone()),
+                ..Limits::default()
+            };
+            if token.state != TokenStateColumn::Enabled
+                && let Some(error) =
+                    exceeded(&transaction, guard.realm, Some(owner_id), &limits).await?
+            {
+                audit.result = "denied";
+                audit.reason = error.audit_reason();
+                Self::insert_audit(&transaction, audit).await?;
+                transaction.commit().await?;
+                return Err(error);
+            }
+        }
         let (sql, values): (&str, Vec<sea_orm::Value>) = match &change {
             TokenChange::Enable => (
-                "UPDATE tokens SET state = 'enabled', failure_count = 0 WHERE serial = $1",
+                "UPDATE tokens SET state = 'enabled', failure_count = 0, locked_until = NULL \
+                 WHERE serial = $1",
                 vec![serial.into()],
             ),
             TokenChange::Disable => (
@@ -159,16 +206,18 @@ impl TokenStore {
 }
 
 impl TokenStore {
-    /// Marks `serial` lost and gives its owner `replacement`, in one transaction. The
-    /// replacement is not held to the user limits: it stands in for the lost token, which
-    /// stops validating at once.
+    /// Marks `serial` lost and, with a `replacement`, gives its owner that temporary
+    /// password token, in one transaction. A token reported lost without a replacement
+    /// (no policy decision for one) may be reported again to get it; one replaced is done.
+    /// The replacement is not held to the user limits: it stands in for the lost token,
+    /// which stops validating at once.
     pub async fn replace_lost(
         &self,
         serial: &str,
-        mut replacement: tokens::Model,
+        replacement: Option<tokens::Model>,
         audit: AuditRecord,
         idempotency: Option<Idempotency<'_, tokens::Model>>,
-    ) -> Result<Outcome<tokens::Model>, DeviceError> {
+    ) -> Result<Outcome<LostReport>, DeviceError> {
         use sea_orm::IntoActiveModel;
         let now = audit.time;
         let transaction = self.db.begin().await?;
@@ -183,16 +232,28 @@ impl TokenStore {
                 "token `{serial}` is not assigned to anyone"
             )));
         };
-        if lost.state == TokenStateColumn::Lost {
+        if let Some(replaced_by) = &lost.replaced_by {
             return Err(DeviceError::FailedPrecondition(format!(
-                "token `{serial}` is already reported lost"
+                "token `{serial}` is already reported lost (replaced by `{replaced_by}`)"
             )));
         }
+        let Some(mut replacement) = replacement else {
+            transaction
+                .execute_raw(statement(
+                    backend,
+                    "UPDATE tokens SET state = 'lost' WHERE serial = $1",
+                    vec![serial.into()],
+                ))
+                .await?;
+            Self::insert_audit(&transaction, audit).await?;
+            transaction.commit().await?;
+            return Ok(Outcome::Done(LostReport::MarkedLost));
+        };
         transaction
             .execute_raw(statement(
                 backend,
-                "UPDATE tokens SET state = 'lost' WHERE serial = $1",
-                vec![serial.into()],
+                "UPDATE tokens SET state = 'lost', replaced_by = $1 WHERE serial = $2",
+                vec![replacement.serial.clone().into(), serial.into()],
             ))
             .await?;
         replacement.user_id = Some(user_id);
@@ -203,7 +264,7 @@ impl TokenStore {
         Self::insert_audit(&transaction, audit).await?;
         remember(idempotency.as_ref(), &transaction, &replacement, now).await?;
         transaction.commit().await?;
-        Ok(Outcome::Done(replacement))
+        Ok(Outcome::Done(LostReport::Replaced(Box::new(replacement))))
     }
 }
 
@@ -243,17 +304,9 @@ impl TokenStore {
             .filter(|token| !existing.contains(&token.serial))
             .collect();
         if let Some((limit, policy)) = per_realm {
-            let backend = transaction.get_database_backend();
-            let row = transaction
-                .query_one_raw(statement(
-                    backend,
-                    "SELECT COUNT(*) FROM tokens WHERE realm = $1",
-                    vec![realm.as_str().into()],
-                ))
-                .await?
-                .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
-            let held: i64 = row.try_get_by_index(0)?;
-            if held.max(0) as u64 + fresh.len() as u64 > u64::from(limit) {
+            // Devices count toward the realm limit as they do for every other writer.
+            let held = counted_in_realm(&transaction, realm).await?;
+            if held + fresh.len() as u64 > u64::from(limit) {
                 let error = DeviceError::LimitReached {
                     limit: "max_token_per_realm",
                     value: limit,

@@ -2,7 +2,7 @@
 //! the PIN. Each returns the token after the change (a deleted token as it was).
 use super::*;
 use crate::store::idempotency::SealedResponse;
-use crate::store::token_changes::TokenChange;
+use crate::store::token_changes::{ActiveLimit, TokenChange};
 
 impl Tokens {
     /// Assigns a pool token to a user of the token's realm.
@@ -89,30 +89,53 @@ impl Tokens {
             found => found?,
         };
         let realm = realm_of(&row.token)?;
-        self.gate
-            .decide(
-                actor,
-                &PolicyQuestion::token(
-                    PolicyAction::Manage,
-                    action,
-                    &realm,
-                    row.user.as_ref(),
-                    &row.token.token_type,
-                    serial.as_str(),
-                ),
-            )
-            .await?;
-        let unassigning = matches!(change, TokenChange::Unassign);
-        let audit = self
+        let question = PolicyQuestion::token(
+            PolicyAction::Manage,
+            action,
+            &realm,
+            row.user.as_ref(),
+            &row.token.token_type,
+            serial.as_str(),
+        );
+        let mut audit = self
             .gate
             .record(actor, action, &realm, row.user.as_ref(), serial.as_str());
-        self.change(serial, change, audit, row, unassigning, idempotent.as_ref())
-            .await
-            .inspect(|_| {
-                if unassigning {
-                    self.pool_index.invalidate(&realm);
-                }
-            })
+        let mut active_limit = None;
+        if removes_access(&change) {
+            // An admin can always cut access: see `PolicyGate::decide_removal`.
+            if let Some(note) = self.gate.decide_removal(actor, &question).await? {
+                audit = audit.with_reason(note);
+            }
+        } else {
+            let decision = self.gate.decide(actor, &question).await?;
+            if matches!(change, TokenChange::Enable) {
+                active_limit = decision.limits().active_per_user;
+            }
+        }
+        let owner = row.user.clone();
+        let active_limit = match (&owner, active_limit) {
+            (Some(user), Some(limit)) => Some(ActiveLimit {
+                realm: &realm,
+                user,
+                limit,
+            }),
+            _ => None,
+        };
+        let unassigning = matches!(change, TokenChange::Unassign);
+        self.change(
+            serial,
+            change,
+            active_limit,
+            audit,
+            row,
+            idempotent.as_ref(),
+        )
+        .await
+        .inspect(|_| {
+            if unassigning {
+                self.pool_index.invalidate(&realm);
+            }
+        })
     }
 
     /// Sets an assigned token's PIN after checking it against the user's PIN rules.
@@ -161,9 +184,9 @@ impl Tokens {
         self.change(
             serial,
             TokenChange::SetPin(sealed),
+            None,
             record,
             row,
-            false,
             idempotent.as_ref(),
         )
         .await
@@ -175,11 +198,12 @@ impl Tokens {
         &self,
         serial: &Serial,
         change: TokenChange,
+        active_limit: Option<ActiveLimit<'_>>,
         audit: crate::domain::audit::AuditRecord,
         before: TokenRow,
-        unassigning: bool,
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<Token, DeviceError> {
+        let unassigning = matches!(change, TokenChange::Unassign);
         let owner = if unassigning { None } else { before.user };
         let view = |after: &Option<tokens::Model>| {
             convert::token(after.as_ref().unwrap_or(&before.token), owner.as_ref())
@@ -190,6 +214,7 @@ impl Tokens {
             .change(
                 serial.as_str(),
                 change,
+                active_limit,
                 audit,
                 idempotent.map(|idempotent| idempotent.for_store(&seal)),
             )
@@ -206,6 +231,15 @@ impl Tokens {
             Some(idempotent) => idempotent.first(self.store.find_response(idempotent.key()).await?),
             None => Ok(None),
         }
+    }
+}
+
+/// Disabling, unassigning and deleting remove access and are never blocked by the policy
+/// service; enabling and setting a PIN grant it and fail closed.
+fn removes_access(change: &TokenChange) -> bool {
+    match change {
+        TokenChange::Disable | TokenChange::Unassign | TokenChange::Delete => true,
+        TokenChange::Enable | TokenChange::SetPin(_) => false,
     }
 }
 

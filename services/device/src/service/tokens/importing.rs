@@ -36,7 +36,7 @@ impl Tokens {
             .collect();
         kinds.sort_unstable();
         kinds.dedup();
-        let mut per_realm = None;
+        let mut per_realm: Option<(u32, String)> = None;
         for kind in kinds {
             let decision = self
                 .gate
@@ -52,7 +52,12 @@ impl Tokens {
                     ),
                 )
                 .await?;
-            per_realm = decision.limits().per_realm;
+            // Each type's decision may set its own realm limit: the strictest holds.
+            per_realm = match (per_realm, decision.limits().per_realm) {
+                (Some(held), Some(next)) if next.0 < held.0 => Some(next),
+                (None, next) => next,
+                (held, _) => held,
+            };
         }
         let now = self.clock.now();
         let mut batch = Vec::with_capacity(rows.len());
@@ -81,6 +86,8 @@ impl Tokens {
                 description: "imported".to_owned(),
                 create_time: now,
                 expire_time: None,
+                locked_until: None,
+                replaced_by: None,
             });
         }
         let total = batch.len();

@@ -67,7 +67,7 @@ impl Tokens {
         validation: ValidationConfig,
     ) -> Self {
         let minute = std::time::Duration::from_secs(60);
-        Self {
+        let tokens = Self {
             store,
             gate,
             cipher,
@@ -83,7 +83,17 @@ impl Tokens {
             validation,
             pool_index: PoolIndex::default(),
             blocking: BlockingPool::default(),
+        };
+        // Validate's dummy hash, made at start-up rather than on the first refusal.
+        if let (Ok(runtime), Some(_)) = (tokio::runtime::Handle::try_current(), &tokens.cipher) {
+            let warming = tokens.clone();
+            runtime.spawn(async move {
+                if let Err(error) = warming.dummy_hash().await {
+                    tracing::warn!(%error, "no dummy PIN hash yet");
+                }
+            });
         }
+        tokens
     }
 
     pub fn pool_index(&self) -> &PoolIndex {
@@ -201,6 +211,8 @@ impl Tokens {
             description: enrollment.description.clone(),
             create_time: self.clock.now(),
             expire_time: None,
+            locked_until: None,
+            replaced_by: None,
         };
         let otpauth_uri = ProvisioningUri {
             parameters,

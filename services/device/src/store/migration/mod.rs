@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod device_security;
 mod initial;
+mod token_backoff;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateTokens),
             Box::new(initial::CreateDevicesAndLinks),
             Box::new(device_security::DeviceApprovalAndCounters),
+            Box::new(token_backoff::AddTokenBackoff),
         ]
     }
 
