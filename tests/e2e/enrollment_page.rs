@@ -256,14 +256,14 @@ async fn spent_link_page_shows_the_error(backend: Backend) {
     let unknown = URL_SAFE_NO_PAD.encode([7u8; 32]);
     let unknown_url = format!("{}#{unknown}", url.split('#').next().unwrap_or_default());
     browser.open(&tab, &unknown_url).await;
-    let unknown = browser.wait_for_state(&tab, &["ready", "error"]).await;
+    let unknown = browser.wait_for_error_code(&tab, "NOT_FOUND").await;
     assert_eq!(unknown.state, "error", "{unknown:?}");
     assert_eq!(unknown.code, "NOT_FOUND", "{unknown:?}");
     assert!(!unknown.button_visible, "{unknown:?}");
 
     // Reloaded after the secret was read, the page has no link left to use.
     browser.eval(&tab, "location.reload()").await;
-    let reloaded = browser.wait_for_state(&tab, &["ready", "error"]).await;
+    let reloaded = browser.wait_for_error_code(&tab, "INVALID_ARGUMENT").await;
     assert_eq!(reloaded.code, "INVALID_ARGUMENT", "{reloaded:?}");
 
     // Still one device: the failed visits wrote nothing.

@@ -332,6 +332,23 @@ impl Browser {
         }
     }
 
+    /// Waits for an error answer with `code`: after a reload or a same-tab navigation the
+    /// previous page's error may still be showing for a moment.
+    pub async fn wait_for_error_code(&mut self, tab: &Tab, code: &str) -> PageStatus {
+        let deadline = Instant::now() + STATE_WAIT;
+        loop {
+            let status = self.status(tab).await;
+            if status.state == "error" && status.code == code {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page stayed in {status:?}, wanted the error {code}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn text(&mut self, tab: &Tab, selector: &str) -> String {
         let expression = format!("document.querySelector('{selector}').textContent");
         self.eval(tab, &expression)
