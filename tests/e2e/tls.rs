@@ -75,7 +75,7 @@ async fn device_cannot_reach_policy(
     stack: &TestStack,
     configure: impl FnOnce(&mut enroll_device::config::DeviceConfig),
 ) {
-    let mut config = device_config(&stack.database, stack.policy_url());
+    let mut config = stack.device_config();
     configure(&mut config);
     let device = spawn_device_with(config).await;
     tokio::time::sleep(SEVERAL_HEALTH_CHECKS).await;
@@ -116,6 +116,22 @@ async fn the_device_service_works_against_a_tls_only_policy_service(backend: Bac
         config.policy_service.tls = Some(foreign.client_tls(false));
     })
     .await;
+    // ... and its name: `domain_name` replaces the URL's host (127.0.0.1) in that check.
+    device_cannot_reach_policy(&stack, |config| {
+        if let Some(tls) = &mut config.policy_service.tls {
+            tls.domain_name = Some("policy.elsewhere.example".into());
+        }
+    })
+    .await;
+    let mut stack = stack;
+    let renamed = stack
+        .add_device(|config| {
+            if let Some(tls) = &mut config.policy_service.tls {
+                tls.domain_name = Some("localhost".into());
+            }
+        })
+        .await;
+    enroll_and_set_pin(&stack.devices[renamed]).await;
     stack.stop().await;
 }
 

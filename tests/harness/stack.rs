@@ -341,12 +341,19 @@ impl TestStack {
         self.policy_replicas.len() - 1
     }
 
+    /// The harness's device configuration on this stack: its database, its policy URL and
+    /// its TLS (not the builder's other changes).
+    pub fn device_config(&self) -> DeviceConfig {
+        let mut config = device_config(&self.database, &self.policy_url);
+        self.transport.device_server(&mut config);
+        config
+    }
+
     /// Starts another device server on the database with the harness defaults (not the
     /// builder's changes) plus `configure`, and waits until it is SERVING; returns its
     /// index in `devices`.
     pub async fn add_device(&mut self, configure: impl FnOnce(&mut DeviceConfig)) -> usize {
-        let mut config = device_config(&self.database, &self.policy_url);
-        self.transport.device_server(&mut config);
+        let mut config = self.device_config();
         configure(&mut config);
         let device =
             spawn_device_reached_by(config, self.clock.clone(), self.transport.device_client())
