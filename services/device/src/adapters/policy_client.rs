@@ -124,7 +124,9 @@ fn secured(
                 ))
             })
         }
-        (Some(_), false) => Err(PolicyClientError::TlsWithoutHttps(config.url.clone())),
+        (Some(_), false) => Err(PolicyClientError::TlsWithoutHttps(
+            enroll_shared::config::redact_url(&config.url),
+        )),
         (None, true) => Err(PolicyClientError::HttpsWithoutTls),
         (None, false) => {
             let loopback = endpoint.uri().host().is_some_and(|host| {
@@ -136,7 +138,7 @@ fn secured(
             });
             if !loopback {
                 tracing::warn!(
-                    url = %config.url,
+                    url = %enroll_shared::config::redact_url(&config.url),
                     "policy service called without TLS: the service key, PINs and decisions cross the network in clear; set policy_service.tls and an https:// URL"
                 );
             }
