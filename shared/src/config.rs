@@ -144,15 +144,37 @@ impl ServerConfig {
     }
 }
 
-/// PEM files for TLS.
+/// PEM files of a server's TLS (`[server.tls]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The server's certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    /// When set, clients must present a certificate signed by this CA (mutual TLS); a
+    /// client without one is refused during the handshake.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+}
+
+/// PEM files of a client's TLS to another service (e.g. `[policy_service.tls]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// The CA(s) the server's certificate must chain to. Required: the services trust no
+    /// system roots, so an internal CA is named explicitly.
+    pub ca: PathBuf,
+    /// This client's certificate chain, for a server that requires mutual TLS.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`; set both or neither.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The name checked against the server's certificate instead of the URL's host (e.g.
+    /// when the URL names an IP address or an alias the certificate does not list).
+    #[serde(default)]
+    pub domain_name: Option<String>,
 }
 
 /// The database of one service.

@@ -1,6 +1,6 @@
 //! Common code of the enrollment services: generated gRPC code, configuration, telemetry,
 //! caller authentication, database connections, realm and user names, status helpers and
-//! the gRPC server shell.
+//! the gRPC server shell and its (mutual) TLS.
 
 pub mod auth;
 pub mod cli;
@@ -13,3 +13,4 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;

@@ -6,16 +6,12 @@ use tokio::net::TcpListener;
 use tonic::{
     body::Body,
     server::NamedService,
-    transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Server, server::TcpIncoming},
 };
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use crate::{
-    auth::AuthLayer,
-    config::{ServerConfig, TlsConfig},
-    telemetry::GrpcTraceLayer,
-};
+use crate::{auth::AuthLayer, config::ServerConfig, telemetry::GrpcTraceLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -101,15 +97,13 @@ where
     S::Future: Send + 'static,
     H: Health,
 {
-    let mut builder = Server::builder()
-        .timeout(config.request_timeout())
-        .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)));
-    if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(load_tls(tls)?)
-            .map_err(|error| ServeError::Tls(error.to_string()))?;
-    }
+    let builder = with_tls(
+        Server::builder()
+            .timeout(config.request_timeout())
+            .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_secs(30))),
+        config,
+    )?;
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
         let v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(file_descriptor_set)
@@ -161,16 +155,27 @@ where
     Ok(())
 }
 
-fn load_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, ServeError> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|error| ServeError::Tls(format!("{}: {error}", path.display())))
+/// Reads and parses `[server.tls]`, so a missing or bad file stops the service before it
+/// binds or migrates (the services call this while building). Plaintext when unset.
+pub fn check_tls(config: &ServerConfig) -> Result<(), ServeError> {
+    with_tls(Server::builder(), config).map(drop)
+}
+
+/// `builder` serving TLS when `[server.tls]` is set. The handshake is bounded by the
+/// request deadline: a client that never finishes it must not hold a connection forever.
+fn with_tls(builder: Server, config: &ServerConfig) -> Result<Server, ServeError> {
+    let Some(tls) = &config.tls else {
+        return Ok(builder);
     };
-    let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-    let mut config = ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &tls.client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
+    let tls = crate::tls::server_tls(tls, "server.tls")
+        .map_err(|error| ServeError::Tls(error.to_string()))?
+        .timeout(config.request_timeout());
+    builder.tls_config(tls).map_err(|error| {
+        ServeError::Tls(format!(
+            "server.tls: the certificate, key or client CA is not usable: {}",
+            crate::tls::error_chain(&error)
+        ))
+    })
 }
 
 /// A server running in its own task, with its health handle.

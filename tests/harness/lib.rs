@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -20,11 +20,13 @@ mod browser;
 mod helpers;
 mod page;
 mod stack;
+mod tls;
 
 pub use browser::*;
 pub use helpers::*;
 pub use page::*;
 pub use stack::*;
+pub use tls::*;
 
 /// The databases the suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +169,8 @@ pub struct RunningServer {
     pub web_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// How the harness's clients reach a server that serves TLS.
+    client_tls: Option<ClientTlsConfig>,
 }
 
 impl RunningServer {
@@ -181,19 +185,30 @@ impl RunningServer {
             web_addr: None,
             stop: Some(stop),
             task: Some(task),
+            client_tls: None,
         }
     }
 
+    /// `https://` when the server serves TLS (the harness's clients then use TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.client_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        let endpoint = Channel::from_shared(self.url()).expect("url");
+        match &self.client_tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).expect("client TLS"),
+            None => endpoint,
+        }
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect")
+        self.endpoint().connect().await.expect("connect")
     }
 
     /// A device client with `role`'s key (connects on first use).
@@ -207,9 +222,7 @@ impl RunningServer {
     }
 
     fn lazy_channel(&self) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("url")
-            .connect_lazy()
+        self.endpoint().connect_lazy()
     }
 
     /// Stops the server gracefully and waits for it.
@@ -283,10 +296,20 @@ pub async fn spawn_policy(database: &TestDatabase) -> RunningServer {
 }
 
 pub async fn spawn_policy_with(config: enroll_policy::config::PolicyConfig) -> RunningServer {
+    spawn_policy_reached_by(config, None).await
+}
+
+/// Starts a policy server that the harness's clients reach with `client_tls` (when it
+/// serves TLS) and waits until it is SERVING.
+pub async fn spawn_policy_reached_by(
+    config: enroll_policy::config::PolicyConfig,
+    client_tls: Option<ClientTlsConfig>,
+) -> RunningServer {
     let app = enroll_policy::app::Application::build(config)
         .await
         .expect("build policy server");
-    let server = start_policy(app);
+    let mut server = start_policy(app);
+    server.client_tls = client_tls;
     server
         .wait_for_health(
             POLICY_SERVICE,
@@ -330,6 +353,7 @@ pub fn device_config(
             api_key: SERVICE_KEY.to_owned(),
             timeout_ms: 1_000,
             health_check_interval_ms: 100,
+            tls: None,
         },
         secrets: enroll_device::config::SecretsConfig {
             seed_keys: [("test-key-1".to_owned(), TEST_SEED_KEY.to_owned())].into(),
@@ -381,6 +405,16 @@ pub async fn spawn_device_on(
     config: enroll_device::config::DeviceConfig,
     clock: enroll_shared::time::SharedClock,
 ) -> RunningServer {
+    spawn_device_reached_by(config, clock, None).await
+}
+
+/// [`spawn_device_on`] for a device server that the harness's clients reach with
+/// `client_tls` (when it serves TLS).
+pub async fn spawn_device_reached_by(
+    config: enroll_device::config::DeviceConfig,
+    clock: enroll_shared::time::SharedClock,
+    client_tls: Option<ClientTlsConfig>,
+) -> RunningServer {
     let app = enroll_device::app::Application::build_with_clock(config, clock)
         .await
         .expect("build device server");
@@ -397,6 +431,7 @@ pub async fn spawn_device_on(
         }
     });
     server.web_addr = web_addr;
+    server.client_tls = client_tls;
     server
 }
 

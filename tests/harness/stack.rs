@@ -20,8 +20,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
     ADMIN_KEY, Backend, DEVICE_SERVICE, DeviceClient, PolicyClient, RunningServer, TestDatabase,
-    create, device_config, policy_client, policy_config, spawn_device_on, spawn_policy,
-    spawn_policy_with, start_policy,
+    TestPki, Transport, create, device_config, policy_client, policy_config,
+    spawn_device_reached_by, spawn_policy, spawn_policy_reached_by, start_policy,
 };
 
 /// The device servers' clock: the system clock, moved forward by [`TestClock::advance`]
@@ -71,6 +71,7 @@ pub struct StackBuilder {
     configure: Vec<Configure>,
     trusted_roots: Vec<String>,
     policy_state: PolicyState,
+    transport: Transport,
 }
 
 impl StackBuilder {
@@ -107,6 +108,22 @@ impl StackBuilder {
         self
     }
 
+    /// The policy server serves TLS with the stack's throw-away PKI ([`TestStack::pki`]),
+    /// requiring client certificates when `mutual`; the device servers (and the harness's
+    /// policy clients) call it over https:// trusting that CA, with the client certificate
+    /// when `mutual`.
+    pub fn policy_tls(mut self, mutual: bool) -> Self {
+        self.transport.set_policy(mutual);
+        self
+    }
+
+    /// The device servers serve TLS with the stack's PKI; the harness's device clients
+    /// trust its CA.
+    pub fn device_tls(mut self) -> Self {
+        self.transport.set_device();
+        self
+    }
+
     /// The policy service is started and stopped again before the device servers start:
     /// they are configured with an address where nothing answers any more.
     pub fn policy_down(mut self) -> Self {
@@ -128,7 +145,9 @@ impl StackBuilder {
         let clock = Arc::new(TestClock::default());
         let (policy, pending_policy, policy_url) = match self.policy_state {
             PolicyState::Running => {
-                let server = spawn_policy(&database).await;
+                let mut config = policy_config(&database);
+                self.transport.policy_server(&mut config);
+                let server = spawn_policy_reached_by(config, self.transport.policy_client()).await;
                 let url = server.url();
                 (Some(server), None, url)
             }
@@ -168,13 +187,17 @@ impl StackBuilder {
         let mut devices = Vec::new();
         for _ in 0..self.device_replicas {
             let mut config = device_config(&database, &policy_url);
+            self.transport.device_server(&mut config);
             if !trusted_roots.is_empty() {
                 config.webauthn.trusted_roots = trusted_roots.clone();
             }
             for configure in &self.configure {
                 configure(&mut config);
             }
-            devices.push(spawn_device_on(config, clock.clone()).await);
+            devices.push(
+                spawn_device_reached_by(config, clock.clone(), self.transport.device_client())
+                    .await,
+            );
         }
         if policy.is_some() {
             for device in &devices {
@@ -191,6 +214,7 @@ impl StackBuilder {
             policy_url,
             clock,
             _trusted_roots: roots_dir,
+            transport: self.transport,
             database,
         }
     }
@@ -209,6 +233,7 @@ pub struct TestStack {
     policy_url: String,
     clock: Arc<TestClock>,
     _trusted_roots: Option<tempfile::TempDir>,
+    transport: Transport,
     pub database: TestDatabase,
 }
 
@@ -222,6 +247,7 @@ impl TestStack {
             configure: Vec::new(),
             trusted_roots: Vec::new(),
             policy_state: PolicyState::Running,
+            transport: Transport::default(),
         }
     }
 
@@ -252,6 +278,11 @@ impl TestStack {
     /// The URL the device servers call the policy service at.
     pub fn policy_url(&self) -> &str {
         &self.policy_url
+    }
+
+    /// The throw-away PKI of [`StackBuilder::policy_tls`] / [`StackBuilder::device_tls`].
+    pub fn pki(&self) -> &TestPki {
+        self.transport.test_pki().expect("the stack serves no TLS")
     }
 
     /// The device servers' clock (one for all of them).
@@ -310,13 +341,23 @@ impl TestStack {
         self.policy_replicas.len() - 1
     }
 
+    /// The harness's device configuration on this stack: its database, its policy URL and
+    /// its TLS (not the builder's other changes).
+    pub fn device_config(&self) -> DeviceConfig {
+        let mut config = device_config(&self.database, &self.policy_url);
+        self.transport.device_server(&mut config);
+        config
+    }
+
     /// Starts another device server on the database with the harness defaults (not the
     /// builder's changes) plus `configure`, and waits until it is SERVING; returns its
     /// index in `devices`.
     pub async fn add_device(&mut self, configure: impl FnOnce(&mut DeviceConfig)) -> usize {
-        let mut config = device_config(&self.database, &self.policy_url);
+        let mut config = self.device_config();
         configure(&mut config);
-        let device = spawn_device_on(config, self.clock.clone()).await;
+        let device =
+            spawn_device_reached_by(config, self.clock.clone(), self.transport.device_client())
+                .await;
         device
             .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
             .await;
@@ -346,12 +387,15 @@ impl TestStack {
     pub async fn restart_policy(&mut self) -> &RunningServer {
         assert!(self.policy.is_none(), "the policy service is running");
         let mut config = policy_config(&self.database);
+        self.transport.policy_server(&mut config);
         config.server.listen = self
             .policy_url
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map(|(_, address)| address)
+            .unwrap_or(&self.policy_url)
             .parse()
-            .expect("the policy URL is http://address:port");
-        let server = spawn_policy_with(config).await;
+            .expect("the policy URL is http(s)://address:port");
+        let server = spawn_policy_reached_by(config, self.transport.policy_client()).await;
         self.policy.insert(server)
     }
 

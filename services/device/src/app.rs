@@ -103,6 +103,8 @@ impl Application {
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }
+        // TLS files first: a missing certificate stops start-up before anything is bound.
+        enroll_shared::server::check_tls(&config.server)?;
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
         let relying_party =

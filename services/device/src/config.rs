@@ -289,7 +289,8 @@ impl fmt::Debug for SecretsConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyServiceConfig {
-    /// `http://host:port` (or `https://` with TLS).
+    /// `http://host:port`, or `https://host:port` with `[policy_service.tls]` (each needs
+    /// the other: TLS is never silently skipped).
     #[serde(default = "default_policy_url")]
     pub url: String,
     /// The plaintext API key (role `service`) sent to the policy service. Prefer the
@@ -302,6 +303,10 @@ pub struct PolicyServiceConfig {
     /// How often the policy service's health is checked (ms).
     #[serde(default = "default_health_interval_ms")]
     pub health_check_interval_ms: u64,
+    /// TLS to the policy service: the CA its certificate chains to, and this service's
+    /// certificate and key when the policy service requires mutual TLS.
+    #[serde(default)]
+    pub tls: Option<enroll_shared::config::ClientTls>,
 }
 
 impl fmt::Debug for PolicyServiceConfig {
@@ -318,6 +323,7 @@ impl fmt::Debug for PolicyServiceConfig {
             )
             .field("timeout_ms", &self.timeout_ms)
             .field("health_check_interval_ms", &self.health_check_interval_ms)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -329,6 +335,7 @@ impl Default for PolicyServiceConfig {
             api_key: String::new(),
             timeout_ms: default_policy_timeout_ms(),
             health_check_interval_ms: default_health_interval_ms(),
+            tls: None,
         }
     }
 }

@@ -52,6 +52,8 @@ impl Application {
     pub async fn build(config: PolicyConfig) -> Result<Self, StartError> {
         let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
         config.cache.validate().map_err(StartError::Config)?;
+        // TLS files first: a missing certificate stops start-up before anything is bound.
+        enroll_shared::server::check_tls(&config.server)?;
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }

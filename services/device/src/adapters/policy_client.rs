@@ -53,16 +53,26 @@ pub enum PolicyClientError {
     Url(String),
     #[error("policy_service.api_key is missing or not printable ASCII")]
     ApiKey,
+    #[error("policy_service.url is https:// but policy_service.tls (at least `ca`) is not set")]
+    HttpsWithoutTls,
+    #[error(
+        "policy_service.tls is set but policy_service.url `{0}` is not https://: the calls would go in clear"
+    )]
+    TlsWithoutHttps(String),
+    #[error("{0}")]
+    Tls(#[from] enroll_shared::tls::TlsError),
 }
 
 impl PolicyClient {
-    /// A lazily connecting client: nothing fails until a call is made.
+    /// A lazily connecting client: the TLS files are read now, nothing else fails until a
+    /// call is made.
     pub fn new(config: &PolicyServiceConfig) -> Result<Self, PolicyClientError> {
         let endpoint = Endpoint::from_shared(config.url.clone())
             .map_err(|_| PolicyClientError::Url(config.url.clone()))?
             .connect_timeout(config.timeout())
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
+        let endpoint = secured(endpoint, config)?;
         let key = config.api_key.trim();
         if key.is_empty() {
             return Err(PolicyClientError::ApiKey);
@@ -89,6 +99,51 @@ impl PolicyClient {
             self.health.clone().check(request).await,
             Ok(response) if response.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         )
+    }
+}
+
+/// `endpoint` with TLS when the URL is https://. The URL and `[policy_service.tls]` must
+/// agree: tonic speaks TLS only to https:// URLs, so a TLS section next to an http:// URL
+/// would send the service key and every PIN in clear while looking configured.
+fn secured(
+    endpoint: Endpoint,
+    config: &PolicyServiceConfig,
+) -> Result<Endpoint, PolicyClientError> {
+    let https = endpoint.uri().scheme_str() == Some("https");
+    match (&config.tls, https) {
+        (Some(tls), true) => {
+            let tls = enroll_shared::tls::client_tls(tls, "policy_service.tls")?
+                .timeout(config.timeout());
+            endpoint.tls_config(tls).map_err(|error| {
+                PolicyClientError::Tls(enroll_shared::tls::TlsError::new(
+                    "policy_service.tls",
+                    format!(
+                        "the CA, certificate or key is not usable: {}",
+                        enroll_shared::tls::error_chain(&error)
+                    ),
+                ))
+            })
+        }
+        (Some(_), false) => Err(PolicyClientError::TlsWithoutHttps(
+            enroll_shared::config::redact_url(&config.url),
+        )),
+        (None, true) => Err(PolicyClientError::HttpsWithoutTls),
+        (None, false) => {
+            let loopback = endpoint.uri().host().is_some_and(|host| {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if !loopback {
+                tracing::warn!(
+                    url = %enroll_shared::config::redact_url(&config.url),
+                    "policy service called without TLS: the service key, PINs and decisions cross the network in clear; set policy_service.tls and an https:// URL"
+                );
+            }
+            Ok(endpoint)
+        }
     }
 }
 
@@ -250,6 +305,59 @@ mod tests {
                 message: "conflict".to_owned(),
                 reason: Some("POLICY_CONFLICT".to_owned()),
             }
+        );
+    }
+
+    fn config(url: &str, tls: Option<enroll_shared::config::ClientTls>) -> PolicyServiceConfig {
+        PolicyServiceConfig {
+            url: url.to_owned(),
+            api_key: "k".to_owned(),
+            tls,
+            ..Default::default()
+        }
+    }
+
+    fn tls_with_ca(ca: &str) -> enroll_shared::config::ClientTls {
+        enroll_shared::config::ClientTls {
+            ca: ca.into(),
+            cert: None,
+            key: None,
+            domain_name: None,
+        }
+    }
+
+    // A runtime: a valid configuration builds a lazily connecting channel.
+    #[tokio::test]
+    async fn the_url_and_the_tls_section_must_agree() {
+        let refused = PolicyClient::new(&config("https://policy:50051", None)).err();
+        assert!(
+            matches!(refused, Some(PolicyClientError::HttpsWithoutTls)),
+            "{refused:?}"
+        );
+        let refused = PolicyClient::new(&config(
+            "http://policy:50051",
+            Some(tls_with_ca("/nonexistent/ca.pem")),
+        ))
+        .err();
+        assert!(
+            matches!(refused, Some(PolicyClientError::TlsWithoutHttps(_))),
+            "{refused:?}"
+        );
+        assert!(PolicyClient::new(&config("http://127.0.0.1:50051", None)).is_ok());
+    }
+
+    #[test]
+    fn a_missing_ca_file_stops_start_up_naming_the_setting() {
+        let refused = PolicyClient::new(&config(
+            "https://policy:50051",
+            Some(tls_with_ca("/nonexistent/ca.pem")),
+        ))
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+        assert!(
+            refused.starts_with("policy_service.tls.ca: cannot read /nonexistent/ca.pem"),
+            "{refused}"
         );
     }
 
