@@ -10,6 +10,7 @@ mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
+mod storable_input;
 mod token_backoff;
 mod token_safety;
 mod tokens;

@@ -229,3 +229,19 @@ pub fn validate_request(realm: &str, user: &str, pass: &str) -> device_pb::Valid
         client_ip: "192.0.2.1".into(),
     }
 }
+
+/// Asserts that `result` is INVALID_ARGUMENT whose ErrorInfo names `field`.
+#[track_caller]
+pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let status = result.expect_err(&format!("`{field}` must be refused"));
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{field}: {status:?}"
+    );
+    assert_eq!(
+        enroll_shared::status::field(&status).as_deref(),
+        Some(field),
+        "{status:?}"
+    );
+}

@@ -54,7 +54,8 @@ pub enum DeviceError {
     /// the caller did nothing wrong, so it is INTERNAL, logged with the row.
     #[error("stored data is unreadable")]
     Corrupt(String),
-    #[error("database unavailable")]
+    /// Its message is the classified one (`DbFailure::message`), never the database's.
+    #[error("{}", enroll_shared::db_errors::classify(.0).message())]
     Database(#[from] sea_orm::DbErr),
 }
 
@@ -81,19 +82,8 @@ impl DeviceError {
 
     /// A short reason for audit events (never a secret: messages are built from names).
     pub fn audit_reason(&self) -> String {
-        match self {
-            DeviceError::Database(_) => "database unavailable".to_owned(),
-            other => other.to_string(),
-        }
+        self.to_string()
     }
-}
-
-/// Whether a database error says a stored value could not be read into its type.
-fn unreadable_row(error: &sea_orm::DbErr) -> bool {
-    matches!(
-        error,
-        sea_orm::DbErr::Type(_) | sea_orm::DbErr::TryIntoErr { .. } | sea_orm::DbErr::Json(_)
-    )
 }
 
 impl From<DeviceError> for Status {
@@ -156,22 +146,8 @@ impl From<DeviceError> for Status {
                 tracing::error!(row = %detail, "unreadable stored data");
                 Status::internal(message)
             }
-            DeviceError::Database(source)
-                if matches!(
-                    source.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                Status::already_exists("a record with this key already exists; retry")
-            }
-            DeviceError::Database(source) if unreadable_row(&source) => {
-                tracing::error!(error = %source, "unreadable stored data");
-                Status::internal("stored data is unreadable")
-            }
-            DeviceError::Database(source) => {
-                tracing::error!(error = %source, "database error");
-                Status::unavailable(message)
-            }
+            // Classified by SQLSTATE / SQLite code: only outages are UNAVAILABLE.
+            DeviceError::Database(source) => enroll_shared::db_errors::to_status(&source),
         }
     }
 }
@@ -278,8 +254,16 @@ mod tests {
                 None,
             ),
             (
-                DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
+                DeviceError::Database(sea_orm::DbErr::ConnectionAcquire(
+                    sea_orm::ConnAcquireErr::Timeout,
+                )),
                 Code::Unavailable,
+                None,
+            ),
+            // Not an outage: a defect, so not retryable.
+            (
+                DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
+                Code::Internal,
                 None,
             ),
             (

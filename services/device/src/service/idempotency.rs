@@ -20,9 +20,7 @@ impl RequestId {
     /// None for an empty id (the request is not idempotent).
     pub fn parse(raw: &str) -> Result<Option<Self>, String> {
         let id = raw.trim();
-        if id.chars().count() > MAX_REQUEST_ID_CHARS {
-            return Err(format!("longer than {MAX_REQUEST_ID_CHARS} characters"));
-        }
+        enroll_shared::text::check_storable(id, MAX_REQUEST_ID_CHARS)?;
         Ok(Some(Self(id.to_owned())).filter(|id| !id.0.is_empty()))
     }
 }
@@ -137,7 +135,9 @@ mod tests {
     fn request_ids_are_trimmed_bounded_and_optional() {
         assert_eq!(RequestId::parse("  ").unwrap(), None);
         assert!(RequestId::parse(" r1 ").unwrap().is_some());
+        assert!(RequestId::parse(&"x".repeat(128)).unwrap().is_some());
         assert!(RequestId::parse(&"x".repeat(129)).is_err());
+        assert!(RequestId::parse("r\0").is_err());
     }
 
     #[test]
