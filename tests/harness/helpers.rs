@@ -11,6 +11,8 @@ use crate::PolicyClient;
 /// The device service's gRPC name (health, reflection, paths).
 pub const DEVICE_SERVICE: &str =
     enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
+/// The health name under which a device server reports whether the policy service answers.
+pub const DEVICE_POLICY_DEPENDENCY: &str = enroll_device::app::POLICY_DEPENDENCY_HEALTH;
 /// The policy service's gRPC name (health, reflection, paths).
 pub const POLICY_SERVICE: &str =
     enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;

@@ -1,5 +1,5 @@
 //! Assembles the device server: database, migrations, policy client, gRPC shell, and the
-//! health watch that keeps it NOT_SERVING while the policy service is unreachable.
+//! health watch that reports whether the policy service answers, under its own name.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,6 +29,12 @@ use crate::store::tokens::TokenStore;
 
 /// The name health checks and telemetry use.
 pub use enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
+
+/// The health name under which the device server reports whether the policy service
+/// answers. Its own names (`""` and [`SERVICE_NAME`]) do not follow the policy service:
+/// reads, `Validate`, `CheckEnrollment` and WebAuthn authentication work without it, so an
+/// outage of the policy service must not take every device replica out of rotation.
+pub const POLICY_DEPENDENCY_HEALTH: &str = "enroll.device.v1.DeviceService/policy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -208,6 +214,11 @@ impl Application {
             shutdown,
         )
         .await;
+        // Known (NOT_SERVING) from the start, until the first check says otherwise.
+        server
+            .health
+            .set_named(POLICY_DEPENDENCY_HEALTH, false)
+            .await;
         server
             .start_up(async {
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY)
@@ -216,6 +227,7 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        server.health.set(true).await;
         // Started after the migrations so the page never runs against a half-built schema;
         // until then its listener just queues connections.
         let web = web_listener.map(|listener| {
@@ -255,8 +267,9 @@ impl Application {
     }
 }
 
-/// SERVING only while the policy service answers SERVING: every mutation needs a decision,
-/// so a device replica that cannot get one must leave the load balancer's rotation.
+/// Reports under [`POLICY_DEPENDENCY_HEALTH`] whether the policy service answers SERVING.
+/// Only that name follows it: mutations that need a decision fail closed on their own
+/// (UNAVAILABLE), while everything that needs none keeps being served.
 async fn watch_policy_service(
     policy: PolicyClient,
     health: HealthHandle,
@@ -274,11 +287,17 @@ async fn watch_policy_service(
         let reachable = policy.is_serving().await;
         if serving != Some(reachable) {
             if reachable {
-                tracing::info!("policy service reachable: SERVING");
+                tracing::info!(
+                    health = POLICY_DEPENDENCY_HEALTH,
+                    "policy service reachable"
+                );
             } else {
-                tracing::warn!("policy service unreachable: NOT_SERVING");
+                tracing::warn!(
+                    health = POLICY_DEPENDENCY_HEALTH,
+                    "policy service unreachable: mutations fail closed until it answers"
+                );
             }
-            health.set(reachable).await;
+            health.set_named(POLICY_DEPENDENCY_HEALTH, reachable).await;
             serving = Some(reachable);
         }
     }
