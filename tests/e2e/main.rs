@@ -4,6 +4,7 @@ mod device_security;
 mod devices;
 mod enrollment_page;
 mod health_and_reflection;
+mod idempotency;
 mod names;
 mod no_secrets_in_logs;
 mod policy_crud;

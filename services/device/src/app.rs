@@ -24,6 +24,7 @@ use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
 use crate::store::audit::AuditStore;
 use crate::store::devices::DeviceStore;
+use crate::store::idempotency::Retention;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
 use crate::store::tokens::TokenStore;
 
@@ -135,8 +136,12 @@ impl Application {
             Arc::new(audit.clone()),
             clock.clone(),
         );
+        let retention = Retention {
+            ttl: config.idempotency.ttl(),
+            secret_ttl: config.idempotency.secret_ttl(),
+        };
         let devices = Devices::new(
-            DeviceStore::new(db.clone()),
+            DeviceStore::new(db.clone(), retention),
             gate.clone(),
             relying_party,
             cipher.clone(),
@@ -147,7 +152,7 @@ impl Application {
             },
         );
         let tokens = Tokens::new(
-            TokenStore::new(db.clone()),
+            TokenStore::new(db.clone(), retention),
             gate,
             cipher.clone(),
             clock.clone(),
@@ -241,7 +246,8 @@ impl Application {
         if let Some(refresh) = pool_refresh {
             tokio::spawn(crate::service::pool_index::keep_fresh(
                 refresh.index,
-                TokenStore::new(db.clone()),
+                // Reads only: it never stores a response under a request id.
+                TokenStore::new(db.clone(), Retention::default()),
                 refresh.cipher,
                 refresh.window,
                 clock,

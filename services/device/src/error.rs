@@ -42,6 +42,15 @@ pub enum DeviceError {
         reason: &'static str,
         message: String,
     },
+    /// A request id used before, by this caller on this RPC, with other parameters.
+    #[error(
+        "request_id `{request_id}` was used for another {rpc} request (other parameters); \
+         use a new request_id for a new request"
+    )]
+    RequestIdReused {
+        rpc: &'static str,
+        request_id: String,
+    },
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
@@ -124,6 +133,12 @@ impl From<DeviceError> for Status {
             DeviceError::Blocked { reason, .. } => {
                 with_reason(Code::FailedPrecondition, message, reason, [])
             }
+            DeviceError::RequestIdReused { .. } => with_reason(
+                Code::FailedPrecondition,
+                message,
+                "IDEMPOTENCY_KEY_REUSED",
+                [("field".to_owned(), "request_id".to_owned())],
+            ),
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
@@ -242,6 +257,14 @@ mod tests {
                 },
                 Code::FailedPrecondition,
                 Some("DEVICE_PENDING_APPROVAL"),
+            ),
+            (
+                DeviceError::RequestIdReused {
+                    rpc: "EnrollToken",
+                    request_id: "r1".into(),
+                },
+                Code::FailedPrecondition,
+                Some("IDEMPOTENCY_KEY_REUSED"),
             ),
             (
                 DeviceError::Unavailable("policy down".into()),
