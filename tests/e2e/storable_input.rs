@@ -37,7 +37,7 @@ async fn nul_in_any_device_text_field_is_invalid_argument_naming_it(backend: Bac
         admin
             .import_tokens(pb::ImportTokensRequest {
                 realm: "acme".into(),
-                csv: "HW\0001,3132333435363738393031323334353637383930,hotp,6,\n".into(),
+                csv: "HW\u{0}1,3132333435363738393031323334353637383930,hotp,6,\n".into(),
                 ..Default::default()
             })
             .await,
