@@ -89,9 +89,18 @@ impl fmt::Debug for ApiKeys {
 impl ApiKeys {
     pub fn from_config(keys: &[ApiKeyConfig]) -> Result<Self, String> {
         let mut by_digest = HashMap::new();
+        let mut names = std::collections::HashSet::new();
         for key in keys {
             if key.name.trim().is_empty() {
                 return Err("auth.api_keys: a key has an empty name".to_owned());
+            }
+            // The name is the caller's identity: audit events and request ids are kept per
+            // name, so two keys sharing one could see (and replay) each other's responses.
+            if !names.insert(key.name.trim()) {
+                return Err(format!(
+                    "auth.api_keys `{}`: the name is configured twice; each key needs its own name",
+                    key.name.trim()
+                ));
             }
             let digest: [u8; 32] = hex::decode(key.sha256.trim())
                 .ok()
@@ -310,9 +319,27 @@ mod tests {
             sha256: hash_api_key("k"),
         };
         assert!(
-            ApiKeys::from_config(&[key.clone(), key])
+            ApiKeys::from_config(&[key.clone(), key.clone()])
                 .unwrap_err()
                 .contains("twice")
+        );
+        let same_name = ApiKeyConfig {
+            sha256: hash_api_key("another key"),
+            ..key.clone()
+        };
+        let error = ApiKeys::from_config(&[key.clone(), same_name]).unwrap_err();
+        assert!(
+            error.contains("`x`: the name is configured twice"),
+            "{error}"
+        );
+        let same_digest = ApiKeyConfig {
+            name: "y".into(),
+            ..key.clone()
+        };
+        let error = ApiKeys::from_config(&[key, same_digest]).unwrap_err();
+        assert!(
+            error.contains("the same key is configured twice"),
+            "{error}"
         );
     }
 }

@@ -64,6 +64,15 @@ impl HealthHandle {
             .set_service_status(self.service_name, status(serving))
             .await;
     }
+
+    /// Sets the status of another name this server reports, apart from its own: a
+    /// dependency's (e.g. `enroll.device.v1.DeviceService/policy`), so a probe can watch it
+    /// without the server's own status following it.
+    pub async fn set_named(&self, name: &str, serving: bool) {
+        self.reporter
+            .set_service_status(name, status(serving))
+            .await;
+    }
 }
 
 fn status(serving: bool) -> tonic_health::ServingStatus {

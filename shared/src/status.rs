@@ -27,6 +27,13 @@ pub fn reason(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)
 }
 
+/// The `field` an INVALID_ARGUMENT status's `ErrorInfo` names, if any.
+pub fn field(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .and_then(|mut info| info.metadata.remove("field"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use enroll_e2e::{
-    Backend, DEVICE_SERVICE as DEVICE, DeviceClient, TEST_REDIRECT_PREFIX, TestStack,
+    Backend, DEVICE_POLICY_DEPENDENCY, DeviceClient, TEST_REDIRECT_PREFIX, TestStack,
     link_secret as secret_of, realm_policy,
 };
 use enroll_shared::auth::Role;
@@ -766,7 +766,11 @@ async fn devices_count_toward_the_user_limit_and_policy_outage_fails_closed(back
     stack.stop_policy().await;
     stack
         .device()
-        .wait_for_health(DEVICE, ServingStatus::NotServing, Duration::from_secs(10))
+        .wait_for_health(
+            DEVICE_POLICY_DEPENDENCY,
+            ServingStatus::NotServing,
+            Duration::from_secs(10),
+        )
         .await;
     let unfinished = proxy
         .finish_device_registration(finish(&begun, credential))

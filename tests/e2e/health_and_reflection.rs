@@ -1,25 +1,38 @@
-//! Health statuses (per service, NOT_SERVING while a dependency is missing) and server
-//! reflection (v1 and v1alpha, so grpcurl works without proto files).
+//! Health statuses (per service; a dependency under its own name) and server reflection
+//! (v1 and v1alpha, so grpcurl works without proto files).
 use std::time::Duration;
 
-use enroll_e2e::{Backend, DEVICE_SERVICE as DEVICE, POLICY_SERVICE as POLICY, TestStack};
+use enroll_e2e::{
+    Backend, DEVICE_POLICY_DEPENDENCY, DEVICE_SERVICE as DEVICE, POLICY_SERVICE as POLICY,
+    TestStack, enroll_token, validate_request,
+};
+use enroll_shared::proto::device::v1 as pb;
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-async fn device_is_serving_only_while_the_policy_service_answers(backend: Backend) {
+/// A policy-service outage used to flip the device server's own health to NOT_SERVING, so
+/// every device replica left the load balancer and `Validate`, `CheckEnrollment` and
+/// WebAuthn logins failed with it, though they need no decision. The device's own names
+/// stay SERVING; the dependency is reported under its own name; mutations fail closed.
+async fn device_stays_serving_and_reports_the_policy_service_apart(backend: Backend) {
+    const WITHIN: Duration = Duration::from_secs(10);
     // The policy port is bound but nothing answers on it yet.
     let mut stack = TestStack::builder(backend)
         .policy_not_started()
         .start()
         .await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let device = stack.device();
+    device
+        .wait_for_health(DEVICE, ServingStatus::Serving, WITHIN)
+        .await;
+    device
+        .wait_for_health("", ServingStatus::Serving, WITHIN)
+        .await;
     assert_eq!(
-        stack.device().health_status(DEVICE).await,
+        device.health_status(DEVICE_POLICY_DEPENDENCY).await,
         ServingStatus::NotServing as i32
     );
-    assert_eq!(
-        stack.device().health_status("").await,
-        ServingStatus::NotServing as i32
-    );
+    policy_outage_is_survived(&stack).await;
 
     stack
         .start_policy()
@@ -27,18 +40,67 @@ async fn device_is_serving_only_while_the_policy_service_answers(backend: Backen
         .await;
     let device = stack.device();
     device
-        .wait_for_health(DEVICE, ServingStatus::Serving, Duration::from_secs(10))
+        .wait_for_health(DEVICE_POLICY_DEPENDENCY, ServingStatus::Serving, WITHIN)
         .await;
-    device
-        .wait_for_health("", ServingStatus::Serving, Duration::from_secs(1))
-        .await;
+    assert_eq!(
+        device.health_status(DEVICE).await,
+        ServingStatus::Serving as i32
+    );
+    enroll_token(&mut stack.admin(), "acme", "kate", pb::TokenType::Totp).await;
 
     stack.stop_policy().await;
     stack
         .device()
-        .wait_for_health(DEVICE, ServingStatus::NotServing, Duration::from_secs(10))
+        .wait_for_health(DEVICE_POLICY_DEPENDENCY, ServingStatus::NotServing, WITHIN)
+        .await;
+    for name in [DEVICE, ""] {
+        assert_eq!(
+            stack.device().health_status(name).await,
+            ServingStatus::Serving as i32,
+            "`{name}` must not follow the policy service"
+        );
+    }
+    policy_outage_is_survived(&stack).await;
+
+    stack.restart_policy().await;
+    stack
+        .device()
+        .wait_for_health(DEVICE_POLICY_DEPENDENCY, ServingStatus::Serving, WITHIN)
         .await;
     stack.stop().await;
+}
+
+/// While the policy service is down: reads and validation answer, a mutation that needs a
+/// decision is UNAVAILABLE.
+async fn policy_outage_is_survived(stack: &TestStack) {
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    let checked = proxy
+        .check_enrollment(pb::CheckEnrollmentRequest {
+            realm: "acme".into(),
+            user: "kate".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("CheckEnrollment answers without the policy service")
+        .into_inner();
+    assert_eq!(checked.status, pb::EnrollmentStatus::NotEnrolled as i32);
+    assert!(!checked.can_self_enroll);
+    let validated = proxy
+        .validate(validate_request("acme", "kate", "123456"))
+        .await
+        .expect("Validate answers without the policy service")
+        .into_inner();
+    assert!(!validated.ok);
+    let refused = admin
+        .enroll_token(pb::EnrollTokenRequest {
+            realm: "acme".into(),
+            user: "kate".into(),
+            r#type: pb::TokenType::Totp as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("no enrollment without a decision");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 }
 
 async fn reflection_lists_each_servers_own_services(backend: Backend) {
@@ -104,6 +166,6 @@ async fn reflection_lists_each_servers_own_services(backend: Backend) {
 }
 
 enroll_e2e::on_both_backends!(
-    device_is_serving_only_while_the_policy_service_answers,
+    device_stays_serving_and_reports_the_policy_service_apart,
     reflection_lists_each_servers_own_services,
 );

@@ -1402,7 +1402,9 @@ mod idempotency {
         assert_eq!(again, imported);
         assert_eq!(audited(&mut admin, "import_tokens").await, 1);
 
-        // AssignToken: a retry with the same id but another body still returns the first.
+        // AssignToken: a retry returns the first; the same id with another body is another
+        // request and is refused (it used to be answered with the first response: the
+        // defect tests/e2e/idempotency.rs covers).
         let assign = pb::AssignTokenRequest {
             serial: "IDEM1".into(),
             realm: "corp".into(),
@@ -1417,15 +1419,28 @@ mod idempotency {
             .into_inner();
         assert_eq!(assigned.user, "alice");
         let retried = admin
+            .assign_token(assign.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried, assigned);
+        let other_body = admin
             .assign_token(pb::AssignTokenRequest {
                 serial: "IDEM2".into(),
                 user: "bob".into(),
                 ..assign.clone()
             })
             .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(retried, assigned);
+            .unwrap_err();
+        assert_eq!(
+            other_body.code(),
+            Code::FailedPrecondition,
+            "{other_body:?}"
+        );
+        assert_eq!(
+            reason(&other_body).as_deref(),
+            Some("IDEMPOTENCY_KEY_REUSED")
+        );
         assert_eq!(list(&mut admin, "corp", "bob").await.len(), 0);
         assert_eq!(audited(&mut admin, "assign_token").await, 1);
 

@@ -11,6 +11,8 @@ use crate::PolicyClient;
 /// The device service's gRPC name (health, reflection, paths).
 pub const DEVICE_SERVICE: &str =
     enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
+/// The health name under which a device server reports whether the policy service answers.
+pub const DEVICE_POLICY_DEPENDENCY: &str = enroll_device::app::POLICY_DEPENDENCY_HEALTH;
 /// The policy service's gRPC name (health, reflection, paths).
 pub const POLICY_SERVICE: &str =
     enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;
@@ -228,4 +230,20 @@ pub fn validate_request(realm: &str, user: &str, pass: &str) -> device_pb::Valid
         pass: pass.into(),
         client_ip: "192.0.2.1".into(),
     }
+}
+
+/// Asserts that `result` is INVALID_ARGUMENT whose ErrorInfo names `field`.
+#[track_caller]
+pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
+    let status = result.expect_err(&format!("`{field}` must be refused"));
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{field}: {status:?}"
+    );
+    assert_eq!(
+        enroll_shared::status::field(&status).as_deref(),
+        Some(field),
+        "{status:?}"
+    );
 }

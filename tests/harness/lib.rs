@@ -365,6 +365,8 @@ pub fn device_config(
         web: enroll_device::config::WebConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         },
+        // The defaults (10 min for secrets, 24 h otherwise): tests move the clock.
+        idempotency: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Assembles the device server: database, migrations, policy client, gRPC shell, and the
-//! health watch that keeps it NOT_SERVING while the policy service is unreachable.
+//! health watch that reports whether the policy service answers, under its own name.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -24,11 +24,18 @@ use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
 use crate::store::audit::AuditStore;
 use crate::store::devices::DeviceStore;
+use crate::store::idempotency::Retention;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
 use crate::store::tokens::TokenStore;
 
 /// The name health checks and telemetry use.
 pub use enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
+
+/// The health name under which the device server reports whether the policy service
+/// answers. Its own names (`""` and [`SERVICE_NAME`]) do not follow the policy service:
+/// reads, `Validate`, `CheckEnrollment` and WebAuthn authentication work without it, so an
+/// outage of the policy service must not take every device replica out of rotation.
+pub const POLICY_DEPENDENCY_HEALTH: &str = "enroll.device.v1.DeviceService/policy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -131,8 +138,12 @@ impl Application {
             Arc::new(audit.clone()),
             clock.clone(),
         );
+        let retention = Retention {
+            ttl: config.idempotency.ttl(),
+            secret_ttl: config.idempotency.secret_ttl(),
+        };
         let devices = Devices::new(
-            DeviceStore::new(db.clone()),
+            DeviceStore::new(db.clone(), retention),
             gate.clone(),
             relying_party,
             cipher.clone(),
@@ -143,7 +154,7 @@ impl Application {
             },
         );
         let tokens = Tokens::new(
-            TokenStore::new(db.clone()),
+            TokenStore::new(db.clone(), retention),
             gate,
             cipher.clone(),
             clock.clone(),
@@ -210,6 +221,11 @@ impl Application {
             shutdown,
         )
         .await;
+        // Known (NOT_SERVING) from the start, until the first check says otherwise.
+        server
+            .health
+            .set_named(POLICY_DEPENDENCY_HEALTH, false)
+            .await;
         server
             .start_up(async {
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY)
@@ -218,6 +234,7 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        server.health.set(true).await;
         // Started after the migrations so the page never runs against a half-built schema;
         // until then its listener just queues connections.
         let web = web_listener.map(|listener| {
@@ -231,7 +248,8 @@ impl Application {
         if let Some(refresh) = pool_refresh {
             tokio::spawn(crate::service::pool_index::keep_fresh(
                 refresh.index,
-                TokenStore::new(db.clone()),
+                // Reads only: it never stores a response under a request id.
+                TokenStore::new(db.clone(), Retention::default()),
                 refresh.cipher,
                 refresh.window,
                 clock,
@@ -257,8 +275,9 @@ impl Application {
     }
 }
 
-/// SERVING only while the policy service answers SERVING: every mutation needs a decision,
-/// so a device replica that cannot get one must leave the load balancer's rotation.
+/// Reports under [`POLICY_DEPENDENCY_HEALTH`] whether the policy service answers SERVING.
+/// Only that name follows it: mutations that need a decision fail closed on their own
+/// (UNAVAILABLE), while everything that needs none keeps being served.
 async fn watch_policy_service(
     policy: PolicyClient,
     health: HealthHandle,
@@ -276,11 +295,17 @@ async fn watch_policy_service(
         let reachable = policy.is_serving().await;
         if serving != Some(reachable) {
             if reachable {
-                tracing::info!("policy service reachable: SERVING");
+                tracing::info!(
+                    health = POLICY_DEPENDENCY_HEALTH,
+                    "policy service reachable"
+                );
             } else {
-                tracing::warn!("policy service unreachable: NOT_SERVING");
+                tracing::warn!(
+                    health = POLICY_DEPENDENCY_HEALTH,
+                    "policy service unreachable: mutations fail closed until it answers"
+                );
             }
-            health.set(reachable).await;
+            health.set_named(POLICY_DEPENDENCY_HEALTH, reachable).await;
             serving = Some(reachable);
         }
     }

@@ -29,6 +29,8 @@ pub struct DeviceConfig {
     pub webauthn: WebauthnConfig,
     #[serde(default)]
     pub web: WebConfig,
+    #[serde(default)]
+    pub idempotency: IdempotencyConfig,
 }
 
 impl Default for DeviceConfig {
@@ -44,6 +46,7 @@ impl Default for DeviceConfig {
             validation: Default::default(),
             webauthn: Default::default(),
             web: Default::default(),
+            idempotency: Default::default(),
         }
     }
 }
@@ -164,6 +167,51 @@ where
 /// Next to the default `webauthn.enrollment_base_url` (`http://localhost:8080/enroll/`).
 fn default_web_listen() -> Option<std::net::SocketAddr> {
     Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+/// How long the first response to a request id is kept and replayed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// Responses without a secret (s; default 24 h).
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl_secs: u64,
+    /// Responses that carry a secret returned once: the seed of `EnrollToken`, the
+    /// temporary password of `ReportLostToken`, the link URL of `CreateEnrollmentLink`
+    /// (s; default 10 min, never longer than `ttl_secs`). A retry comes within seconds;
+    /// longer would only keep the secret replayable.
+    #[serde(default = "default_idempotency_secret_ttl")]
+    pub secret_ttl_secs: u64,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_idempotency_ttl(),
+            secret_ttl_secs: default_idempotency_secret_ttl(),
+        }
+    }
+}
+
+/// At most 30 days: a stored response is for retries, not an archive.
+const MAX_IDEMPOTENCY_TTL_SECS: u64 = 30 * 24 * 3_600;
+
+impl IdempotencyConfig {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs.clamp(1, MAX_IDEMPOTENCY_TTL_SECS))
+    }
+
+    pub fn secret_ttl(&self) -> Duration {
+        Duration::from_secs(self.secret_ttl_secs.max(1)).min(self.ttl())
+    }
+}
+
+fn default_idempotency_ttl() -> u64 {
+    24 * 3_600
+}
+
+fn default_idempotency_secret_ttl() -> u64 {
+    600
 }
 
 /// How Validate treats one-time codes and failures.

@@ -42,6 +42,15 @@ pub enum DeviceError {
         reason: &'static str,
         message: String,
     },
+    /// A request id used before, by this caller on this RPC, with other parameters.
+    #[error(
+        "request_id `{request_id}` was used for another {rpc} request (other parameters); \
+         use a new request_id for a new request"
+    )]
+    RequestIdReused {
+        rpc: &'static str,
+        request_id: String,
+    },
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
@@ -54,7 +63,8 @@ pub enum DeviceError {
     /// the caller did nothing wrong, so it is INTERNAL, logged with the row.
     #[error("stored data is unreadable")]
     Corrupt(String),
-    #[error("database unavailable")]
+    /// Its message is the classified one (`DbFailure::message`), never the database's.
+    #[error("{}", enroll_shared::db_errors::classify(.0).message())]
     Database(#[from] sea_orm::DbErr),
 }
 
@@ -81,19 +91,8 @@ impl DeviceError {
 
     /// A short reason for audit events (never a secret: messages are built from names).
     pub fn audit_reason(&self) -> String {
-        match self {
-            DeviceError::Database(_) => "database unavailable".to_owned(),
-            other => other.to_string(),
-        }
+        self.to_string()
     }
-}
-
-/// Whether a database error says a stored value could not be read into its type.
-fn unreadable_row(error: &sea_orm::DbErr) -> bool {
-    matches!(
-        error,
-        sea_orm::DbErr::Type(_) | sea_orm::DbErr::TryIntoErr { .. } | sea_orm::DbErr::Json(_)
-    )
 }
 
 impl From<DeviceError> for Status {
@@ -134,6 +133,12 @@ impl From<DeviceError> for Status {
             DeviceError::Blocked { reason, .. } => {
                 with_reason(Code::FailedPrecondition, message, reason, [])
             }
+            DeviceError::RequestIdReused { .. } => with_reason(
+                Code::FailedPrecondition,
+                message,
+                "IDEMPOTENCY_KEY_REUSED",
+                [("field".to_owned(), "request_id".to_owned())],
+            ),
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
@@ -156,22 +161,8 @@ impl From<DeviceError> for Status {
                 tracing::error!(row = %detail, "unreadable stored data");
                 Status::internal(message)
             }
-            DeviceError::Database(source)
-                if matches!(
-                    source.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                Status::already_exists("a record with this key already exists; retry")
-            }
-            DeviceError::Database(source) if unreadable_row(&source) => {
-                tracing::error!(error = %source, "unreadable stored data");
-                Status::internal("stored data is unreadable")
-            }
-            DeviceError::Database(source) => {
-                tracing::error!(error = %source, "database error");
-                Status::unavailable(message)
-            }
+            // Classified by SQLSTATE / SQLite code: only outages are UNAVAILABLE.
+            DeviceError::Database(source) => enroll_shared::db_errors::to_status(&source),
         }
     }
 }
@@ -268,6 +259,14 @@ mod tests {
                 Some("DEVICE_PENDING_APPROVAL"),
             ),
             (
+                DeviceError::RequestIdReused {
+                    rpc: "EnrollToken",
+                    request_id: "r1".into(),
+                },
+                Code::FailedPrecondition,
+                Some("IDEMPOTENCY_KEY_REUSED"),
+            ),
+            (
                 DeviceError::Unavailable("policy down".into()),
                 Code::Unavailable,
                 None,
@@ -278,8 +277,16 @@ mod tests {
                 None,
             ),
             (
-                DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
+                DeviceError::Database(sea_orm::DbErr::ConnectionAcquire(
+                    sea_orm::ConnAcquireErr::Timeout,
+                )),
                 Code::Unavailable,
+                None,
+            ),
+            // Not an outage: a defect, so not retryable.
+            (
+                DeviceError::Database(sea_orm::DbErr::Custom("detail".into())),
+                Code::Internal,
                 None,
             ),
             (

@@ -21,8 +21,10 @@ pub enum PolicyError {
     EtagMismatch { name: String, given: String },
     #[error("policy conflict: {0}")]
     Conflict(Conflict),
-    #[error("policy store unavailable")]
-    Unavailable(#[source] StoreError),
+    /// Classified by SQLSTATE / SQLite code: only outages are UNAVAILABLE; its message is
+    /// the classified one, never the database's.
+    #[error("{}", enroll_shared::db_errors::classify(.0).message())]
+    Database(sea_orm::DbErr),
     #[error("{}", unservable_message(.0))]
     Unservable(Unservable),
     #[error(
@@ -86,7 +88,7 @@ impl From<StoreError> for PolicyError {
                 PolicyError::EtagMismatch { name, given }
             }
             StoreError::Corrupt { name, reason } => PolicyError::UnreadablePolicy { name, reason },
-            other => PolicyError::Unavailable(other),
+            StoreError::Database(error) => PolicyError::Database(error),
         }
     }
 }
@@ -157,11 +159,7 @@ impl From<PolicyError> for Status {
                 "POLICY_UNREADABLE",
                 [("policy".to_owned(), name)],
             ),
-            PolicyError::Unavailable(source) => {
-                // The cause goes to the log, not to the caller.
-                tracing::error!(error = %source, "policy store error");
-                Status::unavailable(message)
-            }
+            PolicyError::Database(source) => enroll_shared::db_errors::to_status(&source),
         }
     }
 }
@@ -241,10 +239,17 @@ mod tests {
                 Some("POLICY_UNREADABLE"),
             ),
             (
-                PolicyError::Unavailable(StoreError::Database(sea_orm::DbErr::Custom(
-                    "secret detail".into(),
+                PolicyError::from(StoreError::Database(sea_orm::DbErr::ConnectionAcquire(
+                    sea_orm::ConnAcquireErr::Timeout,
                 ))),
                 Code::Unavailable,
+                None,
+            ),
+            (
+                PolicyError::from(StoreError::Database(sea_orm::DbErr::Custom(
+                    "secret detail".into(),
+                ))),
+                Code::Internal,
                 None,
             ),
         ];

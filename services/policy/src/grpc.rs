@@ -231,11 +231,27 @@ fn change_to_proto(change: PolicyChange) -> pb::PolicyChange {
     }
 }
 
-/// The actor of a change: the explicit one, else the API key's name.
+/// A free-text field, trimmed: INVALID_ARGUMENT naming it when it holds a NUL character
+/// (PostgreSQL cannot store one) or more than `max` characters.
+fn text(field: &str, raw: &str, max: usize) -> Result<String, PolicyError> {
+    let value = raw.trim();
+    enroll_shared::text::check_storable(value, max)
+        .map_err(|message| PolicyError::invalid(field, message))?;
+    Ok(value.to_owned())
+}
+
+/// A policy name to look up: a NUL is refused (it would reach the database), anything
+/// else that is no policy's name is simply not found.
+fn lookup_name(raw: &str) -> Result<String, PolicyError> {
+    text("name", raw, 1024)
+}
+
+/// The actor of a change (recorded in the history): the explicit one, else the API key's
+/// name.
 fn actor<T>(request: &Request<T>, explicit: &str) -> Result<String, Status> {
-    let explicit = explicit.trim();
+    let explicit = text("actor", explicit, 128)?;
     if !explicit.is_empty() {
-        return Ok(explicit.to_owned());
+        return Ok(explicit);
     }
     Ok(caller(request)?.name.clone())
 }
@@ -290,7 +306,8 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         let actor = actor(&request, &request.get_ref().actor)?;
         let request = request.into_inner();
         let spec = spec_from_proto(request.policy)?;
-        let view = self.policies.update(spec, &request.etag, actor).await?;
+        let etag = text("etag", &request.etag, 128)?;
+        let view = self.policies.update(spec, &etag, actor).await?;
         Ok(Response::new(view_to_proto(view)))
     }
 
@@ -301,9 +318,10 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         let actor = actor(&request, &request.get_ref().actor)?;
         let request = request.into_inner();
-        let etag = Some(request.etag.trim()).filter(|etag| !etag.is_empty());
+        let etag = text("etag", &request.etag, 128)?;
+        let etag = Some(etag.as_str()).filter(|etag| !etag.is_empty());
         self.policies
-            .delete(request.name.trim(), etag, actor)
+            .delete(&lookup_name(&request.name)?, etag, actor)
             .await?;
         Ok(Response::new(pb::DeletePolicyResponse {}))
     }
@@ -313,7 +331,10 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
-        let view = self.policies.get(request.get_ref().name.trim()).await?;
+        let view = self
+            .policies
+            .get(&lookup_name(&request.get_ref().name)?)
+            .await?;
         Ok(Response::new(view_to_proto(view)))
     }
 
@@ -339,7 +360,8 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         request: Request<pb::ListPolicyHistoryRequest>,
     ) -> Result<Response<pb::ListPolicyHistoryResponse>, Status> {
         let request = request.into_inner();
-        let name = Some(request.name.trim()).filter(|name| !name.is_empty());
+        let name = lookup_name(&request.name)?;
+        let name = Some(name.as_str()).filter(|name| !name.is_empty());
         let page = self
             .policies
             .history(name, &page(request.page_size, &request.page_token)?)

@@ -2,7 +2,7 @@
 use enroll_shared::proto::device::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::decode::{optional_realm, optional_user, page, timestamp};
+use super::decode::{optional_realm, optional_user, page, text, timestamp};
 use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::service::audit::AuditTrail;
 
@@ -26,14 +26,16 @@ pub async fn list_audit_events(
     request: Request<pb::ListAuditEventsRequest>,
 ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
     let request = request.into_inner();
-    let text = |value: &str| Some(value.trim().to_owned()).filter(|value| !value.is_empty());
+    let filter_text = |field: &str, value: &str| {
+        text(field, value, 128).map(|value| Some(value).filter(|value| !value.is_empty()))
+    };
     let filter = AuditFilter {
         // Names are folded exactly as stored (one normalisation for both services).
         realm: optional_realm("realm", &request.realm)?.map(String::from),
         user: optional_user("user", &request.user)?.map(String::from),
-        action: text(&request.action),
-        subject: text(&request.serial),
-        result: text(&request.result),
+        action: filter_text("action", &request.action)?,
+        subject: filter_text("serial", &request.serial)?,
+        result: filter_text("result", &request.result)?,
     };
     let page = audit
         .list(&filter, &page(request.page_size, &request.page_token)?)

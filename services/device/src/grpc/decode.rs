@@ -13,12 +13,32 @@ use crate::domain::names::{Realm, Serial, UserName};
 use crate::error::DeviceError;
 use crate::service::idempotency::RequestId;
 
+/// The longest client address accepted (an IPv6 address with a zone is far shorter).
+const MAX_CLIENT_IP_CHARS: usize = 64;
+
 /// The caller (its API key's name) and the client address it reports.
 pub fn actor<T>(request: &Request<T>, client_ip: &str) -> Result<Actor, Status> {
     Ok(Actor {
         name: caller(request)?.name.clone(),
-        client_ip: client_ip.trim().to_owned(),
+        client_ip: text("client_ip", client_ip, MAX_CLIENT_IP_CHARS)?,
     })
+}
+
+/// A free-text field, trimmed: refused (INVALID_ARGUMENT naming it) when it holds a NUL
+/// character, which PostgreSQL cannot store, or more than `max` characters. Every string
+/// a request carries to the database or the audit trail goes through this or a stricter
+/// parser (names, serials, ids).
+pub fn text(field: &str, raw: &str, max: usize) -> Result<String, DeviceError> {
+    let value = raw.trim();
+    enroll_shared::text::check_storable(value, max)
+        .map_err(|message| DeviceError::invalid(field, message))?;
+    Ok(value.to_owned())
+}
+
+/// A free-text field kept exactly as given (a PIN, a pass, a description): only checked.
+pub fn check_text(field: &str, raw: &str, max: usize) -> Result<(), DeviceError> {
+    enroll_shared::text::check_storable(raw, max)
+        .map_err(|message| DeviceError::invalid(field, message))
 }
 
 pub fn realm(field: &str, raw: &str) -> Result<Realm, DeviceError> {
@@ -66,17 +86,11 @@ pub fn id(field: &str, raw: &str) -> Result<String, DeviceError> {
 
 /// A required free-text field of at most `max` characters.
 pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String, DeviceError> {
-    let value = raw.trim();
+    let value = text(field, raw, max)?;
     if value.is_empty() {
         return Err(DeviceError::invalid(field, "required"));
     }
-    if value.chars().count() > max {
-        return Err(DeviceError::invalid(
-            field,
-            format!("longer than {max} characters"),
-        ));
-    }
-    Ok(value.to_owned())
+    Ok(value)
 }
 
 pub fn device_kind(field: &str, raw: i32) -> Result<Option<DeviceKind>, DeviceError> {

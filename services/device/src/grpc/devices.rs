@@ -4,9 +4,22 @@ use enroll_shared::proto::device::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::decode::{
-    actor, device_kind, id, kind_to_proto, optional_realm, optional_user, page, realm,
-    required_text, timestamp, user,
+    actor, check_text, device_kind, id, kind_to_proto, optional_realm, optional_user, page, realm,
+    required_text, text, timestamp, user,
 };
+
+/// The largest credential JSON looked at (attestation certificate chains included).
+const MAX_CREDENTIAL_JSON_CHARS: usize = 256 * 1024;
+/// The longest user agent accepted (stored cut to 512 characters).
+const MAX_USER_AGENT_CHARS: usize = 4096;
+
+/// A credential from the browser, as JSON: required, storable.
+fn credential_json(raw: &str) -> Result<(), DeviceError> {
+    if raw.trim().is_empty() {
+        return Err(DeviceError::invalid("credential_json", "required"));
+    }
+    check_text("credential_json", raw, MAX_CREDENTIAL_JSON_CHARS)
+}
 use crate::domain::devices::{
     Device, DeviceKind, DeviceState, EnrollmentCheck, EnrollmentStatus, LinkSecret,
 };
@@ -65,7 +78,8 @@ pub async fn check_enrollment(
     let query = EnrollmentQuery {
         realm: realm("realm", &request.realm)?,
         user: user("user", &request.user)?,
-        credential_id: Some(request.credential_id.trim().to_owned()).filter(|id| !id.is_empty()),
+        credential_id: Some(text("credential_id", &request.credential_id, 1024)?)
+            .filter(|id| !id.is_empty()),
         required: device_kind("required_device_type", request.required_device_type)?
             .unwrap_or(DeviceKind::Any),
     };
@@ -116,9 +130,8 @@ pub async fn finish_device_registration(
     let actor = actor(&request, &request.get_ref().client_ip)?;
     let request = request.into_inner();
     let ceremony_id = id("ceremony_id", &request.ceremony_id)?;
-    if request.credential_json.trim().is_empty() {
-        return Err(DeviceError::invalid("credential_json", "required").into());
-    }
+    credential_json(&request.credential_json)?;
+    check_text("user_agent", &request.user_agent, MAX_USER_AGENT_CHARS)?;
     let registered = devices
         .finish_registration(
             &actor,
@@ -160,9 +173,7 @@ pub async fn finish_device_authentication(
     let actor = actor(&request, &request.get_ref().client_ip)?;
     let request = request.into_inner();
     let ceremony_id = id("ceremony_id", &request.ceremony_id)?;
-    if request.credential_json.trim().is_empty() {
-        return Err(DeviceError::invalid("credential_json", "required").into());
-    }
+    credential_json(&request.credential_json)?;
     let device = devices
         .finish_authentication(&actor, &ceremony_id, request.credential_json)
         .await?;
@@ -224,7 +235,7 @@ pub async fn revoke_device(
     let request = request.into_inner();
     let id = id("id", &request.id)?;
     let revoked_by = required_text("revoked_by", &request.revoked_by, 128)?;
-    let reason = request.reason.trim().chars().take(512).collect::<String>();
+    let reason = text("reason", &request.reason, 512)?;
     let device = devices.revoke(&actor, &id, &revoked_by, &reason).await?;
     Ok(Response::new(device_to_proto(device)))
 }

@@ -4,7 +4,7 @@ use tonic::{Request, Response, Status};
 
 use super::decode::{
     actor, device_kind, id, kind_to_proto, optional_realm, optional_user, page, realm, request_id,
-    required_text, timestamp, user,
+    required_text, text, timestamp, user,
 };
 use crate::domain::devices::{Link, LinkState, LinkStatus};
 use crate::error::DeviceError;
@@ -54,7 +54,8 @@ pub async fn create_enrollment_link(
         realm: realm("realm", &request.realm)?,
         user: user("user", &request.user)?,
         kind: device_kind("device_type", request.device_type)?,
-        redirect_url: Some(request.redirect_url.trim().to_owned()).filter(|url| !url.is_empty()),
+        redirect_url: Some(text("redirect_url", &request.redirect_url, 2048)?)
+            .filter(|url| !url.is_empty()),
         ttl,
         created_by: required_text("created_by", &request.created_by, 128)?,
         request_id: request_id(&request.request_id)?,

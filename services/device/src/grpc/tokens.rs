@@ -3,7 +3,8 @@ use enroll_shared::proto::device::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::decode::{
-    actor, optional_realm, optional_user, page, realm, request_id, serial, timestamp, user,
+    actor, check_text, optional_realm, optional_user, page, realm, request_id, serial, timestamp,
+    user,
 };
 use crate::domain::import::ImportReport;
 use crate::domain::tokens::{
@@ -17,6 +18,9 @@ use crate::store::tokens::TokenFilter;
 
 /// The largest CSV ImportTokens takes in one request.
 const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+/// The longest PIN or pass looked at (PINs are at most 64 characters by policy, codes 8,
+/// temporary passwords 64).
+const MAX_PASS_CHARS: usize = 256;
 
 fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
     match pb::HashAlgorithm::try_from(raw) {
@@ -60,12 +64,7 @@ impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
         let parameters =
             OtpParameters::new(kind, request.digits, period, algorithm(request.algorithm)?)
                 .map_err(|(field, message)| DeviceError::invalid(field, message))?;
-        if request.description.chars().count() > 256 {
-            return Err(DeviceError::invalid(
-                "description",
-                "longer than 256 characters",
-            ));
-        }
+        check_text("description", &request.description, 256)?;
         Ok(Enrollment {
             realm: realm("realm", &request.realm)?,
             user: optional_user("user", &request.user)?,
@@ -203,6 +202,7 @@ pub async fn import_tokens(
     if request.csv.len() > MAX_IMPORT_BYTES {
         return Err(DeviceError::invalid("csv", "larger than 16 MiB: split the import").into());
     }
+    check_text("csv", &request.csv, MAX_IMPORT_BYTES)?;
     let request_id = request_id(&request.request_id)?;
     let report = tokens
         .import(&actor, &realm, &request.csv, request_id.as_ref())
@@ -309,6 +309,7 @@ pub async fn set_pin(
     let actor = actor(&request, &request.get_ref().client_ip)?;
     let request = request.into_inner();
     let serial = serial(&request.serial)?;
+    check_text("pin", &request.pin, MAX_PASS_CHARS)?;
     let request_id = request_id(&request.request_id)?;
     let token = tokens
         .set_pin(&actor, &serial, request.pin, request_id.as_ref())
@@ -327,6 +328,7 @@ pub async fn validate(
     if request.pass.is_empty() {
         return Err(DeviceError::invalid("pass", "required").into());
     }
+    check_text("pass", &request.pass, MAX_PASS_CHARS)?;
     let response = match tokens.validate(&actor, &realm, &user, request.pass).await? {
         Verdict::Accepted { serial } => pb::ValidateResponse {
             ok: true,

@@ -48,13 +48,14 @@ pub struct Registration {
 #[derive(Clone)]
 pub struct DeviceStore {
     pub(super) db: DatabaseConnection,
-    tokens: TokenStore,
+    pub(super) tokens: TokenStore,
 }
 
 impl DeviceStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    /// First responses to request ids are kept as long as `retention` says.
+    pub fn new(db: DatabaseConnection, retention: super::idempotency::Retention) -> Self {
         Self {
-            tokens: TokenStore::new(db.clone()),
+            tokens: TokenStore::new(db.clone(), retention),
             db,
         }
     }
@@ -434,11 +435,12 @@ pub fn pending_approval() -> DeviceError {
 }
 
 impl DeviceStore {
-    /// The first response stored under an idempotency key.
+    /// The live first response stored under an idempotency key.
     pub async fn find_response(
         &self,
         key: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<super::idempotency::SealedResponse>, DeviceError> {
-        super::idempotency::find(&self.db, key).await
+        self.tokens.find_response(key, now).await
     }
 }

@@ -156,6 +156,10 @@ pub mod idempotency_keys {
         pub seal_key_id: String,
         pub response: Vec<u8>,
         pub create_time: DateTimeUtc,
+        /// Keyed digest of the request's parameters (None: written before digests, expired).
+        pub request_digest: Option<Vec<u8>>,
+        /// Past it the record is treated as absent (None: written before expiry, expired).
+        pub expire_time: Option<DateTimeUtc>,
     }
 
     impl std::fmt::Debug for Model {

@@ -38,10 +38,11 @@ impl DeviceStore {
     ) -> Result<Outcome<()>, DeviceError> {
         let now = audit.time;
         let transaction = self.db.begin().await?;
-        if let Some(first) = idempotency::replayed(idempotency.as_ref(), &transaction).await? {
+        if let Some(first) = idempotency::replayed(idempotency.as_ref(), &transaction, now).await? {
             return Ok(Outcome::Replayed(first));
         }
-        idempotency::remember(idempotency.as_ref(), &transaction, &(), now).await?;
+        let retention = &self.tokens.records.retention;
+        idempotency::remember(idempotency.as_ref(), &transaction, &(), now, retention).await?;
         enrollment_links::Entity::insert(link.into_active_model())
             .exec_without_returning(&transaction)
             .await?;

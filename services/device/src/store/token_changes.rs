@@ -87,7 +87,7 @@ impl TokenStore {
             Err(error) => return Err(error),
             Ok(token) => Ok(token),
         };
-        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction, now).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
         }
@@ -141,7 +141,14 @@ impl TokenStore {
         let after = tokens::Entity::find_by_id(serial.to_owned())
             .one(&transaction)
             .await?;
-        remember(idempotency.as_ref(), &transaction, &after, now).await?;
+        remember(
+            idempotency.as_ref(),
+            &transaction,
+            &after,
+            now,
+            &self.records.retention,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(Outcome::Done(after))
     }
@@ -160,7 +167,7 @@ impl TokenStore {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let user_id = lock_user(&transaction, realm, user, audit.time).await?;
-        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction, now).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
         }
@@ -199,7 +206,14 @@ impl TokenStore {
             .one(&transaction)
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("token `{serial}`")))?;
-        remember(idempotency.as_ref(), &transaction, &after, now).await?;
+        remember(
+            idempotency.as_ref(),
+            &transaction,
+            &after,
+            now,
+            &self.records.retention,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(Outcome::Done(after))
     }
@@ -223,7 +237,7 @@ impl TokenStore {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let lost = Self::lock_token(&transaction, serial).await?;
-        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction, now).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
         }
@@ -262,7 +276,14 @@ impl TokenStore {
             .exec_without_returning(&transaction)
             .await?;
         Self::insert_audit(&transaction, audit).await?;
-        remember(idempotency.as_ref(), &transaction, &replacement, now).await?;
+        remember(
+            idempotency.as_ref(),
+            &transaction,
+            &replacement,
+            now,
+            &self.records.retention,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(Outcome::Done(LostReport::Replaced(Box::new(replacement))))
     }
@@ -283,7 +304,7 @@ impl TokenStore {
         let now = audit.time;
         let transaction = self.db.begin().await?;
         lock_realm(&transaction, realm).await?;
-        if let Some(first) = replayed(idempotency.as_ref(), &transaction).await? {
+        if let Some(first) = replayed(idempotency.as_ref(), &transaction, now).await? {
             transaction.rollback().await?;
             return Ok(Outcome::Replayed(first));
         }
@@ -333,7 +354,14 @@ impl TokenStore {
         }
         audit.reason = format!("imported {imported} tokens");
         Self::insert_audit(&transaction, audit).await?;
-        remember(idempotency.as_ref(), &transaction, &existing, now).await?;
+        remember(
+            idempotency.as_ref(),
+            &transaction,
+            &existing,
+            now,
+            &self.records.retention,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(Outcome::Done(existing))
     }

@@ -11,7 +11,7 @@ use super::audit;
 use super::convert::{self, TokenFields};
 use super::entities::columns::TokenStateColumn;
 use super::entities::{tokens, users};
-use super::idempotency::{self, Idempotency, Outcome, SealedResponse};
+use super::idempotency::{self, Idempotency, Outcome, Records, Retention, SealedResponse};
 use super::owner_names::OwnerNames;
 use super::sql::{exceeded, lock_realm, lock_user, statement};
 use crate::domain::audit::AuditRecord;
@@ -80,13 +80,16 @@ pub struct TokenFilter {
 pub struct TokenStore {
     pub(super) db: DatabaseConnection,
     pub(super) owner_names: std::sync::Arc<OwnerNames>,
+    pub(super) records: Records,
 }
 
 impl TokenStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    /// First responses to request ids are kept as long as `retention` says.
+    pub fn new(db: DatabaseConnection, retention: Retention) -> Self {
         Self {
             db,
             owner_names: Default::default(),
+            records: Records::new(retention),
         }
     }
 
@@ -97,9 +100,13 @@ impl TokenStore {
         audit::insert(db, record).await
     }
 
-    /// The first response stored under an idempotency key.
-    pub async fn find_response(&self, key: &str) -> Result<Option<SealedResponse>, DeviceError> {
-        idempotency::find(&self.db, key).await
+    /// The live first response stored under an idempotency key.
+    pub async fn find_response(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SealedResponse>, DeviceError> {
+        self.records.find(&self.db, key, now).await
     }
 
     /// Inserts `token` (for `user`, or into the pool) unless a limit forbids it. A refusal is
@@ -122,7 +129,8 @@ impl TokenStore {
             Some(user) => Some(lock_user(&transaction, realm, user, token.create_time).await?),
             None => None,
         };
-        if let Some(first) = idempotency::replayed(idempotency.as_ref(), &transaction).await? {
+        let now = audit.time;
+        if let Some(first) = idempotency::replayed(idempotency.as_ref(), &transaction, now).await? {
             transaction.commit().await?;
             return Ok(Outcome::Replayed(first));
         }
@@ -132,12 +140,12 @@ impl TokenStore {
             return Err(error);
         }
         token.user_id = user_id;
-        let now = audit.time;
         tokens::Entity::insert(token.into_active_model())
             .exec_without_returning(&transaction)
             .await?;
         Self::insert_audit(&transaction, audit).await?;
-        idempotency::remember(idempotency.as_ref(), &transaction, &(), now).await?;
+        let retention = &self.records.retention;
+        idempotency::remember(idempotency.as_ref(), &transaction, &(), now, retention).await?;
         transaction.commit().await?;
         Ok(Outcome::Done(()))
     }

@@ -95,12 +95,8 @@ impl PolicySpec {
         if self.priority == 0 {
             self.priority = 1;
         }
-        if self.description.chars().count() > 1024 {
-            return Err(InvalidField::new(
-                "policy.description",
-                "longer than 1024 characters",
-            ));
-        }
+        enroll_shared::text::check_storable(&self.description, 1024)
+            .map_err(|message| InvalidField::new("policy.description", message))?;
         for (field, patterns) in [
             ("realms", &self.realms),
             ("users", &self.users),
@@ -135,6 +131,13 @@ impl PolicySpec {
         let mut normalized = BTreeMap::new();
         let mut typed = Vec::with_capacity(self.actions.len());
         for (raw_name, raw_value) in &self.actions {
+            // Values are stored as given (templates): none may hold what PostgreSQL cannot.
+            enroll_shared::text::check_storable(raw_value, 1024).map_err(|message| {
+                InvalidField::new(
+                    format!("policy.actions.{}", raw_name.escape_debug()),
+                    message,
+                )
+            })?;
             let action = ActionName::parse(raw_name.trim()).ok_or_else(|| {
                 InvalidField::new(
                     format!("policy.actions.{raw_name}"),

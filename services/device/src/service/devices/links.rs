@@ -4,7 +4,7 @@ use enroll_shared::paging::{Page, PageRequest};
 use super::*;
 use crate::domain::decision::Decision;
 use crate::domain::devices::{Link, LinkState, LinkStatus, link_url};
-use crate::service::idempotency::{Idempotent, RequestId, respond};
+use crate::service::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
 use crate::store::entities::enrollment_links;
 use crate::store::links::LinkFilter;
 
@@ -20,19 +20,37 @@ pub struct NewLink {
     pub request_id: Option<RequestId>,
 }
 
+impl NewLink {
+    /// What a request id is bound to: every parameter of the link.
+    fn digest(&self) -> Digest {
+        let ttl = self.ttl.map(|ttl| ttl.as_nanos().to_string());
+        Digest::new()
+            .text("realm", self.realm.as_str())
+            .text("user", self.user.as_str())
+            .optional("device_type", self.kind.map(DeviceKind::as_str))
+            .optional("redirect_url", self.redirect_url.as_deref())
+            .optional("ttl_ns", ttl.as_deref())
+            .text("created_by", &self.created_by)
+    }
+}
+
 impl Devices {
     /// Issues a single-use link. The secret is in the returned URL only.
     #[tracing::instrument(skip_all, fields(realm = %request.realm, user = %request.user))]
     pub async fn create_link(&self, actor: &Actor, request: NewLink) -> Result<Link, DeviceError> {
         let idempotent = Idempotent::new(
             actor,
-            "CreateEnrollmentLink",
+            Rpc::CreateEnrollmentLink,
             request.request_id.as_ref(),
+            request.digest(),
             self.cipher.as_deref(),
         )?;
         if let Some(idempotent) = &idempotent
-            && let Some(first) =
-                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+            && let Some(first) = idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.now())
+                    .await?,
+            )?
         {
             return Ok(first);
         }

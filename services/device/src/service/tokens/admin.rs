@@ -15,7 +15,17 @@ impl Tokens {
         user: &UserName,
         request_id: Option<&RequestId>,
     ) -> Result<Token, DeviceError> {
-        let idempotent = Idempotent::new(actor, "AssignToken", request_id, self.cipher.as_deref())?;
+        let digest = Digest::new()
+            .text("serial", serial.as_str())
+            .text("realm", realm.as_str())
+            .text("user", user.as_str());
+        let idempotent = Idempotent::new(
+            actor,
+            Rpc::AssignToken,
+            request_id,
+            digest,
+            self.cipher.as_deref(),
+        )?;
         if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
@@ -68,13 +78,14 @@ impl Tokens {
         request_id: Option<&RequestId>,
     ) -> Result<Token, DeviceError> {
         let (action, rpc) = match change {
-            TokenChange::Enable => ("enable_token", "EnableToken"),
-            TokenChange::Disable => ("disable_token", "DisableToken"),
-            TokenChange::Unassign => ("unassign_token", "UnassignToken"),
-            TokenChange::Delete => ("delete_token", "DeleteToken"),
-            TokenChange::SetPin(_) => ("set_pin", "SetPin"),
+            TokenChange::Enable => ("enable_token", Rpc::EnableToken),
+            TokenChange::Disable => ("disable_token", Rpc::DisableToken),
+            TokenChange::Unassign => ("unassign_token", Rpc::UnassignToken),
+            TokenChange::Delete => ("delete_token", Rpc::DeleteToken),
+            TokenChange::SetPin(_) => ("set_pin", Rpc::SetPin),
         };
-        let idempotent = Idempotent::new(actor, rpc, request_id, self.cipher.as_deref())?;
+        let digest = Digest::new().text("serial", serial.as_str());
+        let idempotent = Idempotent::new(actor, rpc, request_id, digest, self.cipher.as_deref())?;
         if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
@@ -147,7 +158,18 @@ impl Tokens {
         pin: String,
         request_id: Option<&RequestId>,
     ) -> Result<Token, DeviceError> {
-        let idempotent = Idempotent::new(actor, "SetPin", request_id, self.cipher.as_deref())?;
+        // The PIN is part of the request: the stored digest is keyed, so it cannot be
+        // searched for the PIN.
+        let digest = Digest::new()
+            .text("serial", serial.as_str())
+            .text("pin", &pin);
+        let idempotent = Idempotent::new(
+            actor,
+            Rpc::SetPin,
+            request_id,
+            digest,
+            self.cipher.as_deref(),
+        )?;
         if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
@@ -228,7 +250,11 @@ impl Tokens {
         idempotent: Option<&Idempotent<'_>>,
     ) -> Result<Option<R>, DeviceError> {
         match idempotent {
-            Some(idempotent) => idempotent.first(self.store.find_response(idempotent.key()).await?),
+            Some(idempotent) => idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.clock.now())
+                    .await?,
+            ),
             None => Ok(None),
         }
     }

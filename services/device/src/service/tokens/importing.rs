@@ -16,10 +16,15 @@ impl Tokens {
         request_id: Option<&RequestId>,
     ) -> Result<ImportReport, DeviceError> {
         let cipher = self.cipher()?.clone();
-        let idempotent = Idempotent::new(actor, "ImportTokens", request_id, Some(&cipher))?;
+        let digest = Digest::new().text("realm", realm.as_str()).text("csv", csv);
+        let idempotent =
+            Idempotent::new(actor, Rpc::ImportTokens, request_id, digest, Some(&cipher))?;
         if let Some(idempotent) = &idempotent
-            && let Some(first) =
-                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+            && let Some(first) = idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.clock.now())
+                    .await?,
+            )?
         {
             return Ok(first);
         }

@@ -21,10 +21,20 @@ impl Tokens {
         request_id: Option<&RequestId>,
     ) -> Result<LostTokenReplacement, DeviceError> {
         let cipher = self.cipher()?.clone();
-        let idempotent = Idempotent::new(actor, "ReportLostToken", request_id, Some(&cipher))?;
+        let digest = Digest::new().text("serial", serial.as_str());
+        let idempotent = Idempotent::new(
+            actor,
+            Rpc::ReportLostToken,
+            request_id,
+            digest,
+            Some(&cipher),
+        )?;
         if let Some(idempotent) = &idempotent
-            && let Some(first) =
-                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+            && let Some(first) = idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.clock.now())
+                    .await?,
+            )?
         {
             return Ok(first);
         }

@@ -7,7 +7,7 @@ use enroll_shared::time::SharedClock;
 
 use super::blocking::BlockingPool;
 use super::gate::PolicyGate;
-use super::idempotency::{Idempotent, RequestId, respond};
+use super::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
 use super::pool_index::PoolIndex;
 use super::rate_limit::RateLimiter;
 use crate::config::ValidationConfig;
@@ -43,6 +43,22 @@ pub struct Enrollment {
     /// Also return the otpauth URI as a QR code PNG.
     pub include_qr_png: bool,
     pub request_id: Option<RequestId>,
+}
+
+impl Enrollment {
+    /// What a request id is bound to: every parameter of the enrollment.
+    fn digest(&self) -> Digest {
+        let parameters = &self.parameters;
+        Digest::new()
+            .text("realm", self.realm.as_str())
+            .optional("user", self.user.as_ref().map(UserName::as_str))
+            .text("type", parameters.kind.as_str())
+            .number("digits", parameters.digits)
+            .number("period", parameters.period)
+            .text("algorithm", parameters.algorithm.as_str())
+            .text("description", &self.description)
+            .number("include_qr_png", u8::from(self.include_qr_png))
+    }
 }
 
 #[derive(Clone)]
@@ -142,13 +158,17 @@ impl Tokens {
         let cipher = self.cipher()?;
         let idempotent = Idempotent::new(
             actor,
-            "EnrollToken",
+            Rpc::EnrollToken,
             enrollment.request_id.as_ref(),
+            enrollment.digest(),
             Some(cipher),
         )?;
         if let Some(idempotent) = &idempotent
-            && let Some(first) =
-                idempotent.first(self.store.find_response(idempotent.key()).await?)?
+            && let Some(first) = idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.clock.now())
+                    .await?,
+            )?
         {
             return Ok(first);
         }
@@ -319,7 +339,7 @@ mod tests {
         let (gate, audit) = fakes::gate(answer);
         let cipher = SeedCipher::new([("k1", "ab".repeat(32).as_str())], "k1").unwrap();
         let tokens = Tokens::new(
-            TokenStore::new(DatabaseConnection::default()),
+            TokenStore::new(DatabaseConnection::default(), Default::default()),
             gate,
             Some(Arc::new(cipher)),
             Arc::new(enroll_shared::time::SystemClock),

@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod device_security;
+mod idempotency_expiry;
 mod initial;
 mod token_backoff;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateDevicesAndLinks),
             Box::new(device_security::DeviceApprovalAndCounters),
             Box::new(token_backoff::AddTokenBackoff),
+            Box::new(idempotency_expiry::IdempotencyExpiry),
         ]
     }
 
