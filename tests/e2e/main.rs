@@ -1,5 +1,6 @@
 //! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
 mod auth_matrix;
+mod autoassign;
 mod devices;
 mod enrollment_page;
 mod health_and_reflection;

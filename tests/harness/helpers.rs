@@ -1,4 +1,5 @@
-//! Helpers the test modules share: policies in one line, link secrets, OTP codes.
+//! Helpers the test modules share: policies in one line, link secrets, OTP codes, audit
+//! events, a registered passkey.
 use std::collections::HashMap;
 
 use enroll_device::domain::otp::code;
@@ -94,4 +95,76 @@ pub fn now_step() -> u64 {
         .unwrap()
         .as_secs()
         / 30
+}
+
+/// The 6-digit SHA1, 30-second TOTP code of `seed` at time step `step`.
+pub fn totp_code(seed: &[u8], step: u64) -> String {
+    code(&totp_parameters(), seed, step)
+}
+
+/// The audit events of `action` (up to 1000), newest first.
+pub async fn audit_events(
+    client: &mut crate::DeviceClient,
+    action: &str,
+) -> Vec<device_pb::AuditEvent> {
+    client
+        .list_audit_events(device_pb::ListAuditEventsRequest {
+            action: action.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events
+}
+
+/// Registers a passkey (soft authenticator) for `user` of `realm` through an enrollment
+/// link on the stack's first device server; returns the device.
+pub async fn register_passkey(
+    stack: &crate::TestStack,
+    realm: &str,
+    user: &str,
+) -> device_pb::Device {
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    let link = admin
+        .create_enrollment_link(device_pb::CreateEnrollmentLinkRequest {
+            realm: realm.to_owned(),
+            user: user.to_owned(),
+            device_type: device_pb::DeviceType::Any as i32,
+            created_by: "console-admin".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("CreateEnrollmentLink")
+        .into_inner();
+    let begun = proxy
+        .begin_device_registration(device_pb::BeginDeviceRegistrationRequest {
+            link_secret: link_secret(&link),
+            ..Default::default()
+        })
+        .await
+        .expect("BeginDeviceRegistration")
+        .into_inner();
+    let options: webauthn_rs_proto::CreationChallengeResponse =
+        serde_json::from_str(&begun.creation_options_json).expect("creation options");
+    let credential = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true)
+        .do_registration(
+            url::Url::parse("http://localhost:8080").expect("origin"),
+            options,
+        )
+        .expect("soft authenticator registers");
+    proxy
+        .finish_device_registration(device_pb::FinishDeviceRegistrationRequest {
+            ceremony_id: begun.ceremony_id,
+            credential_json: serde_json::to_string(&credential).expect("credential JSON"),
+            user_agent: "soft-authenticator".to_owned(),
+            client_ip: "192.0.2.7".to_owned(),
+        })
+        .await
+        .expect("FinishDeviceRegistration")
+        .into_inner()
+        .device
+        .expect("the registered device")
 }

@@ -76,6 +76,7 @@ impl Tokens {
             expire_time: Some(
                 now + chrono::Duration::days(i64::from(settings.lost_token_valid_days.max(1))),
             ),
+            hardware: false,
         };
         let audit = self.gate.record(
             actor,

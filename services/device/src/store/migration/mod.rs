@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod autoassign_confirmation;
 mod initial;
 
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateUsers),
             Box::new(initial::CreateTokens),
             Box::new(initial::CreateDevicesAndLinks),
+            Box::new(autoassign_confirmation::AutoassignConfirmation),
         ]
     }
 
