@@ -230,7 +230,7 @@ fn default_client_attempts() -> u32 {
 }
 
 fn default_realm_attempts() -> u32 {
-    600
+    300
 }
 
 fn default_autoassign_window() -> u64 {

@@ -285,3 +285,53 @@ pub async fn keep_fresh(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Window = Window {
+        totp_steps: 1,
+        hotp_look_ahead: 10,
+    };
+
+    fn candidate(kind: TokenKind, factor: u64) -> Candidate {
+        Candidate {
+            serial: "HW1".to_owned(),
+            kind,
+            factor,
+            digits: 6,
+            period: 30,
+        }
+    }
+
+    #[test]
+    fn lookups_answer_only_totp_steps_inside_the_window() {
+        let now = 1_000 * 30;
+        assert!(candidate(TokenKind::Totp, 999).in_window(now, WINDOW));
+        assert!(candidate(TokenKind::Totp, 1_001).in_window(now, WINDOW));
+        // The index holds the step after the window too, so it survives a step change.
+        assert!(!candidate(TokenKind::Totp, 1_002).in_window(now, WINDOW));
+        assert!(!candidate(TokenKind::Totp, 998).in_window(now, WINDOW));
+        assert!(candidate(TokenKind::Hotp, 7).in_window(now, WINDOW));
+    }
+
+    #[test]
+    fn idle_realms_are_evicted_and_refreshes_do_not_count_as_use() {
+        let index = PoolIndex::default();
+        let realm = |used: u64| {
+            Arc::new(RealmIndex {
+                built_for_step: 0,
+                by_code: HashMap::new(),
+                last_used: AtomicU64::new(used),
+            })
+        };
+        {
+            let mut realms = index.realms.lock().unwrap();
+            realms.insert("busy".to_owned(), realm(10_000));
+            realms.insert("idle".to_owned(), realm(10_000 - IDLE_EVICTION_SECONDS));
+        }
+        index.evict_idle(10_000);
+        assert_eq!(index.realms(), vec!["busy".to_owned()]);
+    }
+}
