@@ -1,5 +1,6 @@
 //! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
 mod auth_matrix;
+mod autoassign;
 mod device_security;
 mod devices;
 mod enrollment_page;

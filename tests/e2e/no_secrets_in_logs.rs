@@ -124,21 +124,23 @@ async fn scenario(backend: Backend) -> Vec<String> {
         })
         .await
         .unwrap();
-    let auto = format!("AutoPin7{}", hotp_code(RFC4226_SEED, 0));
-    assert!(
-        proxy
+    // Autoassignment takes two consecutive codes: the first opens the confirmation.
+    let first = format!("AutoPin7{}", hotp_code(RFC4226_SEED, 0));
+    let auto = format!("AutoPin7{}", hotp_code(RFC4226_SEED, 1));
+    for (pass, assigned) in [(&first, false), (&auto, true)] {
+        let answer = proxy
             .validate(pb::ValidateRequest {
                 realm: "corp".into(),
                 user: "bob".into(),
-                pass: auto.clone(),
-                client_ip: String::new()
+                pass: pass.clone(),
+                client_ip: String::new(),
             })
             .await
             .unwrap()
-            .into_inner()
-            .autoassigned
-    );
-    secrets.extend([auto, KNOWN_HEX.to_owned(), "AutoPin7".to_owned()]);
+            .into_inner();
+        assert_eq!(answer.autoassigned, assigned, "{answer:?}");
+    }
+    secrets.extend([first, auto, KNOWN_HEX.to_owned(), "AutoPin7".to_owned()]);
 
     // A WebAuthn device through an enrollment link: the link secret is a bearer credential.
     let link = admin

@@ -1,4 +1,5 @@
-//! Helpers the test modules share: policies in one line, link secrets, OTP codes.
+//! Helpers the test modules share: policies in one line, link secrets, OTP codes, audit
+//! events, a registered passkey.
 use std::collections::HashMap;
 
 use enroll_device::domain::otp::code;
@@ -246,4 +247,37 @@ pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>
         Some(field),
         "{status:?}"
     );
+}
+
+/// The 6-digit SHA1, 30-second TOTP code of `seed` at time step `step`.
+pub fn totp_code(seed: &[u8], step: u64) -> String {
+    code(&totp_parameters(), seed, step)
+}
+
+/// The audit events of `action` (up to 1000), newest first.
+pub async fn audit_events_by_action(
+    client: &mut crate::DeviceClient,
+    action: &str,
+) -> Vec<device_pb::AuditEvent> {
+    client
+        .list_audit_events(device_pb::ListAuditEventsRequest {
+            action: action.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ListAuditEvents")
+        .into_inner()
+        .events
+}
+
+/// Registers a passkey (soft authenticator) for `user` of `realm` through an enrollment
+/// link on the stack's first device server; returns the device.
+pub async fn register_passkey(
+    stack: &crate::TestStack,
+    realm: &str,
+    user: &str,
+) -> device_pb::Device {
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    register_device_by_link(&mut admin, &mut proxy, realm, user).await
 }

@@ -238,12 +238,46 @@ pub struct ValidationConfig {
     /// HOTP counters accepted ahead of the next unused one.
     #[serde(default = "default_hotp_look_ahead")]
     pub hotp_look_ahead: u64,
-    /// Autoassignment attempts a user may make per minute (per instance).
+    /// Autoassignment attempts (first or confirming codes) one user may make per
+    /// `autoassign_window_secs`, counted in the database across every replica.
     #[serde(default = "default_user_attempts")]
     pub autoassign_attempts_per_user: u32,
-    /// Autoassignment attempts one client address may make per minute (per instance).
+    /// Autoassignment attempts one client address may make per window (IPv6: per /64);
+    /// requests without `client_ip` share one budget.
     #[serde(default = "default_client_attempts")]
     pub autoassign_attempts_per_client: u32,
+    /// Autoassignment attempts a whole realm may take per window, whatever the user names
+    /// and addresses: the bound on guessing that rotation cannot get around.
+    #[serde(default = "default_realm_attempts")]
+    pub autoassign_attempts_per_realm: u32,
+    /// The autoassignment budgets' window (s; 1 to 86,400).
+    #[serde(default = "default_autoassign_window")]
+    pub autoassign_window_secs: u64,
+    /// How long a matched first code waits for the confirming next code (s; 1 to 600).
+    #[serde(default = "default_challenge_ttl")]
+    pub autoassign_challenge_secs: u64,
+    /// Validate calls one client address may make per `validate_window_secs` (IPv6: per
+    /// /64; requests without `client_ip` share one budget): throttles guessing against
+    /// users who hold tokens, across users and replicas.
+    #[serde(default = "default_validate_attempts")]
+    pub validate_attempts_per_client: u32,
+    /// The Validate budget's window (s; 1 to 86,400).
+    #[serde(default = "default_validate_window")]
+    pub validate_window_secs: u64,
+}
+
+impl ValidationConfig {
+    pub fn autoassign_window(&self) -> Duration {
+        Duration::from_secs(self.autoassign_window_secs.clamp(1, 86_400))
+    }
+
+    pub fn challenge_ttl(&self) -> Duration {
+        Duration::from_secs(self.autoassign_challenge_secs.clamp(1, 600))
+    }
+
+    pub fn validate_window(&self) -> Duration {
+        Duration::from_secs(self.validate_window_secs.clamp(1, 86_400))
+    }
 }
 
 fn default_user_attempts() -> u32 {
@@ -251,6 +285,26 @@ fn default_user_attempts() -> u32 {
 }
 
 fn default_client_attempts() -> u32 {
+    30
+}
+
+fn default_realm_attempts() -> u32 {
+    300
+}
+
+fn default_autoassign_window() -> u64 {
+    3_600
+}
+
+fn default_challenge_ttl() -> u64 {
+    120
+}
+
+fn default_validate_attempts() -> u32 {
+    600
+}
+
+fn default_validate_window() -> u64 {
     60
 }
 
@@ -265,6 +319,11 @@ impl Default for ValidationConfig {
             hotp_look_ahead: default_hotp_look_ahead(),
             autoassign_attempts_per_user: default_user_attempts(),
             autoassign_attempts_per_client: default_client_attempts(),
+            autoassign_attempts_per_realm: default_realm_attempts(),
+            autoassign_window_secs: default_autoassign_window(),
+            autoassign_challenge_secs: default_challenge_ttl(),
+            validate_attempts_per_client: default_validate_attempts(),
+            validate_window_secs: default_validate_window(),
         }
     }
 }

@@ -2,12 +2,12 @@
 //! gate first and writing its change with its audit event in one transaction.
 pub mod audit;
 pub mod blocking;
+pub mod budgets;
 pub mod devices;
 pub mod gate;
 pub mod idempotency;
 pub mod pool_index;
 pub mod ports;
-pub mod rate_limit;
 pub mod tokens;
 
 use async_trait::async_trait;

@@ -99,6 +99,9 @@ pub mod tokens {
         pub locked_until: Option<DateTimeUtc>,
         /// For a lost token: the temporary password token issued in its place.
         pub replaced_by: Option<String>,
+        /// Imported by ImportTokens as a hardware token: the only kind autoassignment may
+        /// hand out (a software token's seed was shown to whoever enrolled it).
+        pub hardware: bool,
     }
 
     // Seeds and PINs stay out of logs even as ciphertext and hashes.
@@ -256,6 +259,66 @@ pub mod ceremonies {
         pub require_approval: bool,
         pub create_time: DateTimeUtc,
         pub expire_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod autoassign_challenges {
+    use sea_orm::entity::prelude::*;
+
+    /// A pending autoassignment: the user's first code matched pool token `serial` at
+    /// `factor`; the next consecutive code of that token (with the same PIN) completes it.
+    /// `pin_hash` is the new PIN, sealed like a token's.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "autoassign_challenges")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub realm: String,
+        pub user_name: String,
+        pub serial: String,
+        pub factor: i64,
+        pub pin_hash: String,
+        pub create_time: DateTimeUtc,
+        pub expire_time: DateTimeUtc,
+        /// Confirmation attempts made; the first one spends the challenge.
+        pub attempts: i32,
+    }
+
+    // The sealed PIN stays out of logs.
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AutoassignChallenge")
+                .field("id", &self.id)
+                .field("realm", &self.realm)
+                .field("user_name", &self.user_name)
+                .field("serial", &self.serial)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod attempt_budgets {
+    use sea_orm::entity::prelude::*;
+
+    /// Attempts spent under one budget key (e.g. `autoassign/client/192.0.2.7`) in the
+    /// window that started at `window_start`; shared by every replica.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "attempt_budgets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub window_start: DateTimeUtc,
+        pub count: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

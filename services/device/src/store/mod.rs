@@ -1,6 +1,8 @@
 //! Persistence of the device service: one file per table group, typed columns, rows turned
 //! into domain values in `convert`.
 pub mod audit;
+pub mod autoassign;
+pub mod budgets;
 pub mod convert;
 pub mod devices;
 pub mod entities;

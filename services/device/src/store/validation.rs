@@ -1,11 +1,11 @@
-//! What Validate and autoassignment read and write: usable tokens, consumed codes, failure
-//! counts and the pool. Each write is one conditional statement or one locked transaction,
-//! so a code is accepted once even when requests race.
+//! What Validate reads and writes: usable tokens, consumed codes and failure counts (the
+//! pool and autoassignment are in `autoassign`). Each write is one conditional statement or
+//! one locked transaction, so a code is accepted once even when requests race.
 use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
 
 use super::entities::columns::TokenStateColumn;
 use super::entities::tokens;
-use super::sql::{lock_user, statement};
+use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::names::{Realm, UserName};
@@ -186,89 +186,4 @@ fn unusable(token: &tokens::Model, now: chrono::DateTime<chrono::Utc>) -> Option
         .locked_until
         .filter(|until| *until > now)
         .map(|until| format!("backing off until {until}"))
-}
-
-impl TokenStore {
-    /// The realm's unassigned, enabled pool tokens.
-    pub async fn pool(&self, realm: &Realm) -> Result<Vec<tokens::Model>, DeviceError> {
-        use sea_orm::{ColumnTrait, QueryFilter};
-        Ok(tokens::Entity::find()
-            .filter(tokens::Column::Realm.eq(realm.as_str()))
-            .filter(tokens::Column::UserId.is_null())
-            .filter(tokens::Column::State.eq(TokenStateColumn::Enabled))
-            .all(&self.db)
-            .await?)
-    }
-
-    /// Whether the user holds any token at all.
-    pub async fn holds_tokens(&self, realm: &Realm, user: &UserName) -> Result<bool, DeviceError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id WHERE u.realm = $1 AND u.name = $2",
-                vec![realm.as_str().into(), user.as_str().into()],
-            ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
-        let held: i64 = row.try_get_by_index(0)?;
-        Ok(held > 0)
-    }
-
-    /// Assigns a pool token to a user who holds none, consuming the matched code and setting
-    /// the PIN, when everything still holds inside the transaction: the user still has no
-    /// token (their row is locked), the token is still in the realm's pool and its code is
-    /// still unused. Returns false when any of that changed (a racing attempt won).
-    pub async fn autoassign(
-        &self,
-        realm: &Realm,
-        user: &UserName,
-        serial: &str,
-        factor: i64,
-        pin_hash: String,
-        mut audit: AuditRecord,
-    ) -> Result<bool, DeviceError> {
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        let user_id = lock_user(&transaction, realm, user, audit.time).await?;
-        let held = transaction
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*) FROM tokens WHERE user_id = $1",
-                vec![user_id.into()],
-            ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?
-            .try_get_by_index::<i64>(0)?;
-        let assigned = if held == 0 {
-            transaction
-                .execute_raw(statement(
-                    backend,
-                    "UPDATE tokens SET user_id = $1, pin_hash = $2, counter = $3, failure_count = 0 \
-                     WHERE serial = $4 AND realm = $5 AND user_id IS NULL AND state = 'enabled' AND counter <= $6",
-                    vec![
-                        user_id.into(),
-                        pin_hash.into(),
-                        (factor + 1).into(),
-                        serial.into(),
-                        realm.as_str().into(),
-                        factor.into(),
-                    ],
-                ))
-                .await?
-                .rows_affected()
-                == 1
-        } else {
-            false
-        };
-        if !assigned {
-            audit.result = "denied";
-            audit.reason =
-                "autoassignment lost a race or the user already holds a token".to_owned();
-        }
-        Self::insert_audit(&transaction, audit).await?;
-        transaction.commit().await?;
-        Ok(assigned)
-    }
 }

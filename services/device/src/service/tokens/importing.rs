@@ -1,4 +1,5 @@
-//! ImportTokens: a CSV of hardware tokens into a realm's pool, one transaction.
+//! ImportTokens: a CSV of hardware tokens into a realm's pool, one transaction. These rows
+//! are the only ones marked `hardware`, so the only ones autoassignment may hand out.
 use super::admin::seal;
 use super::*;
 use crate::domain::import::ImportReport;
@@ -93,6 +94,8 @@ impl Tokens {
                 expire_time: None,
                 locked_until: None,
                 replaced_by: None,
+                // The only way a token becomes hardware, and so autoassignable.
+                hardware: true,
             });
         }
         let total = batch.len();

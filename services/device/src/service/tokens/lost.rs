@@ -165,6 +165,7 @@ impl Tokens {
             ),
             locked_until: None,
             replaced_by: None,
+            hardware: false,
         };
         Ok((replacement, password))
     }

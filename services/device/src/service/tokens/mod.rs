@@ -6,10 +6,10 @@ use enroll_shared::paging::{Page, PageRequest};
 use enroll_shared::time::SharedClock;
 
 use super::blocking::BlockingPool;
+use super::budgets::Budgets;
 use super::gate::PolicyGate;
 use super::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
 use super::pool_index::PoolIndex;
-use super::rate_limit::RateLimiter;
 use crate::config::ValidationConfig;
 use crate::domain::actor::Actor;
 use crate::domain::decision::{PolicyAction, PolicyQuestion};
@@ -28,6 +28,7 @@ use crate::store::entities::tokens;
 use crate::store::tokens::{TokenFilter, TokenRow, TokenStore};
 
 mod admin;
+mod autoassign;
 mod importing;
 mod lost;
 mod validation;
@@ -69,8 +70,8 @@ pub struct Tokens {
     clock: SharedClock,
     validation: ValidationConfig,
     pool_index: PoolIndex,
-    user_attempts: Arc<RateLimiter>,
-    client_attempts: Arc<RateLimiter>,
+    /// Attempt budgets of Validate and autoassignment, in the database.
+    budgets: Budgets,
     blocking: BlockingPool,
 }
 
@@ -82,20 +83,12 @@ impl Tokens {
         clock: SharedClock,
         validation: ValidationConfig,
     ) -> Self {
-        let minute = std::time::Duration::from_secs(60);
         let tokens = Self {
+            budgets: Budgets::new(store.budgets(), validation.clone()),
             store,
             gate,
             cipher,
             clock,
-            user_attempts: Arc::new(RateLimiter::new(
-                validation.autoassign_attempts_per_user,
-                minute,
-            )),
-            client_attempts: Arc::new(RateLimiter::new(
-                validation.autoassign_attempts_per_client,
-                minute,
-            )),
             validation,
             pool_index: PoolIndex::default(),
             blocking: BlockingPool::default(),
@@ -233,6 +226,8 @@ impl Tokens {
             expire_time: None,
             locked_until: None,
             replaced_by: None,
+            // Its seed is returned to the caller: never autoassignable.
+            hardware: false,
         };
         let otpauth_uri = ProvisioningUri {
             parameters,

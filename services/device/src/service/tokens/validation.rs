@@ -1,115 +1,13 @@
-//! Validate: PIN then one-time code on the user's tokens, and autoassignment of a pool
-//! token to a user who has none.
+//! Validate: PIN then one-time code on the user's tokens; a user who holds nothing goes to
+//! autoassignment (`autoassign`).
 use super::*;
 use crate::domain::otp::matching_factor;
 use crate::domain::pins::pin_matches;
 use crate::domain::tokens::{HashAlgorithm, TokenKind, Verdict};
+use crate::service::budgets::BudgetKey;
 use crate::store::validation::Penalty;
 
 impl Tokens {
-    /// Autoassignment: a user without any token sends a new PIN followed by the code of a
-    /// pool token; when exactly one pool token of the realm shows that code and the policy
-    /// allows it, the token becomes the user's with that PIN.
-    async fn autoassign(
-        &self,
-        actor: &Actor,
-        realm: &Realm,
-        user: &UserName,
-        pass: String,
-    ) -> Result<Verdict, DeviceError> {
-        let now = self.clock.now();
-        let user_key = format!("{realm}/{user}");
-        if !self.user_attempts.allow(&user_key, now) {
-            return Err(DeviceError::RateLimited(format!(
-                "too many autoassignment attempts for this user (at most {} per minute)",
-                self.validation.autoassign_attempts_per_user
-            )));
-        }
-        if !actor.client_ip.is_empty() && !self.client_attempts.allow(&actor.client_ip, now) {
-            return Err(DeviceError::RateLimited(format!(
-                "too many autoassignment attempts from this client (at most {} per minute)",
-                self.validation.autoassign_attempts_per_client
-            )));
-        }
-        let cipher = self.cipher()?.clone();
-        let unix_time = self.clock.now().timestamp().max(0) as u64;
-        let mut matches = Vec::new();
-        for digits in [6usize, 8] {
-            let Some(split) = pass.len().checked_sub(digits) else {
-                continue;
-            };
-            let (Some(pin), Some(otp)) = (pass.get(..split), pass.get(split..)) else {
-                continue;
-            };
-            let found = self
-                .pool_index
-                .lookup(&self.store, &cipher, realm, otp, unix_time, self.window())
-                .await?;
-            matches.extend(
-                found
-                    .into_iter()
-                    .filter(|candidate| usize::from(candidate.digits) == digits)
-                    .map(|candidate| (candidate, pin.to_owned())),
-            );
-        }
-        matches.dedup_by(|a, b| a.0.serial == b.0.serial);
-        let mut record = self.gate.record(actor, "autoassign", realm, Some(user), "");
-        let (candidate, pin) = match matches.len() {
-            1 => matches.remove(0),
-            count => {
-                let reason = if count == 0 {
-                    "wrong pass"
-                } else {
-                    "the code matches more than one pool token"
-                };
-                record.result = "denied";
-                record.reason = reason.to_owned();
-                self.gate.audit(record).await?;
-                return Ok(Verdict::Refused { reason });
-            }
-        };
-        // The index knows the token's type: no read here (the assigning transaction checks
-        // that the token is still in the pool).
-        self.gate
-            .decide(
-                actor,
-                &PolicyQuestion::token(
-                    PolicyAction::Autoassign,
-                    "autoassign",
-                    realm,
-                    Some(user),
-                    candidate.kind.as_str(),
-                    &candidate.serial,
-                ),
-            )
-            .await?;
-        let verdict = self.gate.pin_verdict(actor, realm, user, &pin).await?;
-        if !verdict.valid {
-            record.result = "denied";
-            record.reason = format!("new PIN refused: {}", verdict.violations.join("; "));
-            self.gate.audit(record).await?;
-            return Ok(Verdict::Refused {
-                reason: "the new PIN breaks the PIN rules",
-            });
-        }
-        let pin_hash = self.seal_pin(&pin, false, &candidate.serial).await?;
-        record.subject = candidate.serial.clone();
-        let factor = i64::try_from(candidate.factor).unwrap_or(i64::MAX);
-        if self
-            .store
-            .autoassign(realm, user, &candidate.serial, factor, pin_hash, record)
-            .await?
-        {
-            Ok(Verdict::Autoassigned {
-                serial: candidate.serial,
-            })
-        } else {
-            Ok(Verdict::Refused {
-                reason: "wrong pass",
-            })
-        }
-    }
-
     /// Checks `pass` (PIN followed by the one-time code) against the user's usable tokens.
     /// PINs are checked first on every token (argon2 on the blocking pool), so the time taken
     /// does not tell which part of a wrong pass was wrong.
@@ -123,9 +21,17 @@ impl Tokens {
     ) -> Result<Verdict, DeviceError> {
         let cipher = self.cipher()?.clone();
         let now = self.clock.now();
-        let candidates = self.store.usable_tokens(realm, user, now).await?;
         let mut record = self.gate.record(actor, "validate", realm, Some(user), "");
-        if candidates.is_empty() && !self.store.holds_tokens(realm, user).await? {
+        // One budget per client across users and replicas; running out looks like a miss.
+        let budget = BudgetKey::validate_client(&actor.client_ip);
+        if !self.budgets.spend(&budget, now).await? {
+            self.gate.audit(record.denied(budget.describe())).await?;
+            return Ok(Verdict::Refused {
+                reason: "wrong pass",
+            });
+        }
+        let candidates = self.store.usable_tokens(realm, user, now).await?;
+        if candidates.is_empty() && !self.store.holds_token_or_device(realm, user).await? {
             return self.autoassign(actor, realm, user, pass).await;
         }
         // Every check does the same work: PINs against argon2 hashes, or one verification
@@ -350,6 +256,7 @@ mod tests {
             expire_time: None,
             locked_until: None,
             replaced_by: None,
+            hardware: false,
         }
     }
 

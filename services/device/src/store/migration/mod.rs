@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod autoassign_confirmation;
 mod device_security;
 mod idempotency_expiry;
 mod initial;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(initial::CreateDevicesAndLinks),
             Box::new(device_security::DeviceApprovalAndCounters),
             Box::new(token_backoff::AddTokenBackoff),
+            Box::new(autoassign_confirmation::AutoassignConfirmation),
             Box::new(idempotency_expiry::IdempotencyExpiry),
         ]
     }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The autoassignment guessing attack against a real stack: PostgreSQL, the policy service
+# and two device replicas with the default budgets, a pool of TOTP hardware tokens in realm
+# `attack`; `enroll-attacker run` plays two new hires and the attacker, then reports.
+#   POOL (100000; CI: 2000)  GUESSES per attack phase (10000)  CONCURRENCY (8)
+#   PROFILE (debug; release builds optimised services and takes longer to build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pool=${POOL:-100000}
+guesses=${GUESSES:-10000}
+concurrency=${CONCURRENCY:-8}
+profile=${PROFILE:-debug}
+admin_url=${ENROLL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+database=enroll_attack_$$
+bin=${CARGO_TARGET_DIR:-target}/$profile
+
+flags=(--quiet -p enroll-policy -p enroll-device -p enroll-attacker --bins)
+[[ $profile == release ]] && flags+=(--release)
+cargo build "${flags[@]}"
+psql "$admin_url" -qc "CREATE DATABASE $database"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)"
+}
+trap cleanup EXIT
+
+hash() { "$bin"/enroll-policy hash-key "$1"; }
+export ENROLL_DATABASE__URL="${admin_url%/*}/$database?sslmode=disable"
+export ENROLL_TELEMETRY__LOG_FILTER=warn
+export ENROLL_AUTH__API_KEYS="[{name=\"attack-admin\",role=\"admin\",sha256=\"$(hash attack-admin-key)\"},{name=\"attack-proxy\",role=\"proxy\",sha256=\"$(hash attack-proxy-key)\"},{name=\"attack-device\",role=\"service\",sha256=\"$(hash attack-service-key)\"}]"
+ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin"/enroll-policy serve &
+pids+=($!)
+sleep 1
+for port in 50092 50093; do
+  ENROLL_SERVER__LISTEN=127.0.0.1:$port ENROLL_WEB__LISTEN=off \
+  ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50091 ENROLL_POLICY_SERVICE__API_KEY=attack-service-key \
+  ENROLL_SECRETS__SEED_KEYS="{attack=\"$(printf 'cd%.0s' $(seq 1 32))\"}" ENROLL_SECRETS__ACTIVE_SEED_KEY=attack \
+    "$bin"/enroll-device serve &
+  pids+=($!)
+  # The first replica migrates the schema before the second starts.
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  sleep 2
+done
+
+export ATTACKER_ADMIN_KEY=attack-admin-key ATTACKER_PROXY_KEY=attack-proxy-key
+"$bin"/enroll-attacker setup --policy http://127.0.0.1:50091 --device http://127.0.0.1:50092 --pool "$pool"
+"$bin"/enroll-attacker run --devices http://127.0.0.1:50092,http://127.0.0.1:50093 \
+  --pool "$pool" --guesses "$guesses" --concurrency "$concurrency"

@@ -1,0 +1,219 @@
+//! Attempt budgets: how many guesses a client address, a user name or a whole realm may
+//! make per window, counted in the database so every replica spends from the same budget
+//! (the in-memory, per-replica, per-name limits they replace let rotating names and
+//! addresses guess without end). A request without a client address is one shared client,
+//! never an unlimited one; IPv6 clients are counted per /64, what one host usually holds.
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::ValidationConfig;
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+use crate::store::budgets::BudgetStore;
+
+/// Spends between two sweeps of expired budget rows (per replica).
+const SWEEP_EVERY: u64 = 1_024;
+
+/// What a budget limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetKind {
+    /// Validate calls of one client.
+    ValidateClient,
+    /// Autoassignment attempts of one user.
+    AutoassignUser,
+    /// Autoassignment attempts of one client.
+    AutoassignClient,
+    /// Autoassignment attempts in one realm.
+    AutoassignRealm,
+}
+
+/// One budget: its kind and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetKey {
+    kind: BudgetKind,
+    owner: String,
+}
+
+impl BudgetKey {
+    pub fn validate_client(client_ip: &str) -> Self {
+        Self {
+            kind: BudgetKind::ValidateClient,
+            owner: client_key(client_ip),
+        }
+    }
+
+    pub fn autoassign_user(realm: &Realm, user: &UserName) -> Self {
+        Self {
+            kind: BudgetKind::AutoassignUser,
+            owner: format!("{realm}/{user}"),
+        }
+    }
+
+    pub fn autoassign_client(client_ip: &str) -> Self {
+        Self {
+            kind: BudgetKind::AutoassignClient,
+            owner: client_key(client_ip),
+        }
+    }
+
+    pub fn autoassign_realm(realm: &Realm) -> Self {
+        Self {
+            kind: BudgetKind::AutoassignRealm,
+            owner: realm.to_string(),
+        }
+    }
+
+    /// The key stored in the database.
+    fn stored(&self) -> String {
+        let prefix = match self.kind {
+            BudgetKind::ValidateClient => "validate/client",
+            BudgetKind::AutoassignUser => "autoassign/user",
+            BudgetKind::AutoassignClient => "autoassign/client",
+            BudgetKind::AutoassignRealm => "autoassign/realm",
+        };
+        format!("{prefix}/{}", self.owner)
+    }
+
+    /// For audit events: which budget ran out (names and addresses only, no secret).
+    pub fn describe(&self) -> String {
+        let what = match self.kind {
+            BudgetKind::ValidateClient => "the client's Validate budget",
+            BudgetKind::AutoassignUser => "the user's autoassignment budget",
+            BudgetKind::AutoassignClient => "the client's autoassignment budget",
+            BudgetKind::AutoassignRealm => "the realm's autoassignment budget",
+        };
+        format!("{what} ({}) is exhausted", self.owner)
+    }
+}
+
+/// The budget key of a client address: "-" for none (one shared budget), an IPv6 address
+/// by its /64, anything unparsable as given (the proxy sends what it saw).
+fn client_key(client_ip: &str) -> String {
+    let raw = client_ip.trim();
+    if raw.is_empty() {
+        return "-".to_owned();
+    }
+    match raw.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => raw.chars().take(64).collect(),
+    }
+}
+
+#[derive(Clone)]
+pub struct Budgets {
+    store: BudgetStore,
+    config: ValidationConfig,
+    spends: Arc<AtomicU64>,
+}
+
+impl Budgets {
+    pub fn new(store: BudgetStore, config: ValidationConfig) -> Self {
+        Self {
+            store,
+            config,
+            spends: Arc::default(),
+        }
+    }
+
+    fn limit(&self, kind: BudgetKind) -> (u32, Duration) {
+        let config = &self.config;
+        match kind {
+            BudgetKind::ValidateClient => (
+                config.validate_attempts_per_client,
+                config.validate_window(),
+            ),
+            BudgetKind::AutoassignUser => (
+                config.autoassign_attempts_per_user,
+                config.autoassign_window(),
+            ),
+            BudgetKind::AutoassignClient => (
+                config.autoassign_attempts_per_client,
+                config.autoassign_window(),
+            ),
+            BudgetKind::AutoassignRealm => (
+                config.autoassign_attempts_per_realm,
+                config.autoassign_window(),
+            ),
+        }
+    }
+
+    /// Counts one attempt against `key`; false when its window's budget is used up (this
+    /// attempt is counted too, so hammering an exhausted budget does not refill it).
+    pub async fn spend(&self, key: &BudgetKey, now: DateTime<Utc>) -> Result<bool, DeviceError> {
+        let (limit, window) = self.limit(key.kind);
+        let spent = self.store.spend(&key.stored(), now, window).await?;
+        if self.spends.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            // Off the request path: the caller does not wait for the cleanup.
+            let budgets = self.clone();
+            tokio::spawn(async move { budgets.sweep(now).await });
+        }
+        Ok(spent <= u64::from(limit))
+    }
+
+    /// Drops rows whose window ended (the longest window bounds them all); a failure only
+    /// leaves rows that the next sweep removes.
+    async fn sweep(&self, now: DateTime<Utc>) {
+        let longest = self
+            .config
+            .autoassign_window()
+            .max(self.config.validate_window());
+        let Ok(longest) = chrono::Duration::from_std(longest) else {
+            return;
+        };
+        if let Err(error) = self.store.sweep(now - longest).await {
+            tracing::warn!(%error, "sweeping expired attempt budgets failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_keys_share_the_missing_address_and_group_ipv6_by_64() {
+        assert_eq!(client_key(""), "-");
+        assert_eq!(client_key("  "), "-");
+        assert_eq!(client_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(
+            client_key("2001:db8:1:2:aaaa::1"),
+            client_key("2001:db8:1:2:bbbb::2")
+        );
+        assert_eq!(client_key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(client_key("2001:db8:1:3::1"), client_key("2001:db8:1:2::1"));
+    }
+
+    #[test]
+    fn keys_of_different_budgets_never_collide() {
+        let realm = Realm::parse("corp").unwrap();
+        let user = UserName::parse("alice").unwrap();
+        let keys = [
+            BudgetKey::validate_client(""),
+            BudgetKey::autoassign_client(""),
+            BudgetKey::autoassign_user(&realm, &user),
+            BudgetKey::autoassign_realm(&realm),
+        ]
+        .map(|key| key.stored());
+        let mut unique = keys.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len(), "{keys:?}");
+        assert!(
+            !BudgetKey::autoassign_user(&realm, &user)
+                .describe()
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! What autoassignment reads and writes: the realm's hardware pool, whether a user holds
+//! anything, the pending two-code confirmations and the assigning transaction. Claims and
+//! the assignment are conditional statements, so racing requests (on any replica) get one
+//! winner.
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
+
+use super::entities::autoassign_challenges as challenges;
+use super::entities::columns::TokenStateColumn;
+use super::entities::tokens;
+use super::sql::{limits_reached, lock_user, statement};
+use super::tokens::TokenStore;
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::Limits;
+use crate::domain::names::{Realm, UserName};
+use crate::error::DeviceError;
+
+/// What a confirmed autoassignment writes.
+#[derive(Debug, Clone)]
+pub struct Assignment<'a> {
+    pub realm: &'a Realm,
+    pub user: &'a UserName,
+    /// The confirmation it completes (deleted with the assignment).
+    pub challenge_id: &'a str,
+    pub serial: &'a str,
+    /// The confirming code's step or counter: it and everything before it are consumed.
+    pub factor: i64,
+    pub pin_hash: String,
+    pub limits: &'a Limits,
+}
+
+/// Counts the user's holdings the way the limits do: tokens in any state and devices that
+/// are not revoked (a passkey-only user holds something).
+const HOLDINGS: &str = "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
+     + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')";
+
+impl TokenStore {
+    /// The realm's autoassignable tokens: unassigned, enabled, imported as hardware.
+    pub async fn pool(&self, realm: &Realm) -> Result<Vec<tokens::Model>, DeviceError> {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        Ok(tokens::Entity::find()
+            .filter(tokens::Column::Realm.eq(realm.as_str()))
+            .filter(tokens::Column::UserId.is_null())
+            .filter(tokens::Column::State.eq(TokenStateColumn::Enabled))
+            .filter(tokens::Column::Hardware.eq(true))
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Whether the user holds any token (in any state) or any device that is not revoked.
+    pub async fn holds_token_or_device(
+        &self,
+        realm: &Realm,
+        user: &UserName,
+    ) -> Result<bool, DeviceError> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(statement(
+                backend,
+                "SELECT (SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id \
+                         WHERE u.realm = $1 AND u.name = $2) \
+                      + (SELECT COUNT(*) FROM devices d JOIN users u ON d.user_id = u.id \
+                         WHERE u.realm = $3 AND u.name = $4 AND d.state <> 'revoked')",
+                vec![
+                    realm.as_str().into(),
+                    user.as_str().into(),
+                    realm.as_str().into(),
+                    user.as_str().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
+        let held: i64 = row.try_get_by_index(0)?;
+        Ok(held > 0)
+    }
+
+    /// The user's confirmation that still waits for its next code (unused, unexpired).
+    pub async fn pending_challenge(
+        &self,
+        realm: &Realm,
+        user: &UserName,
+        now: DateTime<Utc>,
+    ) -> Result<Option<challenges::Model>, DeviceError> {
+        use sea_orm::{ColumnTrait, QueryFilter};
+        Ok(challenges::Entity::find()
+            .filter(challenges::Column::Realm.eq(realm.as_str()))
+            .filter(challenges::Column::UserName.eq(user.as_str()))
+            .filter(challenges::Column::Attempts.eq(0))
+            .filter(challenges::Column::ExpireTime.gt(now))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Stores the user's pending confirmation (replacing any older one of theirs) with its
+    /// audit event; expired confirmations of anyone are dropped on the way.
+    pub async fn open_challenge(
+        &self,
+        challenge: challenges::Model,
+        audit: AuditRecord,
+    ) -> Result<(), DeviceError> {
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        transaction
+            .execute_raw(statement(
+                backend,
+                "INSERT INTO autoassign_challenges \
+                 (id, realm, user_name, serial, factor, pin_hash, create_time, expire_time, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) \
+                 ON CONFLICT (realm, user_name) DO UPDATE SET id = excluded.id, \
+                 serial = excluded.serial, factor = excluded.factor, pin_hash = excluded.pin_hash, \
+                 create_time = excluded.create_time, expire_time = excluded.expire_time, attempts = 0",
+                vec![
+                    challenge.id.into(),
+                    challenge.realm.into(),
+                    challenge.user_name.into(),
+                    challenge.serial.into(),
+                    challenge.factor.into(),
+                    challenge.pin_hash.into(),
+                    challenge.create_time.into(),
+                    challenge.expire_time.into(),
+                ],
+            ))
+            .await?;
+        transaction
+            .execute_raw(statement(
+                backend,
+                "DELETE FROM autoassign_challenges WHERE expire_time <= $1",
+                vec![challenge.create_time.into()],
+            ))
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Spends the confirmation: true for the one attempt that gets to check its code, false
+    /// when another attempt (on any replica) already did or it expired.
+    pub async fn claim_challenge(&self, id: &str, now: DateTime<Utc>) -> Result<bool, DeviceError> {
+        let backend = self.db.get_database_backend();
+        let claimed = self
+            .db
+            .execute_raw(statement(
+                backend,
+                "UPDATE autoassign_challenges SET attempts = attempts + 1 \
+                 WHERE id = $1 AND attempts = 0 AND expire_time > $2",
+                vec![id.into(), now.into()],
+            ))
+            .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Deletes a spent confirmation with the audit event saying why it failed.
+    pub async fn burn_challenge(&self, id: &str, audit: AuditRecord) -> Result<(), DeviceError> {
+        let transaction = self.db.begin().await?;
+        challenges::Entity::delete_by_id(id.to_owned())
+            .exec(&transaction)
+            .await?;
+        Self::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Assigns the confirmed pool token when everything still holds with the user's row
+    /// locked: the user holds no token and no live device, the decision's limits allow one
+    /// more, and the token is still an enabled hardware token in the realm's pool whose
+    /// codes up to `factor` are unused. The confirmation is deleted and the audit event
+    /// written either way. Returns the refusal's reason, None when assigned.
+    pub async fn autoassign(
+        &self,
+        assignment: Assignment<'_>,
+        mut audit: AuditRecord,
+    ) -> Result<Option<String>, DeviceError> {
+        let Assignment {
+            realm,
+            user,
+            challenge_id,
+            serial,
+            factor,
+            pin_hash,
+            limits,
+        } = assignment;
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        let user_id = lock_user(&transaction, realm, user, audit.time).await?;
+        transaction
+            .execute_raw(statement(
+                backend,
+                "DELETE FROM autoassign_challenges WHERE id = $1",
+                vec![challenge_id.into()],
+            ))
+            .await?;
+        let held = transaction
+            .query_one_raw(statement(
+                backend,
+                HOLDINGS,
+                vec![user_id.into(), user_id.into()],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?
+            .try_get_by_index::<i64>(0)?;
+        // The pool token already counts toward the realm's total, so assigning it breaks the
+        // realm limit only when the realm is over it already: one more than the limit.
+        let limits = Limits {
+            per_realm: limits
+                .per_realm
+                .clone()
+                .map(|(value, policy)| (value.saturating_add(1), policy)),
+            ..limits.clone()
+        };
+        let refusal = if held > 0 {
+            Some("the user holds a token or device".to_owned())
+        } else if let Some(reached) = limits_reached(&transaction, realm, Some(user_id), &limits)
+            .await?
+            .into_iter()
+            .next()
+        {
+            Some(match reached {
+                DeviceError::LimitReached {
+                    limit: "max_token_per_realm",
+                    value,
+                    policy,
+                } => format!(
+                    "max_token_per_realm {} exceeded (policy {policy})",
+                    value.saturating_sub(1)
+                ),
+                other => other.audit_reason(),
+            })
+        } else {
+            let assigned = transaction
+                .execute_raw(statement(
+                    backend,
+                    "UPDATE tokens SET user_id = $1, pin_hash = $2, counter = $3, failure_count = 0 \
+                     WHERE serial = $4 AND realm = $5 AND user_id IS NULL AND state = 'enabled' \
+                     AND hardware = $6 AND counter <= $7",
+                    vec![
+                        user_id.into(),
+                        pin_hash.into(),
+                        factor.saturating_add(1).into(),
+                        serial.into(),
+                        realm.as_str().into(),
+                        true.into(),
+                        factor.into(),
+                    ],
+                ))
+                .await?
+                .rows_affected()
+                == 1;
+            (!assigned).then(|| "the token left the pool or its code was used".to_owned())
+        };
+        if let Some(reason) = &refusal {
+            audit = audit.denied(reason.clone());
+        }
+        Self::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(refusal)
+    }
+}
