@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use enroll_e2e::{
-    Backend, DEVICE_SERVICE, POLICY_SERVICE, RunningServer, TestDatabase, TestPki, TestStack,
-    device_config, policy_config, realm_policy, set_token_pin, spawn_device_with,
+    Backend, DEVICE_POLICY_DEPENDENCY, DEVICE_SERVICE, POLICY_SERVICE, RunningServer, TestDatabase,
+    TestPki, TestStack, device_config, policy_config, realm_policy, set_token_pin,
+    spawn_device_with,
 };
 use enroll_shared::config::TlsConfig;
 use enroll_shared::proto::device::v1 as pb;
@@ -70,7 +71,8 @@ async fn health_at(url: String, tls: Option<ClientTlsConfig>) -> Result<i32, Str
 }
 
 /// Starts a device server on the stack's database with `configure` applied and checks it
-/// never reaches the policy service: NOT_SERVING, enrollment refused as UNAVAILABLE.
+/// never reaches the policy service: its policy dependency NOT_SERVING, enrollment refused
+/// as UNAVAILABLE (the device's own name stays SERVING for the paths that do not need it).
 async fn device_cannot_reach_policy(
     stack: &TestStack,
     configure: impl FnOnce(&mut enroll_device::config::DeviceConfig),
@@ -80,7 +82,7 @@ async fn device_cannot_reach_policy(
     let device = spawn_device_with(config).await;
     tokio::time::sleep(SEVERAL_HEALTH_CHECKS).await;
     assert_eq!(
-        device.health_status(DEVICE_SERVICE).await,
+        device.health_status(DEVICE_POLICY_DEPENDENCY).await,
         ServingStatus::NotServing as i32
     );
     let refused = device
