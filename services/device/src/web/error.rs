@@ -31,8 +31,9 @@ impl WebError {
         self.code
     }
 
-    /// The use case's refusal of a link that can never be used again (FAILED_PRECONDITION
-    /// from begin: used, revoked, expired).
+    /// The use case's refusal of a link that can never be used again: FAILED_PRECONDITION
+    /// from begin is a used, revoked or expired link (and, rarely, a policy precondition,
+    /// which is then also repeated for the rest of the window rather than re-audited).
     pub(super) fn is_dead_link(&self) -> bool {
         self.code == "FAILED_PRECONDITION"
     }

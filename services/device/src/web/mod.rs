@@ -13,6 +13,12 @@
 //! the link secret is the credential): begin accepts only a link secret, and finish
 //! completes only ceremonies begun from a link ([`Finisher::Page`]), so anyone who can
 //! reach the page cannot use it to self-register.
+//!
+//! The page is anonymous and public, so it is bounded on its own (per replica, in memory):
+//! rate limits per client address and per link, a remembered refusal per dead link (one
+//! audit event per window), a deadline for request headers and bodies, and a connection
+//! limit ([`serve`]); the client address comes from `X-Forwarded-For` only when the TCP
+//! peer is a configured trusted proxy ([`TrustedProxies`]).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -158,3 +158,30 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::WebConfig;
+
+    #[test]
+    fn the_defaults_are_valid_and_nonsense_fails_the_start() {
+        let defaults = PageSettings::from_config(&WebConfig::default()).unwrap();
+        assert_eq!(defaults.max_connections, 1024);
+        assert_eq!(defaults.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.limits.begins_per_link, 5);
+        let bad: [fn(&mut WebConfig); 5] = [
+            |c| c.trusted_proxies = vec!["10.0.0.0/40".into()],
+            |c| c.max_connections = 0,
+            |c| c.header_read_timeout_secs = 0,
+            |c| c.rate_window_secs = 0,
+            |c| c.begins_per_link = 0,
+        ];
+        for change in bad {
+            let mut config = WebConfig::default();
+            change(&mut config);
+            let error = PageSettings::from_config(&config).unwrap_err();
+            assert!(error.starts_with("web."), "{error}");
+        }
+    }
+}
