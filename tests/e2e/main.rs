@@ -8,6 +8,7 @@ mod health_and_reflection;
 mod idempotency;
 mod names;
 mod no_secrets_in_logs;
+mod page_limits;
 mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;

@@ -364,6 +364,7 @@ pub fn device_config(
         // Port 0: every test server gets its own page port.
         web: enroll_device::config::WebConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Default::default()
         },
         // The defaults (10 min for secrets, 24 h otherwise): tests move the clock.
         idempotency: Default::default(),

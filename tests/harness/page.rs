@@ -1,7 +1,7 @@
 //! The device server's enrollment page from a test: its URLs on the real page port, and
 //! plain HTTP/1.1 requests to it (what a browser without JavaScript, or a script, sends).
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -77,12 +77,42 @@ impl TestStack {
             .await
     }
 
+    /// `POST path` with a JSON body from the local address `from` (any 127.0.0.0/8 address
+    /// on Linux: a second client address without a second host), with extra `headers`
+    /// (e.g. `X-Forwarded-For`).
+    pub async fn page_post_from(
+        &self,
+        from: IpAddr,
+        headers: &[(&str, &str)],
+        path: &str,
+        body: &Value,
+    ) -> PageAnswer {
+        let request = self.page_request_text("POST", path, headers, Some(body.to_string()));
+        let stream = self.page_connect_from(from).await;
+        exchange(stream, request).await
+    }
+
     async fn page_request(&self, method: &str, path: &str, body: Option<String>) -> PageAnswer {
+        let request = self.page_request_text(method, path, &[], body);
+        let stream = self.page_connect_from(IpAddr::from([127, 0, 0, 1])).await;
+        exchange(stream, request).await
+    }
+
+    fn page_request_text(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> String {
         let port = self.page_port();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\
              User-Agent: enroll-e2e\r\n"
         );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
         if let Some(body) = &body {
             request.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -91,19 +121,48 @@ impl TestStack {
         }
         request.push_str("\r\n");
         request.push_str(body.as_deref().unwrap_or_default());
-        // Blocking std I/O on a blocking thread: a request is a few kilobytes.
-        let raw = tokio::task::spawn_blocking(move || {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the page");
-            stream.set_read_timeout(Some(PAGE_WAIT)).expect("timeout");
-            stream.write_all(request.as_bytes()).expect("send");
-            let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).expect("read the answer");
-            raw
-        })
-        .await
-        .expect("page request");
-        parse_answer(&raw)
+        request
     }
+
+    /// A blocking connection to the page from the local address `from`.
+    pub async fn page_connect_from(&self, from: IpAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .expect("bind the client address");
+        let stream = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], self.page_port())))
+            .await
+            .expect("connect to the page");
+        let stream = stream.into_std().expect("std stream");
+        stream.set_nonblocking(false).expect("blocking");
+        stream
+    }
+
+    /// A blocking connection to the page from 127.0.0.1.
+    pub async fn page_connect(&self) -> TcpStream {
+        self.page_connect_from(IpAddr::from([127, 0, 0, 1])).await
+    }
+}
+
+/// Sends `request` and reads the answer to the end (the request says `Connection: close`).
+async fn exchange(mut stream: TcpStream, request: String) -> PageAnswer {
+    // Blocking std I/O on a blocking thread: a request is a few kilobytes.
+    let raw = tokio::task::spawn_blocking(move || {
+        stream.set_read_timeout(Some(PAGE_WAIT)).expect("timeout");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("read the answer");
+        raw
+    })
+    .await
+    .expect("page request");
+    parse_answer(&raw)
+}
+
+/// Parses a raw HTTP/1.1 answer read from the page.
+pub fn parse_page_answer(raw: &[u8]) -> PageAnswer {
+    parse_answer(raw)
 }
 
 fn parse_answer(raw: &[u8]) -> PageAnswer {

@@ -123,6 +123,8 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        // Checked before anything binds: a bad `[web]` section fails the start, not the page.
+        crate::web::PageSettings::from_config(&config.web).map_err(StartError::Config)?;
         let web_listener = match config.web.listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -237,10 +239,13 @@ impl Application {
         server.health.set(true).await;
         // Started after the migrations so the page never runs against a half-built schema;
         // until then its listener just queues connections.
+        let page_settings =
+            crate::web::PageSettings::from_config(&config.web).map_err(StartError::Config)?;
         let web = web_listener.map(|listener| {
             tokio::spawn(crate::web::serve(
                 listener,
                 page,
+                page_settings,
                 config.server.request_timeout(),
                 server.stopping.clone(),
             ))

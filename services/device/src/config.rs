@@ -138,14 +138,83 @@ pub struct WebConfig {
         deserialize_with = "deserialize_listen"
     )]
     pub listen: Option<std::net::SocketAddr>,
+    /// Addresses and CIDRs (`10.0.0.0/8`, `2001:db8::/32`) of the proxies in front of the
+    /// page (ingress, load balancer). Only when the TCP peer is one of them is
+    /// `X-Forwarded-For` read: its right-most address that is not a trusted proxy is the
+    /// client. Empty (default): the TCP peer is the client and forwarding headers are
+    /// ignored, since anyone can send them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// How long a connection may take to send a request's headers (s; default 10). The
+    /// same clock runs while a kept-alive connection waits for its next request, so it is
+    /// also the idle timeout.
+    #[serde(default = "default_web_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// How long a request may take to send its body (s; default 10).
+    #[serde(default = "default_web_body_read_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once (default 1024); further clients wait in the listen
+    /// backlog until one closes.
+    #[serde(default = "default_web_max_connections")]
+    pub max_connections: usize,
+    /// The window of the rate limits below (s; default 600).
+    #[serde(default = "default_web_rate_window")]
+    pub rate_window_secs: u64,
+    /// API calls (begin and finish) per client address and window (default 60; IPv6
+    /// clients count per /64). Beyond: HTTP 429 RESOURCE_EXHAUSTED.
+    #[serde(default = "default_web_requests_per_address")]
+    pub requests_per_address: u32,
+    /// Ceremonies begun per enrollment link and window (default 5). Beyond: HTTP 429.
+    #[serde(default = "default_web_begins_per_link")]
+    pub begins_per_link: u32,
+    /// Client addresses and links each limiter remembers (default 10000); the oldest
+    /// window is forgotten first, so memory stays bounded whatever the traffic.
+    #[serde(default = "default_web_limiter_capacity")]
+    pub limiter_capacity: usize,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         Self {
             listen: default_web_listen(),
+            trusted_proxies: Vec::new(),
+            header_read_timeout_secs: default_web_header_read_timeout(),
+            body_read_timeout_secs: default_web_body_read_timeout(),
+            max_connections: default_web_max_connections(),
+            rate_window_secs: default_web_rate_window(),
+            requests_per_address: default_web_requests_per_address(),
+            begins_per_link: default_web_begins_per_link(),
+            limiter_capacity: default_web_limiter_capacity(),
         }
     }
+}
+
+fn default_web_header_read_timeout() -> u64 {
+    10
+}
+
+fn default_web_body_read_timeout() -> u64 {
+    10
+}
+
+fn default_web_max_connections() -> usize {
+    1024
+}
+
+fn default_web_rate_window() -> u64 {
+    600
+}
+
+fn default_web_requests_per_address() -> u32 {
+    60
+}
+
+fn default_web_begins_per_link() -> u32 {
+    5
+}
+
+fn default_web_limiter_capacity() -> usize {
+    10_000
 }
 
 fn deserialize_listen<'de, D>(deserializer: D) -> Result<Option<std::net::SocketAddr>, D::Error>

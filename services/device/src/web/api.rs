@@ -47,12 +47,27 @@ pub(super) struct DeviceAnswer {
 pub(super) async fn begin<R: Registrar>(
     State(state): State<WebState<R>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Result<Json<BeginBody>, JsonRejection>,
 ) -> Result<Json<BeginAnswer>, WebError> {
+    let actor = page_actor(&state, peer, &headers)?;
     let Json(body) = body.map_err(WebError::from)?;
     let secret = link_secret(&body.secret)?;
-    let actor = page_actor(peer);
-    let challenge = call(state.timeout, state.registrar.begin(&actor, secret)).await?;
+    // Keyed by the secret's hash: the limiter never holds a secret.
+    let ticket = state.limiter.admit_begin(secret.hash())?;
+    let challenge = match call(state.timeout, state.registrar.begin(&actor, secret)).await {
+        Ok(challenge) => challenge,
+        Err(refusal) => {
+            // A used, revoked or expired link (the refusal the use case audits) stays
+            // dead: repeat the answer for the rest of the window instead of auditing
+            // every retry.
+            if refusal.is_dead_link() {
+                ticket.refused(&refusal);
+            }
+            return Err(refusal);
+        }
+    };
+    drop(ticket);
     let options = serde_json::from_str(&challenge.options_json).map_err(|error| {
         tracing::error!(%error, "the registration options are not JSON");
         WebError::internal()
@@ -73,6 +88,7 @@ pub(super) async fn finish<R: Registrar>(
     headers: HeaderMap,
     body: Result<Json<FinishBody>, JsonRejection>,
 ) -> Result<Json<FinishAnswer>, WebError> {
+    let actor = page_actor(&state, peer, &headers)?;
     let Json(body) = body.map_err(WebError::from)?;
     let ceremony_id = uuid::Uuid::parse_str(body.ceremony_id.trim())
         .map_err(|_| DeviceError::invalid("ceremony_id", "not a valid id"))?
@@ -85,7 +101,6 @@ pub(super) async fn finish<R: Registrar>(
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let actor = page_actor(peer);
     let registered = call(
         state.timeout,
         state.registrar.finish(
@@ -117,14 +132,20 @@ fn link_secret(raw: &str) -> Result<LinkSecret, WebError> {
     LinkSecret::parse(raw).ok_or_else(|| DeviceError::NotFound("enrollment link".to_owned()).into())
 }
 
-/// The page's actor: its own name, and the TCP peer's address. Forwarding headers are
-/// ignored on purpose: anyone can send them, and the address feeds policy decisions
-/// (client networks).
-fn page_actor(peer: SocketAddr) -> Actor {
-    Actor {
+/// The page's actor: its own name, and the client's address, counted against the
+/// per-address limit first. Forwarding headers count only from a configured trusted proxy:
+/// anyone can send them, and the address feeds policy decisions (client networks).
+fn page_actor<R>(
+    state: &WebState<R>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Actor, WebError> {
+    let client = state.proxies.client(peer, headers);
+    state.limiter.admit_client(client)?;
+    Ok(Actor {
         name: PAGE_CALLER.to_owned(),
-        client_ip: peer.ip().to_canonical().to_string(),
-    }
+        client_ip: client.to_string(),
+    })
 }
 
 /// Runs one use case under the page's deadline (the gRPC server's timeout layer does not

@@ -4,7 +4,7 @@ use super::*;
 
 /// An error answer: `{"code": "FAILED_PRECONDITION", "message": "..."}`; the page shows the
 /// message.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct WebError {
     status: StatusCode,
     code: &'static str,
@@ -24,6 +24,18 @@ impl WebError {
             code,
             message: message.into(),
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The use case's refusal of a link that can never be used again: FAILED_PRECONDITION
+    /// from begin is a used, revoked or expired link (and, rarely, a policy precondition,
+    /// which is then also repeated for the rest of the window rather than re-audited).
+    pub(super) fn is_dead_link(&self) -> bool {
+        self.code == "FAILED_PRECONDITION"
     }
 
     pub(super) fn internal() -> Self {

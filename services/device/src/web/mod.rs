@@ -13,6 +13,12 @@
 //! the link secret is the credential): begin accepts only a link secret, and finish
 //! completes only ceremonies begun from a link ([`Finisher::Page`]), so anyone who can
 //! reach the page cannot use it to self-register.
+//!
+//! The page is anonymous and public, so it is bounded on its own (per replica, in memory):
+//! rate limits per client address and per link, a remembered refusal per dead link (one
+//! audit event per window), a deadline for request headers and bodies, and a connection
+//! limit ([`serve`]); the client address comes from `X-Forwarded-For` only when the TCP
+//! peer is a configured trusted proxy ([`TrustedProxies`]).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,13 +39,20 @@ use crate::error::DeviceError;
 use crate::service::devices::{Devices, Finisher, Registrant};
 
 mod api;
+mod client;
 mod error;
+mod limits;
+mod serve;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
 
 use api::{begin, finish};
+pub use client::TrustedProxies;
 use error::WebError;
+use limits::Limiter;
+pub use limits::RateLimits;
+pub use serve::{PageSettings, serve};
 
 const PAGE: &str = include_str!("enroll.html");
 const SCRIPT: &str = include_str!("enroll.js");
@@ -115,6 +128,8 @@ struct WebState<R> {
     /// The deadline of one in-process call, like the gRPC server's request timeout (the
     /// in-process call does not pass through that server's timeout layer).
     timeout: Duration,
+    limiter: Arc<Limiter>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<R> Clone for WebState<R> {
@@ -122,14 +137,26 @@ impl<R> Clone for WebState<R> {
         Self {
             registrar: self.registrar.clone(),
             timeout: self.timeout,
+            limiter: self.limiter.clone(),
+            proxies: self.proxies.clone(),
         }
     }
 }
 
-/// The enrollment page's routes. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: the client address goes into the
-/// policy decision.
-pub fn router<R: Registrar>(registrar: Arc<R>, timeout: Duration) -> Router {
+/// The enrollment page's routes. Requests must carry the TCP peer as
+/// `ConnectInfo<SocketAddr>` (as [`serve`] does): the client address goes into the rate
+/// limits and the policy decision.
+pub fn router<R: Registrar>(
+    registrar: Arc<R>,
+    settings: &PageSettings,
+    timeout: Duration,
+) -> Router {
+    let state = WebState {
+        registrar,
+        timeout,
+        limiter: Arc::new(Limiter::new(settings.limits.clone())),
+        proxies: Arc::new(settings.proxies.clone()),
+    };
     Router::new()
         // Link URLs are `<base>#<secret>`: the secret never reaches this server.
         .route("/enroll", get(page))
@@ -144,37 +171,40 @@ pub fn router<R: Registrar>(registrar: Arc<R>, timeout: Duration) -> Router {
         .route("/enroll/api/finish", post(finish::<R>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.body_read_timeout,
+            read_body_in_time,
+        ))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(WebState { registrar, timeout })
+        .with_state(state)
 }
 
-/// Serves the page on `listener` until `stop` turns true (or its sender goes away, which
-/// means the gRPC server is gone), then lets in-flight requests finish.
-pub async fn serve<R: Registrar>(
-    listener: tokio::net::TcpListener,
-    registrar: Arc<R>,
-    timeout: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let app = router(registrar, timeout);
-    let stopped = async move {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                break;
-            }
+/// Reads the whole body under a deadline before any handler runs: a client trickling its
+/// body would otherwise hold its connection (and a connection slot) for as long as it
+/// likes.
+async fn read_body_in_time(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(bytes)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
         }
-    };
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "enrollment page listening");
-    }
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped)
-    .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "enrollment page server failed");
+        Ok(Err(_)) => WebError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "INVALID_ARGUMENT",
+            "the request body is too large or incomplete",
+        )
+        .into_response(),
+        Err(_) => WebError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "DEADLINE_EXCEEDED",
+            "the request body took too long to arrive",
+        )
+        .into_response(),
     }
 }
 
