@@ -12,6 +12,8 @@ use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 use tonic::{Code, Status};
 
+/// The gRPC health service's methods.
+const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 /// What prost's `DecodeError` says first; tonic-prost turns it into INTERNAL.
 const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
 
@@ -73,16 +75,23 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // Shed rather than queue: a queue past the limit only grows while the clients'
         // deadlines run out in it; the client retries with backoff instead.
-        let Ok(permit) = self.limits.in_flight.clone().try_acquire_owned() else {
-            let status = Status::resource_exhausted(format!(
-                "the server is busy ({} requests in flight): retry later",
-                self.limits.max_in_flight
-            ));
-            tracing::warn!(
-                max_in_flight = self.limits.max_in_flight,
-                "request shed: too many in flight"
-            );
-            return Box::pin(async move { Ok(status.into_http()) });
+        // Health checks are exempt: a probe failing under load would take a busy but
+        // working replica out of rotation (or restart it) and move its load to the rest.
+        let exempt = request.uri().path().starts_with(HEALTH_PATH);
+        let permit = match self.limits.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if exempt => None,
+            Err(_) => {
+                let status = Status::resource_exhausted(format!(
+                    "the server is busy ({} requests in flight): retry later",
+                    self.limits.max_in_flight
+                ));
+                tracing::warn!(
+                    max_in_flight = self.limits.max_in_flight,
+                    "request shed: too many in flight"
+                );
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
         };
         let client = grpc_timeout(request.headers());
         let deadline = client.map_or(self.limits.server_timeout, |client| {

@@ -172,7 +172,8 @@ async fn the_server_timeout_bounds_a_request_without_deadline(backend: Backend) 
 }
 
 /// Past `max_in_flight` requests across connections a request is refused at once with
-/// RESOURCE_EXHAUSTED rather than queued; served again once the load is gone.
+/// RESOURCE_EXHAUSTED rather than queued (health checks excepted); served again once the
+/// load is gone.
 async fn requests_past_max_in_flight_are_shed(backend: Backend) {
     let stack = TestStack::builder(backend)
         .device_config(|config| config.server.max_in_flight = 1)
@@ -188,6 +189,11 @@ async fn requests_past_max_in_flight_are_shed(backend: Backend) {
 
     let shed = a_missing_token(&mut stack.admin()).await.unwrap_err();
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
+    // Health checks are not shed: a busy replica must not look dead.
+    assert_eq!(
+        stack.device().health_status(DEVICE_SERVICE).await,
+        ServingStatus::Serving as i32
+    );
     assert!(!slow.is_finished(), "the import must still be running");
 
     slow.await.expect("task").expect("import");
