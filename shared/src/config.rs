@@ -108,9 +108,26 @@ pub struct ServerConfig {
     /// Deadline of one request (ms), enforced by a tower timeout layer.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// Most requests served at once per connection (tower concurrency limit).
+    /// Most requests served at once per connection (tower concurrency limit); more wait.
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit_per_connection: usize,
+    /// Most requests in flight across all connections; past it a request is refused at once
+    /// with RESOURCE_EXHAUSTED (load shedding) rather than queued.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection: a client opens no more
+    /// streams than this at once and queues the rest itself.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Largest request message (bytes) a method decodes; larger ones are refused with
+    /// OUT_OF_RANGE before their body is read. Unset: the service's own default (policy
+    /// 4 MiB; device 17 MiB, ImportTokens' 16 MiB CSV plus room).
+    #[serde(default)]
+    pub max_decoding_message_size: Option<usize>,
+    /// Largest response message (bytes) a method encodes; a larger one fails with
+    /// OUT_OF_RANGE instead of being sent.
+    #[serde(default = "default_max_encoding_message_size")]
+    pub max_encoding_message_size: usize,
     /// How long a graceful shutdown waits for in-flight requests (ms).
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -129,6 +146,10 @@ impl ServerConfig {
             listen,
             request_timeout_ms: default_request_timeout_ms(),
             concurrency_limit_per_connection: default_concurrency_limit(),
+            max_in_flight: default_max_in_flight(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            max_decoding_message_size: None,
+            max_encoding_message_size: default_max_encoding_message_size(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
             reflection: true,
             tls: None,
@@ -137,6 +158,11 @@ impl ServerConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The configured request size cap, or `service_default` when unset.
+    pub fn max_decoding_message_size_or(&self, service_default: usize) -> usize {
+        self.max_decoding_message_size.unwrap_or(service_default)
     }
 
     pub fn shutdown_grace(&self) -> Duration {
@@ -257,6 +283,17 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_concurrency_limit() -> usize {
     256
+}
+fn default_max_in_flight() -> usize {
+    1024
+}
+fn default_max_concurrent_streams() -> u32 {
+    128
+}
+/// tonic's own default for both directions.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+fn default_max_encoding_message_size() -> usize {
+    DEFAULT_MAX_MESSAGE_SIZE
 }
 fn default_shutdown_grace_ms() -> u64 {
     10_000

@@ -1,5 +1,6 @@
-//! The gRPC server shell both services share: tower layers (trace, auth, timeout, limits),
-//! health, reflection v1 + v1alpha, optional (mutual) TLS and graceful shutdown.
+//! The gRPC server shell both services share: tower layers (trace, request limits and
+//! deadlines, auth), health, reflection v1 + v1alpha, optional (mutual) TLS and graceful
+//! shutdown. Message size caps are set on each service's generated server by its app.
 use std::{convert::Infallible, future::Future, time::Duration};
 
 use tokio::net::TcpListener;
@@ -11,7 +12,9 @@ use tonic::{
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
-use crate::{auth::AuthLayer, config::ServerConfig, telemetry::GrpcTraceLayer};
+use crate::{
+    auth::AuthLayer, config::ServerConfig, limits::RequestLimitsLayer, telemetry::GrpcTraceLayer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -106,10 +109,13 @@ where
     S::Future: Send + 'static,
     H: Health,
 {
+    // No `Server::timeout`: it answers an expired deadline with CANCELLED, and the
+    // deadline is the client's as much as the server's; `RequestLimitsLayer` enforces both
+    // and answers DEADLINE_EXCEEDED.
     let builder = with_tls(
         Server::builder()
-            .timeout(config.request_timeout())
             .concurrency_limit_per_connection(config.concurrency_limit_per_connection)
+            .max_concurrent_streams(config.max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(30))),
         config,
     )?;
@@ -131,6 +137,10 @@ where
 
     let router = builder
         .layer(GrpcTraceLayer::new(service_name))
+        .layer(RequestLimitsLayer::new(
+            config.max_in_flight,
+            config.request_timeout(),
+        ))
         .layer(auth)
         .add_service(health)
         .add_optional_service(reflection_v1)

@@ -13,6 +13,7 @@ mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
+mod request_limits;
 mod storable_input;
 mod tls;
 mod token_backoff;

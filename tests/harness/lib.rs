@@ -19,12 +19,14 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 mod browser;
 mod helpers;
 mod page;
+mod raw;
 mod stack;
 mod tls;
 
 pub use browser::*;
 pub use helpers::*;
 pub use page::*;
+pub use raw::*;
 pub use stack::*;
 pub use tls::*;
 

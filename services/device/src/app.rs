@@ -219,7 +219,13 @@ impl Application {
             SERVICE_NAME,
             enroll_shared::proto::device::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::grpc::access::access),
-            DeviceServiceServer::from_arc(grpc),
+            DeviceServiceServer::from_arc(grpc)
+                .max_decoding_message_size(
+                    config
+                        .server
+                        .max_decoding_message_size_or(crate::grpc::MAX_REQUEST_BYTES),
+                )
+                .max_encoding_message_size(config.server.max_encoding_message_size),
             shutdown,
         )
         .await;

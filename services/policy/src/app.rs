@@ -3,6 +3,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
+use enroll_shared::config::DEFAULT_MAX_MESSAGE_SIZE;
 use enroll_shared::proto::policy::v1::policy_service_server::PolicyServiceServer;
 use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use enroll_shared::time::{SharedClock, SystemClock};
@@ -105,7 +106,13 @@ impl Application {
             SERVICE_NAME,
             enroll_shared::proto::policy::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::access::access),
-            PolicyServiceServer::new(PolicyGrpc::new(policies)),
+            PolicyServiceServer::new(PolicyGrpc::new(policies))
+                .max_decoding_message_size(
+                    config
+                        .server
+                        .max_decoding_message_size_or(DEFAULT_MAX_MESSAGE_SIZE),
+                )
+                .max_encoding_message_size(config.server.max_encoding_message_size),
             shutdown,
         )
         .await;

@@ -16,6 +16,8 @@ mod devices;
 mod links;
 mod tokens;
 
+pub use tokens::MAX_REQUEST_BYTES;
+
 pub struct DeviceGrpc {
     tokens: Tokens,
     devices: Devices,

@@ -18,6 +18,9 @@ use crate::store::tokens::TokenFilter;
 
 /// The largest CSV ImportTokens takes in one request.
 const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;
+/// The device server's default request size cap (`server.max_decoding_message_size`):
+/// the largest ImportTokens CSV plus room for the request's other fields.
+pub const MAX_REQUEST_BYTES: usize = MAX_IMPORT_BYTES + 1024 * 1024;
 /// The longest PIN or pass looked at (PINs are at most 64 characters by policy, codes 8,
 /// temporary passwords 64).
 const MAX_PASS_CHARS: usize = 256;
