@@ -2,3 +2,6 @@
 //! each implementing a port of `service::ports`.
 pub mod policy_client;
 pub mod relying_party;
+
+#[cfg(test)]
+mod relying_party_proptests;

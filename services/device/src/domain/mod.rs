@@ -10,3 +10,6 @@ pub mod pins;
 pub mod random;
 pub mod secrets;
 pub mod tokens;
+
+#[cfg(test)]
+mod proptests;

@@ -5,3 +5,6 @@ pub mod patterns;
 pub mod pin;
 pub mod policy;
 pub mod settings;
+
+#[cfg(test)]
+mod proptests;
