@@ -1,0 +1,525 @@
+//! Wire fuzzing of both running servers: every RPC of DeviceService and PolicyService gets
+//! random bytes, random well-formed protobuf with arbitrary fields, and mutated encodings
+//! of a valid request (bits flipped, bytes inserted, deleted, overwritten, truncated,
+//! spliced), on the real channel with the admin key so bodies get past auth. Bad input must
+//! never be answered INTERNAL, UNAVAILABLE, UNKNOWN or DATA_LOSS (a server fault a client
+//! would retry or page on), and both servers must be healthy and serve a normal request
+//! afterwards.
+//!
+//! One exception is counted apart, not failed: tonic's prost codec answers a body that is
+//! not protobuf (or not this message) with INTERNAL "failed to decode Protobuf message: …"
+//! before any handler runs. Those are reported as "INTERNAL (decode error)".
+//!
+//! `ENROLL_WIRE_FUZZ_ITERATIONS` sets the number of requests per backend (default 5,000,
+//! spread round-robin over the RPCs); `ENROLL_WIRE_FUZZ_SEED` replays a run (the seed is
+//! printed). The counts are printed at the end (`--nocapture`).
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use enroll_e2e::{ADMIN_KEY, Backend, DEVICE_SERVICE, POLICY_SERVICE, TestStack};
+use enroll_shared::proto::device::v1 as pb;
+use enroll_shared::proto::policy::v1 as policy_pb;
+use futures::StreamExt;
+use http::uri::PathAndQuery;
+use prost::bytes::{Buf, BufMut};
+use tonic::client::Grpc;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+mod seeds;
+
+use seeds::valid_requests;
+
+const DEFAULT_ITERATIONS: u64 = 5_000;
+/// Requests in flight at once: enough to interleave handlers, few enough that the servers'
+/// own load shedding (which rightly answers UNAVAILABLE) does not kick in.
+const CONCURRENCY: usize = 8;
+const DECODE_ERROR: &str = "failed to decode Protobuf message";
+
+/// Sends and receives raw protobuf bodies: the request is whatever bytes the test makes.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let mut body = vec![0; src.remaining()];
+        src.copy_to_slice(&mut body);
+        Ok(Some(body))
+    }
+}
+
+/// xorshift64*: reproducible from the printed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound.max(1) as u64) as usize
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let length = self.below(max + 1);
+        (0..length).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Well-formed protobuf wire data with arbitrary field numbers, wire types and contents
+/// (strings that are not UTF-8, varints for strings, lengths past the end).
+fn random_fields(rng: &mut Rng) -> Vec<u8> {
+    let mut body = Vec::new();
+    for _ in 0..rng.below(6) {
+        let field = 1 + rng.below(12) as u64;
+        match rng.below(4) {
+            0 => {
+                put_varint(&mut body, field << 3);
+                put_varint(&mut body, rng.next() >> rng.below(64));
+            }
+            1 => {
+                put_varint(&mut body, (field << 3) | 2);
+                let payload = match rng.below(3) {
+                    0 => rng.bytes(40),
+                    1 => random_fields(rng),
+                    _ => {
+                        "acme kate HW1 * ! 10.0.0.0/8 totp {}".as_bytes()[..rng.below(34)].to_vec()
+                    }
+                };
+                put_varint(&mut body, payload.len() as u64);
+                body.extend(payload);
+            }
+            2 => {
+                put_varint(&mut body, (field << 3) | 5);
+                body.extend((rng.next() as u32).to_le_bytes());
+            }
+            _ => {
+                put_varint(&mut body, (field << 3) | 1);
+                body.extend(rng.next().to_le_bytes());
+            }
+        }
+    }
+    body
+}
+
+fn put_varint(body: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        body.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    body.push(value as u8);
+}
+
+/// A valid encoding with one to four byte-level mutations.
+fn mutate(rng: &mut Rng, valid: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut body = valid.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(body.len() + 1);
+        match rng.below(7) {
+            0 if !body.is_empty() => {
+                let at = at.min(body.len() - 1);
+                body[at] ^= 1 << rng.below(8);
+            }
+            1 => body.insert(at, rng.next() as u8),
+            2 if at < body.len() => {
+                body.remove(at);
+            }
+            3 if at < body.len() => body[at] = [0x00, 0x7f, 0x80, 0xff][rng.below(4)],
+            4 => body.truncate(at),
+            // A field of another request spliced in.
+            5 => {
+                let from = rng.below(other.len() + 1);
+                let to = from + rng.below(other.len() - from + 1);
+                body.splice(at..at, other[from..to].iter().copied());
+            }
+            _ => {
+                body.splice(at..at, random_fields(rng));
+            }
+        }
+    }
+    body
+}
+
+/// Values that have tripped parsers before: empty, whitespace, NUL, huge, non-ASCII case
+/// traps, pattern and CIDR syntax, numbers past every limit.
+const INTERESTING: &[&str] = &[
+    "",
+    " ",
+    "\0",
+    "a\0b",
+    "*",
+    "!",
+    "!*",
+    ",",
+    "é",
+    "\u{212a}",
+    "ß",
+    "\u{202e}x",
+    "😀",
+    "-1",
+    "0",
+    "4294967296",
+    "99999999999999999999999",
+    "NaN",
+    "../../etc/passwd",
+    "%s%n",
+    "' OR 1=1 --",
+    "10.0.0.0/33",
+    "::ffff:10.0.0.1",
+    "1.2.3.4/",
+    "zz",
+    "ffff",
+    "base32:",
+    "{\"id\":1}",
+    "[]",
+    "null",
+    "<u>@<r>",
+    "<x>",
+    "totp,hotp,webauthn,password",
+    "cCns",
+    "enrollment",
+    "6f1c1a52-7a8e-4a43-8d8a-8a9b7f3f0c11",
+    "HW1",
+    "acme",
+    "kate",
+];
+
+/// One field of a message as it is on the wire.
+enum Field {
+    Varint(u64, u64),
+    Bytes(u64, Vec<u8>),
+    Fixed(u64, u32, Vec<u8>),
+}
+
+/// Splits a valid encoding into its top-level fields (`None` when it is not protobuf).
+fn fields(mut body: &[u8]) -> Option<Vec<Field>> {
+    fn varint(body: &mut &[u8]) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = body.split_first()?;
+            *body = rest;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let key = varint(&mut body)?;
+        let (number, wire) = (key >> 3, (key & 7) as u32);
+        out.push(match wire {
+            0 => Field::Varint(number, varint(&mut body)?),
+            2 => {
+                let length = usize::try_from(varint(&mut body)?).ok()?;
+                let payload = body.get(..length)?.to_vec();
+                body = &body[length..];
+                Field::Bytes(number, payload)
+            }
+            1 | 5 => {
+                let length = if wire == 1 { 8 } else { 4 };
+                let payload = body.get(..length)?.to_vec();
+                body = &body[length..];
+                Field::Fixed(number, wire, payload)
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+fn encode_fields(fields: &[Field]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for field in fields {
+        match field {
+            Field::Varint(number, value) => {
+                put_varint(&mut body, number << 3);
+                put_varint(&mut body, *value);
+            }
+            Field::Bytes(number, payload) => {
+                put_varint(&mut body, (number << 3) | 2);
+                put_varint(&mut body, payload.len() as u64);
+                body.extend(payload);
+            }
+            Field::Fixed(number, wire, payload) => {
+                put_varint(&mut body, (number << 3) | u64::from(*wire));
+                body.extend(payload);
+            }
+        }
+    }
+    body
+}
+
+/// A valid encoding with its field values replaced, dropped or repeated: still protobuf,
+/// so the body reaches the handler and its validation.
+fn mutate_fields(rng: &mut Rng, valid: &[u8]) -> Vec<u8> {
+    let Some(mut fields) = fields(valid) else {
+        return valid.to_vec();
+    };
+    for _ in 0..1 + rng.below(3) {
+        if fields.is_empty() {
+            break;
+        }
+        let at = rng.below(fields.len());
+        match rng.below(6) {
+            0 => {
+                fields.remove(at);
+            }
+            1 => {
+                let copy = match &fields[at] {
+                    Field::Varint(number, value) => Field::Varint(*number, *value),
+                    Field::Bytes(number, payload) => Field::Bytes(*number, payload.clone()),
+                    Field::Fixed(number, wire, payload) => {
+                        Field::Fixed(*number, *wire, payload.clone())
+                    }
+                };
+                fields.push(copy);
+            }
+            _ => match &mut fields[at] {
+                Field::Varint(_, value) => {
+                    *value = [0, 1, 2, 3, 7, 99, u64::from(u32::MAX), u64::MAX, rng.next()]
+                        [rng.below(9)];
+                }
+                Field::Bytes(_, payload) => {
+                    *payload = match rng.below(4) {
+                        0 => "x".repeat(1 + rng.below(5000)).into_bytes(),
+                        1 => {
+                            let nested = std::mem::take(payload);
+                            mutate_fields(rng, &nested)
+                        }
+                        _ => INTERESTING[rng.below(INTERESTING.len())]
+                            .as_bytes()
+                            .to_vec(),
+                    };
+                }
+                Field::Fixed(_, _, payload) => {
+                    for byte in payload.iter_mut() {
+                        *byte = rng.next() as u8;
+                    }
+                }
+            },
+        }
+    }
+    encode_fields(&fields)
+}
+
+/// How the servers answered: counts by status, and the answers that are server faults.
+#[derive(Default)]
+struct Tally {
+    by_status: BTreeMap<String, u64>,
+    faults: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, rpc: &str, body: &[u8], answer: Result<(), Status>) {
+        let key = match &answer {
+            Ok(()) => "OK".to_owned(),
+            Err(status)
+                if status.code() == Code::Internal
+                    && status.message().starts_with(DECODE_ERROR) =>
+            {
+                "INTERNAL (decode error)".to_owned()
+            }
+            Err(status) => {
+                if matches!(
+                    status.code(),
+                    Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss
+                ) {
+                    self.faults.push(format!(
+                        "{rpc} body={} -> {:?}: {}",
+                        hex::encode(body),
+                        status.code(),
+                        status.message()
+                    ));
+                }
+                format!("{:?}", status.code())
+            }
+        };
+        *self.by_status.entry(key).or_default() += 1;
+    }
+}
+
+async fn call(channel: Channel, service: &str, rpc: &str, body: Vec<u8>) -> Result<(), Status> {
+    let mut grpc = Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|error| Status::unavailable(format!("channel: {error}")))?;
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_KEY}").parse().expect("ascii key"),
+    );
+    let path = PathAndQuery::try_from(format!("/{service}/{rpc}")).expect("path");
+    grpc.unary(request, path, RawCodec).await.map(|_| ())
+}
+
+async fn random_and_mutated_bodies_never_fault_and_leave_the_servers_healthy(backend: Backend) {
+    let iterations = std::env::var("ENROLL_WIRE_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|raw| raw.parse().ok())
+        .unwrap_or(DEFAULT_ITERATIONS);
+    let seed = std::env::var("ENROLL_WIRE_FUZZ_SEED")
+        .ok()
+        .and_then(|raw| raw.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let stack = TestStack::start(backend).await;
+    let device = stack.device().channel().await;
+    let policies = stack.policy().channel().await;
+    let corpus = valid_requests();
+    // xorshift never leaves 0.
+    let mut rng = Rng(seed | 1);
+    // Bodies are made up front so the run replays exactly from the seed.
+    let bodies: Vec<(usize, Vec<u8>)> = (0..iterations as usize)
+        .map(|i| {
+            let index = i % corpus.len();
+            let other = &corpus[rng.below(corpus.len())].2;
+            // Half the bodies stay protobuf so they reach the handlers' validation.
+            let body = match rng.below(10) {
+                0 => rng.bytes(64),
+                1 => random_fields(&mut rng),
+                2 => corpus[index].2.clone(),
+                3..=5 => mutate(&mut rng, &corpus[index].2, other),
+                _ => mutate_fields(&mut rng, &corpus[index].2),
+            };
+            (index, body)
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut answers = futures::stream::iter(bodies)
+        .map(|(index, body)| {
+            let (service, rpc, _) = &corpus[index];
+            let channel = if *service == DEVICE_SERVICE {
+                device.clone()
+            } else {
+                policies.clone()
+            };
+            async move {
+                let answer = call(channel, service, rpc, body.clone()).await;
+                (*rpc, body, answer)
+            }
+        })
+        .buffer_unordered(CONCURRENCY);
+    while let Some((rpc, body, answer)) = answers.next().await {
+        tally.record(rpc, &body, answer);
+    }
+    println!(
+        "wire fuzz on {backend:?}: seed {seed}, {iterations} requests over {} RPCs in {:.1?}: {:?}",
+        corpus.len(),
+        started.elapsed(),
+        tally.by_status
+    );
+    assert!(
+        tally.faults.is_empty(),
+        "{} server faults on bad input (seed {seed}):\n{}",
+        tally.faults.len(),
+        tally
+            .faults
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Both servers are still up and serve an ordinary request.
+    const WITHIN: Duration = Duration::from_secs(10);
+    stack
+        .device()
+        .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, WITHIN)
+        .await;
+    stack
+        .policy()
+        .wait_for_health(POLICY_SERVICE, ServingStatus::Serving, WITHIN)
+        .await;
+    stack
+        .policy_admin()
+        .list_policies(policy_pb::ListPoliciesRequest::default())
+        .await
+        .expect("the policy service still answers");
+    stack
+        .admin()
+        .enroll_token(pb::EnrollTokenRequest {
+            realm: "acme".into(),
+            user: "after-fuzz".into(),
+            r#type: pb::TokenType::Totp as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("the device service still enrolls");
+}
+
+/// Found by the wire fuzz (UpdatePolicy with an action named by 2,781 `x`s): the refusal
+/// echoed the whole name into the status message and its details, and the answer's headers
+/// outgrew what an HTTP/2 client accepts, so the client saw INTERNAL "h2 protocol error"
+/// instead of INVALID_ARGUMENT.
+async fn a_huge_unknown_action_name_is_invalid_argument(backend: Backend) {
+    let stack = TestStack::start(backend).await;
+    let mut admin = stack.policy_admin();
+    for length in [2_781, 20_000] {
+        let name = "x".repeat(length);
+        let rule = enroll_e2e::policy("huge", &[(name.as_str(), "1")]);
+        let created = admin
+            .create_policy(policy_pb::CreatePolicyRequest {
+                policy: Some(rule.clone()),
+                actor: "fuzz".into(),
+            })
+            .await;
+        let updated = admin
+            .update_policy(policy_pb::UpdatePolicyRequest {
+                policy: Some(rule),
+                etag: "1".into(),
+                actor: "fuzz".into(),
+            })
+            .await;
+        for answer in [created.map(|_| ()), updated.map(|_| ())] {
+            let status = answer.expect_err("an unknown action is refused");
+            assert_eq!(status.code(), Code::InvalidArgument, "{length}: {status:?}");
+        }
+    }
+}
+
+enroll_e2e::on_both_backends!(
+    random_and_mutated_bodies_never_fault_and_leave_the_servers_healthy,
+    a_huge_unknown_action_name_is_invalid_argument,
+);
