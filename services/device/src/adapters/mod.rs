@@ -4,4 +4,5 @@ pub mod policy_client;
 pub mod relying_party;
 
 #[cfg(test)]
+#[path = "relying_party_proptests.rs"]
 mod relying_party_proptests;

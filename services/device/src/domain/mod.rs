@@ -12,4 +12,5 @@ pub mod secrets;
 pub mod tokens;
 
 #[cfg(test)]
+#[path = "proptests.rs"]
 mod proptests;

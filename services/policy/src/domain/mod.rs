@@ -7,4 +7,5 @@ pub mod policy;
 pub mod settings;
 
 #[cfg(test)]
+#[path = "proptests.rs"]
 mod proptests;
