@@ -202,3 +202,43 @@ mod tests {
         assert!(message.contains("U+212A"), "{message}");
     }
 }
+
+/// Property tests: arbitrary text never panics, normalisation is idempotent, accepted names
+/// are stable under ASCII case and surrounding whitespace. Case count: proptest's default
+/// (256), raised with `PROPTEST_CASES`.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Mostly name-like text, with the characters the rule singles out mixed in.
+    fn name_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-zA-Z0-9._@-]{0,20}",
+            "[a-zA-Z0-9 éÉжKΩİıßςＡ\u{301}\u{200b}\t]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_is_idempotent_and_accepted_names_are_stable(raw in name_like()) {
+            if let Ok(name) = normalize_name(&raw) {
+                prop_assert_eq!(normalize_name(&name), Ok(name.clone()));
+                prop_assert_eq!(normalize_name(&name.to_ascii_uppercase()), Ok(name.clone()));
+                prop_assert_eq!(normalize_name(&format!(" {name}\t")), Ok(name.clone()));
+                prop_assert!(!name.is_empty() && name.chars().count() <= MAX_NAME_CHARS);
+                prop_assert!(!name.chars().any(|ch| ch.is_ascii_uppercase() || ch.is_whitespace()));
+                prop_assert_eq!(fold_case(&name), name);
+            }
+        }
+
+        #[test]
+        fn names_that_differ_after_folding_never_merge(a in name_like(), b in name_like()) {
+            if let (Ok(left), Ok(right)) = (normalize_name(&a), normalize_name(&b)) {
+                prop_assert_eq!(left == right, a.trim().eq_ignore_ascii_case(b.trim()));
+            }
+        }
+    }
+}

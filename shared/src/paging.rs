@@ -144,3 +144,49 @@ mod tests {
         }
     }
 }
+
+/// Property tests: arbitrary tokens and sizes never panic, tokens round-trip. The case count
+/// is proptest's default (256), raised with `PROPTEST_CASES` for a longer run.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_requests_parse_or_name_their_field(size in any::<u32>(), token in any::<String>()) {
+            for result in [
+                PageRequest::<String>::parse(size, &token).map(|request| request.size),
+                PageRequest::<i64>::parse(size, &token).map(|request| request.size),
+            ] {
+                match result {
+                    Ok(size) => prop_assert!((1..=MAX_PAGE_SIZE).contains(&size)),
+                    Err(error) => prop_assert!(["page_size", "page_token"].contains(&error.field)),
+                }
+            }
+        }
+
+        #[test]
+        fn string_and_integer_keys_round_trip(text in any::<String>(), number in any::<i64>()) {
+            prop_assert_eq!(String::decode(&text.encode()), Some(text.clone()));
+            prop_assert_eq!(i64::decode(&number.encode()), Some(number));
+            // A token the service handed out is accepted back as the same position.
+            let after = PageRequest::<String>::parse(1, &text.encode()).map(|request| request.after);
+            prop_assert_eq!(after, Ok(Some(text.clone()).filter(|text| !text.is_empty())));
+        }
+
+        #[test]
+        fn cut_pages_hand_out_the_last_key(mut rows in proptest::collection::vec(any::<i64>(), 0..40), size in 1u64..20) {
+            rows.sort_unstable();
+            let page = Page::cut(rows.clone(), size, |row| *row);
+            prop_assert!(page.items.len() as u64 <= size);
+            if rows.len() as u64 > size {
+                let next = PageRequest::<i64>::parse(1, &page.next_page_token);
+                prop_assert_eq!(next.map(|request| request.after), Ok(page.items.last().copied()));
+            } else {
+                prop_assert!(page.next_page_token.is_empty());
+            }
+        }
+    }
+}

@@ -19,3 +19,4 @@ mod tls;
 mod token_backoff;
 mod token_safety;
 mod tokens;
+mod wire_fuzz;

@@ -1,5 +1,5 @@
 //! The device service's errors and their one mapping to gRPC statuses.
-use enroll_shared::status::with_reason;
+use enroll_shared::status::{MAX_MESSAGE_CHARS, bounded, with_reason};
 use tonic::{Code, Status};
 
 use crate::domain::decision::{PolicyError, Rejection};
@@ -97,7 +97,8 @@ impl DeviceError {
 
 impl From<DeviceError> for Status {
     fn from(error: DeviceError) -> Self {
-        let message = error.to_string();
+        // Bounded: the message travels in an HTTP/2 header (see `status::bounded`).
+        let message = bounded(error.to_string(), MAX_MESSAGE_CHARS);
         match error {
             DeviceError::InvalidArgument { field, .. } => with_reason(
                 Code::InvalidArgument,

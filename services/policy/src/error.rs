@@ -1,5 +1,5 @@
 //! The policy service's errors and their one mapping to gRPC statuses.
-use enroll_shared::status::with_reason;
+use enroll_shared::status::{MAX_MESSAGE_CHARS, bounded, with_reason};
 use tonic::{Code, Status};
 
 use crate::cache::Unservable;
@@ -95,7 +95,8 @@ impl From<StoreError> for PolicyError {
 
 impl From<PolicyError> for Status {
     fn from(error: PolicyError) -> Self {
-        let message = error.to_string();
+        // Bounded: the message travels in an HTTP/2 header (see `status::bounded`).
+        let message = bounded(error.to_string(), MAX_MESSAGE_CHARS);
         match error {
             PolicyError::InvalidArgument { field, .. } => with_reason(
                 Code::InvalidArgument,

@@ -2,3 +2,7 @@
 //! each implementing a port of `service::ports`.
 pub mod policy_client;
 pub mod relying_party;
+
+#[cfg(test)]
+#[path = "relying_party_proptests.rs"]
+mod relying_party_proptests;

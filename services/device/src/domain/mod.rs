@@ -10,3 +10,7 @@ pub mod pins;
 pub mod random;
 pub mod secrets;
 pub mod tokens;
+
+#[cfg(test)]
+#[path = "proptests.rs"]
+mod proptests;

@@ -5,3 +5,7 @@ pub mod patterns;
 pub mod pin;
 pub mod policy;
 pub mod settings;
+
+#[cfg(test)]
+#[path = "proptests.rs"]
+mod proptests;

@@ -1,0 +1,368 @@
+//! The corpus of the wire fuzz test: one valid request per RPC of both services.
+use enroll_e2e::{DEVICE_SERVICE, POLICY_SERVICE, policy};
+use enroll_shared::proto::device::v1 as pb;
+use enroll_shared::proto::policy::v1 as policy_pb;
+use prost::Message;
+
+/// One valid request per RPC (method name, encoding), the corpus the mutations start from.
+pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    const ID: &str = "6f1c1a52-7a8e-4a43-8d8a-8a9b7f3f0c11";
+    let s = |text: &str| text.to_owned();
+    let device: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "CheckEnrollment",
+            pb::CheckEnrollmentRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                credential_id: s("AAAA"),
+                required_device_type: 1,
+                require_approved: true,
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "CreateEnrollmentLink",
+            pb::CreateEnrollmentLinkRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                device_type: 1,
+                redirect_url: s("https://app.example.com/done"),
+                ttl: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                created_by: s("fuzz"),
+                request_id: s("r1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListEnrollmentLinks",
+            pb::ListEnrollmentLinksRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                state: 1,
+                page_size: 10,
+                page_token: s("6b617465"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RevokeEnrollmentLink",
+            pb::RevokeEnrollmentLinkRequest {
+                id: s(ID),
+                revoked_by: s("fuzz"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "BeginDeviceRegistration",
+            pb::BeginDeviceRegistrationRequest {
+                link_secret: s("c2VjcmV0"),
+                realm: s("acme"),
+                user: s("kate"),
+                device_type: 1,
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "FinishDeviceRegistration",
+            pb::FinishDeviceRegistrationRequest {
+                ceremony_id: s(ID),
+                credential_json: s(
+                    r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{}}"#,
+                ),
+                user_agent: s("fuzz"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "BeginDeviceAuthentication",
+            pb::BeginDeviceAuthenticationRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                required_device_type: 1,
+                client_ip: s("::1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "FinishDeviceAuthentication",
+            pb::FinishDeviceAuthenticationRequest {
+                ceremony_id: s(ID),
+                credential_json: s("{}"),
+                client_ip: s("::1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListDevices",
+            pb::ListDevicesRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                device_type: 1,
+                state: 2,
+                page_size: 5,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "GetDevice",
+            pb::GetDeviceRequest { id: s(ID) }.encode_to_vec(),
+        ),
+        (
+            "ApproveDevice",
+            pb::ApproveDeviceRequest {
+                id: s(ID),
+                approved_by: s("fuzz"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RevokeDevice",
+            pb::RevokeDeviceRequest {
+                id: s(ID),
+                revoked_by: s("fuzz"),
+                reason: s("lost"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "EnrollToken",
+            pb::EnrollTokenRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                r#type: pb::TokenType::Totp as i32,
+                digits: 6,
+                period: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                description: s("fuzz"),
+                include_qr_png: true,
+                client_ip: s("10.0.0.1"),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ImportTokens",
+            pb::ImportTokensRequest {
+                realm: s("acme"),
+                csv: s("HW1,3132333435363738393031323334353637383930,hotp,6,\n"),
+                request_id: s("r2"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "AssignToken",
+            pb::AssignTokenRequest {
+                serial: s("HW1"),
+                realm: s("acme"),
+                user: s("kate"),
+                client_ip: s("10.0.0.1"),
+                request_id: s("r3"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "UnassignToken",
+            pb::UnassignTokenRequest {
+                serial: s("HW1"),
+                request_id: s("r4"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "SetPin",
+            pb::SetPinRequest {
+                serial: s("HW1"),
+                pin: s("1234"),
+                client_ip: s("10.0.0.1"),
+                request_id: s("r5"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "EnableToken",
+            pb::EnableTokenRequest {
+                serial: s("HW1"),
+                request_id: s("r6"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "DisableToken",
+            pb::DisableTokenRequest {
+                serial: s("HW1"),
+                request_id: s("r7"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "DeleteToken",
+            pb::DeleteTokenRequest {
+                serial: s("NOPE"),
+                request_id: s("r8"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListTokens",
+            pb::ListTokensRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                r#type: 1,
+                assigned: Some(true),
+                state: 1,
+                page_size: 3,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "GetToken",
+            pb::GetTokenRequest { serial: s("HW1") }.encode_to_vec(),
+        ),
+        (
+            "Validate",
+            pb::ValidateRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                pass: s("1234123456"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ReportLostToken",
+            pb::ReportLostTokenRequest {
+                serial: s("HW1"),
+                client_ip: s("10.0.0.1"),
+                request_id: s("r9"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListAuditEvents",
+            pb::ListAuditEventsRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                action: s("enroll"),
+                serial: s("HW1"),
+                result: s("ok"),
+                page_size: 20,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    let rule = policy(
+        "fuzz",
+        &[("max_token_per_user", "50"), ("otp_pin_minlength", "4")],
+    );
+    let policies: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "EvaluateEnrollment",
+            policy_pb::EvaluateEnrollmentRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                client_ip: s("10.0.0.1"),
+                action: 1,
+                token_type: s("totp"),
+                serial: s("HW1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ValidatePin",
+            policy_pb::ValidatePinRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                client_ip: s("10.0.0.1"),
+                pin: s("1234"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "CreatePolicy",
+            policy_pb::CreatePolicyRequest {
+                policy: Some(policy_pb::Policy {
+                    realms: vec![s("acme"), s("!x*")],
+                    clients: vec![s("10.0.0.0/8")],
+                    ..rule.clone()
+                }),
+                actor: s("fuzz"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "UpdatePolicy",
+            policy_pb::UpdatePolicyRequest {
+                policy: Some(rule),
+                etag: s("1"),
+                actor: s("fuzz"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "DeletePolicy",
+            policy_pb::DeletePolicyRequest {
+                name: s("nope"),
+                etag: s("1"),
+                actor: s("fuzz"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "GetPolicy",
+            policy_pb::GetPolicyRequest { name: s("fuzz") }.encode_to_vec(),
+        ),
+        (
+            "ListPolicies",
+            policy_pb::ListPoliciesRequest {
+                page_size: 2,
+                page_token: s("66757a7a"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListPolicyHistory",
+            policy_pb::ListPolicyHistoryRequest {
+                name: s("fuzz"),
+                page_size: 2,
+                page_token: s("31"),
+            }
+            .encode_to_vec(),
+        ),
+    ];
+    let device_rpcs: Vec<&str> = enroll_device::grpc::access::RPC_ROLES
+        .iter()
+        .map(|(rpc, _)| *rpc)
+        .collect();
+    let policy_rpcs: Vec<&str> = enroll_policy::access::RPCS.to_vec();
+    // Every RPC the services route has a seed: a new RPC without one fails here.
+    for (service, rpcs, seeds) in [
+        (DEVICE_SERVICE, &device_rpcs, &device),
+        (POLICY_SERVICE, &policy_rpcs, &policies),
+    ] {
+        let mut seeded: Vec<&str> = seeds.iter().map(|(rpc, _)| *rpc).collect();
+        let mut listed = rpcs.clone();
+        seeded.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(seeded, listed, "valid requests of {service}");
+    }
+    device
+        .into_iter()
+        .map(|(rpc, body)| (DEVICE_SERVICE, rpc, body))
+        .chain(
+            policies
+                .into_iter()
+                .map(|(rpc, body)| (POLICY_SERVICE, rpc, body)),
+        )
+        .collect()
+}
