@@ -82,6 +82,46 @@ pub fn hotp_code(seed: &[u8], counter: u64) -> String {
     code(&hotp_parameters(), seed, counter)
 }
 
+/// The SHA1 HOTP code of `seed` at `counter` with `digits` digits.
+pub fn hotp_code_with(seed: &[u8], counter: u64, digits: u32) -> String {
+    let parameters = OtpParameters::new(TokenKind::Hotp, digits, 0, HashAlgorithm::Sha1)
+        .expect("HOTP parameters");
+    code(&parameters, seed, counter)
+}
+
+/// The SHA1, 30-second TOTP code of `seed` at time step `step` with `digits` digits.
+pub fn totp_code_with(seed: &[u8], step: u64, digits: u32) -> String {
+    let parameters = OtpParameters::new(TokenKind::Totp, digits, 30, HashAlgorithm::Sha1)
+        .expect("TOTP parameters");
+    code(&parameters, seed, step)
+}
+
+/// The base32 form of `seed` (as an otpauth URI carries it).
+pub fn base32_of(seed: &[u8]) -> String {
+    totp_rs::Secret::new(seed.into()).to_base32()
+}
+
+/// The full paths (`/package.Service/Method`) of every RPC in an encoded descriptor set
+/// (`FILE_DESCRIPTOR_SET`), so a test can check it called them all, new ones included.
+pub fn rpc_paths(file_descriptor_set: &[u8]) -> Vec<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(file_descriptor_set).expect("descriptors");
+    let mut paths = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            for method in &service.method {
+                paths.push(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    paths
+}
+
 /// The seed an enrollment returned (base32).
 pub fn seed_of(enrolled: &device_pb::EnrollTokenResponse) -> Vec<u8> {
     totp_rs::Secret::try_from_base32(&enrolled.secret_base32)

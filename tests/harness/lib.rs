@@ -17,6 +17,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod browser;
+mod capture;
 mod helpers;
 mod page;
 mod raw;
@@ -24,6 +25,7 @@ mod stack;
 mod tls;
 
 pub use browser::*;
+pub use capture::*;
 pub use helpers::*;
 pub use page::*;
 pub use raw::*;
