@@ -74,6 +74,8 @@ async fn check(backend: Backend) {
     }
     assert!(logs.len() > 100_000, "{} bytes of logs", logs.len());
     assert!(!used.audit.is_empty() && !used.errors.is_empty());
+    // Log events inside spans are exported as span events: those are searched too.
+    assert!(spans.contains(" | event "), "no span carries an event");
     for serial in &used.serials {
         assert!(audit.contains(serial.as_str()), "{serial} is not audited");
         assert!(logs.contains(serial.as_str()), "{serial} is not logged");
