@@ -33,6 +33,9 @@ impl BlockingPool {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, DeviceError> {
         let span = tracing::Span::current();
+        // The caller's subscriber too: one set for a thread or a test (not the global one)
+        // must see what the work logs.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let permit = self
             .slots
             .clone()
@@ -41,7 +44,7 @@ impl BlockingPool {
             .await
             .map_err(|error| DeviceError::Unavailable(format!("{what}: {error}")))?;
         tokio::task::spawn_blocking(move || {
-            let done = span.in_scope(work);
+            let done = tracing::dispatcher::with_default(&dispatch, || span.in_scope(work));
             drop(permit);
             done
         })
