@@ -19,6 +19,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 mod browser;
 mod helpers;
 mod page;
+mod private_pg;
 mod raw;
 mod stack;
 mod tls;
@@ -26,6 +27,7 @@ mod tls;
 pub use browser::*;
 pub use helpers::*;
 pub use page::*;
+pub use private_pg::*;
 pub use raw::*;
 pub use stack::*;
 pub use tls::*;
@@ -48,34 +50,15 @@ pub struct TestDatabase {
     pub url: String,
     pub backend: Backend,
     postgres_name: Option<String>,
+    /// The server the PostgreSQL database was created on (and is dropped from).
+    admin_url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
         match backend {
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
-                    panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
-                });
-                let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                admin.close().await.ok();
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base)
-                    .unwrap_or(&admin_url);
-                Self {
-                    url: format!("{base}/{name}"),
-                    backend,
-                    postgres_name: Some(name),
-                    _dir: None,
-                }
-            }
+            Backend::Postgres => Self::create_on_postgres(postgres_admin_url()).await,
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
@@ -83,9 +66,35 @@ impl TestDatabase {
                     url,
                     backend,
                     postgres_name: None,
+                    admin_url: String::new(),
                     _dir: Some(dir),
                 }
             }
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server at `admin_url` (e.g. a [`PrivateCluster`]).
+    pub async fn create_on_postgres(admin_url: String) -> Self {
+        let backend = Backend::Postgres;
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
+            panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
+        });
+        let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
+        Self {
+            url: format!("{base}/{name}"),
+            backend,
+            postgres_name: Some(name),
+            admin_url,
+            _dir: None,
         }
     }
 
@@ -111,6 +120,7 @@ impl Drop for TestDatabase {
         let Some(name) = self.postgres_name.take() else {
             return;
         };
+        let admin_url = std::mem::take(&mut self.admin_url);
         // Drop runs outside async context: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -120,7 +130,7 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(admin) = Database::connect(&postgres_admin_url()).await {
+                if let Ok(admin) = Database::connect(&admin_url).await {
                     let _ = admin
                         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .await;
