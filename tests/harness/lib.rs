@@ -73,31 +73,6 @@ impl TestDatabase {
         }
     }
 
-    /// A fresh database on the PostgreSQL server at `admin_url` (e.g. a [`PrivateCluster`]).
-    pub async fn create_on_postgres(admin_url: String) -> Self {
-        let backend = Backend::Postgres;
-        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
-            panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
-        });
-        let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| base)
-            .unwrap_or(&admin_url);
-        Self {
-            url: format!("{base}/{name}"),
-            backend,
-            postgres_name: Some(name),
-            admin_url,
-            _dir: None,
-        }
-    }
-
     pub fn config(&self) -> DatabaseConfig {
         let mut config = DatabaseConfig::new(self.url.clone());
         config.max_connections = 8;

@@ -8,6 +8,10 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sea_orm::{ConnectionTrait, Database};
+
+use crate::{Backend, TestDatabase};
+
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
 /// A running throw-away PostgreSQL cluster.
@@ -118,6 +122,33 @@ impl Drop for PrivateCluster {
         } else {
             Command::new(&program).args(args).output()
         };
+    }
+}
+
+impl TestDatabase {
+    /// A fresh database on the PostgreSQL server at `admin_url` (e.g. a [`PrivateCluster`]).
+    pub async fn create_on_postgres(admin_url: String) -> Self {
+        let backend = Backend::Postgres;
+        let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
+            panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
+        });
+        let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| base)
+            .unwrap_or(&admin_url);
+        Self {
+            url: format!("{base}/{name}"),
+            backend,
+            postgres_name: Some(name),
+            admin_url,
+            _dir: None,
+        }
     }
 }
 
