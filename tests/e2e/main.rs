@@ -4,6 +4,7 @@ mod autoassign;
 mod device_security;
 mod devices;
 mod enrollment_page;
+mod faults;
 mod health_and_reflection;
 mod idempotency;
 mod names;

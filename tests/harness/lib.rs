@@ -20,6 +20,7 @@ mod browser;
 mod capture;
 mod helpers;
 mod page;
+mod private_pg;
 mod raw;
 mod stack;
 mod tls;
@@ -28,6 +29,7 @@ pub use browser::*;
 pub use capture::*;
 pub use helpers::*;
 pub use page::*;
+pub use private_pg::*;
 pub use raw::*;
 pub use stack::*;
 pub use tls::*;
@@ -50,34 +52,15 @@ pub struct TestDatabase {
     pub url: String,
     pub backend: Backend,
     postgres_name: Option<String>,
+    /// The server the PostgreSQL database was created on (and is dropped from).
+    admin_url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
         match backend {
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let admin = Database::connect(&admin_url).await.unwrap_or_else(|error| {
-                    panic!("PostgreSQL at {admin_url} is required for the postgres tests: {error}")
-                });
-                let name = format!("enroll_test_{}", uuid::Uuid::new_v4().simple());
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                admin.close().await.ok();
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base)
-                    .unwrap_or(&admin_url);
-                Self {
-                    url: format!("{base}/{name}"),
-                    backend,
-                    postgres_name: Some(name),
-                    _dir: None,
-                }
-            }
+            Backend::Postgres => Self::create_on_postgres(postgres_admin_url()).await,
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("enroll.db").display());
@@ -85,6 +68,7 @@ impl TestDatabase {
                     url,
                     backend,
                     postgres_name: None,
+                    admin_url: String::new(),
                     _dir: Some(dir),
                 }
             }
@@ -113,6 +97,7 @@ impl Drop for TestDatabase {
         let Some(name) = self.postgres_name.take() else {
             return;
         };
+        let admin_url = std::mem::take(&mut self.admin_url);
         // Drop runs outside async context: use a thread with its own runtime.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -122,7 +107,7 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async move {
-                if let Ok(admin) = Database::connect(&postgres_admin_url()).await {
+                if let Ok(admin) = Database::connect(&admin_url).await {
                     let _ = admin
                         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .await;

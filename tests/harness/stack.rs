@@ -72,9 +72,17 @@ pub struct StackBuilder {
     trusted_roots: Vec<String>,
     policy_state: PolicyState,
     transport: Transport,
+    database: Option<TestDatabase>,
 }
 
 impl StackBuilder {
+    /// Runs the stack on `database` instead of a fresh one on the builder's backend (the
+    /// fault tests' database on a [`crate::PrivateCluster`]).
+    pub fn on_database(mut self, database: TestDatabase) -> Self {
+        self.database = Some(database);
+        self
+    }
+
     /// A policy stored (through the admin policy client) before the device servers start.
     pub fn with_policy(mut self, policy: policy_pb::Policy) -> Self {
         self.policies.push(policy);
@@ -141,7 +149,10 @@ impl StackBuilder {
     /// Starts the policy server, stores the policies, starts the device servers and (while
     /// the policy service runs) waits until they are SERVING.
     pub async fn start(self) -> TestStack {
-        let database = TestDatabase::create(self.backend).await;
+        let database = match self.database {
+            Some(database) => database,
+            None => TestDatabase::create(self.backend).await,
+        };
         let clock = Arc::new(TestClock::default());
         let (policy, pending_policy, policy_url) = match self.policy_state {
             PolicyState::Running => {
@@ -248,6 +259,7 @@ impl TestStack {
             trusted_roots: Vec::new(),
             policy_state: PolicyState::Running,
             transport: Transport::default(),
+            database: None,
         }
     }
 
