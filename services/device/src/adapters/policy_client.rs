@@ -214,7 +214,36 @@ fn action(action: PolicyAction) -> pb::Action {
 
 /// The domain's decision; a setting this service cannot read fails closed.
 fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, PolicyError> {
+    // `allowed` and `denials` must agree: an answer that says "not allowed" without saying
+    // why is no decision at all (fail closed), never an allowance.
+    if !response.allowed && response.denials.is_empty() {
+        return Err(PolicyError::BadAnswer(
+            "not allowed, with no denial".to_owned(),
+        ));
+    }
+    if response.allowed && !response.denials.is_empty() {
+        return Err(PolicyError::BadAnswer("allowed, with denials".to_owned()));
+    }
     let settings = response.settings.unwrap_or_default();
+    // Numbers the device service computes with are held to the ranges the policy service
+    // validates on write: a length that exhausts memory or a validity that overflows a
+    // date is refused as an unusable answer, not used.
+    in_range("otp_pin_random", settings.otp_pin_random, 1..=64)?;
+    in_range(
+        "lost_token_pw_len",
+        Some(settings.lost_token_pw_len),
+        0..=64,
+    )?;
+    in_range(
+        "lost_token_valid_days",
+        Some(settings.lost_token_valid_days),
+        0..=365,
+    )?;
+    in_range(
+        "enrollment_link_ttl_hours",
+        Some(settings.enrollment_link_ttl_hours),
+        0..=720,
+    )?;
     let webauthn_device_type =
         DeviceKind::parse(&settings.webauthn_device_type).ok_or_else(|| {
             PolicyError::BadAnswer(format!(
@@ -251,6 +280,22 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
         },
         decided_by: response.decided_by,
     })
+}
+
+/// Refuses a setting outside `range` (0 means "the default" where the range allows it).
+fn in_range(
+    setting: &str,
+    value: Option<u32>,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<(), PolicyError> {
+    match value {
+        Some(value) if !range.contains(&value) => Err(PolicyError::BadAnswer(format!(
+            "{setting} {value} is outside {}..={}",
+            range.start(),
+            range.end()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Errors that mean "no decision could be had" fail closed; the policy service's own
@@ -359,6 +404,56 @@ mod tests {
             refused.starts_with("policy_service.tls.ca: cannot read /nonexistent/ca.pem"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn decision_numbers_and_allowed_are_checked() {
+        let allowed = |settings: pb::EnrollmentSettings| pb::EvaluateEnrollmentResponse {
+            allowed: true,
+            settings: Some(settings),
+            ..Default::default()
+        };
+        let fine = pb::EnrollmentSettings {
+            lost_token_pw_len: 12,
+            lost_token_valid_days: 10,
+            enrollment_link_ttl_hours: 24,
+            otp_pin_random: Some(6),
+            ..Default::default()
+        };
+        assert!(decision(allowed(fine.clone())).is_ok());
+        for bad in [
+            pb::EnrollmentSettings {
+                lost_token_pw_len: u32::MAX,
+                ..fine.clone()
+            },
+            pb::EnrollmentSettings {
+                lost_token_valid_days: u32::MAX,
+                ..fine.clone()
+            },
+            pb::EnrollmentSettings {
+                enrollment_link_ttl_hours: 100_000,
+                ..fine.clone()
+            },
+            pb::EnrollmentSettings {
+                otp_pin_random: Some(1_000_000),
+                ..fine.clone()
+            },
+        ] {
+            assert!(matches!(
+                decision(allowed(bad)),
+                Err(PolicyError::BadAnswer(_))
+            ));
+        }
+        // "Not allowed" with no denial is no decision; never an allowance.
+        let silent_refusal = pb::EvaluateEnrollmentResponse {
+            allowed: false,
+            settings: Some(fine),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decision(silent_refusal),
+            Err(PolicyError::BadAnswer(_))
+        ));
     }
 
     #[test]
