@@ -251,6 +251,7 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
                 settings.webauthn_device_type
             ))
         })?;
+    let defaults = Settings::default();
     Ok(Decision {
         denials: response
             .denials
@@ -271,15 +272,24 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
             otp_pin_random: settings.otp_pin_random,
             otp_pin_random_content: settings.otp_pin_random_content,
             otp_pin_encrypt: settings.otp_pin_encrypt,
-            lost_token_pw_len: settings.lost_token_pw_len,
+            // 0 is "unset": the documented default, never a one-character password.
+            lost_token_pw_len: or_default(settings.lost_token_pw_len, defaults.lost_token_pw_len),
             lost_token_pw_contents: settings.lost_token_pw_contents,
-            lost_token_valid_days: settings.lost_token_valid_days,
+            lost_token_valid_days: or_default(
+                settings.lost_token_valid_days,
+                defaults.lost_token_valid_days,
+            ),
             webauthn_device_type,
             require_device_approval: settings.require_device_approval,
             enrollment_link_ttl_hours: settings.enrollment_link_ttl_hours,
         },
         decided_by: response.decided_by,
     })
+}
+
+/// An unset (0) number as the default of "no matching policy".
+fn or_default(value: u32, default: u32) -> u32 {
+    if value == 0 { default } else { value }
 }
 
 /// Refuses a setting outside `range` (0 means "the default" where the range allows it).
@@ -421,6 +431,14 @@ mod tests {
             ..Default::default()
         };
         assert!(decision(allowed(fine.clone())).is_ok());
+        let unset = decision(allowed(pb::EnrollmentSettings {
+            lost_token_pw_len: 0,
+            lost_token_valid_days: 0,
+            ..fine.clone()
+        }))
+        .unwrap();
+        assert_eq!(unset.settings.lost_token_pw_len, 10);
+        assert_eq!(unset.settings.lost_token_valid_days, 10);
         for bad in [
             pb::EnrollmentSettings {
                 lost_token_pw_len: u32::MAX,

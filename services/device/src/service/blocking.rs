@@ -13,13 +13,20 @@ pub struct BlockingPool {
     slots: Arc<Semaphore>,
 }
 
+/// One set of slots for the whole process: token and device use cases share the cores, so
+/// "one job per core" holds across them.
+static SLOTS: std::sync::OnceLock<Arc<Semaphore>> = std::sync::OnceLock::new();
+
 impl Default for BlockingPool {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(1);
+        let slots = SLOTS.get_or_init(|| {
+            let cores = std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1);
+            Arc::new(Semaphore::new(cores))
+        });
         Self {
-            slots: Arc::new(Semaphore::new(cores)),
+            slots: slots.clone(),
         }
     }
 }

@@ -243,21 +243,6 @@ impl Tokens {
             .await?;
         respond(idempotent, outcome, |after| view(&after))
     }
-
-    /// The first response to a request id used before.
-    async fn first_response<R: serde::de::DeserializeOwned>(
-        &self,
-        idempotent: Option<&Idempotent<'_>>,
-    ) -> Result<Option<R>, DeviceError> {
-        match idempotent {
-            Some(idempotent) => idempotent.first(
-                self.store
-                    .find_response(idempotent.key(), self.clock.now())
-                    .await?,
-            ),
-            None => Ok(None),
-        }
-    }
 }
 
 /// Disabling, unassigning and deleting remove access and are never blocked by the policy

@@ -20,13 +20,7 @@ impl Tokens {
         let digest = Digest::new().text("realm", realm.as_str()).text("csv", csv);
         let idempotent =
             Idempotent::new(actor, Rpc::ImportTokens, request_id, digest, Some(&cipher))?;
-        if let Some(idempotent) = &idempotent
-            && let Some(first) = idempotent.first(
-                self.store
-                    .find_response(idempotent.key(), self.clock.now())
-                    .await?,
-            )?
-        {
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
         let (rows, errors) = parse_csv(csv);

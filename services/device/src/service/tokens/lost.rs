@@ -29,13 +29,7 @@ impl Tokens {
             digest,
             Some(&cipher),
         )?;
-        if let Some(idempotent) = &idempotent
-            && let Some(first) = idempotent.first(
-                self.store
-                    .find_response(idempotent.key(), self.clock.now())
-                    .await?,
-            )?
-        {
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
         let row = self.existing(serial).await?;
@@ -133,7 +127,7 @@ impl Tokens {
             let mut rng = rand::rng();
             let password = random_string(
                 &mut rng,
-                settings.lost_token_pw_len.max(1) as usize,
+                settings.lost_token_pw_len as usize,
                 &settings.lost_token_pw_contents,
             );
             (new_serial(TokenKind::Password, &mut rng), password)
@@ -161,7 +155,7 @@ impl Tokens {
             description: format!("replaces lost token {lost}"),
             create_time: now,
             expire_time: Some(
-                now + chrono::Duration::days(i64::from(settings.lost_token_valid_days.max(1))),
+                now + chrono::Duration::days(i64::from(settings.lost_token_valid_days)),
             ),
             locked_until: None,
             replaced_by: None,

@@ -124,6 +124,21 @@ impl Tokens {
         })
     }
 
+    /// The first response to a request id used before.
+    pub(super) async fn first_response<R: serde::de::DeserializeOwned>(
+        &self,
+        idempotent: Option<&Idempotent<'_>>,
+    ) -> Result<Option<R>, DeviceError> {
+        match idempotent {
+            Some(idempotent) => idempotent.first(
+                self.store
+                    .find_response(idempotent.key(), self.clock.now())
+                    .await?,
+            ),
+            None => Ok(None),
+        }
+    }
+
     /// A PIN (or password) sealed for storage, on the blocking pool.
     async fn seal_pin(
         &self,
@@ -156,13 +171,7 @@ impl Tokens {
             enrollment.digest(),
             Some(cipher),
         )?;
-        if let Some(idempotent) = &idempotent
-            && let Some(first) = idempotent.first(
-                self.store
-                    .find_response(idempotent.key(), self.clock.now())
-                    .await?,
-            )?
-        {
+        if let Some(first) = self.first_response(idempotent.as_ref()).await? {
             return Ok(first);
         }
         let parameters = enrollment.parameters;
