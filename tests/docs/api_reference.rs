@@ -379,7 +379,7 @@ same schema without this file; the [cookbook](cookbook.md) shows calls for opera
 Every RPC but health and reflection needs `authorization: Bearer <api key>`. Keys are
 configured as SHA-256 digests in `[auth] api_keys` (`enroll-policy hash-key` prints one; API
 keys are random 256-bit strings, so a fast hash suffices and costs microseconds per call);
-see [configuration](configuration.md#auth). No or unknown key: `UNAUTHENTICATED`; a role the
+see [configuration](configuration.md#auth-caller-api-keys). No or unknown key: `UNAUTHENTICATED`; a role the
 RPC does not allow: `PERMISSION_DENIED`. The roles: `admin` (the console backend:
 everything), `proxy` (the identity proxy: checks and ceremonies for its users), `ops`
 (operators: read-only), `service` (the device service calling the policy service). The
