@@ -227,26 +227,18 @@ fn known_types(files: &[FileDescriptorProto]) -> BTreeMap<String, String> {
 
 fn render_roles_matrix(out: &mut String, files: &[FileDescriptorProto]) -> Result<(), String> {
     out.push_str("| RPC | admin | proxy | ops | service |\n|---|:-:|:-:|:-:|:-:|\n");
-    for file in files {
-        for (service_index, service) in file.service.iter().enumerate() {
-            let comments = Comments::of(file);
-            for (method_index, method) in service.method.iter().enumerate() {
-                let path = [
-                    FILE_SERVICE,
-                    service_index as i32,
-                    SERVICE_METHOD,
-                    method_index as i32,
-                ];
-                let parsed = parse_rpc_comment(method.name(), comments.get(&path))?;
-                let full = format!("{}.{}.{}", file.package(), service.name(), method.name());
-                let _ = write!(out, "| {} [`{}`](#{full}) |", service.name(), method.name());
-                for role in ROLES {
-                    let allowed = parsed.roles.iter().any(|r| r == role);
-                    out.push_str(if allowed { " ✓ |" } else { " |" });
-                }
-                out.push('\n');
-            }
+    for (grpc_path, roles) in documented_roles(files)? {
+        let (service, method) = grpc_path
+            .trim_start_matches('/')
+            .split_once('/')
+            .ok_or_else(|| format!("`{grpc_path}` is not /service/method"))?;
+        let short_service = service.rsplit('.').next().unwrap_or(service);
+        let _ = write!(out, "| {short_service} [`{method}`](#{service}.{method}) |");
+        for role in ROLES {
+            let allowed = roles.iter().any(|r| r == role);
+            out.push_str(if allowed { " ✓ |" } else { " |" });
         }
+        out.push('\n');
     }
     out.push_str(
         "| `grpc.health.v1.Health`, server reflection | anyone | anyone | anyone | anyone |\n\n",
@@ -489,4 +481,62 @@ fn rpc_comments_split_into_roles_and_status_codes() {
         .err()
         .unwrap();
     assert!(unknown.contains("root"), "{unknown}");
+}
+
+/// The roles each RPC's comment names, by gRPC path (`/enroll.policy.v1.PolicyService/GetPolicy`).
+fn documented_roles(files: &[FileDescriptorProto]) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut rpcs = Vec::new();
+    for file in files {
+        let comments = Comments::of(file);
+        for (service_index, service) in file.service.iter().enumerate() {
+            for (method_index, method) in service.method.iter().enumerate() {
+                let path = [
+                    FILE_SERVICE,
+                    service_index as i32,
+                    SERVICE_METHOD,
+                    method_index as i32,
+                ];
+                let parsed = parse_rpc_comment(method.name(), comments.get(&path))?;
+                let grpc_path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                rpcs.push((grpc_path, parsed.roles));
+            }
+        }
+    }
+    Ok(rpcs)
+}
+
+/// The roles column of the generated document is what the servers enforce: each RPC's
+/// `Roles:` comment matches the service's access table (`access.rs`).
+#[test]
+fn documented_roles_are_the_enforced_roles() {
+    use enroll_shared::auth::Access;
+    let rpcs = documented_roles(&compile()).unwrap_or_else(|problem| panic!("{problem}"));
+    assert_eq!(rpcs.len(), 33, "every RPC of both services");
+    let mut mismatches = Vec::new();
+    for (path, documented) in rpcs {
+        let access = if path.starts_with("/enroll.policy.") {
+            enroll_policy::access::access(&path)
+        } else {
+            enroll_device::grpc::access::access(&path)
+        };
+        let enforced: Vec<String> = match access {
+            Access::Roles(roles) => roles
+                .iter()
+                .map(|role| format!("{role:?}").to_lowercase())
+                .collect(),
+            other => vec![format!("{other:?}")],
+        };
+        let sorted = |roles: &[String]| {
+            let mut roles = roles.to_vec();
+            roles.sort();
+            roles
+        };
+        if sorted(&documented) != sorted(&enforced) {
+            mismatches.push(format!(
+                "{path}: the proto comment says `Roles: {}`, the server allows {enforced:?}",
+                documented.join(", ")
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
