@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 cargo build --quiet -p enroll-policy -p enroll-device
 mkdir -p .demo
-policy=target/debug/enroll-policy
-device=target/debug/enroll-device
+target_dir="${CARGO_TARGET_DIR:-target}"
+policy="$target_dir/debug/enroll-policy"
+device="$target_dir/debug/enroll-device"
 
 "$policy" --config deploy/demo/policy.toml seed-demo
 "$policy" --config deploy/demo/policy.toml serve > .demo/policy.log 2>&1 &
