@@ -47,7 +47,7 @@ done
 sleep 2
 
 # No policy is stored, so an autoassignment attempt is refused by the policy before the
-# pool index is consulted (see README: the figures predate that order); the budgets are
+# pool index is consulted (see docs/benchmarks.md: the figures predate that order); the budgets are
 # lifted so the load is measured, and so are the free failures, so the Validate users'
 # tokens never back off (a token backing off is refused after a dummy argon2 check,
 # skipping the failure count's write).

@@ -12,7 +12,7 @@ const POLICY_READERS: &[Role] = &[Role::Admin, Role::Ops, Role::Service];
 const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
-/// The README's role table, written out independently of the code under test.
+/// The role table of docs/api.md, written out independently of the code under test.
 const POLICY_RPCS: &[(&str, &[Role])] = &[
     ("EvaluateEnrollment", POLICY_READERS),
     ("ValidatePin", POLICY_READERS),

@@ -1,4 +1,4 @@
-//! Which roles may call which PolicyService RPC (the README's role table).
+//! Which roles may call which PolicyService RPC (the role table in docs/api.md).
 use enroll_shared::auth::{Access, Role, is_public_path};
 
 const SERVICE_PREFIX: &str = "/enroll.policy.v1.PolicyService/";
@@ -19,7 +19,7 @@ pub fn access(path: &str) -> Access {
     }
 }
 
-/// Every RPC of the service (for the auth matrix test and the README).
+/// Every RPC of the service (for the auth matrix test and docs/api.md).
 pub const RPCS: [&str; 8] = [
     "EvaluateEnrollment",
     "ValidatePin",

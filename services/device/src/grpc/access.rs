@@ -1,4 +1,4 @@
-//! Which roles may call which DeviceService RPC (the README's role table).
+//! Which roles may call which DeviceService RPC (the role table in docs/api.md).
 use enroll_shared::auth::{Access, Role, is_public_path};
 
 const SERVICE_PREFIX: &str = "/enroll.device.v1.DeviceService/";
