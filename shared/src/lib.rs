@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod db_errors;
 pub mod limits;
+pub mod metrics;
 pub mod names;
 pub mod paging;
 pub mod proto;

@@ -13,7 +13,8 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 use crate::{
-    auth::AuthLayer, config::ServerConfig, limits::RequestLimitsLayer, telemetry::GrpcTraceLayer,
+    auth::AuthLayer, config::ServerConfig, limits::RequestLimitsLayer, metrics::Meters,
+    telemetry::GrpcTraceLayer,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +88,17 @@ fn status(serving: bool) -> tonic_health::ServingStatus {
 }
 
 /// Serves `service` (plus health and reflection) on `listener` until `shutdown` completes,
-/// then lets in-flight requests finish for at most the configured grace period.
+/// then lets in-flight requests finish for at most the configured grace period. Requests
+/// are counted on `meters`.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S, H>(
     listener: TcpListener,
     config: &ServerConfig,
-    service_name: &'static str,
     file_descriptor_set: &'static [u8],
     auth: AuthLayer,
     health: HealthServer<H>,
     service: S,
+    meters: &Meters,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
 where
@@ -136,7 +138,7 @@ where
     };
 
     let router = builder
-        .layer(GrpcTraceLayer::new(service_name))
+        .layer(GrpcTraceLayer::new(meters, file_descriptor_set))
         .layer(RequestLimitsLayer::new(
             config.max_in_flight,
             config.request_timeout(),
@@ -215,6 +217,7 @@ pub async fn spawn<S>(
     file_descriptor_set: &'static [u8],
     auth: AuthLayer,
     service: S,
+    meters: Meters,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> SpawnedServer
 where
@@ -232,11 +235,11 @@ where
         serve(
             listener,
             &config,
-            service_name,
             file_descriptor_set,
             auth,
             health_service,
             service,
+            &meters,
             async move {
                 shutdown.await;
                 let _ = stopping_tx.send(true);

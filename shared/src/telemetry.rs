@@ -1,6 +1,8 @@
 //! Logs (pretty or JSON), OpenTelemetry traces and metrics over OTLP, and W3C trace-context
 //! propagation across gRPC calls.
 use std::{
+    collections::HashSet,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -8,7 +10,6 @@ use std::{
 use futures::future::BoxFuture;
 use opentelemetry::{
     KeyValue, global,
-    metrics::{Counter, Histogram},
     propagation::{Extractor, Injector},
     trace::TracerProvider as _,
 };
@@ -17,11 +18,13 @@ use opentelemetry_sdk::{
     Resource, metrics::SdkMeterProvider, propagation::TraceContextPropagator,
     trace::SdkTracerProvider,
 };
+use prost::Message as _;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt, util::SubscriberInitExt};
 
 use crate::config::{LogFormat, TelemetryConfig};
+use crate::metrics::{Counter, Histogram, Meters};
 
 /// Keeps the exporters alive; flushes them on drop.
 #[must_use = "dropping the guard stops trace export"]
@@ -171,7 +174,7 @@ pub fn current_trace_id() -> String {
 }
 
 /// Tower layer: one span per gRPC request, child of the caller's trace context, plus request
-/// count and latency metrics.
+/// count and latency metrics by service, method and status code.
 #[derive(Clone)]
 pub struct GrpcTraceLayer {
     metrics: RequestMetrics,
@@ -179,25 +182,68 @@ pub struct GrpcTraceLayer {
 
 #[derive(Clone)]
 struct RequestMetrics {
-    requests: Counter<u64>,
-    latency: Histogram<f64>,
+    requests: Counter,
+    latency: Histogram,
+    /// The methods this server implements: any other path (a client may send anything) is
+    /// counted as `unknown`, so the label set stays bounded.
+    known: Arc<HashSet<String>>,
 }
 
+/// Health and reflection, served next to every service.
+const STANDARD_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 impl GrpcTraceLayer {
-    pub fn new(service_name: &'static str) -> Self {
-        let meter = global::meter(service_name);
+    /// Counts on `meters` the calls of the services in `file_descriptor_set` (plus health
+    /// and reflection).
+    pub fn new(meters: &Meters, file_descriptor_set: &[u8]) -> Self {
+        let mut known: HashSet<String> = STANDARD_METHODS.iter().map(|&m| m.to_owned()).collect();
+        match prost_types::FileDescriptorSet::decode(file_descriptor_set) {
+            Ok(set) => {
+                for file in &set.file {
+                    for service in &file.service {
+                        let service_name = match file.package() {
+                            "" => service.name().to_owned(),
+                            package => format!("{package}.{}", service.name()),
+                        };
+                        for method in &service.method {
+                            known.insert(format!("/{service_name}/{}", method.name()));
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "file descriptor set unreadable: every RPC counted as unknown")
+            }
+        }
         Self {
             metrics: RequestMetrics {
-                requests: meter
-                    .u64_counter("rpc.server.requests")
-                    .with_description("gRPC requests by method and status code")
-                    .build(),
-                latency: meter
-                    .f64_histogram("rpc.server.duration")
-                    .with_unit("ms")
-                    .with_description("gRPC request latency")
-                    .build(),
+                requests: meters.counter(
+                    "rpc.server.requests",
+                    "gRPC requests by service, method and status code",
+                ),
+                latency: meters.seconds(
+                    "rpc.server.duration",
+                    "gRPC request latency by service, method and status code",
+                ),
+                known: Arc::new(known),
             },
+        }
+    }
+}
+
+impl RequestMetrics {
+    /// `rpc.service` and `rpc.method` (OpenTelemetry's RPC conventions) of a request path.
+    fn service_and_method(&self, path: &str) -> (String, String) {
+        match path.strip_prefix('/').and_then(|rest| rest.split_once('/')) {
+            Some((service, method)) if self.known.contains(path) => {
+                (service.to_owned(), method.to_owned())
+            }
+            _ => ("unknown".to_owned(), "unknown".to_owned()),
         }
     }
 }
@@ -269,14 +315,17 @@ where
                     Err(_) => tonic::Code::Internal as i32,
                 };
                 Span::current().record("rpc.grpc.status_code", code);
+                let (service, method) = metrics.service_and_method(&method);
                 let attributes = [
+                    KeyValue::new("rpc.system", "grpc"),
+                    KeyValue::new("rpc.service", service),
                     KeyValue::new("rpc.method", method),
                     KeyValue::new("rpc.grpc.status_code", i64::from(code)),
                 ];
                 metrics.requests.add(1, &attributes);
                 metrics
                     .latency
-                    .record(started.elapsed().as_secs_f64() * 1000.0, &attributes);
+                    .record(started.elapsed().as_secs_f64(), &attributes);
                 result
             }
             .instrument(span),

@@ -156,6 +156,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The device server's enrollment page (HTTP), when it serves one.
     pub web_addr: Option<SocketAddr>,
+    /// The Prometheus endpoint (`GET /metrics`), when it is served.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     /// How the harness's clients reach a server that serves TLS.
@@ -172,6 +174,7 @@ impl RunningServer {
         Self {
             addr,
             web_addr: None,
+            metrics_addr: None,
             stop: Some(stop),
             task: Some(task),
             client_tls: None,
@@ -276,7 +279,13 @@ pub fn policy_config(database: &TestDatabase) -> enroll_policy::config::PolicyCo
             api_keys: api_keys(),
         },
         cache: enroll_policy::config::CacheConfig::default(),
+        metrics: ephemeral_metrics(),
     }
+}
+
+/// Port 0: every test server gets its own metrics port.
+fn ephemeral_metrics() -> enroll_shared::metrics::MetricsConfig {
+    enroll_shared::metrics::MetricsConfig::on(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
 /// Starts a policy server and waits until it is SERVING.
@@ -312,7 +321,8 @@ pub async fn spawn_policy_reached_by(
 /// Starts a built policy server without waiting for it.
 pub fn start_policy(app: enroll_policy::app::Application) -> RunningServer {
     let addr = app.local_addr().expect("addr");
-    RunningServer::spawn(addr, |stopped| async move {
+    let metrics_addr = app.metrics_addr();
+    let mut server = RunningServer::spawn(addr, |stopped| async move {
         let result = app
             .run_until(async move {
                 let _ = stopped.await;
@@ -321,7 +331,9 @@ pub fn start_policy(app: enroll_policy::app::Application) -> RunningServer {
         if let Err(error) = result {
             panic!("policy server failed: {error}");
         }
-    })
+    });
+    server.metrics_addr = metrics_addr;
+    server
 }
 
 /// Configuration of a test device server on `database`, calling the policy server at
@@ -357,6 +369,7 @@ pub fn device_config(
         },
         // The defaults (10 min for secrets, 24 h otherwise): tests move the clock.
         idempotency: Default::default(),
+        metrics: ephemeral_metrics(),
     }
 }
 
@@ -412,6 +425,7 @@ pub async fn spawn_device_reached_by(
         .expect("build device server");
     let addr = app.local_addr().expect("addr");
     let web_addr = app.web_addr();
+    let metrics_addr = app.metrics_addr();
     let mut server = RunningServer::spawn(addr, |stopped| async move {
         let result = app
             .run_until(async move {
@@ -423,6 +437,7 @@ pub async fn spawn_device_reached_by(
         }
     });
     server.web_addr = web_addr;
+    server.metrics_addr = metrics_addr;
     server.client_tls = client_tls;
     server
 }

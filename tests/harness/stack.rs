@@ -297,6 +297,20 @@ impl TestStack {
         self.transport.test_pki().expect("the stack serves no TLS")
     }
 
+    /// The policy server's Prometheus endpoint (`http://addr/metrics`).
+    pub fn policy_metrics_addr(&self) -> std::net::SocketAddr {
+        self.policy()
+            .metrics_addr
+            .expect("the policy server serves no metrics")
+    }
+
+    /// The first device server's Prometheus endpoint (`http://addr/metrics`).
+    pub fn device_metrics_addr(&self) -> std::net::SocketAddr {
+        self.device()
+            .metrics_addr
+            .expect("the device server serves no metrics")
+    }
+
     /// The device servers' clock (one for all of them).
     pub fn clock(&self) -> &TestClock {
         &self.clock

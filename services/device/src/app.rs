@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
+use enroll_shared::metrics::MetricsExport;
 use enroll_shared::proto::device::v1::device_service_server::DeviceServiceServer;
 use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use enroll_shared::time::{SharedClock, SystemClock};
@@ -20,6 +21,7 @@ use crate::grpc::DeviceGrpc;
 use crate::service::audit::AuditTrail;
 use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
+use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
 use crate::store::audit::AuditStore;
@@ -36,6 +38,12 @@ pub use enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
 /// reads, `Validate`, `CheckEnrollment` and WebAuthn authentication work without it, so an
 /// outage of the policy service must not take every device replica out of rotation.
 pub const POLICY_DEPENDENCY_HEALTH: &str = "enroll.device.v1.DeviceService/policy";
+
+/// The name the metrics carry (`service_name` of `target_info`, the meter's name).
+pub const METRICS_NAME: &str = "enroll-device";
+
+/// How often the pool and link gauges are counted when nobody scrapes (OTLP export).
+const GAUGE_RECOUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,6 +78,10 @@ pub struct Application {
     /// What the pool-index refresher needs, when OTP tokens can be stored.
     pool_refresh: Option<PoolRefresh>,
     clock: SharedClock,
+    metrics: Arc<MetricsExport>,
+    /// The Prometheus endpoint's listener, unless `metrics.listen_addr` is empty.
+    metrics_listener: Option<TcpListener>,
+    gauges: Arc<DeviceGauges>,
 }
 
 /// The autoassignment index and what keeps it current.
@@ -118,11 +130,22 @@ impl Application {
             Arc::new(WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
         let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
             .map_err(StartError::Config)?;
+        let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
+        let metrics = MetricsExport::new(METRICS_NAME, !config.telemetry.otlp_endpoint.is_empty())
+            .map_err(StartError::Config)?;
         let db = enroll_shared::db::connect(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         // Checked before anything binds: a bad `[web]` section fails the start, not the page.
         crate::web::PageSettings::from_config(&config.web).map_err(StartError::Config)?;
         let web_listener = match config.web.listen {
@@ -144,6 +167,15 @@ impl Application {
             ttl: config.idempotency.ttl(),
             secret_ttl: config.idempotency.secret_ttl(),
         };
+        let meters = metrics.meters();
+        let counters = DeviceMetrics::new(&meters);
+        // Reads only: they never store a response under a request id.
+        let gauges = DeviceGauges::new(
+            TokenStore::new(db.clone(), Retention::default()),
+            DeviceStore::new(db.clone(), Retention::default()),
+            clock.clone(),
+            &meters,
+        );
         let devices = Devices::new(
             DeviceStore::new(db.clone(), retention),
             gate.clone(),
@@ -154,14 +186,16 @@ impl Application {
                 redirects,
                 ceremony_ttl: config.webauthn.ceremony_ttl(),
             },
-        );
+        )
+        .with_metrics(counters.clone());
         let tokens = Tokens::new(
             TokenStore::new(db.clone(), retention),
             gate,
             cipher.clone(),
             clock.clone(),
             config.validation.clone(),
-        );
+        )
+        .with_metrics(counters);
         let pool_refresh = cipher.map(|cipher| PoolRefresh {
             index: tokens.pool_index().clone(),
             cipher,
@@ -182,11 +216,21 @@ impl Application {
             page,
             pool_refresh,
             clock,
+            metrics: Arc::new(metrics),
+            metrics_listener,
+            gauges,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The Prometheus endpoint's address, when it is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The enrollment page's address, when it is served.
@@ -212,7 +256,11 @@ impl Application {
             page,
             pool_refresh,
             clock,
+            metrics,
+            metrics_listener,
+            gauges,
         } = self;
+        let meters = metrics.meters();
         let mut server = spawn(
             listener,
             config.server.clone(),
@@ -226,9 +274,18 @@ impl Application {
                         .max_decoding_message_size_or(crate::grpc::MAX_REQUEST_BYTES),
                 )
                 .max_encoding_message_size(config.server.max_encoding_message_size),
+            meters,
             shutdown,
         )
         .await;
+        // Up from the start, so a scrape during start-up sees requests refused.
+        let metrics_task = metrics_listener.map(|listener| {
+            tokio::spawn(enroll_shared::metrics::serve(
+                listener,
+                metrics.clone(),
+                server.stopping.clone(),
+            ))
+        });
         // Known (NOT_SERVING) from the start, until the first check says otherwise.
         server
             .health
@@ -243,6 +300,17 @@ impl Application {
             .await?;
         tracing::info!("migrations done");
         server.health.set(true).await;
+        // After the migrations: the gauges count tables that exist by then.
+        let counting = gauges.clone();
+        metrics.before_scrape(Box::new(move || {
+            let gauges = counting.clone();
+            Box::pin(async move { gauges.recount().await })
+        }));
+        tokio::spawn(crate::service::metrics::keep_counted(
+            gauges.clone(),
+            GAUGE_RECOUNT_INTERVAL,
+            server.stopping.clone(),
+        ));
         // Started after the migrations so the page never runs against a half-built schema;
         // until then its listener just queues connections.
         let page_settings =
@@ -270,6 +338,7 @@ impl Application {
         tokio::spawn(watch_policy_service(
             policy,
             server.health.clone(),
+            gauges,
             config.policy_service.health_check_interval(),
             server.stopping.clone(),
         ));
@@ -282,6 +351,7 @@ impl Application {
                 web.abort();
             }
         }
+        enroll_shared::metrics::drain(metrics_task, config.server.shutdown_grace()).await;
         Ok(served?)
     }
 }
@@ -292,6 +362,7 @@ impl Application {
 async fn watch_policy_service(
     policy: PolicyClient,
     health: HealthHandle,
+    gauges: Arc<DeviceGauges>,
     interval: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -304,6 +375,7 @@ async fn watch_policy_service(
             _ = ticker.tick() => {}
         }
         let reachable = policy.is_serving().await;
+        gauges.set_policy_serving(reachable);
         if serving != Some(reachable) {
             if reachable {
                 tracing::info!(

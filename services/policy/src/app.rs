@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::config::DEFAULT_MAX_MESSAGE_SIZE;
+use enroll_shared::metrics::MetricsExport;
 use enroll_shared::proto::policy::v1::policy_service_server::PolicyServiceServer;
 use enroll_shared::server::{HealthHandle, ServeError, spawn};
 use enroll_shared::time::{SharedClock, SystemClock};
@@ -21,6 +22,9 @@ use crate::store::{
 
 /// The name health checks and telemetry use.
 pub use enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;
+
+/// The name the metrics carry (`service_name` of `target_info`, the meter's name).
+pub const METRICS_NAME: &str = "enroll-policy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +50,9 @@ pub struct Application {
     db: DatabaseConnection,
     keys: ApiKeys,
     clock: SharedClock,
+    metrics: Arc<MetricsExport>,
+    /// The Prometheus endpoint's listener, unless `metrics.listen_addr` is empty.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -58,17 +65,30 @@ impl Application {
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }
+        let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
+        let metrics = MetricsExport::new(METRICS_NAME, !config.telemetry.otlp_endpoint.is_empty())
+            .map_err(StartError::Config)?;
         let db = enroll_shared::db::connect(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config,
             listener,
             db,
             keys,
             clock: Arc::new(SystemClock),
+            metrics: Arc::new(metrics),
+            metrics_listener,
         })
     }
 
@@ -80,6 +100,13 @@ impl Application {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The Prometheus endpoint's address, when it is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
@@ -96,10 +123,13 @@ impl Application {
             db,
             keys,
             clock,
+            metrics,
+            metrics_listener,
         } = self;
+        let meters = metrics.meters();
         let store = Arc::new(SeaOrmPolicyStore::new(db.clone()));
         let cache = Arc::new(PolicyCache::new(config.cache.max_staleness()));
-        let policies = Policies::new(store.clone(), cache.clone(), clock);
+        let policies = Policies::new(store.clone(), cache.clone(), clock, &meters);
         let mut server = spawn(
             listener,
             config.server.clone(),
@@ -113,9 +143,18 @@ impl Application {
                         .max_decoding_message_size_or(DEFAULT_MAX_MESSAGE_SIZE),
                 )
                 .max_encoding_message_size(config.server.max_encoding_message_size),
+            meters,
             shutdown,
         )
         .await;
+        // Up from the start, so a scrape during start-up sees requests refused.
+        let metrics_task = metrics_listener.map(|listener| {
+            tokio::spawn(enroll_shared::metrics::serve(
+                listener,
+                metrics,
+                server.stopping.clone(),
+            ))
+        });
         server
             .start_up(async {
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
@@ -143,7 +182,9 @@ impl Application {
             config.cache.poll_interval(),
             server.stopping.clone(),
         ));
-        Ok(server.finish().await?)
+        let served = server.finish().await;
+        enroll_shared::metrics::drain(metrics_task, config.server.shutdown_grace()).await;
+        Ok(served?)
     }
 }
 

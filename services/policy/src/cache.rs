@@ -42,6 +42,18 @@ struct Loaded {
     confirmed_at: Instant,
 }
 
+/// What the metrics show of the loaded set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStatus {
+    pub version: i64,
+    /// Policies that compiled.
+    pub policies: usize,
+    /// Active policies that did not.
+    pub unreadable: usize,
+    /// Since the database last confirmed the version.
+    pub age: Duration,
+}
+
 /// The current policy set; readers take an `Arc` snapshot and never wait for a refresh.
 pub struct PolicyCache {
     current: RwLock<Option<Loaded>>,
@@ -90,6 +102,19 @@ impl PolicyCache {
     /// The last compiled set whatever its state (for conflict warnings on writes).
     pub fn last_set(&self) -> Option<Arc<PolicySet>> {
         self.read(|loaded| loaded.map(|loaded| loaded.set.clone()))
+    }
+
+    /// The loaded set's version, size and age, once one is loaded.
+    pub fn status(&self) -> Option<CacheStatus> {
+        let now = (self.clock)();
+        self.read(|loaded| {
+            loaded.map(|loaded| CacheStatus {
+                version: loaded.version,
+                policies: loaded.set.len(),
+                unreadable: loaded.unreadable.len(),
+                age: now.saturating_duration_since(loaded.confirmed_at),
+            })
+        })
     }
 
     pub fn loaded_version(&self) -> Option<i64> {

@@ -2,6 +2,7 @@
 use std::time::Duration;
 
 use enroll_shared::config::{AuthConfig, DatabaseConfig, ServerConfig, TelemetryConfig};
+use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -17,6 +18,9 @@ pub struct PolicyConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// The Prometheus endpoint (`GET /metrics`).
+    #[serde(default = "default_metrics")]
+    pub metrics: MetricsConfig,
 }
 
 /// How the in-memory policy set follows the database.
@@ -81,6 +85,16 @@ fn default_server() -> ServerConfig {
     ServerConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
 }
 
+/// The policy service's Prometheus port (the device service's is 9465).
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+fn default_metrics() -> MetricsConfig {
+    MetricsConfig::on(std::net::SocketAddr::from((
+        [0, 0, 0, 0],
+        DEFAULT_METRICS_PORT,
+    )))
+}
+
 fn default_database() -> DatabaseConfig {
     DatabaseConfig::new("sqlite://enroll-policy.db")
 }
@@ -103,6 +117,16 @@ mod tests {
         assert_eq!(config.cache.poll_interval_ms, 500);
         assert_eq!(config.cache.max_staleness(), Duration::from_secs(30));
         assert!(config.cache.validate().is_ok());
+        assert_eq!(
+            config.metrics.listen(),
+            Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9464))))
+        );
+        let off: PolicyConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![("ENROLL_METRICS__LISTEN_ADDR".to_owned(), String::new())],
+        )
+        .unwrap();
+        assert_eq!(off.metrics.listen(), Ok(None));
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! The policy service's use cases, independent of gRPC.
 use std::sync::Arc;
 
+use enroll_shared::metrics::{Counter, Meters};
 use enroll_shared::paging::{Page, PageRequest};
 use enroll_shared::time::SharedClock;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Counter;
 
-use crate::cache::PolicyCache;
+use crate::cache::{CacheStatus, PolicyCache};
 use crate::domain::engine::{Conflict, Decision, EvaluationRequest, PolicySet, Subject};
 use crate::domain::pin::pin_violations;
 use crate::domain::policy::{CompiledPolicy, PolicySpec, StoredPolicy, validate_name};
@@ -38,25 +38,54 @@ impl<S> Clone for Policies<S> {
     }
 }
 
-/// Decision counters (OpenTelemetry; no-ops when no exporter is configured).
+/// Decision counters, and gauges of the policy set the decisions are made on.
 #[derive(Clone)]
 struct DecisionMetrics {
-    decisions: Counter<u64>,
-    denials: Counter<u64>,
+    decisions: Counter,
+    denials: Counter,
 }
 
 impl DecisionMetrics {
-    fn new() -> Self {
-        let meter = opentelemetry::global::meter("enroll-policy");
+    fn new(meters: &Meters, cache: &Arc<PolicyCache>) -> Self {
+        let gauge = |name, unit, description, read: fn(&CacheStatus) -> f64| {
+            let cache = cache.clone();
+            meters.gauge(name, unit, description, move || {
+                cache
+                    .status()
+                    .map(|status| vec![(read(&status), Vec::new())])
+                    .unwrap_or_default()
+            });
+        };
+        gauge(
+            "enroll.policy.set.version",
+            "",
+            "Version of the loaded policy set",
+            |status| status.version as f64,
+        );
+        gauge(
+            "enroll.policy.set.age",
+            "s",
+            "Time since the database last confirmed the loaded policy set (decisions stop past cache.max_staleness_ms)",
+            |status| status.age.as_secs_f64(),
+        );
+        gauge(
+            "enroll.policy.set.policies",
+            "",
+            "Policies in the loaded set",
+            |status| status.policies as f64,
+        );
+        gauge(
+            "enroll.policy.set.unreadable",
+            "",
+            "Active stored policies that do not compile (decisions are refused while any)",
+            |status| status.unreadable as f64,
+        );
         Self {
-            decisions: meter
-                .u64_counter("enroll.policy.decisions")
-                .with_description("Enrollment decisions by action and outcome")
-                .build(),
-            denials: meter
-                .u64_counter("enroll.policy.denials")
-                .with_description("Denials by action and code")
-                .build(),
+            decisions: meters.counter(
+                "enroll.policy.decisions",
+                "Enrollment decisions by action and outcome (allowed, denied, conflict, unavailable)",
+            ),
+            denials: meters.counter("enroll.policy.denials", "Denials by action and code"),
         }
     }
 
@@ -80,12 +109,18 @@ impl DecisionMetrics {
 }
 
 impl<S: PolicyStore> Policies<S> {
-    pub fn new(store: Arc<S>, cache: Arc<PolicyCache>, clock: SharedClock) -> Self {
+    /// Counts decisions on `meters` and shows the state of `cache` there.
+    pub fn new(
+        store: Arc<S>,
+        cache: Arc<PolicyCache>,
+        clock: SharedClock,
+        meters: &Meters,
+    ) -> Self {
         Self {
+            metrics: DecisionMetrics::new(meters, &cache),
             store,
             cache,
             clock,
-            metrics: DecisionMetrics::new(),
         }
     }
 

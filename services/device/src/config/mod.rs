@@ -3,6 +3,7 @@ use std::fmt;
 use std::time::Duration;
 
 use enroll_shared::config::{AuthConfig, DatabaseConfig, ServerConfig, TelemetryConfig};
+use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
 mod validation;
@@ -37,6 +38,9 @@ pub struct DeviceConfig {
     pub web: WebConfig,
     #[serde(default)]
     pub idempotency: IdempotencyConfig,
+    /// The Prometheus endpoint (`GET /metrics`), on its own port (not the page's).
+    #[serde(default = "default_metrics")]
+    pub metrics: MetricsConfig,
 }
 
 impl Default for DeviceConfig {
@@ -53,6 +57,7 @@ impl Default for DeviceConfig {
             webauthn: Default::default(),
             web: Default::default(),
             idempotency: Default::default(),
+            metrics: default_metrics(),
         }
     }
 }
@@ -149,6 +154,16 @@ fn default_server() -> ServerConfig {
     ServerConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
 }
 
+/// The device service's Prometheus port (the policy service's is 9464).
+pub const DEFAULT_METRICS_PORT: u16 = 9465;
+
+fn default_metrics() -> MetricsConfig {
+    MetricsConfig::on(std::net::SocketAddr::from((
+        [0, 0, 0, 0],
+        DEFAULT_METRICS_PORT,
+    )))
+}
+
 fn default_database() -> DatabaseConfig {
     DatabaseConfig::new("sqlite://enroll-device.db")
 }
@@ -236,6 +251,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), DEFAULT_PORT);
+        assert_eq!(
+            config.metrics.listen(),
+            Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9465))))
+        );
         assert_eq!(config.policy_service.api_key, "topsecret");
         assert!(!format!("{config:?}").contains("topsecret"));
     }

@@ -47,6 +47,17 @@ impl TokenStore {
             .await?)
     }
 
+    /// How many tokens are autoassignable in all realms (the metrics' pool size).
+    pub async fn pool_size(&self) -> Result<u64, DeviceError> {
+        use sea_orm::{ColumnTrait, PaginatorTrait, QueryFilter};
+        Ok(tokens::Entity::find()
+            .filter(tokens::Column::UserId.is_null())
+            .filter(tokens::Column::State.eq(TokenStateColumn::Enabled))
+            .filter(tokens::Column::Hardware.eq(true))
+            .count(&self.db)
+            .await?)
+    }
+
     /// Whether the user holds any token (in any state) or any device that is not revoked.
     pub async fn holds_token_or_device(
         &self,
@@ -165,12 +176,12 @@ impl TokenStore {
     /// locked: the user holds no token and no live device, the decision's limits allow one
     /// more, and the token is still an enabled hardware token in the realm's pool whose
     /// codes up to `factor` are unused. The confirmation is deleted and the audit event
-    /// written either way. Returns the refusal's reason, None when assigned.
+    /// written either way. Returns the refusal, None when assigned.
     pub async fn autoassign(
         &self,
         assignment: Assignment<'_>,
         mut audit: AuditRecord,
-    ) -> Result<Option<String>, DeviceError> {
+    ) -> Result<Option<LateRefusal>, DeviceError> {
         let Assignment {
             realm,
             user,
@@ -209,7 +220,7 @@ impl TokenStore {
             ..limits.clone()
         };
         let refusal = if held > 0 {
-            Some("the user holds a token or device".to_owned())
+            Some(LateRefusal::new("the user holds a token or device"))
         } else if let Some(reached) = limits_reached(&transaction, realm, Some(user_id), &limits)
             .await?
             .into_iter()
@@ -217,14 +228,21 @@ impl TokenStore {
         {
             Some(match reached {
                 DeviceError::LimitReached {
-                    limit: "max_token_per_realm",
+                    limit: limit @ "max_token_per_realm",
                     value,
                     policy,
-                } => format!(
-                    "max_token_per_realm {} exceeded (policy {policy})",
-                    value.saturating_sub(1)
-                ),
-                other => other.audit_reason(),
+                } => LateRefusal {
+                    reason: format!(
+                        "max_token_per_realm {} exceeded (policy {policy})",
+                        value.saturating_sub(1)
+                    ),
+                    limit: Some(limit),
+                },
+                DeviceError::LimitReached { limit, .. } => LateRefusal {
+                    reason: reached.audit_reason(),
+                    limit: Some(limit),
+                },
+                other => LateRefusal::new(other.audit_reason()),
             })
         } else {
             let assigned = transaction
@@ -246,13 +264,31 @@ impl TokenStore {
                 .await?
                 .rows_affected()
                 == 1;
-            (!assigned).then(|| "the token left the pool or its code was used".to_owned())
+            (!assigned).then(|| LateRefusal::new("the token left the pool or its code was used"))
         };
-        if let Some(reason) = &refusal {
-            audit = audit.denied(reason.clone());
+        if let Some(refusal) = &refusal {
+            audit = audit.denied(refusal.reason.clone());
         }
         Self::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
         Ok(refusal)
+    }
+}
+
+/// Why a confirmed autoassignment was refused inside its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateRefusal {
+    /// For the audit event.
+    pub reason: String,
+    /// The limit that was reached, when that is why.
+    pub limit: Option<&'static str>,
+}
+
+impl LateRefusal {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            limit: None,
+        }
     }
 }

@@ -28,7 +28,39 @@ pub struct LinkFilter {
     pub expired: Option<bool>,
 }
 
+/// How many links are in each state now (the metrics' link gauge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Active and not expired.
+    pub active: u64,
+    pub used: u64,
+    pub revoked: u64,
+    /// Active but past their expire time.
+    pub expired: u64,
+}
+
 impl DeviceStore {
+    /// Counts the links by state at `now`.
+    pub async fn count_links(&self, now: DateTime<Utc>) -> Result<LinkCounts, DeviceError> {
+        use enrollment_links::Column;
+        use sea_orm::PaginatorTrait;
+        let in_state = |state: LinkStateColumn| {
+            enrollment_links::Entity::find().filter(Column::State.eq(state))
+        };
+        Ok(LinkCounts {
+            active: in_state(LinkStateColumn::Active)
+                .filter(Column::ExpireTime.gt(now))
+                .count(&self.db)
+                .await?,
+            used: in_state(LinkStateColumn::Used).count(&self.db).await?,
+            revoked: in_state(LinkStateColumn::Revoked).count(&self.db).await?,
+            expired: in_state(LinkStateColumn::Active)
+                .filter(Column::ExpireTime.lte(now))
+                .count(&self.db)
+                .await?,
+        })
+    }
+
     /// Stores a new link with its audit event (and the sealed response of its request id).
     pub async fn create_link(
         &self,

@@ -59,6 +59,17 @@ impl Devices {
         ceremony_id: &str,
         assertion_json: String,
     ) -> Result<Device, DeviceError> {
+        let result = self.authenticate(actor, ceremony_id, assertion_json).await;
+        self.metrics.ceremony(Ceremony::Authentication, &result);
+        result
+    }
+
+    async fn authenticate(
+        &self,
+        actor: &Actor,
+        ceremony_id: &str,
+        assertion_json: String,
+    ) -> Result<Device, DeviceError> {
         let now = self.now();
         let ceremony = self.live_ceremony(ceremony_id, AUTHENTICATION, now).await?;
         let (realm, user) = ceremony_subject(&ceremony)?;

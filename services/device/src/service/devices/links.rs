@@ -5,7 +5,9 @@ use super::*;
 use crate::domain::decision::Decision;
 use crate::domain::devices::{Link, LinkState, LinkStatus, link_url};
 use crate::service::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
+use crate::service::metrics::LinkChange;
 use crate::store::entities::enrollment_links;
+use crate::store::idempotency::Outcome;
 use crate::store::links::LinkFilter;
 
 /// A validated CreateEnrollmentLink request.
@@ -133,6 +135,9 @@ impl Devices {
                     .map(|idempotent| idempotent.for_store(&seal)),
             )
             .await?;
+        if matches!(outcome, Outcome::Done(_)) {
+            self.metrics.link(LinkChange::Created);
+        }
         respond(idempotent.as_ref(), outcome, |()| Ok(link))
     }
 
@@ -225,7 +230,12 @@ impl Devices {
             .gate
             .record(actor, "revoke_link", &found.realm, Some(&found.user), id)
             .with_reason(reason);
-        self.store.revoke_link(id, record).await
+        let revoked = self.store.revoke_link(id, record).await?;
+        // Revoking a revoked link again changes nothing (and is not counted).
+        if matches!(found.status, LinkStatus::Active | LinkStatus::Expired) {
+            self.metrics.link(LinkChange::Revoked);
+        }
+        Ok(revoked)
     }
 
     pub(super) async fn link_by_id(&self, id: &str) -> Result<Link, DeviceError> {
@@ -250,7 +260,11 @@ impl Devices {
         let unusable = match link.status {
             LinkStatus::Used => "this enrollment link was already used",
             LinkStatus::Revoked => "this enrollment link was revoked",
-            LinkStatus::Expired => "this enrollment link has expired",
+            LinkStatus::Expired => {
+                // Links expire by time alone; this is when one is seen to have expired.
+                self.metrics.link(LinkChange::Expired);
+                "this enrollment link has expired"
+            }
             LinkStatus::Active => return Ok(link),
         };
         let error = DeviceError::FailedPrecondition(format!(

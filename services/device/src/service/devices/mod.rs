@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::blocking::BlockingPool;
 use super::gate::PolicyGate;
+use super::metrics::{Ceremony, DeviceMetrics, LinkChange};
 use super::ports::RelyingParty;
 use crate::domain::actor::Actor;
 use crate::domain::decision::{PolicyAction, PolicyQuestion};
@@ -70,6 +71,7 @@ pub struct Devices {
     cipher: Option<Arc<SeedCipher>>,
     settings: LinkSettings,
     blocking: BlockingPool,
+    metrics: DeviceMetrics,
 }
 
 impl Devices {
@@ -87,7 +89,14 @@ impl Devices {
             cipher,
             settings,
             blocking: BlockingPool::default(),
+            metrics: DeviceMetrics::none(),
         }
+    }
+
+    /// Counts link changes, ceremonies and limit hits on `metrics`.
+    pub fn with_metrics(mut self, metrics: DeviceMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -215,6 +224,27 @@ impl Devices {
     /// (and the link spent), pending when the policy asks for approval of self-registration.
     #[tracing::instrument(skip_all, fields(ceremony_id = %ceremony_id))]
     pub async fn finish_registration(
+        &self,
+        actor: &Actor,
+        ceremony_id: &str,
+        credential_json: String,
+        user_agent: &str,
+        finisher: Finisher,
+    ) -> Result<RegisteredDevice, DeviceError> {
+        let result = self.metrics.limits(
+            self.register(actor, ceremony_id, credential_json, user_agent, finisher)
+                .await,
+        );
+        self.metrics.ceremony(Ceremony::Registration, &result);
+        if let Ok(registered) = &result
+            && registered.device.enrollment_link_id.is_some()
+        {
+            self.metrics.link(LinkChange::Redeemed);
+        }
+        result
+    }
+
+    async fn register(
         &self,
         actor: &Actor,
         ceremony_id: &str,

@@ -52,19 +52,20 @@ impl Tokens {
             .record(actor, "assign_token", realm, Some(user), serial.as_str());
         let view = |after: &tokens::Model| convert::token(after, Some(user));
         let seal = |after: &tokens::Model| seal(idempotent.as_ref(), &view(after)?);
-        let outcome = self
-            .store
-            .assign(
-                serial.as_str(),
-                realm,
-                user,
-                &limits,
-                audit,
-                idempotent
-                    .as_ref()
-                    .map(|idempotent| idempotent.for_store(&seal)),
-            )
-            .await?;
+        let outcome = self.metrics.limits(
+            self.store
+                .assign(
+                    serial.as_str(),
+                    realm,
+                    user,
+                    &limits,
+                    audit,
+                    idempotent
+                        .as_ref()
+                        .map(|idempotent| idempotent.for_store(&seal)),
+                )
+                .await,
+        )?;
         respond(idempotent.as_ref(), outcome, |after| view(&after))
     }
 
@@ -231,16 +232,17 @@ impl Tokens {
             convert::token(after.as_ref().unwrap_or(&before.token), owner.as_ref())
         };
         let seal = |after: &Option<tokens::Model>| seal(idempotent, &view(after)?);
-        let outcome = self
-            .store
-            .change(
-                serial.as_str(),
-                change,
-                active_limit,
-                audit,
-                idempotent.map(|idempotent| idempotent.for_store(&seal)),
-            )
-            .await?;
+        let outcome = self.metrics.limits(
+            self.store
+                .change(
+                    serial.as_str(),
+                    change,
+                    active_limit,
+                    audit,
+                    idempotent.map(|idempotent| idempotent.for_store(&seal)),
+                )
+                .await,
+        )?;
         respond(idempotent, outcome, |after| view(&after))
     }
 }

@@ -33,13 +33,15 @@ fn refused() -> Verdict {
     }
 }
 
-/// How an attempt ended, before it is answered.
+/// How an attempt ended, before it is answered. The `&'static str`s are the outcome the
+/// metrics count (a closed set of classes; the reason itself is for the audit event only).
 enum Outcome {
     Assigned(String),
     /// Refused for this reason, not audited yet.
-    Refused(String),
-    /// Refused, and the audit event is already written (with the change it goes with).
-    Recorded,
+    Refused(&'static str, String),
+    /// Refused (or a confirmation opened), and the audit event is already written (with
+    /// the change it goes with).
+    Recorded(&'static str),
 }
 
 impl Tokens {
@@ -53,19 +55,22 @@ impl Tokens {
     ) -> Result<Verdict, DeviceError> {
         let now = self.clock.now();
         let record = self.gate.record(actor, "autoassign", realm, Some(user), "");
-        match self
-            .attempt(actor, realm, user, &pass, now, &record)
-            .await?
-        {
+        let outcome = self.attempt(actor, realm, user, &pass, now, &record).await;
+        self.metrics.autoassign(match &outcome {
+            Ok(Outcome::Assigned(_)) => "assigned",
+            Ok(Outcome::Refused(class, _) | Outcome::Recorded(class)) => class,
+            Err(_) => "error",
+        });
+        match outcome? {
             Outcome::Assigned(serial) => Ok(Verdict::Autoassigned { serial }),
-            Outcome::Refused(reason) => {
+            Outcome::Refused(_, reason) => {
                 // A tokenless user's refusal costs one argon2 check like anyone's, so the
                 // time taken does not tell whether a user holds tokens.
                 self.equalize_timing(&pass).await?;
                 self.gate.audit(record.denied(reason)).await?;
                 Ok(refused())
             }
-            Outcome::Recorded => Ok(refused()),
+            Outcome::Recorded(_) => Ok(refused()),
         }
     }
 
@@ -86,7 +91,7 @@ impl Tokens {
             BudgetKey::autoassign_user(realm, user),
         ] {
             if !self.budgets.spend(&key, now).await? {
-                return Ok(Outcome::Refused(key.describe()));
+                return Ok(Outcome::Refused("budget_exhausted", key.describe()));
             }
         }
         if let Some(challenge) = self.store.pending_challenge(realm, user, now).await? {
@@ -104,12 +109,15 @@ impl Tokens {
             "",
         );
         match self.gate.evaluate_read(actor, &question).await {
-            Err(reason) => return Ok(Outcome::Refused(reason)),
+            Err(reason) => return Ok(Outcome::Refused("policy_unavailable", reason)),
             Ok(decision) if !decision.settings.autoassignment => {
-                return Ok(Outcome::Refused(format!(
-                    "AUTOASSIGNMENT_DISABLED (policy `{}`)",
-                    decision.decided("autoassignment")
-                )));
+                return Ok(Outcome::Refused(
+                    "disabled_by_policy",
+                    format!(
+                        "AUTOASSIGNMENT_DISABLED (policy `{}`)",
+                        decision.decided("autoassignment")
+                    ),
+                ));
             }
             Ok(_) => {}
         }
@@ -150,12 +158,18 @@ impl Tokens {
         matches.sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
         matches.dedup_by(|a, b| a.0.serial == b.0.serial);
         let (candidate, pin) = match matches.len() {
-            0 => return Ok(Outcome::Refused("no pool token shows this code".to_owned())),
+            0 => {
+                return Ok(Outcome::Refused(
+                    "no_match",
+                    "no pool token shows this code".to_owned(),
+                ));
+            }
             1 => matches.remove(0),
             count => {
-                return Ok(Outcome::Refused(format!(
-                    "the code matches {count} pool tokens"
-                )));
+                return Ok(Outcome::Refused(
+                    "ambiguous_match",
+                    format!("the code matches {count} pool tokens"),
+                ));
             }
         };
         // After a match every failure must still look like a miss: an error here would
@@ -163,21 +177,21 @@ impl Tokens {
         match self.gate.pin_verdict(actor, realm, user, &pin).await {
             Ok(verdict) if verdict.valid => {}
             Ok(verdict) => {
-                return Ok(Outcome::Refused(format!(
-                    "new PIN refused: {}",
-                    verdict.violations.join("; ")
-                )));
+                return Ok(Outcome::Refused(
+                    "pin_refused",
+                    format!("new PIN refused: {}", verdict.violations.join("; ")),
+                ));
             }
             Err(error) => {
-                return Ok(Outcome::Refused(format!(
-                    "no PIN verdict: {}",
-                    error.audit_reason()
-                )));
+                return Ok(Outcome::Refused(
+                    "policy_unavailable",
+                    format!("no PIN verdict: {}", error.audit_reason()),
+                ));
             }
         }
         let pin_hash = match self.seal_pin(&pin, false, &candidate.serial).await {
             Ok(sealed) => sealed,
-            Err(error) => return Ok(Outcome::Refused(error.audit_reason())),
+            Err(error) => return Ok(Outcome::Refused("pin_refused", error.audit_reason())),
         };
         let ttl = chrono::Duration::from_std(self.validation.challenge_ttl())
             .unwrap_or_else(|_| chrono::Duration::minutes(2));
@@ -197,7 +211,7 @@ impl Tokens {
             .denied("first code matched; waiting for the token's next code");
         audit.subject = candidate.serial;
         self.store.open_challenge(challenge, audit).await?;
-        Ok(Outcome::Recorded)
+        Ok(Outcome::Recorded("confirmation_pending"))
     }
 
     /// The attempt after a matched first code: the same PIN and the token's next code
@@ -217,6 +231,7 @@ impl Tokens {
         audit.subject = challenge.serial.clone();
         if !self.store.claim_challenge(&challenge.id, now).await? {
             return Ok(Outcome::Refused(
+                "confirmation_failed",
                 "the confirmation was spent by a concurrent attempt".to_owned(),
             ));
         }
@@ -231,7 +246,12 @@ impl Tokens {
             }
             _ => {
                 return self
-                    .burn(&challenge.id, &audit, "the token left the pool".to_owned())
+                    .burn(
+                        &challenge.id,
+                        &audit,
+                        "confirmation_failed",
+                        "the token left the pool".to_owned(),
+                    )
                     .await;
             }
         };
@@ -262,6 +282,7 @@ impl Tokens {
                 .burn(
                     &challenge.id,
                     &audit,
+                    "confirmation_failed",
                     "wrong PIN or not the token's next code".to_owned(),
                 )
                 .await;
@@ -275,7 +296,11 @@ impl Tokens {
             &challenge.serial,
         );
         let decision = match self.gate.evaluate_read(actor, &question).await {
-            Err(reason) => return self.burn(&challenge.id, &audit, reason).await,
+            Err(reason) => {
+                return self
+                    .burn(&challenge.id, &audit, "policy_unavailable", reason)
+                    .await;
+            }
             Ok(decision) => decision,
         };
         if let Some(denial) = decision.denials.first() {
@@ -283,6 +308,7 @@ impl Tokens {
                 .burn(
                     &challenge.id,
                     &audit,
+                    "policy_denied",
                     format!("{} (policy `{}`)", denial.code, denial.policy),
                 )
                 .await;
@@ -302,7 +328,13 @@ impl Tokens {
                 tracing::info!(serial = %challenge.serial, "pool token autoassigned");
                 Ok(Outcome::Assigned(challenge.serial))
             }
-            Some(_) => Ok(Outcome::Recorded),
+            Some(refusal) => Ok(Outcome::Recorded(match refusal.limit {
+                Some(limit) => {
+                    self.metrics.limit_hit(limit);
+                    "limit_reached"
+                }
+                None => "no_longer_eligible",
+            })),
         }
     }
 
@@ -311,12 +343,13 @@ impl Tokens {
         &self,
         id: &str,
         audit: &AuditRecord,
+        class: &'static str,
         reason: String,
     ) -> Result<Outcome, DeviceError> {
         self.store
             .burn_challenge(id, audit.clone().denied(reason))
             .await?;
-        Ok(Outcome::Recorded)
+        Ok(Outcome::Recorded(class))
     }
 }
 

@@ -111,18 +111,19 @@ impl Tokens {
             }
         };
         let seal = |duplicates: &Vec<String>| seal(idempotent.as_ref(), &report(duplicates));
-        let outcome = self
-            .store
-            .import(
-                realm,
-                batch,
-                per_realm,
-                audit,
-                idempotent
-                    .as_ref()
-                    .map(|idempotent| idempotent.for_store(&seal)),
-            )
-            .await?;
+        let outcome = self.metrics.limits(
+            self.store
+                .import(
+                    realm,
+                    batch,
+                    per_realm,
+                    audit,
+                    idempotent
+                        .as_ref()
+                        .map(|idempotent| idempotent.for_store(&seal)),
+                )
+                .await,
+        )?;
         self.pool_index.invalidate(realm);
         respond(idempotent.as_ref(), outcome, |duplicates| {
             Ok(report(&duplicates))

@@ -9,6 +9,7 @@ use super::blocking::BlockingPool;
 use super::budgets::Budgets;
 use super::gate::PolicyGate;
 use super::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
+use super::metrics::DeviceMetrics;
 use super::pool_index::PoolIndex;
 use crate::config::ValidationConfig;
 use crate::domain::actor::Actor;
@@ -73,6 +74,7 @@ pub struct Tokens {
     /// Attempt budgets of Validate and autoassignment, in the database.
     budgets: Budgets,
     blocking: BlockingPool,
+    metrics: DeviceMetrics,
 }
 
 impl Tokens {
@@ -92,6 +94,7 @@ impl Tokens {
             validation,
             pool_index: PoolIndex::default(),
             blocking: BlockingPool::default(),
+            metrics: DeviceMetrics::none(),
         };
         // Validate's dummy hash, made at start-up rather than on the first refusal.
         if let (Ok(runtime), Some(_)) = (tokio::runtime::Handle::try_current(), &tokens.cipher) {
@@ -103,6 +106,12 @@ impl Tokens {
             });
         }
         tokens
+    }
+
+    /// Counts limit hits and autoassignment attempts on `metrics`.
+    pub fn with_metrics(mut self, metrics: DeviceMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn pool_index(&self) -> &PoolIndex {
@@ -275,19 +284,20 @@ impl Tokens {
             enrollment.user.as_ref(),
             &serial,
         );
-        let outcome = self
-            .store
-            .enroll(
-                &enrollment.realm,
-                enrollment.user.as_ref(),
-                row,
-                &limits,
-                audit,
-                idempotent
-                    .as_ref()
-                    .map(|idempotent| idempotent.for_store(&seal)),
-            )
-            .await?;
+        let outcome = self.metrics.limits(
+            self.store
+                .enroll(
+                    &enrollment.realm,
+                    enrollment.user.as_ref(),
+                    row,
+                    &limits,
+                    audit,
+                    idempotent
+                        .as_ref()
+                        .map(|idempotent| idempotent.for_store(&seal)),
+                )
+                .await,
+        )?;
         tracing::info!(serial = %serial, "token enrolled");
         respond(idempotent.as_ref(), outcome, |()| Ok(response))
     }
