@@ -7,6 +7,7 @@ mod enrollment_page;
 mod faults;
 mod health_and_reflection;
 mod idempotency;
+mod metrics;
 mod names;
 mod no_secrets_in_logs;
 mod page_limits;
