@@ -372,6 +372,38 @@ mod tests {
     }
 
     #[test]
+    fn with_otlp_every_instrument_also_records_on_the_global_provider() {
+        // The global provider stands in for the OTLP one: a second Prometheus registry.
+        let global_registry = prometheus::Registry::new();
+        let global = SdkMeterProvider::builder()
+            .with_reader(
+                opentelemetry_prometheus::exporter()
+                    .with_registry(global_registry.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .build();
+        opentelemetry::global::set_meter_provider(global);
+        let export = MetricsExport::new("enroll-mirror-test", true).unwrap();
+        export
+            .meters()
+            .counter("enroll.mirror.calls", "Calls")
+            .add(3, &[KeyValue::new("kind", "b")]);
+        let mut global_text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &global_registry.gather(),
+            &mut global_text,
+        )
+        .unwrap();
+        let global_text = String::from_utf8(global_text).unwrap();
+        for text in [export.render(), global_text] {
+            assert!(text.contains("enroll_mirror_calls_total{"), "{text}");
+            assert!(text.contains("kind=\"b\""), "{text}");
+        }
+    }
+
+    #[test]
     fn an_empty_address_turns_the_endpoint_off() {
         let config = |addr: &str| MetricsConfig {
             listen_addr: addr.to_owned(),
