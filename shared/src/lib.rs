@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod db_errors;
+pub mod db_startup;
 pub mod limits;
 pub mod names;
 pub mod paging;

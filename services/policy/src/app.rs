@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    DatabaseStart(#[from] enroll_shared::db::DatabaseStartError),
     #[error("loading the policies: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -58,7 +60,9 @@ impl Application {
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }
-        let db = enroll_shared::db::connect(&config.database).await?;
+        // No connection yet: the server binds and answers health (NOT_SERVING) while
+        // `run_until` waits for the database.
+        let db = enroll_shared::db::open(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -82,8 +86,9 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
-    /// the policy set is loaded; decisions are refused until then. Afterwards the overall
+    /// Serves until `shutdown` completes. Health is NOT_SERVING until the database answers
+    /// (waited for up to `database.startup_retry_secs`), the migrations ran and the policy
+    /// set is loaded; decisions are refused until then. Afterwards the overall
     /// status stays SERVING (the process works, CRUD answers, so an admin can repair a
     /// policy) while the service's own status follows whether decisions are served.
     pub async fn run_until(
@@ -118,6 +123,7 @@ impl Application {
         .await;
         server
             .start_up(async {
+                enroll_shared::db::wait_until_reachable(&config.database).await?;
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
                 Ok::<_, StartError>(cache.reload(store.as_ref()).await?)
             })
@@ -172,7 +178,8 @@ async fn mirror_serving(
     }
 }
 
-/// Runs the migrations only (the `migrate` subcommand).
+/// Runs the migrations only (the `migrate` subcommand), after waiting for the database
+/// as the server does.
 pub async fn migrate(config: &PolicyConfig) -> Result<(), StartError> {
     let db = enroll_shared::db::connect(&config.database).await?;
     enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
