@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod db_errors;
 pub mod db_startup;
+pub mod healthcheck;
 pub mod limits;
 pub mod names;
 pub mod paging;
