@@ -16,11 +16,7 @@ pub trait HasTelemetry {
 
 /// Loads the config, installs telemetry as `binary` (the OpenTelemetry `service.name`),
 /// and runs `command` to the end.
-pub fn run<C, F, Fut>(
-    binary: &'static str,
-    config_path: Option<&Path>,
-    command: F,
-) -> ExitCode
+pub fn run<C, F, Fut>(binary: &'static str, config_path: Option<&Path>, command: F) -> ExitCode
 where
     C: DeserializeOwned + HasTelemetry,
     F: FnOnce(C) -> Fut,

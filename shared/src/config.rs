@@ -396,7 +396,10 @@ pub fn url_secrets(url: &str) -> Vec<String> {
             secrets.push(value.to_owned());
         }
     }
-    let decoded: Vec<String> = secrets.iter().map(|secret| percent_decode(secret)).collect();
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|secret| percent_decode(secret))
+        .collect();
     secrets.extend(decoded);
     secrets.retain(|secret| !secret.is_empty());
     secrets.sort();

@@ -7,15 +7,19 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::sqlx::{ConnectOptions as _, Connection as _, postgres::PgConnectOptions};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _, postgres::PgConnectOptions};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, SqlxSqliteConnector,
+};
 
 use crate::config::{DatabaseConfig, redact_url};
 use crate::db_startup::{Cause, Diagnosis, diagnose};
 
-/// How long opening one connection may take (TCP, TLS, authentication): a host that
-/// drops packets is reported after this, not after the pool's whole wait.
+/// How long the start-up probe's one connection may take (TCP, TLS, authentication): a
+/// host that drops packets is reported after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a query waits for a pooled connection before it is UNAVAILABLE: under the
 /// default request deadline (10 s), so the caller learns the database is the problem.
@@ -52,40 +56,56 @@ impl DatabaseStartError {
 /// Writers that must read before they write start their transaction with a write (see the
 /// services' stores) so SQLite takes the write lock first and the busy timeout applies.
 pub async fn open(config: &DatabaseConfig) -> Result<DatabaseConnection, DatabaseStartError> {
-    let url = normalize_sqlite_url(&config.url);
-    let mut options = ConnectOptions::new(url);
+    let invalid = |diagnosis| DatabaseStartError {
+        url: redact_url(&config.url),
+        diagnosis,
+        outcome: "not retried".to_owned(),
+    };
+    if !is_postgres_url(&config.url) {
+        // sqlx directly: sea-orm's SQLite connector queries the version while connecting,
+        // even when asked to connect lazily.
+        let options = sqlite_options(config)
+            .map_err(|error| invalid(diagnose(&error, &config.url)))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_millis(config.sqlite_busy_timeout_ms))
+            .foreign_keys(true)
+            .disable_statement_logging();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .min_connections(1)
+            // Waiting for a pooled connection includes waiting for the ones that wait for
+            // the write lock: never shorter than their busy timeout.
+            .acquire_timeout(ACQUIRE_TIMEOUT + Duration::from_millis(config.sqlite_busy_timeout_ms))
+            // A local file: a pooled connection does not go stale, no ping on checkout.
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
+        return Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool));
+    }
+    let mut options = ConnectOptions::new(config.url.clone());
     options
         .max_connections(config.max_connections.max(1))
         .min_connections(1)
         .connect_lazy(true)
-        .connect_timeout(CONNECT_TIMEOUT)
+        // sea-orm's `connect_timeout` is sqlx's acquire timeout too; one setting, this one.
         .acquire_timeout(ACQUIRE_TIMEOUT)
         // Pinging on every checkout doubles the round trips of every query; a connection
         // idle this long may have been dropped by the server or a proxy, so only it is pinged.
         .test_before_acquire_if_idle_for(Duration::from_secs(10))
         .sqlx_logging(false);
-    let busy_timeout = Duration::from_millis(config.sqlite_busy_timeout_ms);
-    options.map_sqlx_sqlite_opts(move |sqlite| {
-        sqlite
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(busy_timeout)
-            .foreign_keys(true)
-    });
     Database::connect(options).await.map_err(|error| {
-        let diagnosis = match &error {
+        invalid(match &error {
             DbErr::Conn(sea_orm::RuntimeErr::SqlxError(sqlx_error)) => {
                 diagnose(sqlx_error, &config.url)
             }
             other => Diagnosis::new(Cause::InvalidUrl, other.to_string(), &config.url),
-        };
-        DatabaseStartError {
-            url: redact_url(&config.url),
-            diagnosis,
-            outcome: "not retried".to_owned(),
-        }
+        })
     })
+}
+
+/// The SQLite file of `config`, created when missing (its directory is not).
+fn sqlite_options(config: &DatabaseConfig) -> Result<SqliteConnectOptions, sqlx::Error> {
+    Ok(SqliteConnectOptions::from_str(&normalize_sqlite_url(&config.url))?.create_if_missing(true))
 }
 
 /// Waits until the database accepts a connection, for at most
@@ -160,9 +180,7 @@ async fn probe(config: &DatabaseConfig) -> Result<(), Diagnosis> {
             let options = PgConnectOptions::from_str(&config.url)?;
             options.connect().await?.close().await
         } else {
-            let options = SqliteConnectOptions::from_str(&normalize_sqlite_url(&config.url))?
-                .create_if_missing(true);
-            options.connect().await?.close().await
+            sqlite_options(config)?.connect().await?.close().await
         }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {

@@ -154,7 +154,10 @@ pub fn diagnose(error: &sqlx::Error, url: &str) -> Diagnosis {
             {
                 sqlite_diagnosis(&code, message, url)
             } else {
-                (postgres_cause(&code, &message), format!("{message} [{code}]"))
+                (
+                    postgres_cause(&code, &message),
+                    format!("{message} [{code}]"),
+                )
             }
         }
         sqlx::Error::PoolTimedOut => (
@@ -269,11 +272,7 @@ mod tests {
     #[test]
     fn details_never_carry_the_password() {
         let url = "postgres://u:p%40ss@h/db?password=other";
-        let diagnosis = Diagnosis::new(
-            Cause::Other,
-            "server said p%40ss, p@ss and other",
-            url,
-        );
+        let diagnosis = Diagnosis::new(Cause::Other, "server said p%40ss, p@ss and other", url);
         assert_eq!(diagnosis.detail, "server said ***, *** and ***");
     }
 
@@ -320,7 +319,11 @@ mod tests {
     #[test]
     fn postgres_refusals_are_named() {
         for (sqlstate, message, cause) in [
-            ("28000", "role \"nobody\" does not exist", Cause::UnknownRole),
+            (
+                "28000",
+                "role \"nobody\" does not exist",
+                Cause::UnknownRole,
+            ),
             (
                 "28000",
                 "no pg_hba.conf entry for host \"10.0.0.1\"",
@@ -331,10 +334,22 @@ mod tests {
                 "password authentication failed for user \"u\"",
                 Cause::AuthenticationFailed,
             ),
-            ("3D000", "database \"x\" does not exist", Cause::MissingDatabase),
+            (
+                "3D000",
+                "database \"x\" does not exist",
+                Cause::MissingDatabase,
+            ),
             ("53300", "too many clients", Cause::TooManyConnections),
-            ("57P03", "the database system is starting up", Cause::NotAccepting),
-            ("42501", "permission denied for database", Cause::AccessDenied),
+            (
+                "57P03",
+                "the database system is starting up",
+                Cause::NotAccepting,
+            ),
+            (
+                "42501",
+                "permission denied for database",
+                Cause::AccessDenied,
+            ),
             ("XX000", "internal", Cause::Other),
         ] {
             assert_eq!(postgres_cause(sqlstate, message), cause, "{sqlstate}");
@@ -362,7 +377,10 @@ mod tests {
         let (cause, detail) = sqlite_diagnosis("14", "unable to open database file".into(), &url);
         assert_eq!(cause, Cause::SqliteCannotOpen);
         assert!(detail.contains("absent does not exist"), "{detail}");
-        assert_eq!(sqlite_path("sqlite:data/x.db?mode=rwc"), Some(Path::new("data/x.db")));
+        assert_eq!(
+            sqlite_path("sqlite:data/x.db?mode=rwc"),
+            Some(Path::new("data/x.db"))
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
     }
 }

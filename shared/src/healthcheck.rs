@@ -100,7 +100,13 @@ pub async fn check(server: &ServerConfig, args: &HealthcheckArgs) -> Verdict {
             if status.code() == tonic::Code::NotFound {
                 format!("UNKNOWN: {addr} reports no health for `{}`", args.service)
             } else {
-                format!("ERROR: {addr}: {}: {}", status.code(), status.message())
+                // A refused client certificate surfaces here, after the handshake (TLS 1.3).
+                let mut chain = status.message().to_owned();
+                if let Some(source) = std::error::Error::source(&status) {
+                    chain = format!("{chain}: {}", error_chain(source));
+                }
+                let hint = tls_hint(server, &chain);
+                format!("ERROR: {addr}: {}: {chain}{hint}", status.code())
             }
         })
     };
@@ -223,7 +229,9 @@ fn read(setting: &str, path: &Path) -> Result<Vec<u8>, String> {
 /// name.
 fn default_server_name(cert_pem: &[u8], host: &str) -> Option<String> {
     let host_ip: Option<IpAddr> = host.parse().ok();
-    let pem = x509_parser::pem::Pem::iter_from_buffer(cert_pem).next()?.ok()?;
+    let pem = x509_parser::pem::Pem::iter_from_buffer(cert_pem)
+        .next()?
+        .ok()?;
     let cert = pem.parse_x509().ok()?;
     let names = cert.subject_alternative_name().ok()??;
     let mut dns = Vec::new();
@@ -252,13 +260,11 @@ fn default_server_name(cert_pem: &[u8], host: &str) -> Option<String> {
         .map(|name| (*name).to_owned())
 }
 
-/// What to pass when the failure looks like the TLS handshake's.
+/// What to pass when TLS may be the reason: anything but a refused connection or a
+/// timeout (a refused client certificate shows only as a closed connection).
 fn tls_hint(server: &ServerConfig, error: &str) -> &'static str {
     let error = error.to_ascii_lowercase();
-    if !["certificate", "tls", "handshake", "alert"]
-        .iter()
-        .any(|word| error.contains(word))
-    {
+    if error.contains("refused") || error.contains("timed out") {
         return "";
     }
     match &server.tls {
