@@ -1,25 +1,22 @@
 //! What both binaries do around their commands: load the config, start the runtime and
-//! telemetry, report errors, and the `hash-key` helper.
+//! telemetry, report errors, and the `hash-key` and `healthcheck` helpers.
 use std::error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::TelemetryConfig;
+use crate::config::{ServerConfig, TelemetryConfig};
+use crate::healthcheck::HealthcheckArgs;
 
 /// A service configuration that carries telemetry settings.
 pub trait HasTelemetry {
     fn telemetry(&self) -> &TelemetryConfig;
 }
 
-/// Loads the config, installs telemetry as `service_name`, and runs `command` to the end.
-pub fn run<C, F, Fut>(
-    binary: &str,
-    service_name: &'static str,
-    config_path: Option<&Path>,
-    command: F,
-) -> ExitCode
+/// Loads the config, installs telemetry as `binary` (the OpenTelemetry `service.name`),
+/// and runs `command` to the end.
+pub fn run<C, F, Fut>(binary: &'static str, config_path: Option<&Path>, command: F) -> ExitCode
 where
     C: DeserializeOwned + HasTelemetry,
     F: FnOnce(C) -> Fut,
@@ -40,7 +37,7 @@ where
         }
     };
     let result = runtime.block_on(async move {
-        let _telemetry = crate::telemetry::init(service_name, config.telemetry());
+        let _telemetry = crate::telemetry::init(binary, config.telemetry());
         let result = command(config).await;
         if let Err(error) = &result {
             tracing::error!(%error, "{binary} failed");
@@ -72,4 +69,40 @@ pub fn hash_key(binary: &str, key: Option<String>) -> ExitCode {
     };
     println!("{}", crate::auth::hash_api_key(&key));
     ExitCode::SUCCESS
+}
+
+/// The `healthcheck` subcommand: loads the config like `serve`, asks the server's gRPC
+/// health service, prints one line, exits 0 when SERVING and 1 otherwise (a config that
+/// does not load is 1 too: container health checks reserve other codes). No telemetry is
+/// installed: a probe every few seconds must not export spans.
+pub fn healthcheck<C: DeserializeOwned>(
+    binary: &str,
+    config_path: Option<&Path>,
+    server_of: fn(&C) -> &ServerConfig,
+    args: &HealthcheckArgs,
+) -> ExitCode {
+    let config: C = match crate::config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            println!("ERROR: {binary}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("ERROR: {binary}: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verdict = runtime.block_on(crate::healthcheck::check(server_of(&config), args));
+    println!("{}", verdict.line);
+    if verdict.serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -214,6 +214,12 @@ pub struct DatabaseConfig {
     /// How long a SQLite writer waits for the write lock (ms).
     #[serde(default = "default_sqlite_busy_timeout_ms")]
     pub sqlite_busy_timeout_ms: u64,
+    /// How long start-up (and `migrate`) keeps retrying a database it cannot reach (s),
+    /// with exponential back-off, logging each attempt's cause; the gRPC server already
+    /// answers meanwhile, health NOT_SERVING. 0: fail at the first error. A malformed URL
+    /// fails at once whatever this says.
+    #[serde(default = "default_startup_retry_secs")]
+    pub startup_retry_secs: u64,
 }
 
 impl DatabaseConfig {
@@ -223,7 +229,12 @@ impl DatabaseConfig {
             url: url.into(),
             max_connections: default_max_connections(),
             sqlite_busy_timeout_ms: default_sqlite_busy_timeout_ms(),
+            startup_retry_secs: default_startup_retry_secs(),
         }
+    }
+
+    pub fn startup_retry(&self) -> Duration {
+        Duration::from_secs(self.startup_retry_secs)
     }
 }
 
@@ -233,6 +244,8 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("sqlite_busy_timeout_ms", &self.sqlite_busy_timeout_ms)
+            .field("startup_retry_secs", &self.startup_retry_secs)
             .finish()
     }
 }
@@ -307,26 +320,120 @@ fn default_max_connections() -> u32 {
 fn default_sqlite_busy_timeout_ms() -> u64 {
     10_000
 }
+/// Five minutes: longer than a database container or a managed instance takes to boot,
+/// short enough that a wrong setting ends in a restart an orchestrator reports.
+fn default_startup_retry_secs() -> u64 {
+    300
+}
 fn default_log_filter() -> String {
     "info".to_owned()
 }
 
-/// The URL with any password replaced, for logs.
+/// Query parameters of a database URL that carry a secret (libpq's `password`, and the
+/// passphrase of an encrypted client key).
+const SECRET_QUERY_KEYS: [&str; 2] = ["password", "sslpassword"];
+
+/// The URL with any password replaced by `***`, for logs and error messages: the one in the
+/// user info and any `password=` / `sslpassword=` query parameter.
+///
+/// The user info ends at the last `@` before the query: a password holding an unencoded
+/// `@` or `/` is still hidden (a database name with an `@` is hidden with it, harmlessly).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let mut redacted = format!("{scheme}://");
+    match before_query.rsplit_once('@') {
         Some((credentials, host)) => {
             let user = credentials.split(':').next().unwrap_or_default();
+            redacted.push_str(user);
             if credentials.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
-            } else {
-                format!("{scheme}://{user}@{host}")
+                redacted.push_str(":***");
+            }
+            redacted.push('@');
+            redacted.push_str(host);
+        }
+        None => redacted.push_str(before_query),
+    }
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_secret_query_key(key) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&pairs.join("&"));
+    }
+    redacted
+}
+
+/// The secrets a database URL holds (its password, raw and percent-decoded, and secret
+/// query values), so a message that might quote one can be scrubbed.
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Vec::new();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, query),
+        None => (rest, ""),
+    };
+    let mut secrets = Vec::new();
+    if let Some((credentials, _)) = before_query.rsplit_once('@')
+        && let Some((_, password)) = credentials.split_once(':')
+    {
+        secrets.push(password.to_owned());
+    }
+    for pair in query.split('&') {
+        if let Some((key, value)) = pair.split_once('=')
+            && is_secret_query_key(key)
+        {
+            secrets.push(value.to_owned());
+        }
+    }
+    let decoded: Vec<String> = secrets
+        .iter()
+        .map(|secret| percent_decode(secret))
+        .collect();
+    secrets.extend(decoded);
+    secrets.retain(|secret| !secret.is_empty());
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
+
+fn is_secret_query_key(key: &str) -> bool {
+    SECRET_QUERY_KEYS
+        .iter()
+        .any(|secret| key.eq_ignore_ascii_case(secret))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = bytes
+            .get(index + 1..index + 3)
+            .and_then(|pair| std::str::from_utf8(pair).ok())
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok());
+        match (bytes[index], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
             }
         }
-        None => url.to_owned(),
     }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod db_errors;
+pub mod db_startup;
+pub mod healthcheck;
 pub mod limits;
 pub mod metrics;
 pub mod names;

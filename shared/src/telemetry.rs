@@ -93,7 +93,7 @@ fn build_otlp(
     service_name: &'static str,
     endpoint: &str,
 ) -> Result<(SdkTracerProvider, SdkMeterProvider), Box<dyn std::error::Error>> {
-    let resource = Resource::builder().with_service_name(service_name).build();
+    let resource = service_resource(service_name);
     let span_exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint)
@@ -111,6 +111,23 @@ fn build_otlp(
         .with_resource(resource)
         .build();
     Ok((tracer_provider, meter_provider))
+}
+
+/// The OTLP resource of this process, by the OpenTelemetry semantic conventions:
+/// `service.name` is the binary's name (`enroll-policy`), not a gRPC service name;
+/// `service.namespace` groups both services; `service.instance.id` tells replicas apart.
+fn service_resource(service_name: &'static str) -> Resource {
+    Resource::builder()
+        .with_service_name(service_name)
+        .with_attributes([
+            KeyValue::new("service.namespace", "enroll"),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new(
+                "service.instance.id",
+                uuid::Uuid::new_v4().hyphenated().to_string(),
+            ),
+        ])
+        .build()
 }
 
 struct HeaderInjector<'a>(&'a mut http::HeaderMap);
@@ -336,6 +353,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_resource_follows_the_semantic_conventions() {
+        let resource = service_resource("enroll-policy");
+        let value = |key: &'static str| {
+            resource
+                .get(&opentelemetry::Key::from_static_str(key))
+                .map(|value| value.to_string())
+        };
+        assert_eq!(value("service.name").as_deref(), Some("enroll-policy"));
+        assert_eq!(value("service.namespace").as_deref(), Some("enroll"));
+        assert_eq!(
+            value("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        let instance = value("service.instance.id").unwrap_or_default();
+        assert_eq!(instance.len(), 36, "{instance}");
+        let other = service_resource("enroll-policy")
+            .get(&opentelemetry::Key::from_static_str("service.instance.id"))
+            .map(|value| value.to_string());
+        assert_ne!(other, Some(instance), "one id per process start");
+    }
     use tonic::service::Interceptor;
 
     #[test]

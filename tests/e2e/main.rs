@@ -16,6 +16,7 @@ mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
 mod request_limits;
+mod startup;
 mod storable_input;
 mod tls;
 mod token_backoff;

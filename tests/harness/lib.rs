@@ -423,6 +423,13 @@ pub async fn spawn_device_reached_by(
     let app = enroll_device::app::Application::build_with_clock(config, clock)
         .await
         .expect("build device server");
+    let mut server = start_device(app);
+    server.client_tls = client_tls;
+    server
+}
+
+/// Starts a built device server without waiting for it.
+pub fn start_device(app: enroll_device::app::Application) -> RunningServer {
     let addr = app.local_addr().expect("addr");
     let web_addr = app.web_addr();
     let metrics_addr = app.metrics_addr();
@@ -438,7 +445,6 @@ pub async fn spawn_device_reached_by(
     });
     server.web_addr = web_addr;
     server.metrics_addr = metrics_addr;
-    server.client_tls = client_tls;
     server
 }
 

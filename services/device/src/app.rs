@@ -59,6 +59,8 @@ pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
+    DatabaseStart(#[from] enroll_shared::db::DatabaseStartError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
 }
 
@@ -133,7 +135,9 @@ impl Application {
         let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
         let metrics = MetricsExport::new(METRICS_NAME, !config.telemetry.otlp_endpoint.is_empty())
             .map_err(StartError::Config)?;
-        let db = enroll_shared::db::connect(&config.database).await?;
+        // No connection yet: the server binds and answers health (NOT_SERVING) while
+        // `run_until` waits for the database.
+        let db = enroll_shared::db::open(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -240,7 +244,8 @@ impl Application {
             .and_then(|listener| listener.local_addr().ok())
     }
 
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes. Health is NOT_SERVING until the database answers
+    /// (waited for up to `database.startup_retry_secs`) and the migrations ran.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -293,9 +298,9 @@ impl Application {
             .await;
         server
             .start_up(async {
-                enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY)
-                    .await
-                    .map_err(StartError::from)
+                enroll_shared::db::wait_until_reachable(&config.database).await?;
+                enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
+                Ok::<_, StartError>(())
             })
             .await?;
         tracing::info!("migrations done");
@@ -394,7 +399,8 @@ async fn watch_policy_service(
     }
 }
 
-/// Runs the migrations only (the `migrate` subcommand).
+/// Runs the migrations only (the `migrate` subcommand), after waiting for the database
+/// as the server does.
 pub async fn migrate(config: &DeviceConfig) -> Result<(), StartError> {
     let db = enroll_shared::db::connect(&config.database).await?;
     enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;

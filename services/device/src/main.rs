@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use enroll_device::app::{Application, SERVICE_NAME, migrate};
+use enroll_device::app::{Application, migrate};
 use enroll_device::config::DeviceConfig;
 
 #[derive(Parser)]
@@ -24,8 +24,11 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (the default). Migrations run at start-up.
     Serve,
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations and exit (waits for the database like `serve`).
     Migrate,
+    /// Ask this config's server for its gRPC health: exit 0 when SERVING, 1 otherwise, one
+    /// line saying why (for container health checks and probes).
+    Healthcheck(enroll_shared::healthcheck::HealthcheckArgs),
     /// Print the SHA-256 digest of an API key, as `auth.api_keys[].sha256` wants it.
     HashKey {
         /// The key; read from stdin when omitted, so it stays out of shell history.
@@ -39,9 +42,16 @@ fn main() -> ExitCode {
     if let Command::HashKey { key } = command {
         return enroll_shared::cli::hash_key("enroll-device", key);
     }
+    if let Command::Healthcheck(args) = &command {
+        return enroll_shared::cli::healthcheck(
+            "enroll-device",
+            cli.config.as_deref(),
+            |config: &DeviceConfig| &config.server,
+            args,
+        );
+    }
     enroll_shared::cli::run(
         "enroll-device",
-        SERVICE_NAME,
         cli.config.as_deref(),
         |config: DeviceConfig| async move {
             match command {
@@ -55,7 +65,7 @@ fn main() -> ExitCode {
                     migrate(&config).await?;
                     tracing::info!("migrations applied");
                 }
-                Command::HashKey { .. } => {}
+                Command::HashKey { .. } | Command::Healthcheck(_) => {}
             }
             Ok(())
         },

@@ -37,6 +37,8 @@ pub enum StartError {
     },
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    DatabaseStart(#[from] enroll_shared::db::DatabaseStartError),
     #[error("loading the policies: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -68,7 +70,9 @@ impl Application {
         let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
         let metrics = MetricsExport::new(METRICS_NAME, !config.telemetry.otlp_endpoint.is_empty())
             .map_err(StartError::Config)?;
-        let db = enroll_shared::db::connect(&config.database).await?;
+        // No connection yet: the server binds and answers health (NOT_SERVING) while
+        // `run_until` waits for the database.
+        let db = enroll_shared::db::open(&config.database).await?;
         let addr = config.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -109,8 +113,9 @@ impl Application {
             .and_then(|listener| listener.local_addr().ok())
     }
 
-    /// Serves until `shutdown` completes. Health is NOT_SERVING until the migrations ran and
-    /// the policy set is loaded; decisions are refused until then. Afterwards the overall
+    /// Serves until `shutdown` completes. Health is NOT_SERVING until the database answers
+    /// (waited for up to `database.startup_retry_secs`), the migrations ran and the policy
+    /// set is loaded; decisions are refused until then. Afterwards the overall
     /// status stays SERVING (the process works, CRUD answers, so an admin can repair a
     /// policy) while the service's own status follows whether decisions are served.
     pub async fn run_until(
@@ -157,6 +162,7 @@ impl Application {
         });
         server
             .start_up(async {
+                enroll_shared::db::wait_until_reachable(&config.database).await?;
                 enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
                 Ok::<_, StartError>(cache.reload(store.as_ref()).await?)
             })
@@ -213,7 +219,8 @@ async fn mirror_serving(
     }
 }
 
-/// Runs the migrations only (the `migrate` subcommand).
+/// Runs the migrations only (the `migrate` subcommand), after waiting for the database
+/// as the server does.
 pub async fn migrate(config: &PolicyConfig) -> Result<(), StartError> {
     let db = enroll_shared::db::connect(&config.database).await?;
     enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use enroll_policy::app::{Application, SERVICE_NAME, migrate};
+use enroll_policy::app::{Application, migrate};
 use enroll_policy::config::PolicyConfig;
 use enroll_policy::demo;
 
@@ -25,10 +25,13 @@ struct Cli {
 enum Command {
     /// Run the gRPC server (the default). Migrations run at start-up.
     Serve,
-    /// Apply the database migrations and exit.
+    /// Apply the database migrations and exit (waits for the database like `serve`).
     Migrate,
     /// Insert the demo policy (realm `demo`) when it is absent, then exit.
     SeedDemo,
+    /// Ask this config's server for its gRPC health: exit 0 when SERVING, 1 otherwise, one
+    /// line saying why (for container health checks and probes).
+    Healthcheck(enroll_shared::healthcheck::HealthcheckArgs),
     /// Print the SHA-256 digest of an API key, as `auth.api_keys[].sha256` wants it.
     HashKey {
         /// The key; read from stdin when omitted, so it stays out of shell history.
@@ -42,9 +45,16 @@ fn main() -> ExitCode {
     if let Command::HashKey { key } = command {
         return enroll_shared::cli::hash_key("enroll-policy", key);
     }
+    if let Command::Healthcheck(args) = &command {
+        return enroll_shared::cli::healthcheck(
+            "enroll-policy",
+            cli.config.as_deref(),
+            |config: &PolicyConfig| &config.server,
+            args,
+        );
+    }
     enroll_shared::cli::run(
         "enroll-policy",
-        SERVICE_NAME,
         cli.config.as_deref(),
         |config: PolicyConfig| async move {
             match command {
@@ -59,7 +69,7 @@ fn main() -> ExitCode {
                     tracing::info!("migrations applied");
                 }
                 Command::SeedDemo => demo::seed(&config).await?,
-                Command::HashKey { .. } => {}
+                Command::HashKey { .. } | Command::Healthcheck(_) => {}
             }
             Ok(())
         },
