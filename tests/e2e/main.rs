@@ -3,6 +3,7 @@ mod auth_matrix;
 mod autoassign;
 mod device_security;
 mod devices;
+mod enrollctl;
 mod enrollment_page;
 mod faults;
 mod health_and_reflection;

@@ -56,6 +56,7 @@ async fn create_get_update_delete_with_history(backend: Backend) {
             policy: Some(changed.clone()),
             etag: fetched.etag.clone(),
             actor: "alice@console".into(),
+            validate_only: false,
         })
         .await
         .unwrap()
@@ -70,6 +71,7 @@ async fn create_get_update_delete_with_history(backend: Backend) {
             policy: Some(changed),
             etag: fetched.etag.clone(),
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap_err();
@@ -81,6 +83,7 @@ async fn create_get_update_delete_with_history(backend: Backend) {
             policy: Some(updated.clone()),
             etag: String::new(),
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap_err();
@@ -238,6 +241,7 @@ async fn invalid_policies_are_refused_and_store_nothing(backend: Backend) {
         .create_policy(pb::CreatePolicyRequest {
             policy: None,
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap_err();
@@ -264,6 +268,7 @@ async fn invalid_policies_are_refused_and_store_nothing(backend: Backend) {
             policy: Some(bad),
             etag: existing.etag.clone(),
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap_err();

@@ -195,6 +195,7 @@ async fn equal_priority_conflicts_are_reported_and_fail_decisions(backend: Backe
             policy: Some(fixed),
             etag: second.etag,
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap();

@@ -59,6 +59,7 @@ async fn every_instance_sees_a_change_within_a_second(backend: Backend) {
             policy: Some(changed),
             etag: created.etag,
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap()

@@ -180,6 +180,7 @@ async fn an_unreadable_stored_policy_stops_decisions_until_repaired(backend: Bac
             policy: Some(repaired),
             etag: limit.etag,
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .unwrap();

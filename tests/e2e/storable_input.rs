@@ -238,6 +238,7 @@ async fn nul_in_any_policy_text_field_is_invalid_argument_naming_it(backend: Bac
             .create_policy(policy_pb::CreatePolicyRequest {
                 policy: Some(policy("acted", &[])),
                 actor: NUL.into(),
+                validate_only: false,
             })
             .await,
         "actor",

@@ -239,6 +239,7 @@ async fn a_huge_unknown_action_name_is_invalid_argument(backend: Backend) {
             .create_policy(policy_pb::CreatePolicyRequest {
                 policy: Some(rule.clone()),
                 actor: "fuzz".into(),
+                validate_only: false,
             })
             .await;
         let updated = admin
@@ -246,6 +247,7 @@ async fn a_huge_unknown_action_name_is_invalid_argument(backend: Backend) {
                 policy: Some(rule),
                 etag: "1".into(),
                 actor: "fuzz".into(),
+                validate_only: false,
             })
             .await;
         for answer in [created.map(|_| ()), updated.map(|_| ())] {

@@ -48,6 +48,7 @@ pub async fn create(
         .create_policy(policy_pb::CreatePolicyRequest {
             policy: Some(policy),
             actor: String::new(),
+            validate_only: false,
         })
         .await
         .map(tonic::Response::into_inner)

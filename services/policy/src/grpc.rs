@@ -293,8 +293,13 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         request: Request<pb::CreatePolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
         let actor = actor(&request, &request.get_ref().actor)?;
-        let spec = spec_from_proto(request.into_inner().policy)?;
-        let view = self.policies.create(spec, actor).await?;
+        let request = request.into_inner();
+        let spec = spec_from_proto(request.policy)?;
+        let view = if request.validate_only {
+            self.policies.validate_create(spec).await?
+        } else {
+            self.policies.create(spec, actor).await?
+        };
         Ok(Response::new(view_to_proto(view)))
     }
 
@@ -307,7 +312,11 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         let request = request.into_inner();
         let spec = spec_from_proto(request.policy)?;
         let etag = text("etag", &request.etag, 128)?;
-        let view = self.policies.update(spec, &etag, actor).await?;
+        let view = if request.validate_only {
+            self.policies.validate_update(spec, &etag).await?
+        } else {
+            self.policies.update(spec, &etag, actor).await?
+        };
         Ok(Response::new(view_to_proto(view)))
     }
 

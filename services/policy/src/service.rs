@@ -11,7 +11,7 @@ use crate::domain::engine::{Conflict, Decision, EvaluationRequest, PolicySet, Su
 use crate::domain::pin::pin_violations;
 use crate::domain::policy::{CompiledPolicy, PolicySpec, StoredPolicy, validate_name};
 use crate::error::PolicyError;
-use crate::store::{ChangeContext, PolicyChange, PolicyStore};
+use crate::store::{ChangeContext, PolicyChange, PolicyStore, StoreError};
 
 /// A policy with the conflicts it takes part in.
 #[derive(Debug, Clone)]
@@ -157,21 +157,67 @@ impl<S: PolicyStore> Policies<S> {
         etag: &str,
         actor: String,
     ) -> Result<PolicyView, PolicyError> {
-        if etag.trim().is_empty() {
-            return Err(PolicyError::invalid(
-                "etag",
-                "required: pass the etag of the policy you read",
-            ));
-        }
+        let etag = required_etag(etag)?;
         let (spec, compiled) = spec.validate()?;
-        let policy = self
-            .store
-            .update(spec, etag.trim(), self.context(actor))
-            .await?;
+        let policy = self.store.update(spec, etag, self.context(actor)).await?;
         self.after_write().await;
         Ok(PolicyView {
             policy,
             conflicts: self.conflicts_with(&compiled),
+        })
+    }
+
+    /// A dry run of [`Self::create`]: the same validation, existence check and conflicts,
+    /// nothing stored. The would-be policy has no etag (it has no stored version).
+    pub async fn validate_create(&self, spec: PolicySpec) -> Result<PolicyView, PolicyError> {
+        let (spec, compiled) = spec.validate()?;
+        match self.store.get(&spec.name).await {
+            // An unreadable row still holds the name: a create would fail on it too.
+            Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => {
+                return Err(PolicyError::AlreadyExists(spec.name));
+            }
+            Ok(None) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let now = self.clock.now();
+        Ok(PolicyView {
+            conflicts: self.conflicts_with(&compiled),
+            policy: StoredPolicy {
+                spec,
+                etag: String::new(),
+                create_time: now,
+                update_time: now,
+            },
+        })
+    }
+
+    /// A dry run of [`Self::update`]: the same validation, etag check and conflicts,
+    /// nothing stored. The would-be policy keeps the stored etag (it is still current).
+    pub async fn validate_update(
+        &self,
+        spec: PolicySpec,
+        etag: &str,
+    ) -> Result<PolicyView, PolicyError> {
+        let etag = required_etag(etag)?;
+        let (spec, compiled) = spec.validate()?;
+        let stored = self
+            .store
+            .get(&spec.name)
+            .await?
+            .ok_or_else(|| PolicyError::NotFound(spec.name.clone()))?;
+        if stored.etag != etag {
+            return Err(PolicyError::EtagMismatch {
+                name: spec.name,
+                given: etag.to_owned(),
+            });
+        }
+        Ok(PolicyView {
+            conflicts: self.conflicts_with(&compiled),
+            policy: StoredPolicy {
+                spec,
+                update_time: self.clock.now(),
+                ..stored
+            },
         })
     }
 
@@ -249,4 +295,16 @@ impl<S: PolicyStore> Policies<S> {
             tracing::warn!(%error, "policy set refresh after write failed");
         }
     }
+}
+
+/// The etag an update names, trimmed: INVALID_ARGUMENT when there is none.
+fn required_etag(etag: &str) -> Result<&str, PolicyError> {
+    let etag = etag.trim();
+    if etag.is_empty() {
+        return Err(PolicyError::invalid(
+            "etag",
+            "required: pass the etag of the policy you read",
+        ));
+    }
+    Ok(etag)
 }

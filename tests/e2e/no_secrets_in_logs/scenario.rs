@@ -425,6 +425,7 @@ async fn policies(stack: &TestStack, used: &mut Used) {
                 ..corp
             }),
             actor: "console".into(),
+            validate_only: false,
         })
         .await
         .unwrap();
@@ -436,6 +437,7 @@ async fn policies(stack: &TestStack, used: &mut Used) {
                 &[("otp_pin_minlength", "8")],
             )),
             actor: "console".into(),
+            validate_only: false,
         })
         .await
         .unwrap()

@@ -297,6 +297,7 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                     ..rule.clone()
                 }),
                 actor: s("fuzz"),
+                validate_only: false,
             }
             .encode_to_vec(),
         ),
@@ -306,6 +307,7 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 policy: Some(rule),
                 etag: s("1"),
                 actor: s("fuzz"),
+                validate_only: false,
             }
             .encode_to_vec(),
         ),

@@ -181,6 +181,7 @@ async fn setup(pool: &Pool, policy_url: &str, device_url: &str, key: &str) -> Re
                     ..Default::default()
                 }),
                 actor: "enroll-attacker".to_owned(),
+                validate_only: false,
             },
             &key,
         ))

@@ -369,6 +369,7 @@ async fn seed_policies(
             let mut request = tonic::Request::new(policy::CreatePolicyRequest {
                 policy: Some(seed_policy(i, realms, prefix)),
                 actor: "loadgen".to_owned(),
+                validate_only: false,
             });
             if let Some(key) = &key {
                 request.metadata_mut().insert("authorization", key.clone());
