@@ -42,14 +42,28 @@ impl Run {
     }
 }
 
+/// Where nothing listens.
+const CLOSED_PORT: &str = "http://127.0.0.1:1";
+
 /// Runs `enrollctl` with `args` against the stack's services with `key`, no config file.
 async fn ctl_as(stack: &TestStack, key: &str, args: &[&str], stdin: &str) -> Run {
-    let policy = stack.policy().url();
     let device = stack
         .devices
         .first()
         .map(|device| device.url())
-        .unwrap_or_else(|| "http://127.0.0.1:1".to_owned());
+        .unwrap_or_else(|| CLOSED_PORT.to_owned());
+    ctl_reaching(stack, &device, key, args, stdin).await
+}
+
+/// [`ctl_as`] with the device service at `device`.
+async fn ctl_reaching(
+    stack: &TestStack,
+    device: &str,
+    key: &str,
+    args: &[&str],
+    stdin: &str,
+) -> Run {
+    let policy = stack.policy().url();
     let mut all = vec![
         "enrollctl",
         "--config",
@@ -57,7 +71,7 @@ async fn ctl_as(stack: &TestStack, key: &str, args: &[&str], stdin: &str) -> Run
         "--policy-addr",
         &policy,
         "--device-addr",
-        &device,
+        device,
         "--api-key",
         key,
         "--actor",
@@ -777,27 +791,21 @@ async fn exit_codes_and_error_messages(backend: Backend) {
         "{}",
         healthy.stdout
     );
-    let closed = ctl(
-        &stack,
-        &["--device-addr", "http://127.0.0.1:1", "token", "list"],
-    )
-    .await
-    .failed_with(5);
+    let closed = ctl_reaching(&stack, CLOSED_PORT, ADMIN_KEY, &["token", "list"], "")
+        .await
+        .failed_with(5);
     assert!(closed.stderr.contains("UNAVAILABLE"), "{}", closed.stderr);
     assert!(
         closed
             .stderr
             .contains("hint: is the device service running")
     );
-    let unhealthy = ctl(
+    let unhealthy = ctl_reaching(
         &stack,
-        &[
-            "-o",
-            "json",
-            "--device-addr",
-            "http://127.0.0.1:1",
-            "health",
-        ],
+        CLOSED_PORT,
+        ADMIN_KEY,
+        &["-o", "json", "health"],
+        "",
     )
     .await
     .failed_with(5)
@@ -832,7 +840,7 @@ async fn config_file_profiles_and_mutual_tls(backend: Backend) {
         .await
         .ok();
     assert!(listed.stdout.starts_with("NAME"), "{}", listed.stdout);
-    run_args(
+    let refused = run_args(
         &[
             "enrollctl",
             "--config",
@@ -846,6 +854,11 @@ async fn config_file_profiles_and_mutual_tls(backend: Backend) {
     )
     .await
     .failed_with(5);
+    assert!(
+        refused.stderr.contains("(--cert, --key)"),
+        "{}",
+        refused.stderr
+    );
     let unknown = run_args(
         &[
             "enrollctl",

@@ -18,7 +18,8 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 3;
     /// UNAUTHENTICATED or PERMISSION_DENIED (including policy denials).
     pub const AUTH: i32 = 4;
-    /// UNAVAILABLE or DEADLINE_EXCEEDED; a health check that is not SERVING.
+    /// UNAVAILABLE or DEADLINE_EXCEEDED; no connection (refused, TLS handshake failed); a
+    /// health check that is not SERVING.
     pub const UNAVAILABLE: i32 = 5;
     /// ALREADY_EXISTS, ABORTED, FAILED_PRECONDITION, RESOURCE_EXHAUSTED; policy conflicts
     /// that `policy apply` refuses.
@@ -37,7 +38,8 @@ Exit codes:
   2  usage: bad flags, configuration or input file
   3  not found (NOT_FOUND)
   4  authentication or permission (UNAUTHENTICATED, PERMISSION_DENIED, policy denials)
-  5  unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, health not SERVING)
+  5  unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, no connection or TLS handshake,
+     health not SERVING)
   6  conflict or precondition (ALREADY_EXISTS, ABORTED, FAILED_PRECONDITION,
      RESOURCE_EXHAUSTED; policy conflicts refused by `policy apply`)
   7  invalid argument (INVALID_ARGUMENT, OUT_OF_RANGE)
@@ -74,6 +76,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Usage(_) => exit::USAGE,
+            Self::Grpc { status, .. } if is_transport_failure(status) => exit::UNAVAILABLE,
             Self::Grpc { status, .. } => code_exit(status.code()),
             Self::Outcome { code, .. } => *code,
             Self::Local(_) => exit::GENERIC,
@@ -128,6 +131,15 @@ impl From<std::io::Error> for CliError {
     fn from(error: std::io::Error) -> Self {
         Self::Local(format!("writing output: {error}"))
     }
+}
+
+/// A call that never reached the service: tonic reports a failed connection or TLS
+/// handshake (a refused client certificate, an unknown CA) as UNKNOWN "transport error",
+/// or as CANCELLED when the server closes the connection right after the handshake (TLS
+/// 1.3 refuses a missing client certificate only then).
+fn is_transport_failure(status: &Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Cancelled)
+        && status_message(status).contains("transport error")
 }
 
 /// The exit code of a gRPC status code.
@@ -218,7 +230,15 @@ fn render_status(service: &str, address: &str, status: &Status) -> String {
     {
         text.push_str(&format!("  retry after: {} ms\n", delay.as_millis()));
     }
-    if let Some(hint) = hint(status.code(), service, address) {
+    let hint = if is_transport_failure(status) {
+        Some(format!(
+            "no connection to {address}: check the address and, for https, the CA (--ca), \
+             the client certificate and key (--cert, --key) and --server-name"
+        ))
+    } else {
+        hint(status.code(), service, address)
+    };
+    if let Some(hint) = hint {
         text.push_str(&format!("  hint: {hint}\n"));
     }
     text
@@ -289,6 +309,16 @@ mod tests {
         assert!(text.contains("hint: is the policy service running and reachable at http://127.0.0.1:50051? (its address: --policy-addr)"));
         let json = error.render_json();
         assert!(json["error"].get("reason").is_none());
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_is_unavailable_with_a_tls_hint() {
+        let error = grpc(Status::unknown(
+            "transport error: connection error: received fatal alert: CertificateRequired",
+        ));
+        assert_eq!(error.exit_code(), exit::UNAVAILABLE);
+        assert!(error.render_text().contains("(--cert, --key)"));
+        assert_eq!(grpc(Status::unknown("boom")).exit_code(), exit::GENERIC);
     }
 
     #[test]

@@ -154,6 +154,10 @@ async fn tail(
             fetch(ctx, &mut client, &filter, 0, Some(down_to)).await?
         };
         if first {
+            // Whatever is older than the backlog is not followed.
+            if let Some(oldest) = events.iter().map(|event| event.id).min() {
+                floor = oldest - 1;
+            }
             if backlog == 0 {
                 seen.extend(events.drain(..).map(|event| event.id));
             }
