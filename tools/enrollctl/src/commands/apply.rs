@@ -81,7 +81,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: ApplyArgs) -> Result<(), CliError> {
                 "{verb} policy {} (etag {})\n",
                 policy.name, policy.etag
             ));
-            text.push_str(&super::policy::conflicts_text(&policy.conflicts));
+            text.push_str(&conflicts_text(&policy.conflicts));
         }
         if applied.is_empty() {
             text.push_str("nothing to apply\n");
@@ -280,4 +280,19 @@ fn plan_json(plans: &[Plan], applied: &[pb::Policy], dry_run: bool) -> Result<Va
         "applied": applied.iter().map(|policy| policy.name.clone()).collect::<Vec<_>>(),
         "policies": policies,
     }))
+}
+
+/// One `conflict:` line per conflict.
+pub fn conflicts_text(conflicts: &[pb::PolicyConflict]) -> String {
+    conflicts
+        .iter()
+        .map(|conflict| {
+            format!(
+                "conflict: {} (action {}, with policy {})\n",
+                crate::output::printable(&conflict.message),
+                conflict.action,
+                conflict.other_policy
+            )
+        })
+        .collect()
 }

@@ -108,24 +108,9 @@ pub fn policy_text(policy: &pb::Policy) -> String {
     text.push_str(&actions.render());
     if !policy.conflicts.is_empty() {
         text.push('\n');
-        text.push_str(&conflicts_text(&policy.conflicts));
+        text.push_str(&super::apply::conflicts_text(&policy.conflicts));
     }
     text
-}
-
-/// One `conflict:` line per conflict.
-pub fn conflicts_text(conflicts: &[pb::PolicyConflict]) -> String {
-    conflicts
-        .iter()
-        .map(|conflict| {
-            format!(
-                "conflict: {} (action {}, with policy {})\n",
-                crate::output::printable(&conflict.message),
-                conflict.action,
-                conflict.other_policy
-            )
-        })
-        .collect()
 }
 
 async fn get(ctx: &mut Ctx<'_>, name: String) -> Result<(), CliError> {
