@@ -16,7 +16,9 @@ ca, cert, key, server_name, timeout_secs, actor, output; profiles in [profiles.N
 chosen with --profile or default_profile. Relative paths are relative to the config file.";
 
 /// Operate the enrollment services: policies, tokens, enrollment links, devices, audit.
-#[derive(Debug, Parser)]
+///
+/// No `Debug`: the global options hold the API key.
+#[derive(Parser)]
 #[command(
     name = "enrollctl",
     version,
@@ -31,7 +33,7 @@ pub struct Cli {
 }
 
 /// Connection and output options, accepted before or after the subcommand.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct GlobalArgs {
     /// Config file (TOML) [default: ~/.config/enrollctl/config.toml when it exists].
     #[arg(long, global = true, env = "ENROLLCTL_CONFIG", value_name = "FILE")]

@@ -188,36 +188,29 @@ pub fn diff(before: Option<&pb::Policy>, after: &pb::Policy) -> Vec<FieldChange>
     let old = before.unwrap_or(&empty);
     let is_new = before.is_none();
     let mut changes = Vec::new();
-    let mut field = |name: &str, old_text: String, new_text: String, old_unset: bool| {
+    let mut field = |name: &str, old_text: String, new_text: String| {
         if old_text != new_text || (is_new && !matches!(new_text.as_str(), "" | "[]" | "\"\"")) {
             changes.push(FieldChange {
                 field: name.to_owned(),
-                before: (!is_new && !old_unset).then_some(old_text),
+                before: (!is_new).then_some(old_text),
                 after: Some(new_text),
             });
         }
     };
-    field("scope", old.scope.clone(), after.scope.clone(), false);
-    field("realms", list(&old.realms), list(&after.realms), false);
-    field("users", list(&old.users), list(&after.users), false);
-    field("clients", list(&old.clients), list(&after.clients), false);
+    field("scope", old.scope.clone(), after.scope.clone());
+    field("realms", list(&old.realms), list(&after.realms));
+    field("users", list(&old.users), list(&after.users));
+    field("clients", list(&old.clients), list(&after.clients));
     field(
         "priority",
         old.priority.to_string(),
         after.priority.to_string(),
-        false,
     );
-    field(
-        "active",
-        old.active.to_string(),
-        after.active.to_string(),
-        false,
-    );
+    field("active", old.active.to_string(), after.active.to_string());
     field(
         "description",
         format!("{:?}", old.description),
         format!("{:?}", after.description),
-        false,
     );
     let names: std::collections::BTreeSet<&String> =
         old.actions.keys().chain(after.actions.keys()).collect();

@@ -173,10 +173,16 @@ async fn tail(
             if ctx.json() {
                 write_json_line(ctx.out, &to_json(event)?)?;
             } else {
+                // Positional columns: an empty cell (a pool token's user) is `-`.
                 let line = row(event)
                     .into_iter()
-                    .filter(|cell| !cell.is_empty())
-                    .map(|cell| printable(&cell))
+                    .map(|cell| {
+                        if cell.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            printable(&cell)
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join("  ");
                 writeln!(ctx.out, "{line}")?;
