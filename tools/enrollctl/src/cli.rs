@@ -15,9 +15,8 @@ http://127.0.0.1:50052). Config keys: policy_addr, device_addr, api_key, api_key
 ca, cert, key, server_name, timeout_secs, actor, output; profiles in [profiles.NAME],
 chosen with --profile or default_profile. Relative paths are relative to the config file.";
 
+// No `Debug` here or on `GlobalArgs`: the global options hold the API key.
 /// Operate the enrollment services: policies, tokens, enrollment links, devices, audit.
-///
-/// No `Debug`: the global options hold the API key.
 #[derive(Parser)]
 #[command(
     name = "enrollctl",
