@@ -524,6 +524,17 @@ async fn config_file_profiles_and_mutual_tls(backend: Backend) {
         .await
         .ok();
     assert!(listed.stdout.starts_with("NAME"), "{}", listed.stdout);
+    // The certificate is checked against --server-name instead of the address's host.
+    let config_flag = ["enrollctl", "--config", config.as_str()];
+    let named = |name: &'static str| {
+        let mut args = config_flag.to_vec();
+        args.extend(["--server-name", name, "policy", "list"]);
+        args
+    };
+    run_args(&named("localhost"), "").await.ok();
+    run_args(&named("elsewhere.example"), "")
+        .await
+        .failed_with(5);
     let refused = run_args(
         &[
             "enrollctl",
