@@ -11,6 +11,7 @@ use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use crate::adapters::fido_metadata::FidoBlobs;
 use crate::adapters::policy_client::{PolicyClient, PolicyClientError};
 use crate::adapters::relying_party::WebauthnRelyingParty;
 use crate::config::{DeviceConfig, SecretsConfig};
@@ -21,12 +22,14 @@ use crate::grpc::DeviceGrpc;
 use crate::service::audit::AuditTrail;
 use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
+use crate::service::metadata::{FidoMetadata, MetadataRefresher};
 use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
 use crate::store::audit::AuditStore;
 use crate::store::devices::DeviceStore;
 use crate::store::idempotency::Retention;
+use crate::store::metadata::MetadataStore;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
 use crate::store::tokens::TokenStore;
 
@@ -84,6 +87,8 @@ pub struct Application {
     /// The Prometheus endpoint's listener, unless `metrics.listen_addr` is empty.
     metrics_listener: Option<TcpListener>,
     gauges: Arc<DeviceGauges>,
+    /// Keeps the FIDO metadata current, when `[webauthn.metadata]` names a source.
+    metadata_refresher: Option<MetadataRefresher>,
 }
 
 /// The autoassignment index and what keeps it current.
@@ -128,8 +133,14 @@ impl Application {
         enroll_shared::server::check_tls(&config.server)?;
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
-        let relying_party =
-            Arc::new(WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
+        let metadata = FidoMetadata::default();
+        let blobs = FidoBlobs::from_config(&config.webauthn.metadata).map_err(StartError::Config)?;
+        let mut relying_party =
+            WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?;
+        if blobs.is_some() {
+            relying_party = relying_party.with_anchors(Arc::new(metadata.clone()));
+        }
+        let relying_party = Arc::new(relying_party);
         let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
             .map_err(StartError::Config)?;
         let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
@@ -191,7 +202,18 @@ impl Application {
                 ceremony_ttl: config.webauthn.ceremony_ttl(),
             },
         )
-        .with_metrics(counters.clone());
+        .with_metrics(counters.clone())
+        .with_metadata(metadata.clone());
+        let metadata_refresher = blobs.map(|blobs| {
+            MetadataRefresher::new(
+                metadata,
+                MetadataStore::new(db.clone()),
+                Arc::new(blobs),
+                clock.clone(),
+            )
+            .revoking(config.webauthn.metadata.revoke_compromised)
+            .every(config.webauthn.metadata.refresh_interval())
+        });
         let tokens = Tokens::new(
             TokenStore::new(db.clone(), retention),
             gate,
@@ -223,6 +245,7 @@ impl Application {
             metrics: Arc::new(metrics),
             metrics_listener,
             gauges,
+            metadata_refresher,
         })
     }
 
@@ -264,6 +287,7 @@ impl Application {
             metrics,
             metrics_listener,
             gauges,
+            metadata_refresher,
         } = self;
         let meters = metrics.meters();
         let mut server = spawn(
@@ -304,6 +328,11 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        // Before SERVING: registrations on a fresh replica already know compromised models.
+        if let Some(refresher) = metadata_refresher {
+            refresher.load_at_start().await;
+            tokio::spawn(refresher.keep_fresh(server.stopping.clone()));
+        }
         server.health.set(true).await;
         // After the migrations: the gauges count tables that exist by then.
         let counting = gauges.clone();

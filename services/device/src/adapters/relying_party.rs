@@ -4,8 +4,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
 use webauthn_rs::prelude::{
-    AttestationCaList, AttestationMetadata, AttestedPasskeyRegistration, Credential, Passkey,
+    AttestationCaList, AttestationCaListBuilder, AttestationMetadata, AttestedPasskeyRegistration, Credential, Passkey,
     PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
     Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
 };
@@ -13,7 +15,9 @@ use webauthn_rs::prelude::{
 use crate::config::WebauthnConfig;
 use crate::domain::devices::DeviceKind;
 use crate::error::DeviceError;
-use crate::service::ports::{Authenticated, Challenge, RegisteredCredential, RelyingParty};
+use crate::service::ports::{
+    AttestationAnchors, Authenticated, Challenge, RegisteredCredential, RelyingParty,
+};
 
 /// The server half of a registration, stored between Begin and Finish.
 #[derive(Serialize, Deserialize)]
@@ -26,6 +30,10 @@ enum RegistrationState {
 pub struct WebauthnRelyingParty {
     webauthn: Webauthn,
     trusted_roots: Option<AttestationCaList>,
+    /// Roots of certified models from the FIDO metadata, each for its model's AAGUID only.
+    anchors: Option<Arc<dyn AttestationAnchors>>,
+    /// The anchors as a CA list, with the BLOB number they were built from.
+    anchor_cache: Mutex<Option<(u64, AttestationCaList)>>,
 }
 
 fn invalid_config(message: String) -> String {
@@ -68,7 +76,50 @@ impl WebauthnRelyingParty {
         Ok(Self {
             webauthn,
             trusted_roots: roots,
+            anchors: None,
+            anchor_cache: Mutex::new(None),
         })
+    }
+
+    /// Also trusts the attestation roots of certified models from the FIDO metadata.
+    pub fn with_anchors(mut self, anchors: Arc<dyn AttestationAnchors>) -> Self {
+        self.anchors = Some(anchors);
+        self
+    }
+
+    /// The roots an `enclave_only` attestation may chain to: the configured ones and the
+    /// metadata's certified models (bound to their AAGUIDs); `None` when there are none.
+    fn roots(&self) -> Option<AttestationCaList> {
+        let mut roots = self.trusted_roots.clone();
+        if let Some((no, anchors)) = self.anchors.as_ref().and_then(|anchors| anchors.current()) {
+            let mut cache = self
+                .anchor_cache
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if cache.as_ref().is_none_or(|(built, _)| *built != no) {
+                let mut builder = AttestationCaListBuilder::new();
+                for anchor in anchors.iter() {
+                    for der in &anchor.roots_der {
+                        if let Err(error) = builder.insert_device_der(
+                            der,
+                            anchor.aaguid,
+                            anchor.description.clone(),
+                            Default::default(),
+                        ) {
+                            tracing::warn!(aaguid = %anchor.aaguid, ?error, "FIDO metadata attestation root skipped");
+                        }
+                    }
+                }
+                *cache = Some((no, builder.build()));
+            }
+            if let Some((_, list)) = cache.as_ref().filter(|(_, list)| !list.is_empty()) {
+                match &mut roots {
+                    Some(roots) => roots.union(list),
+                    None => roots = Some(list.clone()),
+                }
+            }
+        }
+        roots
     }
 }
 
@@ -79,9 +130,9 @@ impl WebauthnRelyingParty {
         &self,
         state: &AttestedPasskeyRegistration,
     ) -> Result<AttestedPasskeyRegistration, DeviceError> {
-        let roots = self.trusted_roots.as_ref().ok_or_else(|| {
+        let roots = self.roots().ok_or_else(|| {
             DeviceError::FailedPrecondition(
-                "enclave_only devices need webauthn.trusted_roots".to_owned(),
+                "enclave_only devices need webauthn.trusted_roots (or FIDO metadata with certified models)".to_owned(),
             )
         })?;
         let mut value = serde_json::to_value(state)
@@ -89,7 +140,7 @@ impl WebauthnRelyingParty {
         let slot = value
             .get_mut("ca_list")
             .ok_or_else(|| DeviceError::corrupt("registration ceremony", "no ca_list"))?;
-        *slot = serde_json::to_value(roots)
+        *slot = serde_json::to_value(&roots)
             .map_err(|error| DeviceError::corrupt("trusted roots", error))?;
         serde_json::from_value(value)
             .map_err(|error| DeviceError::corrupt("registration ceremony", error))
@@ -120,9 +171,9 @@ impl RelyingParty for WebauthnRelyingParty {
                 (serialize(&options)?, RegistrationState::Any(state))
             }
             DeviceKind::EnclaveOnly => {
-                let roots = self.trusted_roots.clone().ok_or_else(|| {
+                let roots = self.roots().ok_or_else(|| {
                     DeviceError::FailedPrecondition(
-                        "enclave_only devices need trusted attestation roots: configure webauthn.trusted_roots".to_owned(),
+                        "enclave_only devices need trusted attestation roots: configure webauthn.trusted_roots (or webauthn.metadata)".to_owned(),
                     )
                 })?;
                 // No attachment hint: enclave_only is enforced by the attestation roots and
@@ -190,6 +241,7 @@ impl RelyingParty for WebauthnRelyingParty {
             passkey_json: serialize(&passkey)?,
             aaguid: aaguid(&inner.attestation.metadata),
             backup_eligible: inner.backup_eligible,
+            attestation_verified: attested,
         })
     }
 

@@ -6,9 +6,11 @@ use enroll_shared::config::{AuthConfig, DatabaseConfig, ServerConfig, TelemetryC
 use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
+mod metadata;
 mod validation;
 mod web;
 
+pub use metadata::MetadataConfig;
 pub use validation::{IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
 

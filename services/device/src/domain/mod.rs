@@ -4,6 +4,7 @@ pub mod audit;
 pub mod decision;
 pub mod devices;
 pub mod import;
+pub mod metadata;
 pub mod names;
 pub mod otp;
 pub mod pins;

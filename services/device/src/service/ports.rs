@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::{Decision, PinVerdict, PolicyError, PolicyQuestion};
 use crate::domain::devices::DeviceKind;
+use crate::domain::metadata::ModelAnchor;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
@@ -50,6 +51,8 @@ pub struct RegisteredCredential {
     pub passkey_json: String,
     pub aaguid: String,
     pub backup_eligible: bool,
+    /// The attestation chained to a trusted root (so its AAGUID is the model's).
+    pub attestation_verified: bool,
 }
 
 /// What a successful authentication tells about the credential used.
@@ -93,4 +96,23 @@ pub trait RelyingParty: Send + Sync + 'static {
         assertion_json: &str,
         stored: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Authenticated, DeviceError>;
+}
+
+/// Attestation trust anchors that change at run time: the attestation roots of certified
+/// models from the FIDO metadata, each bound to its model's AAGUID.
+pub trait AttestationAnchors: Send + Sync + 'static {
+    /// The current anchors and the BLOB number they come from (it changes when they do).
+    fn current(&self) -> Option<(u64, std::sync::Arc<Vec<ModelAnchor>>)>;
+}
+
+/// The FIDO metadata BLOB's source and its signature check.
+#[async_trait]
+pub trait MetadataBlobs: Send + Sync + 'static {
+    /// Where BLOBs come from, for logs and the stored row.
+    fn source(&self) -> String;
+    /// The BLOB as published (a JWT), or why it could not be fetched.
+    async fn fetch(&self) -> Result<String, String>;
+    /// The payload of a BLOB whose signature chain leads to the configured FIDO root with
+    /// certificates valid at `now`, or why not.
+    fn verify(&self, jwt: &str, now: std::time::SystemTime) -> Result<Vec<u8>, String>;
 }

@@ -158,6 +158,10 @@ mod tests {
             create_time: Utc::now(),
             last_used_time: None,
             approved_by: String::new(),
+            model: String::new(),
+            certification_level: String::new(),
+            attestation_verified: false,
+            model_compromise: None,
         }
     }
 

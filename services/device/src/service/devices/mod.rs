@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 
 use super::blocking::BlockingPool;
 use super::gate::PolicyGate;
+use super::metadata::FidoMetadata;
 use super::metrics::{Ceremony, DeviceMetrics, LinkChange};
-use super::ports::RelyingParty;
+use super::ports::{RegisteredCredential, RelyingParty};
 use crate::domain::actor::Actor;
 use crate::domain::decision::{PolicyAction, PolicyQuestion};
 use crate::domain::devices::{
@@ -72,6 +73,7 @@ pub struct Devices {
     settings: LinkSettings,
     blocking: BlockingPool,
     metrics: DeviceMetrics,
+    metadata: FidoMetadata,
 }
 
 impl Devices {
@@ -90,7 +92,14 @@ impl Devices {
             settings,
             blocking: BlockingPool::default(),
             metrics: DeviceMetrics::none(),
+            metadata: FidoMetadata::default(),
         }
+    }
+
+    /// Uses the FIDO metadata: models recorded on devices, compromised models refused.
+    pub fn with_metadata(mut self, metadata: FidoMetadata) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     /// Counts link changes, ceremonies and limit hits on `metrics`.
@@ -296,6 +305,17 @@ impl Devices {
                 return Err(error);
             }
         };
+        let model = match self.model_of(&registered) {
+            Ok(model) => model,
+            Err(error) => {
+                let record = self
+                    .gate
+                    .record(actor, "register_device", &realm, Some(&user), subject)
+                    .denied(error.audit_reason());
+                self.store.burn_ceremony(ceremony_id, record).await?;
+                return Err(error);
+            }
+        };
         // Approval: fixed when the ceremony began, and the stricter of begin and finish.
         let (state, approved_by) = match &link {
             Some(link) => (DeviceState::Approved, link.created_by.clone()),
@@ -318,6 +338,10 @@ impl Devices {
             create_time: now,
             last_used_time: None,
             approved_by,
+            model: model.description,
+            certification_level: model.certification_level,
+            attestation_verified: registered.attestation_verified,
+            model_compromise: None,
         };
         let reason = match &link {
             Some(link) => format!("through enrollment link {}; {}", link.id, state.as_str()),
@@ -345,6 +369,31 @@ impl Devices {
         })
     }
 
+    /// What the FIDO metadata says of a verified credential's model; a model it marks
+    /// compromised is refused (AUTHENTICATOR_COMPROMISED), whether or not its attestation
+    /// was verified: claiming to be a compromised model is reason enough to refuse.
+    fn model_of(&self, registered: &RegisteredCredential) -> Result<ModelRecord, DeviceError> {
+        let Some(loaded) = self.metadata.current() else {
+            return Ok(ModelRecord::default());
+        };
+        let Some(model) = loaded.catalog.model(&registered.aaguid) else {
+            return Ok(ModelRecord::default());
+        };
+        if let Some(reason) = model.compromise_reason(loaded.catalog.no) {
+            return Err(DeviceError::Refused {
+                reason: "AUTHENTICATOR_COMPROMISED",
+                message: format!("{reason}: register another authenticator"),
+            });
+        }
+        Ok(ModelRecord {
+            description: model.description.clone(),
+            certification_level: model
+                .certification
+                .map(|level| level.as_str().to_owned())
+                .unwrap_or_default(),
+        })
+    }
+
     async fn live_ceremony(
         &self,
         id: &str,
@@ -362,6 +411,13 @@ impl Devices {
         }
         Ok(ceremony)
     }
+}
+
+/// What a device records of its model.
+#[derive(Debug, Default)]
+struct ModelRecord {
+    description: String,
+    certification_level: String,
 }
 
 /// A ceremony to store.

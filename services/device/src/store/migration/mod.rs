@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod autoassign_confirmation;
 mod device_security;
+mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
 mod token_backoff;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(token_backoff::AddTokenBackoff),
             Box::new(autoassign_confirmation::AutoassignConfirmation),
             Box::new(idempotency_expiry::IdempotencyExpiry),
+            Box::new(fido_metadata::FidoMetadata),
         ]
     }
 
