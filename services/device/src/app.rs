@@ -135,8 +135,8 @@ impl Application {
         let cipher = seed_cipher(&config.secrets)?;
         let metadata = FidoMetadata::default();
         let blobs = FidoBlobs::from_config(&config.webauthn.metadata).map_err(StartError::Config)?;
-        let mut relying_party =
-            WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?;
+        let mut relying_party = WebauthnRelyingParty::new(&config.webauthn, clock.clone())
+            .map_err(StartError::Config)?;
         if blobs.is_some() {
             relying_party = relying_party.with_anchors(Arc::new(metadata.clone()));
         }

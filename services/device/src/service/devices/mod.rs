@@ -340,7 +340,7 @@ impl Devices {
             approved_by,
             model: model.description,
             certification_level: model.certification_level,
-            attestation_verified: registered.attestation_verified,
+            attestation_verified: registered.attestation.chain_verified(),
             model_compromise: None,
         };
         let reason = match &link {
