@@ -23,7 +23,7 @@ struct TestCa {
 
 fn root(common_name: &str) -> TestCa {
     let key = EcdsaP256SigningKey::generate();
-    let name = Name::from_str(&format!("CN={common_name},O=enroll tests")).unwrap();
+    let name = Name::from_str(&format!("CN={common_name},O=enroll tests,C=AU")).unwrap();
     let profile = Root::new(false, name.clone()).unwrap();
     let cert = issue(profile, &key, &key, None);
     TestCa { key, cert, name }

@@ -111,8 +111,11 @@ pub struct Device {
     pub model: String,
     /// The model's FIDO certification level at registration; empty when none is known.
     pub certification_level: String,
-    /// Whether the attestation chained to a trusted root (configured or from the metadata).
-    pub attestation_verified: bool,
+    /// The attestation statement format (`packed`, `tpm`, `apple`, ...); empty if unknown.
+    pub attestation_format: String,
+    /// The trusted root (configured, shipped vendor roots, or the FIDO metadata) the
+    /// attestation chain was verified to; `None` when it was not verified.
+    pub attestation_root: Option<String>,
     /// Why the FIDO metadata marks the model compromised, once a BLOB does.
     pub model_compromise: Option<String>,
 }
@@ -169,10 +172,9 @@ impl Device {
         } else {
             format!(", {}", self.certification_level)
         };
-        let attestation = if self.attestation_verified {
-            "attestation verified"
-        } else {
-            "attestation not verified"
+        let attestation = match &self.attestation_root {
+            Some(root) => format!("attestation verified to {root}"),
+            None => "attestation not verified".to_owned(),
         };
         Acceptance {
             required,

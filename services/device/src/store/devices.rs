@@ -169,7 +169,8 @@ impl DeviceStore {
             sign_count: 0,
             model: device.model.clone(),
             certification_level: device.certification_level.clone(),
-            attestation_verified: device.attestation_verified,
+            attestation_format: device.attestation_format.clone(),
+            attestation_root: device.attestation_root.clone().unwrap_or_default(),
             model_compromise: device.model_compromise.clone().unwrap_or_default(),
         };
         devices::Entity::insert(row.into_active_model())

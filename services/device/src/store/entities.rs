@@ -208,8 +208,10 @@ pub mod devices {
         pub model: String,
         /// The model's FIDO certification level at registration ("" none known).
         pub certification_level: String,
-        /// Whether the attestation chained to a trusted root at registration.
-        pub attestation_verified: bool,
+        /// The attestation statement format (`packed`, `tpm`, `apple`, ...; "" unknown).
+        pub attestation_format: String,
+        /// The trusted root the attestation chain was verified to; "" when it was not.
+        pub attestation_root: String,
         /// Why the FIDO metadata marks the model compromised; "" when it does not.
         pub model_compromise: String,
     }

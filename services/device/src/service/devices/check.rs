@@ -29,8 +29,12 @@ impl Devices {
             self.self_enrollment(actor, query)
         );
         let devices: Vec<Device> = devices?.into_iter().map(|stored| stored.device).collect();
-        let (can_self_enroll, reasons) = self_enrollment?;
+        let (can_self_enroll, mut reasons) = self_enrollment?;
         let (status, device) = enrollment_status(&devices, query);
+        // First why the device the status is about is (not) acceptable.
+        if let Some(device) = device {
+            reasons.insert(0, device.acceptance(query.required).reason);
+        }
         Ok(EnrollmentCheck {
             status,
             device: device.cloned(),
@@ -98,7 +102,11 @@ fn enrollment_status<'a>(
     query: &EnrollmentQuery,
 ) -> (EnrollmentStatus, Option<&'a Device>) {
     use EnrollmentStatus as Status;
-    let fits = |device: &Device| device.kind.satisfies(query.required);
+    // Of the required type and of a model the FIDO metadata does not mark compromised: a
+    // device of a compromised model never counts as enrolled (the user enrolls another).
+    let fits = |device: &Device| {
+        device.kind.satisfies(query.required) && device.model_compromise.is_none()
+    };
     let usable = |device: &Device| {
         // A device waiting for approval is never reported as enrolled, whatever the caller asks.
         if device.state == DeviceState::PendingApproval {
@@ -160,7 +168,8 @@ mod tests {
             approved_by: String::new(),
             model: String::new(),
             certification_level: String::new(),
-            attestation_verified: false,
+            attestation_format: String::new(),
+            attestation_root: None,
             model_compromise: None,
         }
     }
@@ -186,6 +195,8 @@ mod tests {
         let approved_any = device("a", DeviceKind::Any, DeviceState::Approved);
         let pending_enclave = device("p", DeviceKind::EnclaveOnly, DeviceState::PendingApproval);
         let revoked = device("r", DeviceKind::EnclaveOnly, DeviceState::Revoked);
+        let mut compromised = device("c", DeviceKind::EnclaveOnly, DeviceState::Approved);
+        compromised.model_compromise = Some("model X is REVOKED".to_owned());
         let cases: Vec<(Vec<Device>, EnrollmentQuery, S, Option<&str>)> = vec![
             (vec![], query(any, false, None), S::NotEnrolled, None),
             (
@@ -249,7 +260,32 @@ mod tests {
                 S::TypeMismatch,
                 Some("a"),
             ),
+            // A device of a compromised model counts for no type, even the weakest.
+            (
+                vec![compromised.clone()],
+                query(any, false, None),
+                S::TypeMismatch,
+                Some("c"),
+            ),
+            (
+                vec![compromised.clone()],
+                query(any, false, Some("cred-c")),
+                S::TypeMismatch,
+                Some("c"),
+            ),
+            (
+                vec![compromised.clone(), approved_any.clone()],
+                query(any, false, None),
+                S::Enrolled,
+                Some("a"),
+            ),
         ];
+        let reason = compromised.acceptance(any);
+        assert!(!reason.acceptable && reason.reason.contains("REVOKED"), "{reason:?}");
+        let ok = approved_any.acceptance(any);
+        assert!(ok.acceptable, "{ok:?}");
+        assert!(!approved_any.acceptance(enclave).acceptable);
+        assert!(!pending_enclave.acceptance(any).acceptable);
         for (index, (devices, query, status, device)) in cases.into_iter().enumerate() {
             let (got, found) = enrollment_status(&devices, &query);
             assert_eq!(got, status, "case {index}");

@@ -340,7 +340,8 @@ impl Devices {
             approved_by,
             model: model.description,
             certification_level: model.certification_level,
-            attestation_verified: registered.attestation.chain_verified(),
+            attestation_format: registered.attestation.format.clone(),
+            attestation_root: registered.attestation.trusted_root.clone(),
             model_compromise: None,
         };
         let reason = match &link {

@@ -1,7 +1,7 @@
 //! FIDO metadata: the last verified MDS3 BLOB (kept in the database so every replica and
 //! every restart uses the same version, and a failed download never loses it), and on each
 //! device what the metadata said of its model at registration (description, certification
-//! level), whether its attestation was verified, and the flag a later BLOB sets when it
+//! level), its attestation's format and the root its chain was verified to, and the flag a later BLOB sets when it
 //! marks the model compromised.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -21,7 +21,8 @@ enum Devices {
     Table,
     Model,
     CertificationLevel,
-    AttestationVerified,
+    AttestationFormat,
+    AttestationRoot,
     ModelCompromise,
 }
 
@@ -61,10 +62,16 @@ impl MigrationTrait for FidoMetadata {
                 .not_null()
                 .default("")
                 .to_owned(),
-            ColumnDef::new(Devices::AttestationVerified)
-                .boolean()
+            ColumnDef::new(Devices::AttestationFormat)
+                .string()
                 .not_null()
-                .default(false)
+                .default("")
+                .to_owned(),
+            // Empty: the attestation chain was not verified.
+            ColumnDef::new(Devices::AttestationRoot)
+                .string()
+                .not_null()
+                .default("")
                 .to_owned(),
             // Empty: not flagged; otherwise why the metadata marks the model compromised.
             ColumnDef::new(Devices::ModelCompromise)
@@ -83,11 +90,12 @@ impl MigrationTrait for FidoMetadata {
                 )
                 .await?;
         }
-        // Until now only enclave_only registrations verified the attestation chain.
+        // Until now only enclave_only registrations verified the attestation chain, to one
+        // of `webauthn.trusted_roots` (which one was not recorded).
         manager
             .get_connection()
             .execute_unprepared(
-                "UPDATE devices SET attestation_verified = TRUE WHERE device_type = 'enclave_only'",
+                "UPDATE devices SET attestation_root = 'trusted_roots' WHERE device_type = 'enclave_only'",
             )
             .await?;
         Ok(())
@@ -96,7 +104,8 @@ impl MigrationTrait for FidoMetadata {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for column in [
             Devices::ModelCompromise,
-            Devices::AttestationVerified,
+            Devices::AttestationRoot,
+            Devices::AttestationFormat,
             Devices::CertificationLevel,
             Devices::Model,
         ] {
