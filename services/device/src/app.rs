@@ -134,7 +134,8 @@ impl Application {
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
         let metadata = FidoMetadata::default();
-        let blobs = FidoBlobs::from_config(&config.webauthn.metadata).map_err(StartError::Config)?;
+        let blobs =
+            FidoBlobs::from_config(&config.webauthn.metadata).map_err(StartError::Config)?;
         let mut relying_party = WebauthnRelyingParty::new(&config.webauthn, clock.clone())
             .map_err(StartError::Config)?;
         if blobs.is_some() {

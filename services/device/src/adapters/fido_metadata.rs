@@ -74,7 +74,9 @@ pub enum BlobError {
     Fetch { origin: String, message: String },
     #[error("the metadata BLOB is not a JWT: {0}")]
     Malformed(String),
-    #[error("the metadata BLOB's signature algorithm `{0}` is not one MDS3 allows (ES256, RS256, PS256)")]
+    #[error(
+        "the metadata BLOB's signature algorithm `{0}` is not one MDS3 allows (ES256, RS256, PS256)"
+    )]
     Algorithm(String),
     #[error("the metadata BLOB's certificate chain does not lead to the configured FIDO root: {0}")]
     Chain(String),
@@ -121,13 +123,19 @@ pub fn load_roots(path: &std::path::Path) -> Result<Vec<Certificate>, String> {
 
 /// Verifies the BLOB's JWT (`alg` ES256, RS256 or PS256; the `x5c` chain to one of
 /// `roots`, certificates valid at `now`) and returns its payload.
-pub fn verify_blob(jwt: &str, roots: &[Certificate], now: SystemTime) -> Result<Vec<u8>, BlobError> {
+pub fn verify_blob(
+    jwt: &str,
+    roots: &[Certificate],
+    now: SystemTime,
+) -> Result<Vec<u8>, BlobError> {
     let jwt = jwt.trim();
     let mut parts = jwt.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(BlobError::Malformed("expected three dot-separated parts".to_owned()));
+        return Err(BlobError::Malformed(
+            "expected three dot-separated parts".to_owned(),
+        ));
     };
     let decode = |part: &str, what: &str| {
         URL_SAFE_NO_PAD
@@ -146,12 +154,15 @@ pub fn verify_blob(jwt: &str, roots: &[Certificate], now: SystemTime) -> Result<
             let der = STANDARD
                 .decode(encoded.trim())
                 .map_err(|error| BlobError::Malformed(format!("x5c is not base64: {error}")))?;
-            Certificate::from_der(&der)
-                .map_err(|error| BlobError::Malformed(format!("x5c holds a non-certificate: {error}")))
+            Certificate::from_der(&der).map_err(|error| {
+                BlobError::Malformed(format!("x5c holds a non-certificate: {error}"))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if chain.is_empty() {
-        return Err(BlobError::Chain("the header has no x5c certificates".to_owned()));
+        return Err(BlobError::Chain(
+            "the header has no x5c certificates".to_owned(),
+        ));
     }
     // A chain that ends with the root itself: the root is ours, not the BLOB's to give.
     if chain.len() > 1 && chain.last().is_some_and(|last| roots.contains(last)) {
@@ -176,8 +187,12 @@ fn verify_signature(
     signed: &[u8],
     signature: &[u8],
 ) -> Result<(), BlobError> {
-    let spki = leaf.tbs_certificate().subject_public_key_info().owned_to_ref();
-    let wrong_key = || BlobError::Signature(format!("the signing certificate's key does not fit {alg}"));
+    let spki = leaf
+        .tbs_certificate()
+        .subject_public_key_info()
+        .owned_to_ref();
+    let wrong_key =
+        || BlobError::Signature(format!("the signing certificate's key does not fit {alg}"));
     let failed = |_| BlobError::Signature("the signature does not match the BLOB".to_owned());
     match alg {
         "ES256" => {
@@ -192,7 +207,9 @@ fn verify_signature(
         "RS256" => {
             let key = RS256PublicKey::try_from(spki).map_err(|_| wrong_key())?;
             let signature = RS256Signature::try_from(signature).map_err(failed)?;
-            RS256VerifyingKey::new(key).verify(signed, &signature).map_err(failed)
+            RS256VerifyingKey::new(key)
+                .verify(signed, &signature)
+                .map_err(failed)
         }
         "PS256" => {
             let key = RS256PublicKey::try_from(spki).map_err(|_| wrong_key())?;

@@ -192,11 +192,16 @@ impl MetadataCatalog {
                 continue;
             };
             let Ok(aaguid) = Uuid::parse_str(aaguid_text.trim()) else {
-                skipped.push(format!("entry {index}: aaguid `{aaguid_text}` is not a UUID"));
+                skipped.push(format!(
+                    "entry {index}: aaguid `{aaguid_text}` is not a UUID"
+                ));
                 continue;
             };
             let (description, roots) = match statement {
-                Some(statement) => (statement.description, statement.attestation_root_certificates),
+                Some(statement) => (
+                    statement.description,
+                    statement.attestation_root_certificates,
+                ),
                 None => (String::new(), Vec::new()),
             };
             let mut attestation_roots = Vec::with_capacity(roots.len());
@@ -339,8 +344,7 @@ mod tests {
     }
 
     fn catalog() -> MetadataCatalog {
-        let (catalog, skipped) =
-            MetadataCatalog::parse(payload().to_string().as_bytes()).unwrap();
+        let (catalog, skipped) = MetadataCatalog::parse(payload().to_string().as_bytes()).unwrap();
         assert_eq!(skipped.len(), 1, "{skipped:?}");
         catalog
     }
@@ -348,7 +352,10 @@ mod tests {
     #[test]
     fn parses_models_levels_and_latest_status_ignoring_unknown_fields() {
         let catalog = catalog();
-        assert_eq!((catalog.no, catalog.next_update.as_str()), (7, "2026-12-01"));
+        assert_eq!(
+            (catalog.no, catalog.next_update.as_str()),
+            (7, "2026-12-01")
+        );
         assert_eq!(catalog.len(), 2, "U2F entry and bad AAGUID skipped");
         let yubikey = catalog.model(&YUBIKEY.to_uppercase()).unwrap();
         assert_eq!(yubikey.description, "YubiKey 5 Series");
@@ -361,8 +368,14 @@ mod tests {
         assert!(yubikey.compromise().is_none());
         let broken = catalog.model(BROKEN).unwrap();
         let reason = broken.compromise_reason(catalog.no).unwrap();
-        assert!(reason.contains("ATTESTATION_KEY_COMPROMISE since 2023-06-01"), "{reason}");
-        assert!(reason.contains("Broken key") && reason.contains("BLOB no 7"), "{reason}");
+        assert!(
+            reason.contains("ATTESTATION_KEY_COMPROMISE since 2023-06-01"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("Broken key") && reason.contains("BLOB no 7"),
+            "{reason}"
+        );
         assert_eq!(catalog.compromised().count(), 1);
         // Only certified, uncompromised models with roots anchor enclave_only.
         let anchors = catalog.anchors();

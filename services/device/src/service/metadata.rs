@@ -132,7 +132,11 @@ impl MetadataRefresher {
                 Ok(Some(Refreshed::Loaded { no, flagged }))
             }
             Ok(catalog) => {
-                tracing::error!(stored = stored.no, payload = catalog.no, "stored FIDO metadata BLOB's number does not match its payload; ignored");
+                tracing::error!(
+                    stored = stored.no,
+                    payload = catalog.no,
+                    "stored FIDO metadata BLOB's number does not match its payload; ignored"
+                );
                 Ok(None)
             }
             Err(error) => {

@@ -281,7 +281,10 @@ mod tests {
             ),
         ];
         let reason = compromised.acceptance(any);
-        assert!(!reason.acceptable && reason.reason.contains("REVOKED"), "{reason:?}");
+        assert!(
+            !reason.acceptable && reason.reason.contains("REVOKED"),
+            "{reason:?}"
+        );
         let ok = approved_any.acceptance(any);
         assert!(ok.acceptable, "{ok:?}");
         assert!(!approved_any.acceptance(enclave).acceptable);
