@@ -2,12 +2,13 @@
 //! loaded from a file: the model and its certification recorded on a device, certified
 //! models' roots as `enclave_only` anchors, forged and older BLOBs refused with the last
 //! good one kept, a later BLOB marking the model REVOKED flags (or revokes) its devices and
-//! refuses new registrations, and a new replica takes the stored BLOB from the database.
+//! refuses new registrations, a new replica takes the stored BLOB from the database, and
+//! the policy's model rules apply to verified attestations only.
 use std::time::{Duration, Instant};
 
 use enroll_e2e::{
-    Backend, DeviceClient, TestMetadataService, TestStack, audit_events_by_action,
-    link_secret as secret_of, metadata_entry, metadata_payload,
+    Backend, DeviceClient, TestMetadataService, TestStack, audit_events_by_action, create,
+    link_secret as secret_of, metadata_entry, metadata_payload, realm_policy,
 };
 use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
@@ -15,13 +16,14 @@ use enroll_shared::status::reason;
 use tonic::Code;
 use url::Url;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
 use webauthn_rs_proto::CreationChallengeResponse;
 
 const ORIGIN: &str = "http://localhost:8080";
 const MODEL: &str = "Soft token (test)";
 
-/// Registers `authenticator` for `user` through a link of `device_type`.
+/// Registers `authenticator` for `user` of realm `acme` through a link of `device_type`.
 async fn register(
     admin: &mut DeviceClient,
     proxy: &mut DeviceClient,
@@ -29,9 +31,20 @@ async fn register(
     user: &str,
     device_type: pb::DeviceType,
 ) -> Result<pb::Device, tonic::Status> {
+    register_in(admin, proxy, authenticator, "acme", user, device_type).await
+}
+
+async fn register_in(
+    admin: &mut DeviceClient,
+    proxy: &mut DeviceClient,
+    authenticator: &mut impl WebauthnAuthenticator,
+    realm: &str,
+    user: &str,
+    device_type: pb::DeviceType,
+) -> Result<pb::Device, tonic::Status> {
     let link = admin
         .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
-            realm: "acme".into(),
+            realm: realm.into(),
             user: user.into(),
             device_type: device_type as i32,
             created_by: "console-admin".into(),
@@ -67,9 +80,18 @@ async fn check(
     user: &str,
     required: pb::DeviceType,
 ) -> pb::CheckEnrollmentResponse {
+    check_in(proxy, "acme", user, required).await
+}
+
+async fn check_in(
+    proxy: &mut DeviceClient,
+    realm: &str,
+    user: &str,
+    required: pb::DeviceType,
+) -> pb::CheckEnrollmentResponse {
     proxy
         .check_enrollment(pb::CheckEnrollmentRequest {
-            realm: "acme".into(),
+            realm: realm.into(),
             user: user.into(),
             required_device_type: required as i32,
             ..Default::default()
@@ -331,7 +353,143 @@ async fn revoke_compromised_revokes_the_devices_of_a_revoked_model(backend: Back
     assert_eq!(answer.status, pb::EnrollmentStatus::NotEnrolled as i32);
 }
 
+/// Registers `authenticator` in `realm` and expects AUTHENTICATOR_NOT_ALLOWED naming
+/// `setting`'s refusal (`why`) and the deciding policy.
+async fn refused_by_policy(
+    stack: &TestStack,
+    authenticator: &mut impl WebauthnAuthenticator,
+    realm: &str,
+    why: &str,
+    policy: &str,
+) {
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    let refused = register_in(
+        &mut admin,
+        &mut proxy,
+        authenticator,
+        realm,
+        "erin",
+        pb::DeviceType::Any,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{realm}: {refused:?}"
+    );
+    assert_eq!(
+        reason(&refused).as_deref(),
+        Some("AUTHENTICATOR_NOT_ALLOWED"),
+        "{realm}: {refused:?}"
+    );
+    assert!(
+        refused.message().contains(why)
+            && refused.message().contains(&format!("(policy {policy})")),
+        "{realm}: {}",
+        refused.message()
+    );
+}
+
+async fn the_policy_model_rules_trust_only_verified_attestations(backend: Backend) {
+    let (mut token, token_ca) = SoftToken::new(true).unwrap();
+    let mds = TestMetadataService::new("mds");
+    mds.publish(&mds.sign(&metadata_payload(
+        1,
+        vec![soft_token_entry(&token_ca, false)],
+    )));
+    let config = mds.config();
+    let stack = TestStack::builder(backend)
+        .with_policy(realm_policy(
+            "soft-only",
+            "allowed",
+            &[("webauthn_aaguid_allow", MODEL)],
+        ))
+        .with_policy(realm_policy(
+            "no-soft",
+            "denied",
+            &[("webauthn_aaguid_deny", &AAGUID.to_string())],
+        ))
+        .with_policy(realm_policy(
+            "level-2",
+            "certified",
+            &[("webauthn_min_certification", "FIDO_CERTIFIED_L2")],
+        ))
+        .device_config(move |device| device.webauthn.metadata = config.clone())
+        .start()
+        .await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+
+    // An allow-list by model name: the verified soft token passes, a passkey (no verified
+    // attestation) never does.
+    let allowed = register_in(
+        &mut admin,
+        &mut proxy,
+        &mut token,
+        "allowed",
+        "frank",
+        pb::DeviceType::Any,
+    )
+    .await
+    .expect("the allowed model registers");
+    assert_eq!(allowed.model, MODEL);
+    refused_by_policy(
+        &stack,
+        &mut SoftPasskey::new(true),
+        "allowed",
+        "not verified",
+        "soft-only",
+    )
+    .await;
+    // A deny-list by AAGUID; a minimum level the model does not reach.
+    refused_by_policy(
+        &stack,
+        &mut token,
+        "denied",
+        "webauthn_aaguid_deny",
+        "no-soft",
+    )
+    .await;
+    refused_by_policy(
+        &stack,
+        &mut token,
+        "certified",
+        "it is FIDO_CERTIFIED_L1",
+        "level-2",
+    )
+    .await;
+    let denied = audit_events_by_action(&mut admin, "register_device").await;
+    assert!(
+        denied
+            .iter()
+            .filter(|event| event.result == "denied")
+            .count()
+            >= 3,
+        "{denied:?}"
+    );
+
+    // A device registered before a deny rule no longer counts as enrolled, and says why.
+    let enrolled = check_in(&mut proxy, "allowed", "frank", pb::DeviceType::Any).await;
+    assert_eq!(enrolled.status, pb::EnrollmentStatus::Enrolled as i32);
+    let mut policies = stack.policy_admin();
+    create(
+        &mut policies,
+        realm_policy("no-soft-now", "allowed", &[("webauthn_aaguid_deny", MODEL)]),
+    )
+    .await
+    .unwrap();
+    let refused = check_in(&mut proxy, "allowed", "frank", pb::DeviceType::Any).await;
+    assert_eq!(refused.status, pb::EnrollmentStatus::TypeMismatch as i32);
+    assert!(
+        refused.reasons[0].contains("webauthn_aaguid_deny")
+            && refused.reasons[0].contains("no-soft-now"),
+        "{:?}",
+        refused.reasons
+    );
+}
+
 enroll_e2e::on_both_backends!(
     a_blob_records_models_and_a_later_one_flags_revoked_models,
     revoke_compromised_revokes_the_devices_of_a_revoked_model,
+    the_policy_model_rules_trust_only_verified_attestations,
 );

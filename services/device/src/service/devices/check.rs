@@ -29,11 +29,46 @@ impl Devices {
             self.self_enrollment(actor, query)
         );
         let devices: Vec<Device> = devices?.into_iter().map(|stored| stored.device).collect();
-        let (can_self_enroll, mut reasons) = self_enrollment?;
-        let (status, device) = enrollment_status(&devices, query);
+        let (can_self_enroll, mut reasons, decision) = self_enrollment?;
+        let metadata = self.metadata.current();
+        // The policy's model rules; without a decision (policy service unreachable) they
+        // cannot be known and are not applied: the reasons already say the policy is down.
+        let policy_verdict = |device: &Device| -> Result<(), String> {
+            let Some(decision) = &decision else {
+                return Ok(());
+            };
+            let listed = metadata
+                .as_ref()
+                .and_then(|loaded| loaded.catalog.model(&device.aaguid));
+            let facts = ModelFacts {
+                aaguid: &device.aaguid,
+                verified: device.attestation_root.is_some(),
+                model: listed
+                    .map(|model| model.description.as_str())
+                    .or(Some(device.model.as_str()))
+                    .filter(|name| !name.is_empty()),
+                certification: match listed {
+                    Some(model) => model.certification,
+                    None => CertificationLevel::parse(&device.certification_level),
+                },
+            };
+            check_model_rules(&decision.settings, &facts).map_err(|refusal| {
+                with_policy(
+                    &format!("not acceptable under the policy: {}", refusal.message),
+                    &decision.decided(refusal.setting),
+                )
+            })
+        };
+        let (status, device) =
+            enrollment_status(&devices, query, &|device| policy_verdict(device).is_ok());
         // First why the device the status is about is (not) acceptable.
         if let Some(device) = device {
-            reasons.insert(0, device.acceptance(query.required).reason);
+            let acceptance = device.acceptance(query.required);
+            let reason = match policy_verdict(device) {
+                Err(refusal) if acceptance.acceptable => refusal,
+                _ => acceptance.reason,
+            };
+            reasons.insert(0, reason);
         }
         Ok(EnrollmentCheck {
             status,
@@ -47,11 +82,11 @@ impl Devices {
         &self,
         actor: &Actor,
         query: &EnrollmentQuery,
-    ) -> Result<(bool, Vec<String>), DeviceError> {
+    ) -> Result<(bool, Vec<String>, Option<Decision>), DeviceError> {
         let question = register_question(&query.realm, &query.user, "");
         let decision = match self.gate.evaluate_read(actor, &question).await {
             Ok(decision) => decision,
-            Err(reason) => return Ok((false, vec![reason])),
+            Err(reason) => return Ok((false, vec![reason], None)),
         };
         let mut reasons: Vec<String> = decision
             .denials
@@ -84,7 +119,7 @@ impl Devices {
                 ));
             }
         }
-        Ok((can, reasons))
+        Ok((can, reasons, Some(decision)))
     }
 }
 
@@ -100,12 +135,15 @@ fn with_policy(message: &str, policy: &str) -> String {
 fn enrollment_status<'a>(
     devices: &'a [Device],
     query: &EnrollmentQuery,
+    policy_accepts: &dyn Fn(&Device) -> bool,
 ) -> (EnrollmentStatus, Option<&'a Device>) {
     use EnrollmentStatus as Status;
     // Of the required type and of a model the FIDO metadata does not mark compromised: a
     // device of a compromised model never counts as enrolled (the user enrolls another).
     let fits = |device: &Device| {
-        device.kind.satisfies(query.required) && device.model_compromise.is_none()
+        device.kind.satisfies(query.required)
+            && device.model_compromise.is_none()
+            && policy_accepts(device)
     };
     let usable = |device: &Device| {
         // A device waiting for approval is never reported as enrolled, whatever the caller asks.
@@ -290,7 +328,7 @@ mod tests {
         assert!(!approved_any.acceptance(enclave).acceptable);
         assert!(!pending_enclave.acceptance(any).acceptable);
         for (index, (devices, query, status, device)) in cases.into_iter().enumerate() {
-            let (got, found) = enrollment_status(&devices, &query);
+            let (got, found) = enrollment_status(&devices, &query, &|_| true);
             assert_eq!(got, status, "case {index}");
             assert_eq!(
                 found.map(|device| device.id.as_str()),

@@ -13,11 +13,13 @@ use super::metadata::FidoMetadata;
 use super::metrics::{Ceremony, DeviceMetrics, LinkChange};
 use super::ports::{RegisteredCredential, RelyingParty};
 use crate::domain::actor::Actor;
-use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::decision::{Decision, PolicyAction, PolicyQuestion};
 use crate::domain::devices::{
     Device, DeviceKind, DeviceState, LinkSecret, RedirectAllowList, RegisteredDevice,
     RegistrationChallenge, user_handle,
 };
+use crate::domain::metadata::CertificationLevel;
+use crate::domain::model_rules::{ModelFacts, check_model_rules};
 use crate::domain::names::{Realm, UserName};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
@@ -305,7 +307,10 @@ impl Devices {
                 return Err(error);
             }
         };
-        let model = match self.model_of(&registered) {
+        let model = match self
+            .model_of(&registered)
+            .and_then(|model| model_rules(&decision, &registered, model))
+        {
             Ok(model) => model,
             Err(error) => {
                 let record = self
@@ -339,7 +344,10 @@ impl Devices {
             last_used_time: None,
             approved_by,
             model: model.description,
-            certification_level: model.certification_level,
+            certification_level: model
+                .certification
+                .map(|level| level.as_str().to_owned())
+                .unwrap_or_default(),
             attestation_format: registered.attestation.format.clone(),
             attestation_root: registered.attestation.trusted_root.clone(),
             model_compromise: None,
@@ -388,10 +396,7 @@ impl Devices {
         }
         Ok(ModelRecord {
             description: model.description.clone(),
-            certification_level: model
-                .certification
-                .map(|level| level.as_str().to_owned())
-                .unwrap_or_default(),
+            certification: model.certification,
         })
     }
 
@@ -418,7 +423,34 @@ impl Devices {
 #[derive(Debug, Default)]
 struct ModelRecord {
     description: String,
-    certification_level: String,
+    certification: Option<CertificationLevel>,
+}
+
+/// The policy's model rules on a registered credential (AUTHENTICATOR_NOT_ALLOWED, with
+/// the policy that decided the refusing setting).
+fn model_rules(
+    decision: &Decision,
+    registered: &RegisteredCredential,
+    model: ModelRecord,
+) -> Result<ModelRecord, DeviceError> {
+    let facts = ModelFacts {
+        aaguid: &registered.aaguid,
+        verified: registered.attestation.verified_aaguid().is_some(),
+        model: Some(model.description.as_str()).filter(|name| !name.is_empty()),
+        certification: model.certification,
+    };
+    match check_model_rules(&decision.settings, &facts) {
+        Ok(()) => Ok(model),
+        Err(refusal) => {
+            let policy = decision.decided(refusal.setting);
+            Err(DeviceError::Denied {
+                action: "register_device",
+                code: "AUTHENTICATOR_NOT_ALLOWED".to_owned(),
+                message: format!("{} (policy {policy})", refusal.message),
+                policy,
+            })
+        }
+    }
 }
 
 /// A ceremony to store.
