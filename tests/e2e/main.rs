@@ -1,4 +1,5 @@
 //! End-to-end tests: both services over real gRPC, on PostgreSQL and on SQLite.
+mod aaguid_policy;
 mod auth_matrix;
 mod autoassign;
 mod device_security;

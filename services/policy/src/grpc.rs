@@ -9,6 +9,7 @@ use pb::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use crate::domain::actions::TokenType;
+use crate::domain::authenticators::{AllowList, CertificationLevel, ModelList};
 use crate::domain::engine::{Action, Decision, EvaluationRequest, Subject};
 use crate::domain::patterns::parse_client_ip;
 use crate::domain::policy::PolicySpec;
@@ -160,6 +161,13 @@ fn decision_to_proto(decision: Decision) -> pb::EvaluateEnrollmentResponse {
                 .iter()
                 .map(|t| t.as_str().to_owned())
                 .collect(),
+            webauthn_aaguid_allow_restricted: s.webauthn_aaguid_allow != AllowList::Unrestricted,
+            webauthn_aaguid_allow: match &s.webauthn_aaguid_allow {
+                AllowList::Unrestricted => Vec::new(),
+                AllowList::Only(list) => model_strings(list),
+            },
+            webauthn_aaguid_deny: model_strings(&s.webauthn_aaguid_deny),
+            webauthn_min_certification: certification_to_proto(s.webauthn_min_certification) as i32,
         }),
         decided_by: decision
             .decided_by
@@ -167,6 +175,23 @@ fn decision_to_proto(decision: Decision) -> pb::EvaluateEnrollmentResponse {
             .map(|(field, policy)| (field.to_owned(), policy))
             .collect(),
         policy_set_version: decision.policy_set_version,
+    }
+}
+
+fn model_strings(list: &ModelList) -> Vec<String> {
+    list.entries().iter().map(ToString::to_string).collect()
+}
+
+fn certification_to_proto(level: CertificationLevel) -> pb::CertificationLevel {
+    match level {
+        CertificationLevel::NotFidoCertified => pb::CertificationLevel::NotFidoCertified,
+        CertificationLevel::FidoCertified => pb::CertificationLevel::FidoCertified,
+        CertificationLevel::FidoCertifiedL1 => pb::CertificationLevel::FidoCertifiedL1,
+        CertificationLevel::FidoCertifiedL1Plus => pb::CertificationLevel::FidoCertifiedL1Plus,
+        CertificationLevel::FidoCertifiedL2 => pb::CertificationLevel::FidoCertifiedL2,
+        CertificationLevel::FidoCertifiedL2Plus => pb::CertificationLevel::FidoCertifiedL2Plus,
+        CertificationLevel::FidoCertifiedL3 => pb::CertificationLevel::FidoCertifiedL3,
+        CertificationLevel::FidoCertifiedL3Plus => pb::CertificationLevel::FidoCertifiedL3Plus,
     }
 }
 

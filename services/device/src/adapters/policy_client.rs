@@ -18,7 +18,8 @@ use tower::timeout::Timeout;
 
 use crate::config::PolicyServiceConfig;
 use crate::domain::decision::{
-    Decision, Denial, PinVerdict, PolicyAction, PolicyError, PolicyQuestion, Rejection, Settings,
+    AaguidList, CertificationLevel, Decision, Denial, PinVerdict, PolicyAction, PolicyError,
+    PolicyQuestion, Rejection, Settings,
 };
 use crate::domain::devices::DeviceKind;
 use crate::domain::names::{Realm, UserName};
@@ -251,6 +252,14 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
                 settings.webauthn_device_type
             ))
         })?;
+    let webauthn_aaguid_deny = AaguidList::from_entries(settings.webauthn_aaguid_deny)
+        .map_err(|bad| PolicyError::BadAnswer(format!("webauthn_aaguid_deny: bad {bad}")))?;
+    let allow = AaguidList::from_entries(settings.webauthn_aaguid_allow)
+        .map_err(|bad| PolicyError::BadAnswer(format!("webauthn_aaguid_allow: bad {bad}")))?;
+    // A non-empty list restricts even without the flag: the stricter reading.
+    let webauthn_aaguid_allow =
+        (settings.webauthn_aaguid_allow_restricted || !allow.is_empty()).then_some(allow);
+    let webauthn_min_certification = certification(settings.webauthn_min_certification)?;
     let defaults = Settings::default();
     Ok(Decision {
         denials: response
@@ -282,8 +291,33 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
             webauthn_device_type,
             require_device_approval: settings.require_device_approval,
             enrollment_link_ttl_hours: settings.enrollment_link_ttl_hours,
+            webauthn_aaguid_allow,
+            webauthn_aaguid_deny,
+            webauthn_min_certification,
         },
         decided_by: response.decided_by,
+    })
+}
+
+/// The minimum certification; a level this service does not know fails closed (it cannot
+/// tell whether a model meets it).
+fn certification(raw: i32) -> Result<CertificationLevel, PolicyError> {
+    use pb::CertificationLevel as Wire;
+    Ok(match Wire::try_from(raw) {
+        // Unspecified: an answer without the field, from a policy service without the action.
+        Ok(Wire::Unspecified | Wire::NotFidoCertified) => CertificationLevel::NotFidoCertified,
+        Ok(Wire::FidoCertified) => CertificationLevel::FidoCertified,
+        Ok(Wire::FidoCertifiedL1) => CertificationLevel::FidoCertifiedL1,
+        Ok(Wire::FidoCertifiedL1Plus) => CertificationLevel::FidoCertifiedL1Plus,
+        Ok(Wire::FidoCertifiedL2) => CertificationLevel::FidoCertifiedL2,
+        Ok(Wire::FidoCertifiedL2Plus) => CertificationLevel::FidoCertifiedL2Plus,
+        Ok(Wire::FidoCertifiedL3) => CertificationLevel::FidoCertifiedL3,
+        Ok(Wire::FidoCertifiedL3Plus) => CertificationLevel::FidoCertifiedL3Plus,
+        Err(_) => {
+            return Err(PolicyError::BadAnswer(format!(
+                "unknown webauthn_min_certification {raw}"
+            )));
+        }
     })
 }
 
@@ -484,5 +518,71 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(decision(response), Err(PolicyError::BadAnswer(_))));
+    }
+
+    #[test]
+    fn authenticator_model_settings_are_decoded() {
+        let answer = |settings: pb::EnrollmentSettings| {
+            decision(pb::EvaluateEnrollmentResponse {
+                allowed: true,
+                settings: Some(settings),
+                ..Default::default()
+            })
+        };
+        let yubikey = "cb69481e-8ff7-4039-93ec-0a2729a154a8";
+        let decoded = answer(pb::EnrollmentSettings {
+            webauthn_aaguid_allow: vec![yubikey.into(), "YubiKey 5 Series".into()],
+            webauthn_aaguid_allow_restricted: true,
+            webauthn_aaguid_deny: vec!["Titan Security Key".into()],
+            webauthn_min_certification: pb::CertificationLevel::FidoCertifiedL1Plus as i32,
+            ..Default::default()
+        })
+        .unwrap()
+        .settings;
+        let allow = decoded.webauthn_aaguid_allow.unwrap();
+        assert_eq!(allow.aaguids, [yubikey.parse::<uuid::Uuid>().unwrap()]);
+        assert_eq!(allow.model_names, ["YubiKey 5 Series"]);
+        assert_eq!(
+            decoded.webauthn_aaguid_deny.model_names,
+            ["Titan Security Key"]
+        );
+        assert_eq!(
+            decoded.webauthn_min_certification,
+            CertificationLevel::FidoCertifiedL1Plus
+        );
+        // No restriction, nothing allowed, and a list without the flag (restricts).
+        let unrestricted = answer(pb::EnrollmentSettings::default()).unwrap().settings;
+        assert_eq!(unrestricted.webauthn_aaguid_allow, None);
+        assert_eq!(
+            unrestricted.webauthn_min_certification,
+            CertificationLevel::NotFidoCertified
+        );
+        let nothing = answer(pb::EnrollmentSettings {
+            webauthn_aaguid_allow_restricted: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .settings;
+        assert_eq!(nothing.webauthn_aaguid_allow, Some(AaguidList::default()));
+        let unflagged = answer(pb::EnrollmentSettings {
+            webauthn_aaguid_allow: vec![yubikey.into()],
+            ..Default::default()
+        })
+        .unwrap()
+        .settings;
+        assert!(unflagged.webauthn_aaguid_allow.is_some());
+        // A level this service does not know, or a blank entry, fails closed.
+        for bad in [
+            pb::EnrollmentSettings {
+                webauthn_min_certification: 99,
+                ..Default::default()
+            },
+            pb::EnrollmentSettings {
+                webauthn_aaguid_deny: vec![" ".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(matches!(answer(bad), Err(PolicyError::BadAnswer(_))));
+        }
     }
 }

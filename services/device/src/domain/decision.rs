@@ -3,6 +3,8 @@
 //! adapter that talks to it.
 use std::collections::HashMap;
 
+use uuid::Uuid;
+
 use super::devices::DeviceKind;
 use super::names::{Realm, UserName};
 
@@ -107,6 +109,13 @@ pub struct Settings {
     pub webauthn_device_type: DeviceKind,
     pub require_device_approval: bool,
     pub enrollment_link_ttl_hours: u32,
+    /// `webauthn_aaguid_allow`: None = no allow-list restriction; Some(empty) = no model
+    /// may register (equal-priority policies whose allow lists have nothing in common).
+    pub webauthn_aaguid_allow: Option<AaguidList>,
+    /// `webauthn_aaguid_deny`: models that may not register (deny wins over allow).
+    pub webauthn_aaguid_deny: AaguidList,
+    /// `webauthn_min_certification`: `NotFidoCertified` = no minimum.
+    pub webauthn_min_certification: CertificationLevel,
 }
 
 impl Default for Settings {
@@ -128,6 +137,94 @@ impl Default for Settings {
             webauthn_device_type: DeviceKind::Any,
             require_device_approval: false,
             enrollment_link_ttl_hours: 24,
+            webauthn_aaguid_allow: None,
+            webauthn_aaguid_deny: AaguidList::default(),
+            webauthn_min_certification: CertificationLevel::NotFidoCertified,
+        }
+    }
+}
+
+/// Authenticator models a policy list names: AAGUIDs and FIDO metadata (MDS3) model names.
+/// The policy service sends AAGUIDs in canonical lowercase form; every other entry is a
+/// model name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AaguidList {
+    pub aaguids: Vec<Uuid>,
+    /// As the policy wrote them (for messages); matched through [`model_key`].
+    pub model_names: Vec<String>,
+}
+
+impl AaguidList {
+    /// Sorts the entries of a decision; an empty or control-character entry is refused
+    /// (the policy service never sends one).
+    pub fn from_entries(entries: Vec<String>) -> Result<AaguidList, String> {
+        let mut list = AaguidList::default();
+        for entry in entries {
+            // 36 characters: the hyphenated form only (not simple, braced or urn).
+            let canonical = entry.len() == 36;
+            match Uuid::try_parse(&entry) {
+                Ok(aaguid) if canonical => list.aaguids.push(aaguid),
+                _ if entry.trim().is_empty() || entry.chars().any(char::is_control) => {
+                    return Err(format!("model entry `{}`", entry.escape_debug()));
+                }
+                _ => list.model_names.push(entry),
+            }
+        }
+        Ok(list)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.aaguids.is_empty() && self.model_names.is_empty()
+    }
+
+    /// Whether the list names the authenticator: by its AAGUID, or by its metadata model
+    /// name (ignoring case and runs of whitespace). Callers pass only a verified AAGUID and
+    /// a name from metadata; an unverified AAGUID must never pass an allow list.
+    pub fn matches(&self, aaguid: Uuid, model_name: Option<&str>) -> bool {
+        self.aaguids.contains(&aaguid)
+            || model_name.is_some_and(|name| {
+                let key = model_key(name);
+                self.model_names
+                    .iter()
+                    .any(|listed| model_key(listed) == key)
+            })
+    }
+}
+
+/// The form model names compare in: whitespace runs as one space, lowercase.
+pub fn model_key(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// FIDO certification levels (MDS3 status names), ordered from none to the highest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum CertificationLevel {
+    #[default]
+    NotFidoCertified,
+    FidoCertified,
+    FidoCertifiedL1,
+    FidoCertifiedL1Plus,
+    FidoCertifiedL2,
+    FidoCertifiedL2Plus,
+    FidoCertifiedL3,
+    FidoCertifiedL3Plus,
+}
+
+impl CertificationLevel {
+    /// The MDS3 `AuthenticatorStatus` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificationLevel::NotFidoCertified => "NOT_FIDO_CERTIFIED",
+            CertificationLevel::FidoCertified => "FIDO_CERTIFIED",
+            CertificationLevel::FidoCertifiedL1 => "FIDO_CERTIFIED_L1",
+            CertificationLevel::FidoCertifiedL1Plus => "FIDO_CERTIFIED_L1plus",
+            CertificationLevel::FidoCertifiedL2 => "FIDO_CERTIFIED_L2",
+            CertificationLevel::FidoCertifiedL2Plus => "FIDO_CERTIFIED_L2plus",
+            CertificationLevel::FidoCertifiedL3 => "FIDO_CERTIFIED_L3",
+            CertificationLevel::FidoCertifiedL3Plus => "FIDO_CERTIFIED_L3plus",
         }
     }
 }
@@ -214,4 +311,26 @@ pub enum Rejection {
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_lists_match_aaguids_and_model_names() {
+        let yubikey: Uuid = "cb69481e-8ff7-4039-93ec-0a2729a154a8".parse().unwrap();
+        let hello: Uuid = "08987058-cadc-4b81-b6e1-30de50dcbe96".parse().unwrap();
+        let list =
+            AaguidList::from_entries(vec![yubikey.to_string(), "YubiKey 5 Series".to_owned()])
+                .unwrap();
+        assert_eq!(list.aaguids, [yubikey]);
+        assert!(list.matches(yubikey, None));
+        assert!(list.matches(hello, Some("yubikey  5 SERIES")));
+        assert!(!list.matches(hello, Some("Windows Hello")));
+        assert!(!list.matches(hello, None));
+        assert!(AaguidList::from_entries(vec!["".to_owned()]).is_err());
+        assert!(AaguidList::from_entries(vec!["a\nb".to_owned()]).is_err());
+        assert!(CertificationLevel::FidoCertifiedL1 < CertificationLevel::FidoCertifiedL1Plus);
+    }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::authenticators::{AllowList, CertificationLevel, ModelList};
+
 /// Every action a policy may set, in `EnrollmentSettings` field order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ActionName {
@@ -26,6 +28,9 @@ pub enum ActionName {
     RequireDeviceApproval,
     EnrollmentLinkTtlHours,
     TokenTypes,
+    WebauthnAaguidAllow,
+    WebauthnAaguidDeny,
+    WebauthnMinCertification,
 }
 
 /// How values of one action are written and checked.
@@ -45,6 +50,12 @@ pub enum ValueKind {
     DeviceType,
     /// A comma list of token types.
     TokenTypes,
+    /// A comma list of AAGUIDs and model names; empty = no allow-list restriction.
+    AllowedModels,
+    /// A comma list of AAGUIDs and model names; empty = none denied.
+    DeniedModels,
+    /// A FIDO MDS3 certification status name.
+    Certification,
 }
 
 /// How policies of equal priority that both set the action combine.
@@ -56,10 +67,14 @@ pub enum Merge {
     Largest,
     /// Different values are a conflict.
     MustAgree,
+    /// Lists that restrict what passes: the intersection (an authenticator must pass all).
+    Intersect,
+    /// Lists of what is refused: the union.
+    Union,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 19] = [
+    pub const ALL: [ActionName; 22] = [
         ActionName::MaxTokenPerUser,
         ActionName::MaxTokenPerRealm,
         ActionName::MaxActiveTokenPerUser,
@@ -79,6 +94,9 @@ impl ActionName {
         ActionName::RequireDeviceApproval,
         ActionName::EnrollmentLinkTtlHours,
         ActionName::TokenTypes,
+        ActionName::WebauthnAaguidAllow,
+        ActionName::WebauthnAaguidDeny,
+        ActionName::WebauthnMinCertification,
     ];
 
     /// The name policies store it under (privacyIDEA spelling where one exists).
@@ -103,6 +121,9 @@ impl ActionName {
             ActionName::RequireDeviceApproval => "require_device_approval",
             ActionName::EnrollmentLinkTtlHours => "enrollment_link_ttl_hours",
             ActionName::TokenTypes => "token_types",
+            ActionName::WebauthnAaguidAllow => "webauthn_aaguid_allow",
+            ActionName::WebauthnAaguidDeny => "webauthn_aaguid_deny",
+            ActionName::WebauthnMinCertification => "webauthn_min_certification",
         }
     }
 
@@ -153,6 +174,9 @@ impl ActionName {
             | ActionName::LostTokenPwContents => ValueKind::Classes,
             ActionName::WebauthnDeviceType => ValueKind::DeviceType,
             ActionName::TokenTypes => ValueKind::TokenTypes,
+            ActionName::WebauthnAaguidAllow => ValueKind::AllowedModels,
+            ActionName::WebauthnAaguidDeny => ValueKind::DeniedModels,
+            ActionName::WebauthnMinCertification => ValueKind::Certification,
         }
     }
 
@@ -163,8 +187,18 @@ impl ActionName {
             | ActionName::MaxActiveTokenPerUser
             | ActionName::EnrollmentLinkTtlHours
             | ActionName::OtpPinMaxLength => Merge::Smallest,
-            ActionName::OtpPinMinLength => Merge::Largest,
+            ActionName::OtpPinMinLength | ActionName::WebauthnMinCertification => Merge::Largest,
+            ActionName::WebauthnAaguidAllow => Merge::Intersect,
+            ActionName::WebauthnAaguidDeny => Merge::Union,
             _ => Merge::MustAgree,
+        }
+    }
+
+    /// The longest value a policy may store for it (lists of AAGUIDs need room).
+    pub fn max_value_chars(self) -> usize {
+        match self.kind() {
+            ValueKind::AllowedModels | ValueKind::DeniedModels => 16_384,
+            _ => 1024,
         }
     }
 
@@ -212,6 +246,24 @@ impl ActionName {
                         "action `{name}` must be a comma list of totp, hotp, webauthn, password; `{bad}` is not one"
                     )
                 }),
+            ValueKind::AllowedModels => AllowList::parse(value)
+                .map(ActionValue::AllowedModels)
+                .map_err(|bad| models_error(name, &bad)),
+            ValueKind::DeniedModels => ModelList::parse(value)
+                .map(ActionValue::DeniedModels)
+                .map_err(|bad| models_error(name, &bad)),
+            ValueKind::Certification => CertificationLevel::parse(value)
+                .map(ActionValue::Certification)
+                .ok_or_else(|| {
+                    let levels: Vec<&str> = CertificationLevel::ALL
+                        .into_iter()
+                        .map(CertificationLevel::as_str)
+                        .collect();
+                    format!(
+                        "action `{name}` must be one of {}, got `{value}`",
+                        levels.join(", ")
+                    )
+                }),
         }
     }
 }
@@ -220,6 +272,12 @@ impl fmt::Display for ActionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+fn models_error(name: &str, problem: &str) -> String {
+    format!(
+        "action `{name}` must be a comma list of AAGUIDs (8-4-4-4-12) and FIDO metadata model names: {problem}"
+    )
 }
 
 fn parse_template(name: &str, value: &str) -> Result<String, String> {
@@ -251,12 +309,37 @@ pub enum ActionValue {
     Classes(CharClasses),
     DeviceType(DeviceType),
     TokenTypes(TokenTypes),
+    AllowedModels(AllowList),
+    DeniedModels(ModelList),
+    Certification(CertificationLevel),
 }
 
 impl ActionValue {
     pub fn as_int(&self) -> Option<u32> {
         match self {
             ActionValue::Int(number) => Some(*number),
+            _ => None,
+        }
+    }
+
+    /// The order `Merge::Smallest` and `Merge::Largest` compare by.
+    pub fn rank(&self) -> Option<u32> {
+        match self {
+            ActionValue::Certification(level) => Some(level.rank()),
+            other => other.as_int(),
+        }
+    }
+
+    /// The combination of two equal-priority values of a `Merge::Intersect` or
+    /// `Merge::Union` action; `None` for any other kind.
+    pub fn combine(&self, other: &ActionValue) -> Option<ActionValue> {
+        match (self, other) {
+            (ActionValue::AllowedModels(a), ActionValue::AllowedModels(b)) => {
+                Some(ActionValue::AllowedModels(a.intersection(b)))
+            }
+            (ActionValue::DeniedModels(a), ActionValue::DeniedModels(b)) => {
+                Some(ActionValue::DeniedModels(a.union(b)))
+            }
             _ => None,
         }
     }
@@ -271,6 +354,9 @@ impl fmt::Display for ActionValue {
             ActionValue::Classes(classes) => f.write_str(&classes.to_string()),
             ActionValue::DeviceType(device_type) => f.write_str(device_type.as_str()),
             ActionValue::TokenTypes(types) => f.write_str(&types.to_string()),
+            ActionValue::AllowedModels(list) => write!(f, "{list}"),
+            ActionValue::DeniedModels(list) => write!(f, "{list}"),
+            ActionValue::Certification(level) => f.write_str(level.as_str()),
         }
     }
 }
@@ -513,6 +599,35 @@ mod tests {
             ),
             (ActionName::TokenTypes, "totp,sms", None),
             (ActionName::TokenTypes, "", None),
+            (
+                ActionName::WebauthnAaguidAllow,
+                "",
+                Some(ActionValue::AllowedModels(AllowList::Unrestricted)),
+            ),
+            (
+                ActionName::WebauthnAaguidAllow,
+                "CB69481E-8FF7-4039-93EC-0A2729A154A8, YubiKey 5 Series",
+                Some(ActionValue::AllowedModels(
+                    AllowList::parse("cb69481e-8ff7-4039-93ec-0a2729a154a8,YubiKey 5 Series")
+                        .unwrap(),
+                )),
+            ),
+            (ActionName::WebauthnAaguidAllow, "cb69481e8ff7", None),
+            (
+                ActionName::WebauthnAaguidDeny,
+                "",
+                Some(ActionValue::DeniedModels(ModelList::default())),
+            ),
+            (ActionName::WebauthnAaguidDeny, "Titan,\u{1b}[31m", None),
+            (
+                ActionName::WebauthnMinCertification,
+                "fido_certified_l2",
+                Some(ActionValue::Certification(
+                    CertificationLevel::FidoCertifiedL2,
+                )),
+            ),
+            (ActionName::WebauthnMinCertification, "", None),
+            (ActionName::WebauthnMinCertification, "L2", None),
         ];
         for (action, raw, expected) in cases {
             let parsed = action.parse_value(raw);
@@ -524,6 +639,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn model_list_errors_name_the_action_and_the_item() {
+        let message = ActionName::WebauthnAaguidAllow
+            .parse_value("YubiKey 5 Series, cb69481e8ff7403993ec0a2729a154a8")
+            .unwrap_err();
+        assert!(message.contains("`webauthn_aaguid_allow`"), "{message}");
+        assert!(
+            message.contains("`cb69481e8ff7403993ec0a2729a154a8`"),
+            "{message}"
+        );
+        let message = ActionName::WebauthnMinCertification
+            .parse_value("gold")
+            .unwrap_err();
+        assert!(
+            message.contains("FIDO_CERTIFIED_L3plus") && message.contains("`gold`"),
+            "{message}"
+        );
+        assert_eq!(
+            ActionName::WebauthnAaguidDeny.merge(),
+            Merge::Union,
+            "deny lists unite"
+        );
+        assert_eq!(ActionName::WebauthnAaguidAllow.max_value_chars(), 16_384);
     }
 
     #[test]

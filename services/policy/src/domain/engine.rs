@@ -2,7 +2,9 @@
 //!
 //! Resolution: among the active policies that match the subject, the lowest priority number
 //! that sets an action decides it. At equal priority, bounds combine to the most restrictive
-//! value (see [`Merge`]); any other disagreement is a conflict that fails the decision.
+//! value (see [`Merge`]): bounds to the tighter one, allow lists to their intersection,
+//! deny lists to their union (`decided_by` then names every policy that took part, joined
+//! by `,`); any other disagreement is a conflict that fails the decision.
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -105,6 +107,42 @@ struct Resolved<'a> {
     priority: u32,
     value: &'a ActionValue,
     policy: usize,
+}
+
+/// The combined value of a list action set by several policies of the deciding priority.
+#[derive(Debug)]
+struct Combined {
+    action: ActionName,
+    value: ActionValue,
+    /// Every policy that took part, in (priority, name) order.
+    policies: Vec<usize>,
+}
+
+/// Folds `value` (of policy `index`) into the equal-priority combination of `action`.
+fn combine(
+    combined: &mut Vec<Combined>,
+    action: ActionName,
+    first: &Resolved<'_>,
+    value: &ActionValue,
+    index: usize,
+) {
+    match combined.iter_mut().find(|c| c.action == action) {
+        Some(combination) => {
+            if let Some(next) = combination.value.combine(value) {
+                combination.value = next;
+                combination.policies.push(index);
+            }
+        }
+        None => {
+            if let Some(value) = first.value.combine(value) {
+                combined.push(Combined {
+                    action,
+                    value,
+                    policies: vec![first.policy, index],
+                });
+            }
+        }
+    }
 }
 
 /// All policies, compiled, with a realm index so a decision looks only at the policies that
@@ -216,6 +254,9 @@ impl PolicySet {
         let user = fold_case(&subject.user);
         let mut resolved: [Option<Resolved<'_>>; ActionName::ALL.len()] =
             [None; ActionName::ALL.len()];
+        // Equal-priority combinations of list actions; rare, so empty (no allocation) on the
+        // usual path.
+        let mut combined: Vec<Combined> = Vec::new();
         for index in self.matching(&realm, &user, subject.client) {
             let policy = &self.policies[index];
             for (action, value) in &policy.actions {
@@ -231,8 +272,12 @@ impl PolicySet {
                     Some(current) if current.priority < policy.priority => {}
                     Some(current) => {
                         let replace = match action.merge() {
-                            Merge::Smallest => value.as_int() < current.value.as_int(),
-                            Merge::Largest => value.as_int() > current.value.as_int(),
+                            Merge::Smallest => value.rank() < current.value.rank(),
+                            Merge::Largest => value.rank() > current.value.rank(),
+                            Merge::Intersect | Merge::Union => {
+                                combine(&mut combined, *action, current, value, index);
+                                false
+                            }
                             Merge::MustAgree if value == current.value => false,
                             Merge::MustAgree => {
                                 return Err(Conflict {
@@ -253,7 +298,15 @@ impl PolicySet {
         let mut settings = Settings::default();
         let mut decided_by = BTreeMap::new();
         for action in ActionName::ALL {
-            if let Some(decided) = resolved[action as usize] {
+            if let Some(combination) = combined.iter().find(|c| c.action == action) {
+                settings.apply(action, &combination.value);
+                let names: Vec<&str> = combination
+                    .policies
+                    .iter()
+                    .map(|index| self.policies[*index].name.as_str())
+                    .collect();
+                decided_by.insert(action.settings_field(), names.join(","));
+            } else if let Some(decided) = resolved[action as usize] {
                 settings.apply(action, decided.value);
                 decided_by.insert(
                     action.settings_field(),

@@ -401,3 +401,155 @@ fn write_time_conflicts_consider_priority_and_overlap() {
         .is_empty()
     );
 }
+
+mod authenticator_models {
+    use super::*;
+    use crate::domain::authenticators::{AllowList, CertificationLevel, ModelList};
+
+    const YUBIKEY_5: &str = "cb69481e-8ff7-4039-93ec-0a2729a154a8";
+    const WINDOWS_HELLO: &str = "08987058-cadc-4b81-b6e1-30de50dcbe96";
+    const TITAN: &str = "42b4fb4a-2866-43b2-9bf7-6c6669c2e5d3";
+
+    fn decide(specs: Vec<PolicySpec>) -> Decision {
+        set(specs)
+            .evaluate(&request(
+                subject("corp", "alice", None),
+                Action::RegisterDevice,
+                None,
+            ))
+            .unwrap()
+    }
+
+    fn allow(value: &str) -> AllowList {
+        AllowList::parse(value).unwrap()
+    }
+
+    #[test]
+    fn defaults_restrict_nothing() {
+        let decision = decide(vec![]);
+        let s = &decision.settings;
+        assert_eq!(s.webauthn_aaguid_allow, AllowList::Unrestricted);
+        assert!(s.webauthn_aaguid_deny.is_empty());
+        assert_eq!(
+            s.webauthn_min_certification,
+            CertificationLevel::NotFidoCertified
+        );
+        assert!(decision.allowed());
+    }
+
+    #[test]
+    fn the_lowest_priority_number_decides() {
+        let decision = decide(vec![
+            spec(
+                "broad",
+                5,
+                &[
+                    ("webauthn_aaguid_allow", YUBIKEY_5),
+                    ("webauthn_aaguid_deny", TITAN),
+                    ("webauthn_min_certification", "FIDO_CERTIFIED_L2"),
+                ],
+            ),
+            spec(
+                "narrow",
+                1,
+                &[
+                    ("webauthn_aaguid_allow", ""),
+                    ("webauthn_min_certification", "fido_certified_l1"),
+                ],
+            ),
+        ]);
+        let s = &decision.settings;
+        // An explicit empty allow list at a lower number lifts the restriction.
+        assert_eq!(s.webauthn_aaguid_allow, AllowList::Unrestricted);
+        assert_eq!(s.webauthn_aaguid_deny.to_string(), TITAN);
+        assert_eq!(
+            s.webauthn_min_certification,
+            CertificationLevel::FidoCertifiedL1
+        );
+        assert_eq!(decision.decided_by["webauthn_aaguid_allow"], "narrow");
+        assert_eq!(decision.decided_by["webauthn_aaguid_deny"], "broad");
+        assert_eq!(decision.decided_by["webauthn_min_certification"], "narrow");
+    }
+
+    #[test]
+    fn equal_priority_combines_to_the_most_restrictive() {
+        let decision = decide(vec![
+            spec(
+                "a",
+                1,
+                &[
+                    (
+                        "webauthn_aaguid_allow",
+                        &format!("{YUBIKEY_5},{WINDOWS_HELLO},YubiKey 5 Series"),
+                    ),
+                    ("webauthn_aaguid_deny", TITAN),
+                    ("webauthn_min_certification", "FIDO_CERTIFIED_L1"),
+                ],
+            ),
+            spec(
+                "b",
+                1,
+                &[
+                    (
+                        "webauthn_aaguid_allow",
+                        &format!("yubikey 5 series,{YUBIKEY_5}"),
+                    ),
+                    ("webauthn_aaguid_deny", "Feitian ePass FIDO"),
+                    ("webauthn_min_certification", "FIDO_CERTIFIED_L2plus"),
+                ],
+            ),
+            spec("c", 1, &[("webauthn_aaguid_allow", "")]),
+            spec("later", 2, &[("webauthn_aaguid_allow", TITAN)]),
+        ]);
+        let s = &decision.settings;
+        assert_eq!(
+            s.webauthn_aaguid_allow,
+            allow(&format!("{YUBIKEY_5},YubiKey 5 Series"))
+        );
+        assert_eq!(
+            s.webauthn_aaguid_deny,
+            ModelList::parse(&format!("{TITAN},Feitian ePass FIDO")).unwrap()
+        );
+        assert_eq!(
+            s.webauthn_min_certification,
+            CertificationLevel::FidoCertifiedL2Plus
+        );
+        // Every policy that took part in a combined list, in name order; the winner of a
+        // bound.
+        assert_eq!(decision.decided_by["webauthn_aaguid_allow"], "a,b,c");
+        assert_eq!(decision.decided_by["webauthn_aaguid_deny"], "a,b");
+        assert_eq!(decision.decided_by["webauthn_min_certification"], "b");
+    }
+
+    #[test]
+    fn disjoint_allow_lists_at_equal_priority_allow_nothing() {
+        let decision = decide(vec![
+            spec("a", 1, &[("webauthn_aaguid_allow", YUBIKEY_5)]),
+            spec("b", 1, &[("webauthn_aaguid_allow", WINDOWS_HELLO)]),
+        ]);
+        assert_eq!(
+            decision.settings.webauthn_aaguid_allow,
+            AllowList::Only(ModelList::default())
+        );
+        assert_eq!(decision.decided_by["webauthn_aaguid_allow"], "a,b");
+    }
+
+    #[test]
+    fn combined_lists_never_count_as_conflicts() {
+        let set = set(vec![
+            spec("a", 1, &[("webauthn_aaguid_allow", YUBIKEY_5)]),
+            spec("b", 1, &[("webauthn_min_certification", "FIDO_CERTIFIED")]),
+        ]);
+        let candidate = PolicySet::compile_one(&spec(
+            "c",
+            1,
+            &[
+                ("webauthn_aaguid_allow", WINDOWS_HELLO),
+                ("webauthn_aaguid_deny", TITAN),
+                ("webauthn_min_certification", "FIDO_CERTIFIED_L3"),
+            ],
+        ))
+        .unwrap();
+        assert!(set.conflicts_with(&candidate).is_empty());
+    }
+}

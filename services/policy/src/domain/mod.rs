@@ -1,5 +1,6 @@
 //! Enrollment policy logic: no gRPC, no database.
 pub mod actions;
+pub mod authenticators;
 pub mod engine;
 pub mod patterns;
 pub mod pin;

@@ -132,7 +132,9 @@ impl PolicySpec {
         let mut typed = Vec::with_capacity(self.actions.len());
         for (raw_name, raw_value) in &self.actions {
             // Values are stored as given (templates): none may hold what PostgreSQL cannot.
-            enroll_shared::text::check_storable(raw_value, 1024).map_err(|message| {
+            let max_chars =
+                ActionName::parse(raw_name.trim()).map_or(1024, |action| action.max_value_chars());
+            enroll_shared::text::check_storable(raw_value, max_chars).map_err(|message| {
                 InvalidField::new(
                     format!("policy.actions.{}", raw_name.escape_debug()),
                     message,

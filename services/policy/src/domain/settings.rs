@@ -1,5 +1,6 @@
 //! The effective enrollment settings of one subject.
 use super::actions::{ActionName, ActionValue, CharClasses, DeviceType, TokenTypes};
+use super::authenticators::{AllowList, CertificationLevel, ModelList};
 
 /// One field per action; defaults are what applies when no policy decides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,12 @@ pub struct Settings {
     pub require_device_approval: bool,
     pub enrollment_link_ttl_hours: u32,
     pub token_types: TokenTypes,
+    /// Which authenticator models may register; `Only(empty)` lets none.
+    pub webauthn_aaguid_allow: AllowList,
+    /// Which authenticator models may not register.
+    pub webauthn_aaguid_deny: ModelList,
+    /// The lowest FIDO certification a registering model must have.
+    pub webauthn_min_certification: CertificationLevel,
 }
 
 /// The label template when no policy sets one: the serial.
@@ -52,6 +59,9 @@ impl Default for Settings {
             require_device_approval: false,
             enrollment_link_ttl_hours: 24,
             token_types: TokenTypes::ALL,
+            webauthn_aaguid_allow: AllowList::Unrestricted,
+            webauthn_aaguid_deny: ModelList::default(),
+            webauthn_min_certification: CertificationLevel::NotFidoCertified,
         }
     }
 }
@@ -83,6 +93,15 @@ impl Settings {
             (ActionName::RequireDeviceApproval, V::Bool(b)) => self.require_device_approval = *b,
             (ActionName::EnrollmentLinkTtlHours, V::Int(n)) => self.enrollment_link_ttl_hours = *n,
             (ActionName::TokenTypes, V::TokenTypes(t)) => self.token_types = *t,
+            (ActionName::WebauthnAaguidAllow, V::AllowedModels(l)) => {
+                self.webauthn_aaguid_allow = l.clone()
+            }
+            (ActionName::WebauthnAaguidDeny, V::DeniedModels(l)) => {
+                self.webauthn_aaguid_deny = l.clone()
+            }
+            (ActionName::WebauthnMinCertification, V::Certification(c)) => {
+                self.webauthn_min_certification = *c
+            }
             _ => {}
         }
     }

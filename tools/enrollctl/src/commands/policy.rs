@@ -252,10 +252,21 @@ pub fn explain_text(decision: &pb::EvaluateEnrollmentResponse) -> Result<String,
     let settings = decision.settings.clone().unwrap_or_default();
     let reflected = dynamic(&settings)?;
     for field in reflected.descriptor().fields() {
-        let value = if field.supports_presence() && !reflected.has_field(&field) {
-            "(unset)".to_owned()
-        } else {
-            setting_text(&reflected.get_field(&field))
+        let value = match field.name() {
+            // Shown in the allow list's row: "(any)" or "(none allowed)".
+            "webauthn_aaguid_allow_restricted" => continue,
+            "webauthn_aaguid_allow" if settings.webauthn_aaguid_allow.is_empty() => {
+                if settings.webauthn_aaguid_allow_restricted {
+                    "(none allowed)".to_owned()
+                } else {
+                    "(any)".to_owned()
+                }
+            }
+            "webauthn_min_certification" => {
+                certification_label(settings.webauthn_min_certification)
+            }
+            _ if field.supports_presence() && !reflected.has_field(&field) => "(unset)".to_owned(),
+            _ => setting_text(&reflected.get_field(&field)),
         };
         let decided_by = decision
             .decided_by
@@ -267,6 +278,23 @@ pub fn explain_text(decision: &pb::EvaluateEnrollmentResponse) -> Result<String,
     text.push('\n');
     text.push_str(&table.render());
     Ok(text)
+}
+
+/// A certification level in the FIDO MDS3 spelling policies use (`FIDO_CERTIFIED_L1plus`).
+fn certification_label(raw: i32) -> String {
+    use pb::CertificationLevel as Level;
+    match Level::try_from(raw) {
+        Ok(Level::Unspecified | Level::NotFidoCertified) => "NOT_FIDO_CERTIFIED",
+        Ok(Level::FidoCertified) => "FIDO_CERTIFIED",
+        Ok(Level::FidoCertifiedL1) => "FIDO_CERTIFIED_L1",
+        Ok(Level::FidoCertifiedL1Plus) => "FIDO_CERTIFIED_L1plus",
+        Ok(Level::FidoCertifiedL2) => "FIDO_CERTIFIED_L2",
+        Ok(Level::FidoCertifiedL2Plus) => "FIDO_CERTIFIED_L2plus",
+        Ok(Level::FidoCertifiedL3) => "FIDO_CERTIFIED_L3",
+        Ok(Level::FidoCertifiedL3Plus) => "FIDO_CERTIFIED_L3plus",
+        Err(_) => return raw.to_string(),
+    }
+    .to_owned()
 }
 
 fn setting_text(value: &ReflectValue) -> String {
@@ -341,5 +369,71 @@ mod tests {
             line("autoassignment"),
             ["autoassignment", "false", "(default)"]
         );
+        assert_eq!(
+            line("webauthn_aaguid_allow"),
+            ["webauthn_aaguid_allow", "(any)", "(default)"]
+        );
+        assert_eq!(
+            line("webauthn_min_certification"),
+            [
+                "webauthn_min_certification",
+                "NOT_FIDO_CERTIFIED",
+                "(default)"
+            ]
+        );
+        assert!(!text.contains("webauthn_aaguid_allow_restricted"));
+    }
+
+    #[test]
+    fn explain_shows_authenticator_model_rules() {
+        let decision = pb::EvaluateEnrollmentResponse {
+            allowed: true,
+            settings: Some(pb::EnrollmentSettings {
+                webauthn_aaguid_allow: vec![
+                    "cb69481e-8ff7-4039-93ec-0a2729a154a8".into(),
+                    "YubiKey 5 Series".into(),
+                ],
+                webauthn_aaguid_allow_restricted: true,
+                webauthn_aaguid_deny: vec!["Titan".into()],
+                webauthn_min_certification: pb::CertificationLevel::FidoCertifiedL1Plus as i32,
+                ..Default::default()
+            }),
+            decided_by: [
+                ("webauthn_aaguid_allow".to_owned(), "a,b".to_owned()),
+                ("webauthn_min_certification".to_owned(), "b".to_owned()),
+            ]
+            .into(),
+            policy_set_version: 3,
+            ..Default::default()
+        };
+        let text = explain_text(&decision).unwrap();
+        let line = |setting: &str| {
+            text.lines()
+                .find(|line| line.starts_with(&format!("{setting} ")))
+                .unwrap_or_else(|| panic!("{setting} in\n{text}"))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            line("webauthn_aaguid_allow"),
+            "webauthn_aaguid_allow cb69481e-8ff7-4039-93ec-0a2729a154a8,YubiKey 5 Series a,b"
+        );
+        assert_eq!(
+            line("webauthn_aaguid_deny"),
+            "webauthn_aaguid_deny Titan (default)"
+        );
+        assert_eq!(
+            line("webauthn_min_certification"),
+            "webauthn_min_certification FIDO_CERTIFIED_L1plus b"
+        );
+        let nothing = pb::EvaluateEnrollmentResponse {
+            settings: Some(pb::EnrollmentSettings {
+                webauthn_aaguid_allow_restricted: true,
+                ..Default::default()
+            }),
+            ..decision
+        };
+        assert!(explain_text(&nothing).unwrap().contains("(none allowed)"));
     }
 }
