@@ -128,8 +128,7 @@ impl Application {
         enroll_shared::server::check_tls(&config.server)?;
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
-        let relying_party =
-            Arc::new(
+        let relying_party = Arc::new(
             WebauthnRelyingParty::new(&config.webauthn, clock.clone())
                 .map_err(StartError::Config)?,
         );

@@ -54,7 +54,10 @@ impl AttestationTrust {
         }
         for root in vendor_roots(&config.vendor_roots)? {
             let list = AttestationCaList::try_from(root.pem).map_err(|error| {
-                format!("webauthn: vendor_roots `{}` ({}): {error:?}", root.set, root.file)
+                format!(
+                    "webauthn: vendor_roots `{}` ({}): {error:?}",
+                    root.set, root.file
+                )
             })?;
             trust.add(list, root.set.to_owned());
         }
@@ -105,7 +108,9 @@ impl AttestationTrust {
         if credential.backup_eligible || credential.backup_state {
             return Err(refused(
                 "BACKUP_ELIGIBLE_REFUSED",
-                format!("credential is backup eligible (synced) ({what}): enclave_only needs a device-bound platform authenticator"),
+                format!(
+                    "credential is backup eligible (synced) ({what}): enclave_only needs a device-bound platform authenticator"
+                ),
             ));
         }
         match &credential.attestation.data {
@@ -158,13 +163,15 @@ impl AttestationTrust {
         // The rule webauthn-rs applies: a root limited to some models vouches only for them.
         if !ca.blanket_allow() {
             let vouched = match &credential.attestation.metadata {
-                AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. } => {
-                    ca.aaguids().contains_key(aaguid)
-                }
+                AttestationMetadata::Packed { aaguid }
+                | AttestationMetadata::Tpm { aaguid, .. } => ca.aaguids().contains_key(aaguid),
                 _ => false,
             };
             if !vouched {
-                return Err(("the attestation's root does not vouch for this model", String::new()));
+                return Err((
+                    "the attestation's root does not vouch for this model",
+                    String::new(),
+                ));
             }
         }
         let kid = ca
@@ -179,7 +186,10 @@ impl AttestationTrust {
 }
 
 /// Format, AAGUID and backup eligibility, before any chain is verified.
-fn describe(credential: &Credential, registration: &RegisterPublicKeyCredential) -> VerifiedAttestation {
+fn describe(
+    credential: &Credential,
+    registration: &RegisterPublicKeyCredential,
+) -> VerifiedAttestation {
     let format = serde_json::to_value(&credential.attestation_format)
         .ok()
         .and_then(|value| value.as_str().map(str::to_owned))

@@ -3,8 +3,8 @@
 //! out as JSON so it can be stored in the database and finished on any replica.
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use enroll_shared::time::SharedClock;
+use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
     AttestedPasskeyRegistration, Credential, Passkey, PasskeyAuthentication, PasskeyRegistration,
     PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
@@ -269,7 +269,9 @@ fn registration_refused(error: WebauthnError) -> DeviceError {
         // Windows Hello signs TPM attestations with RS1; webauthn-rs refuses SHA-1.
         WebauthnError::CredentialInsecureCryptography => DeviceError::Refused {
             reason: "ATTESTATION_NOT_TRUSTED",
-            message: "the attestation is signed with SHA-1 (RS1), which webauthn-rs refuses as insecure".to_owned(),
+            message:
+                "the attestation is signed with SHA-1 (RS1), which webauthn-rs refuses as insecure"
+                    .to_owned(),
         },
         WebauthnError::AttestationNotVerifiable
         | WebauthnError::AttestationUntrustedAaguid
