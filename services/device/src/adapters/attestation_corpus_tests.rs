@@ -181,3 +181,33 @@ fn an_any_registration_reports_a_verified_chain_without_refusing() {
     );
     assert_eq!(registered.attestation.format, "apple");
 }
+
+#[test]
+fn enclave_only_asks_for_every_platform_format_and_vendor_roots_alone_suffice() {
+    let config = WebauthnConfig {
+        rp_id: "example.com".to_owned(),
+        rp_origins: vec!["https://enroll.example.com".to_owned()],
+        vendor_roots: vec!["apple".to_owned(), "google-android".to_owned()],
+        ..Default::default()
+    };
+    let party = WebauthnRelyingParty::new(&config, Arc::new(FixedClock(Utc::now()))).unwrap();
+    let challenge = party
+        .start_registration(DeviceKind::EnclaveOnly, Uuid::new_v4(), "alice@acme", &[])
+        .unwrap();
+    let options: serde_json::Value = serde_json::from_str(&challenge.options_json).unwrap();
+    let public_key = &options["publicKey"];
+    assert_eq!(public_key["attestation"], "direct");
+    assert_eq!(
+        public_key["attestationFormats"],
+        serde_json::json!(["apple", "android-key", "tpm", "packed"])
+    );
+    assert_eq!(public_key["hints"], serde_json::json!(["client-device"]));
+    let unknown = WebauthnConfig {
+        vendor_roots: vec!["yubico".to_owned()],
+        ..config
+    };
+    let error = WebauthnRelyingParty::new(&unknown, Arc::new(FixedClock(Utc::now())))
+        .err()
+        .unwrap();
+    assert!(error.contains("vendor_roots"), "{error}");
+}
