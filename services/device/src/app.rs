@@ -128,8 +128,10 @@ impl Application {
         enroll_shared::server::check_tls(&config.server)?;
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
-        let relying_party =
-            Arc::new(WebauthnRelyingParty::new(&config.webauthn).map_err(StartError::Config)?);
+        let relying_party = Arc::new(
+            WebauthnRelyingParty::new(&config.webauthn, clock.clone())
+                .map_err(StartError::Config)?,
+        );
         let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
             .map_err(StartError::Config)?;
         let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;

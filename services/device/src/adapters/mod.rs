@@ -1,8 +1,14 @@
 //! The service's ways out: the policy service's gRPC client and the WebAuthn relying party,
 //! each implementing a port of `service::ports`.
+mod attestation_trust;
 pub mod policy_client;
 pub mod relying_party;
+pub mod vendor_roots;
 
 #[cfg(test)]
 #[path = "relying_party_proptests.rs"]
 mod relying_party_proptests;
+
+#[cfg(test)]
+#[path = "attestation_corpus_tests.rs"]
+mod attestation_corpus_tests;

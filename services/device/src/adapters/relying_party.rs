@@ -1,15 +1,17 @@
 //! The WebAuthn relying party: ceremonies through webauthn-rs, with the trusted attestation
-//! roots `enclave_only` devices must chain to. Ceremony state goes out as JSON so it can be
-//! stored in the database and finished on any replica.
+//! roots `enclave_only` devices must chain to (see `attestation_trust`). Ceremony state goes
+//! out as JSON so it can be stored in the database and finished on any replica.
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use enroll_shared::time::SharedClock;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    AttestationCaList, AttestationMetadata, AttestedPasskeyRegistration, Credential, Passkey,
-    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
-    Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+    AttestedPasskeyRegistration, Credential, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
+    WebauthnError,
 };
 
+use super::attestation_trust::AttestationTrust;
 use crate::config::WebauthnConfig;
 use crate::domain::devices::DeviceKind;
 use crate::error::DeviceError;
@@ -22,10 +24,16 @@ enum RegistrationState {
     EnclaveOnly(AttestedPasskeyRegistration),
 }
 
+/// The attestation formats `enclave_only` asks browsers for (WebAuthn L3
+/// `attestationFormats`, in preference order): every platform format webauthn-rs verifies.
+/// `fido-u2f` (security keys only) and `none` would be refused anyway.
+const ENCLAVE_ATTESTATION_FORMATS: [&str; 4] = ["apple", "android-key", "tpm", "packed"];
+
 /// The relying party of webauthn-rs with the configured trust anchors.
 pub struct WebauthnRelyingParty {
     webauthn: Webauthn,
-    trusted_roots: Option<AttestationCaList>,
+    trust: AttestationTrust,
+    clock: SharedClock,
 }
 
 fn invalid_config(message: String) -> String {
@@ -33,7 +41,8 @@ fn invalid_config(message: String) -> String {
 }
 
 impl WebauthnRelyingParty {
-    pub fn new(config: &WebauthnConfig) -> Result<Self, String> {
+    /// `clock` is the instant attestation certificate chains are verified at.
+    pub fn new(config: &WebauthnConfig, clock: SharedClock) -> Result<Self, String> {
         let mut origins = config.rp_origins.iter().map(|origin| {
             Url::parse(origin)
                 .map_err(|error| invalid_config(format!("rp_origins `{origin}`: {error}")))
@@ -52,47 +61,40 @@ impl WebauthnRelyingParty {
         let webauthn = builder
             .build()
             .map_err(|error| invalid_config(error.to_string()))?;
-        let mut roots: Option<AttestationCaList> = None;
-        for path in &config.trusted_roots {
-            let pem = std::fs::read(path).map_err(|error| {
-                invalid_config(format!("trusted_roots {}: {error}", path.display()))
-            })?;
-            let list = AttestationCaList::try_from(pem.as_slice()).map_err(|error| {
-                invalid_config(format!("trusted_roots {}: {error:?}", path.display()))
-            })?;
-            match &mut roots {
-                Some(roots) => roots.union(&list),
-                None => roots = Some(list),
-            }
-        }
         Ok(Self {
             webauthn,
-            trusted_roots: roots,
+            trust: AttestationTrust::load(config)?,
+            clock,
         })
+    }
+
+    fn now(&self) -> std::time::SystemTime {
+        self.clock.now().into()
     }
 }
 
-impl WebauthnRelyingParty {
-    /// The stored ceremony state with its trust anchors replaced by the configured ones:
-    /// whoever can write the database must not choose the roots an attestation chains to.
-    fn with_configured_roots(
-        &self,
-        state: &AttestedPasskeyRegistration,
-    ) -> Result<AttestedPasskeyRegistration, DeviceError> {
-        let roots = self.trusted_roots.as_ref().ok_or_else(|| {
-            DeviceError::FailedPrecondition(
-                "enclave_only devices need webauthn.trusted_roots".to_owned(),
-            )
-        })?;
-        let mut value = serde_json::to_value(state)
-            .map_err(|error| DeviceError::corrupt("registration ceremony", error))?;
-        let slot = value
-            .get_mut("ca_list")
-            .ok_or_else(|| DeviceError::corrupt("registration ceremony", "no ca_list"))?;
-        *slot = serde_json::to_value(roots)
-            .map_err(|error| DeviceError::corrupt("trusted roots", error))?;
-        serde_json::from_value(value)
-            .map_err(|error| DeviceError::corrupt("registration ceremony", error))
+/// The passkey ceremony inside an attested one. Finishing through it has webauthn-rs verify
+/// everything (challenge, origin, user verification, the attestation statement's signature,
+/// backup eligibility) except the certificate chain, which `AttestationTrust` verifies
+/// against the configured roots at the service clock's instant. The roots stored in the
+/// state are never used: whoever can write the database must not choose them.
+fn without_roots(state: &AttestedPasskeyRegistration) -> Result<PasskeyRegistration, DeviceError> {
+    let mut value = serde_json::to_value(state)
+        .map_err(|error| DeviceError::corrupt("registration ceremony", error))?;
+    let ceremony = value
+        .get_mut("rs")
+        .map(serde_json::Value::take)
+        .ok_or_else(|| DeviceError::corrupt("registration ceremony", "no rs"))?;
+    serde_json::from_value(serde_json::json!({ "rs": ceremony }))
+        .map_err(|error| DeviceError::corrupt("registration ceremony", error))
+}
+
+/// Asks for every platform attestation format and hints at the device's own authenticator.
+fn ask_for_platform_attestation(options: &mut serde_json::Value) {
+    if let Some(public_key) = options.get_mut("publicKey") {
+        public_key["attestation"] = "direct".into();
+        public_key["attestationFormats"] = ENCLAVE_ATTESTATION_FORMATS.to_vec().into();
+        public_key["hints"] = vec!["client-device"].into();
     }
 }
 
@@ -120,9 +122,9 @@ impl RelyingParty for WebauthnRelyingParty {
                 (serialize(&options)?, RegistrationState::Any(state))
             }
             DeviceKind::EnclaveOnly => {
-                let roots = self.trusted_roots.clone().ok_or_else(|| {
+                let roots = self.trust.roots().cloned().ok_or_else(|| {
                     DeviceError::FailedPrecondition(
-                        "enclave_only devices need trusted attestation roots: configure webauthn.trusted_roots".to_owned(),
+                        "enclave_only devices need trusted attestation roots: configure webauthn.vendor_roots or webauthn.trusted_roots".to_owned(),
                     )
                 })?;
                 // No attachment hint: enclave_only is enforced by the attestation roots and
@@ -138,6 +140,10 @@ impl RelyingParty for WebauthnRelyingParty {
                         None,
                     )
                     .map_err(ceremony_error)?;
+                let mut options = serde_json::to_value(&options).map_err(|error| {
+                    DeviceError::Unavailable(format!("ceremony options encoding: {error}"))
+                })?;
+                ask_for_platform_attestation(&mut options);
                 (serialize(&options)?, RegistrationState::EnclaveOnly(state))
             }
         };
@@ -161,35 +167,34 @@ impl RelyingParty for WebauthnRelyingParty {
                     format!("not a WebAuthn registration credential: {error}"),
                 )
             })?;
-        let (passkey, attested) = match &state {
-            RegistrationState::Any(state) => (
-                self.webauthn
+        let (passkey, attestation) = match &state {
+            RegistrationState::Any(state) => {
+                let passkey = self
+                    .webauthn
                     .finish_passkey_registration(&credential, state)
-                    .map_err(registration_refused)?,
-                false,
-            ),
+                    .map_err(registration_refused)?;
+                let inner = Credential::from(passkey.clone());
+                let attestation = self.trust.observe(&inner, &credential, self.now());
+                (passkey, attestation)
+            }
             RegistrationState::EnclaveOnly(state) => {
-                let state = self.with_configured_roots(state)?;
-                (
-                    Passkey::from(
-                        self.webauthn
-                            .finish_attested_passkey_registration(&credential, &state)
-                            .map_err(registration_refused)?,
-                    ),
-                    true,
-                )
+                let passkey = self
+                    .webauthn
+                    .finish_passkey_registration(&credential, &without_roots(state)?)
+                    .map_err(registration_refused)?;
+                let inner = Credential::from(passkey.clone());
+                let attestation = self
+                    .trust
+                    .require_enclave(&inner, &credential, self.now())?;
+                (passkey, attestation)
             }
         };
-        let inner = Credential::from(passkey.clone());
-        if attested && inner.backup_eligible {
-            // webauthn-rs refuses these already; checked again because it is our guarantee.
-            return Err(backup_eligible_refused());
-        }
         Ok(RegisteredCredential {
             credential_id: URL_SAFE_NO_PAD.encode::<&[u8]>(passkey.cred_id().as_ref()),
             passkey_json: serialize(&passkey)?,
-            aaguid: aaguid(&inner.attestation.metadata),
-            backup_eligible: inner.backup_eligible,
+            aaguid: attestation.aaguid.clone(),
+            backup_eligible: attestation.backup_eligible,
+            attestation,
         })
     }
 
@@ -251,25 +256,23 @@ impl RelyingParty for WebauthnRelyingParty {
     }
 }
 
-fn aaguid(metadata: &AttestationMetadata) -> String {
-    match metadata {
-        AttestationMetadata::Packed { aaguid } | AttestationMetadata::Tpm { aaguid, .. } => {
-            aaguid.to_string()
-        }
-        _ => String::new(),
-    }
-}
-
 fn backup_eligible_refused() -> DeviceError {
     DeviceError::Refused {
         reason: "BACKUP_ELIGIBLE_REFUSED",
-        message: "enclave_only refuses backup-eligible (synced) credentials: register a device-bound platform authenticator".to_owned(),
+        message: "enclave_only refused this authenticator: credential is backup eligible (synced): register a device-bound platform authenticator".to_owned(),
     }
 }
 
 fn registration_refused(error: WebauthnError) -> DeviceError {
     match error {
         WebauthnError::CredentialMayNotBeHardwareBound => backup_eligible_refused(),
+        // Windows Hello signs TPM attestations with RS1; webauthn-rs refuses SHA-1.
+        WebauthnError::CredentialInsecureCryptography => DeviceError::Refused {
+            reason: "ATTESTATION_NOT_TRUSTED",
+            message:
+                "the attestation is signed with SHA-1 (RS1), which webauthn-rs refuses as insecure"
+                    .to_owned(),
+        },
         WebauthnError::AttestationNotVerifiable
         | WebauthnError::AttestationUntrustedAaguid
         | WebauthnError::AttestationChainNotTrusted(_)
@@ -311,6 +314,10 @@ fn deserialize<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, DeviceErro
 mod tests {
     use super::*;
 
+    fn clock() -> SharedClock {
+        std::sync::Arc::new(enroll_shared::time::SystemClock)
+    }
+
     fn config() -> WebauthnConfig {
         WebauthnConfig {
             rp_origins: vec!["https://enroll.example.com".to_owned()],
@@ -324,7 +331,7 @@ mod tests {
         let mut empty = config();
         empty.rp_origins.clear();
         assert!(
-            WebauthnRelyingParty::new(&empty)
+            WebauthnRelyingParty::new(&empty, clock())
                 .err()
                 .unwrap()
                 .contains("rp_origins")
@@ -332,7 +339,7 @@ mod tests {
         let mut bad = config();
         bad.rp_origins = vec!["not a url".to_owned()];
         assert!(
-            WebauthnRelyingParty::new(&bad)
+            WebauthnRelyingParty::new(&bad, clock())
                 .err()
                 .unwrap()
                 .contains("rp_origins")
@@ -340,7 +347,7 @@ mod tests {
         let mut missing = config();
         missing.trusted_roots = vec!["/nonexistent/root.pem".into()];
         assert!(
-            WebauthnRelyingParty::new(&missing)
+            WebauthnRelyingParty::new(&missing, clock())
                 .err()
                 .unwrap()
                 .contains("trusted_roots")
@@ -349,7 +356,7 @@ mod tests {
 
     #[test]
     fn enclave_only_without_roots_cannot_begin_and_any_can() {
-        let party = WebauthnRelyingParty::new(&config()).unwrap();
+        let party = WebauthnRelyingParty::new(&config(), clock()).unwrap();
         let handle = Uuid::new_v4();
         let refused = party
             .start_registration(DeviceKind::EnclaveOnly, handle, "alice@acme", &[])

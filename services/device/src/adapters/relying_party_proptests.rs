@@ -16,7 +16,11 @@ fn party() -> WebauthnRelyingParty {
         rp_id: "example.com".to_owned(),
         ..Default::default()
     };
-    WebauthnRelyingParty::new(&config).expect("test config is valid")
+    WebauthnRelyingParty::new(
+        &config,
+        std::sync::Arc::new(enroll_shared::time::SystemClock),
+    )
+    .expect("test config is valid")
 }
 
 /// Arbitrary text, and JSON shaped like a credential with arbitrary contents.

@@ -27,11 +27,15 @@ pub struct WebauthnConfig {
     /// optionally a path). Empty: links carry no redirect URL.
     #[serde(default)]
     pub redirect_allow_list: Vec<String>,
-    /// PEM files of the attestation roots `enclave_only` devices must chain to (Apple
-    /// WebAuthn root, Microsoft TPM roots, Android roots). Empty: `enclave_only` devices
-    /// cannot be registered.
+    /// PEM files of attestation roots `enclave_only` devices may chain to, in addition to
+    /// `vendor_roots`. With both empty, `enclave_only` devices cannot be registered.
     #[serde(default)]
     pub trusted_roots: Vec<std::path::PathBuf>,
+    /// Shipped vendor roots to trust: `apple` (Apple WebAuthn Root CA), `microsoft-tpm`
+    /// (Microsoft TPM Root CA 2014), `google-android` (Google hardware attestation roots).
+    /// See docs/attestation.md.
+    #[serde(default)]
+    pub vendor_roots: Vec<String>,
     /// Lifetime of a registration or authentication ceremony (s).
     #[serde(default = "default_ceremony_ttl")]
     pub ceremony_ttl_secs: u64,
@@ -47,6 +51,7 @@ impl Default for WebauthnConfig {
             enrollment_base_url: default_enrollment_base_url(),
             redirect_allow_list: Vec::new(),
             trusted_roots: Vec::new(),
+            vendor_roots: Vec::new(),
             ceremony_ttl_secs: default_ceremony_ttl(),
         }
     }

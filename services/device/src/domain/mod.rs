@@ -1,5 +1,6 @@
 //! Device-service values and rules that know nothing of gRPC or the database.
 pub mod actor;
+pub mod attestation;
 pub mod audit;
 pub mod decision;
 pub mod devices;

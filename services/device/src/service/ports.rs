@@ -2,6 +2,7 @@
 //! audit log and the WebAuthn relying party. The adapters implement them; tests use fakes.
 use async_trait::async_trait;
 
+use crate::domain::attestation::VerifiedAttestation;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::{Decision, PinVerdict, PolicyError, PolicyQuestion};
 use crate::domain::devices::DeviceKind;
@@ -50,6 +51,8 @@ pub struct RegisteredCredential {
     pub passkey_json: String,
     pub aaguid: String,
     pub backup_eligible: bool,
+    /// What the attestation proved: format, AAGUID, the root its chain was verified to.
+    pub attestation: VerifiedAttestation,
 }
 
 /// What a successful authentication tells about the credential used.
