@@ -15,6 +15,7 @@ pub mod names;
 pub mod paging;
 pub mod proto;
 pub mod server;
+pub mod starting;
 pub mod status;
 pub mod telemetry;
 pub mod text;

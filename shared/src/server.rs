@@ -13,7 +13,11 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 use crate::{
-    auth::AuthLayer, config::ServerConfig, limits::RequestLimitsLayer, metrics::Meters,
+    auth::AuthLayer,
+    config::ServerConfig,
+    limits::RequestLimitsLayer,
+    metrics::Meters,
+    starting::{Started, UntilStarted},
     telemetry::GrpcTraceLayer,
 };
 
@@ -205,10 +209,12 @@ pub struct SpawnedServer {
     pub health: HealthHandle,
     /// Flips to `true` when shutdown begins, for the service's background tasks.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    started: Started,
 }
 
-/// Starts serving at once with health NOT_SERVING; the caller finishes its start-up
-/// (migrations, caches) with [`SpawnedServer::start_up`] and flips health when ready.
+/// Starts serving at once with health NOT_SERVING and the service's RPCs answered
+/// UNAVAILABLE; the caller finishes its start-up (database, migrations, caches) with
+/// [`SpawnedServer::start_up`], which lets RPCs through, and flips health when ready.
 #[allow(clippy::too_many_arguments)]
 pub async fn spawn<S>(
     listener: TcpListener,
@@ -231,6 +237,8 @@ where
 {
     let (health, health_service) = HealthHandle::new(service_name).await;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let started = Started::default();
+    let service = UntilStarted::new(service, started.clone());
     let task = tokio::spawn(async move {
         serve(
             listener,
@@ -251,12 +259,13 @@ where
         task,
         health,
         stopping,
+        started,
     }
 }
 
 impl SpawnedServer {
-    /// Runs `startup` while the server already answers (health NOT_SERVING); fails if the
-    /// server stops first.
+    /// Runs `startup` while the server already answers (health NOT_SERVING, RPCs
+    /// UNAVAILABLE), then lets RPCs through; fails if the server stops first.
     pub async fn start_up<E: From<ServeError>>(
         &mut self,
         startup: impl Future<Output = Result<(), E>>,
@@ -266,7 +275,12 @@ impl SpawnedServer {
                 joined(result)?;
                 Err(ServeError::StoppedEarly.into())
             }
-            result = startup => result,
+            result = startup => {
+                if result.is_ok() {
+                    self.started.mark();
+                }
+                result
+            }
         }
     }
 

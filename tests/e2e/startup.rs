@@ -88,6 +88,23 @@ async fn postgres_on_a_closed_port_then_appearing() {
         // Several attempts fail first (0.5 s, then 1 s apart).
         tokio::time::sleep(Duration::from_millis(1_200)).await;
         assert_eq!(health(&server, POLICY_SERVICE).await, not_serving);
+        // An RPC before start-up finished is refused as retryable, never run against a
+        // database that is not there (or not migrated yet).
+        let early = server
+            .policy_as(Role::Admin)
+            .list_policies(policy_pb::ListPoliciesRequest {
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect_err("refused while starting");
+        assert_eq!(
+            early.code(),
+            tonic::Code::Unavailable,
+            "{}",
+            early.message()
+        );
+        assert!(early.message().contains("starting"), "{}", early.message());
 
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
@@ -154,6 +171,21 @@ async fn sqlite_directory_created_later() {
         let not_serving = ServingStatus::NotServing as i32;
         assert_eq!(health(&server, "").await, not_serving);
         assert_eq!(health(&server, DEVICE_SERVICE).await, not_serving);
+        let early = server
+            .device_as(Role::Admin)
+            .list_tokens(device_pb::ListTokensRequest {
+                realm: "corp".into(),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused while starting");
+        assert_eq!(
+            early.code(),
+            tonic::Code::Unavailable,
+            "{}",
+            early.message()
+        );
         tokio::time::sleep(Duration::from_millis(700)).await;
         std::fs::create_dir_all(&late).expect("create the directory");
         server

@@ -394,7 +394,7 @@ pub const TEST_REDIRECT_PREFIX: &str = "https://app.example.com/";
 /// The AES-256 key the test device servers seal secrets with.
 pub const TEST_SEED_KEY: &str = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 
-/// Starts a device server; it reports SERVING once the policy service answers.
+/// Starts a device server; it reports SERVING once its database is migrated.
 pub async fn spawn_device(database: &TestDatabase, policy_url: &str) -> RunningServer {
     spawn_device_with(device_config(database, policy_url)).await
 }

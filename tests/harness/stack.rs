@@ -146,8 +146,8 @@ impl StackBuilder {
         self
     }
 
-    /// Starts the policy server, stores the policies, starts the device servers and (while
-    /// the policy service runs) waits until they are SERVING.
+    /// Starts the policy server, stores the policies, starts the device servers and waits
+    /// until they are SERVING.
     pub async fn start(self) -> TestStack {
         let database = match self.database {
             Some(database) => database,
@@ -210,12 +210,12 @@ impl StackBuilder {
                     .await,
             );
         }
-        if policy.is_some() {
-            for device in &devices {
-                device
-                    .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
-                    .await;
-            }
+        // SERVING once the database is migrated, whether or not the policy service runs
+        // (its reachability has its own health name); before that every RPC is UNAVAILABLE.
+        for device in &devices {
+            device
+                .wait_for_health(DEVICE_SERVICE, ServingStatus::Serving, DEVICE_READY_WITHIN)
+                .await;
         }
         TestStack {
             devices,
