@@ -180,6 +180,13 @@ impl MetadataRefresher {
 
     /// Uses `catalog` and flags the devices of its compromised models.
     async fn adopt(&self, catalog: MetadataCatalog) -> Result<usize, DeviceError> {
+        // A BLOB past its nextUpdate is still the best there is; operators should know.
+        let today = self.clock.now().date_naive();
+        if chrono::NaiveDate::parse_from_str(&catalog.next_update, "%Y-%m-%d")
+            .is_ok_and(|next_update| next_update < today)
+        {
+            tracing::warn!(no = catalog.no, next_update = %catalog.next_update, "the FIDO metadata BLOB in use is past its nextUpdate: check webauthn.metadata.source");
+        }
         let compromised: Vec<CompromisedModel> = catalog
             .compromised()
             .filter_map(|model| {
