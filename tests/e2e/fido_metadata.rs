@@ -420,6 +420,30 @@ async fn the_policy_model_rules_trust_only_verified_attestations(backend: Backen
         .await;
     let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
 
+    // A rule on the model makes even an `any` registration ask for the attestation (without
+    // it browsers may hide the model behind a zero AAGUID).
+    let link = admin
+        .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
+            realm: "allowed".into(),
+            user: "gina".into(),
+            device_type: pb::DeviceType::Any as i32,
+            created_by: "console-admin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let begun = proxy
+        .begin_device_registration(pb::BeginDeviceRegistrationRequest {
+            link_secret: secret_of(&link),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let options: serde_json::Value = serde_json::from_str(&begun.creation_options_json).unwrap();
+    assert_eq!(options["publicKey"]["attestation"], "direct", "{options}");
+
     // An allow-list by model name: the verified soft token passes, a passkey (no verified
     // attestation) never does.
     let allowed = register_in(

@@ -72,9 +72,12 @@ pub struct Authenticated {
 pub trait RelyingParty: Send + Sync + 'static {
     /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
     /// authenticator is not registered twice.
+    /// `want_attestation` asks an `any` registration for the authenticator's attestation
+    /// (the model matters: model rules or FIDO metadata); `enclave_only` always asks.
     fn start_registration(
         &self,
         kind: DeviceKind,
+        want_attestation: bool,
         user_handle: uuid::Uuid,
         user_name: &str,
         exclude: &[String],

@@ -122,7 +122,7 @@ impl Devices {
         registrant: Registrant,
     ) -> Result<RegistrationChallenge, DeviceError> {
         let now = self.now();
-        let (realm, user, kind, link_id, require_approval) = match registrant {
+        let (realm, user, kind, link_id, require_approval, model_rules) = match registrant {
             Registrant::Link(secret) => {
                 let link = self.live_link(actor, &secret, now).await?;
                 let question = register_question(&link.realm, &link.user, &link.id);
@@ -130,7 +130,15 @@ impl Devices {
                 // A link issued under an older, weaker policy is held to the current one.
                 self.require_kind(actor, &question, link.kind, &decision)
                     .await?;
-                (link.realm, link.user, link.kind, Some(link.id), false)
+                let model_rules = decision.settings.has_model_rules();
+                (
+                    link.realm,
+                    link.user,
+                    link.kind,
+                    Some(link.id),
+                    false,
+                    model_rules,
+                )
             }
             Registrant::SelfService { realm, user, kind } => {
                 let decision = self
@@ -143,7 +151,8 @@ impl Devices {
                     _ => decision.settings.webauthn_device_type,
                 };
                 let approval = decision.settings.require_device_approval;
-                (realm, user, kind, None, approval)
+                let model_rules = decision.settings.has_model_rules();
+                (realm, user, kind, None, approval, model_rules)
             }
         };
         let exclude: Vec<String> = self
@@ -155,8 +164,12 @@ impl Devices {
             .map(|stored| stored.device.credential_id)
             .collect();
         let display = format!("{user}@{realm}");
+        // Without an attestation browsers may hide the model (a zero AAGUID), so ask for
+        // it whenever a rule or the metadata depends on the model.
+        let want_attestation = model_rules || self.metadata.current().is_some();
         let challenge = self.relying_party.start_registration(
             kind,
+            want_attestation,
             user_handle(realm.as_str(), user.as_str()),
             &display,
             &exclude,
