@@ -42,6 +42,9 @@ struct Case {
     reason: Option<String>,
     #[serde(default)]
     verify_at: Option<DateTime<Utc>>,
+    /// `webauthn.accept_sha1_tpm_attestation` for this case.
+    #[serde(default)]
+    accept_sha1_tpm_attestation: bool,
 }
 
 struct FixedClock(DateTime<Utc>);
@@ -75,6 +78,7 @@ fn run(
         rp_id: vector.rp_id.clone(),
         rp_origins: vec![vector.origin.clone()],
         vendor_roots: case.vendor_roots.clone(),
+        accept_sha1_tpm_attestation: case.accept_sha1_tpm_attestation,
         ..Default::default()
     };
     let instant = case.verify_at.unwrap_or(vector.verify_at);
@@ -105,7 +109,10 @@ fn every_corpus_vector_meets_its_expected_outcome() {
         );
         for case in &vector.cases {
             cases += 1;
-            let label = format!("{} with {:?}", vector.name, case.vendor_roots);
+            let label = format!(
+                "{} with {:?} (sha1 tpm {})",
+                vector.name, case.vendor_roots, case.accept_sha1_tpm_attestation
+            );
             match (case.expect.as_str(), run(vector, case)) {
                 ("accepted", Ok(attestation)) => {
                     assert_eq!(attestation.format, vector.format, "{label}");
@@ -125,7 +132,7 @@ fn every_corpus_vector_meets_its_expected_outcome() {
             }
         }
     }
-    assert!(cases >= 12, "{cases} cases");
+    assert!(cases >= 14, "{cases} cases");
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod fido_metadata;
 mod metadata_anchors;
 pub mod policy_client;
 pub mod relying_party;
+mod tpm_sha1;
 pub mod vendor_roots;
 
 #[cfg(test)]
