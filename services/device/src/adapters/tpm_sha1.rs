@@ -228,8 +228,9 @@ fn check_aik_certificate(aik: &Certificate) -> Result<(), Refusal> {
         .get_extension::<SubjectAltName>()
         .ok()
         .flatten()
-        .map(|(_, san)| san)
-        .ok_or_else(|| unmet("no subject alternative name"))?;
+        // Critical, since the subject is empty (TCG EK Credential Profile §3.2.9, RFC 5280).
+        .and_then(|(critical, san)| critical.then_some(san))
+        .ok_or_else(|| unmet("no critical subject alternative name"))?;
     let attribute = |oid: ObjectIdentifier| {
         san.0.iter().find_map(|name| match name {
             GeneralName::DirectoryName(directory) => directory
