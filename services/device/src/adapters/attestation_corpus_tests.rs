@@ -408,6 +408,13 @@ mod tampered_windows_hello {
     }
 
     #[test]
+    fn bytes_appended_to_cert_info_are_refused() {
+        let vector = tampered(|object| field(statement(object), "certInfo").push(0));
+        let message = refusal(&vector);
+        assert!(message.contains("bytes after its TPMS_ATTEST"), "{message}");
+    }
+
+    #[test]
     fn an_rs1_statement_claiming_another_version_is_refused() {
         let vector = tampered(|object| {
             let Value::Map(statement) = statement(object) else {

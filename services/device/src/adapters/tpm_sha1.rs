@@ -152,9 +152,25 @@ pub(super) fn verify_statement(
         );
     }
     // attested.name is pubArea's Name: its nameAlg, then pubArea hashed with it.
-    let TpmuAttest::AttestCertify(Tpm2bName::Digest(name), _) = &cert_info.typeattested else {
+    let TpmuAttest::AttestCertify(Tpm2bName::Digest(name), qualified_name) =
+        &cert_info.typeattested
+    else {
         return Err("certInfo does not certify a named key".to_owned());
     };
+    // Nothing after the structure: every signed byte is one the TPM put there.
+    let marshalled_length = 4
+        + 2
+        + name_length(&cert_info.qualified_signer)
+        + 2
+        + cert_info.extra_data.as_ref().map_or(0, Vec::len)
+        + CLOCK_INFO_LENGTH
+        + 8
+        + 2
+        + name.len()
+        + name_length(qualified_name);
+    if cert_info_bytes.len() != marshalled_length {
+        return Err("certInfo carries bytes after its TPMS_ATTEST".to_owned());
+    }
     let expected_name = name_of(pub_area.name_alg, pub_area_bytes)
         .ok_or_else(|| "pubArea's nameAlg is not a hash the service knows".to_owned())?;
     if *name != expected_name {
@@ -190,6 +206,18 @@ pub(super) fn verify_statement(
             firmware_version: cert_info.firmware_version,
         },
     })
+}
+
+/// TPMS_CLOCK_INFO: clock (8), resetCount (4), restartCount (4), safe (1).
+const CLOCK_INFO_LENGTH: usize = 17;
+
+/// The marshalled length of a TPM2B_NAME, its size field included.
+fn name_length(name: &Tpm2bName) -> usize {
+    2 + match name {
+        Tpm2bName::None => 0,
+        Tpm2bName::Handle(_) => 4,
+        Tpm2bName::Digest(digest) => digest.len(),
+    }
 }
 
 fn bytes<'a>(map: &'a BTreeMap<Value, Value>, key: &str) -> Result<&'a [u8], Refusal> {
