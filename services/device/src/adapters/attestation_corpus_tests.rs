@@ -331,6 +331,43 @@ mod tampered_windows_hello {
         }
     }
 
+    /// Registers the Windows Hello vector as an `any` device asked for its attestation.
+    fn register_any(
+        accept_sha1: bool,
+    ) -> Result<crate::domain::attestation::VerifiedAttestation, DeviceError> {
+        let vector = windows_hello();
+        let config = WebauthnConfig {
+            rp_id: vector.rp_id.clone(),
+            rp_origins: vec![vector.origin.clone()],
+            vendor_roots: vec!["microsoft-tpm".to_owned()],
+            accept_sha1_tpm_attestation: accept_sha1,
+            ..Default::default()
+        };
+        let party =
+            WebauthnRelyingParty::new(&config, Arc::new(FixedClock(vector.verify_at))).unwrap();
+        let challenge = party
+            .start_registration(DeviceKind::Any, true, Uuid::new_v4(), "corpus", &[])
+            .unwrap();
+        let mut state: serde_json::Value = serde_json::from_str(&challenge.state_json).unwrap();
+        state["Any"]["rs"]["challenge"] = vector.challenge.clone().into();
+        state["Any"]["rs"]["policy"] = vector.user_verification.clone().into();
+        party
+            .finish_registration(&state.to_string(), &vector.credential.to_string())
+            .map(|registered| registered.attestation)
+    }
+
+    #[test]
+    fn an_any_windows_hello_registers_verified_only_with_the_option() {
+        // Off: registered (an `any` device is never refused for its attestation), with no
+        // verified chain, so model rules treat its AAGUID as a claim.
+        let unverified = register_any(false).expect("an any device registers");
+        assert_eq!(unverified.trusted_root, None, "{unverified:?}");
+        // On: the statement and the chain are verified.
+        let verified = register_any(true).expect("an any device registers");
+        assert_eq!(verified.format, "tpm");
+        assert_eq!(verified.trusted_root.as_deref(), Some("microsoft-tpm"));
+    }
+
     #[test]
     fn the_untampered_vector_is_accepted() {
         let registered = run(&windows_hello(), &accepting()).unwrap();

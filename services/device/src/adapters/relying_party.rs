@@ -14,7 +14,6 @@ use webauthn_rs::prelude::{
 use super::attestation_trust::AttestationTrust;
 use super::tpm_sha1;
 use crate::config::WebauthnConfig;
-use crate::domain::attestation::VerifiedAttestation;
 use crate::domain::devices::DeviceKind;
 use crate::error::DeviceError;
 use crate::service::ports::{Authenticated, Challenge, RegisteredCredential, RelyingParty};
@@ -109,20 +108,22 @@ fn without_roots(state: &AttestedPasskeyRegistration) -> Result<PasskeyRegistrat
 }
 
 impl WebauthnRelyingParty {
-    /// An `enclave_only` registration whose `tpm` statement is signed with RS1 (Windows
-    /// Hello), with `webauthn.accept_sha1_tpm_attestation` on: webauthn-rs verifies the
-    /// ceremony (challenge, origin, RP id hash, flags, user verification, key algorithm,
-    /// backup eligibility) with the statement replaced by `none`; `tpm_sha1` verifies the
-    /// original statement; the chain and the `enclave_only` rules are those of every format.
+    /// A registration whose `tpm` statement is signed with RS1 (Windows Hello), which
+    /// webauthn-rs refuses outright: webauthn-rs verifies the ceremony (challenge, origin,
+    /// RP id hash, flags, user verification, key algorithm, backup eligibility) with the
+    /// statement replaced by `none`. With `webauthn.accept_sha1_tpm_attestation` on,
+    /// `tpm_sha1` verifies the original statement and the credential carries it (a
+    /// statement that does not verify is refused); with it off the credential carries no
+    /// attestation, so an `any` device registers unverified and `enclave_only` refuses it.
     fn finish_rs1_tpm(
         &self,
         credential: &RegisterPublicKeyCredential,
         ceremony: &PasskeyRegistration,
-    ) -> Result<(Passkey, VerifiedAttestation), DeviceError> {
+    ) -> Result<(Passkey, Credential), DeviceError> {
         let statement_refused = |problem: String| DeviceError::Refused {
             reason: "ATTESTATION_NOT_TRUSTED",
             message: format!(
-                "enclave_only refused this authenticator: its TPM attestation statement (RS1) does not verify: {problem}"
+                "refused this authenticator: its TPM attestation statement (RS1) does not verify: {problem}"
             ),
         };
         let mut stripped = credential.clone();
@@ -134,14 +135,15 @@ impl WebauthnRelyingParty {
             .finish_passkey_registration(&stripped, ceremony)
             .map_err(registration_refused)?;
         let mut inner = Credential::from(passkey);
-        inner.attestation = tpm_sha1::verify_statement(
-            &credential.response.attestation_object,
-            &credential.response.client_data_json,
-        )
-        .map_err(statement_refused)?;
-        inner.attestation_format = AttestationFormat::Tpm;
-        let attestation = self.trust.require_enclave(&inner, credential, self.now())?;
-        Ok((Passkey::from(inner), attestation))
+        if self.accept_sha1_tpm {
+            inner.attestation = tpm_sha1::verify_statement(
+                &credential.response.attestation_object,
+                &credential.response.client_data_json,
+            )
+            .map_err(statement_refused)?;
+            inner.attestation_format = AttestationFormat::Tpm;
+        }
+        Ok((Passkey::from(inner.clone()), inner))
     }
 }
 
@@ -240,6 +242,15 @@ impl RelyingParty for WebauthnRelyingParty {
                 )
             })?;
         let (passkey, attestation) = match &state {
+            // Asked for attestation because the model matters, a Windows Hello answers
+            // with an RS1 statement: never a reason to refuse an `any` device.
+            RegistrationState::Any(state)
+                if tpm_sha1::is_rs1_tpm(&credential.response.attestation_object) =>
+            {
+                let (passkey, inner) = self.finish_rs1_tpm(&credential, state)?;
+                let attestation = self.trust.observe(&inner, &credential, self.now());
+                (passkey, attestation)
+            }
             RegistrationState::Any(state) => {
                 let passkey = self
                     .webauthn
@@ -253,7 +264,11 @@ impl RelyingParty for WebauthnRelyingParty {
                 if self.accept_sha1_tpm
                     && tpm_sha1::is_rs1_tpm(&credential.response.attestation_object) =>
             {
-                self.finish_rs1_tpm(&credential, &without_roots(state)?)?
+                let (passkey, inner) = self.finish_rs1_tpm(&credential, &without_roots(state)?)?;
+                let attestation = self
+                    .trust
+                    .require_enclave(&inner, &credential, self.now())?;
+                (passkey, attestation)
             }
             RegistrationState::EnclaveOnly(state) => {
                 let passkey = self
