@@ -2,6 +2,7 @@
 //! each implementing a port of `service::ports`.
 mod attestation_trust;
 pub mod policy_client;
+pub mod policy_watch;
 pub mod relying_party;
 pub mod vendor_roots;
 

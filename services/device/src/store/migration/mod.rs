@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod autoassign_confirmation;
+mod device_changes;
 mod device_security;
 mod idempotency_expiry;
 mod initial;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(token_backoff::AddTokenBackoff),
             Box::new(autoassign_confirmation::AutoassignConfirmation),
             Box::new(idempotency_expiry::IdempotencyExpiry),
+            Box::new(device_changes::DeviceChanges),
         ]
     }
 
