@@ -154,6 +154,19 @@ impl UserDevicesCache {
         }
     }
 
+    /// This replica changed `user`'s devices (committed): its own next check reads them,
+    /// without waiting for the poll (None: the user is not known here, drop everything).
+    pub fn changed_here(&self, user: Option<(&Realm, &UserName)>) {
+        let mut state = self.write();
+        state.epoch += 1;
+        match user {
+            Some((realm, user)) => {
+                state.entries.remove(&Self::key(realm, user));
+            }
+            None => state.entries.clear(),
+        }
+    }
+
     /// Notifications may have been lost: drop everything (the next poll re-confirms).
     fn forget(&self) {
         let mut state = self.write();

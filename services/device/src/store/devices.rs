@@ -72,6 +72,14 @@ impl DeviceStore {
         self
     }
 
+    /// Tells this replica's cache of a committed change (other replicas learn it from the
+    /// change counter).
+    fn changed_here(&self, user: Option<(&Realm, &UserName)>) {
+        if let Some(cache) = &self.check_cache {
+            cache.changed_here(user);
+        }
+    }
+
     /// The user's devices for CheckEnrollment: from the cache while no replica changed
     /// them (see `device_changes`), else read.
     pub async fn devices_for_check(
@@ -213,6 +221,7 @@ impl DeviceStore {
         TokenStore::insert_audit(&transaction, audit).await?;
         record_change(&transaction, user_id).await?;
         transaction.commit().await?;
+        self.changed_here(Some((realm, user)));
         Ok(device)
     }
 
@@ -370,6 +379,9 @@ impl DeviceStore {
         }
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
+        if current != to {
+            self.changed_here(Some((&view.realm, &view.user)));
+        }
         Ok(view)
     }
 
@@ -437,6 +449,7 @@ impl DeviceStore {
         record_change(&transaction, device.user_id).await?;
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
+        self.changed_here(Some((&view.realm, &view.user)));
         Ok(view)
     }
 
@@ -457,6 +470,7 @@ impl DeviceStore {
             record_change(&transaction, owner.try_get_by_index(0)?).await?;
         }
         transaction.commit().await?;
+        self.changed_here(None);
         Ok(())
     }
 }
