@@ -238,4 +238,78 @@ async fn changes_reach_every_replica_within_one_second(backend: Backend) {
     );
 }
 
-enroll_e2e::on_both_backends!(changes_reach_every_replica_within_one_second);
+/// The rows cache is really used, and the change counter is what invalidates it: a device
+/// revoked behind the service's back (no counter bump) stays ENROLLED on replica B while
+/// its polls keep confirming the counter; bumping the counter for the user makes B answer
+/// NOT_ENROLLED within the bound.
+async fn cached_rows_follow_the_change_counter(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let stack = TestStack::builder(backend).device_replicas(2).start().await;
+    let device = enroll_e2e::register_passkey(&stack, "acme", "cached").await;
+    let mut proxy_b = stack.device_on(1, Role::Proxy);
+    let enrolled = Expected {
+        status: pb::EnrollmentStatus::Enrolled,
+        approval_reason: false,
+    };
+    delay_until(
+        &mut proxy_b,
+        "cached",
+        enrolled,
+        Instant::now(),
+        "registration",
+    )
+    .await;
+    // Past the registration's own invalidation on B (notification or poll), then cached.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(observed(&mut proxy_b, "cached").await, enrolled);
+
+    let db = Database::connect(&stack.database.url)
+        .await
+        .expect("connect");
+    db.execute_unprepared(&format!(
+        "UPDATE devices SET state = 'revoked' WHERE id = '{}'",
+        device.id
+    ))
+    .await
+    .expect("revoke behind the service's back");
+    // Several poll intervals: the counter did not move, so B keeps its cached rows.
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        assert_eq!(observed(&mut proxy_b, "cached").await, enrolled);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // As the service does it: the counter and the user's change in one transaction (a
+    // poll between two separate statements would see the counter move without the user).
+    let transaction = db.begin().await.expect("begin");
+    transaction
+        .execute_unprepared("UPDATE device_changes SET version = version + 1 WHERE id = 1")
+        .await
+        .expect("bump the counter");
+    transaction
+        .execute_unprepared(&format!(
+            "INSERT INTO device_user_changes (user_id, version) \
+             SELECT user_id, (SELECT version FROM device_changes WHERE id = 1) FROM devices \
+             WHERE id = '{}' \
+             ON CONFLICT (user_id) DO UPDATE SET version = excluded.version",
+            device.id
+        ))
+        .await
+        .expect("record the user's change");
+    transaction.commit().await.expect("commit");
+    let changed_at = Instant::now();
+    let not_enrolled = Expected {
+        status: pb::EnrollmentStatus::NotEnrolled,
+        approval_reason: false,
+    };
+    let delay = delay_until(&mut proxy_b, "cached", not_enrolled, changed_at, "counter").await;
+    assert!(
+        delay < BOUND,
+        "the counter took {delay:?} to reach replica B"
+    );
+}
+
+enroll_e2e::on_both_backends!(
+    changes_reach_every_replica_within_one_second,
+    cached_rows_follow_the_change_counter,
+);
