@@ -8,6 +8,7 @@ mod devices;
 mod enrollctl;
 mod enrollment_page;
 mod faults;
+mod fido_metadata;
 mod health_and_reflection;
 mod idempotency;
 mod metrics;

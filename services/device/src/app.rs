@@ -11,6 +11,7 @@ use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use crate::adapters::fido_metadata::FidoBlobs;
 use crate::adapters::policy_client::{PolicyClient, PolicyClientError};
 use crate::adapters::relying_party::WebauthnRelyingParty;
 use crate::config::{DeviceConfig, SecretsConfig};
@@ -22,6 +23,7 @@ use crate::service::audit::AuditTrail;
 use crate::service::decision_cache::DecisionCache;
 use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
+use crate::service::metadata::{FidoMetadata, MetadataRefresher};
 use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
@@ -29,6 +31,7 @@ use crate::store::audit::AuditStore;
 use crate::store::device_changes::UserDevicesCache;
 use crate::store::devices::DeviceStore;
 use crate::store::idempotency::Retention;
+use crate::store::metadata::MetadataStore;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
 use crate::store::tokens::TokenStore;
 
@@ -88,6 +91,8 @@ pub struct Application {
     gauges: Arc<DeviceGauges>,
     /// CheckEnrollment's caches, when `check_cache.enabled`.
     check_caches: Option<CheckCaches>,
+    /// Keeps the FIDO metadata current, when `[webauthn.metadata]` names a source.
+    metadata_refresher: Option<MetadataRefresher>,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -134,10 +139,15 @@ impl Application {
         enroll_shared::server::check_tls(&config.server)?;
         let policy = PolicyClient::new(&config.policy_service)?;
         let cipher = seed_cipher(&config.secrets)?;
-        let relying_party = Arc::new(
-            WebauthnRelyingParty::new(&config.webauthn, clock.clone())
-                .map_err(StartError::Config)?,
-        );
+        let metadata = FidoMetadata::default();
+        let blobs =
+            FidoBlobs::from_config(&config.webauthn.metadata).map_err(StartError::Config)?;
+        let mut relying_party = WebauthnRelyingParty::new(&config.webauthn, clock.clone())
+            .map_err(StartError::Config)?;
+        if blobs.is_some() {
+            relying_party = relying_party.with_anchors(Arc::new(metadata.clone()));
+        }
+        let relying_party = Arc::new(relying_party);
         let redirects = RedirectAllowList::new(&config.webauthn.redirect_allow_list)
             .map_err(StartError::Config)?;
         let metrics_addr = config.metrics.listen().map_err(StartError::Config)?;
@@ -216,7 +226,18 @@ impl Application {
                 ceremony_ttl: config.webauthn.ceremony_ttl(),
             },
         )
-        .with_metrics(counters.clone());
+        .with_metrics(counters.clone())
+        .with_metadata(metadata.clone());
+        let metadata_refresher = blobs.map(|blobs| {
+            MetadataRefresher::new(
+                metadata,
+                MetadataStore::new(db.clone()),
+                Arc::new(blobs),
+                clock.clone(),
+            )
+            .revoking(config.webauthn.metadata.revoke_compromised)
+            .every(config.webauthn.metadata.refresh_interval())
+        });
         let tokens = Tokens::new(
             TokenStore::new(db.clone(), retention),
             gate,
@@ -249,6 +270,7 @@ impl Application {
             metrics_listener,
             gauges,
             check_caches,
+            metadata_refresher,
         })
     }
 
@@ -291,6 +313,7 @@ impl Application {
             metrics_listener,
             gauges,
             check_caches,
+            metadata_refresher,
         } = self;
         let meters = metrics.meters();
         let mut server = spawn(
@@ -331,6 +354,11 @@ impl Application {
             })
             .await?;
         tracing::info!("migrations done");
+        // Before SERVING: registrations on a fresh replica already know compromised models.
+        if let Some(refresher) = metadata_refresher {
+            refresher.load_at_start().await;
+            tokio::spawn(refresher.keep_fresh(server.stopping.clone()));
+        }
         server.health.set(true).await;
         // After the migrations: the gauges count tables that exist by then.
         let counting = gauges.clone();

@@ -80,7 +80,7 @@ fn run(
     let instant = case.verify_at.unwrap_or(vector.verify_at);
     let party = WebauthnRelyingParty::new(&config, Arc::new(FixedClock(instant))).unwrap();
     let challenge = party
-        .start_registration(DeviceKind::EnclaveOnly, Uuid::new_v4(), "corpus", &[])
+        .start_registration(DeviceKind::EnclaveOnly, true, Uuid::new_v4(), "corpus", &[])
         .unwrap();
     let mut state: serde_json::Value = serde_json::from_str(&challenge.state_json).unwrap();
     let ceremony = &mut state["EnclaveOnly"]["rs"];
@@ -168,7 +168,7 @@ fn an_any_registration_reports_a_verified_chain_without_refusing() {
     };
     let party = WebauthnRelyingParty::new(&config, Arc::new(FixedClock(apple.verify_at))).unwrap();
     let challenge = party
-        .start_registration(DeviceKind::Any, Uuid::new_v4(), "corpus", &[])
+        .start_registration(DeviceKind::Any, false, Uuid::new_v4(), "corpus", &[])
         .unwrap();
     let mut state: serde_json::Value = serde_json::from_str(&challenge.state_json).unwrap();
     state["Any"]["rs"]["challenge"] = apple.challenge.clone().into();
@@ -192,7 +192,13 @@ fn enclave_only_asks_for_every_platform_format_and_vendor_roots_alone_suffice() 
     };
     let party = WebauthnRelyingParty::new(&config, Arc::new(FixedClock(Utc::now()))).unwrap();
     let challenge = party
-        .start_registration(DeviceKind::EnclaveOnly, Uuid::new_v4(), "alice@acme", &[])
+        .start_registration(
+            DeviceKind::EnclaveOnly,
+            true,
+            Uuid::new_v4(),
+            "alice@acme",
+            &[],
+        )
         .unwrap();
     let options: serde_json::Value = serde_json::from_str(&challenge.options_json).unwrap();
     let public_key = &options["publicKey"];

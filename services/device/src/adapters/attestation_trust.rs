@@ -17,6 +17,7 @@ use webauthn_rs_core::attestation::verify_attestation_ca_chain;
 use webauthn_rs_core::internals::AuthenticatorData;
 use webauthn_rs_core::proto::Registration;
 
+use super::metadata_anchors::{METADATA_ROOT, MetadataAnchors};
 use super::vendor_roots::vendor_roots;
 use crate::config::WebauthnConfig;
 use crate::domain::attestation::VerifiedAttestation;
@@ -34,6 +35,8 @@ const ROAMING: [&str; 4] = ["bluetooth", "ble", "usb", "nfc"];
 pub struct AttestationTrust {
     roots: Option<AttestationCaList>,
     names: BTreeMap<Vec<u8>, String>,
+    /// Certified models' roots from the FIDO metadata, when it is configured.
+    metadata: Option<MetadataAnchors>,
 }
 
 impl AttestationTrust {
@@ -42,6 +45,7 @@ impl AttestationTrust {
         let mut trust = Self {
             roots: None,
             names: BTreeMap::new(),
+            metadata: None,
         };
         for path in &config.trusted_roots {
             let pem = std::fs::read(path)
@@ -74,8 +78,26 @@ impl AttestationTrust {
         }
     }
 
-    pub fn roots(&self) -> Option<&AttestationCaList> {
-        self.roots.as_ref()
+    /// Also trusts the certified models' roots of the FIDO metadata in use.
+    pub fn with_metadata(mut self, anchors: MetadataAnchors) -> Self {
+        self.metadata = Some(anchors);
+        self
+    }
+
+    /// The configured roots and the metadata's certified models' roots.
+    pub fn roots(&self) -> Option<std::borrow::Cow<'_, AttestationCaList>> {
+        use std::borrow::Cow;
+        let metadata = self.metadata.as_ref().and_then(MetadataAnchors::list);
+        match (&self.roots, metadata) {
+            (Some(roots), None) => Some(Cow::Borrowed(roots)),
+            (None, Some(metadata)) => Some(Cow::Owned(metadata.as_ref().clone())),
+            (Some(roots), Some(metadata)) => {
+                let mut union = roots.clone();
+                union.union(&metadata);
+                Some(Cow::Owned(union))
+            }
+            (None, None) => None,
+        }
     }
 
     /// What an `any` registration's attestation proves: a chain is verified when one is
@@ -154,10 +176,9 @@ impl AttestationTrust {
     ) -> Result<String, (&'static str, String)> {
         const UNCHAINED: &str = "attestation chains to no configured root";
         let roots = self
-            .roots
-            .as_ref()
+            .roots()
             .ok_or((UNCHAINED, ": no roots are configured".to_owned()))?;
-        let ca = verify_attestation_ca_chain(&credential.attestation.data, roots, now)
+        let ca = verify_attestation_ca_chain(&credential.attestation.data, &roots, now)
             .map_err(|error| (UNCHAINED, format!(": {error}")))?
             .ok_or((UNCHAINED, String::new()))?;
         // The rule webauthn-rs applies: a root limited to some models vouches only for them.
@@ -181,7 +202,7 @@ impl AttestationTrust {
             .names
             .get(kid.as_slice())
             .cloned()
-            .unwrap_or_else(|| "configured root".to_owned()))
+            .unwrap_or_else(|| METADATA_ROOT.to_owned()))
     }
 }
 

@@ -1,6 +1,8 @@
 //! The service's ways out: the policy service's gRPC client and the WebAuthn relying party,
 //! each implementing a port of `service::ports`.
 mod attestation_trust;
+pub mod fido_metadata;
+mod metadata_anchors;
 pub mod policy_client;
 pub mod policy_watch;
 pub mod relying_party;

@@ -28,6 +28,8 @@ enum RegistrationState {
 /// `attestationFormats`, in preference order): every platform format webauthn-rs verifies.
 /// `fido-u2f` (security keys only) and `none` would be refused anyway.
 const ENCLAVE_ATTESTATION_FORMATS: [&str; 4] = ["apple", "android-key", "tpm", "packed"];
+/// Every format whose statement webauthn-rs verifies, for `any` devices whose model matters.
+const ANY_ATTESTATION_FORMATS: [&str; 5] = ["packed", "tpm", "apple", "android-key", "fido-u2f"];
 
 /// The relying party of webauthn-rs with the configured trust anchors.
 pub struct WebauthnRelyingParty {
@@ -71,6 +73,18 @@ impl WebauthnRelyingParty {
     fn now(&self) -> std::time::SystemTime {
         self.clock.now().into()
     }
+
+    /// Also trusts the attestation roots of certified models from the FIDO metadata, each
+    /// for its own model (AAGUID) only.
+    pub fn with_anchors(
+        mut self,
+        anchors: std::sync::Arc<dyn crate::service::ports::AttestationAnchors>,
+    ) -> Self {
+        self.trust = self
+            .trust
+            .with_metadata(super::metadata_anchors::MetadataAnchors::new(anchors));
+        self
+    }
 }
 
 /// The passkey ceremony inside an attested one. Finishing through it has webauthn-rs verify
@@ -98,12 +112,22 @@ fn ask_for_platform_attestation(options: &mut serde_json::Value) {
     }
 }
 
+/// Asks for the authenticator's attestation in any verifiable format, without hinting at
+/// a kind of authenticator (an `any` device may be a security key).
+fn ask_for_any_attestation(options: &mut serde_json::Value) {
+    if let Some(public_key) = options.get_mut("publicKey") {
+        public_key["attestation"] = "direct".into();
+        public_key["attestationFormats"] = ANY_ATTESTATION_FORMATS.to_vec().into();
+    }
+}
+
 impl RelyingParty for WebauthnRelyingParty {
     /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
     /// authenticator is not registered twice.
     fn start_registration(
         &self,
         kind: DeviceKind,
+        want_attestation: bool,
         user_handle: Uuid,
         user_name: &str,
         exclude: &[String],
@@ -119,12 +143,18 @@ impl RelyingParty for WebauthnRelyingParty {
                     .webauthn
                     .start_passkey_registration(user_handle, user_name, user_name, exclude)
                     .map_err(ceremony_error)?;
+                let mut options = serde_json::to_value(&options).map_err(|error| {
+                    DeviceError::Unavailable(format!("ceremony options encoding: {error}"))
+                })?;
+                if want_attestation {
+                    ask_for_any_attestation(&mut options);
+                }
                 (serialize(&options)?, RegistrationState::Any(state))
             }
             DeviceKind::EnclaveOnly => {
-                let roots = self.trust.roots().cloned().ok_or_else(|| {
+                let roots = self.trust.roots().map(|roots| roots.into_owned()).ok_or_else(|| {
                     DeviceError::FailedPrecondition(
-                        "enclave_only devices need trusted attestation roots: configure webauthn.vendor_roots or webauthn.trusted_roots".to_owned(),
+                        "enclave_only devices need trusted attestation roots: configure webauthn.vendor_roots or webauthn.trusted_roots (or webauthn.metadata with certified models)".to_owned(),
                     )
                 })?;
                 // No attachment hint: enclave_only is enforced by the attestation roots and
@@ -359,11 +389,11 @@ mod tests {
         let party = WebauthnRelyingParty::new(&config(), clock()).unwrap();
         let handle = Uuid::new_v4();
         let refused = party
-            .start_registration(DeviceKind::EnclaveOnly, handle, "alice@acme", &[])
+            .start_registration(DeviceKind::EnclaveOnly, true, handle, "alice@acme", &[])
             .unwrap_err();
         assert!(refused.to_string().contains("trusted_roots"));
         let challenge = party
-            .start_registration(DeviceKind::Any, handle, "alice@acme", &[])
+            .start_registration(DeviceKind::Any, false, handle, "alice@acme", &[])
             .unwrap();
         let options: serde_json::Value = serde_json::from_str(&challenge.options_json).unwrap();
         assert_eq!(options["publicKey"]["rp"]["id"], "example.com");
@@ -376,5 +406,32 @@ mod tests {
             party.finish_registration("not json", "{}"),
             Err(DeviceError::FailedPrecondition(_))
         ));
+    }
+
+    #[test]
+    fn any_asks_for_attestation_only_when_the_model_matters() {
+        let party = WebauthnRelyingParty::new(&config(), clock()).unwrap();
+        let options = |want: bool| -> serde_json::Value {
+            let challenge = party
+                .start_registration(DeviceKind::Any, want, Uuid::new_v4(), "alice@acme", &[])
+                .unwrap();
+            serde_json::from_str(&challenge.options_json).unwrap()
+        };
+        let plain = options(false);
+        assert_ne!(plain["publicKey"]["attestation"], "direct");
+        let attested = options(true);
+        assert_eq!(attested["publicKey"]["attestation"], "direct");
+        let formats = attested["publicKey"]["attestationFormats"]
+            .as_array()
+            .unwrap();
+        for format in ["packed", "tpm", "apple", "android-key", "fido-u2f"] {
+            assert!(formats.iter().any(|f| f == format), "{format} asked for");
+        }
+        // An `any` device may be a security key: no hint towards the platform's own.
+        assert!(
+            attested["publicKey"]
+                .get("hints")
+                .is_none_or(|h| h.is_null())
+        );
     }
 }

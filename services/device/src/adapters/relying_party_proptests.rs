@@ -51,7 +51,7 @@ proptest! {
     fn arbitrary_registration_credentials_are_refused(credential in credential_like()) {
         let party = party();
         let challenge = party
-            .start_registration(DeviceKind::Any, Uuid::new_v4(), "alice@acme", &[])
+            .start_registration(DeviceKind::Any, false, Uuid::new_v4(), "alice@acme", &[])
             .expect("registration starts");
         let error = party.finish_registration(&challenge.state_json, &credential);
         prop_assert!(matches!(&error, Err(error) if is_client_error(error)), "{:?}", error.err());

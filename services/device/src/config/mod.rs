@@ -7,10 +7,12 @@ use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
 mod check_cache;
+mod metadata;
 mod validation;
 mod web;
 
 pub use check_cache::CheckCacheConfig;
+pub use metadata::MetadataConfig;
 pub use validation::{IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
 

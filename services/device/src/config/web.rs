@@ -39,6 +39,9 @@ pub struct WebauthnConfig {
     /// Lifetime of a registration or authentication ceremony (s).
     #[serde(default = "default_ceremony_ttl")]
     pub ceremony_ttl_secs: u64,
+    /// The FIDO Metadata Service BLOB (`[webauthn.metadata]`); off by default.
+    #[serde(default)]
+    pub metadata: super::metadata::MetadataConfig,
 }
 
 impl Default for WebauthnConfig {
@@ -53,6 +56,7 @@ impl Default for WebauthnConfig {
             trusted_roots: Vec::new(),
             vendor_roots: Vec::new(),
             ceremony_ttl_secs: default_ceremony_ttl(),
+            metadata: Default::default(),
         }
     }
 }

@@ -118,6 +118,16 @@ pub struct Settings {
     pub webauthn_min_certification: CertificationLevel,
 }
 
+impl Settings {
+    /// Whether a policy rule depends on the authenticator's model (AAGUID lists or a
+    /// minimum certification), so a registration must ask for the model's attestation.
+    pub fn has_model_rules(&self) -> bool {
+        self.webauthn_aaguid_allow.is_some()
+            || !self.webauthn_aaguid_deny.is_empty()
+            || self.webauthn_min_certification > CertificationLevel::NotFidoCertified
+    }
+}
+
 impl Default for Settings {
     /// The settings of "no matching policy".
     fn default() -> Self {

@@ -107,6 +107,85 @@ pub struct Device {
     pub create_time: DateTime<Utc>,
     pub last_used_time: Option<DateTime<Utc>>,
     pub approved_by: String,
+    /// The model's description in the FIDO metadata at registration; empty when unknown.
+    pub model: String,
+    /// The model's FIDO certification level at registration; empty when none is known.
+    pub certification_level: String,
+    /// The attestation statement format (`packed`, `tpm`, `apple`, ...); empty if unknown.
+    pub attestation_format: String,
+    /// The trusted root (configured, shipped vendor roots, or the FIDO metadata) the
+    /// attestation chain was verified to; `None` when it was not verified.
+    pub attestation_root: Option<String>,
+    /// Why the FIDO metadata marks the model compromised, once a BLOB does.
+    pub model_compromise: Option<String>,
+}
+
+/// Whether a device is acceptable for a required device type, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    pub required: DeviceKind,
+    pub acceptable: bool,
+    pub reason: String,
+}
+
+impl Device {
+    /// The model as people read it: the metadata's description, else the AAGUID.
+    pub fn model_name(&self) -> String {
+        match (self.model.is_empty(), self.aaguid.is_empty()) {
+            (false, _) => self.model.clone(),
+            (true, false) => format!("AAGUID {}", self.aaguid),
+            (true, true) => "an unknown model".to_owned(),
+        }
+    }
+
+    /// Whether this device counts as an enrolled device of type `required`. A device of a
+    /// model the FIDO metadata marks compromised never does, whatever its type (fail-safe:
+    /// the user must enroll another authenticator).
+    pub fn acceptance(&self, required: DeviceKind) -> Acceptance {
+        let not = |reason: String| Acceptance {
+            required,
+            acceptable: false,
+            reason,
+        };
+        let model = self.model_name();
+        if self.state == DeviceState::Revoked {
+            return not(format!("{model}: not acceptable, the device is revoked"));
+        }
+        if let Some(compromise) = &self.model_compromise {
+            return not(format!("not acceptable: {compromise}"));
+        }
+        if !self.kind.satisfies(required) {
+            return not(format!(
+                "{model}: not acceptable for {}: registered as {} (its attestation was not \
+                 verified against a trusted root as a device-bound credential)",
+                required.as_str(),
+                self.kind.as_str()
+            ));
+        }
+        if self.state == DeviceState::PendingApproval {
+            return not(format!(
+                "{model}: not acceptable until an administrator approves it"
+            ));
+        }
+        let certification = if self.certification_level.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", self.certification_level)
+        };
+        let attestation = match &self.attestation_root {
+            Some(root) => format!("attestation verified to {root}"),
+            None => "attestation not verified".to_owned(),
+        };
+        Acceptance {
+            required,
+            acceptable: true,
+            reason: format!(
+                "{model}{certification}: acceptable for {} ({attestation}, registered as {})",
+                required.as_str(),
+                self.kind.as_str()
+            ),
+        }
+    }
 }
 
 /// An enrollment link as callers see it. `url` carries the secret and is only set in the

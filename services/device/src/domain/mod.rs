@@ -5,6 +5,8 @@ pub mod audit;
 pub mod decision;
 pub mod devices;
 pub mod import;
+pub mod metadata;
+pub mod model_rules;
 pub mod names;
 pub mod otp;
 pub mod pins;

@@ -36,7 +36,25 @@ fn state_to_proto(state: DeviceState) -> pb::DeviceState {
 }
 
 pub fn device_to_proto(device: Device) -> pb::Device {
+    let acceptance = [DeviceKind::Any, DeviceKind::EnclaveOnly]
+        .into_iter()
+        .map(|required| {
+            let acceptance = device.acceptance(required);
+            pb::DeviceAcceptance {
+                required_device_type: kind_to_proto(required) as i32,
+                acceptable: acceptance.acceptable,
+                reason: acceptance.reason,
+            }
+        })
+        .collect();
     pb::Device {
+        acceptance,
+        model: device.model,
+        certification_level: device.certification_level,
+        attestation_format: device.attestation_format,
+        attestation_root: device.attestation_root.unwrap_or_default(),
+        model_compromised: device.model_compromise.is_some(),
+        model_compromise_reason: device.model_compromise.unwrap_or_default(),
         id: device.id,
         realm: device.realm.to_string(),
         user: device.user.to_string(),

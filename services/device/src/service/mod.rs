@@ -7,6 +7,7 @@ pub mod decision_cache;
 pub mod devices;
 pub mod gate;
 pub mod idempotency;
+pub mod metadata;
 pub mod metrics;
 pub mod pool_index;
 pub mod ports;

@@ -6,6 +6,7 @@ use crate::domain::attestation::VerifiedAttestation;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::{Decision, PinVerdict, PolicyError, PolicyQuestion};
 use crate::domain::devices::DeviceKind;
+use crate::domain::metadata::ModelAnchor;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
@@ -71,9 +72,12 @@ pub struct Authenticated {
 pub trait RelyingParty: Send + Sync + 'static {
     /// Starts a registration; `exclude` lists the user's credential ids (base64url) so an
     /// authenticator is not registered twice.
+    /// `want_attestation` asks an `any` registration for the authenticator's attestation
+    /// (the model matters: model rules or FIDO metadata); `enclave_only` always asks.
     fn start_registration(
         &self,
         kind: DeviceKind,
+        want_attestation: bool,
         user_handle: uuid::Uuid,
         user_name: &str,
         exclude: &[String],
@@ -96,4 +100,23 @@ pub trait RelyingParty: Send + Sync + 'static {
         assertion_json: &str,
         stored: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Authenticated, DeviceError>;
+}
+
+/// Attestation trust anchors that change at run time: the attestation roots of certified
+/// models from the FIDO metadata, each bound to its model's AAGUID.
+pub trait AttestationAnchors: Send + Sync + 'static {
+    /// The current anchors and the BLOB number they come from (it changes when they do).
+    fn current(&self) -> Option<(u64, std::sync::Arc<Vec<ModelAnchor>>)>;
+}
+
+/// The FIDO metadata BLOB's source and its signature check.
+#[async_trait]
+pub trait MetadataBlobs: Send + Sync + 'static {
+    /// Where BLOBs come from, for logs and the stored row.
+    fn source(&self) -> String;
+    /// The BLOB as published (a JWT), or why it could not be fetched.
+    async fn fetch(&self) -> Result<String, String>;
+    /// The payload of a BLOB whose signature chain leads to the configured FIDO root with
+    /// certificates valid at `now`, or why not.
+    fn verify(&self, jwt: &str, now: std::time::SystemTime) -> Result<Vec<u8>, String>;
 }

@@ -62,6 +62,11 @@ pub(super) fn device(row: &devices::Model, owner: &str) -> Result<Device, Device
         create_time: row.create_time,
         last_used_time: row.last_used_time,
         approved_by: row.approved_by.clone(),
+        model: row.model.clone(),
+        certification_level: row.certification_level.clone(),
+        attestation_format: row.attestation_format.clone(),
+        attestation_root: Some(row.attestation_root.clone()).filter(|root| !root.is_empty()),
+        model_compromise: Some(row.model_compromise.clone()).filter(|reason| !reason.is_empty()),
     })
 }
 

@@ -214,6 +214,11 @@ impl DeviceStore {
             last_used_time: device.last_used_time,
             approved_by: device.approved_by.clone(),
             sign_count: 0,
+            model: device.model.clone(),
+            certification_level: device.certification_level.clone(),
+            attestation_format: device.attestation_format.clone(),
+            attestation_root: device.attestation_root.clone().unwrap_or_default(),
+            model_compromise: device.model_compromise.clone().unwrap_or_default(),
         };
         devices::Entity::insert(row.into_active_model())
             .exec_without_returning(&transaction)

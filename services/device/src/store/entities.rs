@@ -204,6 +204,16 @@ pub mod devices {
         pub approved_by: String,
         /// The authenticator's signature counter at its last use (0: it keeps none).
         pub sign_count: i64,
+        /// The model's description in the FIDO metadata at registration ("" unknown).
+        pub model: String,
+        /// The model's FIDO certification level at registration ("" none known).
+        pub certification_level: String,
+        /// The attestation statement format (`packed`, `tpm`, `apple`, ...; "" unknown).
+        pub attestation_format: String,
+        /// The trusted root the attestation chain was verified to; "" when it was not.
+        pub attestation_root: String,
+        /// Why the FIDO metadata marks the model compromised; "" when it does not.
+        pub model_compromise: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -319,6 +329,28 @@ pub mod attempt_budgets {
         pub key: String,
         pub window_start: DateTimeUtc,
         pub count: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod fido_metadata_blobs {
+    use sea_orm::entity::prelude::*;
+
+    /// The last verified FIDO metadata BLOB (the JWT as fetched; verified again on load).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "fido_metadata_blobs")]
+    pub struct Model {
+        /// The BLOB's serial number.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub no: i64,
+        pub blob: String,
+        pub next_update: String,
+        pub source: String,
+        pub load_time: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod entities;
 pub mod idempotency;
 pub mod links;
+pub mod metadata;
 pub mod migration;
 pub mod owner_names;
 pub mod sql;

@@ -84,6 +84,11 @@ impl Registrar for Fake {
                 create_time: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 last_used_time: None,
                 approved_by: "admin".into(),
+                model: String::new(),
+                certification_level: String::new(),
+                attestation_format: String::new(),
+                attestation_root: None,
+                model_compromise: None,
             },
             redirect_url: "https://app.example/".into(),
         })

@@ -29,8 +29,47 @@ impl Devices {
             self.self_enrollment(actor, query)
         );
         let devices = devices?;
-        let (can_self_enroll, reasons) = self_enrollment?;
-        let (status, device) = enrollment_status(&devices, query);
+        let (can_self_enroll, mut reasons, decision) = self_enrollment?;
+        let metadata = self.metadata.current();
+        // The policy's model rules; without a decision (policy service unreachable) they
+        // cannot be known and are not applied: the reasons already say the policy is down.
+        let policy_verdict = |device: &Device| -> Result<(), String> {
+            let Some(decision) = &decision else {
+                return Ok(());
+            };
+            let listed = metadata
+                .as_ref()
+                .and_then(|loaded| loaded.catalog.model(&device.aaguid));
+            let facts = ModelFacts {
+                aaguid: &device.aaguid,
+                verified: device.attestation_root.is_some(),
+                model: listed
+                    .map(|model| model.description.as_str())
+                    .or(Some(device.model.as_str()))
+                    .filter(|name| !name.is_empty()),
+                certification: match listed {
+                    Some(model) => model.certification,
+                    None => CertificationLevel::parse(&device.certification_level),
+                },
+            };
+            check_model_rules(&decision.settings, &facts).map_err(|refusal| {
+                with_policy(
+                    &format!("not acceptable under the policy: {}", refusal.message),
+                    &decision.decided(refusal.setting),
+                )
+            })
+        };
+        let (status, device) =
+            enrollment_status(&devices, query, &|device| policy_verdict(device).is_ok());
+        // First why the device the status is about is (not) acceptable.
+        if let Some(device) = device {
+            let acceptance = device.acceptance(query.required);
+            let reason = match policy_verdict(device) {
+                Err(refusal) if acceptance.acceptable => refusal,
+                _ => acceptance.reason,
+            };
+            reasons.insert(0, reason);
+        }
         Ok(EnrollmentCheck {
             status,
             device: device.cloned(),
@@ -43,11 +82,11 @@ impl Devices {
         &self,
         actor: &Actor,
         query: &EnrollmentQuery,
-    ) -> Result<(bool, Vec<String>), DeviceError> {
+    ) -> Result<(bool, Vec<String>, Option<Arc<Decision>>), DeviceError> {
         let question = register_question(&query.realm, &query.user, "");
         let decision = match self.gate.evaluate_check(actor, &question).await {
             Ok(decision) => decision,
-            Err(reason) => return Ok((false, vec![reason])),
+            Err(reason) => return Ok((false, vec![reason], None)),
         };
         let mut reasons: Vec<String> = decision
             .denials
@@ -80,7 +119,7 @@ impl Devices {
                 ));
             }
         }
-        Ok((can, reasons))
+        Ok((can, reasons, Some(decision)))
     }
 }
 
@@ -96,9 +135,16 @@ fn with_policy(message: &str, policy: &str) -> String {
 fn enrollment_status<'a>(
     devices: &'a [Device],
     query: &EnrollmentQuery,
+    policy_accepts: &dyn Fn(&Device) -> bool,
 ) -> (EnrollmentStatus, Option<&'a Device>) {
     use EnrollmentStatus as Status;
-    let fits = |device: &Device| device.kind.satisfies(query.required);
+    // Of the required type and of a model the FIDO metadata does not mark compromised: a
+    // device of a compromised model never counts as enrolled (the user enrolls another).
+    let fits = |device: &Device| {
+        device.kind.satisfies(query.required)
+            && device.model_compromise.is_none()
+            && policy_accepts(device)
+    };
     let usable = |device: &Device| {
         // A device waiting for approval is never reported as enrolled, whatever the caller asks.
         if device.state == DeviceState::PendingApproval {
@@ -158,6 +204,11 @@ mod tests {
             create_time: Utc::now(),
             last_used_time: None,
             approved_by: String::new(),
+            model: String::new(),
+            certification_level: String::new(),
+            attestation_format: String::new(),
+            attestation_root: None,
+            model_compromise: None,
         }
     }
 
@@ -182,6 +233,8 @@ mod tests {
         let approved_any = device("a", DeviceKind::Any, DeviceState::Approved);
         let pending_enclave = device("p", DeviceKind::EnclaveOnly, DeviceState::PendingApproval);
         let revoked = device("r", DeviceKind::EnclaveOnly, DeviceState::Revoked);
+        let mut compromised = device("c", DeviceKind::EnclaveOnly, DeviceState::Approved);
+        compromised.model_compromise = Some("model X is REVOKED".to_owned());
         let cases: Vec<(Vec<Device>, EnrollmentQuery, S, Option<&str>)> = vec![
             (vec![], query(any, false, None), S::NotEnrolled, None),
             (
@@ -245,9 +298,37 @@ mod tests {
                 S::TypeMismatch,
                 Some("a"),
             ),
+            // A device of a compromised model counts for no type, even the weakest.
+            (
+                vec![compromised.clone()],
+                query(any, false, None),
+                S::TypeMismatch,
+                Some("c"),
+            ),
+            (
+                vec![compromised.clone()],
+                query(any, false, Some("cred-c")),
+                S::TypeMismatch,
+                Some("c"),
+            ),
+            (
+                vec![compromised.clone(), approved_any.clone()],
+                query(any, false, None),
+                S::Enrolled,
+                Some("a"),
+            ),
         ];
+        let reason = compromised.acceptance(any);
+        assert!(
+            !reason.acceptable && reason.reason.contains("REVOKED"),
+            "{reason:?}"
+        );
+        let ok = approved_any.acceptance(any);
+        assert!(ok.acceptable, "{ok:?}");
+        assert!(!approved_any.acceptance(enclave).acceptable);
+        assert!(!pending_enclave.acceptance(any).acceptable);
         for (index, (devices, query, status, device)) in cases.into_iter().enumerate() {
-            let (got, found) = enrollment_status(&devices, &query);
+            let (got, found) = enrollment_status(&devices, &query, &|_| true);
             assert_eq!(got, status, "case {index}");
             assert_eq!(
                 found.map(|device| device.id.as_str()),

@@ -9,14 +9,17 @@ use chrono::{DateTime, Utc};
 
 use super::blocking::BlockingPool;
 use super::gate::PolicyGate;
+use super::metadata::FidoMetadata;
 use super::metrics::{Ceremony, DeviceMetrics, LinkChange};
-use super::ports::RelyingParty;
+use super::ports::{RegisteredCredential, RelyingParty};
 use crate::domain::actor::Actor;
-use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::decision::{Decision, PolicyAction, PolicyQuestion};
 use crate::domain::devices::{
     Device, DeviceKind, DeviceState, LinkSecret, RedirectAllowList, RegisteredDevice,
     RegistrationChallenge, user_handle,
 };
+use crate::domain::metadata::CertificationLevel;
+use crate::domain::model_rules::{ModelFacts, check_model_rules};
 use crate::domain::names::{Realm, UserName};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
@@ -72,6 +75,7 @@ pub struct Devices {
     settings: LinkSettings,
     blocking: BlockingPool,
     metrics: DeviceMetrics,
+    metadata: FidoMetadata,
 }
 
 impl Devices {
@@ -90,7 +94,14 @@ impl Devices {
             settings,
             blocking: BlockingPool::default(),
             metrics: DeviceMetrics::none(),
+            metadata: FidoMetadata::default(),
         }
+    }
+
+    /// Uses the FIDO metadata: models recorded on devices, compromised models refused.
+    pub fn with_metadata(mut self, metadata: FidoMetadata) -> Self {
+        self.metadata = metadata;
+        self
     }
 
     /// Counts link changes, ceremonies and limit hits on `metrics`.
@@ -111,7 +122,7 @@ impl Devices {
         registrant: Registrant,
     ) -> Result<RegistrationChallenge, DeviceError> {
         let now = self.now();
-        let (realm, user, kind, link_id, require_approval) = match registrant {
+        let (realm, user, kind, link_id, require_approval, model_rules) = match registrant {
             Registrant::Link(secret) => {
                 let link = self.live_link(actor, &secret, now).await?;
                 let question = register_question(&link.realm, &link.user, &link.id);
@@ -119,7 +130,15 @@ impl Devices {
                 // A link issued under an older, weaker policy is held to the current one.
                 self.require_kind(actor, &question, link.kind, &decision)
                     .await?;
-                (link.realm, link.user, link.kind, Some(link.id), false)
+                let model_rules = decision.settings.has_model_rules();
+                (
+                    link.realm,
+                    link.user,
+                    link.kind,
+                    Some(link.id),
+                    false,
+                    model_rules,
+                )
             }
             Registrant::SelfService { realm, user, kind } => {
                 let decision = self
@@ -132,7 +151,8 @@ impl Devices {
                     _ => decision.settings.webauthn_device_type,
                 };
                 let approval = decision.settings.require_device_approval;
-                (realm, user, kind, None, approval)
+                let model_rules = decision.settings.has_model_rules();
+                (realm, user, kind, None, approval, model_rules)
             }
         };
         let exclude: Vec<String> = self
@@ -144,8 +164,12 @@ impl Devices {
             .map(|stored| stored.device.credential_id)
             .collect();
         let display = format!("{user}@{realm}");
+        // Without an attestation browsers may hide the model (a zero AAGUID), so ask for
+        // it whenever a rule or the metadata depends on the model.
+        let want_attestation = model_rules || self.metadata.current().is_some();
         let challenge = self.relying_party.start_registration(
             kind,
+            want_attestation,
             user_handle(realm.as_str(), user.as_str()),
             &display,
             &exclude,
@@ -296,6 +320,20 @@ impl Devices {
                 return Err(error);
             }
         };
+        let model = match self
+            .model_of(&registered)
+            .and_then(|model| model_rules(&decision, &registered, model))
+        {
+            Ok(model) => model,
+            Err(error) => {
+                let record = self
+                    .gate
+                    .record(actor, "register_device", &realm, Some(&user), subject)
+                    .denied(error.audit_reason());
+                self.store.burn_ceremony(ceremony_id, record).await?;
+                return Err(error);
+            }
+        };
         // Approval: fixed when the ceremony began, and the stricter of begin and finish.
         let (state, approved_by) = match &link {
             Some(link) => (DeviceState::Approved, link.created_by.clone()),
@@ -318,6 +356,14 @@ impl Devices {
             create_time: now,
             last_used_time: None,
             approved_by,
+            model: model.description,
+            certification_level: model
+                .certification
+                .map(|level| level.as_str().to_owned())
+                .unwrap_or_default(),
+            attestation_format: registered.attestation.format.clone(),
+            attestation_root: registered.attestation.trusted_root.clone(),
+            model_compromise: None,
         };
         let reason = match &link {
             Some(link) => format!("through enrollment link {}; {}", link.id, state.as_str()),
@@ -345,6 +391,28 @@ impl Devices {
         })
     }
 
+    /// What the FIDO metadata says of a verified credential's model; a model it marks
+    /// compromised is refused (AUTHENTICATOR_COMPROMISED), whether or not its attestation
+    /// was verified: claiming to be a compromised model is reason enough to refuse.
+    fn model_of(&self, registered: &RegisteredCredential) -> Result<ModelRecord, DeviceError> {
+        let Some(loaded) = self.metadata.current() else {
+            return Ok(ModelRecord::default());
+        };
+        let Some(model) = loaded.catalog.model(&registered.aaguid) else {
+            return Ok(ModelRecord::default());
+        };
+        if let Some(reason) = model.compromise_reason(loaded.catalog.no) {
+            return Err(DeviceError::Refused {
+                reason: "AUTHENTICATOR_COMPROMISED",
+                message: format!("{reason}: register another authenticator"),
+            });
+        }
+        Ok(ModelRecord {
+            description: model.description.clone(),
+            certification: model.certification,
+        })
+    }
+
     async fn live_ceremony(
         &self,
         id: &str,
@@ -361,6 +429,40 @@ impl Devices {
             return Err(gone());
         }
         Ok(ceremony)
+    }
+}
+
+/// What a device records of its model.
+#[derive(Debug, Default)]
+struct ModelRecord {
+    description: String,
+    certification: Option<CertificationLevel>,
+}
+
+/// The policy's model rules on a registered credential (AUTHENTICATOR_NOT_ALLOWED, with
+/// the policy that decided the refusing setting).
+fn model_rules(
+    decision: &Decision,
+    registered: &RegisteredCredential,
+    model: ModelRecord,
+) -> Result<ModelRecord, DeviceError> {
+    let facts = ModelFacts {
+        aaguid: &registered.aaguid,
+        verified: registered.attestation.verified_aaguid().is_some(),
+        model: Some(model.description.as_str()).filter(|name| !name.is_empty()),
+        certification: model.certification,
+    };
+    match check_model_rules(&decision.settings, &facts) {
+        Ok(()) => Ok(model),
+        Err(refusal) => {
+            let policy = decision.decided(refusal.setting);
+            Err(DeviceError::Denied {
+                action: "register_device",
+                code: "AUTHENTICATOR_NOT_ALLOWED".to_owned(),
+                message: format!("{} (policy {policy})", refusal.message),
+                policy,
+            })
+        }
     }
 }
 

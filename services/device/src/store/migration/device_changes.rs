@@ -17,7 +17,7 @@ pub(super) struct DeviceChanges;
 
 impl MigrationName for DeviceChanges {
     fn name(&self) -> &str {
-        "m0006_device_changes"
+        "m0007_device_changes"
     }
 }
 

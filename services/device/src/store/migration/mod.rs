@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod autoassign_confirmation;
 mod device_changes;
 mod device_security;
+mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
 mod token_backoff;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(token_backoff::AddTokenBackoff),
             Box::new(autoassign_confirmation::AutoassignConfirmation),
             Box::new(idempotency_expiry::IdempotencyExpiry),
+            Box::new(fido_metadata::FidoMetadata),
             Box::new(device_changes::DeviceChanges),
         ]
     }

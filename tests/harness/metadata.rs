@@ -1,0 +1,169 @@
+//! A throw-away FIDO Metadata Service: a root made in the test, a BLOB signing certificate
+//! under it, and BLOBs (ES256 JWTs as MDS3 publishes them) written to a file the device
+//! servers load through `webauthn.metadata.source`.
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use crypto_glue::der::pem::LineEnding;
+use crypto_glue::ecdsa_p256::{EcdsaP256DerSignature, EcdsaP256Signature, EcdsaP256SigningKey};
+use crypto_glue::traits::{EncodeDer, EncodePem, Generate, Signer};
+use crypto_glue::x509::profile::cabf::Root;
+use crypto_glue::x509::profile::cabf::tls::{CertificateType, Subscriber};
+use crypto_glue::x509::{
+    Builder, Certificate, CertificateBuilder, GeneralName, Name, SerialNumber, SubjectAltName,
+    SubjectPublicKeyInfoOwned, Validity,
+};
+
+/// A FIDO root and the BLOB signer it certifies, with a directory for the BLOB and root files.
+pub struct TestMetadataService {
+    dir: tempfile::TempDir,
+    root: Certificate,
+    signer_key: EcdsaP256SigningKey,
+    signer: Certificate,
+}
+
+impl TestMetadataService {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for the metadata");
+        let root_key = EcdsaP256SigningKey::generate();
+        let root_name =
+            Name::from_str(&format!("CN={name} FIDO root,O=enroll tests,C=AU")).expect("name");
+        let root = issue(
+            Root::new(false, root_name.clone()).expect("root profile"),
+            &root_key,
+            &root_key,
+            None,
+        );
+        let signer_key = EcdsaP256SigningKey::generate();
+        let names = vec![GeneralName::DnsName(
+            "mds.example.test".to_owned().try_into().expect("DNS name"),
+        )];
+        let profile = Subscriber {
+            certificate_type: CertificateType::domain_validated(
+                Name::from_str("CN=Metadata BLOB signer").expect("name"),
+                names.clone(),
+            )
+            .expect("signer profile"),
+            issuer: root_name,
+            client_auth: false,
+            tls12_options: Default::default(),
+            enable_data_encipherment: false,
+        };
+        let signer = issue(profile, &signer_key, &root_key, Some(SubjectAltName(names)));
+        let service = Self {
+            dir,
+            root,
+            signer_key,
+            signer,
+        };
+        let pem = service.root.to_pem(LineEnding::LF).expect("root PEM");
+        std::fs::write(service.root_path(), pem).expect("write the FIDO root");
+        service
+    }
+
+    /// The PEM file of the root (`webauthn.metadata.root_ca`).
+    pub fn root_path(&self) -> PathBuf {
+        self.dir.path().join("fido-root.pem")
+    }
+
+    /// The BLOB file (`webauthn.metadata.source`).
+    pub fn blob_path(&self) -> PathBuf {
+        self.dir.path().join("blob.jwt")
+    }
+
+    /// `[webauthn.metadata]` reading this service's BLOB file every second.
+    pub fn config(&self) -> enroll_device::config::MetadataConfig {
+        enroll_device::config::MetadataConfig {
+            source: format!("file://{}", self.blob_path().display()),
+            root_ca: Some(self.root_path()),
+            refresh_interval_secs: 1,
+            revoke_compromised: false,
+        }
+    }
+
+    /// Signs `payload` as a BLOB (ES256, `x5c` = the signer).
+    pub fn sign(&self, payload: &serde_json::Value) -> String {
+        let x5c = vec![STANDARD.encode(self.signer.to_der().expect("DER"))];
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": x5c});
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        );
+        let signature: EcdsaP256Signature = self.signer_key.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+
+    /// Publishes a BLOB: writes it where the device servers read it.
+    pub fn publish(&self, blob: &str) {
+        let temporary = self.dir.path().join("blob.jwt.tmp");
+        std::fs::write(&temporary, blob).expect("write the BLOB");
+        // A rename: a reader never sees half a file.
+        std::fs::rename(&temporary, self.blob_path()).expect("publish the BLOB");
+    }
+}
+
+/// An MDS3 payload numbered `no` with `entries`.
+pub fn metadata_payload(no: u64, entries: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "legalHeader": "test BLOB",
+        "no": no,
+        "nextUpdate": "2030-01-01",
+        "entries": entries,
+    })
+}
+
+/// A FIDO2 entry: the model `aaguid` described as `description`, with its status reports
+/// (`(status, effective date)`) and attestation roots.
+pub fn metadata_entry(
+    aaguid: &str,
+    description: &str,
+    statuses: &[(&str, &str)],
+    roots: &[&Certificate],
+) -> serde_json::Value {
+    let roots: Vec<String> = roots
+        .iter()
+        .map(|root| STANDARD.encode(root.to_der().expect("DER")))
+        .collect();
+    let reports: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|(status, date)| serde_json::json!({"status": status, "effectiveDate": date}))
+        .collect();
+    serde_json::json!({
+        "aaguid": aaguid,
+        "metadataStatement": {
+            "description": description,
+            "aaguid": aaguid,
+            "attestationRootCertificates": roots,
+            "protocolFamily": "fido2",
+        },
+        "statusReports": reports,
+        "timeOfLastStatusChange": "2024-01-01",
+    })
+}
+
+fn issue<P: crypto_glue::x509::profile::BuilderProfile>(
+    profile: P,
+    key: &EcdsaP256SigningKey,
+    signer: &EcdsaP256SigningKey,
+    alt_names: Option<SubjectAltName>,
+) -> Certificate {
+    let public_key =
+        SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).expect("public key info");
+    let mut builder = CertificateBuilder::new(
+        profile,
+        SerialNumber::generate(&mut crypto_glue::rand::rng()),
+        Validity::from_now(Duration::from_secs(24 * 3600)).expect("validity"),
+        public_key,
+    )
+    .expect("certificate builder");
+    if let Some(names) = alt_names {
+        builder.add_extension(&names).expect("subjectAltName");
+    }
+    builder
+        .build::<EcdsaP256SigningKey, EcdsaP256DerSignature>(signer)
+        .expect("sign certificate")
+}
