@@ -231,7 +231,12 @@ impl Application {
         let metadata_refresher = blobs.map(|blobs| {
             MetadataRefresher::new(
                 metadata,
-                MetadataStore::new(db.clone()),
+                match &check_caches {
+                    Some((_, rows)) => {
+                        MetadataStore::new(db.clone()).with_check_cache(rows.clone())
+                    }
+                    None => MetadataStore::new(db.clone()),
+                },
                 Arc::new(blobs),
                 clock.clone(),
             )

@@ -156,12 +156,12 @@ impl UserDevicesCache {
 
     /// This replica changed `user`'s devices (committed): its own next check reads them,
     /// without waiting for the poll (None: the user is not known here, drop everything).
-    pub fn changed_here(&self, user: Option<(&Realm, &UserName)>) {
+    pub fn changed_here(&self, user: Option<(&str, &str)>) {
         let mut state = self.write();
         state.epoch += 1;
         match user {
             Some((realm, user)) => {
-                state.entries.remove(&Self::key(realm, user));
+                state.entries.remove(&(realm.to_owned(), user.to_owned()));
             }
             None => state.entries.clear(),
         }

@@ -75,6 +75,7 @@ impl DeviceStore {
     /// Tells this replica's cache of a committed change (other replicas learn it from the
     /// change counter).
     fn changed_here(&self, user: Option<(&Realm, &UserName)>) {
+        let user = user.map(|(realm, user)| (realm.as_str(), user.as_str()));
         if let Some(cache) = &self.check_cache {
             cache.changed_here(user);
         }

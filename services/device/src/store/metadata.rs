@@ -36,11 +36,25 @@ pub struct CompromisedModel {
 #[derive(Clone)]
 pub struct MetadataStore {
     db: DatabaseConnection,
+    /// CheckEnrollment's cache of device rows on this replica (flags drop its entries).
+    check_cache: Option<std::sync::Arc<super::device_changes::UserDevicesCache>>,
 }
 
 impl MetadataStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            check_cache: None,
+        }
+    }
+
+    /// Drops a flagged user's rows from `cache` at once (other replicas poll).
+    pub fn with_check_cache(
+        mut self,
+        cache: std::sync::Arc<super::device_changes::UserDevicesCache>,
+    ) -> Self {
+        self.check_cache = Some(cache);
+        self
     }
 
     /// The newest stored BLOB.
@@ -133,7 +147,7 @@ impl MetadataStore {
             for row in rows {
                 let id: String = row.try_get("", "id")?;
                 let realm: String = row.try_get("", "realm")?;
-                let user: String = row.try_get("", "name")?;
+                let user_name: String = row.try_get("", "name")?;
                 let user_id: i64 = row.try_get("", "user_id")?;
                 let state: String = row.try_get("", "state")?;
                 let revoking = revoke && state != "revoked";
@@ -165,8 +179,8 @@ impl MetadataStore {
                     let record = AuditRecord {
                         actor: METADATA_ACTOR.to_owned(),
                         action: FLAG_DEVICE,
-                        realm,
-                        user,
+                        realm: realm.clone(),
+                        user: user_name.clone(),
                         subject: id,
                         result: OK,
                         reason,
@@ -179,6 +193,11 @@ impl MetadataStore {
                     flagged += 1;
                 }
                 transaction.commit().await?;
+                if updated == 1
+                    && let Some(cache) = &self.check_cache
+                {
+                    cache.changed_here(Some((&realm, &user_name)));
+                }
             }
         }
         Ok(flagged)
