@@ -42,6 +42,9 @@ struct Case {
     reason: Option<String>,
     #[serde(default)]
     verify_at: Option<DateTime<Utc>>,
+    /// `webauthn.accept_sha1_tpm_attestation` for this case.
+    #[serde(default)]
+    accept_sha1_tpm_attestation: bool,
 }
 
 struct FixedClock(DateTime<Utc>);
@@ -75,6 +78,7 @@ fn run(
         rp_id: vector.rp_id.clone(),
         rp_origins: vec![vector.origin.clone()],
         vendor_roots: case.vendor_roots.clone(),
+        accept_sha1_tpm_attestation: case.accept_sha1_tpm_attestation,
         ..Default::default()
     };
     let instant = case.verify_at.unwrap_or(vector.verify_at);
@@ -95,7 +99,7 @@ fn run(
 #[test]
 fn every_corpus_vector_meets_its_expected_outcome() {
     let corpus = corpus();
-    assert!(corpus.len() >= 9, "corpus has {} vectors", corpus.len());
+    assert!(corpus.len() >= 10, "corpus has {} vectors", corpus.len());
     let mut cases = 0;
     for vector in &corpus {
         assert!(
@@ -105,7 +109,10 @@ fn every_corpus_vector_meets_its_expected_outcome() {
         );
         for case in &vector.cases {
             cases += 1;
-            let label = format!("{} with {:?}", vector.name, case.vendor_roots);
+            let label = format!(
+                "{} with {:?} (sha1 tpm {})",
+                vector.name, case.vendor_roots, case.accept_sha1_tpm_attestation
+            );
             match (case.expect.as_str(), run(vector, case)) {
                 ("accepted", Ok(attestation)) => {
                     assert_eq!(attestation.format, vector.format, "{label}");
@@ -125,7 +132,7 @@ fn every_corpus_vector_meets_its_expected_outcome() {
             }
         }
     }
-    assert!(cases >= 12, "{cases} cases");
+    assert!(cases >= 18, "{cases} cases");
 }
 
 #[test]
@@ -216,4 +223,206 @@ fn enclave_only_asks_for_every_platform_format_and_vendor_roots_alone_suffice() 
         .err()
         .unwrap();
     assert!(error.contains("vendor_roots"), "{error}");
+}
+
+/// `webauthn.accept_sha1_tpm_attestation` changes the outcome of no vector but the RS1
+/// `tpm` ones (those with cases for the option): every other keeps webauthn-rs's path.
+#[test]
+fn the_sha1_tpm_option_changes_nothing_else() {
+    let corpus = corpus();
+    let others: Vec<&Vector> = corpus
+        .iter()
+        .filter(|v| !v.cases.iter().any(|c| c.accept_sha1_tpm_attestation))
+        .collect();
+    assert!(others.len() >= 8, "{} other vectors", others.len());
+    for vector in others {
+        for case in vector
+            .cases
+            .iter()
+            .filter(|c| !c.accept_sha1_tpm_attestation)
+        {
+            let with_option = Case {
+                vendor_roots: case.vendor_roots.clone(),
+                expect: case.expect.clone(),
+                root: case.root.clone(),
+                reason: case.reason.clone(),
+                verify_at: case.verify_at,
+                accept_sha1_tpm_attestation: true,
+            };
+            let label = format!("{} with {:?}", vector.name, case.vendor_roots);
+            match (run(vector, case), run(vector, &with_option)) {
+                (Ok(off), Ok(on)) => assert_eq!(off, on, "{label}"),
+                (Err(off), Err(on)) => assert_eq!(off.to_string(), on.to_string(), "{label}"),
+                (off, on) => panic!("{label}: {off:?} without the option, {on:?} with it"),
+            }
+        }
+    }
+}
+
+mod tampered_windows_hello {
+    //! The genuine Windows Hello RS1 vector with one thing changed, each refused with the
+    //! option on and every vendor root (so only the tampering can fail it).
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_cbor_2::Value;
+
+    use super::*;
+
+    fn windows_hello() -> Vector {
+        corpus()
+            .into_iter()
+            .find(|v| v.name == "tpm-windows-hello-lenovo-x1")
+            .unwrap()
+    }
+
+    fn accepting() -> Case {
+        Case {
+            vendor_roots: vec![
+                "apple".to_owned(),
+                "microsoft-tpm".to_owned(),
+                "google-android".to_owned(),
+            ],
+            expect: "accepted".to_owned(),
+            root: Some("microsoft-tpm".to_owned()),
+            reason: None,
+            verify_at: None,
+            accept_sha1_tpm_attestation: true,
+        }
+    }
+
+    fn field<'a>(map: &'a mut Value, key: &str) -> &'a mut Vec<u8> {
+        let Value::Map(map) = map else {
+            panic!("not a map")
+        };
+        match map.get_mut(&Value::Text(key.to_owned())).unwrap() {
+            Value::Bytes(bytes) => bytes,
+            other => panic!("{key} is {other:?}"),
+        }
+    }
+
+    /// The vector with `change` applied to its decoded attestation object.
+    fn tampered(change: impl FnOnce(&mut Value)) -> Vector {
+        let mut vector = windows_hello();
+        let response = &mut vector.credential["response"];
+        let encoded = response["attestationObject"].as_str().unwrap();
+        let mut object: Value =
+            serde_cbor_2::from_slice(&URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap();
+        change(&mut object);
+        response["attestationObject"] = URL_SAFE_NO_PAD
+            .encode(serde_cbor_2::to_vec(&object).unwrap())
+            .into();
+        vector
+    }
+
+    fn statement(object: &mut Value) -> &mut Value {
+        let Value::Map(map) = object else {
+            panic!("not a map")
+        };
+        map.get_mut(&Value::Text("attStmt".to_owned())).unwrap()
+    }
+
+    fn refusal(vector: &Vector) -> String {
+        match run(vector, &accepting()) {
+            Err(DeviceError::Refused { reason, message }) => {
+                assert_eq!(reason, "ATTESTATION_NOT_TRUSTED", "{message}");
+                message
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_untampered_vector_is_accepted() {
+        let registered = run(&windows_hello(), &accepting()).unwrap();
+        assert_eq!(registered.format, "tpm");
+        assert_eq!(registered.aaguid, "9ddd1817-af5a-4672-a2b9-3e3dd95000a9");
+        assert_eq!(registered.trusted_root.as_deref(), Some("microsoft-tpm"));
+    }
+
+    #[test]
+    fn a_flipped_byte_in_cert_info_breaks_the_signature() {
+        let vector = tampered(|object| {
+            let cert_info = field(statement(object), "certInfo");
+            let last = cert_info.len() - 1;
+            cert_info[last] ^= 0x01;
+        });
+        let message = refusal(&vector);
+        assert!(
+            message.contains("the signature over certInfo does not verify"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_signature_is_refused() {
+        let vector = tampered(|object| field(statement(object), "sig")[17] ^= 0x80);
+        let message = refusal(&vector);
+        assert!(
+            message.contains("the signature over certInfo does not verify"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_credential_key_is_refused() {
+        let vector = tampered(|object| {
+            let auth_data = field(object, "authData");
+            // rpIdHash, flags, counter, aaguid, then the credential id's length and the id;
+            // 40 bytes into the COSE key is inside the RSA modulus.
+            let id_length = usize::from(u16::from_be_bytes([auth_data[53], auth_data[54]]));
+            auth_data[55 + id_length + 40] ^= 0x01;
+        });
+        let message = refusal(&vector);
+        assert!(
+            message.contains("pubArea's key is not the credential public key"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn other_client_data_than_the_tpm_signed_is_refused() {
+        // Same challenge and origin (webauthn-rs accepts it), another clientDataHash.
+        let mut vector = windows_hello();
+        let response = &mut vector.credential["response"];
+        let client_data = URL_SAFE_NO_PAD
+            .decode(response["clientDataJSON"].as_str().unwrap())
+            .unwrap();
+        let client_data = String::from_utf8(client_data)
+            .unwrap()
+            .replace("do not compare", "Do not compare");
+        response["clientDataJSON"] = URL_SAFE_NO_PAD.encode(client_data).into();
+        let message = refusal(&vector);
+        assert!(message.contains("extraData"), "{message}");
+    }
+
+    #[test]
+    fn a_tampered_extra_data_is_refused() {
+        let vector = tampered(|object| {
+            // certInfo: magic (4), type (2), qualifiedSigner (2 + size), extraData (2 + 20).
+            let cert_info = field(statement(object), "certInfo");
+            let signer = usize::from(u16::from_be_bytes([cert_info[6], cert_info[7]]));
+            cert_info[8 + signer + 2] ^= 0x01;
+        });
+        let message = refusal(&vector);
+        assert!(message.contains("extraData"), "{message}");
+    }
+
+    #[test]
+    fn bytes_appended_to_cert_info_are_refused() {
+        let vector = tampered(|object| field(statement(object), "certInfo").push(0));
+        let message = refusal(&vector);
+        assert!(message.contains("bytes after its TPMS_ATTEST"), "{message}");
+    }
+
+    #[test]
+    fn an_rs1_statement_claiming_another_version_is_refused() {
+        let vector = tampered(|object| {
+            let Value::Map(statement) = statement(object) else {
+                panic!("attStmt is not a map")
+            };
+            statement.insert(Value::Text("ver".to_owned()), Value::Text("1.2".to_owned()));
+        });
+        let message = refusal(&vector);
+        assert!(message.contains("ver is not 2.0"), "{message}");
+    }
 }

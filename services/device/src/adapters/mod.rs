@@ -6,6 +6,7 @@ mod metadata_anchors;
 pub mod policy_client;
 pub mod policy_watch;
 pub mod relying_party;
+mod tpm_sha1;
 pub mod vendor_roots;
 
 #[cfg(test)]

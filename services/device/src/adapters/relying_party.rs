@@ -6,13 +6,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use enroll_shared::time::SharedClock;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    AttestedPasskeyRegistration, Credential, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder,
-    WebauthnError,
+    AttestationFormat, AttestedPasskeyRegistration, Credential, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn,
+    WebauthnBuilder, WebauthnError,
 };
 
 use super::attestation_trust::AttestationTrust;
+use super::tpm_sha1;
 use crate::config::WebauthnConfig;
+use crate::domain::attestation::VerifiedAttestation;
 use crate::domain::devices::DeviceKind;
 use crate::error::DeviceError;
 use crate::service::ports::{Authenticated, Challenge, RegisteredCredential, RelyingParty};
@@ -36,6 +38,8 @@ pub struct WebauthnRelyingParty {
     webauthn: Webauthn,
     trust: AttestationTrust,
     clock: SharedClock,
+    /// `webauthn.accept_sha1_tpm_attestation`: verify RS1 `tpm` statements ourselves.
+    accept_sha1_tpm: bool,
 }
 
 fn invalid_config(message: String) -> String {
@@ -67,6 +71,7 @@ impl WebauthnRelyingParty {
             webauthn,
             trust: AttestationTrust::load(config)?,
             clock,
+            accept_sha1_tpm: config.accept_sha1_tpm_attestation,
         })
     }
 
@@ -101,6 +106,43 @@ fn without_roots(state: &AttestedPasskeyRegistration) -> Result<PasskeyRegistrat
         .ok_or_else(|| DeviceError::corrupt("registration ceremony", "no rs"))?;
     serde_json::from_value(serde_json::json!({ "rs": ceremony }))
         .map_err(|error| DeviceError::corrupt("registration ceremony", error))
+}
+
+impl WebauthnRelyingParty {
+    /// An `enclave_only` registration whose `tpm` statement is signed with RS1 (Windows
+    /// Hello), with `webauthn.accept_sha1_tpm_attestation` on: webauthn-rs verifies the
+    /// ceremony (challenge, origin, RP id hash, flags, user verification, key algorithm,
+    /// backup eligibility) with the statement replaced by `none`; `tpm_sha1` verifies the
+    /// original statement; the chain and the `enclave_only` rules are those of every format.
+    fn finish_rs1_tpm(
+        &self,
+        credential: &RegisterPublicKeyCredential,
+        ceremony: &PasskeyRegistration,
+    ) -> Result<(Passkey, VerifiedAttestation), DeviceError> {
+        let statement_refused = |problem: String| DeviceError::Refused {
+            reason: "ATTESTATION_NOT_TRUSTED",
+            message: format!(
+                "enclave_only refused this authenticator: its TPM attestation statement (RS1) does not verify: {problem}"
+            ),
+        };
+        let mut stripped = credential.clone();
+        stripped.response.attestation_object =
+            tpm_sha1::without_statement(&credential.response.attestation_object)
+                .map_err(statement_refused)?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(&stripped, ceremony)
+            .map_err(registration_refused)?;
+        let mut inner = Credential::from(passkey);
+        inner.attestation = tpm_sha1::verify_statement(
+            &credential.response.attestation_object,
+            &credential.response.client_data_json,
+        )
+        .map_err(statement_refused)?;
+        inner.attestation_format = AttestationFormat::Tpm;
+        let attestation = self.trust.require_enclave(&inner, credential, self.now())?;
+        Ok((Passkey::from(inner), attestation))
+    }
 }
 
 /// Asks for every platform attestation format and hints at the device's own authenticator.
@@ -206,6 +248,12 @@ impl RelyingParty for WebauthnRelyingParty {
                 let inner = Credential::from(passkey.clone());
                 let attestation = self.trust.observe(&inner, &credential, self.now());
                 (passkey, attestation)
+            }
+            RegistrationState::EnclaveOnly(state)
+                if self.accept_sha1_tpm
+                    && tpm_sha1::is_rs1_tpm(&credential.response.attestation_object) =>
+            {
+                self.finish_rs1_tpm(&credential, &without_roots(state)?)?
             }
             RegistrationState::EnclaveOnly(state) => {
                 let passkey = self

@@ -36,6 +36,11 @@ pub struct WebauthnConfig {
     /// See docs/attestation.md.
     #[serde(default)]
     pub vendor_roots: Vec<String>,
+    /// Accept `tpm` attestation statements signed with RS1 (RSASSA-PKCS1-v1_5 with SHA-1),
+    /// as Windows Hello signs them: the service verifies the statement itself (webauthn-rs
+    /// refuses SHA-1). Off by default: see docs/attestation.md for the risk.
+    #[serde(default)]
+    pub accept_sha1_tpm_attestation: bool,
     /// Lifetime of a registration or authentication ceremony (s).
     #[serde(default = "default_ceremony_ttl")]
     pub ceremony_ttl_secs: u64,
@@ -55,6 +60,7 @@ impl Default for WebauthnConfig {
             redirect_allow_list: Vec::new(),
             trusted_roots: Vec::new(),
             vendor_roots: Vec::new(),
+            accept_sha1_tpm_attestation: false,
             ceremony_ttl_secs: default_ceremony_ttl(),
             metadata: Default::default(),
         }
