@@ -273,8 +273,13 @@ fn render_service(
         let _ = writeln!(out, "#### {}{}\n", anchor(&method_full), method.name());
         let _ = writeln!(
             out,
-            "Request {}, response {}.\n",
+            "Request {}, response {}{}.\n",
             type_link(method.input_type(), known),
+            if method.server_streaming() {
+                "a stream of "
+            } else {
+                ""
+            },
             type_link(method.output_type(), known)
         );
         let _ = writeln!(out, "{}\n", prose(&parsed.description));
@@ -511,7 +516,7 @@ fn documented_roles(files: &[FileDescriptorProto]) -> Result<Vec<(String, Vec<St
 fn documented_roles_are_the_enforced_roles() {
     use enroll_shared::auth::Access;
     let rpcs = documented_roles(&compile()).unwrap_or_else(|problem| panic!("{problem}"));
-    assert_eq!(rpcs.len(), 33, "every RPC of both services");
+    assert_eq!(rpcs.len(), 34, "every RPC of both services");
     let mut mismatches = Vec::new();
     for (path, documented) in rpcs {
         let access = if path.starts_with("/enroll.policy.") {

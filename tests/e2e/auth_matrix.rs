@@ -19,6 +19,7 @@ const POLICY_RPCS: &[(&str, &[Role])] = &[
     ("GetPolicy", POLICY_READERS),
     ("ListPolicies", POLICY_READERS),
     ("ListPolicyHistory", POLICY_READERS),
+    ("WatchPolicySet", POLICY_READERS),
     ("CreatePolicy", ADMIN),
     ("UpdatePolicy", ADMIN),
     ("DeletePolicy", ADMIN),
@@ -64,6 +65,16 @@ async fn call(channel: &Channel, path: &str, authorization: Option<&str>) -> Cod
     }
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).expect("path");
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    if path.path().ends_with("/WatchPolicySet") {
+        // Server streaming: the first message (or the refusal) is the answer.
+        return match grpc.server_streaming(request, path, codec).await {
+            Ok(response) => match response.into_inner().message().await {
+                Ok(_) => Code::Ok,
+                Err(status) => status.code(),
+            },
+            Err(status) => status.code(),
+        };
+    }
     match grpc.unary(request, path, codec).await {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),

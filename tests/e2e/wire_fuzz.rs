@@ -120,6 +120,15 @@ async fn call(channel: Channel, service: &str, rpc: &str, body: Vec<u8>) -> Resu
         format!("Bearer {ADMIN_KEY}").parse().expect("ascii key"),
     );
     let path = PathAndQuery::try_from(format!("/{service}/{rpc}")).expect("path");
+    if rpc == "WatchPolicySet" {
+        // Server streaming: the first message (or the refusal) is the answer; dropping the
+        // stream ends the call.
+        let mut stream = grpc
+            .server_streaming(request, path, RawCodec)
+            .await?
+            .into_inner();
+        return stream.message().await.map(|_| ());
+    }
     grpc.unary(request, path, RawCodec).await.map(|_| ())
 }
 

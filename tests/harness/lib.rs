@@ -372,6 +372,7 @@ pub fn device_config(
         // The defaults (10 min for secrets, 24 h otherwise): tests move the clock.
         idempotency: Default::default(),
         metrics: ephemeral_metrics(),
+        check_cache: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::domain::otp::Window;
 use crate::domain::secrets::SeedCipher;
 use crate::grpc::DeviceGrpc;
 use crate::service::audit::AuditTrail;
+use crate::service::decision_cache::DecisionCache;
 use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
 use crate::service::metadata::{FidoMetadata, MetadataRefresher};
@@ -27,6 +28,7 @@ use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
 use crate::store::audit::AuditStore;
+use crate::store::device_changes::UserDevicesCache;
 use crate::store::devices::DeviceStore;
 use crate::store::idempotency::Retention;
 use crate::store::metadata::MetadataStore;
@@ -87,9 +89,13 @@ pub struct Application {
     /// The Prometheus endpoint's listener, unless `metrics.listen_addr` is empty.
     metrics_listener: Option<TcpListener>,
     gauges: Arc<DeviceGauges>,
+    /// CheckEnrollment's caches, when `check_cache.enabled`.
+    check_caches: Option<CheckCaches>,
     /// Keeps the FIDO metadata current, when `[webauthn.metadata]` names a source.
     metadata_refresher: Option<MetadataRefresher>,
 }
+
+type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
 
 /// The autoassignment index and what keeps it current.
 struct PoolRefresh {
@@ -174,11 +180,24 @@ impl Application {
         };
         // One policy gate: tokens and devices ask and audit denials the same way.
         let audit = AuditStore::new(db.clone());
-        let gate = PolicyGate::new(
+        let mut gate = PolicyGate::new(
             Arc::new(policy.clone()),
             Arc::new(audit.clone()),
             clock.clone(),
         );
+        // CheckEnrollment's caches, fed once the schema is there (below).
+        let check_caches = config.check_cache.enabled.then(|| {
+            (
+                Arc::new(DecisionCache::new(config.check_cache.max_entries())),
+                Arc::new(UserDevicesCache::new(
+                    config.check_cache.max_entries(),
+                    config.check_cache.poll_interval(),
+                )),
+            )
+        });
+        if let Some((decisions, _)) = &check_caches {
+            gate = gate.with_check_cache(decisions.clone());
+        }
         let retention = Retention {
             ttl: config.idempotency.ttl(),
             secret_ttl: config.idempotency.secret_ttl(),
@@ -192,8 +211,12 @@ impl Application {
             clock.clone(),
             &meters,
         );
+        let mut device_store = DeviceStore::new(db.clone(), retention);
+        if let Some((_, rows)) = &check_caches {
+            device_store = device_store.with_check_cache(rows.clone());
+        }
         let devices = Devices::new(
-            DeviceStore::new(db.clone(), retention),
+            device_store,
             gate.clone(),
             relying_party,
             cipher.clone(),
@@ -208,7 +231,12 @@ impl Application {
         let metadata_refresher = blobs.map(|blobs| {
             MetadataRefresher::new(
                 metadata,
-                MetadataStore::new(db.clone()),
+                match &check_caches {
+                    Some((_, rows)) => {
+                        MetadataStore::new(db.clone()).with_check_cache(rows.clone())
+                    }
+                    None => MetadataStore::new(db.clone()),
+                },
                 Arc::new(blobs),
                 clock.clone(),
             )
@@ -246,6 +274,7 @@ impl Application {
             metrics: Arc::new(metrics),
             metrics_listener,
             gauges,
+            check_caches,
             metadata_refresher,
         })
     }
@@ -288,6 +317,7 @@ impl Application {
             metrics,
             metrics_listener,
             gauges,
+            check_caches,
             metadata_refresher,
         } = self;
         let meters = metrics.meters();
@@ -367,6 +397,19 @@ impl Application {
                 refresh.cipher,
                 refresh.window,
                 clock,
+                server.stopping.clone(),
+            ));
+        }
+        if let Some((decisions, rows)) = check_caches {
+            tokio::spawn(crate::adapters::policy_watch::follow_policy_set(
+                policy.clone(),
+                decisions,
+                server.stopping.clone(),
+            ));
+            tokio::spawn(crate::store::device_changes::keep_current(
+                rows,
+                db.clone(),
+                config.check_cache.poll_interval(),
                 server.stopping.clone(),
             ));
         }

@@ -13,14 +13,16 @@ pub fn access(path: &str) -> Access {
     };
     match method {
         "EvaluateEnrollment" | "ValidatePin" | "GetPolicy" | "ListPolicies"
-        | "ListPolicyHistory" => Access::Roles(&[Role::Admin, Role::Ops, Role::Service]),
+        | "ListPolicyHistory" | "WatchPolicySet" => {
+            Access::Roles(&[Role::Admin, Role::Ops, Role::Service])
+        }
         "CreatePolicy" | "UpdatePolicy" | "DeletePolicy" => Access::Roles(&[Role::Admin]),
         _ => Access::Unknown,
     }
 }
 
 /// Every RPC of the service (for the auth matrix test and docs/api.md).
-pub const RPCS: [&str; 8] = [
+pub const RPCS: [&str; 9] = [
     "EvaluateEnrollment",
     "ValidatePin",
     "CreatePolicy",
@@ -29,6 +31,7 @@ pub const RPCS: [&str; 8] = [
     "GetPolicy",
     "ListPolicies",
     "ListPolicyHistory",
+    "WatchPolicySet",
 ];
 
 #[cfg(test)]

@@ -63,6 +63,18 @@ pub struct PolicyCache {
     clock: MonotonicClock,
     /// Whether decisions are served, for the health status.
     serving: tokio::sync::watch::Sender<bool>,
+    /// The loaded version and whether it is served, for WatchPolicySet.
+    published: tokio::sync::watch::Sender<PublishedSet>,
+}
+
+/// What WatchPolicySet streams; `closing` ends the streams at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishedSet {
+    pub version: i64,
+    pub serving: bool,
+    /// Whether some policy of the set restricts clients (decisions depend on the client IP).
+    pub client_ip_used: bool,
+    pub closing: bool,
 }
 
 impl PolicyCache {
@@ -77,7 +89,19 @@ impl PolicyCache {
             max_staleness,
             clock,
             serving: tokio::sync::watch::Sender::new(false),
+            published: tokio::sync::watch::Sender::new(PublishedSet::default()),
         }
+    }
+
+    /// Follows the loaded version and whether it is served (WatchPolicySet).
+    pub fn published(&self) -> tokio::sync::watch::Receiver<PublishedSet> {
+        self.published.subscribe()
+    }
+
+    /// Ends every WatchPolicySet stream (shutdown), so none holds the server open.
+    pub fn close_watchers(&self) {
+        self.published
+            .send_modify(|published| published.closing = true);
     }
 
     /// The set decisions may use, or why there is none.
@@ -133,6 +157,20 @@ impl PolicyCache {
         self.serving.send_if_modified(|current| {
             let changed = *current != serving;
             *current = serving;
+            changed
+        });
+        let (version, client_ip_used) = self.read(|loaded| {
+            loaded.map_or((0, true), |loaded| {
+                (loaded.version, loaded.set.uses_client_ip())
+            })
+        });
+        self.published.send_if_modified(|current| {
+            let changed = current.version != version
+                || current.serving != serving
+                || current.client_ip_used != client_ip_used;
+            current.version = version;
+            current.serving = serving;
+            current.client_ip_used = client_ip_used;
             changed
         });
     }
@@ -249,7 +287,10 @@ pub async fn keep_current<S: PolicyStore>(
             }
         };
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                cache.close_watchers();
+                return;
+            }
             result = notified => {
                 if let Err(error) = result {
                     tracing::warn!(%error, "policy change notifications lost; polling until reconnected");

@@ -286,8 +286,54 @@ fn page<K: PageKey>(page_size: u32, page_token: &str) -> Result<PageRequest<K>, 
         .map_err(|error| PolicyError::invalid(error.field, error.message))
 }
 
+/// How often WatchPolicySet repeats the state unchanged, so a watcher can tell a quiet
+/// stream from a dead one.
+const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
+
+type PolicySetStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PolicySetState, Status>> + Send>>;
+
+/// The published state now, then on every change and every heartbeat, until shutdown.
+fn policy_set_stream(
+    published: tokio::sync::watch::Receiver<crate::cache::PublishedSet>,
+) -> PolicySetStream {
+    let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The interval's first tick is immediate: the current state goes out at once.
+    let stream = futures::stream::unfold(
+        (published, heartbeat),
+        |(mut published, mut heartbeat)| async move {
+            tokio::select! {
+                changed = published.changed() => changed.ok()?,
+                _ = heartbeat.tick() => {}
+            }
+            let state = *published.borrow_and_update();
+            if state.closing {
+                return None;
+            }
+            let message = pb::PolicySetState {
+                version: state.version,
+                serving: state.serving,
+                client_ip_used: state.client_ip_used,
+            };
+            Some((Ok(message), (published, heartbeat)))
+        },
+    );
+    Box::pin(stream)
+}
+
 #[tonic::async_trait]
 impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
+    type WatchPolicySetStream = PolicySetStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_policy_set(
+        &self,
+        _request: Request<pb::WatchPolicySetRequest>,
+    ) -> Result<Response<Self::WatchPolicySetStream>, Status> {
+        Ok(Response::new(policy_set_stream(self.policies.watch_set())))
+    }
+
     #[tracing::instrument(skip_all, fields(realm = %request.get_ref().realm, action = request.get_ref().action))]
     async fn evaluate_enrollment(
         &self,

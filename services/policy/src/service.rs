@@ -124,6 +124,11 @@ impl<S: PolicyStore> Policies<S> {
         }
     }
 
+    /// Follows the loaded policy-set version (WatchPolicySet).
+    pub fn watch_set(&self) -> tokio::sync::watch::Receiver<crate::cache::PublishedSet> {
+        self.cache.published()
+    }
+
     pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
         let decision = self
             .policy_set()

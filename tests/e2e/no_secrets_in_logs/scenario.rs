@@ -465,6 +465,17 @@ async fn policies(stack: &TestStack, used: &mut Used) {
         .unwrap()
         .into_inner();
     assert!(history.changes.len() >= 2, "{history:?}");
+    // The device service's own watch runs too; this is an explicit call for the scan.
+    let state = admin
+        .watch_policy_set(policy_pb::WatchPolicySetRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("the current policy-set state");
+    assert!(state.serving && state.version > 0, "{state:?}");
 }
 
 /// Every audit event, page by page.

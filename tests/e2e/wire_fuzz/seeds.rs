@@ -333,6 +333,10 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "WatchPolicySet",
+            policy_pb::WatchPolicySetRequest {}.encode_to_vec(),
+        ),
+        (
             "ListPolicyHistory",
             policy_pb::ListPolicyHistoryRequest {
                 name: s("fuzz"),

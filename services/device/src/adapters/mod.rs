@@ -4,6 +4,7 @@ mod attestation_trust;
 pub mod fido_metadata;
 mod metadata_anchors;
 pub mod policy_client;
+pub mod policy_watch;
 pub mod relying_party;
 mod tpm_sha1;
 pub mod vendor_roots;

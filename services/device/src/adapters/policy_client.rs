@@ -91,6 +91,15 @@ impl PolicyClient {
         })
     }
 
+    /// The policy service's WatchPolicySet stream (the version it decides with).
+    pub async fn watch_policy_set(&self) -> Result<tonic::Streaming<pb::PolicySetState>, Status> {
+        self.policies
+            .clone()
+            .watch_policy_set(pb::WatchPolicySetRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Whether the policy service reports SERVING.
     pub async fn is_serving(&self) -> bool {
         let request = tonic_health::pb::HealthCheckRequest {
@@ -296,6 +305,7 @@ fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, Policy
             webauthn_min_certification,
         },
         decided_by: response.decided_by,
+        policy_set_version: response.policy_set_version,
     })
 }
 

@@ -6,10 +6,12 @@ use enroll_shared::config::{AuthConfig, DatabaseConfig, ServerConfig, TelemetryC
 use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
+mod check_cache;
 mod metadata;
 mod validation;
 mod web;
 
+pub use check_cache::CheckCacheConfig;
 pub use metadata::MetadataConfig;
 pub use validation::{IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
@@ -43,6 +45,8 @@ pub struct DeviceConfig {
     /// The Prometheus endpoint (`GET /metrics`), on its own port (not the page's).
     #[serde(default = "default_metrics")]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub check_cache: CheckCacheConfig,
 }
 
 impl Default for DeviceConfig {
@@ -60,6 +64,7 @@ impl Default for DeviceConfig {
             web: Default::default(),
             idempotency: Default::default(),
             metrics: default_metrics(),
+            check_cache: Default::default(),
         }
     }
 }

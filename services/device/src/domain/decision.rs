@@ -246,6 +246,8 @@ pub struct Decision {
     pub denials: Vec<Denial>,
     pub settings: Settings,
     pub decided_by: HashMap<String, String>,
+    /// The policy set it was made with (a cached decision is tied to it).
+    pub policy_set_version: i64,
 }
 
 impl Decision {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use enroll_shared::time::SharedClock;
 
+use super::decision_cache::DecisionCache;
 use super::ports::{AuditLog, PolicyDecisions};
 use crate::domain::actor::Actor;
 use crate::domain::audit::AuditRecord;
@@ -19,6 +20,8 @@ pub struct PolicyGate {
     policy: Arc<dyn PolicyDecisions>,
     audit: Arc<dyn AuditLog>,
     clock: SharedClock,
+    /// CheckEnrollment's decisions (none: always ask).
+    check_cache: Option<Arc<DecisionCache>>,
 }
 
 impl PolicyGate {
@@ -31,7 +34,14 @@ impl PolicyGate {
             policy,
             audit,
             clock,
+            check_cache: None,
         }
+    }
+
+    /// Answers CheckEnrollment's questions from `cache` while it is current.
+    pub fn with_check_cache(mut self, cache: Arc<DecisionCache>) -> Self {
+        self.check_cache = Some(cache);
+        self
     }
 
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
@@ -123,6 +133,28 @@ impl PolicyGate {
             .evaluate(question, &actor.client_ip)
             .await
             .map_err(|error| format!("no policy decision: {error}"))
+    }
+
+    /// [`PolicyGate::evaluate_read`] for CheckEnrollment, from the decision cache while it
+    /// holds a decision of the policy set the policy service decides with now.
+    pub async fn evaluate_check(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+    ) -> Result<Arc<Decision>, String> {
+        let Some((cache, key)) = self
+            .check_cache
+            .as_ref()
+            .and_then(|cache| Some((cache, cache.key(question, &actor.client_ip)?)))
+        else {
+            return self.evaluate_read(actor, question).await.map(Arc::new);
+        };
+        if let Some(decision) = cache.get(&key) {
+            return Ok(decision);
+        }
+        let decision = Arc::new(self.evaluate_read(actor, question).await?);
+        cache.put(key, decision.clone());
+        Ok(decision)
     }
 
     /// Records a refusal decided by the device service itself.

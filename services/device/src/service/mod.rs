@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod blocking;
 pub mod budgets;
+pub mod decision_cache;
 pub mod devices;
 pub mod gate;
 pub mod idempotency;

@@ -6,7 +6,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
+use std::sync::Arc;
+
 use super::convert;
+use super::device_changes::{UserDevicesCache, record_change};
 use super::entities::columns::{DeviceKindColumn, DeviceStateColumn};
 use super::entities::{devices, users};
 use super::sql::{exceeded, limits_reached, lock_realm, lock_user, statement};
@@ -49,6 +52,8 @@ pub struct Registration {
 pub struct DeviceStore {
     pub(super) db: DatabaseConnection,
     pub(super) tokens: TokenStore,
+    /// CheckEnrollment's cache of users' devices (none: always read).
+    check_cache: Option<Arc<UserDevicesCache>>,
 }
 
 impl DeviceStore {
@@ -57,7 +62,50 @@ impl DeviceStore {
         Self {
             tokens: TokenStore::new(db.clone(), retention),
             db,
+            check_cache: None,
         }
+    }
+
+    /// Serves [`DeviceStore::devices_for_check`] from `cache` while it is current.
+    pub fn with_check_cache(mut self, cache: Arc<UserDevicesCache>) -> Self {
+        self.check_cache = Some(cache);
+        self
+    }
+
+    /// Tells this replica's cache of a committed change (other replicas learn it from the
+    /// change counter).
+    fn changed_here(&self, user: Option<(&Realm, &UserName)>) {
+        let user = user.map(|(realm, user)| (realm.as_str(), user.as_str()));
+        if let Some(cache) = &self.check_cache {
+            cache.changed_here(user);
+        }
+    }
+
+    /// The user's devices for CheckEnrollment: from the cache while no replica changed
+    /// them (see `device_changes`), else read.
+    pub async fn devices_for_check(
+        &self,
+        realm: &Realm,
+        user: &UserName,
+    ) -> Result<Arc<Vec<Device>>, DeviceError> {
+        let read = async || -> Result<Vec<Device>, DeviceError> {
+            Ok(self
+                .user_devices(realm, user)
+                .await?
+                .into_iter()
+                .map(|stored| stored.device)
+                .collect())
+        };
+        let Some(cache) = &self.check_cache else {
+            return Ok(Arc::new(read().await?));
+        };
+        if let Some(devices) = cache.get(realm, user) {
+            return Ok(devices);
+        }
+        let epoch = cache.epoch();
+        let devices = Arc::new(read().await?);
+        cache.put(realm, user, epoch, devices.clone());
+        Ok(devices)
     }
 
     /// A device row as callers see it, its owner's name from the cache of immutable user
@@ -177,7 +225,9 @@ impl DeviceStore {
             .exec_without_returning(&transaction)
             .await?;
         TokenStore::insert_audit(&transaction, audit).await?;
+        record_change(&transaction, user_id).await?;
         transaction.commit().await?;
+        self.changed_here(Some((realm, user)));
         Ok(device)
     }
 
@@ -331,9 +381,13 @@ impl DeviceStore {
             }
             device = sea_orm::ActiveModelTrait::update(active, &transaction).await?;
             TokenStore::insert_audit(&transaction, audit).await?;
+            record_change(&transaction, device.user_id).await?;
         }
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
+        if current != to {
+            self.changed_here(Some((&view.realm, &view.user)));
+        }
         Ok(view)
     }
 
@@ -397,8 +451,11 @@ impl DeviceStore {
             });
         }
         TokenStore::insert_audit(&transaction, audit).await?;
+        // The time of use is part of CheckEnrollment's answer.
+        record_change(&transaction, device.user_id).await?;
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
+        self.changed_here(Some((&view.realm, &view.user)));
         Ok(view)
     }
 
@@ -407,15 +464,19 @@ impl DeviceStore {
     pub async fn revoke_flagged(&self, id: &str, audit: AuditRecord) -> Result<(), DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        transaction
-            .execute_raw(statement(
+        let owner = transaction
+            .query_one_raw(statement(
                 backend,
-                "UPDATE devices SET state = 'revoked' WHERE id = $1",
+                "UPDATE devices SET state = 'revoked' WHERE id = $1 RETURNING user_id",
                 vec![id.into()],
             ))
             .await?;
         TokenStore::insert_audit(&transaction, audit).await?;
+        if let Some(owner) = owner {
+            record_change(&transaction, owner.try_get_by_index(0)?).await?;
+        }
         transaction.commit().await?;
+        self.changed_here(None);
         Ok(())
     }
 }

@@ -36,11 +36,25 @@ pub struct CompromisedModel {
 #[derive(Clone)]
 pub struct MetadataStore {
     db: DatabaseConnection,
+    /// CheckEnrollment's cache of device rows on this replica (flags drop its entries).
+    check_cache: Option<std::sync::Arc<super::device_changes::UserDevicesCache>>,
 }
 
 impl MetadataStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            check_cache: None,
+        }
+    }
+
+    /// Drops a flagged user's rows from `cache` at once (other replicas poll).
+    pub fn with_check_cache(
+        mut self,
+        cache: std::sync::Arc<super::device_changes::UserDevicesCache>,
+    ) -> Self {
+        self.check_cache = Some(cache);
+        self
     }
 
     /// The newest stored BLOB.
@@ -124,7 +138,7 @@ impl MetadataStore {
                 .db
                 .query_all_raw(statement(
                     backend,
-                    "SELECT d.id, d.realm, u.name, d.state FROM devices d \
+                    "SELECT d.id, d.realm, d.user_id, u.name, d.state FROM devices d \
                      JOIN users u ON u.id = d.user_id \
                      WHERE d.aaguid = $1 AND d.model_compromise = ''",
                     vec![model.aaguid.clone().into()],
@@ -133,7 +147,8 @@ impl MetadataStore {
             for row in rows {
                 let id: String = row.try_get("", "id")?;
                 let realm: String = row.try_get("", "realm")?;
-                let user: String = row.try_get("", "name")?;
+                let user_name: String = row.try_get("", "name")?;
+                let user_id: i64 = row.try_get("", "user_id")?;
                 let state: String = row.try_get("", "state")?;
                 let revoking = revoke && state != "revoked";
                 let reason = if revoking {
@@ -164,8 +179,8 @@ impl MetadataStore {
                     let record = AuditRecord {
                         actor: METADATA_ACTOR.to_owned(),
                         action: FLAG_DEVICE,
-                        realm,
-                        user,
+                        realm: realm.clone(),
+                        user: user_name.clone(),
                         subject: id,
                         result: OK,
                         reason,
@@ -173,9 +188,16 @@ impl MetadataStore {
                         time: now,
                     };
                     TokenStore::insert_audit(&transaction, record).await?;
+                    // A flag changes CheckEnrollment's answer: every replica's cache learns it.
+                    super::device_changes::record_change(&transaction, user_id).await?;
                     flagged += 1;
                 }
                 transaction.commit().await?;
+                if updated == 1
+                    && let Some(cache) = &self.check_cache
+                {
+                    cache.changed_here(Some((&realm, &user_name)));
+                }
             }
         }
         Ok(flagged)

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod autoassign;
 pub mod budgets;
 pub mod convert;
+pub mod device_changes;
 pub mod devices;
 pub mod entities;
 pub mod idempotency;

@@ -213,6 +213,14 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
+    /// Whether some policy restricts clients (else no decision depends on the client IP:
+    /// it is used only to match policies).
+    pub fn uses_client_ip(&self) -> bool {
+        self.policies
+            .iter()
+            .any(|policy| !policy.clients.is_unrestricted())
+    }
+
     /// Indexes of the policies matching the subject, in (priority, name) order.
     fn matching(&self, realm: &str, user: &str, client: Option<IpAddr>) -> Vec<usize> {
         let exact = self.by_realm.get(realm).map(Vec::as_slice).unwrap_or(&[]);

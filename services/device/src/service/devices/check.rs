@@ -25,10 +25,10 @@ impl Devices {
         // The device rows and the policy decision are independent: ask both at once, the
         // proxy waits for the slower one only.
         let (devices, self_enrollment) = tokio::join!(
-            self.store.user_devices(&query.realm, &query.user),
+            self.store.devices_for_check(&query.realm, &query.user),
             self.self_enrollment(actor, query)
         );
-        let devices: Vec<Device> = devices?.into_iter().map(|stored| stored.device).collect();
+        let devices = devices?;
         let (can_self_enroll, mut reasons, decision) = self_enrollment?;
         let metadata = self.metadata.current();
         // The policy's model rules; without a decision (policy service unreachable) they
@@ -82,9 +82,9 @@ impl Devices {
         &self,
         actor: &Actor,
         query: &EnrollmentQuery,
-    ) -> Result<(bool, Vec<String>, Option<Decision>), DeviceError> {
+    ) -> Result<(bool, Vec<String>, Option<Arc<Decision>>), DeviceError> {
         let question = register_question(&query.realm, &query.user, "");
-        let decision = match self.gate.evaluate_read(actor, &question).await {
+        let decision = match self.gate.evaluate_check(actor, &question).await {
             Ok(decision) => decision,
             Err(reason) => return Ok((false, vec![reason], None)),
         };

@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod autoassign_confirmation;
+mod device_changes;
 mod device_security;
 mod fido_metadata;
 mod idempotency_expiry;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(autoassign_confirmation::AutoassignConfirmation),
             Box::new(idempotency_expiry::IdempotencyExpiry),
             Box::new(fido_metadata::FidoMetadata),
+            Box::new(device_changes::DeviceChanges),
         ]
     }
 
