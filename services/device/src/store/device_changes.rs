@@ -7,6 +7,11 @@
 //! Bound: a change committed at T is seen by every poll that starts after T, and cached rows
 //! are served only while the last successful poll started less than [`trust`] ago, so no
 //! replica answers from rows older than `trust` (at most 900 ms).
+//!
+//! Authentications do not bump the counter: they are the frequent device write, and one
+//! counter row would serialize them across every replica. They change only the time of use
+//! (never the state CheckEnrollment decides on), so cached rows are also re-read once they
+//! are [`MAX_ROW_AGE`] old, which bounds how stale a `last_used_time` in an answer can be.
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -17,6 +22,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBacken
 use super::sql::statement;
 use crate::domain::devices::Device;
 use crate::domain::names::{Realm, UserName};
+
+/// How long cached rows are served at most, whatever the counter says: the bound on a
+/// `last_used_time` that authentications (which do not bump the counter) moved.
+pub const MAX_ROW_AGE: Duration = Duration::from_secs(1);
 
 /// The NOTIFY channel of device changes.
 pub const CHANGE_CHANNEL: &str = "enroll_device_changed";
@@ -74,7 +83,8 @@ struct RowsState {
     seen_version: Option<i64>,
     /// When the last successful poll started.
     confirmed_at: Option<Instant>,
-    entries: HashMap<UserKey, Arc<Vec<Device>>>,
+    /// The rows and when they were stored.
+    entries: HashMap<UserKey, (Instant, Arc<Vec<Device>>)>,
 }
 
 /// Users' devices as CheckEnrollment reads them, kept while the change counter says they
@@ -104,7 +114,11 @@ impl UserDevicesCache {
         if !self.trusted(&state) {
             return None;
         }
-        state.entries.get(&Self::key(realm, user)).cloned()
+        state
+            .entries
+            .get(&Self::key(realm, user))
+            .filter(|(stored_at, _)| stored_at.elapsed() <= MAX_ROW_AGE)
+            .map(|(_, devices)| devices.clone())
     }
 
     /// The epoch to pass to [`UserDevicesCache::put`]; taken before reading the rows.
@@ -127,7 +141,7 @@ impl UserDevicesCache {
         {
             state.entries.remove(&evicted);
         }
-        state.entries.insert(key, devices);
+        state.entries.insert(key, (Instant::now(), devices));
     }
 
     /// The counter was `version` when a poll started at `asked_at`; `changed` lists the users
@@ -328,6 +342,19 @@ mod tests {
         cache.put(&realm, &user, before, Arc::new(vec![]));
         assert!(cache.get(&realm, &user).is_none());
         cache.forget();
+        assert!(cache.get(&realm, &user).is_none());
+    }
+
+    #[test]
+    fn rows_expire_after_their_max_age_even_while_polls_vouch() {
+        let cache = UserDevicesCache::new(10, Duration::from_millis(250));
+        let (realm, user) = names();
+        cache.confirm(1, Instant::now(), None);
+        cache.put(&realm, &user, cache.epoch(), Arc::new(vec![]));
+        assert!(cache.get(&realm, &user).is_some());
+        std::thread::sleep(MAX_ROW_AGE + Duration::from_millis(20));
+        // A fresh poll with an unchanged counter: the rows are still too old to serve.
+        cache.confirm(1, Instant::now(), Some(vec![]));
         assert!(cache.get(&realm, &user).is_none());
     }
 
