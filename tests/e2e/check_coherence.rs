@@ -238,47 +238,59 @@ async fn changes_reach_every_replica_within_one_second(backend: Backend) {
     );
 }
 
-/// The rows cache is really used, and the change counter is what invalidates it: a device
-/// revoked behind the service's back (no counter bump) stays ENROLLED on replica B while
-/// its polls keep confirming the counter; bumping the counter for the user makes B answer
-/// NOT_ENROLLED within the bound.
-async fn cached_rows_follow_the_change_counter(backend: Backend) {
-    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
-    let stack = TestStack::builder(backend).device_replicas(2).start().await;
-    let device = enroll_e2e::register_passkey(&stack, "acme", "cached").await;
-    let mut proxy_b = stack.device_on(1, Role::Proxy);
+/// Revokes `device_id` straight in the database, behind the service's back (no counter bump).
+async fn revoke_behind_the_back(db: &sea_orm::DatabaseConnection, device_id: &str) {
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!(
+        "UPDATE devices SET state = 'revoked' WHERE id = '{device_id}'"
+    ))
+    .await
+    .expect("revoke behind the service's back");
+}
+
+/// Registers a device for `user` and makes replica B cache the user's rows.
+async fn cached_on_b(stack: &TestStack, proxy_b: &mut DeviceClient, user: &str) -> String {
+    let device = enroll_e2e::register_passkey(stack, "acme", user).await;
     let enrolled = Expected {
         status: pb::EnrollmentStatus::Enrolled,
         approval_reason: false,
     };
-    delay_until(
-        &mut proxy_b,
-        "cached",
-        enrolled,
-        Instant::now(),
-        "registration",
-    )
-    .await;
-    // Past the registration's own invalidation on B (notification or poll), then cached.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(observed(&mut proxy_b, "cached").await, enrolled);
+    delay_until(proxy_b, user, enrolled, Instant::now(), "registration").await;
+    // Past the registration's own invalidation on B (notification or poll), then read and
+    // cached afresh.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(observed(proxy_b, user).await, enrolled);
+    device.id
+}
 
+/// The rows cache is really used, and the change counter is what invalidates it: a device
+/// revoked behind the service's back (no counter bump) is still ENROLLED on replica B right
+/// after; bumping the counter for the user makes B answer NOT_ENROLLED within the bound. Rows
+/// also expire on their own after `MAX_ROW_AGE` (1 s), the bound on a `last_used_time` that
+/// authentications, which do not bump the counter, moved.
+async fn cached_rows_follow_the_change_counter(backend: Backend) {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+    let stack = TestStack::builder(backend).device_replicas(2).start().await;
+    let mut proxy_b = stack.device_on(1, Role::Proxy);
     let db = Database::connect(&stack.database.url)
         .await
         .expect("connect");
-    db.execute_unprepared(&format!(
-        "UPDATE devices SET state = 'revoked' WHERE id = '{}'",
-        device.id
-    ))
-    .await
-    .expect("revoke behind the service's back");
-    // Several poll intervals: the counter did not move, so B keeps its cached rows.
-    let until = Instant::now() + Duration::from_millis(800);
-    while Instant::now() < until {
-        assert_eq!(observed(&mut proxy_b, "cached").await, enrolled);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let enrolled = Expected {
+        status: pb::EnrollmentStatus::Enrolled,
+        approval_reason: false,
+    };
+    let not_enrolled = Expected {
+        status: pb::EnrollmentStatus::NotEnrolled,
+        approval_reason: false,
+    };
 
+    let device = cached_on_b(&stack, &mut proxy_b, "cached").await;
+    revoke_behind_the_back(&db, &device).await;
+    assert_eq!(
+        observed(&mut proxy_b, "cached").await,
+        enrolled,
+        "served from the cache"
+    );
     // As the service does it: the counter and the user's change in one transaction (a
     // poll between two separate statements would see the counter move without the user).
     let transaction = db.begin().await.expect("begin");
@@ -290,22 +302,32 @@ async fn cached_rows_follow_the_change_counter(backend: Backend) {
         .execute_unprepared(&format!(
             "INSERT INTO device_user_changes (user_id, version) \
              SELECT user_id, (SELECT version FROM device_changes WHERE id = 1) FROM devices \
-             WHERE id = '{}' \
-             ON CONFLICT (user_id) DO UPDATE SET version = excluded.version",
-            device.id
+             WHERE id = '{device}' \
+             ON CONFLICT (user_id) DO UPDATE SET version = excluded.version"
         ))
         .await
         .expect("record the user's change");
     transaction.commit().await.expect("commit");
     let changed_at = Instant::now();
-    let not_enrolled = Expected {
-        status: pb::EnrollmentStatus::NotEnrolled,
-        approval_reason: false,
-    };
     let delay = delay_until(&mut proxy_b, "cached", not_enrolled, changed_at, "counter").await;
     assert!(
         delay < BOUND,
         "the counter took {delay:?} to reach replica B"
+    );
+
+    // Without a bump the rows still expire: never served more than 1 s after they were read.
+    let device = cached_on_b(&stack, &mut proxy_b, "aging").await;
+    revoke_behind_the_back(&db, &device).await;
+    assert_eq!(
+        observed(&mut proxy_b, "aging").await,
+        enrolled,
+        "served from the cache"
+    );
+    let revoked_at = Instant::now();
+    let delay = delay_until(&mut proxy_b, "aging", not_enrolled, revoked_at, "row age").await;
+    assert!(
+        delay < Duration::from_millis(1_200),
+        "cached rows were served {delay:?} after the change"
     );
 }
 
