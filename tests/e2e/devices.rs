@@ -475,6 +475,33 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
         .unwrap_err();
     assert_eq!(replayed.code(), Code::FailedPrecondition);
 
+    // A second authentication within the minute keeps the recorded time of use (it is
+    // recorded at a one-minute grain, so authentications do not all bump the change counter).
+    let begun = proxy
+        .begin_device_authentication(pb::BeginDeviceAuthenticationRequest {
+            realm: "acme".into(),
+            user: "erin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let options: RequestChallengeResponse =
+        serde_json::from_str(&begun.request_options_json).unwrap();
+    let assertion = authenticator
+        .do_authentication(Url::parse(ORIGIN).unwrap(), options)
+        .unwrap();
+    let again = proxy
+        .finish_device_authentication(pb::FinishDeviceAuthenticationRequest {
+            ceremony_id: begun.ceremony_id,
+            credential_json: serde_json::to_string(&assertion).unwrap(),
+            client_ip: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.last_used_time, used.last_used_time);
+
     // Revoked: no authentication, CheckEnrollment says REVOKED for that credential.
     admin
         .revoke_device(pb::RevokeDeviceRequest {

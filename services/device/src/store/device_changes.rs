@@ -8,10 +8,11 @@
 //! are served only while the last successful poll started less than [`trust`] ago, so no
 //! replica answers from rows older than `trust` (at most 900 ms).
 //!
-//! Authentications do not bump the counter: they are the frequent device write, and one
-//! counter row would serialize them across every replica. They change only the time of use
-//! (never the state CheckEnrollment decides on), so cached rows are also re-read once they
-//! are [`MAX_ROW_AGE`] old, which bounds how stale a `last_used_time` in an answer can be.
+//! Authentications are the frequent device write, and one counter row would serialize them
+//! across every replica: they change only the time of use (never the state CheckEnrollment
+//! decides on), which is recorded at a coarse grain ([`LAST_USED_GRAIN`]), and only an
+//! authentication that moves it bumps the counter. Cached rows are also re-read once they
+//! are [`MAX_ROW_AGE`] old, a second line of defence.
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -23,9 +24,12 @@ use super::sql::statement;
 use crate::domain::devices::Device;
 use crate::domain::names::{Realm, UserName};
 
-/// How long cached rows are served at most, whatever the counter says: the bound on a
-/// `last_used_time` that authentications (which do not bump the counter) moved.
-pub const MAX_ROW_AGE: Duration = Duration::from_secs(1);
+/// How far an authentication must move a device's `last_used_time` to record it (and bump
+/// the change counter): at most one counter bump a minute per device.
+pub const LAST_USED_GRAIN: Duration = Duration::from_secs(60);
+
+/// How long cached rows are served at most, whatever the counter says.
+pub const MAX_ROW_AGE: Duration = Duration::from_secs(60);
 
 /// The NOTIFY channel of device changes.
 pub const CHANGE_CHANNEL: &str = "enroll_device_changed";
@@ -93,6 +97,7 @@ pub struct UserDevicesCache {
     state: RwLock<RowsState>,
     max_entries: usize,
     trust: Duration,
+    max_row_age: Duration,
 }
 
 impl UserDevicesCache {
@@ -101,7 +106,14 @@ impl UserDevicesCache {
             state: RwLock::new(RowsState::default()),
             max_entries: max_entries.max(1),
             trust: trust(poll_interval),
+            max_row_age: MAX_ROW_AGE,
         }
+    }
+
+    /// Serves rows for at most `max_row_age` (tests shorten it).
+    pub fn with_max_row_age(mut self, max_row_age: Duration) -> Self {
+        self.max_row_age = max_row_age;
+        self
     }
 
     fn key(realm: &Realm, user: &UserName) -> UserKey {
@@ -117,7 +129,7 @@ impl UserDevicesCache {
         state
             .entries
             .get(&Self::key(realm, user))
-            .filter(|(stored_at, _)| stored_at.elapsed() <= MAX_ROW_AGE)
+            .filter(|(stored_at, _)| stored_at.elapsed() <= self.max_row_age)
             .map(|(_, devices)| devices.clone())
     }
 
@@ -347,12 +359,13 @@ mod tests {
 
     #[test]
     fn rows_expire_after_their_max_age_even_while_polls_vouch() {
-        let cache = UserDevicesCache::new(10, Duration::from_millis(250));
+        let max_age = Duration::from_millis(100);
+        let cache = UserDevicesCache::new(10, Duration::from_millis(250)).with_max_row_age(max_age);
         let (realm, user) = names();
         cache.confirm(1, Instant::now(), None);
         cache.put(&realm, &user, cache.epoch(), Arc::new(vec![]));
         assert!(cache.get(&realm, &user).is_some());
-        std::thread::sleep(MAX_ROW_AGE + Duration::from_millis(20));
+        std::thread::sleep(max_age + Duration::from_millis(20));
         // A fresh poll with an unchanged counter: the rows are still too old to serve.
         cache.confirm(1, Instant::now(), Some(vec![]));
         assert!(cache.get(&realm, &user).is_none());

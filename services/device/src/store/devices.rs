@@ -409,15 +409,22 @@ impl DeviceStore {
         }
         // One conditional update: only an approved device, and only with a counter that moved
         // forward from the stored one (0 = the authenticator keeps none), so two racing
-        // ceremonies cannot both pass with one counter or move it backwards.
+        // ceremonies cannot both pass with one counter or move it backwards. The time of use
+        // moves only when it is a grain old (see `device_changes::LAST_USED_GRAIN`).
         let counter = i64::from(used.counter);
+        let grain = chrono::Duration::from_std(super::device_changes::LAST_USED_GRAIN)
+            .unwrap_or(chrono::Duration::MAX);
+        let stale_before = now - grain;
         let updated = transaction
             .execute_raw(statement(
                 backend,
-                "UPDATE devices SET last_used_time = $1, credential = COALESCE($2, credential), \
-                 sign_count = $3 WHERE credential_id = $4 AND state = 'approved' \
-                 AND (sign_count < $5 OR (sign_count = 0 AND $6 = 0))",
+                "UPDATE devices SET last_used_time = CASE WHEN last_used_time IS NULL \
+                 OR last_used_time <= $1 THEN $2 ELSE last_used_time END, \
+                 credential = COALESCE($3, credential), \
+                 sign_count = $4 WHERE credential_id = $5 AND state = 'approved' \
+                 AND (sign_count < $6 OR (sign_count = 0 AND $7 = 0))",
                 vec![
+                    stale_before.into(),
                     now.into(),
                     used.updated_passkey_json.into(),
                     counter.into(),
@@ -451,9 +458,16 @@ impl DeviceStore {
             });
         }
         TokenStore::insert_audit(&transaction, audit).await?;
-        // No `record_change`: the time of use changes no status, and the counter row would
-        // serialize every authentication of every replica; cached rows expire instead
-        // (`device_changes::MAX_ROW_AGE`).
+        // Only an authentication that moved the time of use bumps the change counter (at
+        // most once a grain per device): the counter row would otherwise serialize every
+        // authentication of every replica, and the time of use changes no status.
+        // Moved by this statement: `now` as stored (PostgreSQL keeps microseconds).
+        let moved = device
+            .last_used_time
+            .is_some_and(|used_at| used_at > now - chrono::Duration::milliseconds(1));
+        if moved {
+            record_change(&transaction, device.user_id).await?;
+        }
         let view = self.view(&transaction, &device).await?;
         transaction.commit().await?;
         self.changed_here(Some((&view.realm, &view.user)));
