@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod db_changes;
 pub mod db_errors;
 pub mod db_startup;
 pub mod healthcheck;

@@ -10,8 +10,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::postgres::PgListener;
-use sea_orm::{DatabaseConnection, DbBackend};
+use enroll_shared::db_changes::{ChangeFeed, Wake};
+use sea_orm::DatabaseConnection;
 
 use crate::domain::engine::PolicySet;
 use crate::domain::policy::UnreadablePolicy;
@@ -273,53 +273,20 @@ pub async fn keep_current<S: PolicyStore>(
     poll_interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut listener = None;
-    let mut poll = tokio::time::interval(poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut feed = ChangeFeed::new(db, CHANGE_CHANNEL, "policy changes", poll_interval);
     loop {
-        if listener.is_none() && db.get_database_backend() == DbBackend::Postgres {
-            listener = listen(&db).await;
-        }
-        let notified = async {
-            match listener.as_mut() {
-                Some(listener) => listener.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.changed() => {
+        match feed.next(&mut shutdown).await {
+            Wake::Shutdown => {
                 cache.close_watchers();
                 return;
             }
-            result = notified => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "policy change notifications lost; polling until reconnected");
-                    listener = None;
-                }
-            }
-            _ = poll.tick() => {}
+            // The version poll below finds whatever the lost notifications announced.
+            Wake::NotificationsLost | Wake::Look => {}
         }
         if let Err(error) = cache.refresh_if_changed(store.as_ref()).await {
             tracing::warn!(%error, "policy set refresh failed; the cached set ages until a refresh succeeds");
         }
         cache.update_serving();
-    }
-}
-
-async fn listen(db: &DatabaseConnection) -> Option<PgListener> {
-    let pool = db.get_postgres_connection_pool();
-    let result = async {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANGE_CHANNEL).await?;
-        Ok::<_, sea_orm::sqlx::Error>(listener)
-    }
-    .await;
-    match result {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            tracing::warn!(%error, "cannot LISTEN for policy changes; polling");
-            None
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::postgres::PgListener;
+use enroll_shared::db_changes::{ChangeFeed, Wake};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr};
 
 use super::sql::statement;
@@ -267,50 +267,16 @@ pub async fn keep_current(
     poll_interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut listener = None;
-    let mut ticks = tokio::time::interval(poll_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut feed = ChangeFeed::new(db.clone(), CHANGE_CHANNEL, "device changes", poll_interval);
     loop {
-        if listener.is_none() && db.get_database_backend() == DbBackend::Postgres {
-            listener = listen(&db).await;
-        }
-        let notified = async {
-            match listener.as_mut() {
-                Some(listener) => listener.recv().await.map(|_| ()),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            result = notified => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "device change notifications lost; polling until reconnected");
-                    listener = None;
-                    cache.forget();
-                }
-            }
-            _ = ticks.tick() => {}
+        match feed.next(&mut shutdown).await {
+            Wake::Shutdown => return,
+            Wake::NotificationsLost => cache.forget(),
+            Wake::Look => {}
         }
         if let Err(error) = poll(&db, &cache).await {
             // The cache stops being used once the last good poll is older than its trust.
             tracing::warn!(%error, "device change poll failed; CheckEnrollment reads the database");
-        }
-    }
-}
-
-async fn listen(db: &DatabaseConnection) -> Option<PgListener> {
-    let pool = db.get_postgres_connection_pool();
-    let result = async {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(CHANGE_CHANNEL).await?;
-        Ok::<_, sea_orm::sqlx::Error>(listener)
-    }
-    .await;
-    match result {
-        Ok(listener) => Some(listener),
-        Err(error) => {
-            tracing::warn!(%error, "cannot LISTEN for device changes; polling");
-            None
         }
     }
 }
