@@ -20,7 +20,8 @@ const POOL_SEEDS: [&str; 3] = [
     "c1c2c3c4c5c6c7c8c9d0d1d2d3d4d5d6d7d8d9e0",
     "e1e2e3e4e5e6e7e8e9f0f1f2f3f4f5f6f7f8f9a0",
 ];
-const AUTOASSIGN_PIN: &str = "5839";
+// Long and unlike any number, so a match in a scrape is never a histogram value by chance.
+const AUTOASSIGN_PIN: &str = "metricspin5839";
 
 /// One sample of a scrape: metric name, labels, value.
 #[derive(Debug, Clone)]
