@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark of the identity proxy's request path (release build, PostgreSQL, one run):
 # DeviceService/CheckEnrollment for 10,000 users that each have an approved device, against
-# grpc.health.v1.Health/Check on the same device server, interleaved twice.
-#   CONCURRENCY (64)  DURATION seconds (10)  CARGO_TARGET_DIR (target)
+# grpc.health.v1.Health/Check on the same device servers, interleaved twice. REPLICAS device
+# replicas share one PostgreSQL and one policy service; the load generator spreads its
+# connections over them. Each replica's caches are primed first (every user once, its rate
+# printed as the cold figure), so the interleaved rounds measure the steady state.
+#   CONCURRENCY (64)  DURATION seconds (10)  REPLICAS (2)  CHECK_CACHE (true)
+#   CARGO_TARGET_DIR (target)
 # The devices are written straight into the database (CheckEnrollment reads the device rows,
 # never the stored public key), so seeding 10,000 users takes a second instead of 10,000
 # WebAuthn ceremonies.
@@ -11,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 concurrency=${CONCURRENCY:-64}
 duration=${DURATION:-10}
+replicas=${REPLICAS:-2}
 admin_url=${ENROLL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 target_dir=${CARGO_TARGET_DIR:-target}
 database=enroll_bench_check_$$
@@ -34,11 +39,22 @@ export ENROLL_AUTH__API_KEYS="[{name=\"bench-proxy\",role=\"proxy\",sha256=\"$(h
 ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin/enroll-policy" serve &
 pids+=($!)
 sleep 1
-ENROLL_SERVER__LISTEN=127.0.0.1:50092 ENROLL_WEB__LISTEN=127.0.0.1:0 \
-ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50091 ENROLL_POLICY_SERVICE__API_KEY=bench-service-key \
-  "$bin/enroll-device" serve &
-pids+=($!)
-for port in 50091 50092; do
+export ENROLL_CHECK_CACHE__ENABLED=${CHECK_CACHE:-true}
+ports=()
+targets=()
+for replica in $(seq 1 "$replicas"); do
+  port=$((50091 + replica))
+  ENROLL_SERVER__LISTEN=127.0.0.1:$port ENROLL_WEB__LISTEN=127.0.0.1:0 ENROLL_METRICS__LISTEN_ADDR=127.0.0.1:0 \
+  ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50091 ENROLL_POLICY_SERVICE__API_KEY=bench-service-key \
+    "$bin/enroll-device" serve &
+  pids+=($!)
+  ports+=("$port")
+  targets+=("http://127.0.0.1:$port")
+  # One replica migrates first; the others find the schema in place.
+  [ "$replica" = 1 ] && sleep 1
+done
+target=$(IFS=,; echo "${targets[*]}")
+for port in 50091 "${ports[@]}"; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 for _ in $(seq 1 100); do
@@ -59,7 +75,10 @@ INSERT INTO devices (id, realm, user_id, credential_id, device_type, state, aagu
 ANALYZE;
 SQL
 echo "concurrency $concurrency, $duration s per scenario; 10,000 users with a device;" \
+  "$replicas device replica(s), check_cache.enabled=$ENROLL_CHECK_CACHE__ENABLED;" \
   "policy service, device service, PostgreSQL and the load generator share $(nproc) cores"
-"$bin/enroll-loadgen" run --target http://127.0.0.1:50092 --api-key bench-proxy-key \
+"$bin/enroll-loadgen" prime-check --target "$target" --api-key bench-proxy-key \
+  --realms 100 --users-per-realm 100 --concurrency "$concurrency"
+"$bin/enroll-loadgen" run --target "$target" --api-key bench-proxy-key \
   --rpc health,check-enrollment,health,check-enrollment --realms 100 --users-per-realm 100 \
   --concurrency "$concurrency" --duration "$duration" --warmup 2

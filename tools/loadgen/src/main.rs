@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct Target {
-    /// Server URL.
+    /// Server URL; several, comma-separated, spread the connections over replicas (each
+    /// gets `--connections` of them).
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
     /// API key sent as `authorization: Bearer <key>` (health needs none).
@@ -68,6 +69,18 @@ enum Command {
         /// Print one JSON object per scenario instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Call CheckEnrollment once for every user of the population on every target (the
+    /// replicas' caches start cold), and print how fast that went.
+    PrimeCheck {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 100)]
+        realms: u32,
+        #[arg(long, default_value_t = 100)]
+        users_per_realm: u32,
     },
     /// Seed the device service for the token scenarios: pools of 1,000 (`pool-1k`) and
     /// 100,000 (`pool-100k`) imported tokens, and 100 users of `bench-validate` with a TOTP
@@ -127,6 +140,18 @@ async fn main() -> Result<(), Error> {
             print_summaries(&summaries, concurrency, json);
             Ok(())
         }
+        Command::PrimeCheck {
+            target,
+            concurrency,
+            realms,
+            users_per_realm,
+        } => {
+            let population = Population {
+                realms,
+                users_per_realm,
+            };
+            prime_check(&target, concurrency.max(1), population).await
+        }
         Command::SeedPolicies {
             target,
             count,
@@ -137,17 +162,67 @@ async fn main() -> Result<(), Error> {
     }
 }
 
-async fn connect(url: &str, connections: usize) -> Result<Vec<Channel>, Error> {
-    let mut channels = Vec::with_capacity(connections);
+/// `connections` channels to each of the comma-separated `urls`, interleaved so that tasks
+/// taking channels round-robin spread evenly over the targets.
+async fn connect(urls: &str, connections: usize) -> Result<Vec<Channel>, Error> {
+    let urls: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let mut channels = Vec::with_capacity(connections * urls.len());
     for _ in 0..connections {
-        channels.push(
-            Endpoint::from_shared(url.to_owned())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
+        for url in &urls {
+            channels.push(
+                Endpoint::from_shared((*url).to_owned())?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?,
+            );
+        }
     }
     Ok(channels)
+}
+
+/// Every user once on every target, `concurrency` at a time per target.
+async fn prime_check(
+    target: &Target,
+    concurrency: usize,
+    population: Population,
+) -> Result<(), Error> {
+    let key = Arc::new(bearer(&target.api_key)?);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let targets: Vec<&str> = target.target.split(',').collect();
+    let users = population.realms * population.users_per_realm;
+    for url in &targets {
+        let channel = connect(url, 1).await?.remove(0);
+        for lane in 0..concurrency as u32 {
+            let (channel, key) = (channel.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut errors = 0u64;
+                for index in (lane..users).step_by(concurrency) {
+                    let subject = (
+                        index / population.users_per_realm,
+                        index % population.users_per_realm,
+                    );
+                    if scenarios::check_once(channel.clone(), &key, subject).await.is_err() {
+                        errors += 1;
+                    }
+                }
+                errors
+            }));
+        }
+    }
+    let mut errors = 0;
+    for task in tasks {
+        errors += task.await?;
+    }
+    let elapsed = started.elapsed();
+    let calls = u64::from(users) * targets.len() as u64;
+    println!(
+        "primed {calls} CheckEnrollment calls ({users} users x {} targets) in {:.2} s: {:.0} req/s cold, {errors} errors",
+        targets.len(),
+        elapsed.as_secs_f64(),
+        calls as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn bearer(key: &str) -> Result<Option<MetadataValue<Ascii>>, Error> {

@@ -61,6 +61,24 @@ fn with_key<T>(message: T, key: &Option<MetadataValue<Ascii>>) -> tonic::Request
     request
 }
 
+/// CheckEnrollment for `realm-{realm}`/`user-{user}`, as the scenario sends it.
+pub async fn check_once(
+    channel: Channel,
+    key: &Option<MetadataValue<Ascii>>,
+    (realm, user): (u32, u32),
+) -> Result<(), Status> {
+    let mut client = device::device_service_client::DeviceServiceClient::new(channel);
+    let request = device::CheckEnrollmentRequest {
+        realm: format!("realm-{realm}"),
+        user: format!("user-{user}"),
+        required_device_type: device::DeviceType::Any as i32,
+        client_ip: "10.0.0.1".into(),
+        ..Default::default()
+    };
+    client.check_enrollment(with_key(request, key)).await?;
+    Ok(())
+}
+
 /// Sends one request of `scenario` on `channel`.
 pub async fn send(
     scenario: Scenario,
