@@ -82,3 +82,6 @@ echo "concurrency $concurrency, $duration s per scenario; 10,000 users with a de
 "$bin/enroll-loadgen" run --target "$target" --api-key bench-proxy-key \
   --rpc health,check-enrollment,health,check-enrollment --realms 100 --users-per-realm 100 \
   --concurrency "$concurrency" --duration "$duration" --warmup 2
+for pid in "${pids[@]}"; do
+  echo "peak RSS of $(ps -o comm= -p "$pid") (pid $pid): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"
+done

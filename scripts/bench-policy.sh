@@ -48,3 +48,4 @@ target/release/enroll-loadgen seed-policies --target "http://127.0.0.1:$port" --
 echo "policies: $policies, concurrency: $concurrency, $duration s per scenario, server and load generator pinned to one core each"
 "${client_cpu[@]}" target/release/enroll-loadgen run --target "http://127.0.0.1:$port" --api-key $service_key \
   --rpc health,evaluate,health,evaluate --concurrency "$concurrency" --duration "$duration" --warmup 2 "$@"
+echo "peak RSS of enroll-policy (pid $policy_pid): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$policy_pid/status")"

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Benchmark of the token RPCs (release build, PostgreSQL, one run): EnrollToken, ListTokens,
 # Validate with a wrong code, autoassignment attempts with a wrong code against pools of
-# 1,000 and 100,000 tokens, and the argon2 bound on its own.
+# 1,000 and 100,000 tokens, each against its bound measured in the same run:
+#   - EnrollToken against pgbench running its transaction shape on the same database
+#     (scripts/pgbench/enroll-token.sql: lock the user row, count, insert the token and the
+#     audit event, commit), at the same concurrency, just before and just after it;
+#   - Validate against argon2id verifications/s on every core (examples/argon2_rate), just
+#     before and just after it.
+# Ratios are to the mean of the two bound measurements around each scenario. Peak RSS of
+# both services is printed at the end.
 #   CONCURRENCY (16)  DURATION seconds (10)  LARGE_POOL (100000)
 #   CARGO_TARGET_DIR (target): build there, e.g. a separate directory so the release build
 #   does not wait on (or invalidate) a shared debug build.
@@ -55,7 +62,34 @@ sleep 2
 # Fresh planner statistics after the bulk import, as a long-running database has them.
 psql "${admin_url%/*}/$database" -qc ANALYZE
 echo "concurrency $concurrency, $duration s per scenario; policy service, device service, PostgreSQL and the load generator share $(nproc) cores"
-"$bin"/enroll-loadgen run --target http://127.0.0.1:50082 --api-key bench-admin-key \
-  --rpc enroll-token,list-tokens,validate-wrong,autoassign-wrong-1k,autoassign-wrong-100k \
-  --concurrency "$concurrency" --duration "$duration" --warmup 2
-"$bin"/examples/argon2_rate
+results=$(mktemp)
+trap 'rm -f "$results"; cleanup' EXIT
+database_url="${admin_url%/*}/$database?sslmode=disable"
+# Each step appends JSON lines {"scenario": ..., "rps": ...} to $results.
+scenarios() {
+  "$bin"/enroll-loadgen run --target http://127.0.0.1:50082 --api-key bench-admin-key \
+    --rpc "$1" --concurrency "$concurrency" --duration "$duration" --warmup 2 --json | tee -a "$results"
+}
+pgbench_bound() {
+  local tps
+  tps=$(pgbench -n -M prepared -c "$concurrency" -j 2 -T "$duration" -f scripts/pgbench/enroll-token.sql \
+    "$database_url" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+  echo "{\"scenario\":\"pgbench-enroll-token-shape\",\"rps\":$tps}" | tee -a "$results"
+}
+argon2_bound() {
+  local rate
+  rate=$("$bin"/examples/argon2_rate | sed -n 's/^argon2id verifications: \([0-9.]*\).*/\1/p')
+  echo "{\"scenario\":\"argon2-alone\",\"rps\":$rate}" | tee -a "$results"
+}
+pgbench_bound
+scenarios enroll-token
+pgbench_bound
+scenarios list-tokens
+argon2_bound
+scenarios validate-wrong
+argon2_bound
+scenarios autoassign-wrong-1k,autoassign-wrong-100k
+python3 scripts/bench_ratios.py "$results"
+for pid in "${pids[@]}"; do
+  echo "peak RSS of $(ps -o comm= -p "$pid") (pid $pid): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"
+done

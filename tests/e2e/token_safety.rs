@@ -1,7 +1,8 @@
 //! The token findings of the security review that concern admins, over real gRPC on both
 //! backends: removing access never waits for the policy service (outage, `token_types`),
 //! a lost token is disabled even when no temporary password can be issued (and a retry
-//! issues it), and the limits count devices (ImportTokens, EnableToken).
+//! issues it), the limits count devices (ImportTokens, EnableToken), and an enrollment
+//! whose audit event cannot be written leaves nothing behind.
 use enroll_e2e::{
     Backend, TestStack, audit_events, enroll_token, get_token, realm_policy,
     register_device_by_link, validate_request,
@@ -372,4 +373,121 @@ mod limits {
         import_counts_devices_toward_the_realm_limit,
         enabling_keeps_the_active_limit,
     );
+}
+
+mod atomic_enrollment {
+    use super::*;
+    use enroll_e2e::TestDatabase;
+    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+
+    async fn execute(database: &TestDatabase, sql: &str) {
+        let db = Database::connect(&database.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        db.execute_raw(Statement::from_string(backend, sql))
+            .await
+            .expect("statement");
+        db.close().await.ok();
+    }
+
+    async fn count(database: &TestDatabase, sql: &str) -> i64 {
+        let db = Database::connect(&database.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await
+            .expect("query")
+            .expect("a row");
+        db.close().await.ok();
+        row.try_get_by_index::<i64>(0).expect("a count")
+    }
+
+    /// Makes every audit insert about `victim` fail, as a full disk or a broken constraint
+    /// would.
+    async fn refuse_audit_events_of_victim(database: &TestDatabase) {
+        let db = Database::connect(&database.url).await.expect("connect");
+        let postgres = db.get_database_backend() == DbBackend::Postgres;
+        db.close().await.ok();
+        if postgres {
+            execute(
+                database,
+                "CREATE FUNCTION refuse_victim_audit() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.user_name = 'victim' THEN RAISE EXCEPTION 'injected audit failure'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .await;
+            execute(
+                database,
+                "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_victim_audit()",
+            )
+            .await;
+        } else {
+            execute(
+                database,
+                "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
+                 WHEN NEW.user_name = 'victim' BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END",
+            )
+            .await;
+        }
+    }
+
+    /// The token, its owner's row and its audit event are written together or not at all,
+    /// on the path without limits (one statement on PostgreSQL) and on the path that counts
+    /// under a limit (a transaction).
+    async fn a_failed_audit_write_leaves_no_token_and_no_user(backend: Backend) {
+        let limit = realm_policy("limited-five", "limited", &[("max_token_per_user", "5")]);
+        let stack = TestStack::with_policies(backend, [limit]).await;
+        let mut admin = stack.admin();
+        refuse_audit_events_of_victim(&stack.database).await;
+        for realm in ["corp", "limited"] {
+            let failed = admin
+                .enroll_token(pb::EnrollTokenRequest {
+                    realm: realm.into(),
+                    user: "victim".into(),
+                    r#type: pb::TokenType::Totp as i32,
+                    ..Default::default()
+                })
+                .await
+                .expect_err("the audit event could not be written");
+            assert!(!failed.message().contains("otpauth"), "{realm}: {failed:?}");
+            let enrolled = enroll_token(&mut admin, realm, "alice", pb::TokenType::Totp).await;
+            assert!(!enrolled.serial.is_empty());
+        }
+        assert_eq!(
+            count(
+                &stack.database,
+                "SELECT COUNT(*) FROM users WHERE name = 'victim'"
+            )
+            .await,
+            0,
+            "the user row was rolled back with the token"
+        );
+        assert_eq!(
+            count(
+                &stack.database,
+                "SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id WHERE u.name = 'victim'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(
+                &stack.database,
+                "SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id WHERE u.name = 'alice'"
+            )
+            .await,
+            2,
+            "alice's enrollments in both realms are stored"
+        );
+        assert_eq!(
+            count(
+                &stack.database,
+                "SELECT COUNT(*) FROM audit_events WHERE user_name = 'alice' AND action = 'enroll_token'"
+            )
+            .await,
+            2
+        );
+    }
+
+    enroll_e2e::on_both_backends!(a_failed_audit_write_leaves_no_token_and_no_user);
 }

@@ -165,7 +165,11 @@ async fn main() -> Result<(), Error> {
 /// `connections` channels to each of the comma-separated `urls`, interleaved so that tasks
 /// taking channels round-robin spread evenly over the targets.
 async fn connect(urls: &str, connections: usize) -> Result<Vec<Channel>, Error> {
-    let urls: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let urls: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     let mut channels = Vec::with_capacity(connections * urls.len());
     for _ in 0..connections {
         for url in &urls {
@@ -202,7 +206,10 @@ async fn prime_check(
                         index / population.users_per_realm,
                         index % population.users_per_realm,
                     );
-                    if scenarios::check_once(channel.clone(), &key, subject).await.is_err() {
+                    if scenarios::check_once(channel.clone(), &key, subject)
+                        .await
+                        .is_err()
+                    {
                         errors += 1;
                     }
                 }

@@ -14,6 +14,12 @@ pub(super) async fn insert(
     db: &impl ConnectionTrait,
     record: AuditRecord,
 ) -> Result<(), DeviceError> {
+    row(record).insert(db).await?;
+    Ok(())
+}
+
+/// The audit row of `record` (its id left to the database).
+pub(super) fn row(record: AuditRecord) -> audit_events::ActiveModel {
     audit_events::ActiveModel {
         time: Set(record.time),
         actor: Set(record.actor),
@@ -26,9 +32,6 @@ pub(super) async fn insert(
         trace_id: Set(record.trace_id),
         ..Default::default()
     }
-    .insert(db)
-    .await?;
-    Ok(())
 }
 
 #[derive(Clone)]

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod links;
 pub mod metadata;
 pub mod migration;
+mod one_statement;
 pub mod owner_names;
 pub mod sql;
 pub mod token_changes;

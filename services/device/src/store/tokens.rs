@@ -3,7 +3,7 @@
 //! (across replicas too).
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, IntoActiveModel,
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel,
     PaginatorTrait, TransactionTrait, Value,
 };
 
@@ -12,6 +12,7 @@ use super::convert::{self, TokenFields};
 use super::entities::columns::TokenStateColumn;
 use super::entities::{tokens, users};
 use super::idempotency::{self, Idempotency, Outcome, Records, Retention, SealedResponse};
+use super::one_statement;
 use super::owner_names::OwnerNames;
 use super::sql::{exceeded, lock_realm, lock_user, statement};
 use crate::domain::audit::AuditRecord;
@@ -120,6 +121,23 @@ impl TokenStore {
         audit: AuditRecord,
         idempotency: Option<Idempotency<'_, ()>>,
     ) -> Result<Outcome<()>, DeviceError> {
+        if let Some(user) = user
+            && !limits.any()
+            && idempotency.is_none()
+            && self.db.get_database_backend() == DbBackend::Postgres
+        {
+            let now = token.create_time;
+            one_statement::enroll_for_user(
+                &self.db,
+                realm,
+                user,
+                token.into_active_model(),
+                audit::row(audit),
+                now,
+            )
+            .await?;
+            return Ok(Outcome::Done(()));
+        }
         let transaction = self.db.begin().await?;
         // Lock order: realm, then user (every writer takes them in this order).
         if limits.per_realm.is_some() {
