@@ -71,6 +71,33 @@ fn finish(
     }
 }
 
+/// Begins an authentication for `user` of `acme` and signs its challenge: the ceremony id
+/// and the assertion the browser would send.
+async fn signed_assertion(
+    proxy: &mut DeviceClient,
+    authenticator: &mut impl WebauthnAuthenticator,
+    user: &str,
+) -> (String, String) {
+    let begun = proxy
+        .begin_device_authentication(pb::BeginDeviceAuthenticationRequest {
+            realm: "acme".into(),
+            user: user.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let options: RequestChallengeResponse =
+        serde_json::from_str(&begun.request_options_json).unwrap();
+    let assertion = authenticator
+        .do_authentication(Url::parse(ORIGIN).unwrap(), options)
+        .unwrap();
+    (
+        begun.ceremony_id,
+        serde_json::to_string(&assertion).unwrap(),
+    )
+}
+
 async fn check(
     proxy: &mut DeviceClient,
     user: &str,
@@ -439,24 +466,10 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
     );
 
     // Authentication: the assertion verifies once; replaying it is refused.
-    let begun = proxy
-        .begin_device_authentication(pb::BeginDeviceAuthenticationRequest {
-            realm: "acme".into(),
-            user: "erin".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let options: RequestChallengeResponse =
-        serde_json::from_str(&begun.request_options_json).unwrap();
-    let assertion = authenticator
-        .do_authentication(Url::parse(ORIGIN).unwrap(), options)
-        .unwrap();
-    let assertion = serde_json::to_string(&assertion).unwrap();
+    let (ceremony_id, assertion) = signed_assertion(&mut proxy, &mut authenticator, "erin").await;
     let used = proxy
         .finish_device_authentication(pb::FinishDeviceAuthenticationRequest {
-            ceremony_id: begun.ceremony_id.clone(),
+            ceremony_id: ceremony_id.clone(),
             credential_json: assertion.clone(),
             client_ip: String::new(),
         })
@@ -467,7 +480,7 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
     assert!(used.last_used_time.is_some());
     let replayed = proxy
         .finish_device_authentication(pb::FinishDeviceAuthenticationRequest {
-            ceremony_id: begun.ceremony_id.clone(),
+            ceremony_id,
             credential_json: assertion,
             client_ip: String::new(),
         })
@@ -477,24 +490,11 @@ async fn self_registration_waits_for_approval_and_authenticates(backend: Backend
 
     // A second authentication within the minute keeps the recorded time of use (it is
     // recorded at a one-minute grain, so authentications do not all bump the change counter).
-    let begun = proxy
-        .begin_device_authentication(pb::BeginDeviceAuthenticationRequest {
-            realm: "acme".into(),
-            user: "erin".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let options: RequestChallengeResponse =
-        serde_json::from_str(&begun.request_options_json).unwrap();
-    let assertion = authenticator
-        .do_authentication(Url::parse(ORIGIN).unwrap(), options)
-        .unwrap();
+    let (ceremony_id, assertion) = signed_assertion(&mut proxy, &mut authenticator, "erin").await;
     let again = proxy
         .finish_device_authentication(pb::FinishDeviceAuthenticationRequest {
-            ceremony_id: begun.ceremony_id,
-            credential_json: serde_json::to_string(&assertion).unwrap(),
+            ceremony_id,
+            credential_json: assertion,
             client_ip: String::new(),
         })
         .await

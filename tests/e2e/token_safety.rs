@@ -378,16 +378,7 @@ mod limits {
 mod atomic_enrollment {
     use super::*;
     use enroll_e2e::TestDatabase;
-    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-
-    async fn execute(database: &TestDatabase, sql: &str) {
-        let db = Database::connect(&database.url).await.expect("connect");
-        let backend = db.get_database_backend();
-        db.execute_raw(Statement::from_string(backend, sql))
-            .await
-            .expect("statement");
-        db.close().await.ok();
-    }
+    use sea_orm::{ConnectionTrait, Database, Statement};
 
     async fn count(database: &TestDatabase, sql: &str) -> i64 {
         let db = Database::connect(&database.url).await.expect("connect");
@@ -404,30 +395,27 @@ mod atomic_enrollment {
     /// Makes every audit insert about `victim` fail, as a full disk or a broken constraint
     /// would.
     async fn refuse_audit_events_of_victim(database: &TestDatabase) {
-        let db = Database::connect(&database.url).await.expect("connect");
-        let postgres = db.get_database_backend() == DbBackend::Postgres;
-        db.close().await.ok();
-        if postgres {
-            execute(
-                database,
-                "CREATE FUNCTION refuse_victim_audit() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.user_name = 'victim' THEN RAISE EXCEPTION 'injected audit failure'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql",
-            )
-            .await;
-            execute(
-                database,
-                "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_victim_audit()",
-            )
-            .await;
+        if database.backend == Backend::Postgres {
+            database
+                .execute(
+                    "CREATE FUNCTION refuse_victim_audit() RETURNS trigger AS $$ BEGIN \
+                     IF NEW.user_name = 'victim' THEN RAISE EXCEPTION 'injected audit failure'; END IF; \
+                     RETURN NEW; END $$ LANGUAGE plpgsql",
+                )
+                .await;
+            database
+                .execute(
+                    "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
+                     FOR EACH ROW EXECUTE FUNCTION refuse_victim_audit()",
+                )
+                .await;
         } else {
-            execute(
-                database,
-                "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
-                 WHEN NEW.user_name = 'victim' BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END",
-            )
-            .await;
+            database
+                .execute(
+                    "CREATE TRIGGER refuse_victim_audit BEFORE INSERT ON audit_events \
+                     WHEN NEW.user_name = 'victim' BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END",
+                )
+                .await;
         }
     }
 

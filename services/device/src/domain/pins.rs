@@ -1,7 +1,7 @@
 //! PINs at rest: argon2id hashes (the default), or AES-256-GCM when the policy's
 //! `otp_pin_encrypt` asks for recoverable PINs. Hashing is slow by design: callers run it on
 //! the blocking pool.
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -25,9 +25,13 @@ fn with_memory<T>(blocks: usize, hash: impl FnOnce(&mut [Block]) -> T) -> T {
         _ => vec![Block::default(); blocks],
     };
     let result = hash(&mut memory);
-    let kept = std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1);
+    // Read once: on Linux it reads the cgroup's CPU quota from /proc.
+    static KEPT: OnceLock<usize> = OnceLock::new();
+    let kept = *KEPT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    });
     if let Ok(mut pool) = MEMORY.lock()
         && pool.len() < kept
     {
