@@ -165,11 +165,7 @@ async fn main() -> Result<(), Error> {
 /// `connections` channels to each of the comma-separated `urls`, interleaved so that tasks
 /// taking channels round-robin spread evenly over the targets.
 async fn connect(urls: &str, connections: usize) -> Result<Vec<Channel>, Error> {
-    let urls: Vec<&str> = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = target_urls(urls);
     let mut channels = Vec::with_capacity(connections * urls.len());
     for _ in 0..connections {
         for url in &urls {
@@ -184,6 +180,14 @@ async fn connect(urls: &str, connections: usize) -> Result<Vec<Channel>, Error> 
     Ok(channels)
 }
 
+/// The comma-separated URLs of `--target`.
+fn target_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
 /// Every user once on every target, `concurrency` at a time per target.
 async fn prime_check(
     target: &Target,
@@ -193,7 +197,7 @@ async fn prime_check(
     let key = Arc::new(bearer(&target.api_key)?);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let targets: Vec<&str> = target.target.split(',').collect();
+    let targets = target_urls(&target.target);
     let users = population.realms * population.users_per_realm;
     for url in &targets {
         let channel = connect(url, 1).await?.remove(0);
