@@ -265,6 +265,7 @@ async fn series_move_with_the_calls(backend: Backend) {
             user: "erin".into(),
             pass: format!("{AUTOASSIGN_PIN}000000"),
             client_ip: "198.51.100.23".into(),
+            ..Default::default()
         })
         .await
         .expect("validate")

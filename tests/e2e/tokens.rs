@@ -692,6 +692,7 @@ mod validate {
             user: user.into(),
             pass: pass.into(),
             client_ip: "192.0.2.1".into(),
+            ..Default::default()
         }
     }
 
@@ -937,6 +938,7 @@ mod lost {
             user: "frank".into(),
             pass: pass.into(),
             client_ip: String::new(),
+            ..Default::default()
         };
         let ok = proxy
             .validate(check(&replaced.password))
@@ -1067,6 +1069,7 @@ mod import {
             user: "gina".into(),
             pass,
             client_ip: String::new(),
+            ..Default::default()
         };
         assert!(
             !proxy

@@ -271,6 +271,7 @@ pub fn validate_request(realm: &str, user: &str, pass: &str) -> device_pb::Valid
         user: user.into(),
         pass: pass.into(),
         client_ip: "192.0.2.1".into(),
+        ..Default::default()
     }
 }
 

@@ -88,6 +88,7 @@ async fn validate(
             user: user.into(),
             pass,
             client_ip: client_ip.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -235,6 +235,7 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 user: s("kate"),
                 pass: s("1234123456"),
                 client_ip: s("10.0.0.1"),
+                ..Default::default()
             }
             .encode_to_vec(),
         ),

@@ -112,6 +112,7 @@ pub async fn guess(
                         } else {
                             String::new()
                         },
+                        ..Default::default()
                     };
                     let mut client = replicas[i as usize % replicas.len()].clone();
                     outcome.sent += 1;

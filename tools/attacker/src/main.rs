@@ -252,6 +252,7 @@ async fn new_hire(
             user: user.to_owned(),
             pass: format!("2468{}", code(&totp(), &seed, step)),
             client_ip: "192.0.2.10".to_owned(),
+            ..Default::default()
         };
         let key = keys.proxy.clone();
         async move { client.validate(with_key(request, &key)).await }

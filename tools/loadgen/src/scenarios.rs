@@ -167,6 +167,7 @@ pub async fn send(
                 user,
                 pass: format!("1234{:06}", any % 1_000_000),
                 client_ip,
+                ..Default::default()
             };
             // A random code sometimes is the current code of a pool token (34% of draws
             // against 100,000 tokens): the attempt then reaches the policy, which refuses

@@ -361,6 +361,33 @@ impl fmt::Debug for LostTokenReplacement {
     }
 }
 
+/// One Validate call, decoded at the edge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PassAttempt {
+    pub realm: Realm,
+    pub user: UserName,
+    /// PIN followed by the one-time code: a secret.
+    pub pass: String,
+    /// The challenge this call answers, if any.
+    pub transaction_id: Option<String>,
+    /// The device token the proxy forwards for this client, if any (opaque, signed).
+    pub device_token: Option<String>,
+}
+
+impl fmt::Debug for PassAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PassAttempt")
+            .field("realm", &self.realm)
+            .field("user", &self.user)
+            .field("transaction_id", &self.transaction_id)
+            .field(
+                "device_token",
+                &self.device_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 /// The outcome of Validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

@@ -7,20 +7,18 @@ use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::time::to_timestamp;
 use tonic::{Request, Status};
 
-use crate::domain::actor::Actor;
+use crate::domain::actor::{Actor, parse_client_ip};
 use crate::domain::devices::DeviceKind;
 use crate::domain::names::{Realm, Serial, UserName};
 use crate::error::DeviceError;
 use crate::service::idempotency::RequestId;
 
-/// The longest client address accepted (an IPv6 address with a zone is far shorter).
-const MAX_CLIENT_IP_CHARS: usize = 64;
-
 /// The caller (its API key's name) and the client address it reports.
 pub fn actor<T>(request: &Request<T>, client_ip: &str) -> Result<Actor, Status> {
     Ok(Actor {
         name: caller(request)?.name.clone(),
-        client_ip: text("client_ip", client_ip, MAX_CLIENT_IP_CHARS)?,
+        client_ip: parse_client_ip(client_ip)
+            .map_err(|message| DeviceError::invalid("client_ip", message))?,
     })
 }
 

@@ -8,8 +8,8 @@ use super::decode::{
 };
 use crate::domain::import::ImportReport;
 use crate::domain::tokens::{
-    EnrolledToken, HashAlgorithm, LostTokenReplacement, OtpParameters, Token, TokenKind,
-    TokenState, Verdict,
+    EnrolledToken, HashAlgorithm, LostTokenReplacement, OtpParameters, PassAttempt, Token,
+    TokenKind, TokenState, Verdict,
 };
 use crate::error::DeviceError;
 use crate::service::tokens::{Enrollment, Tokens};
@@ -332,18 +332,27 @@ pub async fn validate(
         return Err(DeviceError::invalid("pass", "required").into());
     }
     check_text("pass", &request.pass, MAX_PASS_CHARS)?;
-    let response = match tokens.validate(&actor, &realm, &user, request.pass).await? {
+    let attempt = PassAttempt {
+        realm,
+        user,
+        pass: request.pass,
+        transaction_id: optional_opaque("transaction_id", &request.transaction_id)?,
+        device_token: optional_opaque("device_token", &request.device_token)?,
+    };
+    let response = match tokens.validate(&actor, &attempt).await? {
         Verdict::Accepted { serial } => pb::ValidateResponse {
             ok: true,
             serial,
             autoassigned: false,
             message: String::new(),
+            ..Default::default()
         },
         Verdict::Autoassigned { serial } => pb::ValidateResponse {
             ok: true,
             serial,
             autoassigned: true,
             message: String::new(),
+            ..Default::default()
         },
         Verdict::Refused { reason } => pb::ValidateResponse {
             ok: false,
@@ -352,6 +361,27 @@ pub async fn validate(
         },
     };
     Ok(Response::new(response))
+}
+
+/// The longest transaction id or device token accepted (both are far shorter).
+const MAX_OPAQUE_CHARS: usize = 512;
+
+/// An opaque value the service handed out earlier (a transaction id, a device token):
+/// none when empty; printable ASCII only, so it never carries anything a log could mangle.
+fn optional_opaque(field: &str, raw: &str) -> Result<Option<String>, DeviceError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() > MAX_OPAQUE_CHARS || !raw.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(DeviceError::invalid(
+            field,
+            format!(
+                "not a value this service issued (printable ASCII, at most {MAX_OPAQUE_CHARS} characters)"
+            ),
+        ));
+    }
+    Ok(Some(raw.to_owned()))
 }
 
 pub async fn report_lost_token(

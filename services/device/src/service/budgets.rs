@@ -39,7 +39,7 @@ pub struct BudgetKey {
 }
 
 impl BudgetKey {
-    pub fn validate_client(client_ip: &str) -> Self {
+    pub fn validate_client(client_ip: Option<IpAddr>) -> Self {
         Self {
             kind: BudgetKind::ValidateClient,
             owner: client_key(client_ip),
@@ -53,7 +53,7 @@ impl BudgetKey {
         }
     }
 
-    pub fn autoassign_client(client_ip: &str) -> Self {
+    pub fn autoassign_client(client_ip: Option<IpAddr>) -> Self {
         Self {
             kind: BudgetKind::AutoassignClient,
             owner: client_key(client_ip),
@@ -91,22 +91,15 @@ impl BudgetKey {
 }
 
 /// The budget key of a client address: "-" for none (one shared budget), an IPv6 address
-/// by its /64, anything unparsable as given (the proxy sends what it saw).
-fn client_key(client_ip: &str) -> String {
-    let raw = client_ip.trim();
-    if raw.is_empty() {
-        return "-".to_owned();
-    }
-    match raw.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => v4.to_string(),
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Err(_) => raw.chars().take(64).collect(),
+/// by its /64, what one host usually holds.
+fn client_key(client_ip: Option<IpAddr>) -> String {
+    match client_ip.map(|address| address.to_canonical()) {
+        None => "-".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 
@@ -183,16 +176,19 @@ mod tests {
 
     #[test]
     fn client_keys_share_the_missing_address_and_group_ipv6_by_64() {
-        assert_eq!(client_key(""), "-");
-        assert_eq!(client_key("  "), "-");
-        assert_eq!(client_key("192.0.2.7"), "192.0.2.7");
-        assert_eq!(client_key("::ffff:192.0.2.7"), "192.0.2.7");
+        let ip = |raw: &str| Some(raw.parse::<IpAddr>().unwrap());
+        assert_eq!(client_key(None), "-");
+        assert_eq!(client_key(ip("192.0.2.7")), "192.0.2.7");
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), "192.0.2.7");
         assert_eq!(
-            client_key("2001:db8:1:2:aaaa::1"),
-            client_key("2001:db8:1:2:bbbb::2")
+            client_key(ip("2001:db8:1:2:aaaa::1")),
+            client_key(ip("2001:db8:1:2:bbbb::2"))
         );
-        assert_eq!(client_key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
-        assert_ne!(client_key("2001:db8:1:3::1"), client_key("2001:db8:1:2::1"));
+        assert_eq!(client_key(ip("2001:db8:1:2::9")), "2001:db8:1:2::/64");
+        assert_ne!(
+            client_key(ip("2001:db8:1:3::1")),
+            client_key(ip("2001:db8:1:2::1"))
+        );
     }
 
     #[test]
@@ -200,8 +196,8 @@ mod tests {
         let realm = Realm::parse("corp").unwrap();
         let user = UserName::parse("alice").unwrap();
         let keys = [
-            BudgetKey::validate_client(""),
-            BudgetKey::autoassign_client(""),
+            BudgetKey::validate_client(None),
+            BudgetKey::autoassign_client(None),
             BudgetKey::autoassign_user(&realm, &user),
             BudgetKey::autoassign_realm(&realm),
         ]

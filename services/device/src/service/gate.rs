@@ -66,7 +66,10 @@ impl PolicyGate {
         actor: &Actor,
         question: &PolicyQuestion<'_>,
     ) -> Result<Decision, DeviceError> {
-        let decision = self.policy.evaluate(question, &actor.client_ip).await?;
+        let decision = self
+            .policy
+            .evaluate(question, &actor.client_ip_text())
+            .await?;
         if let Some(denial) = decision.denials.first() {
             let error = DeviceError::Denied {
                 action: question.audit_action,
@@ -90,7 +93,11 @@ impl PolicyGate {
         actor: &Actor,
         question: &PolicyQuestion<'_>,
     ) -> Result<Option<String>, DeviceError> {
-        match self.policy.evaluate(question, &actor.client_ip).await {
+        match self
+            .policy
+            .evaluate(question, &actor.client_ip_text())
+            .await
+        {
             Ok(decision) => match decision.denials.first() {
                 None => Ok(None),
                 Some(denial) if denial.code == TOKEN_TYPE_NOT_ALLOWED => Ok(Some(format!(
@@ -130,7 +137,7 @@ impl PolicyGate {
         question: &PolicyQuestion<'_>,
     ) -> Result<Decision, String> {
         self.policy
-            .evaluate(question, &actor.client_ip)
+            .evaluate(question, &actor.client_ip_text())
             .await
             .map_err(|error| format!("no policy decision: {error}"))
     }
@@ -145,7 +152,7 @@ impl PolicyGate {
         let Some((cache, key)) = self
             .check_cache
             .as_ref()
-            .and_then(|cache| Some((cache, cache.key(question, &actor.client_ip)?)))
+            .and_then(|cache| Some((cache, cache.key(question, &actor.client_ip_text())?)))
         else {
             return self.evaluate_read(actor, question).await.map(Arc::new);
         };
@@ -191,7 +198,7 @@ impl PolicyGate {
     ) -> Result<PinVerdict, DeviceError> {
         Ok(self
             .policy
-            .validate_pin(realm, user, &actor.client_ip, pin)
+            .validate_pin(realm, user, &actor.client_ip_text(), pin)
             .await?)
     }
 
@@ -296,7 +303,7 @@ mod tests {
     fn actor() -> Actor {
         Actor {
             name: "console".to_owned(),
-            client_ip: "10.0.0.1".to_owned(),
+            client_ip: Some("10.0.0.1".parse().unwrap()),
         }
     }
 

@@ -249,7 +249,7 @@ mod tests {
     fn actor(name: &str) -> Actor {
         Actor {
             name: name.to_owned(),
-            client_ip: String::new(),
+            client_ip: None,
         }
     }
 

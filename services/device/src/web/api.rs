@@ -144,7 +144,7 @@ fn page_actor<R>(
     state.limiter.admit_client(client)?;
     Ok(Actor {
         name: PAGE_CALLER.to_owned(),
-        client_ip: client.to_string(),
+        client_ip: Some(client.to_canonical()),
     })
 }
 

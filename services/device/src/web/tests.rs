@@ -127,7 +127,7 @@ fn post_json(uri: &str, body: &str) -> http::Request<Body> {
 fn page_actor() -> Actor {
     Actor {
         name: PAGE_CALLER.into(),
-        client_ip: "192.0.2.7".into(),
+        client_ip: Some("192.0.2.7".parse().unwrap()),
     }
 }
 

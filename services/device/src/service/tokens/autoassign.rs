@@ -86,7 +86,7 @@ impl Tokens {
         // The client first: a flood from one address stops before it writes a row per
         // rotated user name.
         for key in [
-            BudgetKey::autoassign_client(&actor.client_ip),
+            BudgetKey::autoassign_client(actor.client_ip),
             BudgetKey::autoassign_realm(realm),
             BudgetKey::autoassign_user(realm, user),
         ] {

@@ -376,7 +376,7 @@ mod tests {
     fn console() -> Actor {
         Actor {
             name: "console".to_owned(),
-            client_ip: String::new(),
+            client_ip: None,
         }
     }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::domain::otp::matching_factor;
 use crate::domain::pins::pin_matches;
-use crate::domain::tokens::{HashAlgorithm, TokenKind, Verdict};
+use crate::domain::tokens::{HashAlgorithm, PassAttempt, TokenKind, Verdict};
 use crate::service::budgets::BudgetKey;
 use crate::store::validation::Penalty;
 
@@ -11,19 +11,18 @@ impl Tokens {
     /// Checks `pass` (PIN followed by the one-time code) against the user's usable tokens.
     /// PINs are checked first on every token (argon2 on the blocking pool), so the time taken
     /// does not tell which part of a wrong pass was wrong.
-    #[tracing::instrument(skip_all, fields(realm = %realm, user = %user))]
+    #[tracing::instrument(skip_all, fields(realm = %attempt.realm, user = %attempt.user))]
     pub async fn validate(
         &self,
         actor: &Actor,
-        realm: &Realm,
-        user: &UserName,
-        pass: String,
+        attempt: &PassAttempt,
     ) -> Result<Verdict, DeviceError> {
+        let (realm, user, pass) = (&attempt.realm, &attempt.user, attempt.pass.clone());
         let cipher = self.cipher()?.clone();
         let now = self.clock.now();
         let mut record = self.gate.record(actor, "validate", realm, Some(user), "");
         // One budget per client across users and replicas; running out looks like a miss.
-        let budget = BudgetKey::validate_client(&actor.client_ip);
+        let budget = BudgetKey::validate_client(actor.client_ip);
         if !self.budgets.spend(&budget, now).await? {
             self.gate.audit(record.denied(budget.describe())).await?;
             return Ok(Verdict::Refused {
