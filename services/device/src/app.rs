@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
 use crate::adapters::fido_metadata::FidoBlobs;
+use crate::adapters::last_known_policy::LastKnownPolicy;
 use crate::adapters::policy_client::{PolicyClient, PolicyClientError};
 use crate::adapters::relying_party::WebauthnRelyingParty;
 use crate::config::{DeviceConfig, SecretsConfig};
@@ -33,6 +34,7 @@ use crate::store::devices::DeviceStore;
 use crate::store::idempotency::Retention;
 use crate::store::metadata::MetadataStore;
 use crate::store::migration::{MIGRATION_LOCK_KEY, Migrator};
+use crate::store::policy_snapshot::PolicySnapshotStore;
 use crate::store::tokens::TokenStore;
 
 /// The name health checks and telemetry use.
@@ -91,6 +93,8 @@ pub struct Application {
     gauges: Arc<DeviceGauges>,
     /// CheckEnrollment's caches, when `check_cache.enabled`.
     check_caches: Option<CheckCaches>,
+    /// The last policy set streamed (the proxy's path during a policy outage).
+    last_known: Arc<LastKnownPolicy>,
     /// Keeps the FIDO metadata current, when `[webauthn.metadata]` names a source.
     metadata_refresher: Option<MetadataRefresher>,
 }
@@ -198,6 +202,13 @@ impl Application {
         if let Some((decisions, _)) = &check_caches {
             gate = gate.with_check_cache(decisions.clone());
         }
+        // The last policy set streamed, for the proxy's path while the policy service
+        // cannot answer; loaded from the database once the schema is there (below).
+        let last_known = Arc::new(LastKnownPolicy::new(
+            PolicySnapshotStore::new(db.clone()),
+            clock.clone(),
+        ));
+        gate = gate.with_last_known(last_known.clone());
         let retention = Retention {
             ttl: config.idempotency.ttl(),
             secret_ttl: config.idempotency.secret_ttl(),
@@ -275,6 +286,7 @@ impl Application {
             metrics_listener,
             gauges,
             check_caches,
+            last_known,
             metadata_refresher,
         })
     }
@@ -318,6 +330,7 @@ impl Application {
             metrics_listener,
             gauges,
             check_caches,
+            last_known,
             metadata_refresher,
         } = self;
         let meters = metrics.meters();
@@ -364,6 +377,9 @@ impl Application {
             refresher.load_at_start().await;
             tokio::spawn(refresher.keep_fresh(server.stopping.clone()));
         }
+        // Before SERVING: a replica started during a policy outage decides the proxy's path
+        // from the last policy set any replica received.
+        last_known.load_stored().await;
         server.health.set(true).await;
         // After the migrations: the gauges count tables that exist by then.
         let counting = gauges.clone();
@@ -400,12 +416,14 @@ impl Application {
                 server.stopping.clone(),
             ));
         }
-        if let Some((decisions, rows)) = check_caches {
-            tokio::spawn(crate::adapters::policy_watch::follow_policy_set(
-                policy.clone(),
-                decisions,
-                server.stopping.clone(),
-            ));
+        let (decisions, rows) = check_caches.unzip();
+        tokio::spawn(crate::adapters::policy_watch::follow_policy_set(
+            policy.clone(),
+            decisions,
+            last_known,
+            server.stopping.clone(),
+        ));
+        if let Some(rows) = rows {
             tokio::spawn(crate::store::device_changes::keep_current(
                 rows,
                 db.clone(),

@@ -20,6 +20,23 @@ pub struct PolicyView {
     pub conflicts: Vec<Conflict>,
 }
 
+/// What WatchPolicySet follows: the published state, and the set it names.
+pub struct SetWatch {
+    pub published: tokio::sync::watch::Receiver<crate::cache::PublishedSet>,
+    cache: Arc<PolicyCache>,
+}
+
+impl SetWatch {
+    /// The served set of `version`, if that is the one served now (a set that is not served,
+    /// stale or holding an unreadable policy, is never handed out).
+    pub fn served_set(&self, version: i64) -> Option<Arc<PolicySet>> {
+        self.cache
+            .decision_set()
+            .ok()
+            .filter(|set| set.version() == version)
+    }
+}
+
 pub struct Policies<S> {
     store: Arc<S>,
     cache: Arc<PolicyCache>,
@@ -124,25 +141,28 @@ impl<S: PolicyStore> Policies<S> {
         }
     }
 
-    /// Follows the loaded policy-set version (WatchPolicySet).
-    pub fn watch_set(&self) -> tokio::sync::watch::Receiver<crate::cache::PublishedSet> {
-        self.cache.published()
+    /// Follows the loaded policy-set version (WatchPolicySet), with the set itself.
+    pub fn watch_set(&self) -> SetWatch {
+        SetWatch {
+            published: self.cache.published(),
+            cache: self.cache.clone(),
+        }
     }
 
     pub fn evaluate(&self, request: &EvaluationRequest) -> Result<Decision, PolicyError> {
-        let decision = self
-            .policy_set()
-            .and_then(|set| set.evaluate(request).map_err(PolicyError::Conflict));
+        let decision = self.policy_set().and_then(|set| {
+            set.require_client(&request.subject)?;
+            set.evaluate(request).map_err(PolicyError::Conflict)
+        });
         self.metrics.record(request, &decision);
         decision
     }
 
     /// Every PIN rule `pin` breaks for the subject.
     pub fn validate_pin(&self, subject: &Subject, pin: &str) -> Result<Vec<String>, PolicyError> {
-        let (settings, decided_by) = self
-            .policy_set()?
-            .resolve(subject)
-            .map_err(PolicyError::Conflict)?;
+        let set = self.policy_set()?;
+        set.require_client(subject)?;
+        let (settings, decided_by) = set.resolve(subject).map_err(PolicyError::Conflict)?;
         Ok(pin_violations(pin, &settings, &decided_by))
     }
 

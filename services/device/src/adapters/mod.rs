@@ -2,6 +2,7 @@
 //! each implementing a port of `service::ports`.
 mod attestation_trust;
 pub mod fido_metadata;
+pub mod last_known_policy;
 mod metadata_anchors;
 pub mod policy_client;
 pub mod policy_watch;

@@ -164,14 +164,7 @@ impl PolicyDecisions for PolicyClient {
         question: &PolicyQuestion<'_>,
         client_ip: &str,
     ) -> Result<Decision, PolicyError> {
-        let request = pb::EvaluateEnrollmentRequest {
-            realm: question.realm.to_string(),
-            user: question.user.map(ToString::to_string).unwrap_or_default(),
-            client_ip: client_ip.to_owned(),
-            action: action(question.action) as i32,
-            token_type: question.token_type.to_owned(),
-            serial: question.serial.to_owned(),
-        };
+        let request = evaluation_request(question, client_ip);
         let response = self
             .policies
             .clone()
@@ -209,6 +202,21 @@ impl PolicyDecisions for PolicyClient {
     }
 }
 
+/// The question as the policy service takes it (the local engine decodes the same request).
+pub(crate) fn evaluation_request(
+    question: &PolicyQuestion<'_>,
+    client_ip: &str,
+) -> pb::EvaluateEnrollmentRequest {
+    pb::EvaluateEnrollmentRequest {
+        realm: question.realm.to_string(),
+        user: question.user.map(ToString::to_string).unwrap_or_default(),
+        client_ip: client_ip.to_owned(),
+        action: action(question.action) as i32,
+        token_type: question.token_type.to_owned(),
+        serial: question.serial.to_owned(),
+    }
+}
+
 fn action(action: PolicyAction) -> pb::Action {
     match action {
         PolicyAction::Enroll => pb::Action::Enroll,
@@ -223,7 +231,7 @@ fn action(action: PolicyAction) -> pb::Action {
 }
 
 /// The domain's decision; a setting this service cannot read fails closed.
-fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, PolicyError> {
+pub(crate) fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decision, PolicyError> {
     // `allowed` and `denials` must agree: an answer that says "not allowed" without saying
     // why is no decision at all (fail closed), never an allowance.
     if !response.allowed && response.denials.is_empty() {

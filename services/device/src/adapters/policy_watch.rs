@@ -1,28 +1,33 @@
-//! Follows the policy service's WatchPolicySet stream into CheckEnrollment's decision cache,
-//! reconnecting with back-off; while the stream is down the cache is off (every check asks
-//! the policy service).
+//! Follows the policy service's WatchPolicySet stream into CheckEnrollment's decision cache
+//! and the last known policy set, reconnecting with back-off; while the stream is down the
+//! cache is off (every check asks the policy service) and the last set received stays.
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::last_known_policy::LastKnownPolicy;
 use super::policy_client::PolicyClient;
 use crate::service::decision_cache::{DecisionCache, WATCH_TRUST};
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// Feeds `cache` from the stream until `shutdown` fires.
+/// Feeds `cache` (when CheckEnrollment caches) and `last_known` from the stream until
+/// `shutdown` fires.
 pub async fn follow_policy_set(
     client: PolicyClient,
-    cache: Arc<DecisionCache>,
+    cache: Option<Arc<DecisionCache>>,
+    last_known: Arc<LastKnownPolicy>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut retry = FIRST_RETRY;
     loop {
         let followed = tokio::select! {
             _ = shutdown.changed() => return,
-            followed = follow_once(&client, &cache) => followed,
+            followed = follow_once(&client, cache.as_deref(), &last_known) => followed,
         };
-        cache.lost();
+        if let Some(cache) = &cache {
+            cache.lost();
+        }
         if followed {
             retry = FIRST_RETRY;
         }
@@ -39,7 +44,11 @@ pub async fn follow_policy_set(
 }
 
 /// One subscription, until it breaks or goes silent; true when it delivered a message.
-async fn follow_once(client: &PolicyClient, cache: &DecisionCache) -> bool {
+async fn follow_once(
+    client: &PolicyClient,
+    cache: Option<&DecisionCache>,
+    last_known: &LastKnownPolicy,
+) -> bool {
     let mut stream = match client.watch_policy_set().await {
         Ok(stream) => stream,
         Err(status) => {
@@ -54,7 +63,12 @@ async fn follow_once(client: &PolicyClient, cache: &DecisionCache) -> bool {
         match tokio::time::timeout(WATCH_TRUST, stream.message()).await {
             Ok(Ok(Some(state))) => {
                 delivered = true;
-                cache.observe(state.version, state.serving, state.client_ip_used);
+                if state.includes_policies {
+                    last_known.receive(state.version, state.policies).await;
+                }
+                if let Some(cache) = cache {
+                    cache.observe(state.version, state.serving, state.client_ip_used);
+                }
             }
             Ok(Ok(None)) => return delivered,
             Ok(Err(status)) => {

@@ -145,7 +145,7 @@ impl Default for Settings {
             lost_token_pw_contents: "cCn".to_owned(),
             lost_token_valid_days: 10,
             webauthn_device_type: DeviceKind::Any,
-            require_device_approval: false,
+            require_device_approval: true,
             enrollment_link_ttl_hours: 24,
             webauthn_aaguid_allow: None,
             webauthn_aaguid_deny: AaguidList::default(),

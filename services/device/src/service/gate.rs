@@ -5,12 +5,63 @@ use std::sync::Arc;
 use enroll_shared::time::SharedClock;
 
 use super::decision_cache::DecisionCache;
-use super::ports::{AuditLog, PolicyDecisions};
+use super::ports::{AuditLog, LastKnownPolicies, PolicyDecisions};
 use crate::domain::actor::Actor;
 use crate::domain::audit::AuditRecord;
-use crate::domain::decision::{Decision, PinVerdict, PolicyQuestion};
+use crate::domain::decision::{Decision, PinVerdict, PolicyError, PolicyQuestion, Rejection};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
+
+/// A decision for the proxy's path and how it was had.
+#[derive(Debug, Clone)]
+pub enum ReadDecision {
+    /// The policy service's answer (or its cached copy).
+    Live(Arc<Decision>),
+    /// The last policy set's, while the policy service cannot answer; the note says so.
+    LastKnown(Arc<Decision>, String),
+    /// No decision at all; the reason names the outage.
+    Missing(String),
+}
+
+impl ReadDecision {
+    /// The decision, if one was had.
+    pub fn decision(&self) -> Option<&Arc<Decision>> {
+        match self {
+            ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => Some(decision),
+            ReadDecision::Missing(_) => None,
+        }
+    }
+
+    /// What the caller should be told about where the decision came from, if anything.
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            ReadDecision::Live(_) => None,
+            ReadDecision::LastKnown(_, note) | ReadDecision::Missing(note) => Some(note),
+        }
+    }
+}
+
+/// A question the policy (or its engine here) refused: a bad or missing `client_ip` is the
+/// caller's INVALID_ARGUMENT naming it; any other refusal (conflicting policies) leaves no
+/// decision to go by.
+fn refused_question(error: PolicyError) -> Result<ReadDecision, DeviceError> {
+    match error {
+        PolicyError::Rejected {
+            rejection: Rejection::InvalidArgument,
+            message,
+            ..
+        } => {
+            let message = message
+                .strip_prefix("client_ip: ")
+                .map(str::to_owned)
+                .unwrap_or(message);
+            Err(DeviceError::invalid("client_ip", message))
+        }
+        other => Ok(ReadDecision::Missing(format!(
+            "no policy decision: {other}"
+        ))),
+    }
+}
 
 /// The denial a policy's `token_types` gives: it never blocks removing access.
 const TOKEN_TYPE_NOT_ALLOWED: &str = "TOKEN_TYPE_NOT_ALLOWED";
@@ -22,6 +73,8 @@ pub struct PolicyGate {
     clock: SharedClock,
     /// CheckEnrollment's decisions (none: always ask).
     check_cache: Option<Arc<DecisionCache>>,
+    /// The last policy set streamed, for the proxy's path during an outage.
+    last_known: Option<Arc<dyn LastKnownPolicies>>,
 }
 
 impl PolicyGate {
@@ -35,7 +88,14 @@ impl PolicyGate {
             audit,
             clock,
             check_cache: None,
+            last_known: None,
         }
+    }
+
+    /// Decides the proxy's path from `last_known` while the policy service cannot answer.
+    pub fn with_last_known(mut self, last_known: Arc<dyn LastKnownPolicies>) -> Self {
+        self.last_known = Some(last_known);
+        self
     }
 
     /// Answers CheckEnrollment's questions from `cache` while it is current.
@@ -142,26 +202,57 @@ impl PolicyGate {
             .map_err(|error| format!("no policy decision: {error}"))
     }
 
-    /// [`PolicyGate::evaluate_read`] for CheckEnrollment, from the decision cache while it
-    /// holds a decision of the policy set the policy service decides with now.
+    /// The decision for the proxy's path (CheckEnrollment, device authentication): from the
+    /// decision cache while it holds one of the policy set the policy service decides with
+    /// now, else from the policy service, else (it cannot answer) from the last policy set
+    /// it streamed. Never "no rules": without any decision the answer says so, and the
+    /// caller fails closed on whatever needs one. A bad or missing `client_ip` (required
+    /// while a policy matching the user matches on client networks) is INVALID_ARGUMENT.
     pub async fn evaluate_check(
         &self,
         actor: &Actor,
         question: &PolicyQuestion<'_>,
-    ) -> Result<Arc<Decision>, String> {
-        let Some((cache, key)) = self
+    ) -> Result<ReadDecision, DeviceError> {
+        let client_ip = actor.client_ip_text();
+        let cached = self
             .check_cache
             .as_ref()
-            .and_then(|cache| Some((cache, cache.key(question, &actor.client_ip_text())?)))
-        else {
-            return self.evaluate_read(actor, question).await.map(Arc::new);
-        };
-        if let Some(decision) = cache.get(&key) {
-            return Ok(decision);
+            .and_then(|cache| Some((cache, cache.key(question, &client_ip)?)));
+        if let Some((cache, key)) = &cached
+            && let Some(decision) = cache.get(key)
+        {
+            return Ok(ReadDecision::Live(decision));
         }
-        let decision = Arc::new(self.evaluate_read(actor, question).await?);
-        cache.put(key, decision.clone());
-        Ok(decision)
+        let outage = match self.policy.evaluate(question, &client_ip).await {
+            Ok(decision) => {
+                let decision = Arc::new(decision);
+                if let Some((cache, key)) = cached {
+                    cache.put(key, decision.clone());
+                }
+                return Ok(ReadDecision::Live(decision));
+            }
+            Err(error @ PolicyError::Rejected { .. }) => return refused_question(error),
+            Err(outage) => outage,
+        };
+        let Some(last_known) = &self.last_known else {
+            return Ok(ReadDecision::Missing(format!(
+                "no policy decision: {outage}; no policy set is known"
+            )));
+        };
+        match last_known.evaluate(question, &client_ip) {
+            None => Ok(ReadDecision::Missing(format!(
+                "no policy decision: {outage}; no policy set has been received yet"
+            ))),
+            Some((Ok(decision), received)) => {
+                let note = format!(
+                    "decided from the last policy set received (version {}, {}): {outage}",
+                    decision.policy_set_version,
+                    received.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                );
+                Ok(ReadDecision::LastKnown(Arc::new(decision), note))
+            }
+            Some((Err(error), _)) => refused_question(error),
+        }
     }
 
     /// Records a refusal decided by the device service itself.

@@ -30,6 +30,18 @@ pub trait PolicyDecisions: Send + Sync + 'static {
     ) -> Result<PinVerdict, PolicyError>;
 }
 
+/// Decisions from the last policy set the policy service streamed, for the proxy's path
+/// while the policy service cannot answer.
+pub trait LastKnownPolicies: Send + Sync + 'static {
+    /// The decision the last known set makes for `question`, and when that set was
+    /// received; None when no set is known.
+    fn evaluate(
+        &self,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+    ) -> Option<(Result<Decision, PolicyError>, chrono::DateTime<chrono::Utc>)>;
+}
+
 /// Where audit events that stand alone (refusals with no change) are written.
 #[async_trait]
 pub trait AuditLog: Send + Sync + 'static {

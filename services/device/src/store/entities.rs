@@ -337,6 +337,26 @@ pub mod attempt_budgets {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod policy_set_snapshots {
+    use sea_orm::entity::prelude::*;
+
+    /// The last policy set received from the policy service (one row: the newest).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "policy_set_snapshots")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i64,
+        /// The active policies' contents as JSON (`enroll_policy_engine::policy::PolicySpec`).
+        pub policies: String,
+        pub receive_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod fido_metadata_blobs {
     use sea_orm::entity::prelude::*;
 

@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod migration;
 mod one_statement;
 pub mod owner_names;
+pub mod policy_snapshot;
 pub mod sql;
 pub mod token_changes;
 pub mod tokens;

@@ -1,12 +1,3 @@
-//! Enrollment policy logic: no gRPC, no database.
-pub mod actions;
-pub mod authenticators;
-pub mod engine;
-pub mod patterns;
-pub mod pin;
-pub mod policy;
-pub mod settings;
-
-#[cfg(test)]
-#[path = "proptests.rs"]
-mod proptests;
+//! Enrollment policy logic: no gRPC, no database. It lives in `enroll-policy-engine`, which
+//! the device service runs too (decisions from the last policy set it received).
+pub use enroll_policy_engine::{actions, authenticators, engine, patterns, pin, policy, settings};

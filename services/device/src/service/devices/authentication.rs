@@ -1,6 +1,7 @@
 //! Authentication with a registered device: the ceremony is spent whether it passes or not.
 use super::*;
 use crate::domain::devices::AuthenticationChallenge;
+use crate::service::gate::ReadDecision;
 use crate::store::devices::{DeviceUse, StoredDevice, pending_approval};
 
 impl Devices {
@@ -131,6 +132,24 @@ impl Devices {
                 .await?;
             return Err(error);
         }
+        // A device of a model flagged compromised, or one the current model rules refuse
+        // (or cannot be checked against: no policy decision at all), does not authenticate,
+        // as CheckEnrollment does not count it.
+        if let Some(stored) = used {
+            let refusal = match self
+                .authentication_refusal(actor, &realm, &user, &stored.device)
+                .await
+            {
+                Ok(refusal) => refusal,
+                Err(error) => Some(error),
+            };
+            if let Some(error) = refusal {
+                self.store
+                    .burn_ceremony(ceremony_id, record.clone().denied(error.audit_reason()))
+                    .await?;
+                return Err(error);
+            }
+        }
         let outcome = self
             .store
             .authenticated(
@@ -148,5 +167,44 @@ impl Devices {
             self.store.burn_ceremony(ceremony_id, record).await?;
         }
         outcome
+    }
+}
+
+impl Devices {
+    /// Why `device` may not authenticate now, if it may not: a model flagged compromised
+    /// (DEVICE_MODEL_COMPROMISED), or model rules that refuse it or cannot be checked
+    /// (DEVICE_MODEL_REFUSED), decided as CheckEnrollment decides them.
+    async fn authentication_refusal(
+        &self,
+        actor: &Actor,
+        realm: &Realm,
+        user: &UserName,
+        device: &Device,
+    ) -> Result<Option<DeviceError>, DeviceError> {
+        if let Some(compromise) = &device.model_compromise {
+            return Ok(Some(DeviceError::Blocked {
+                reason: "DEVICE_MODEL_COMPROMISED",
+                message: format!(
+                    "this device's model is flagged compromised by the FIDO metadata: {compromise}"
+                ),
+            }));
+        }
+        let read = self
+            .gate
+            .evaluate_check(actor, &register_question(realm, user, &device.id))
+            .await?;
+        let verdict = match &read {
+            ReadDecision::Missing(reason) => Err(format!(
+                "the policy's model rules cannot be checked: {reason}"
+            )),
+            ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => {
+                let metadata = self.metadata.current();
+                super::check::model_verdict(decision, metadata.as_deref(), device)
+            }
+        };
+        Ok(verdict.err().map(|message| DeviceError::Blocked {
+            reason: "DEVICE_MODEL_REFUSED",
+            message,
+        }))
     }
 }

@@ -2,6 +2,7 @@
 //! device type, and whether they may self-register a device now.
 use super::*;
 use crate::domain::devices::{EnrollmentCheck, EnrollmentStatus};
+use crate::service::gate::ReadDecision;
 
 /// A validated CheckEnrollment request.
 #[derive(Debug, Clone)]
@@ -29,35 +30,21 @@ impl Devices {
             self.self_enrollment(actor, query)
         );
         let devices = devices?;
-        let (can_self_enroll, mut reasons, decision) = self_enrollment?;
+        let (can_self_enroll, mut reasons, read) = self_enrollment?;
         let metadata = self.metadata.current();
-        // The policy's model rules; without a decision (policy service unreachable) they
-        // cannot be known and are not applied: the reasons already say the policy is down.
+        // The policy's model rules. Without any decision (the policy service cannot answer
+        // and no policy set is known) they cannot be known: no device counts then, and the
+        // reason names the outage (never "no rules", which an outage would otherwise buy).
         let policy_verdict = |device: &Device| -> Result<(), String> {
-            let Some(decision) = &decision else {
-                return Ok(());
+            let decision = match &read {
+                ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => decision,
+                ReadDecision::Missing(reason) => {
+                    return Err(format!(
+                        "the policy's model rules cannot be checked: {reason}"
+                    ));
+                }
             };
-            let listed = metadata
-                .as_ref()
-                .and_then(|loaded| loaded.catalog.model(&device.aaguid));
-            let facts = ModelFacts {
-                aaguid: &device.aaguid,
-                verified: device.attestation_root.is_some(),
-                model: listed
-                    .map(|model| model.description.as_str())
-                    .or(Some(device.model.as_str()))
-                    .filter(|name| !name.is_empty()),
-                certification: match listed {
-                    Some(model) => model.certification,
-                    None => CertificationLevel::parse(&device.certification_level),
-                },
-            };
-            check_model_rules(&decision.settings, &facts).map_err(|refusal| {
-                with_policy(
-                    &format!("not acceptable under the policy: {}", refusal.message),
-                    &decision.decided(refusal.setting),
-                )
-            })
+            model_verdict(decision, metadata.as_deref(), device)
         };
         let (status, device) =
             enrollment_status(&devices, query, &|device| policy_verdict(device).is_ok());
@@ -82,11 +69,12 @@ impl Devices {
         &self,
         actor: &Actor,
         query: &EnrollmentQuery,
-    ) -> Result<(bool, Vec<String>, Option<Arc<Decision>>), DeviceError> {
+    ) -> Result<(bool, Vec<String>, ReadDecision), DeviceError> {
         let question = register_question(&query.realm, &query.user, "");
-        let decision = match self.gate.evaluate_check(actor, &question).await {
-            Ok(decision) => decision,
-            Err(reason) => return Ok((false, vec![reason], None)),
+        let read = self.gate.evaluate_check(actor, &question).await?;
+        let decision = match &read {
+            ReadDecision::Missing(reason) => return Ok((false, vec![reason.clone()], read)),
+            ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => decision,
         };
         let mut reasons: Vec<String> = decision
             .denials
@@ -119,8 +107,40 @@ impl Devices {
                 ));
             }
         }
-        Ok((can, reasons, Some(decision)))
+        if let Some(note) = read.note() {
+            reasons.push(note.to_owned());
+        }
+        Ok((can, reasons, read))
     }
+}
+
+/// Whether the policy's model rules (`webauthn_aaguid_allow`/`_deny`, minimum
+/// certification) accept `device`, with the refusal naming the deciding policy. CheckEnrollment
+/// and device authentication apply the same verdict.
+pub(super) fn model_verdict(
+    decision: &Decision,
+    metadata: Option<&LoadedMetadata>,
+    device: &Device,
+) -> Result<(), String> {
+    let listed = metadata.and_then(|loaded| loaded.catalog.model(&device.aaguid));
+    let facts = ModelFacts {
+        aaguid: &device.aaguid,
+        verified: device.attestation_root.is_some(),
+        model: listed
+            .map(|model| model.description.as_str())
+            .or(Some(device.model.as_str()))
+            .filter(|name| !name.is_empty()),
+        certification: match listed {
+            Some(model) => model.certification,
+            None => CertificationLevel::parse(&device.certification_level),
+        },
+    };
+    check_model_rules(&decision.settings, &facts).map_err(|refusal| {
+        with_policy(
+            &format!("not acceptable under the policy: {}", refusal.message),
+            &decision.decided(refusal.setting),
+        )
+    })
 }
 
 fn with_policy(message: &str, policy: &str) -> String {

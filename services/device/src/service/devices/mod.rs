@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::blocking::BlockingPool;
 use super::gate::PolicyGate;
-use super::metadata::FidoMetadata;
+use super::metadata::{FidoMetadata, LoadedMetadata};
 use super::metrics::{Ceremony, DeviceMetrics, LinkChange};
 use super::ports::{RegisteredCredential, RelyingParty};
 use crate::domain::actor::Actor;

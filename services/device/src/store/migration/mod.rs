@@ -9,6 +9,7 @@ mod device_security;
 mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
+mod policy_snapshot;
 mod token_backoff;
 
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(idempotency_expiry::IdempotencyExpiry),
             Box::new(fido_metadata::FidoMetadata),
             Box::new(device_changes::DeviceChanges),
+            Box::new(policy_snapshot::PolicySetSnapshot),
         ]
     }
 

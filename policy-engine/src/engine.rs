@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use enroll_shared::names::fold_case;
 
 use super::actions::{ActionName, ActionValue, Merge, TokenType};
-use super::policy::{CompiledPolicy, PolicySpec, StoredPolicy, UnreadablePolicy};
+use super::policy::{CompiledPolicy, InvalidField, PolicySpec, StoredPolicy, UnreadablePolicy};
 use super::settings::Settings;
 
 /// What the subject wants to do.
@@ -152,6 +152,9 @@ pub struct PolicySet {
     version: i64,
     /// Active policies sorted by (priority, name).
     policies: Vec<CompiledPolicy>,
+    /// Their contents, normalized, in the same order: what WatchPolicySet streams so that
+    /// a device service can compile the same set.
+    specs: Vec<PolicySpec>,
     /// Normalised exact realm -> indexes into `policies`, ascending.
     by_realm: HashMap<String, Vec<usize>>,
     /// Policies whose realms use wildcards or exclusions (or are empty), ascending.
@@ -163,19 +166,32 @@ impl PolicySet {
     /// service, or written under an older, looser rule) is not compiled but returned, so
     /// the caller can refuse decisions instead of deciding as if it did not exist.
     pub fn compile(version: i64, stored: &[StoredPolicy]) -> (PolicySet, Vec<UnreadablePolicy>) {
+        Self::from_specs(version, stored.iter().map(|policy| &policy.spec))
+    }
+
+    /// Compiles policy contents (what WatchPolicySet streams), as [`PolicySet::compile`].
+    pub fn from_specs<'a>(
+        version: i64,
+        specs: impl IntoIterator<Item = &'a PolicySpec>,
+    ) -> (PolicySet, Vec<UnreadablePolicy>) {
         let mut unreadable = Vec::new();
-        let mut policies: Vec<CompiledPolicy> = Vec::with_capacity(stored.len());
-        for policy in stored {
-            match policy.spec.clone().validate() {
-                Ok((_, compiled)) if compiled.active => policies.push(compiled),
+        let mut policies: Vec<CompiledPolicy> = Vec::new();
+        let mut active_specs: Vec<PolicySpec> = Vec::new();
+        for spec in specs {
+            match spec.clone().validate() {
+                Ok((normalized, compiled)) if compiled.active => {
+                    policies.push(compiled);
+                    active_specs.push(normalized);
+                }
                 Ok(_) => {}
                 Err(invalid) => unreadable.push(UnreadablePolicy {
-                    name: policy.spec.name.clone(),
-                    active: policy.spec.active,
+                    name: spec.name.clone(),
+                    active: spec.active,
                     reason: format!("{}: {}", invalid.field, invalid.message),
                 }),
             }
         }
+        active_specs.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         policies.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
         let mut by_realm: HashMap<String, Vec<usize>> = HashMap::new();
         let mut any_realm = Vec::new();
@@ -195,6 +211,7 @@ impl PolicySet {
         let set = PolicySet {
             version,
             policies,
+            specs: active_specs,
             by_realm,
             any_realm,
         };
@@ -203,6 +220,11 @@ impl PolicySet {
 
     pub fn version(&self) -> i64 {
         self.version
+    }
+
+    /// The active policies' contents (normalized), in (priority, name) order.
+    pub fn specs(&self) -> &[PolicySpec] {
+        &self.specs
     }
 
     pub fn len(&self) -> usize {
@@ -219,6 +241,38 @@ impl PolicySet {
         self.policies
             .iter()
             .any(|policy| !policy.clients.is_unrestricted())
+    }
+
+    /// A decision about `subject` needs its client address while a policy that matches its
+    /// realm and user matches on client networks: without one, such a policy would silently
+    /// not apply (a restriction skipped by leaving the address out).
+    pub fn require_client(&self, subject: &Subject) -> Result<(), InvalidField> {
+        if subject.client.is_some() {
+            return Ok(());
+        }
+        let (realm, user) = (fold_case(&subject.realm), fold_case(&subject.user));
+        let restricting = self.candidates(&realm).find(|&index| {
+            let policy = &self.policies[index];
+            !policy.clients.is_unrestricted()
+                && policy.realms.matches(&realm)
+                && policy.users.matches(&user)
+        });
+        match restricting {
+            None => Ok(()),
+            Some(index) => Err(InvalidField::new(
+                "client_ip",
+                format!(
+                    "required: policy `{}` matches on client networks",
+                    self.policies[index].name
+                ),
+            )),
+        }
+    }
+
+    /// Indexes of the policies that may match `realm` (folded), in no particular order.
+    fn candidates<'a>(&'a self, realm: &str) -> impl Iterator<Item = usize> + 'a {
+        let exact = self.by_realm.get(realm).map(Vec::as_slice).unwrap_or(&[]);
+        exact.iter().chain(self.any_realm.iter()).copied()
     }
 
     /// Indexes of the policies matching the subject, in (priority, name) order.

@@ -1,9 +1,9 @@
 use chrono::Utc;
 
 use super::*;
-use crate::domain::actions::DeviceType;
-use crate::domain::patterns::parse_client_ip;
-use crate::domain::policy::tests::spec;
+use crate::actions::DeviceType;
+use crate::patterns::parse_client_ip;
+use crate::policy::tests::spec;
 
 fn stored(spec: PolicySpec) -> StoredPolicy {
     StoredPolicy {
@@ -404,7 +404,7 @@ fn write_time_conflicts_consider_priority_and_overlap() {
 
 mod authenticator_models {
     use super::*;
-    use crate::domain::authenticators::{AllowList, CertificationLevel, ModelList};
+    use crate::authenticators::{AllowList, CertificationLevel, ModelList};
 
     const YUBIKEY_5: &str = "cb69481e-8ff7-4039-93ec-0a2729a154a8";
     const WINDOWS_HELLO: &str = "08987058-cadc-4b81-b6e1-30de50dcbe96";

@@ -60,7 +60,7 @@ pub fn pin_violations(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::actions::CharClasses;
+    use crate::actions::CharClasses;
 
     #[test]
     fn lists_every_violation_without_the_pin() {

@@ -56,7 +56,7 @@ impl Default for Settings {
             lost_token_pw_contents: CharClasses::LETTERS_AND_DIGITS,
             lost_token_valid_days: 10,
             webauthn_device_type: DeviceType::Any,
-            require_device_approval: false,
+            require_device_approval: true,
             enrollment_link_ttl_hours: 24,
             token_types: TokenTypes::ALL,
             webauthn_aaguid_allow: AllowList::Unrestricted,
