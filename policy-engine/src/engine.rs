@@ -50,6 +50,9 @@ pub struct Subject {
     pub realm: String,
     pub user: String,
     pub client: Option<IpAddr>,
+    /// No end user's address exists for this request (an admin's own action): without
+    /// `client`, network-restricted policies do not match instead of being required.
+    pub no_client: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -247,7 +250,7 @@ impl PolicySet {
     /// realm and user matches on client networks: without one, such a policy would silently
     /// not apply (a restriction skipped by leaving the address out).
     pub fn require_client(&self, subject: &Subject) -> Result<(), InvalidField> {
-        if subject.client.is_some() {
+        if subject.client.is_some() || subject.no_client {
             return Ok(());
         }
         let (realm, user) = (fold_case(&subject.realm), fold_case(&subject.user));

@@ -35,6 +35,7 @@ fn subject(realm: &str, user: &str, client: Option<&str>) -> Subject {
         realm: realm.into(),
         user: user.into(),
         client: client.map(|c| parse_client_ip(c).unwrap()),
+        no_client: false,
     }
 }
 
@@ -68,12 +69,82 @@ fn defaults_when_nothing_matches() {
     assert_eq!(s.max_token_per_user, None);
     assert_eq!(s.max_token_per_realm, None);
     assert_eq!(s.token_label, "<s>");
-    assert!(!s.autoassignment && !s.otp_pin_encrypt && !s.require_device_approval);
+    assert!(!s.autoassignment && !s.otp_pin_encrypt);
+    // Approval by default: a device registered without an admin's link waits for one.
+    assert!(s.require_device_approval);
     assert_eq!((s.lost_token_pw_len, s.lost_token_valid_days), (10, 10));
     assert_eq!(s.lost_token_pw_contents.to_string(), "cCn");
     assert_eq!(s.webauthn_device_type, DeviceType::Any);
     assert_eq!(s.enrollment_link_ttl_hours, 24);
     assert_eq!(decision.policy_set_version, 7);
+}
+
+#[test]
+fn the_client_address_is_required_where_a_policy_of_the_subject_matches_on_networks() {
+    let mut office = spec("office", 1, &[("webauthn_device_type", "enclave_only")]);
+    office.realms = vec!["corp".to_owned()];
+    office.users = vec!["*".to_owned(), "!kiosk".to_owned()];
+    office.clients = vec!["10.0.0.0/8".to_owned()];
+    let set = set(vec![
+        office,
+        spec("other", 2, &[("autoassignment", "true")]),
+    ]);
+    let missing = set
+        .require_client(&subject("corp", "alice", None))
+        .unwrap_err();
+    assert_eq!(missing.field, "client_ip");
+    assert!(missing.message.contains("office"), "{missing:?}");
+    let given = subject("corp", "alice", Some("192.0.2.1"));
+    assert!(set.require_client(&given).is_ok());
+    // No policy of another realm or user asks for it.
+    assert!(set.require_client(&subject("lab", "alice", None)).is_ok());
+    assert!(set.require_client(&subject("corp", "kiosk", None)).is_ok());
+    let console = Subject {
+        no_client: true,
+        ..subject("corp", "alice", None)
+    };
+    assert!(
+        set.require_client(&console).is_ok(),
+        "an admin's own action"
+    );
+}
+
+#[test]
+fn the_streamed_contents_compile_to_the_same_decisions() {
+    let mut office = spec("office", 1, &[("max_token_per_user", "2")]);
+    office.clients = vec!["10.0.0.0/8".to_owned()];
+    let mut inactive = spec("inactive", 1, &[("max_token_per_user", "1")]);
+    inactive.active = false;
+    let set = set(vec![
+        office,
+        spec("all", 2, &[("max_token_per_user", "5")]),
+        inactive,
+    ]);
+    assert_eq!(
+        set.specs()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["office", "all"],
+        "active policies only, in (priority, name) order"
+    );
+    let (copy, unreadable) = PolicySet::from_specs(set.version(), set.specs());
+    assert!(unreadable.is_empty());
+    for client in [None, Some("10.1.1.1"), Some("192.0.2.1")] {
+        let request = EvaluationRequest {
+            subject: subject("corp", "alice", client),
+            action: Action::Enroll,
+            token_type: Some(TokenType::Totp),
+            serial: None,
+        };
+        let (a, b) = (
+            set.evaluate(&request).unwrap(),
+            copy.evaluate(&request).unwrap(),
+        );
+        assert_eq!(a.settings.max_token_per_user, b.settings.max_token_per_user);
+        assert_eq!(a.decided_by, b.decided_by);
+        assert_eq!(a.policy_set_version, b.policy_set_version);
+    }
 }
 
 /// (policies, realm, user, client, expected max_token_per_user, expected deciding policy)

@@ -131,6 +131,7 @@ pub fn subject(
     realm: &str,
     user: &str,
     client_ip: &str,
+    no_client: bool,
     user_required: bool,
 ) -> Result<Subject, InvalidField> {
     let realm = name("realm", realm)?;
@@ -152,6 +153,7 @@ pub fn subject(
         realm,
         user,
         client,
+        no_client,
     })
 }
 
@@ -186,6 +188,7 @@ pub fn evaluation_request(
             &request.realm,
             &request.user,
             &request.client_ip,
+            request.no_client,
             user_required,
         )?;
         let token_type = match request.token_type.trim() {

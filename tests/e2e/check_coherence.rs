@@ -253,7 +253,8 @@ async fn cached_on_b(stack: &TestStack, proxy_b: &mut DeviceClient, user: &str) 
     let device = enroll_e2e::register_passkey(stack, "acme", user).await;
     let enrolled = Expected {
         status: pb::EnrollmentStatus::Enrolled,
-        approval_reason: false,
+        // No policy: self-registered devices wait for approval by default.
+        approval_reason: true,
     };
     delay_until(proxy_b, user, enrolled, Instant::now(), "registration").await;
     // Past the registration's own invalidation on B (notification or poll), then read and
@@ -273,13 +274,14 @@ async fn cached_rows_follow_the_change_counter(backend: Backend) {
     let db = Database::connect(&stack.database.url)
         .await
         .expect("connect");
+    // No policy: self-registered devices wait for approval by default.
     let enrolled = Expected {
         status: pb::EnrollmentStatus::Enrolled,
-        approval_reason: false,
+        approval_reason: true,
     };
     let not_enrolled = Expected {
         status: pb::EnrollmentStatus::NotEnrolled,
-        approval_reason: false,
+        approval_reason: true,
     };
 
     let device = cached_on_b(&stack, &mut proxy_b, "cached").await;

@@ -233,6 +233,13 @@ async fn approval_is_fixed_when_registration_begins(backend: Backend) {
     let mut proxy = stack.proxy();
     let begun = begin_self(&mut proxy, "alice").await;
     // The policy drops the approval between begin and finish: the stricter one holds.
+    stack
+        .create_policy(realm_policy(
+            "trusting",
+            "acme",
+            &[("require_device_approval", "false")],
+        ))
+        .await;
     delete_policy(&stack, "approval").await;
     until_policy(&stack, |answer| {
         !answer.settings.as_ref().unwrap().require_device_approval
@@ -315,7 +322,8 @@ async fn a_refused_registration_burns_its_ceremony(backend: Backend) {
 }
 
 async fn a_counter_that_does_not_advance_is_refused_as_a_clone(backend: Backend) {
-    let stack = TestStack::start(backend).await;
+    let trusting = realm_policy("trusting", "acme", &[("require_device_approval", "false")]);
+    let stack = TestStack::with_policies(backend, [trusting]).await;
     let mut proxy = stack.proxy();
     let mut authenticator = SoftPasskey::new(true);
     let begun = begin_self(&mut proxy, "alice").await;

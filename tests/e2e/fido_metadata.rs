@@ -502,7 +502,18 @@ async fn the_policy_model_rules_trust_only_verified_attestations(backend: Backen
     )
     .await
     .unwrap();
-    let refused = check_in(&mut proxy, "allowed", "frank", pb::DeviceType::Any).await;
+    // Within CheckEnrollment's coherence bound (a cached decision of the old set may be
+    // served until the policy set's stream reports the change).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refused = loop {
+        let answer = check_in(&mut proxy, "allowed", "frank", pb::DeviceType::Any).await;
+        if answer.status != pb::EnrollmentStatus::Enrolled as i32
+            || std::time::Instant::now() > deadline
+        {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(refused.status, pb::EnrollmentStatus::TypeMismatch as i32);
     assert!(
         refused.reasons[0].contains("webauthn_aaguid_deny")

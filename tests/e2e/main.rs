@@ -19,6 +19,7 @@ mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
+mod proxy_path;
 mod request_limits;
 mod startup;
 mod storable_input;

@@ -18,6 +18,7 @@ fn request(
         action: action as i32,
         token_type: token_type.into(),
         serial: String::new(),
+        no_client: false,
     }
 }
 
@@ -102,13 +103,25 @@ async fn decisions_follow_matching_and_priority(backend: Backend) {
         assert_eq!(vpn.denials[0].policy, "vpn-strict");
     }
 
-    // bob is excluded from corp-base; another realm matches nothing; inactive is ignored.
-    let bob = evaluate(
+    // Without an address a decision about corp's users is refused while vpn-strict matches
+    // on client networks (it would silently not apply)...
+    let refused = evaluate(
         &mut service,
         request("corp", "bob", "", pb::Action::Enroll, "totp"),
     )
     .await
-    .unwrap();
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        enroll_shared::status::field(&refused).as_deref(),
+        Some("client_ip")
+    );
+    assert!(refused.message().contains("vpn-strict"), "{refused:?}");
+    // ...unless the request has no end user's address by nature (an admin's own action).
+    let mut console = request("corp", "bob", "", pb::Action::Enroll, "totp");
+    console.no_client = true;
+    // bob is excluded from corp-base; another realm matches nothing; inactive is ignored.
+    let bob = evaluate(&mut service, console).await.unwrap();
     assert_eq!(bob.settings.as_ref().unwrap().max_token_per_user, None);
     assert_eq!(bob.settings.as_ref().unwrap().token_label, "<s>");
     let lab = evaluate(
@@ -272,6 +285,7 @@ async fn validate_pin_lists_every_violation(backend: Backend) {
         user: "alice".into(),
         client_ip: String::new(),
         pin: pin.into(),
+        no_client: false,
     };
     let weak = service
         .validate_pin(check("AB1", "corp"))

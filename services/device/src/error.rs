@@ -143,6 +143,18 @@ impl From<DeviceError> for Status {
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
+            // The policy service names the field in its message: a missing or bad client
+            // address is the caller's to fix, so it is named here too.
+            DeviceError::Policy(PolicyError::Rejected {
+                rejection: Rejection::InvalidArgument,
+                message: refused,
+                ..
+            }) if refused.starts_with("client_ip: ") => with_reason(
+                Code::InvalidArgument,
+                message,
+                "INVALID_FIELD",
+                [("field".to_owned(), "client_ip".to_owned())],
+            ),
             DeviceError::Policy(PolicyError::Rejected {
                 rejection, reason, ..
             }) => {

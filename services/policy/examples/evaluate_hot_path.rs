@@ -59,6 +59,7 @@ fn main() {
                 realm: format!("realm-{}", i % 100),
                 user: format!("user-{}", i % 50),
                 client: format!("10.1.2.{}", i % 250).parse().ok(),
+                no_client: false,
             },
             action: Action::Enroll,
             token_type: Some(TokenType::Totp),

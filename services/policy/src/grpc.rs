@@ -170,8 +170,14 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         request: Request<pb::ValidatePinRequest>,
     ) -> Result<Response<pb::ValidatePinResponse>, Status> {
         let request = request.into_inner();
-        let subject = proto::subject(&request.realm, &request.user, &request.client_ip, true)
-            .map_err(PolicyError::from)?;
+        let subject = proto::subject(
+            &request.realm,
+            &request.user,
+            &request.client_ip,
+            request.no_client,
+            true,
+        )
+        .map_err(PolicyError::from)?;
         let violations = self.policies.validate_pin(&subject, &request.pin)?;
         Ok(Response::new(pb::ValidatePinResponse {
             valid: violations.is_empty(),

@@ -276,6 +276,7 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 action: 1,
                 token_type: s("totp"),
                 serial: s("HW1"),
+                no_client: false,
             }
             .encode_to_vec(),
         ),
@@ -286,6 +287,7 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 user: s("kate"),
                 client_ip: s("10.0.0.1"),
                 pin: s("1234"),
+                no_client: false,
             }
             .encode_to_vec(),
         ),

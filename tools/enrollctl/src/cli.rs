@@ -106,6 +106,10 @@ pub enum Command {
     Audit(AuditCommand),
     /// Health of both services (grpc.health.v1); exit code 5 when one is not SERVING.
     Health,
+    /// Before upgrading: who the release's trust changes affect (devices refused at
+    /// authentication, self-registrations that will wait for approval, policies that need
+    /// client_ip). Read-only: an ops key is enough.
+    UpgradeReport,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +181,11 @@ pub struct ExplainArgs {
     /// Client IP address.
     #[arg(long)]
     pub client: Option<String>,
+    /// The request has no end user's address (an admin's own action): policies restricted
+    /// to client networks do not match. Without it and without --client, a decision about a
+    /// user such a policy matches is refused.
+    #[arg(long, conflicts_with = "client")]
+    pub no_client: bool,
     #[arg(long, value_enum)]
     pub action: ExplainAction,
     /// Token type (totp, hotp, webauthn, password); needed for enroll, assign, autoassign.

@@ -130,5 +130,6 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CliError> {
         Command::Device(command) => commands::device::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
         Command::Health => commands::health::run(ctx).await,
+        Command::UpgradeReport => commands::upgrade::run(ctx).await,
     }
 }

@@ -122,6 +122,7 @@ pub async fn send(
                 action: policy::Action::Enroll as i32,
                 token_type: "totp".into(),
                 serial: String::new(),
+                no_client: false,
             };
             client.evaluate_enrollment(with_key(request, key)).await?;
         }

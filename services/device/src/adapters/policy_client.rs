@@ -187,6 +187,9 @@ impl PolicyDecisions for PolicyClient {
             user: user.to_string(),
             client_ip: client_ip.to_owned(),
             pin: pin.to_owned(),
+            // PIN rules are asked for an admin's SetPin and EnrollToken, and for
+            // autoassignment, whose Validate always carries the user's address.
+            no_client: client_ip.is_empty(),
         };
         let response = self
             .policies
@@ -214,6 +217,10 @@ pub(crate) fn evaluation_request(
         action: action(question.action) as i32,
         token_type: question.token_type.to_owned(),
         serial: question.serial.to_owned(),
+        // An admin's action for a user has no end user's address unless the console sends
+        // one; the end user's own path (registering a device, autoassignment, the proxy's
+        // checks) never skips a network rule for want of one.
+        no_client: client_ip.is_empty() && question.action.is_admins(),
     }
 }
 

@@ -22,6 +22,17 @@ pub enum PolicyAction {
     Manage,
 }
 
+impl PolicyAction {
+    /// Whether an admin takes this action for a user (from the console), as opposed to the
+    /// end user's own path through the proxy (registering a device, autoassignment).
+    pub fn is_admins(self) -> bool {
+        !matches!(
+            self,
+            PolicyAction::RegisterDevice | PolicyAction::Autoassign
+        )
+    }
+}
+
 /// One decision request.
 #[derive(Debug, Clone)]
 pub struct PolicyQuestion<'a> {

@@ -41,6 +41,21 @@ impl ReadDecision {
     }
 }
 
+/// Why the policy service cannot answer, for a read's reasons (no "nothing was changed":
+/// nothing was to be).
+fn outage_text(outage: &PolicyError) -> String {
+    match outage {
+        PolicyError::Unreachable(detail) => format!("the policy service is unreachable ({detail})"),
+        PolicyError::KeyRefused => {
+            "the policy service refused this service's policy_service.api_key".to_owned()
+        }
+        PolicyError::BadAnswer(detail) => {
+            format!("the policy service's answer is unusable ({detail})")
+        }
+        PolicyError::Rejected { message, .. } => message.clone(),
+    }
+}
+
 /// A question the policy (or its engine here) refused: a bad or missing `client_ip` is the
 /// caller's INVALID_ARGUMENT naming it; any other refusal (conflicting policies) leaves no
 /// decision to go by.
@@ -232,7 +247,7 @@ impl PolicyGate {
                 return Ok(ReadDecision::Live(decision));
             }
             Err(error @ PolicyError::Rejected { .. }) => return refused_question(error),
-            Err(outage) => outage,
+            Err(outage) => outage_text(&outage),
         };
         let Some(last_known) = &self.last_known else {
             return Ok(ReadDecision::Missing(format!(

@@ -7,6 +7,7 @@ pub mod import;
 pub mod link;
 pub mod policy;
 pub mod token;
+pub mod upgrade;
 
 use std::path::Path;
 

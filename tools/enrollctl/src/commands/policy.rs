@@ -216,6 +216,7 @@ async fn explain(ctx: &mut Ctx<'_>, args: ExplainArgs) -> Result<(), CliError> {
             action: action(args.action) as i32,
             token_type: optional(args.token_type),
             serial: optional(args.serial),
+            no_client: args.no_client,
         })
         .await
         .map_err(ctx.conn.error(Service::Policy))?

@@ -107,6 +107,10 @@ impl Devices {
                 ));
             }
         }
+        // Registering is a mutation: it needs the policy service itself, so while only the
+        // last known set decides, the user may not self-register now (what that set would
+        // allow is still said).
+        let can = can && matches!(read, ReadDecision::Live(_));
         if let Some(note) = read.note() {
             reasons.push(note.to_owned());
         }
