@@ -8,6 +8,7 @@ use enroll_e2e::{
 use serde_json::Value;
 
 mod policies;
+mod upgrade;
 
 /// What one run printed and returned.
 struct Run {

@@ -129,6 +129,13 @@ async fn authentication_refusal(
     ctx: &mut Ctx<'_>,
     device: &pb::Device,
 ) -> Result<Option<String>, CliError> {
+    // A flag does not depend on any policy or client address.
+    if device.model_compromised {
+        return Ok(Some(format!(
+            "its model is flagged compromised: {}",
+            device.model_compromise_reason
+        )));
+    }
     let answer = ctx
         .conn
         .device()
