@@ -10,6 +10,7 @@ mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
 mod token_backoff;
+mod validation_clients;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(idempotency_expiry::IdempotencyExpiry),
             Box::new(fido_metadata::FidoMetadata),
             Box::new(device_changes::DeviceChanges),
+            Box::new(validation_clients::ValidationClientsTable),
         ]
     }
 
