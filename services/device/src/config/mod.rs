@@ -242,6 +242,31 @@ mod tests {
     }
 
     #[test]
+    fn the_deprecated_permanent_lock_still_parses_and_the_device_token_key_is_redacted() {
+        let config: DeviceConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![
+                (
+                    "ENROLL_VALIDATION__PERMANENT_LOCK_AFTER".to_owned(),
+                    "5".to_owned(),
+                ),
+                (
+                    "ENROLL_VALIDATION__DEVICE_TOKEN_KEY".to_owned(),
+                    "ab".repeat(32),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.validation.permanent_lock_after, Some(5));
+        assert!(!format!("{config:?}").contains(&"ab".repeat(32)));
+        assert_eq!(
+            config.validation.known_client_for(),
+            chrono::Duration::days(30)
+        );
+        assert!(!config.validation.allow_missing_client_ip);
+    }
+
+    #[test]
     fn defaults_and_redacted_key() {
         let config: DeviceConfig = enroll_shared::config::load_with_env(
             None,
