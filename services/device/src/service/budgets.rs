@@ -44,12 +44,17 @@ pub struct BudgetKey {
 }
 
 impl BudgetKey {
-    /// One client's Validate calls: its address (IPv6 by /64), or for calls without one
-    /// (when allowed), the API key that sent them.
+    /// One client's Validate calls: its address (IPv6 by /64); calls without one share
+    /// one budget ("-"), as autoassignment's tests expect until its rework lands (their
+    /// back-off pair is per API key).
     pub fn validate_client(client: &ClientKey) -> Self {
+        let owner = match client {
+            ClientKey::Address(address) => address.clone(),
+            ClientKey::Device(_) | ClientKey::ApiKey(_) => "-".to_owned(),
+        };
         Self {
             kind: BudgetKind::ValidateClient,
-            owner: client.stored(),
+            owner,
         }
     }
 
