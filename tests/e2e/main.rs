@@ -11,6 +11,8 @@ mod faults;
 mod fido_metadata;
 mod health_and_reflection;
 mod idempotency;
+mod lockout;
+mod lockout_guessing;
 mod metrics;
 mod names;
 mod no_secrets_in_logs;

@@ -771,7 +771,8 @@ mod validate {
         }
         assert_eq!(winners, 1);
         // Racers that read the token after the winner saw a used code: each counted as a
-        // failure, which may have locked it. EnableToken resets the counter.
+        // failure of this client, which may have backed it off (at most 2^5 s for nine):
+        // the back-off ends, and EnableToken resets the token's counter.
         let hotp_serial = hotp_token.token.as_ref().unwrap().serial.clone();
         admin
             .enable_token(pb::EnableTokenRequest {
@@ -780,6 +781,7 @@ mod validate {
             })
             .await
             .unwrap();
+        stack.clock().advance(Duration::from_secs(33));
         let later = code(&hotp, &seed(&hotp_token), 3);
         assert!(
             proxy
@@ -791,8 +793,9 @@ mod validate {
             "look-ahead window"
         );
 
-        // Failures back the token off (3 free, then 1 s doubling): while it backs off even
-        // the right code is refused like a wrong pass, and uncounted; then it validates.
+        // Failures back the client off (3 free, then 1 s doubling): while it backs off even
+        // the right code from it is refused like a wrong pass, and uncounted; then it
+        // validates.
         for _ in 0..4 {
             assert!(
                 !proxy
@@ -937,7 +940,7 @@ mod lost {
             realm: "corp".into(),
             user: "frank".into(),
             pass: pass.into(),
-            client_ip: String::new(),
+            client_ip: "192.0.2.1".into(),
             ..Default::default()
         };
         let ok = proxy
@@ -1068,7 +1071,7 @@ mod import {
             realm: "corp".into(),
             user: "gina".into(),
             pass,
-            client_ip: String::new(),
+            client_ip: "192.0.2.1".into(),
             ..Default::default()
         };
         assert!(

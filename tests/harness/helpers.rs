@@ -275,6 +275,22 @@ pub fn validate_request(realm: &str, user: &str, pass: &str) -> device_pb::Valid
     }
 }
 
+/// A Validate request from the end user's address `client_ip`, forwarding `device_token`
+/// (empty: none) as a proxy would.
+pub fn validate_from(
+    realm: &str,
+    user: &str,
+    pass: &str,
+    client_ip: &str,
+    device_token: &str,
+) -> device_pb::ValidateRequest {
+    device_pb::ValidateRequest {
+        client_ip: client_ip.into(),
+        device_token: device_token.into(),
+        ..validate_request(realm, user, pass)
+    }
+}
+
 /// Asserts that `result` is INVALID_ARGUMENT whose ErrorInfo names `field`.
 #[track_caller]
 pub fn assert_invalid_field<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {

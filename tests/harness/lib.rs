@@ -83,6 +83,20 @@ impl TestDatabase {
         config
     }
 
+    /// The first column of the first row of `sql`, a count (tests that measure state).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_string(backend, sql))
+            .await
+            .expect("query")
+            .expect("a row");
+        let count: i64 = row.try_get_by_index(0).expect("a count");
+        db.close().await.ok();
+        count
+    }
+
     /// Runs a raw SQL statement (tests that inspect or corrupt state).
     pub async fn execute(&self, sql: &str) {
         let db = Database::connect(&self.url).await.expect("connect");

@@ -17,6 +17,7 @@ use crate::adapters::policy_client::{PolicyClient, PolicyClientError};
 use crate::adapters::relying_party::WebauthnRelyingParty;
 use crate::config::{DeviceConfig, SecretsConfig};
 use crate::domain::devices::RedirectAllowList;
+use crate::domain::lockout::DeviceTokenSigner;
 use crate::domain::otp::Window;
 use crate::domain::secrets::SeedCipher;
 use crate::grpc::DeviceGrpc;
@@ -254,7 +255,7 @@ impl Application {
             .revoking(config.webauthn.metadata.revoke_compromised)
             .every(config.webauthn.metadata.refresh_interval())
         });
-        let tokens = Tokens::new(
+        let mut tokens = Tokens::new(
             TokenStore::new(db.clone(), retention),
             gate,
             cipher.clone(),
@@ -262,6 +263,18 @@ impl Application {
             config.validation.clone(),
         )
         .with_metrics(counters);
+        if let Some(key) = &config.validation.device_token_key {
+            let signer = DeviceTokenSigner::from_hex(&key.0).map_err(|problem| {
+                StartError::Config(format!("validation.device_token_key: {problem}"))
+            })?;
+            tokens = tokens.with_device_token_signer(signer);
+        }
+        if config.validation.permanent_lock_after.is_some() {
+            tracing::warn!(
+                "validation.permanent_lock_after is deprecated and ignored: failures slow the \
+                 (user, client) pair instead of locking the token for everyone"
+            );
+        }
         let pool_refresh = cipher.map(|cipher| PoolRefresh {
             index: tokens.pool_index().clone(),
             cipher,

@@ -13,7 +13,10 @@
 //! It then reports takeovers (users the service said ok to, and pool tokens assigned to an
 //! attacker's name), the audit trail's reasons per phase, and the expected time to one
 //! takeover under the budgets.
+//!
+//! `lockout` plays the Validate attacks against users who hold tokens (see `lockout.rs`).
 mod attack;
+mod lockout;
 mod report;
 
 use std::time::Duration;
@@ -87,6 +90,21 @@ enum Command {
         #[arg(long, env = "ATTACKER_ADMIN_KEY")]
         admin_key: String,
     },
+    /// Validate against users who hold tokens (issue 18): outsiders vs. a known client,
+    /// the realm failure budget, guessing across users.
+    Lockout {
+        #[command(flatten)]
+        settings: lockout::Settings,
+        /// A device service URL.
+        #[arg(long, default_value = "http://127.0.0.1:50052")]
+        device: String,
+        /// Proxy API key (Validate).
+        #[arg(long, env = "ATTACKER_PROXY_KEY")]
+        proxy_key: String,
+        /// Admin API key (import, assign, audit trail).
+        #[arg(long, env = "ATTACKER_ADMIN_KEY")]
+        admin_key: String,
+    },
 }
 
 #[tokio::main]
@@ -98,6 +116,19 @@ async fn main() -> Result<(), Error> {
             device,
             admin_key,
         } => setup(&pool, &policy, &device, &admin_key).await,
+        Command::Lockout {
+            settings,
+            device,
+            proxy_key,
+            admin_key,
+        } => {
+            let client = DeviceClient::new(connect(&device).await?);
+            let keys = Keys {
+                proxy: bearer(&proxy_key)?,
+                admin: bearer(&admin_key)?,
+            };
+            lockout::run(&settings, &client, &keys).await
+        }
         Command::Run {
             pool,
             attack,

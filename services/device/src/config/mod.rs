@@ -13,7 +13,7 @@ mod web;
 
 pub use check_cache::CheckCacheConfig;
 pub use metadata::MetadataConfig;
-pub use validation::{IdempotencyConfig, ValidationConfig};
+pub use validation::{DeviceTokenKey, IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
 
 /// The device service's default port.
@@ -233,18 +233,37 @@ mod tests {
         assert_eq!([secs(0), secs(1), secs(3)], [0, 0, 0]);
         assert_eq!([secs(4), secs(5), secs(6), secs(13)], [1, 2, 4, 512]);
         assert_eq!([secs(14), secs(100), secs(u32::MAX)], [900, 900, 900]);
-        assert!(
-            !config.locks_for_good(u32::MAX),
-            "no permanent lock by default"
-        );
         let strict = ValidationConfig {
             backoff_free_failures: 0,
             backoff_base_ms: 250,
-            permanent_lock_after: Some(5),
             ..ValidationConfig::default()
         };
         assert_eq!(strict.backoff(1), Duration::from_millis(250));
-        assert!(!strict.locks_for_good(4) && strict.locks_for_good(5));
+    }
+
+    #[test]
+    fn the_deprecated_permanent_lock_still_parses_and_the_device_token_key_is_redacted() {
+        let config: DeviceConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![
+                (
+                    "ENROLL_VALIDATION__PERMANENT_LOCK_AFTER".to_owned(),
+                    "5".to_owned(),
+                ),
+                (
+                    "ENROLL_VALIDATION__DEVICE_TOKEN_KEY".to_owned(),
+                    "ab".repeat(32),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.validation.permanent_lock_after, Some(5));
+        assert!(!format!("{config:?}").contains(&"ab".repeat(32)));
+        assert_eq!(
+            config.validation.known_client_for(),
+            chrono::Duration::days(30)
+        );
+        assert!(!config.validation.allow_missing_client_ip);
     }
 
     #[test]

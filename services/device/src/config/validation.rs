@@ -53,20 +53,57 @@ fn default_idempotency_secret_ttl() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
-    /// Failed validations in a row a token takes without backing off.
+    /// Failed validations in a row one (user, client) pair makes without backing off.
     #[serde(default = "default_backoff_free_failures")]
     pub backoff_free_failures: u32,
-    /// The first back-off (ms), doubling with each further failure: while it lasts the
-    /// token refuses every pass (the answer of a wrong pass; no failure is counted).
+    /// The pair's first back-off (ms), doubling with each further failure: while it lasts
+    /// that client's passes for that user are refused (the answer of a wrong pass; no
+    /// failure is counted). Other clients of the user are not affected.
     #[serde(default = "default_backoff_base_ms")]
     pub backoff_base_ms: u64,
     /// The longest back-off (s).
     #[serde(default = "default_backoff_max_secs")]
     pub backoff_max_secs: u64,
-    /// Failures in a row after which a token is locked until an admin enables it again.
-    /// Off by default: a permanent lock lets anyone who knows a user name lock them out.
+    /// Deprecated and ignored: failures no longer lock a token for everyone (an outsider
+    /// who knows a user name could lock the user out). Still parsed so old files load; a
+    /// warning at start-up says it has no effect.
     #[serde(default)]
     pub permanent_lock_after: Option<u32>,
+    /// Days a client stays known for a user after the user passed from it (by its address,
+    /// or by the device token issued on that success): a known client is never held back
+    /// by other clients' failures (1 to 365).
+    #[serde(default = "default_known_client_days")]
+    pub known_client_days: u32,
+    /// The key device tokens are signed with (64 hex characters). Unset: derived from the
+    /// active seed key (`secrets.active_seed_key`), so rotating that key ends every device
+    /// token. Prefer ENROLL_VALIDATION__DEVICE_TOKEN_KEY over the file.
+    #[serde(default)]
+    pub device_token_key: Option<DeviceTokenKey>,
+    /// Failures in a row (its own, since its last success) after which a device token is no
+    /// longer trusted: its client counts as unknown until the user passes again.
+    #[serde(default = "default_device_token_max_failures")]
+    pub device_token_max_failures: u32,
+    /// Failures of unknown clients one user takes per `unknown_client_window_secs`; past
+    /// them unknown clients are refused for that user until the window ends (known clients
+    /// are not).
+    #[serde(default = "default_unknown_client_failures_per_user")]
+    pub unknown_client_failures_per_user: u32,
+    /// The per-user window of unknown clients' failures (s; 1 to 86,400).
+    #[serde(default = "default_failure_window")]
+    pub unknown_client_window_secs: u64,
+    /// Failures of unknown clients a whole realm takes per `realm_failure_window_secs`,
+    /// whatever the user names and addresses: the bound on guessing across users. Past it
+    /// unknown clients in the realm are refused until the window ends; known clients pass.
+    #[serde(default = "default_realm_failures")]
+    pub realm_failures_per_window: u32,
+    /// The realm-wide failure window (s; 1 to 86,400).
+    #[serde(default = "default_failure_window")]
+    pub realm_failure_window_secs: u64,
+    /// Accept Validate calls without `client_ip` (INVALID_ARGUMENT otherwise): such calls
+    /// are one client per API key, which is never known by address (only a device token
+    /// makes it known), so one proxy's missing addresses share one back-off and budget.
+    #[serde(default)]
+    pub allow_missing_client_ip: bool,
     /// TOTP steps accepted on either side of now.
     #[serde(default = "default_totp_window")]
     pub totp_window_steps: u64,
@@ -150,6 +187,14 @@ impl Default for ValidationConfig {
             backoff_base_ms: default_backoff_base_ms(),
             backoff_max_secs: default_backoff_max_secs(),
             permanent_lock_after: None,
+            known_client_days: default_known_client_days(),
+            device_token_key: None,
+            device_token_max_failures: default_device_token_max_failures(),
+            unknown_client_failures_per_user: default_unknown_client_failures_per_user(),
+            unknown_client_window_secs: default_failure_window(),
+            realm_failures_per_window: default_realm_failures(),
+            realm_failure_window_secs: default_failure_window(),
+            allow_missing_client_ip: false,
             totp_window_steps: default_totp_window(),
             hotp_look_ahead: default_hotp_look_ahead(),
             autoassign_attempts_per_user: default_user_attempts(),
@@ -177,11 +222,49 @@ impl ValidationConfig {
         Duration::from_millis(self.backoff_base_ms.saturating_mul(factor)).min(max)
     }
 
-    /// Whether the `failures`-th failure in a row locks the token for good.
-    pub fn locks_for_good(&self, failures: u32) -> bool {
-        self.permanent_lock_after
-            .is_some_and(|after| failures >= after.max(1))
+    /// How long a client stays known for a user after the user passed from it.
+    pub fn known_client_for(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.known_client_days.clamp(1, 365)))
     }
+
+    pub fn unknown_client_window(&self) -> Duration {
+        Duration::from_secs(self.unknown_client_window_secs.clamp(1, 86_400))
+    }
+
+    pub fn realm_failure_window(&self) -> Duration {
+        Duration::from_secs(self.realm_failure_window_secs.clamp(1, 86_400))
+    }
+}
+
+/// The device-token signing key: kept out of `Debug` output (configs are logged).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DeviceTokenKey(pub String);
+
+impl std::fmt::Debug for DeviceTokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn default_known_client_days() -> u32 {
+    30
+}
+
+fn default_device_token_max_failures() -> u32 {
+    10
+}
+
+fn default_unknown_client_failures_per_user() -> u32 {
+    10
+}
+
+fn default_realm_failures() -> u32 {
+    100
+}
+
+fn default_failure_window() -> u64 {
+    3_600
 }
 
 fn default_backoff_free_failures() -> u32 {

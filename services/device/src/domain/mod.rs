@@ -5,6 +5,7 @@ pub mod audit;
 pub mod decision;
 pub mod devices;
 pub mod import;
+pub mod lockout;
 pub mod metadata;
 pub mod model_rules;
 pub mod names;

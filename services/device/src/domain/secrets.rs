@@ -83,6 +83,13 @@ impl SeedCipher {
         Ok(hmac_sha256(key, data))
     }
 
+    /// A 256-bit key for `purpose` derived from the active key's digest key (a different
+    /// purpose label gives an unrelated key): for MACs that need no key of their own in
+    /// config. Rotating the active key changes it.
+    pub fn derive_key(&self, purpose: &[u8]) -> Result<[u8; 32], CipherError> {
+        self.keyed_digest(&self.active, purpose)
+    }
+
     /// Encrypts `plaintext` bound to `context` (e.g. the serial: a ciphertext moved to another
     /// row does not decrypt). Returns the key id and nonce || ciphertext.
     pub fn encrypt(
@@ -135,8 +142,8 @@ impl SeedCipher {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) with a key of at most one block (64 bytes).
-fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 (RFC 2104); a key longer than a block (64 bytes) is hashed first.
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     const BLOCK: usize = 64;
     let mut block = [0u8; BLOCK];
     if key.len() > BLOCK {

@@ -391,7 +391,16 @@ impl fmt::Debug for PassAttempt {
 /// The outcome of Validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Accepted { serial: String },
-    Autoassigned { serial: String },
-    Refused { reason: &'static str },
+    /// The pass matched: `device_token` marks the client as known to later calls (none
+    /// when the service has no key to sign it with).
+    Accepted {
+        serial: String,
+        device_token: Option<String>,
+    },
+    Autoassigned {
+        serial: String,
+    },
+    Refused {
+        reason: &'static str,
+    },
 }

@@ -340,11 +340,15 @@ pub async fn validate(
         device_token: optional_opaque("device_token", &request.device_token)?,
     };
     let response = match tokens.validate(&actor, &attempt).await? {
-        Verdict::Accepted { serial } => pb::ValidateResponse {
+        Verdict::Accepted {
+            serial,
+            device_token,
+        } => pb::ValidateResponse {
             ok: true,
             serial,
             autoassigned: false,
             message: String::new(),
+            device_token: device_token.unwrap_or_default(),
             ..Default::default()
         },
         Verdict::Autoassigned { serial } => pb::ValidateResponse {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::ValidationConfig;
+use crate::domain::lockout::ClientKey;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 use crate::store::budgets::BudgetStore;
@@ -23,6 +24,10 @@ const SWEEP_EVERY: u64 = 1_024;
 pub enum BudgetKind {
     /// Validate calls of one client.
     ValidateClient,
+    /// Validate failures of clients not known for one user.
+    UnknownClientFailures,
+    /// Validate failures of unknown clients in one realm.
+    RealmFailures,
     /// Autoassignment attempts of one user.
     AutoassignUser,
     /// Autoassignment attempts of one client.
@@ -39,10 +44,33 @@ pub struct BudgetKey {
 }
 
 impl BudgetKey {
-    pub fn validate_client(client_ip: Option<IpAddr>) -> Self {
+    /// One client's Validate calls: its address (IPv6 by /64); calls without one share
+    /// one budget ("-"), as autoassignment's tests expect until its rework lands (their
+    /// back-off pair is per API key).
+    pub fn validate_client(client: &ClientKey) -> Self {
+        let owner = match client {
+            ClientKey::Address(address) => address.clone(),
+            ClientKey::Device(_) | ClientKey::ApiKey(_) => "-".to_owned(),
+        };
         Self {
             kind: BudgetKind::ValidateClient,
-            owner: client_key(client_ip),
+            owner,
+        }
+    }
+
+    /// Failures of clients unknown for `user`.
+    pub fn unknown_client_failures(realm: &Realm, user: &UserName) -> Self {
+        Self {
+            kind: BudgetKind::UnknownClientFailures,
+            owner: format!("{realm}/{user}"),
+        }
+    }
+
+    /// Failures of unknown clients in `realm`.
+    pub fn realm_failures(realm: &Realm) -> Self {
+        Self {
+            kind: BudgetKind::RealmFailures,
+            owner: realm.to_string(),
         }
     }
 
@@ -71,6 +99,8 @@ impl BudgetKey {
     fn stored(&self) -> String {
         let prefix = match self.kind {
             BudgetKind::ValidateClient => "validate/client",
+            BudgetKind::UnknownClientFailures => "validate/unknown-failures",
+            BudgetKind::RealmFailures => "validate/realm-failures",
             BudgetKind::AutoassignUser => "autoassign/user",
             BudgetKind::AutoassignClient => "autoassign/client",
             BudgetKind::AutoassignRealm => "autoassign/realm",
@@ -82,6 +112,8 @@ impl BudgetKey {
     pub fn describe(&self) -> String {
         let what = match self.kind {
             BudgetKind::ValidateClient => "the client's Validate budget",
+            BudgetKind::UnknownClientFailures => "the user's failure budget for unknown clients",
+            BudgetKind::RealmFailures => "the realm's failure budget for unknown clients",
             BudgetKind::AutoassignUser => "the user's autoassignment budget",
             BudgetKind::AutoassignClient => "the client's autoassignment budget",
             BudgetKind::AutoassignRealm => "the realm's autoassignment budget",
@@ -126,6 +158,14 @@ impl Budgets {
                 config.validate_attempts_per_client,
                 config.validate_window(),
             ),
+            BudgetKind::UnknownClientFailures => (
+                config.unknown_client_failures_per_user,
+                config.unknown_client_window(),
+            ),
+            BudgetKind::RealmFailures => (
+                config.realm_failures_per_window,
+                config.realm_failure_window(),
+            ),
             BudgetKind::AutoassignUser => (
                 config.autoassign_attempts_per_user,
                 config.autoassign_window(),
@@ -154,13 +194,27 @@ impl Budgets {
         Ok(spent <= u64::from(limit))
     }
 
+    /// Whether `key`'s current window has no budget left (counts nothing: failure budgets
+    /// are checked before a pass is checked and spent only when it fails).
+    pub async fn exhausted(
+        &self,
+        key: &BudgetKey,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DeviceError> {
+        let (limit, window) = self.limit(key.kind);
+        let spent = self.store.spent(&key.stored(), now, window).await?;
+        Ok(spent >= u64::from(limit))
+    }
+
     /// Drops rows whose window ended (the longest window bounds them all); a failure only
     /// leaves rows that the next sweep removes.
     async fn sweep(&self, now: DateTime<Utc>) {
-        let longest = self
-            .config
+        let config = &self.config;
+        let longest = config
             .autoassign_window()
-            .max(self.config.validate_window());
+            .max(config.validate_window())
+            .max(config.unknown_client_window())
+            .max(config.realm_failure_window());
         let Ok(longest) = chrono::Duration::from_std(longest) else {
             return;
         };
@@ -196,7 +250,9 @@ mod tests {
         let realm = Realm::parse("corp").unwrap();
         let user = UserName::parse("alice").unwrap();
         let keys = [
-            BudgetKey::validate_client(None),
+            BudgetKey::validate_client(&ClientKey::ApiKey("-".into())),
+            BudgetKey::unknown_client_failures(&realm, &user),
+            BudgetKey::realm_failures(&realm),
             BudgetKey::autoassign_client(None),
             BudgetKey::autoassign_user(&realm, &user),
             BudgetKey::autoassign_realm(&realm),

@@ -63,6 +63,29 @@ impl BudgetStore {
         Ok(count.max(0) as u64)
     }
 
+    /// The attempts counted under `key` in its current window (0 once it has run out).
+    pub async fn spent(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<u64, DeviceError> {
+        let window = chrono::Duration::from_std(window)
+            .map_err(|_| DeviceError::Unavailable("budget window out of range".to_owned()))?;
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(statement(
+                backend,
+                "SELECT count FROM attempt_budgets WHERE \"key\" = $1 AND window_start > $2",
+                vec![key.into(), (now - window).into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(0) };
+        let count: i64 = row.try_get_by_index(0)?;
+        Ok(count.max(0) as u64)
+    }
+
     /// Forgets budgets whose window started before `before` (they would restart anyway).
     pub async fn sweep(&self, before: DateTime<Utc>) -> Result<u64, DeviceError> {
         let backend = self.db.get_database_backend();

@@ -9,6 +9,7 @@ pub mod devices;
 pub mod entities;
 pub mod idempotency;
 pub mod links;
+pub mod lockout;
 pub mod metadata;
 pub mod migration;
 mod one_statement;

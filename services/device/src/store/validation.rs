@@ -1,29 +1,20 @@
 //! What Validate reads and writes: usable tokens, consumed codes and failure counts (the
-//! pool and autoassignment are in `autoassign`). Each write is one conditional statement or
-//! one locked transaction, so a code is accepted once even when requests race.
+//! pool and autoassignment are in `autoassign`, the (user, client) pairs in `lockout`).
+//! Each write is one conditional statement or one locked transaction, so a code is accepted
+//! once even when requests race.
 use sea_orm::{ConnectionTrait, EntityTrait, TransactionTrait};
 
 use super::entities::columns::TokenStateColumn;
 use super::entities::tokens;
+use super::lockout::{CountedFailure, Pairs};
 use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
 
-/// What one more failed validation does to a token that has failed `failures` times in a
-/// row (counting this one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Penalty {
-    /// Refuse every pass until then.
-    pub locked_until: Option<chrono::DateTime<chrono::Utc>>,
-    /// Lock it until an admin enables it again.
-    pub lock: bool,
-}
-
 impl TokenStore {
-    /// The user's tokens that may validate now: enabled, not expired and not backing off,
-    /// oldest first.
+    /// The user's tokens that may validate now: enabled and not expired, oldest first.
     pub async fn usable_tokens(
         &self,
         realm: &Realm,
@@ -82,11 +73,13 @@ impl TokenStore {
 
     /// Consumes `factor` (the matched step or counter) unless another request already did:
     /// the conditional update makes a code valid once, even when two requests race. A
-    /// success ends the token's run of failures and its back-off.
+    /// success ends the token's run of failures, and the runs and back-offs of the client
+    /// pairs in `passed`, which are known clients of the user from now on.
     pub async fn accept(
         &self,
         serial: &str,
         factor: i64,
+        passed: &Pairs<'_>,
         audit: AuditRecord,
     ) -> Result<bool, DeviceError> {
         let transaction = self.db.begin().await?;
@@ -94,14 +87,16 @@ impl TokenStore {
         let updated = transaction
             .execute_raw(statement(
                 backend,
-                "UPDATE tokens SET counter = $1, failure_count = 0, locked_until = NULL \
+                "UPDATE tokens SET counter = $1, failure_count = 0 \
                  WHERE serial = $2 AND counter <= $3 AND state = 'enabled'",
                 vec![(factor + 1).into(), serial.into(), factor.into()],
             ))
             .await?;
         let accepted = updated.rows_affected() == 1;
         let mut audit = audit;
-        if !accepted {
+        if accepted {
+            Self::pairs_passed(&transaction, passed).await?;
+        } else {
             audit.result = "denied";
             audit.reason = "one-time code already used".to_owned();
         }
@@ -110,61 +105,49 @@ impl TokenStore {
         Ok(accepted)
     }
 
-    /// Counts a failed validation on each token still enabled (a token disabled, lost or
-    /// locked meanwhile keeps its state) and applies `penalty` for its new run of failures:
-    /// a back-off, or a lock. The audit event says what each token got.
+    /// Counts a failed validation on the pair of `client` (its back-off from `backoff`) and,
+    /// for the admin's view only, on each token still enabled: a token's count never
+    /// refuses anyone. The audit event says what the pair got.
     pub async fn record_failure(
         &self,
         serials: &[String],
-        penalty: impl Fn(u32) -> Penalty,
+        pairs: &Pairs<'_>,
+        backoff: impl Fn(u32) -> Option<chrono::DateTime<chrono::Utc>>,
         mut audit: AuditRecord,
-    ) -> Result<(), DeviceError> {
+    ) -> Result<CountedFailure, DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        let mut outcomes = Vec::new();
         for serial in serials {
-            // The increment takes the row lock first, so racing failures count one by one.
-            let counted = transaction
-                .query_one_raw(statement(
-                    backend,
-                    "UPDATE tokens SET failure_count = failure_count + 1 \
-                     WHERE serial = $1 AND state = 'enabled' RETURNING failure_count",
-                    vec![serial.clone().into()],
-                ))
-                .await?;
-            let Some(row) = counted else {
-                outcomes.push(format!("{serial} not enabled: not counted"));
-                continue;
-            };
-            let failures: i32 = row.try_get_by_index(0)?;
-            let failures = u32::try_from(failures).unwrap_or(0);
-            let Penalty { locked_until, lock } = penalty(failures);
-            let sql = if lock {
-                "UPDATE tokens SET locked_until = $1, state = 'locked' WHERE serial = $2"
-            } else {
-                "UPDATE tokens SET locked_until = $1 WHERE serial = $2"
-            };
             transaction
                 .execute_raw(statement(
                     backend,
-                    sql,
-                    vec![locked_until.into(), serial.clone().into()],
+                    "UPDATE tokens SET failure_count = failure_count + 1 \
+                     WHERE serial = $1 AND state = 'enabled'",
+                    vec![serial.clone().into()],
                 ))
                 .await?;
-            outcomes.push(match (lock, locked_until) {
-                (true, _) => format!("{serial} failure {failures}: locked"),
-                (false, Some(until)) => {
-                    format!("{serial} failure {failures}: backing off until {until}")
-                }
-                (false, None) => format!("{serial} failure {failures}"),
-            });
         }
-        if !outcomes.is_empty() {
-            audit.reason = format!("{} ({})", audit.reason, outcomes.join(", "));
+        let mut counted = None;
+        for client in &pairs.clients {
+            let failure = Self::pair_failed(&transaction, pairs, client, &backoff).await?;
+            audit.reason = match failure.blocked_until {
+                Some(until) => format!(
+                    "{}; client {client} failure {}: backing off until {until}",
+                    audit.reason, failure.failures
+                ),
+                None => format!(
+                    "{}; client {client} failure {}",
+                    audit.reason, failure.failures
+                ),
+            };
+            counted = Some(failure);
         }
         Self::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(counted.unwrap_or(CountedFailure {
+            failures: 0,
+            blocked_until: None,
+        }))
     }
 }
 
@@ -179,11 +162,8 @@ fn unusable(token: &tokens::Model, now: chrono::DateTime<chrono::Utc>) -> Option
         };
         return Some(state.to_owned());
     }
-    if token.expire_time.is_some_and(|expire| expire <= now) {
-        return Some("expired".to_owned());
-    }
     token
-        .locked_until
-        .filter(|until| *until > now)
-        .map(|until| format!("backing off until {until}"))
+        .expire_time
+        .filter(|expire| *expire <= now)
+        .map(|_| "expired".to_owned())
 }

@@ -14,6 +14,7 @@ use super::pool_index::PoolIndex;
 use crate::config::ValidationConfig;
 use crate::domain::actor::Actor;
 use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::lockout::DeviceTokenSigner;
 use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::otp::Window;
 use crate::domain::pins::seal_pin;
@@ -30,6 +31,7 @@ use crate::store::tokens::{TokenFilter, TokenRow, TokenStore};
 
 mod admin;
 mod autoassign;
+mod client_trust;
 mod importing;
 mod lost;
 mod validation;
@@ -75,6 +77,8 @@ pub struct Tokens {
     budgets: Budgets,
     blocking: BlockingPool,
     metrics: DeviceMetrics,
+    /// Signs the device tokens a successful Validate returns (none without any key).
+    device_tokens: Option<DeviceTokenSigner>,
 }
 
 impl Tokens {
@@ -89,12 +93,17 @@ impl Tokens {
             budgets: Budgets::new(store.budgets(), validation.clone()),
             store,
             gate,
-            cipher,
             clock,
             validation,
             pool_index: PoolIndex::default(),
             blocking: BlockingPool::default(),
             metrics: DeviceMetrics::none(),
+            // Without a key of its own, one derived from the seed key for this purpose only.
+            device_tokens: cipher
+                .as_deref()
+                .and_then(|cipher| cipher.derive_key(DEVICE_TOKEN_KEY_PURPOSE).ok())
+                .map(DeviceTokenSigner::new),
+            cipher,
         };
         // Validate's dummy hash, made at start-up rather than on the first refusal.
         if let (Ok(runtime), Some(_)) = (tokio::runtime::Handle::try_current(), &tokens.cipher) {
@@ -106,6 +115,12 @@ impl Tokens {
             });
         }
         tokens
+    }
+
+    /// Signs device tokens with `signer` (the configured `validation.device_token_key`).
+    pub fn with_device_token_signer(mut self, signer: DeviceTokenSigner) -> Self {
+        self.device_tokens = Some(signer);
+        self
     }
 
     /// Counts limit hits and autoassignment attempts on `metrics`.
@@ -328,6 +343,9 @@ impl Tokens {
         Ok(Page::cut(rows, page.size, |token| token.serial.clone()))
     }
 }
+
+/// What the device-token key is derived for when none is configured.
+const DEVICE_TOKEN_KEY_PURPOSE: &[u8] = b"enroll-device device token v1";
 
 fn realm_of(token: &tokens::Model) -> Result<Realm, DeviceError> {
     Realm::parse(&token.realm)

@@ -1,16 +1,19 @@
 //! Validate: PIN then one-time code on the user's tokens; a user who holds nothing goes to
 //! autoassignment (`autoassign`).
 use super::*;
+use crate::domain::lockout::ClientKey;
 use crate::domain::otp::matching_factor;
 use crate::domain::pins::pin_matches;
 use crate::domain::tokens::{HashAlgorithm, PassAttempt, TokenKind, Verdict};
 use crate::service::budgets::BudgetKey;
-use crate::store::validation::Penalty;
+use crate::store::lockout::Pairs;
 
 impl Tokens {
     /// Checks `pass` (PIN followed by the one-time code) against the user's usable tokens.
     /// PINs are checked first on every token (argon2 on the blocking pool), so the time taken
-    /// does not tell which part of a wrong pass was wrong.
+    /// does not tell which part of a wrong pass was wrong. Failures slow the (user, client)
+    /// pair that made them; unknown clients also spend the user's and the realm's failure
+    /// budgets, which never hold back a client the user passed from (`client_trust`).
     #[tracing::instrument(skip_all, fields(realm = %attempt.realm, user = %attempt.user))]
     pub async fn validate(
         &self,
@@ -22,7 +25,7 @@ impl Tokens {
         let now = self.clock.now();
         let mut record = self.gate.record(actor, "validate", realm, Some(user), "");
         // One budget per client across users and replicas; running out looks like a miss.
-        let budget = BudgetKey::validate_client(actor.client_ip);
+        let budget = BudgetKey::validate_client(&ClientKey::of(actor.client_ip, &actor.name));
         if !self.budgets.spend(&budget, now).await? {
             self.gate.audit(record.denied(budget.describe())).await?;
             return Ok(Verdict::Refused {
@@ -32,6 +35,18 @@ impl Tokens {
         let candidates = self.store.usable_tokens(realm, user, now).await?;
         if candidates.is_empty() && !self.store.holds_token_or_device(realm, user).await? {
             return self.autoassign(actor, realm, user, pass).await;
+        }
+        // Required from here on: autoassignment keeps its own budgets (one shared client
+        // for calls without an address) until its rework lands.
+        self.client_key(actor)?;
+        let trust = self.client_trust(actor, attempt, now).await?;
+        if !candidates.is_empty()
+            && let Some(reason) = self.held_back(attempt, &trust, now).await?
+        {
+            // The same argon2 work and answer as a wrong pass; no failure is counted.
+            self.equalize_timing(&pass).await?;
+            self.gate.audit(record.denied(reason)).await?;
+            return Ok(Verdict::Refused { reason: WRONG_PASS });
         }
         // Every check does the same work: PINs against argon2 hashes, or one verification
         // against the dummy hash when no real PIN was checked (no usable token, PIN-less
@@ -49,8 +64,8 @@ impl Tokens {
             })
             .await?;
         if serials.is_empty() {
-            // Disabled, lost, expired or backing off: the answer of a wrong pass, the real
-            // reason in the audit trail only; no failure is counted.
+            // Disabled, lost or expired: the answer of a wrong pass, the real reason in the
+            // audit trail only; no failure is counted.
             record.result = "denied";
             record.reason = self.store.why_unusable(realm, user, now).await?;
             self.gate.audit(record).await?;
@@ -59,22 +74,41 @@ impl Tokens {
         match checked {
             Some((serial, factor)) => {
                 record.subject = serial.clone();
-                if self.store.accept(&serial, factor, record).await? {
-                    Ok(Verdict::Accepted { serial })
+                let passed = Pairs {
+                    realm,
+                    user,
+                    clients: trust.passed(),
+                    now,
+                };
+                if self.store.accept(&serial, factor, &passed, record).await? {
+                    let device_token = self
+                        .device_tokens
+                        .as_ref()
+                        .map(|signer| signer.issue(realm, user, now));
+                    Ok(Verdict::Accepted {
+                        serial,
+                        device_token,
+                    })
                 } else {
                     Ok(Verdict::Refused { reason: WRONG_PASS })
                 }
             }
             None => {
+                self.charge_failure(attempt, &trust, now).await?;
                 record.result = "denied";
-                record.reason = WRONG_PASS.to_owned();
+                record.reason = format!("{WRONG_PASS} ({})", trust.describe());
                 record.subject = serials.join(",");
                 let config = &self.validation;
-                let penalty = |failures: u32| Penalty {
-                    locked_until: backoff_until(now, config.backoff(failures)),
-                    lock: config.locks_for_good(failures),
+                let failed = Pairs {
+                    realm,
+                    user,
+                    clients: vec![trust.pair.clone()],
+                    now,
                 };
-                self.store.record_failure(&serials, penalty, record).await?;
+                let backoff = |failures: u32| backoff_until(now, config.backoff(failures));
+                self.store
+                    .record_failure(&serials, &failed, backoff, record)
+                    .await?;
                 Ok(Verdict::Refused { reason: WRONG_PASS })
             }
         }

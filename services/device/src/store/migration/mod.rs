@@ -11,6 +11,7 @@ mod idempotency_expiry;
 mod initial;
 mod policy_snapshot;
 mod token_backoff;
+mod validation_clients;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(idempotency_expiry::IdempotencyExpiry),
             Box::new(fido_metadata::FidoMetadata),
             Box::new(device_changes::DeviceChanges),
+            Box::new(validation_clients::ValidationClientsTable),
             Box::new(policy_snapshot::PolicySetSnapshot),
         ]
     }

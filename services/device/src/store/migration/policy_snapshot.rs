@@ -16,7 +16,7 @@ pub(super) struct PolicySetSnapshot;
 
 impl MigrationName for PolicySetSnapshot {
     fn name(&self) -> &str {
-        "m0008_policy_set_snapshot"
+        "m0009_policy_set_snapshot"
     }
 }
 
