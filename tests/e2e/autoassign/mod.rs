@@ -13,6 +13,7 @@ use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
 
 mod budgets;
+mod challenge;
 
 const PIN: &str = "5555";
 /// A second seed shared by two pool tokens (TWIN1, TWIN2).
