@@ -185,7 +185,8 @@ async fn a_decoy_looks_like_a_real_challenge_and_never_assigns(backend: Backend)
         assert_eq!(owner(&mut admin, serial).await, "", "{serial}");
     }
     // Only the audit trail tells them apart.
-    assert_eq!(audited(&mut admin, "decoy").await, 3);
+    assert_eq!(audited(&mut admin, "decoy challenge:").await, 3);
+    assert_eq!(audited(&mut admin, "answer to a decoy challenge").await, 3);
     assert_eq!(
         audited(&mut admin, "waiting for the token's next code").await,
         1

@@ -391,7 +391,23 @@ impl fmt::Debug for PassAttempt {
 /// The outcome of Validate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Accepted { serial: String },
-    Autoassigned { serial: String },
-    Refused { reason: &'static str },
+    Accepted {
+        serial: String,
+    },
+    Autoassigned {
+        serial: String,
+    },
+    Refused {
+        reason: &'static str,
+    },
+    /// Not accepted yet: the user answers with the next Validate, carrying the transaction
+    /// id (autoassignment's "enter the next code"). Real or decoy, it looks the same.
+    Challenged {
+        transaction_id: String,
+        message: &'static str,
+        expire_time: DateTime<Utc>,
+    },
 }
+
+/// What an autoassignment challenge asks the user, real or decoy.
+pub const NEXT_CODE_MESSAGE: &str = "enter the next code your token shows";

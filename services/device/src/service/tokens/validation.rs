@@ -31,7 +31,7 @@ impl Tokens {
         }
         let candidates = self.store.usable_tokens(realm, user, now).await?;
         if candidates.is_empty() && !self.store.holds_token_or_device(realm, user).await? {
-            return self.autoassign(actor, realm, user, pass).await;
+            return self.autoassign(actor, attempt).await;
         }
         // Every check does the same work: PINs against argon2 hashes, or one verification
         // against the dummy hash when no real PIN was checked (no usable token, PIN-less

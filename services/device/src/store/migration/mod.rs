@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod autoassign_challenge_binding;
 mod autoassign_confirmation;
 mod device_changes;
 mod device_security;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(idempotency_expiry::IdempotencyExpiry),
             Box::new(fido_metadata::FidoMetadata),
             Box::new(device_changes::DeviceChanges),
+            Box::new(autoassign_challenge_binding::AutoassignChallengeBinding),
         ]
     }
 
