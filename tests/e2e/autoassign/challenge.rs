@@ -18,55 +18,8 @@ async fn answer(
     client_ip: &str,
     transaction_id: &str,
 ) -> pb::ValidateResponse {
-    client
-        .validate(pb::ValidateRequest {
-            realm: "corp".into(),
-            user: user.into(),
-            pass,
-            client_ip: client_ip.into(),
-            transaction_id: transaction_id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    answer_in(client, "corp", user, pass, client_ip, transaction_id).await
 }
-
-/// The challenge of an answer that must be one, checked for the shape every challenge has:
-/// not ok, the message, an opaque id, an expiry `ttl` seconds after the device's clock.
-fn challenge_of(
-    stack: &TestStack,
-    answer: &pb::ValidateResponse,
-    ttl: i64,
-) -> pb::ValidateChallenge {
-    assert!(!answer.ok && !answer.autoassigned, "{answer:?}");
-    assert!(
-        answer.serial.is_empty() && answer.device_token.is_empty(),
-        "{answer:?}"
-    );
-    let challenge = answer.challenge.clone().expect("a challenge");
-    assert_eq!(challenge.message, CHALLENGE_MESSAGE);
-    assert_eq!(answer.message, CHALLENGE_MESSAGE);
-    assert_eq!(challenge.transaction_id.len(), 43, "{challenge:?}");
-    assert!(
-        challenge
-            .transaction_id
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'),
-        "{challenge:?}"
-    );
-    let expire = challenge.expire_time.expect("an expiry").seconds;
-    let now = enroll_shared::time::Clock::now(stack.clock()).timestamp();
-    assert!(
-        (now + ttl - 5..=now + ttl).contains(&expire),
-        "expires at {expire}, now {now}, ttl {ttl}"
-    );
-    challenge
-}
-
-const CHALLENGE_MESSAGE: &str = "enter the next code your token shows";
-/// The default `validation.autoassign_challenge_secs`.
-const TTL: i64 = 120;
 
 async fn a_person_follows_the_challenge(backend: Backend) {
     // Two attempts per user: the first code and its answer. Retyping costs nothing.
