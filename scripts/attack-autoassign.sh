@@ -29,6 +29,9 @@ trap cleanup EXIT
 hash() { "$bin"/enroll-policy hash-key "$1"; }
 export ENROLL_DATABASE__URL="${admin_url%/*}/$database?sslmode=disable"
 export ENROLL_TELEMETRY__LOG_FILTER=warn
+# No Prometheus listeners: the replicas would share the default port (and so would other
+# stacks on this host).
+export ENROLL_METRICS__LISTEN_ADDR=
 export ENROLL_AUTH__API_KEYS="[{name=\"attack-admin\",role=\"admin\",sha256=\"$(hash attack-admin-key)\"},{name=\"attack-proxy\",role=\"proxy\",sha256=\"$(hash attack-proxy-key)\"},{name=\"attack-device\",role=\"service\",sha256=\"$(hash attack-service-key)\"}]"
 ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin"/enroll-policy serve &
 pids+=($!)

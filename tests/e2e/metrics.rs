@@ -258,7 +258,8 @@ async fn series_move_with_the_calls(backend: Backend) {
         .expect("revoke link");
     register_passkey(&stack, "corp", "dora").await;
 
-    // A tokenless user's Validate: an autoassignment attempt no pool token matches.
+    // A tokenless user's Validate: an autoassignment attempt no pool token matches (a
+    // decoy challenge, counted like a real one).
     let refused = proxy
         .validate(pb::ValidateRequest {
             realm: "corp".into(),
@@ -270,7 +271,7 @@ async fn series_move_with_the_calls(backend: Backend) {
         .await
         .expect("validate")
         .into_inner();
-    assert!(!refused.ok && !refused.autoassigned);
+    assert!(!refused.ok && !refused.autoassigned && refused.challenge.is_some());
 
     let (policy_after, device_after) = (scrape(policy_addr).await, scrape(device_addr).await);
 
@@ -390,7 +391,7 @@ async fn series_move_with_the_calls(backend: Backend) {
         &device_before,
         &device_after,
         "enroll_device_autoassign_attempts_total",
-        &[("outcome", "no_match")],
+        &[("outcome", "challenged")],
         1.0,
     );
     assert_moved(

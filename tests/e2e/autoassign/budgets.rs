@@ -1,16 +1,19 @@
 //! Attempt budgets over gRPC: kept in the database, so two replicas spend from one count;
-//! a request without a client address is one client; the realm budget binds rotating
-//! names and addresses; Validate's own per-client budget throttles guessing across users.
+//! a request without a client address is refused, or (opted in) one client per API key;
+//! the realm budget binds rotating names and addresses; Validate's own per-client budget
+//! throttles guessing across users.
 use super::*;
 
 /// The budgets live in the database: two replicas spend from one count, a request without
-/// a client address is one client, and the realm's budget binds rotating addresses.
+/// a client address (opted in) is one client per API key, and the realm's budget binds
+/// rotating addresses.
 async fn budgets_are_shared_by_replicas_and_a_missing_address_is_one_client(backend: Backend) {
     let builder = TestStack::builder(backend)
         .with_policy(auto_policy("corp", &[]))
         .device_replicas(2)
         .device_config(|config| {
             let validation = &mut config.validation;
+            validation.allow_missing_client_ip = true;
             validation.autoassign_attempts_per_client = 6;
             validation.autoassign_attempts_per_user = 100;
             validation.autoassign_attempts_per_realm = 20;
@@ -30,9 +33,14 @@ async fn budgets_are_shared_by_replicas_and_a_missing_address_is_one_client(back
             "",
         )
         .await;
-        assert_eq!(answer, refusal());
+        // Six challenges (decoys), then the client's budget is spent: a plain refusal.
+        if i < 6 {
+            assert!(answer.challenge.is_some(), "{answer:?}");
+        } else {
+            assert_eq!(answer, refusal());
+        }
     }
-    let client_spent = "the client's autoassignment budget (-) is exhausted";
+    let client_spent = "the client's autoassignment budget (key/test-proxy) is exhausted";
     assert_eq!(audited(&mut admin, client_spent).await, 2);
     // Without an address even the right two codes are refused now.
     validate(&mut proxies[0], "corp", "known", pass(&hotp(0)), "").await;
@@ -79,7 +87,10 @@ async fn budgets_are_shared_by_replicas_and_a_missing_address_is_one_client(back
 async fn the_validate_budget_is_per_client_across_users_and_replicas(backend: Backend) {
     let stack = TestStack::builder(backend)
         .device_replicas(2)
-        .device_config(|config| config.validation.validate_attempts_per_client = 5)
+        .device_config(|config| {
+            config.validation.validate_attempts_per_client = 5;
+            config.validation.allow_missing_client_ip = true;
+        })
         .start()
         .await;
     let mut proxies = [
@@ -116,14 +127,37 @@ async fn the_validate_budget_is_per_client_across_users_and_replicas(backend: Ba
     assert!(
         spent
             .iter()
-            .any(|event| event.reason == "the client's Validate budget (-) is exhausted"),
+            .any(|event| event.reason
+                == "the client's Validate budget (key/test-proxy) is exhausted"),
         "{spent:?}"
     );
     let accepted = validate(&mut proxies[1], "corp", "alice", right, "192.0.2.9").await;
     assert!(accepted.ok, "{accepted:?}");
 }
 
+/// By default a Validate without a client address is refused, for a tokenless user
+/// (autoassignment) as for one who holds tokens: a proxy that forgets it is a bug, not one
+/// client that every user would share.
+async fn a_missing_address_is_refused_by_default(backend: Backend) {
+    let builder = TestStack::builder(backend).with_policy(auto_policy("corp", &[]));
+    let stack = start_with_pool(builder, &format!("KNOWN1,{KNOWN_HEX},hotp,6,0\n")).await;
+    let mut proxy = stack.proxy();
+    for user in ["tokenless", "known"] {
+        let refused = proxy
+            .validate(pb::ValidateRequest {
+                realm: "corp".into(),
+                user: user.into(),
+                pass: pass(&hotp(0)),
+                ..Default::default()
+            })
+            .await;
+        enroll_e2e::assert_invalid_field(refused, "client_ip");
+    }
+    assert_eq!(owner(&mut stack.admin(), "KNOWN1").await, "");
+}
+
 enroll_e2e::on_both_backends!(
+    a_missing_address_is_refused_by_default,
     budgets_are_shared_by_replicas_and_a_missing_address_is_one_client,
     the_validate_budget_is_per_client_across_users_and_replicas,
 );

@@ -161,10 +161,13 @@ async fn tokens(stack: &TestStack, used: &mut Used) {
     for code in codes {
         used.secret("autoassignment OTP", code);
     }
-    for (pass, assigned) in [(&first, false), (&second, true)] {
-        let answer = validate(&mut proxy, "bob", pass).await;
-        assert_eq!(answer.autoassigned, assigned, "{answer:?}");
-    }
+    // The first pass answers a challenge; the second answers it with its transaction id.
+    let challenged = validate(&mut proxy, "bob", &first).await;
+    let challenge = challenged.challenge.expect("a challenge");
+    let mut request = validate_request("corp", "bob", &second);
+    request.transaction_id = challenge.transaction_id;
+    let answer = proxy.validate(request).await.unwrap().into_inner();
+    assert!(answer.autoassigned, "{answer:?}");
     used.secret("autoassignment PIN", AUTO_PIN);
     used.secret("first autoassignment pass", &first);
     used.secret("second autoassignment pass", &second);

@@ -1,7 +1,9 @@
 //! The guessing: `PIN + six random digits` for fresh user names, spread over the replicas,
-//! with a new client address per guess or none at all. With no oracle the best blind
-//! strategy is a stream of guesses per name: any guess may confirm a first code the previous
-//! one matched, so each name gets `guesses_per_user` guesses before the next name.
+//! with a new client address per name or none at all. The attacker follows the challenges
+//! as a proxy would: every first guess of a name answers a challenge (real or decoy, alike),
+//! the next guess answers it with its transaction id from the same address, and the guess
+//! after a refused answer is a first guess again. Each name gets `guesses_per_user`
+//! guesses before the next name.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -36,6 +38,8 @@ pub struct Outcome {
     pub errors: u32,
     pub error_samples: Vec<String>,
     pub elapsed: Duration,
+    /// Challenges the service answered (each is answered by the next guess of the name).
+    pub challenges: u32,
 }
 
 impl Outcome {
@@ -48,6 +52,10 @@ impl Outcome {
             self.takeovers.len(),
             self.errors
         );
+        println!(
+            "    challenges received (answered with the next guess): {}",
+            self.challenges
+        );
         for (answer, count) in &self.answers {
             println!("    answer {answer}: {count}");
         }
@@ -57,10 +65,22 @@ impl Outcome {
     }
 }
 
+/// An answer without what differs on every call (the transaction id, the expiry).
 fn describe(answer: &device::ValidateResponse) -> String {
     format!(
-        "ok={} autoassigned={} serial={:?} message={:?}",
-        answer.ok, answer.autoassigned, answer.serial, answer.message
+        "ok={} autoassigned={} serial={:?} message={:?} challenge={}",
+        answer.ok,
+        answer.autoassigned,
+        answer.serial,
+        answer.message,
+        answer
+            .challenge
+            .as_ref()
+            .map_or("none".to_owned(), |challenge| format!(
+                "{{message={:?}, transaction_id of {} chars}}",
+                challenge.message,
+                challenge.transaction_id.len()
+            ))
     )
 }
 
@@ -98,6 +118,14 @@ pub async fn guess(
             loop {
                 let name = next.fetch_add(1, Ordering::Relaxed);
                 let user = format!("{prefix}-{name}");
+                // One address per name: a challenge is answered only from the address that
+                // opened it.
+                let client_ip = if with_client {
+                    random_address()
+                } else {
+                    String::new()
+                };
+                let mut transaction_id = String::new();
                 for n in 0..per_user {
                     let i = name.saturating_mul(per_user).saturating_add(n);
                     if i >= total {
@@ -107,11 +135,8 @@ pub async fn guess(
                         realm: realm.clone(),
                         user: user.clone(),
                         pass: format!("1234{:06}", rand::rng().random_range(0..1_000_000u32)),
-                        client_ip: if with_client {
-                            random_address()
-                        } else {
-                            String::new()
-                        },
+                        client_ip: client_ip.clone(),
+                        transaction_id: std::mem::take(&mut transaction_id),
                         ..Default::default()
                     };
                     let mut client = replicas[i as usize % replicas.len()].clone();
@@ -121,6 +146,10 @@ pub async fn guess(
                             let answer = answer.into_inner();
                             if answer.ok {
                                 outcome.takeovers.push(user.clone());
+                            }
+                            if let Some(challenge) = &answer.challenge {
+                                outcome.challenges += 1;
+                                transaction_id = challenge.transaction_id.clone();
                             }
                             *outcome.answers.entry(describe(&answer)).or_default() += 1;
                         }
@@ -147,6 +176,7 @@ pub async fn guess(
             *total.answers.entry(answer).or_default() += count;
         }
         total.errors += outcome.errors;
+        total.challenges += outcome.challenges;
         for sample in outcome.error_samples {
             if total.error_samples.len() < 3 && !total.error_samples.contains(&sample) {
                 total.error_samples.push(sample);

@@ -4,8 +4,9 @@
 //! `setup` stores a policy enabling autoassignment in one realm and imports a pool of TOTP
 //! hardware tokens whose seeds derive from `--seed` (so `run` can play their legitimate
 //! holders). `run` then, against every device replica in turn:
-//! 1. a new hire holding pool token 0 takes it with two consecutive codes (the second one
-//!    on another replica, after waiting for the token to show it);
+//! 1. a new hire holding pool token 0 takes it with two consecutive codes: the first one
+//!    answers a challenge, the next one (on another replica, after waiting for the token to
+//!    show it) answers the challenge with its transaction id;
 //! 2. guesses `PIN + six random digits` for fresh user names from rotating client
 //!    addresses, then with no client address at all;
 //! 3. a second new hire (pool token 1) tries while the attack has spent the budgets.
@@ -276,25 +277,35 @@ async fn new_hire(
     keys: &Keys,
 ) -> Result<(device::ValidateResponse, device::ValidateResponse), Error> {
     let (serial, seed) = pool_token(pool, index);
-    let validate = |replica: usize, step: u64| {
+    let validate = |replica: usize, step: u64, transaction_id: String| {
         let mut client = replicas[replica % replicas.len()].clone();
         let request = device::ValidateRequest {
             realm: pool.realm.clone(),
             user: user.to_owned(),
             pass: format!("2468{}", code(&totp(), &seed, step)),
             client_ip: "192.0.2.10".to_owned(),
+            transaction_id,
             ..Default::default()
         };
         let key = keys.proxy.clone();
         async move { client.validate(with_key(request, &key)).await }
     };
     let step = unix_now() / 30;
-    let first = validate(0, step).await?.into_inner();
+    let first = validate(0, step, String::new()).await?.into_inner();
+    // The proxy shows the challenge's message and sends the answer with its id.
+    let transaction_id = first
+        .challenge
+        .as_ref()
+        .map(|challenge| challenge.transaction_id.clone())
+        .unwrap_or_default();
     // The token shows its next code when the next step starts.
     let wait = ((step + 1) * 30).saturating_sub(unix_now());
-    println!("  {user} holds {serial}: first code sent, waiting {wait} s for the next one");
+    println!(
+        "  {user} holds {serial}: first code sent, challenge {:?}; waiting {wait} s for the next code",
+        first.challenge.as_ref().map(|challenge| &challenge.message)
+    );
     tokio::time::sleep(Duration::from_secs(wait) + Duration::from_millis(200)).await;
-    let second = validate(1, step + 1).await?.into_inner();
+    let second = validate(1, step + 1, transaction_id).await?.into_inner();
     Ok((first, second))
 }
 
@@ -313,8 +324,13 @@ async fn run(
     let user = format!("newhire-{tag}-a");
     let (first, second) = new_hire(pool, 0, &user, replicas, keys).await?;
     println!(
-        "  first code: ok={} message={:?}; next code: ok={} autoassigned={} serial={}",
-        first.ok, first.message, second.ok, second.autoassigned, second.serial
+        "  first code: ok={} message={:?} challenged={}; next code: ok={} autoassigned={} serial={}",
+        first.ok,
+        first.message,
+        first.challenge.is_some(),
+        second.ok,
+        second.autoassigned,
+        second.serial
     );
     let mut phases = Vec::new();
     for (number, (name, with_client)) in [

@@ -40,13 +40,21 @@ fn kind_of(event: &device::AuditEvent) -> String {
     } else if reason.contains("user's autoassignment budget") {
         "refused: the user's autoassignment budget"
     } else if reason.contains("waiting for the token's next code") {
-        "tried: first code matched one pool token (confirmation opened)"
+        "first guess: matched one pool token (real challenge)"
+    } else if reason.contains("answer to a decoy challenge") {
+        "answer: to a decoy challenge"
     } else if reason.contains("not the token's next code") {
-        "tried: confirmation failed (wrong next code)"
-    } else if reason.contains("no pool token shows this code") {
-        "tried: no pool token shows the code"
-    } else if reason.contains("pool tokens") {
-        "tried: several pool tokens show the code"
+        "answer: to a real challenge, not the token's next code"
+    } else if reason.contains("names no open challenge") {
+        "answer: no open challenge (expired or spent)"
+    } else if reason.contains("the same first code again") {
+        "retyped: the same challenge again"
+    } else if reason.contains("decoy challenge: no pool token shows this code") {
+        "first guess: no pool token shows the code (decoy challenge)"
+    } else if reason.contains("decoy challenge: the code matches") {
+        "first guess: several pool tokens show the code (decoy challenge)"
+    } else if reason.contains("decoy challenge") {
+        "first guess: matched, PIN refused or no PIN verdict (decoy challenge)"
     } else if event.result == "ok" {
         "assigned"
     } else {
@@ -171,9 +179,9 @@ pub async fn report(
     Ok(())
 }
 
-/// The expected cost of one takeover. A guess succeeds only when the previous guess for the
-/// same name opened a confirmation (probability k*N/10^6) and this one is that token's
-/// next code (10^-6): about k*N/10^12 per guess, whatever names and addresses rotate. The
+/// The expected cost of one takeover. Every first guess answers a challenge, but only a
+/// real one (probability k*N/10^6) can be won, by answering it with that token's next code
+/// (10^-6): about k*N/10^12 per guess, whatever names and addresses rotate. The
 /// realm budget bounds every guess in the realm; one address alone, or all requests without
 /// one, get the client budget.
 fn formula(pool: &Pool, budgets: &Budgets) {

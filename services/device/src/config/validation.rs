@@ -125,7 +125,8 @@ pub struct ValidationConfig {
     /// The autoassignment budgets' window (s; 1 to 86,400).
     #[serde(default = "default_autoassign_window")]
     pub autoassign_window_secs: u64,
-    /// How long a matched first code waits for the confirming next code (s; 1 to 600).
+    /// How long an autoassignment challenge (real or decoy) waits for its answer, the
+    /// token's next code (s; 1 to 600).
     #[serde(default = "default_challenge_ttl")]
     pub autoassign_challenge_secs: u64,
     /// Validate calls one client address may make per `validate_window_secs` (IPv6: per

@@ -2,6 +2,7 @@
 pub mod actor;
 pub mod attestation;
 pub mod audit;
+pub mod challenges;
 pub mod decision;
 pub mod devices;
 pub mod import;

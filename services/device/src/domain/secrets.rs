@@ -90,6 +90,11 @@ impl SeedCipher {
         self.keyed_digest(&self.active, purpose)
     }
 
+    /// The key id new secrets and keyed digests are made with.
+    pub fn active_key_id(&self) -> &str {
+        &self.active
+    }
+
     /// Encrypts `plaintext` bound to `context` (e.g. the serial: a ciphertext moved to another
     /// row does not decrypt). Returns the key id and nonce || ciphertext.
     pub fn encrypt(

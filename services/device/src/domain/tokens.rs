@@ -403,4 +403,14 @@ pub enum Verdict {
     Refused {
         reason: &'static str,
     },
+    /// Not accepted yet: the user answers with the next Validate, carrying the transaction
+    /// id (autoassignment's "enter the next code"). Real or decoy, it looks the same.
+    Challenged {
+        transaction_id: String,
+        message: &'static str,
+        expire_time: DateTime<Utc>,
+    },
 }
+
+/// What an autoassignment challenge asks the user, real or decoy.
+pub const NEXT_CODE_MESSAGE: &str = "enter the next code your token shows";

@@ -363,6 +363,21 @@ pub async fn validate(
             message: reason.to_owned(),
             ..Default::default()
         },
+        Verdict::Challenged {
+            transaction_id,
+            message,
+            expire_time,
+        } => pb::ValidateResponse {
+            ok: false,
+            // Also in `message`, for a proxy that shows only that.
+            message: message.to_owned(),
+            challenge: Some(pb::ValidateChallenge {
+                transaction_id,
+                message: message.to_owned(),
+                expire_time: timestamp(expire_time),
+            }),
+            ..Default::default()
+        },
     };
     Ok(Response::new(response))
 }

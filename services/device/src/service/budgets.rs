@@ -3,7 +3,6 @@
 //! (the in-memory, per-replica, per-name limits they replace let rotating names and
 //! addresses guess without end). A request without a client address is one shared client,
 //! never an unlimited one; IPv6 clients are counted per /64, what one host usually holds.
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,17 +43,12 @@ pub struct BudgetKey {
 }
 
 impl BudgetKey {
-    /// One client's Validate calls: its address (IPv6 by /64); calls without one share
-    /// one budget ("-"), as autoassignment's tests expect until its rework lands (their
-    /// back-off pair is per API key).
+    /// One client's Validate calls: its address (IPv6 by /64); calls without one (only
+    /// with `validation.allow_missing_client_ip`) are counted per API key.
     pub fn validate_client(client: &ClientKey) -> Self {
-        let owner = match client {
-            ClientKey::Address(address) => address.clone(),
-            ClientKey::Device(_) | ClientKey::ApiKey(_) => "-".to_owned(),
-        };
         Self {
             kind: BudgetKind::ValidateClient,
-            owner,
+            owner: client_owner(client),
         }
     }
 
@@ -81,10 +75,10 @@ impl BudgetKey {
         }
     }
 
-    pub fn autoassign_client(client_ip: Option<IpAddr>) -> Self {
+    pub fn autoassign_client(client: &ClientKey) -> Self {
         Self {
             kind: BudgetKind::AutoassignClient,
-            owner: client_key(client_ip),
+            owner: client_owner(client),
         }
     }
 
@@ -122,16 +116,12 @@ impl BudgetKey {
     }
 }
 
-/// The budget key of a client address: "-" for none (one shared budget), an IPv6 address
-/// by its /64, what one host usually holds.
-fn client_key(client_ip: Option<IpAddr>) -> String {
-    match client_ip.map(|address| address.to_canonical()) {
-        None => "-".to_owned(),
-        Some(IpAddr::V4(v4)) => v4.to_string(),
-        Some(IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
+/// The owner of a client's budget: its address as the key holds it (IPv6 by /64), else
+/// the key's stored form (`key/<API key name>` for calls without an address).
+fn client_owner(client: &ClientKey) -> String {
+    match client {
+        ClientKey::Address(address) => address.clone(),
+        other => other.stored(),
     }
 }
 
@@ -229,20 +219,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_keys_share_the_missing_address_and_group_ipv6_by_64() {
-        let ip = |raw: &str| Some(raw.parse::<IpAddr>().unwrap());
-        assert_eq!(client_key(None), "-");
-        assert_eq!(client_key(ip("192.0.2.7")), "192.0.2.7");
-        assert_eq!(client_key(ip("::ffff:192.0.2.7")), "192.0.2.7");
-        assert_eq!(
-            client_key(ip("2001:db8:1:2:aaaa::1")),
-            client_key(ip("2001:db8:1:2:bbbb::2"))
-        );
-        assert_eq!(client_key(ip("2001:db8:1:2::9")), "2001:db8:1:2::/64");
-        assert_ne!(
-            client_key(ip("2001:db8:1:3::1")),
-            client_key(ip("2001:db8:1:2::1"))
-        );
+    fn clients_are_counted_by_address_ipv6_by_64_and_without_one_per_api_key() {
+        let key = |raw: &str| {
+            BudgetKey::validate_client(&ClientKey::of(Some(raw.parse().unwrap()), "proxy")).owner
+        };
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::2"));
+        assert_eq!(key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        let keyless = |name: &str| BudgetKey::autoassign_client(&ClientKey::of(None, name)).owner;
+        assert_eq!(keyless("proxy-a"), "key/proxy-a");
+        assert_ne!(keyless("proxy-a"), keyless("proxy-b"));
     }
 
     #[test]
@@ -253,7 +241,7 @@ mod tests {
             BudgetKey::validate_client(&ClientKey::ApiKey("-".into())),
             BudgetKey::unknown_client_failures(&realm, &user),
             BudgetKey::realm_failures(&realm),
-            BudgetKey::autoassign_client(None),
+            BudgetKey::autoassign_client(&ClientKey::ApiKey("-".into())),
             BudgetKey::autoassign_user(&realm, &user),
             BudgetKey::autoassign_realm(&realm),
         ]

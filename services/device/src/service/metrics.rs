@@ -69,7 +69,7 @@ impl DeviceMetrics {
             ),
             autoassign: meters.counter(
                 "enroll.device.autoassign.attempts",
-                "Autoassignment attempts by outcome (assigned, confirmation_pending, or why it was refused)",
+                "Autoassignment attempts by outcome (challenged, retyped, confirmation_failed, assigned, or why it was refused; real and decoy challenges count alike)",
             ),
             link_changes: meters.counter(
                 "enroll.device.link.changes",

@@ -86,25 +86,28 @@ impl TokenStore {
         Ok(held > 0)
     }
 
-    /// The user's confirmation that still waits for its next code (unused, unexpired).
+    /// The user's open challenge from `client` (unused, unexpired), real or decoy.
     pub async fn pending_challenge(
         &self,
         realm: &Realm,
         user: &UserName,
+        client: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<challenges::Model>, DeviceError> {
         use sea_orm::{ColumnTrait, QueryFilter};
         Ok(challenges::Entity::find()
             .filter(challenges::Column::Realm.eq(realm.as_str()))
             .filter(challenges::Column::UserName.eq(user.as_str()))
+            .filter(challenges::Column::Client.eq(client))
             .filter(challenges::Column::Attempts.eq(0))
             .filter(challenges::Column::ExpireTime.gt(now))
             .one(&self.db)
             .await?)
     }
 
-    /// Stores the user's pending confirmation (replacing any older one of theirs) with its
-    /// audit event; expired confirmations of anyone are dropped on the way.
+    /// Stores a challenge (replacing any older one of the user from the same client) with
+    /// its audit event; expired challenges of anyone are dropped on the way. Real and
+    /// decoy challenges take the same statements.
     pub async fn open_challenge(
         &self,
         challenge: challenges::Model,
@@ -116,11 +119,13 @@ impl TokenStore {
             .execute_raw(statement(
                 backend,
                 "INSERT INTO autoassign_challenges \
-                 (id, realm, user_name, serial, factor, pin_hash, create_time, expire_time, attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) \
-                 ON CONFLICT (realm, user_name) DO UPDATE SET id = excluded.id, \
+                 (id, realm, user_name, serial, factor, pin_hash, create_time, expire_time, \
+                  attempts, client, pass_digest, decoy) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11) \
+                 ON CONFLICT (realm, user_name, client) DO UPDATE SET id = excluded.id, \
                  serial = excluded.serial, factor = excluded.factor, pin_hash = excluded.pin_hash, \
-                 create_time = excluded.create_time, expire_time = excluded.expire_time, attempts = 0",
+                 create_time = excluded.create_time, expire_time = excluded.expire_time, \
+                 attempts = 0, pass_digest = excluded.pass_digest, decoy = excluded.decoy",
                 vec![
                     challenge.id.into(),
                     challenge.realm.into(),
@@ -130,6 +135,9 @@ impl TokenStore {
                     challenge.pin_hash.into(),
                     challenge.create_time.into(),
                     challenge.expire_time.into(),
+                    challenge.client.into(),
+                    challenge.pass_digest.into(),
+                    challenge.decoy.into(),
                 ],
             ))
             .await?;
@@ -159,6 +167,14 @@ impl TokenStore {
             ))
             .await?;
         Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Deletes a challenge another attempt of its client spends without answering it.
+    pub async fn drop_challenge(&self, id: &str) -> Result<(), DeviceError> {
+        challenges::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Deletes a spent confirmation with the audit event saying why it failed.

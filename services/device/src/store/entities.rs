@@ -280,12 +280,15 @@ pub mod ceremonies {
 pub mod autoassign_challenges {
     use sea_orm::entity::prelude::*;
 
-    /// A pending autoassignment: the user's first code matched pool token `serial` at
-    /// `factor`; the next consecutive code of that token (with the same PIN) completes it.
-    /// `pin_hash` is the new PIN, sealed like a token's.
+    /// An open autoassignment challenge of one user from one client. Real: the user's
+    /// first code matched pool token `serial` at `factor`; the next consecutive code of
+    /// that token (with the same PIN) completes it; `pin_hash` is the new PIN, sealed like
+    /// a token's. Decoy (`decoy`): nothing matched; `serial` and `pin_hash` are empty and
+    /// no answer completes it.
     #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "autoassign_challenges")]
     pub struct Model {
+        /// Random; the transaction id the caller holds is a keyed digest of it.
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: String,
         pub realm: String,
@@ -297,6 +300,11 @@ pub mod autoassign_challenges {
         pub expire_time: DateTimeUtc,
         /// Confirmation attempts made; the first one spends the challenge.
         pub attempts: i32,
+        /// The client address it is bound to ("-": requests without one).
+        pub client: String,
+        /// Keyed digest of the pass that opened it, to recognise the same pass retyped.
+        pub pass_digest: String,
+        pub decoy: bool,
     }
 
     // The sealed PIN stays out of logs.
@@ -307,6 +315,8 @@ pub mod autoassign_challenges {
                 .field("realm", &self.realm)
                 .field("user_name", &self.user_name)
                 .field("serial", &self.serial)
+                .field("client", &self.client)
+                .field("decoy", &self.decoy)
                 .finish_non_exhaustive()
         }
     }

@@ -1,32 +1,49 @@
 //! Autoassignment: a user who holds no token and no device takes an unassigned hardware
-//! token of the realm's pool by proving they hold it, with two consecutive codes.
+//! token of the realm's pool by proving they hold it, with two consecutive codes, in a
+//! challenge-response a person (and an identity proxy) can follow:
 //!
-//! 1. `Validate(pass = new PIN + code)`: when the code (inside the validation window) is
-//!    the code of exactly one hardware pool token, a confirmation is stored for the user
-//!    (token, matched step or counter, the new PIN sealed, two minutes to live). Nothing is
-//!    assigned and the answer is the ordinary refusal.
-//! 2. The user's next `Validate(pass = same PIN + the token's NEXT code)` (TOTP: the step
-//!    after the matched one; HOTP: the counter after it) assigns the token. Any other pass
-//!    spends the confirmation: it is single-use, bound to the realm and user, and expires.
+//! 1. `Validate(pass = new PIN + code)`: every well-formed first attempt (a realm whose
+//!    policy allows autoassignment, budgets left, a pass ending in a code) answers a
+//!    challenge, "enter the next code your token shows", with a transaction id and an
+//!    expiry. It is real when the code (inside the validation window) is the code of
+//!    exactly one hardware pool token and the new PIN keeps the PIN rules: the token, the
+//!    matched step or counter and the new PIN (sealed) are stored. Otherwise it is a decoy,
+//!    stored too, alike in shape, expiry, work (one argon2 either way, the policy's PIN
+//!    verdict asked either way) and metrics; only the audit event says which.
+//! 2. `Validate(pass = same PIN + the token's NEXT code, transaction_id)` from the same
+//!    client address assigns the token. The challenge is bound to realm, user and client;
+//!    any other pass from that client spends it (single use), an answer to a decoy never
+//!    assigns, and it expires after `autoassign_challenge_secs`.
+//!
+//! Retyping the first pass (as the answer or as a new sign-in, from the same client) shows
+//! the same challenge again: it is not a new attempt and spends no autoassignment budget.
+//! Plain "wrong pass" without a challenge answers only what does not depend on the pool:
+//! autoassignment off or undecidable for the realm, a spent budget, a pass that does not
+//! end with six digits, and a transaction id that names no open challenge of this user and
+//! client (expired, spent, another client's, made up).
 //!
 //! A random guess thus needs two codes right, about k*N/10^(2*digits) per attempt for N
-//! pool tokens and k codes per token in the window, and every attempt spends the user's,
-//! the client's and the realm's budgets (database counters shared by every replica). Every
-//! way an attempt fails (no match, several matches, disabled by policy, PIN rules broken,
-//! budget exhausted, confirmation pending, wrong confirming code, a limit) gets the same
-//! answer as a wrong pass; the reason is only in the audit event.
+//! pool tokens and k codes per token in the window, and every attempt but a retype spends
+//! the user's, the client's and the realm's budgets (database counters shared by every
+//! replica). The reason of every outcome is only in the audit event.
 use super::*;
 use crate::domain::audit::AuditRecord;
+use crate::domain::challenges::{
+    client_binding, first_pass_digest, is_first_pass, is_transaction_id, is_well_formed,
+    transaction_id,
+};
+use crate::domain::lockout::ClientKey;
 use crate::domain::otp::matching_factor;
 use crate::domain::pins::pin_matches;
-use crate::domain::tokens::{HashAlgorithm, TokenKind, Verdict};
+use crate::domain::secrets::CipherError;
+use crate::domain::tokens::{HashAlgorithm, NEXT_CODE_MESSAGE, PassAttempt, TokenKind, Verdict};
 use crate::service::budgets::BudgetKey;
 use crate::service::pool_index::Candidate;
 use crate::store::autoassign::Assignment;
 use crate::store::entities::autoassign_challenges as challenges;
 use crate::store::entities::columns::TokenStateColumn;
 
-/// The answer to every autoassignment that does not assign: the same as a wrong pass.
+/// The answer to every autoassignment that neither challenges nor assigns: a wrong pass.
 fn refused() -> Verdict {
     Verdict::Refused {
         reason: "wrong pass",
@@ -34,14 +51,44 @@ fn refused() -> Verdict {
 }
 
 /// How an attempt ended, before it is answered. The `&'static str`s are the outcome the
-/// metrics count (a closed set of classes; the reason itself is for the audit event only).
+/// metrics count: a closed set of classes, none of which tells a real challenge from a
+/// decoy ("challenged", "retyped" and "confirmation_failed" count both alike; real matches
+/// show only once both codes were right). The reason itself is for the audit event only.
 enum Outcome {
     Assigned(String),
-    /// Refused for this reason, not audited yet.
+    /// Refused for this reason, not audited yet, no argon2 run yet.
     Refused(&'static str, String),
-    /// Refused (or a confirmation opened), and the audit event is already written (with
-    /// the change it goes with).
+    /// Refused; the audit event is written (with the change it goes with) and the argon2
+    /// work done.
     Recorded(&'static str),
+    /// A challenge opened, or shown again; audited.
+    Challenged(&'static str, OpenChallenge),
+}
+
+/// What the caller is told of a challenge.
+struct OpenChallenge {
+    transaction_id: String,
+    expire_time: chrono::DateTime<chrono::Utc>,
+}
+
+/// The metrics' class of a refusal after both codes were right (a limit, the policy, the
+/// token or user changed meanwhile): only reachable through a real challenge answered
+/// right, so it tells nothing about first codes.
+const CONFIRMED_BUT_REFUSED: &str = "confirmed_but_refused";
+
+/// A first pass, with whom and when it came from.
+struct FirstPass<'a> {
+    realm: &'a Realm,
+    user: &'a UserName,
+    pass: &'a str,
+    /// The client binding (`client_binding`).
+    client: String,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A keyed digest could not be made: only when the configured keys are broken.
+fn key_error(error: CipherError) -> DeviceError {
+    DeviceError::FailedPrecondition(error.to_string())
 }
 
 impl Tokens {
@@ -49,16 +96,19 @@ impl Tokens {
     pub(super) async fn autoassign(
         &self,
         actor: &Actor,
-        realm: &Realm,
-        user: &UserName,
-        pass: String,
+        attempt: &PassAttempt,
     ) -> Result<Verdict, DeviceError> {
         let now = self.clock.now();
+        let (realm, user) = (&attempt.realm, &attempt.user);
         let record = self.gate.record(actor, "autoassign", realm, Some(user), "");
-        let outcome = self.attempt(actor, realm, user, &pass, now, &record).await;
+        let outcome = self.attempt(actor, attempt, now, &record).await;
         self.metrics.autoassign(match &outcome {
             Ok(Outcome::Assigned(_)) => "assigned",
-            Ok(Outcome::Refused(class, _) | Outcome::Recorded(class)) => class,
+            Ok(
+                Outcome::Refused(class, _)
+                | Outcome::Recorded(class)
+                | Outcome::Challenged(class, _),
+            ) => class,
             Err(_) => "error",
         });
         match outcome? {
@@ -66,39 +116,129 @@ impl Tokens {
             Outcome::Refused(_, reason) => {
                 // A tokenless user's refusal costs one argon2 check like anyone's, so the
                 // time taken does not tell whether a user holds tokens.
-                self.equalize_timing(&pass).await?;
+                self.equalize_timing(&attempt.pass).await?;
                 self.gate.audit(record.denied(reason)).await?;
                 Ok(refused())
             }
             Outcome::Recorded(_) => Ok(refused()),
+            Outcome::Challenged(_, challenge) => Ok(Verdict::Challenged {
+                transaction_id: challenge.transaction_id,
+                message: NEXT_CODE_MESSAGE,
+                expire_time: challenge.expire_time,
+            }),
         }
     }
 
     async fn attempt(
         &self,
         actor: &Actor,
-        realm: &Realm,
-        user: &UserName,
-        pass: &str,
+        attempt: &PassAttempt,
         now: chrono::DateTime<chrono::Utc>,
         record: &AuditRecord,
     ) -> Result<Outcome, DeviceError> {
+        let (realm, user, pass) = (&attempt.realm, &attempt.user, attempt.pass.as_str());
+        let cipher = self.cipher()?.clone();
+        let client = client_binding(actor.client_ip);
+        let offered = attempt.transaction_id.as_deref();
+        // Only this client's challenge can be answered (or spent) by this request: nobody
+        // elsewhere can answer a person's challenge, nor cancel it.
+        let mut answered = None;
+        if let Some(open) = self
+            .store
+            .pending_challenge(realm, user, &client, now)
+            .await?
+        {
+            let named = offered.is_some_and(|id| is_transaction_id(&cipher, &open.id, id));
+            if (offered.is_none() || named)
+                && is_first_pass(&cipher, &open.id, &open.pass_digest, pass)
+            {
+                return self.retyped(open, &cipher, record).await;
+            }
+            if named {
+                answered = Some(open);
+            } else {
+                // Any other pass from this client spends the challenge: single use.
+                self.store.drop_challenge(&open.id).await?;
+            }
+        }
         // The client first: a flood from one address stops before it writes a row per
         // rotated user name.
         for key in [
-            BudgetKey::autoassign_client(actor.client_ip),
+            BudgetKey::autoassign_client(&ClientKey::of(actor.client_ip, &actor.name)),
             BudgetKey::autoassign_realm(realm),
             BudgetKey::autoassign_user(realm, user),
         ] {
             if !self.budgets.spend(&key, now).await? {
+                if let Some(open) = &answered {
+                    self.store.drop_challenge(&open.id).await?;
+                }
                 return Ok(Outcome::Refused("budget_exhausted", key.describe()));
             }
         }
-        if let Some(challenge) = self.store.pending_challenge(realm, user, now).await? {
-            return self
-                .confirm(actor, realm, user, pass, challenge, now, record)
-                .await;
+        match (answered, offered) {
+            (Some(open), _) => {
+                self.confirm(actor, realm, user, pass, open, now, record)
+                    .await
+            }
+            (None, Some(_)) => Ok(Outcome::Refused(
+                "unknown_transaction",
+                "the transaction id names no open challenge of this user from this client \
+                 (expired, spent, another client's or made up)"
+                    .to_owned(),
+            )),
+            (None, None) => {
+                let first = FirstPass {
+                    realm,
+                    user,
+                    pass,
+                    client,
+                    now,
+                };
+                self.first_attempt(actor, first, &cipher, record).await
+            }
         }
+    }
+
+    /// The first pass typed again from the same client: the same challenge, still open. It
+    /// is not a new attempt (no budget spent, nothing checked): the person did not see the
+    /// token change yet, or signed in again with the code still on its display.
+    async fn retyped(
+        &self,
+        open: challenges::Model,
+        cipher: &SeedCipher,
+        record: &AuditRecord,
+    ) -> Result<Outcome, DeviceError> {
+        let mut audit = record
+            .clone()
+            .denied("the same first code again; the challenge stays open");
+        audit.subject = open.serial.clone();
+        self.gate.audit(audit).await?;
+        Ok(Outcome::Challenged(
+            "retyped",
+            OpenChallenge {
+                transaction_id: transaction_id(cipher, &open.id).map_err(key_error)?,
+                expire_time: open.expire_time,
+            },
+        ))
+    }
+
+    /// A first pass: a challenge, real when it proves one pool token, a decoy otherwise;
+    /// plain refusals only for what does not depend on the pool (the realm's policy, the
+    /// shape of the pass).
+    async fn first_attempt(
+        &self,
+        actor: &Actor,
+        first: FirstPass<'_>,
+        cipher: &SeedCipher,
+        record: &AuditRecord,
+    ) -> Result<Outcome, DeviceError> {
+        let FirstPass {
+            realm,
+            user,
+            pass,
+            client,
+            now,
+        } = first;
         // The policy before the index: a realm without autoassignment is never indexed.
         let question = PolicyQuestion::token(
             PolicyAction::Autoassign,
@@ -121,19 +261,65 @@ impl Tokens {
             }
             Ok(_) => {}
         }
-        self.first_code(actor, realm, user, pass, now, record).await
+        if !is_well_formed(pass) {
+            return Ok(Outcome::Refused(
+                "malformed",
+                "the pass does not end with a six- or eight-digit code".to_owned(),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let ttl = chrono::Duration::from_std(self.validation.challenge_ttl())
+            .unwrap_or_else(|_| chrono::Duration::minutes(2));
+        let mut challenge = challenges::Model {
+            pass_digest: first_pass_digest(cipher, &id, pass).map_err(key_error)?,
+            id,
+            realm: realm.to_string(),
+            user_name: user.to_string(),
+            serial: String::new(),
+            factor: 0,
+            pin_hash: String::new(),
+            create_time: now,
+            expire_time: now + ttl,
+            attempts: 0,
+            client,
+            decoy: true,
+        };
+        let mut audit = record.clone();
+        match self.prove(actor, realm, user, pass, now).await? {
+            Ok((candidate, pin_hash)) => {
+                audit = audit.denied("first code matched; waiting for the token's next code");
+                audit.subject = candidate.serial.clone();
+                challenge.serial = candidate.serial;
+                challenge.factor = i64::try_from(candidate.factor).unwrap_or(i64::MAX);
+                challenge.pin_hash = pin_hash;
+                challenge.decoy = false;
+            }
+            Err(why) => {
+                // The argon2 work the real challenge spends sealing the PIN.
+                self.equalize_timing(pass).await?;
+                audit = audit.denied(format!("decoy challenge: {why}"));
+            }
+        }
+        let answer = OpenChallenge {
+            transaction_id: transaction_id(cipher, &challenge.id).map_err(key_error)?,
+            expire_time: challenge.expire_time,
+        };
+        self.store.open_challenge(challenge, audit).await?;
+        Ok(Outcome::Challenged("challenged", answer))
     }
 
-    /// A first code: opens a confirmation when it is the code of exactly one pool token.
-    async fn first_code(
+    /// The pool token a first pass proves, with the new PIN sealed for it; or why there is
+    /// none (the challenge is then a decoy). The policy's PIN verdict is asked for every
+    /// well-formed first pass, matched or not, so neither the time taken nor the policy
+    /// service's request counts tell a match.
+    async fn prove(
         &self,
         actor: &Actor,
         realm: &Realm,
         user: &UserName,
         pass: &str,
         now: chrono::DateTime<chrono::Utc>,
-        record: &AuditRecord,
-    ) -> Result<Outcome, DeviceError> {
+    ) -> Result<Result<(Candidate, String), String>, DeviceError> {
         let cipher = self.cipher()?.clone();
         let unix_time = now.timestamp().max(0) as u64;
         let mut matches: Vec<(Candidate, String)> = Vec::new();
@@ -157,65 +343,41 @@ impl Tokens {
         }
         matches.sort_by(|a, b| a.0.serial.cmp(&b.0.serial));
         matches.dedup_by(|a, b| a.0.serial == b.0.serial);
-        let (candidate, pin) = match matches.len() {
-            0 => {
-                return Ok(Outcome::Refused(
-                    "no_match",
-                    "no pool token shows this code".to_owned(),
-                ));
-            }
-            1 => matches.remove(0),
-            count => {
-                return Ok(Outcome::Refused(
-                    "ambiguous_match",
-                    format!("the code matches {count} pool tokens"),
-                ));
-            }
+        // The PIN asked about: the matched token's split, else the one before a six-digit
+        // code (a well-formed pass has one).
+        let pin = match matches.first() {
+            Some((_, pin)) => pin.clone(),
+            None => pass
+                .get(..pass.len().saturating_sub(6))
+                .unwrap_or_default()
+                .to_owned(),
         };
-        // After a match every failure must still look like a miss: an error here would
-        // tell the caller that the code was right.
-        match self.gate.pin_verdict(actor, realm, user, &pin).await {
+        let verdict = self.gate.pin_verdict(actor, realm, user, &pin).await;
+        let (candidate, pin) = match matches.len() {
+            0 => return Ok(Err("no pool token shows this code".to_owned())),
+            1 => matches.remove(0),
+            count => return Ok(Err(format!("the code matches {count} pool tokens"))),
+        };
+        match verdict {
             Ok(verdict) if verdict.valid => {}
             Ok(verdict) => {
-                return Ok(Outcome::Refused(
-                    "pin_refused",
-                    format!("new PIN refused: {}", verdict.violations.join("; ")),
-                ));
+                return Ok(Err(format!(
+                    "new PIN refused: {}",
+                    verdict.violations.join("; ")
+                )));
             }
             Err(error) => {
-                return Ok(Outcome::Refused(
-                    "policy_unavailable",
-                    format!("no PIN verdict: {}", error.audit_reason()),
-                ));
+                return Ok(Err(format!("no PIN verdict: {}", error.audit_reason())));
             }
         }
-        let pin_hash = match self.seal_pin(&pin, false, &candidate.serial).await {
-            Ok(sealed) => sealed,
-            Err(error) => return Ok(Outcome::Refused("pin_refused", error.audit_reason())),
-        };
-        let ttl = chrono::Duration::from_std(self.validation.challenge_ttl())
-            .unwrap_or_else(|_| chrono::Duration::minutes(2));
-        let challenge = challenges::Model {
-            id: uuid::Uuid::new_v4().to_string(),
-            realm: realm.to_string(),
-            user_name: user.to_string(),
-            serial: candidate.serial.clone(),
-            factor: i64::try_from(candidate.factor).unwrap_or(i64::MAX),
-            pin_hash,
-            create_time: now,
-            expire_time: now + ttl,
-            attempts: 0,
-        };
-        let mut audit = record
-            .clone()
-            .denied("first code matched; waiting for the token's next code");
-        audit.subject = candidate.serial;
-        self.store.open_challenge(challenge, audit).await?;
-        Ok(Outcome::Recorded("confirmation_pending"))
+        Ok(match self.seal_pin(&pin, false, &candidate.serial).await {
+            Ok(sealed) => Ok((candidate, sealed)),
+            Err(error) => Err(format!("new PIN refused: {}", error.audit_reason())),
+        })
     }
 
-    /// The attempt after a matched first code: the same PIN and the token's next code
-    /// assign it; anything else spends the confirmation.
+    /// The answer to an open challenge: for a real one, the same PIN and the token's next
+    /// code assign it; anything else, and every answer to a decoy, spends it.
     #[allow(clippy::too_many_arguments)]
     async fn confirm(
         &self,
@@ -232,8 +394,20 @@ impl Tokens {
         if !self.store.claim_challenge(&challenge.id, now).await? {
             return Ok(Outcome::Refused(
                 "confirmation_failed",
-                "the confirmation was spent by a concurrent attempt".to_owned(),
+                "the challenge was spent by a concurrent attempt".to_owned(),
             ));
+        }
+        if challenge.decoy {
+            // The argon2 work of checking a real answer's PIN.
+            self.equalize_timing(pass).await?;
+            return self
+                .burn(
+                    &challenge.id,
+                    &audit,
+                    "confirmation_failed",
+                    "answer to a decoy challenge (no pool token had matched)".to_owned(),
+                )
+                .await;
         }
         let token = match self.store.get(&challenge.serial).await? {
             Some(row)
@@ -245,6 +419,7 @@ impl Tokens {
                 row.token
             }
             _ => {
+                self.equalize_timing(pass).await?;
                 return self
                     .burn(
                         &challenge.id,
@@ -298,7 +473,7 @@ impl Tokens {
         let decision = match self.gate.evaluate_read(actor, &question).await {
             Err(reason) => {
                 return self
-                    .burn(&challenge.id, &audit, "policy_unavailable", reason)
+                    .burn(&challenge.id, &audit, CONFIRMED_BUT_REFUSED, reason)
                     .await;
             }
             Ok(decision) => decision,
@@ -308,7 +483,7 @@ impl Tokens {
                 .burn(
                     &challenge.id,
                     &audit,
-                    "policy_denied",
+                    CONFIRMED_BUT_REFUSED,
                     format!("{} (policy `{}`)", denial.code, denial.policy),
                 )
                 .await;
@@ -328,13 +503,12 @@ impl Tokens {
                 tracing::info!(serial = %challenge.serial, "pool token autoassigned");
                 Ok(Outcome::Assigned(challenge.serial))
             }
-            Some(refusal) => Ok(Outcome::Recorded(match refusal.limit {
-                Some(limit) => {
+            Some(refusal) => {
+                if let Some(limit) = refusal.limit {
                     self.metrics.limit_hit(limit);
-                    "limit_reached"
                 }
-                None => "no_longer_eligible",
-            })),
+                Ok(Outcome::Recorded(CONFIRMED_BUT_REFUSED))
+            }
         }
     }
 

@@ -1,7 +1,6 @@
 //! Validate: PIN then one-time code on the user's tokens; a user who holds nothing goes to
 //! autoassignment (`autoassign`).
 use super::*;
-use crate::domain::lockout::ClientKey;
 use crate::domain::otp::matching_factor;
 use crate::domain::pins::pin_matches;
 use crate::domain::tokens::{HashAlgorithm, PassAttempt, TokenKind, Verdict};
@@ -24,8 +23,11 @@ impl Tokens {
         let cipher = self.cipher()?.clone();
         let now = self.clock.now();
         let mut record = self.gate.record(actor, "validate", realm, Some(user), "");
+        // Required before anything is spent: a proxy that forgets the address is a bug to
+        // surface, not one client whose budget every user's calls would share.
+        let client = self.client_key(actor)?;
         // One budget per client across users and replicas; running out looks like a miss.
-        let budget = BudgetKey::validate_client(&ClientKey::of(actor.client_ip, &actor.name));
+        let budget = BudgetKey::validate_client(&client);
         if !self.budgets.spend(&budget, now).await? {
             self.gate.audit(record.denied(budget.describe())).await?;
             return Ok(Verdict::Refused {
@@ -34,11 +36,8 @@ impl Tokens {
         }
         let candidates = self.store.usable_tokens(realm, user, now).await?;
         if candidates.is_empty() && !self.store.holds_token_or_device(realm, user).await? {
-            return self.autoassign(actor, realm, user, pass).await;
+            return self.autoassign(actor, attempt).await;
         }
-        // Required from here on: autoassignment keeps its own budgets (one shared client
-        // for calls without an address) until its rework lands.
-        self.client_key(actor)?;
         let trust = self.client_trust(actor, attempt, now).await?;
         if !candidates.is_empty()
             && let Some(reason) = self.held_back(attempt, &trust, now).await?

@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod autoassign_challenge_binding;
 mod autoassign_confirmation;
 mod device_changes;
 mod device_security;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(device_changes::DeviceChanges),
             Box::new(validation_clients::ValidationClientsTable),
             Box::new(policy_snapshot::PolicySetSnapshot),
+            Box::new(autoassign_challenge_binding::AutoassignChallengeBinding),
         ]
     }
 
