@@ -663,7 +663,7 @@ def report(crate: Crate, graphs: list[Graph], show_edges: bool = False) -> int:
 
 
 def default_crates(workspace: Path) -> list[Path]:
-    crates = [workspace / "shared" / "src"]
+    crates = [workspace / "shared" / "src", workspace / "policy-engine" / "src"]
     crates += sorted(p for p in (workspace / "services").glob("*/src") if p.is_dir())
     crates += sorted(p for p in (workspace / "tools").glob("*/src") if p.is_dir())
     return [p for p in crates if p.is_dir()]
@@ -675,7 +675,7 @@ def main(argv: list[str]) -> int:
         "src",
         nargs="*",
         type=Path,
-        help="crate src directories (default: shared/src, services/*/src, tools/*/src)",
+        help="crate src directories (default: shared/src, policy-engine/src, services/*/src, tools/*/src)",
     )
     parser.add_argument(
         "--workspace",
