@@ -16,9 +16,11 @@ outsiders=${OUTSIDERS:-200}
 guesses=${GUESSES:-1000}
 realm_failures=${REALM_FAILURES:-100}
 window=${WINDOW_SECS:-60}
-export ENROLL_VALIDATION__REALM_FAILURES_PER_WINDOW=$realm_failures
-export ENROLL_VALIDATION__REALM_FAILURE_WINDOW_SECS=$window
-export ENROLL_VALIDATION__UNKNOWN_CLIENT_WINDOW_SECS=$window
+device_env=(
+  ENROLL_VALIDATION__REALM_FAILURES_PER_WINDOW="$realm_failures"
+  ENROLL_VALIDATION__REALM_FAILURE_WINDOW_SECS="$window"
+  ENROLL_VALIDATION__UNKNOWN_CLIENT_WINDOW_SECS="$window"
+)
 source scripts/lib/attack-stack.sh
 
 "$bin"/enroll-attacker lockout --device http://127.0.0.1:50092 \

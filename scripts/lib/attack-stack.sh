@@ -1,9 +1,10 @@
 # Sourced by scripts/attack-*.sh: builds the services and the attacker, creates a
 # PostgreSQL database and starts the policy service (127.0.0.1:50091) and two device
-# replicas (50092, 50093) on it; everything is stopped and dropped on exit. Extra device
-# settings come from the caller's ENROLL_* environment.
+# replicas (50092, 50093) on it; everything is stopped and dropped on exit. Extra settings
+# of the device replicas only: the caller's `device_env` array (NAME=value entries).
 #   PROFILE (debug; release builds optimised services and takes longer to build)
 profile=${PROFILE:-debug}
+[[ -v device_env ]] || device_env=()
 admin_url=${ENROLL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 database=enroll_attack_$$
 bin=${CARGO_TARGET_DIR:-target}/$profile
@@ -33,7 +34,7 @@ for port in 50092 50093; do
   ENROLL_SERVER__LISTEN=127.0.0.1:$port ENROLL_WEB__LISTEN=off \
   ENROLL_POLICY_SERVICE__URL=http://127.0.0.1:50091 ENROLL_POLICY_SERVICE__API_KEY=attack-service-key \
   ENROLL_SECRETS__SEED_KEYS="{attack=\"$(printf 'cd%.0s' $(seq 1 32))\"}" ENROLL_SECRETS__ACTIVE_SEED_KEY=attack \
-    "$bin"/enroll-device serve &
+    env "${device_env[@]}" "$bin"/enroll-device serve &
   pids+=($!)
   # The first replica migrates the schema before the second starts.
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done

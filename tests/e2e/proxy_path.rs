@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use enroll_e2e::{
     Backend, DEVICE_POLICY_DEPENDENCY, DeviceClient, TEST_ORIGIN, TestStack, assert_invalid_field,
-    audit_events_by_action, create, link_secret, realm_policy,
+    audit_events_by_action, create, realm_policy, register_by_link_with,
 };
 use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
@@ -25,36 +25,6 @@ use webauthn_rs_proto::{CreationChallengeResponse, RequestChallengeResponse};
 
 /// The proxy's client address in these tests.
 const CLIENT: &str = "192.0.2.7";
-
-/// Registers `authenticator` for `realm`/`user` through an admin's link.
-async fn register_by_link(
-    admin: &mut DeviceClient,
-    proxy: &mut DeviceClient,
-    authenticator: &mut SoftPasskey,
-    realm: &str,
-    user: &str,
-) -> pb::Device {
-    let link = admin
-        .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
-            realm: realm.into(),
-            user: user.into(),
-            device_type: pb::DeviceType::Any as i32,
-            created_by: "console-admin".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let begun = proxy
-        .begin_device_registration(pb::BeginDeviceRegistrationRequest {
-            link_secret: link_secret(&link),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    finish_registration(proxy, authenticator, begun).await
-}
 
 async fn finish_registration(
     proxy: &mut DeviceClient,
@@ -176,8 +146,8 @@ async fn model_rules_hold_on_a_bad_address_and_through_an_outage(backend: Backen
     let mut stack = TestStack::start(backend).await;
     let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     let (mut alices, mut bobs) = (SoftPasskey::new(true), SoftPasskey::new(true));
-    register_by_link(&mut admin, &mut proxy, &mut alices, "acme", "alice").await;
-    register_by_link(&mut admin, &mut proxy, &mut bobs, "lab", "bob").await;
+    register_by_link_with(&mut admin, &mut proxy, &mut alices, "acme", "alice").await;
+    register_by_link_with(&mut admin, &mut proxy, &mut bobs, "lab", "bob").await;
     create(
         &mut stack.policy_admin(),
         realm_policy(
@@ -385,7 +355,7 @@ async fn self_registered_devices_wait_for_approval_by_default(backend: Backend) 
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
 
     let mut alices = SoftPasskey::new(true);
-    let by_link = register_by_link(&mut admin, &mut proxy, &mut alices, "acme", "bea").await;
+    let by_link = register_by_link_with(&mut admin, &mut proxy, &mut alices, "acme", "bea").await;
     assert_eq!(by_link.state, pb::DeviceState::Approved as i32);
 
     create(
@@ -413,7 +383,7 @@ async fn flagged_devices_do_not_authenticate(backend: Backend) {
     let stack = TestStack::start(backend).await;
     let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
     let mut passkey = SoftPasskey::new(true);
-    let device = register_by_link(&mut admin, &mut proxy, &mut passkey, "acme", "dana").await;
+    let device = register_by_link_with(&mut admin, &mut proxy, &mut passkey, "acme", "dana").await;
     authenticate(&mut proxy, &mut passkey, "acme", "dana")
         .await
         .expect("authenticates before the flag");

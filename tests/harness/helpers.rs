@@ -163,7 +163,18 @@ pub async fn register_device_by_link(
     realm: &str,
     user: &str,
 ) -> device_pb::Device {
-    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let mut passkey = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    register_by_link_with(admin, proxy, &mut passkey, realm, user).await
+}
+
+/// [`register_device_by_link`] with the caller's authenticator (kept to authenticate later).
+pub async fn register_by_link_with(
+    admin: &mut crate::DeviceClient,
+    proxy: &mut crate::DeviceClient,
+    authenticator: &mut impl webauthn_authenticator_rs::WebauthnAuthenticator,
+    realm: &str,
+    user: &str,
+) -> device_pb::Device {
     let link = admin
         .create_enrollment_link(device_pb::CreateEnrollmentLinkRequest {
             realm: realm.into(),
@@ -185,7 +196,7 @@ pub async fn register_device_by_link(
         .into_inner();
     let options: webauthn_rs_proto::CreationChallengeResponse =
         serde_json::from_str(&begun.creation_options_json).expect("creation options");
-    let credential = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true)
+    let credential = authenticator
         .do_registration(url::Url::parse(TEST_ORIGIN).expect("origin"), options)
         .expect("soft authenticator registers");
     proxy

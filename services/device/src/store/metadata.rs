@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::entities::fido_metadata_blobs;
-use super::sql::statement;
+use super::sql::{keep_if_newest, statement};
 use super::tokens::TokenStore;
 use crate::domain::audit::{AuditRecord, OK};
 use crate::error::DeviceError;
@@ -78,48 +78,20 @@ impl MetadataStore {
     pub async fn save_if_newer(&self, blob: &StoredBlob) -> Result<bool, DeviceError> {
         let no = i64::try_from(blob.no)
             .map_err(|_| DeviceError::FailedPrecondition("BLOB number too large".to_owned()))?;
-        let transaction = self.db.begin().await?;
-        let backend = transaction.get_database_backend();
-        let inserted = transaction
-            .execute_raw(statement(
-                backend,
-                "INSERT INTO fido_metadata_blobs (no, blob, next_update, source, load_time) \
-                 SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS \
-                 (SELECT 1 FROM fido_metadata_blobs WHERE no >= $6)",
-                vec![
-                    no.into(),
-                    blob.blob.clone().into(),
-                    blob.next_update.clone().into(),
-                    blob.source.clone().into(),
-                    blob.load_time.into(),
-                    no.into(),
-                ],
-            ))
-            .await;
-        let inserted = match inserted {
-            Ok(result) => result.rows_affected() == 1,
-            // Two replicas storing the same number at once: the other one's row stands.
-            Err(error)
-                if matches!(
-                    enroll_shared::db_errors::classify(&error),
-                    enroll_shared::db_errors::DbFailure::Duplicate
-                ) =>
-            {
-                return Ok(false);
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if inserted {
-            transaction
-                .execute_raw(statement(
-                    backend,
-                    "DELETE FROM fido_metadata_blobs WHERE no < $1",
-                    vec![no.into()],
-                ))
-                .await?;
-        }
-        transaction.commit().await?;
-        Ok(inserted)
+        keep_if_newest(
+            &self.db,
+            "fido_metadata_blobs",
+            &["no", "blob", "next_update", "source", "load_time"],
+            vec![
+                no.into(),
+                blob.blob.clone().into(),
+                blob.next_update.clone().into(),
+                blob.source.clone().into(),
+                blob.load_time.into(),
+            ],
+            no,
+        )
+        .await
     }
 
     /// Flags the devices of `models` that are not flagged yet (revoking them too when

@@ -1,7 +1,10 @@
 //! SQL shared by every writer: placeholders per backend, the realm and user lock rows that
 //! serialise counting and inserting (across replicas too), and what counts toward a limit.
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, Statement,
+    TransactionTrait, Value,
+};
 
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
@@ -28,6 +31,59 @@ pub(super) fn statement(backend: DbBackend, sql: &str, values: Vec<Value>) -> St
         }
     };
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Keeps the newest of a versioned row that every replica may write (the FIDO metadata
+/// BLOB, the policy set): inserts `values` for `columns` (the first is the version column,
+/// `version` its value) unless a row as new or newer is stored, then drops the older ones.
+/// False when another writer's row stands (a concurrent insert of the same version
+/// included). `table` and `columns` are this crate's constants, never input.
+pub(super) async fn keep_if_newest(
+    db: &DatabaseConnection,
+    table: &'static str,
+    columns: &[&'static str],
+    values: Vec<Value>,
+    version: i64,
+) -> Result<bool, DeviceError> {
+    let key = columns.first().copied().unwrap_or("version");
+    let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("${n}")).collect();
+    let insert = format!(
+        "INSERT INTO {table} ({}) SELECT {} WHERE NOT EXISTS \
+         (SELECT 1 FROM {table} WHERE {key} >= ${})",
+        columns.join(", "),
+        placeholders.join(", "),
+        columns.len() + 1
+    );
+    let mut values = values;
+    values.push(version.into());
+    let transaction = db.begin().await?;
+    let backend = transaction.get_database_backend();
+    let inserted = match transaction
+        .execute_raw(statement(backend, &insert, values))
+        .await
+    {
+        Ok(result) => result.rows_affected() == 1,
+        Err(error)
+            if matches!(
+                enroll_shared::db_errors::classify(&error),
+                enroll_shared::db_errors::DbFailure::Duplicate
+            ) =>
+        {
+            return Ok(false);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if inserted {
+        transaction
+            .execute_raw(statement(
+                backend,
+                &format!("DELETE FROM {table} WHERE {key} < $1"),
+                vec![version.into()],
+            ))
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(inserted)
 }
 
 /// Takes the realm's lock row: an upsert that always writes, so PostgreSQL holds the row
