@@ -9,13 +9,58 @@ use std::{
 };
 
 use futures::future::BoxFuture;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 /// The gRPC health service's methods.
 const HEALTH_PATH: &str = "/grpc.health.v1.Health/";
 /// What prost's `DecodeError` says first; tonic-prost turns it into INTERNAL.
 const DECODE_ERROR_PREFIX: &str = "failed to decode Protobuf message";
+
+/// The server's in-flight limit as a handler sees it (in the request's extensions): a
+/// response that outlives its call, a stream, takes over its request's permit and holds it
+/// for its whole life, so long-lived streams count against `max_in_flight` like any
+/// request (the layer alone would release it with the first message). And the client's
+/// deadline, which the layer cannot apply to a stream's body.
+#[derive(Clone)]
+pub struct InFlight {
+    /// The request's permit, until a handler takes it over.
+    permit: Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>,
+    semaphore: Arc<Semaphore>,
+    max_in_flight: usize,
+    client_deadline: Option<Duration>,
+}
+
+impl InFlight {
+    /// The handle the limits layer put on `request`, if it went through one.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&InFlight> {
+        request.extensions().get::<InFlight>()
+    }
+
+    /// The request's permit, now held until dropped (a request exempt from the limit takes
+    /// a free one); RESOURCE_EXHAUSTED when it has none and none is free.
+    pub fn hold(&self) -> Result<OwnedSemaphorePermit, Status> {
+        let taken = self
+            .permit
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(permit) = taken {
+            return Ok(permit);
+        }
+        self.semaphore.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server is busy ({} requests in flight): retry later",
+                self.max_in_flight
+            ))
+        })
+    }
+
+    /// The client's `grpc-timeout`, if it sent one.
+    pub fn client_deadline(&self) -> Option<Duration> {
+        self.client_deadline
+    }
+}
 
 #[derive(Clone)]
 pub struct RequestLimitsLayer {
@@ -72,7 +117,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         // Shed rather than queue: a queue past the limit only grows while the clients'
         // deadlines run out in it; the client retries with backoff instead.
         // Health checks are exempt: a probe failing under load would take a busy but
@@ -94,6 +139,13 @@ where
             }
         };
         let client = grpc_timeout(request.headers());
+        let permit = Arc::new(std::sync::Mutex::new(permit));
+        request.extensions_mut().insert(InFlight {
+            permit: permit.clone(),
+            semaphore: self.limits.in_flight.clone(),
+            max_in_flight: self.limits.max_in_flight,
+            client_deadline: client,
+        });
         let deadline = client.map_or(self.limits.server_timeout, |client| {
             client.min(self.limits.server_timeout)
         });

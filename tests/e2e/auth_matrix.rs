@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 const ADMIN: &[Role] = &[Role::Admin];
 const READERS: &[Role] = &[Role::Admin, Role::Ops];
 const POLICY_READERS: &[Role] = &[Role::Admin, Role::Ops, Role::Service];
+const SERVICE: &[Role] = &[Role::Service];
 const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
@@ -19,7 +20,7 @@ const POLICY_RPCS: &[(&str, &[Role])] = &[
     ("GetPolicy", POLICY_READERS),
     ("ListPolicies", POLICY_READERS),
     ("ListPolicyHistory", POLICY_READERS),
-    ("WatchPolicySet", POLICY_READERS),
+    ("WatchPolicySet", SERVICE),
     ("CreatePolicy", ADMIN),
     ("UpdatePolicy", ADMIN),
     ("DeletePolicy", ADMIN),

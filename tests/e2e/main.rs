@@ -21,6 +21,7 @@ mod policy_crud;
 mod policy_decisions;
 mod policy_replicas;
 mod policy_safety;
+mod policy_watch;
 mod proxy_path;
 mod request_limits;
 mod startup;

@@ -115,9 +115,15 @@ async fn call(channel: Channel, service: &str, rpc: &str, body: Vec<u8>) -> Resu
         .await
         .map_err(|error| Status::unavailable(format!("channel: {error}")))?;
     let mut request = tonic::Request::new(body);
+    // The watch is the device services' own (role service); everything else admin may call.
+    let key = if rpc == "WatchPolicySet" {
+        enroll_e2e::SERVICE_KEY
+    } else {
+        ADMIN_KEY
+    };
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {ADMIN_KEY}").parse().expect("ascii key"),
+        format!("Bearer {key}").parse().expect("ascii key"),
     );
     let path = PathAndQuery::try_from(format!("/{service}/{rpc}")).expect("path");
     if rpc == "WatchPolicySet" {

@@ -295,6 +295,7 @@ pub fn policy_config(database: &TestDatabase) -> enroll_policy::config::PolicyCo
             api_keys: api_keys(),
         },
         cache: enroll_policy::config::CacheConfig::default(),
+        watch: Default::default(),
         metrics: ephemeral_metrics(),
     }
 }

@@ -13,9 +13,9 @@ pub fn access(path: &str) -> Access {
     };
     match method {
         "EvaluateEnrollment" | "ValidatePin" | "GetPolicy" | "ListPolicies"
-        | "ListPolicyHistory" | "WatchPolicySet" => {
-            Access::Roles(&[Role::Admin, Role::Ops, Role::Service])
-        }
+        | "ListPolicyHistory" => Access::Roles(&[Role::Admin, Role::Ops, Role::Service]),
+        // A long-lived stream carrying the whole policy set: for the device services only.
+        "WatchPolicySet" => Access::Roles(&[Role::Service]),
         "CreatePolicy" | "UpdatePolicy" | "DeletePolicy" => Access::Roles(&[Role::Admin]),
         _ => Access::Unknown,
     }

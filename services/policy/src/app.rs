@@ -19,6 +19,7 @@ use crate::store::{
     SeaOrmPolicyStore, StoreError,
     migration::{MIGRATION_LOCK_KEY, Migrator},
 };
+use crate::watchers::Watchers;
 
 /// The name health checks and telemetry use.
 pub use enroll_shared::proto::policy::v1::policy_service_server::SERVICE_NAME;
@@ -141,13 +142,16 @@ impl Application {
             SERVICE_NAME,
             enroll_shared::proto::policy::v1::FILE_DESCRIPTOR_SET,
             AuthLayer::new(keys, crate::access::access),
-            PolicyServiceServer::new(PolicyGrpc::new(policies))
-                .max_decoding_message_size(
-                    config
-                        .server
-                        .max_decoding_message_size_or(DEFAULT_MAX_MESSAGE_SIZE),
-                )
-                .max_encoding_message_size(config.server.max_encoding_message_size),
+            PolicyServiceServer::new(PolicyGrpc::new(
+                policies,
+                Watchers::new(config.watch.clone()),
+            ))
+            .max_decoding_message_size(
+                config
+                    .server
+                    .max_decoding_message_size_or(DEFAULT_MAX_MESSAGE_SIZE),
+            )
+            .max_encoding_message_size(config.server.max_encoding_message_size),
             meters,
             shutdown,
         )

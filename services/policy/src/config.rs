@@ -18,6 +18,8 @@ pub struct PolicyConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub watch: WatchConfig,
     /// The Prometheus endpoint (`GET /metrics`).
     #[serde(default = "default_metrics")]
     pub metrics: MetricsConfig,
@@ -68,6 +70,50 @@ impl CacheConfig {
         }
         Ok(())
     }
+}
+
+/// WatchPolicySet's streams (the device services follow the policy set with them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Streams one API key may hold open at once (one per device-service replica).
+    #[serde(default = "default_watchers_per_key")]
+    pub max_per_key: usize,
+    /// Streams open at once in all; each also holds one of `server.max_in_flight`.
+    #[serde(default = "default_watchers_total")]
+    pub max_total: usize,
+    /// A stream ends after this long (s), or at the client's deadline if sooner; the
+    /// watcher subscribes again and gets the whole set.
+    #[serde(default = "default_watch_stream_secs")]
+    pub max_stream_secs: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            max_per_key: default_watchers_per_key(),
+            max_total: default_watchers_total(),
+            max_stream_secs: default_watch_stream_secs(),
+        }
+    }
+}
+
+impl WatchConfig {
+    pub fn max_stream(&self) -> Duration {
+        Duration::from_secs(self.max_stream_secs.clamp(1, 86_400))
+    }
+}
+
+fn default_watchers_per_key() -> usize {
+    16
+}
+
+fn default_watchers_total() -> usize {
+    64
+}
+
+fn default_watch_stream_secs() -> u64 {
+    600
 }
 
 fn default_poll_interval_ms() -> u64 {

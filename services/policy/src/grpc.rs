@@ -11,15 +11,18 @@ use crate::domain::policy::PolicySpec;
 use crate::error::PolicyError;
 use crate::service::{Policies, PolicyView, SetWatch};
 use crate::store::{PolicyChange, PolicyStore};
+use crate::watchers::{WatchLease, Watchers};
 use enroll_policy_engine::proto;
+use enroll_shared::limits::InFlight;
 
 pub struct PolicyGrpc<S> {
     policies: Policies<S>,
+    watchers: Watchers,
 }
 
 impl<S> PolicyGrpc<S> {
-    pub fn new(policies: Policies<S>) -> Self {
-        Self { policies }
+    pub fn new(policies: Policies<S>, watchers: Watchers) -> Self {
+        Self { policies, watchers }
     }
 }
 
@@ -89,9 +92,9 @@ fn page<K: PageKey>(page_size: u32, page_token: &str) -> Result<PageRequest<K>, 
         .map_err(|error| PolicyError::invalid(error.field, error.message))
 }
 
-/// How often WatchPolicySet repeats the state unchanged, so a watcher can tell a quiet
-/// stream from a dead one.
-const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often WatchPolicySet repeats the state unchanged (the version only: a few bytes), so
+/// a watcher can tell a quiet stream from a dead one. Changes go out at once.
+const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 type PolicySetStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PolicySetState, Status>> + Send>>;
@@ -100,18 +103,24 @@ type PolicySetStream =
 /// policies themselves go out with the first served state and with every new version (never
 /// with a heartbeat of a version this stream already carried): a device service keeps them
 /// to decide from when this service cannot answer.
-fn policy_set_stream(watch: SetWatch) -> PolicySetStream {
+/// The stream ends at `ends_at` (the watcher subscribes again) and frees `lease` then.
+fn policy_set_stream(
+    watch: SetWatch,
+    lease: WatchLease,
+    ends_at: tokio::time::Instant,
+) -> PolicySetStream {
     let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The version whose policies this stream sent last.
     let sent: Option<i64> = None;
     // The interval's first tick is immediate: the current state goes out at once.
     let stream = futures::stream::unfold(
-        (watch, heartbeat, sent),
-        |(mut watch, mut heartbeat, mut sent)| async move {
+        (watch, heartbeat, sent, lease),
+        move |(mut watch, mut heartbeat, mut sent, lease)| async move {
             tokio::select! {
                 changed = watch.published.changed() => changed.ok()?,
                 _ = heartbeat.tick() => {}
+                _ = tokio::time::sleep_until(ends_at) => return None,
             }
             let state = *watch.published.borrow_and_update();
             if state.closing {
@@ -136,7 +145,7 @@ fn policy_set_stream(watch: SetWatch) -> PolicySetStream {
                     .collect();
                 sent = Some(state.version);
             }
-            Some((Ok(message), (watch, heartbeat, sent)))
+            Some((Ok(message), (watch, heartbeat, sent, lease)))
         },
     );
     Box::pin(stream)
@@ -149,9 +158,24 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
     #[tracing::instrument(skip_all)]
     async fn watch_policy_set(
         &self,
-        _request: Request<pb::WatchPolicySetRequest>,
+        request: Request<pb::WatchPolicySetRequest>,
     ) -> Result<Response<Self::WatchPolicySetStream>, Status> {
-        Ok(Response::new(policy_set_stream(self.policies.watch_set())))
+        let key = caller(&request)?.name.clone();
+        let in_flight = InFlight::of(&request);
+        let lease = self.watchers.admit(&key, in_flight)?;
+        // The limits layer's deadline ends at the first message; the stream's own ends at
+        // the client's deadline or the configured life, whichever comes first.
+        let life = in_flight
+            .and_then(InFlight::client_deadline)
+            .map_or(self.watchers.config().max_stream(), |client| {
+                client.min(self.watchers.config().max_stream())
+            });
+        let ends_at = tokio::time::Instant::now() + life;
+        Ok(Response::new(policy_set_stream(
+            self.policies.watch_set(),
+            lease,
+            ends_at,
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(realm = %request.get_ref().realm, action = request.get_ref().action))]

@@ -9,3 +9,4 @@ pub mod error;
 pub mod grpc;
 pub mod service;
 pub mod store;
+pub mod watchers;

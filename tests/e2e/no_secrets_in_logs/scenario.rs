@@ -469,7 +469,8 @@ async fn policies(stack: &TestStack, used: &mut Used) {
         .into_inner();
     assert!(history.changes.len() >= 2, "{history:?}");
     // The device service's own watch runs too; this is an explicit call for the scan.
-    let state = admin
+    let state = stack
+        .policy_service()
         .watch_policy_set(policy_pb::WatchPolicySetRequest {})
         .await
         .unwrap()

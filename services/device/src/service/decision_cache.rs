@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use crate::domain::decision::{Decision, PolicyQuestion};
 
 /// How long one WatchPolicySet message vouches for the version (the stream repeats it every
-/// 250 ms; three missed heartbeats and the cache stops being used).
-pub const WATCH_TRUST: Duration = Duration::from_millis(750);
+/// second; three missed heartbeats and the cache stops being used). Changes themselves
+/// arrive at once; this only bounds how long a half-open stream goes unnoticed.
+pub const WATCH_TRUST: Duration = Duration::from_secs(3);
 
 /// What the policy service last said about its set.
 #[derive(Debug, Clone, Copy)]
