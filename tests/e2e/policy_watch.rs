@@ -50,16 +50,12 @@ async fn streams_are_bounded_per_key_and_count_as_in_flight(backend: Backend) {
     let refused = ops
         .watch_policy_set(pb::WatchPolicySetRequest {})
         .await
-        .err()
-        .expect("ops may not watch");
+        .expect_err("ops may not watch");
     assert_eq!(refused.code(), Code::PermissionDenied);
 
     let first = watch(&mut service).await.expect("first stream");
     let second = watch(&mut service).await.expect("second stream");
-    let third = watch(&mut service)
-        .await
-        .err()
-        .expect("over the key's bound");
+    let third = watch(&mut service).await.expect_err("over the key's bound");
     assert_eq!(third.code(), Code::ResourceExhausted);
     assert!(third.message().contains("watch.max_per_key"), "{third:?}");
 
@@ -95,7 +91,7 @@ async fn streams_hold_in_flight_permits_for_their_life(backend: Backend) {
         watch(&mut service).await.expect("first stream"),
         watch(&mut service).await.expect("second stream"),
     ];
-    let busy = evaluate(&mut service).await.err().expect("no permit left");
+    let busy = evaluate(&mut service).await.expect_err("no permit left");
     assert_eq!(busy.code(), Code::ResourceExhausted, "{busy:?}");
     drop(held);
     let mut answered = false;
