@@ -3,7 +3,8 @@
 //! models' roots as `enclave_only` anchors, forged and older BLOBs refused with the last
 //! good one kept, a later BLOB marking the model REVOKED flags (or revokes) its devices and
 //! refuses new registrations, a new replica takes the stored BLOB from the database, and
-//! the policy's model rules apply to verified attestations only.
+//! the policy's model rules apply to verified attestations only: those whose certificate
+//! binds the model, not those under a blanket root (which still prove `enclave_only`).
 use std::time::{Duration, Instant};
 
 use enroll_e2e::{
@@ -523,8 +524,133 @@ async fn the_policy_model_rules_trust_only_verified_attestations(backend: Backen
     );
 }
 
+/// A blanket root (the soft token's CA as an operator root, standing in for the Apple,
+/// Microsoft TPM and Google Android roots, under which software builds the authenticator
+/// data) proves the key, not the model: two soft tokens claim the same certified model, one
+/// chained to the metadata's root for that model alone, the other to a blanket root without
+/// the FIDO AAGUID extension. Only the first passes an allow-list or a minimum
+/// certification; the second still proves `enclave_only` and records its model as a claim.
+async fn a_blanket_root_proves_the_hardware_not_the_model(backend: Backend) {
+    let (mut bound, bound_ca) = SoftToken::new(true).unwrap();
+    let (mut claimed, claimed_ca) = SoftToken::new(true).unwrap();
+    let mds = TestMetadataService::new("mds");
+    mds.publish(&mds.sign(&metadata_payload(
+        1,
+        vec![soft_token_entry(&bound_ca, false)],
+    )));
+    let config = mds.config();
+    let stack = TestStack::builder(backend)
+        .trusted_root(&claimed_ca)
+        .with_policy(realm_policy(
+            "soft-only",
+            "allowed",
+            &[("webauthn_aaguid_allow", &AAGUID.to_string())],
+        ))
+        .with_policy(realm_policy(
+            "level-1",
+            "certified",
+            &[("webauthn_min_certification", "FIDO_CERTIFIED_L1")],
+        ))
+        .device_config(move |device| device.webauthn.metadata = config.clone())
+        .start()
+        .await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+
+    refused_by_policy(&stack, &mut claimed, "allowed", "only a claim", "soft-only").await;
+    refused_by_policy(&stack, &mut claimed, "certified", "only a claim", "level-1").await;
+    for (realm, user) in [("allowed", "frank"), ("certified", "cara")] {
+        let device = register_in(
+            &mut admin,
+            &mut proxy,
+            &mut bound,
+            realm,
+            user,
+            pb::DeviceType::Any,
+        )
+        .await
+        .unwrap_or_else(|status| panic!("{realm}: the bound model registers: {status:?}"));
+        assert_eq!(device.attestation_root, "fido-metadata", "{realm}");
+        assert!(device.aaguid_verified, "{realm}: {device:?}");
+    }
+
+    // The blanket root still proves the hardware: enclave_only registers it.
+    let enclave = register(
+        &mut admin,
+        &mut proxy,
+        &mut claimed,
+        "hana",
+        pb::DeviceType::EnclaveOnly,
+    )
+    .await
+    .expect("a blanket root proves enclave_only");
+    assert!(
+        enclave.attestation_root.starts_with("trusted_roots:"),
+        "{enclave:?}"
+    );
+    assert_eq!(enclave.aaguid, AAGUID.to_string());
+    assert!(!enclave.aaguid_verified, "{enclave:?}");
+    let reason = &device(&mut admin, &enclave.id).await.acceptance[0].reason;
+    assert!(reason.contains("model only claimed"), "{reason}");
+}
+
+/// A certified model's root binds its AAGUID whatever the model is, but stands in for a
+/// vendor root under `enclave_only` only when the metadata says its keys are in hardware
+/// inside the device.
+async fn a_metadata_root_proves_an_enclave_only_for_internal_hardware_keys(backend: Backend) {
+    let (mut token, token_ca) = SoftToken::new(true).unwrap();
+    for (key_protection, attachment_hint) in [("software", "internal"), ("hardware", "external")] {
+        let mut entry = soft_token_entry(&token_ca, false);
+        entry["metadataStatement"]["keyProtection"] = serde_json::json!([key_protection]);
+        entry["metadataStatement"]["attachmentHint"] = serde_json::json!([attachment_hint]);
+        let mds = TestMetadataService::new("mds");
+        mds.publish(&mds.sign(&metadata_payload(1, vec![entry])));
+        let config = mds.config();
+        let stack = TestStack::builder(backend)
+            .with_policy(realm_policy(
+                "soft-only",
+                "allowed",
+                &[("webauthn_aaguid_allow", MODEL)],
+            ))
+            .device_config(move |device| device.webauthn.metadata = config.clone())
+            .start()
+            .await;
+        let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+        let refused = register(
+            &mut admin,
+            &mut proxy,
+            &mut token,
+            "ivan",
+            pb::DeviceType::EnclaveOnly,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+        assert_eq!(reason(&refused).as_deref(), Some("ATTESTATION_NOT_TRUSTED"));
+        assert!(
+            refused
+                .message()
+                .contains("does not describe this model as an internal authenticator"),
+            "{key_protection}/{attachment_hint}: {}",
+            refused.message()
+        );
+        let allowed = register_in(
+            &mut admin,
+            &mut proxy,
+            &mut token,
+            "allowed",
+            "ivan",
+            pb::DeviceType::Any,
+        )
+        .await
+        .expect("the model is still bound by its root");
+        assert!(allowed.aaguid_verified);
+    }
+}
+
 enroll_e2e::on_both_backends!(
     a_blob_records_models_and_a_later_one_flags_revoked_models,
     revoke_compromised_revokes_the_devices_of_a_revoked_model,
     the_policy_model_rules_trust_only_verified_attestations,
+    a_blanket_root_proves_the_hardware_not_the_model,
+    a_metadata_root_proves_an_enclave_only_for_internal_hardware_keys,
 );

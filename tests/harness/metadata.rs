@@ -117,7 +117,9 @@ pub fn metadata_payload(no: u64, entries: Vec<serde_json::Value>) -> serde_json:
 }
 
 /// A FIDO2 entry: the model `aaguid` described as `description`, with its status reports
-/// (`(status, effective date)`) and attestation roots.
+/// (`(status, effective date)`) and attestation roots. It describes a platform
+/// authenticator (`keyProtection` hardware and secure element, `attachmentHint` internal),
+/// so its roots may anchor `enclave_only`; change `metadataStatement` for other kinds.
 pub fn metadata_entry(
     aaguid: &str,
     description: &str,
@@ -139,6 +141,8 @@ pub fn metadata_entry(
             "aaguid": aaguid,
             "attestationRootCertificates": roots,
             "protocolFamily": "fido2",
+            "keyProtection": ["hardware", "secure_element"],
+            "attachmentHint": ["internal"],
         },
         "statusReports": reports,
         "timeOfLastStatusChange": "2024-01-01",

@@ -1,6 +1,6 @@
 //! `enrollctl upgrade-report`: who the trust changes of issue 18 affect, read with an ops
 //! key (devices refused at authentication, self-registrations that will wait for approval,
-//! policies that need client_ip).
+//! policies that need client_ip) and of issue 19 (devices whose model is only a claim).
 use enroll_e2e::{
     Backend, OPS_KEY, TEST_ORIGIN, TestStack, create, on_both_backends, realm_policy,
     register_device_by_link,
@@ -59,6 +59,25 @@ async fn the_upgrade_report_lists_who_is_affected(backend: Backend) {
     let model_refused = register_device_by_link(&mut admin, &mut proxy, "strict", "sam").await;
     let flagged = register_device_by_link(&mut admin, &mut proxy, "acme", "flo").await;
     let self_approved = self_register(&stack, "open", "olga").await;
+    // Recorded as registered: an android-key device from before the upgrade (the migration
+    // kept its model verified), and one registered since under a blanket root without the
+    // AAGUID extension.
+    let android = register_device_by_link(&mut admin, &mut proxy, "acme", "andy").await;
+    let blanket = register_device_by_link(&mut admin, &mut proxy, "acme", "bea").await;
+    for (device, format, root, verified) in [
+        (&android, "android-key", "google-android", true),
+        (&blanket, "packed", "trusted_roots:vendor.pem", false),
+    ] {
+        stack
+            .database
+            .execute(&format!(
+                "UPDATE devices SET attestation_format = '{format}', attestation_root = '{root}', \
+                 aaguid = 'b93fd961-f2e6-462f-b122-82002247de78', aaguid_verified = {verified} \
+                 WHERE id = '{}'",
+                device.id
+            ))
+            .await;
+    }
     assert_eq!(self_approved.state, pb::DeviceState::Approved as i32);
     // The old default ends for `open`: deleting its policy is what upgrading does to it.
     let mut policies = stack.policy_admin();
@@ -94,7 +113,7 @@ async fn the_upgrade_report_lists_who_is_affected(backend: Backend) {
         .await
         .ok()
         .json();
-    assert_eq!(report["devices_checked"], 4, "{report}");
+    assert_eq!(report["devices_checked"], 6, "{report}");
     let findings = report["findings"].as_array().unwrap();
     let kinds_of = |subject: &str| -> Vec<String> {
         findings
@@ -121,13 +140,25 @@ async fn the_upgrade_report_lists_who_is_affected(backend: Backend) {
     // acme's users are matched by `office`: whether the model rules refuse their devices
     // depends on the client address, which the report does not guess.
     assert!(kinds_of(&fine.id).is_empty(), "{report}");
+    for device in [&android, &blanket] {
+        assert_eq!(kinds_of(&device.id), ["model-claim-only"], "{report}");
+    }
+    assert!(
+        findings.iter().any(|f| f["subject"] == android.id.as_str()
+            && f["reason"]
+                .as_str()
+                .unwrap()
+                .contains("android-key under google-android")),
+        "{report}"
+    );
 
     let table = ctl_as(&stack, OPS_KEY, &["upgrade-report"], "").await.ok();
     assert!(
         table.stdout.contains(&flagged.id)
             && table
                 .stdout
-                .contains("4 devices checked: 2 will be refused at authentication")
+                .contains("6 devices checked: 2 will be refused at authentication")
+            && table.stdout.contains("2 devices' models are only claimed")
             && !table.stdout.contains(&fine.id),
         "{}",
         table.stdout

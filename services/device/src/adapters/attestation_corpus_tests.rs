@@ -120,6 +120,12 @@ fn every_corpus_vector_meets_its_expected_outcome() {
                     assert_eq!(attestation.aaguid.is_empty(), aaguid.is_empty(), "{label}");
                     assert_eq!(attestation.trusted_root, case.root, "{label}");
                     assert!(!attestation.backup_eligible, "{label}");
+                    // Every accepted vector chains to a blanket vendor root and none of
+                    // their attestation certificates carries the FIDO AAGUID extension:
+                    // the hardware is proved, the model (android-key, Windows Hello tpm:
+                    // authenticator data built by software) is only a claim.
+                    assert!(!attestation.aaguid_bound, "{label}");
+                    assert_eq!(attestation.verified_aaguid(), None, "{label}");
                 }
                 ("refused", Err(DeviceError::Refused { message, .. })) => {
                     let reason = case.reason.as_deref().unwrap_or_default();
@@ -442,6 +448,36 @@ mod tampered_windows_hello {
         });
         let message = refusal(&vector);
         assert!(message.contains("extraData"), "{message}");
+    }
+
+    /// The genuine Windows Hello vectors name their keys with SHA-256 and carry fixedTPM,
+    /// fixedParent and sensitiveDataOrigin (so refusing anything else keeps them); the
+    /// same pubArea named with SHA-1, or without one of those attributes, is refused for
+    /// that (before its name is compared with the one the TPM certified).
+    #[test]
+    fn a_sha1_named_or_non_tpm_made_key_is_refused() {
+        let vector = tampered(|object| {
+            field(statement(object), "pubArea")[2..4].copy_from_slice(&[0x00, 0x04]);
+        });
+        let message = refusal(&vector);
+        assert!(message.contains("nameAlg is SHA-1"), "{message}");
+        for (bit, name) in [
+            (1u32 << 1, "fixedTPM"),
+            (1 << 4, "fixedParent"),
+            (1 << 5, "sensitiveDataOrigin"),
+        ] {
+            let vector = tampered(|object| {
+                let pub_area = field(statement(object), "pubArea");
+                let attributes = u32::from_be_bytes(pub_area[4..8].try_into().unwrap());
+                assert_ne!(attributes & bit, 0, "the genuine vector has {name}");
+                pub_area[4..8].copy_from_slice(&(attributes & !bit).to_be_bytes());
+            });
+            let message = refusal(&vector);
+            assert!(
+                message.contains("objectAttributes lack") && message.contains(name),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //! chain against the configured roots at the service clock's instant (webauthn-rs would use
 //! the system time, and vendor leaf certificates live days), applies the same AAGUID-vs-CA
 //! rule webauthn-rs does, and says what `enclave_only` refuses, naming what failed.
-use std::collections::BTreeMap;
+//!
+//! A verified chain proves who made the authenticator's key; it proves the *model* (AAGUID)
+//! only when the attestation certificate binds it: the FIDO AAGUID extension in the leaf,
+//! or a root the FIDO metadata gives for that one model. A blanket vendor root (Apple,
+//! Microsoft TPM, Google Android, an operator's PEM file) signs keys of whatever software
+//! built the authenticator data around them, so under it the AAGUID stays a claim.
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crypto_glue::der::Decode;
-use crypto_glue::der::asn1::BitString;
+use crypto_glue::der::asn1::{BitString, OctetString};
 use crypto_glue::x509::{Certificate, ObjectIdentifier};
 use webauthn_rs::prelude::{
     AttestationCaList, AttestationMetadata, Credential, ParsedAttestationData,
@@ -29,6 +35,18 @@ const FIDO_TRANSPORTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.
 const TRANSPORT_BITS: [&str; 5] = ["bluetooth", "ble", "usb", "nfc", "usb-internal"];
 /// Transports only a roaming authenticator (a security key) has.
 const ROAMING: [&str; 4] = ["bluetooth", "ble", "usb", "nfc"];
+/// id-fido-gen-ce-aaguid: the model (AAGUID) the vendor certifies the attestation key for.
+const FIDO_AAGUID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.45724.1.1.4");
+
+/// The root an attestation chain was verified to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChainRoot {
+    /// The name verified attestations report (`apple`, `trusted_roots:<file>`,
+    /// `fido-metadata`, ...).
+    name: String,
+    /// The models the root vouches for; `None` for a blanket root (any model).
+    models: Option<BTreeSet<Uuid>>,
+}
 
 /// The configured roots (operator PEM files and shipped vendor roots), each with the name
 /// verified attestations report.
@@ -109,7 +127,11 @@ impl AttestationTrust {
         now: SystemTime,
     ) -> VerifiedAttestation {
         let mut attestation = describe(credential, registration);
-        attestation.trusted_root = self.verified_root(credential, now).ok();
+        if let Ok(root) = self.verified_root(credential, now) {
+            attestation.aaguid_bound =
+                aaguid_bound(&credential.attestation.data, &attestation.aaguid, &root);
+            attestation.trusted_root = Some(root.name);
+        }
         attestation
     }
 
@@ -161,19 +183,35 @@ impl AttestationTrust {
                 "security keys are not enclave-bound ({what}, transports {transports}): register a platform authenticator"
             )));
         }
-        attestation.trusted_root = Some(
-            self.verified_root(credential, now)
-                .map_err(|(problem, detail)| not_trusted(format!("{problem} ({what}){detail}")))?,
-        );
+        let root = self
+            .verified_root(credential, now)
+            .map_err(|(problem, detail)| not_trusted(format!("{problem} ({what}){detail}")))?;
+        // A certified model's own root stands in for a vendor root only when the metadata
+        // says the model keeps its keys in hardware inside the device, for every model the
+        // root is given for (a key under a shared root may claim any of them).
+        if root.name == METADATA_ROOT {
+            let enclave = match (&root.models, &self.metadata) {
+                (Some(models), Some(anchors)) => anchors.all_enclave(models.iter()),
+                _ => false,
+            };
+            if !enclave {
+                return Err(not_trusted(format!(
+                    "the FIDO metadata does not describe this model as an internal authenticator with hardware-protected keys (keyProtection hardware or secure_element, attachmentHint internal) ({what})"
+                )));
+            }
+        }
+        attestation.aaguid_bound =
+            aaguid_bound(&credential.attestation.data, &attestation.aaguid, &root);
+        attestation.trusted_root = Some(root.name);
         Ok(attestation)
     }
 
-    /// The name of the configured root the attestation chain reaches at `now`.
+    /// The configured root the attestation chain reaches at `now`.
     fn verified_root(
         &self,
         credential: &Credential,
         now: SystemTime,
-    ) -> Result<String, (&'static str, String)> {
+    ) -> Result<ChainRoot, (&'static str, String)> {
         const UNCHAINED: &str = "attestation chains to no configured root";
         let roots = self
             .roots()
@@ -198,11 +236,13 @@ impl AttestationTrust {
         let kid = ca
             .get_kid()
             .map_err(|error| ("unreadable root", format!(": {error:?}")))?;
-        Ok(self
+        let name = self
             .names
             .get(kid.as_slice())
             .cloned()
-            .unwrap_or_else(|| METADATA_ROOT.to_owned()))
+            .unwrap_or_else(|| METADATA_ROOT.to_owned());
+        let models = (!ca.blanket_allow()).then(|| ca.aaguids().keys().copied().collect());
+        Ok(ChainRoot { name, models })
     }
 }
 
@@ -219,6 +259,7 @@ fn describe(
         format,
         aaguid: authenticator_aaguid(registration),
         trusted_root: None,
+        aaguid_bound: false,
         backup_eligible: credential.backup_eligible,
     }
 }
@@ -244,15 +285,48 @@ fn authenticator_aaguid(registration: &RegisterPublicKeyCredential) -> String {
         .unwrap_or_default()
 }
 
-/// The roaming transports the attestation leaf certificate declares.
-fn roaming_transports(data: &ParsedAttestationData) -> Vec<&'static str> {
-    let leaf: Option<&Certificate> = match data {
+/// Whether the verified chain binds `aaguid` (as reported in authData, "" when none): the
+/// leaf certificate's id-fido-gen-ce-aaguid is that AAGUID, or the root is given for that
+/// model alone (a FIDO metadata anchor listed by no other model and not also a blanket
+/// root). Under a blanket root without the extension, the model is only a claim.
+fn aaguid_bound(data: &ParsedAttestationData, aaguid: &str, root: &ChainRoot) -> bool {
+    let Ok(aaguid) = Uuid::parse_str(aaguid) else {
+        return false;
+    };
+    if aaguid.is_nil() {
+        return false;
+    }
+    let only_model = root
+        .models
+        .as_ref()
+        .is_some_and(|models| models.len() == 1 && models.contains(&aaguid));
+    only_model || certified_aaguid(data) == Some(aaguid)
+}
+
+/// The AAGUID the attestation leaf certificate's id-fido-gen-ce-aaguid extension names.
+fn certified_aaguid(data: &ParsedAttestationData) -> Option<Uuid> {
+    let extension = leaf(data)?
+        .tbs_certificate()
+        .extensions()?
+        .iter()
+        .find(|ext| ext.extn_id == FIDO_AAGUID)?;
+    let value = OctetString::from_der(extension.extn_value.as_bytes()).ok()?;
+    Uuid::from_slice(value.as_bytes()).ok()
+}
+
+/// The attestation certificate: the first of the trust path.
+fn leaf(data: &ParsedAttestationData) -> Option<&Certificate> {
+    match data {
         ParsedAttestationData::Basic(chain)
         | ParsedAttestationData::AttCa(chain)
         | ParsedAttestationData::AnonCa(chain) => chain.first(),
         _ => None,
-    };
-    let Some(extension) = leaf
+    }
+}
+
+/// The roaming transports the attestation leaf certificate declares.
+fn roaming_transports(data: &ParsedAttestationData) -> Vec<&'static str> {
+    let Some(extension) = leaf(data)
         .and_then(|leaf| leaf.tbs_certificate().extensions())
         .and_then(|extensions| extensions.iter().find(|ext| ext.extn_id == FIDO_TRANSPORTS))
     else {
@@ -281,4 +355,114 @@ fn not_trusted(detail: String) -> DeviceError {
 
 fn refused(reason: &'static str, message: String) -> DeviceError {
     DeviceError::Refused { reason, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use crypto_glue::ecdsa_p256::{EcdsaP256DerSignature, EcdsaP256SigningKey};
+    use crypto_glue::traits::Generate;
+    use crypto_glue::x509::profile::cabf::Root;
+    use crypto_glue::x509::{
+        Builder, CertificateBuilder, Name, SerialNumber, SubjectPublicKeyInfoOwned, Validity,
+    };
+
+    use super::*;
+
+    const MODEL: &str = "b93fd961-f2e6-462f-b122-82002247de78";
+    const OTHER: &str = "08987058-cadc-4b81-b6e1-30de50dcbe96";
+
+    /// An attestation certificate, with the FIDO AAGUID extension naming `aaguid` if given.
+    fn attestation_certificate(aaguid: Option<&str>) -> Certificate {
+        let key = EcdsaP256SigningKey::generate();
+        let name = Name::from_str("CN=Attestation,O=test,C=AU").unwrap();
+        let mut builder = CertificateBuilder::new(
+            Root::new(false, name).unwrap(),
+            SerialNumber::generate(&mut crypto_glue::rand::rng()),
+            Validity::from_now(Duration::from_secs(3600)).unwrap(),
+            SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).unwrap(),
+        )
+        .unwrap();
+        if let Some(aaguid) = aaguid {
+            let value =
+                OctetString::new(Uuid::parse_str(aaguid).unwrap().as_bytes().to_vec()).unwrap();
+            builder.add_extension((FIDO_AAGUID, false, &value)).unwrap();
+        }
+        builder
+            .build::<EcdsaP256SigningKey, EcdsaP256DerSignature>(&key)
+            .unwrap()
+    }
+
+    fn chain(aaguid: Option<&str>) -> ParsedAttestationData {
+        ParsedAttestationData::Basic(vec![attestation_certificate(aaguid)])
+    }
+
+    fn blanket(name: &str) -> ChainRoot {
+        ChainRoot {
+            name: name.to_owned(),
+            models: None,
+        }
+    }
+
+    fn metadata_root(models: &[&str]) -> ChainRoot {
+        ChainRoot {
+            name: METADATA_ROOT.to_owned(),
+            models: Some(models.iter().map(|m| Uuid::parse_str(m).unwrap()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_blanket_root_binds_the_model_only_through_the_aaguid_extension() {
+        for root in [
+            "google-android",
+            "microsoft-tpm",
+            "apple",
+            "trusted_roots:ca.pem",
+        ] {
+            // No extension: software built the authenticator data, the model is a claim.
+            assert!(!aaguid_bound(&chain(None), MODEL, &blanket(root)), "{root}");
+            // The certificate names another model: nothing binds this one.
+            assert!(
+                !aaguid_bound(&chain(Some(OTHER)), MODEL, &blanket(root)),
+                "{root}"
+            );
+            // The vendor certified the key for this model.
+            assert!(
+                aaguid_bound(&chain(Some(MODEL)), MODEL, &blanket(root)),
+                "{root}"
+            );
+        }
+        // No AAGUID (or a zero one) is never bound.
+        let zero = "00000000-0000-0000-0000-000000000000";
+        assert!(!aaguid_bound(&chain(Some(zero)), zero, &blanket("apple")));
+        assert!(!aaguid_bound(&chain(Some(MODEL)), "", &blanket("apple")));
+        // Nothing to read the extension from.
+        assert!(!aaguid_bound(
+            &ParsedAttestationData::None,
+            MODEL,
+            &blanket("apple")
+        ));
+    }
+
+    #[test]
+    fn a_metadata_root_binds_the_one_model_it_is_given_for() {
+        assert!(aaguid_bound(&chain(None), MODEL, &metadata_root(&[MODEL])));
+        // A root several models list binds none of them by itself: a key under it may
+        // claim any; the extension still can.
+        let shared = metadata_root(&[MODEL, OTHER]);
+        assert!(!aaguid_bound(&chain(None), MODEL, &shared));
+        assert!(aaguid_bound(&chain(Some(MODEL)), MODEL, &shared));
+        assert!(!aaguid_bound(&chain(None), OTHER, &metadata_root(&[MODEL])));
+    }
+
+    #[test]
+    fn the_extension_reads_back_as_the_aaguid() {
+        assert_eq!(
+            certified_aaguid(&chain(Some(MODEL))),
+            Some(Uuid::parse_str(MODEL).unwrap())
+        );
+        assert_eq!(certified_aaguid(&chain(None)), None);
+    }
 }

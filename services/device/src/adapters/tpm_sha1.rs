@@ -42,6 +42,11 @@ const TPM_ALG_SHA384: u16 = 0x000C;
 const TPM_ALG_SHA512: u16 = 0x000D;
 const TPM_ALG_NULL: u16 = 0x0010;
 const TPM_ALG_ECC: u16 = 0x0023;
+// TPMA_OBJECT bits (TPM 2.0 Part 2 §8.3.2) that say where the key was made and that it
+// cannot leave the TPM: fixedTPM (bit 1), fixedParent (bit 4), sensitiveDataOrigin (bit 5).
+const FIXED_TPM: u32 = 1 << 1;
+const FIXED_PARENT: u32 = 1 << 4;
+const SENSITIVE_DATA_ORIGIN: u32 = 1 << 5;
 // TPM_ECC_CURVE values (TPM 2.0 Part 2 §6.4).
 const TPM_ECC_NIST_P256: u16 = 0x0003;
 const TPM_ECC_NIST_P384: u16 = 0x0004;
@@ -132,6 +137,7 @@ pub(super) fn verify_statement(
     // pubArea's key is the credential public key in authData.
     let pub_area = parse_pub_area(pub_area_bytes)
         .ok_or_else(|| "pubArea is not a TPMT_PUBLIC the service reads".to_owned())?;
+    check_key_origin(&pub_area)?;
     if !pub_area.key.matches(&credential_key) {
         return Err("pubArea's key is not the credential public key".to_owned());
     }
@@ -170,6 +176,9 @@ pub(super) fn verify_statement(
         + name_length(qualified_name);
     if cert_info_bytes.len() != marshalled_length {
         return Err("certInfo carries bytes after its TPMS_ATTEST".to_owned());
+    }
+    if name.starts_with(&TPM_ALG_SHA1.to_be_bytes()) {
+        return Err("certInfo's attested name is a SHA-1 name".to_owned());
     }
     let expected_name = name_of(pub_area.name_alg, pub_area_bytes)
         .ok_or_else(|| "pubArea's nameAlg is not a hash the service knows".to_owned())?;
@@ -227,11 +236,46 @@ fn bytes<'a>(map: &'a BTreeMap<Value, Value>, key: &str) -> Result<&'a [u8], Ref
     }
 }
 
+/// What the statement's `pubArea` must say of the credential key: it is named with SHA-256
+/// or better (its name is what binds the key to the SHA-1-signed `certInfo`, so it must not
+/// be SHA-1 too), and the TPM made it and keeps it: fixedTPM, fixedParent and
+/// sensitiveDataOrigin. Without them the key may have been imported into the TPM or be
+/// duplicable out of it, so the TPM's signature would prove nothing about where it lives.
+fn check_key_origin(pub_area: &PubArea) -> Result<(), Refusal> {
+    if pub_area.name_alg == TPM_ALG_SHA1 {
+        return Err(
+            "pubArea's nameAlg is SHA-1: the key's name must be SHA-256 or better".to_owned(),
+        );
+    }
+    if !matches!(
+        pub_area.name_alg,
+        TPM_ALG_SHA256 | TPM_ALG_SHA384 | TPM_ALG_SHA512
+    ) {
+        return Err("pubArea's nameAlg is not a hash the service knows".to_owned());
+    }
+    let missing: Vec<&str> = [
+        (FIXED_TPM, "fixedTPM"),
+        (FIXED_PARENT, "fixedParent"),
+        (SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| pub_area.object_attributes & bit == 0)
+    .map(|(_, name)| name)
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "pubArea's objectAttributes lack {}: the TPM did not make this key or it can leave the TPM",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// The TPM Name of an object: its nameAlg (big-endian) then the object hashed with it.
+/// SHA-1 names are refused before (`check_key_origin`).
 fn name_of(name_alg: u16, pub_area: &[u8]) -> Option<Vec<u8>> {
     use crypto_glue::{s256::Sha256, s384::Sha384, s512::Sha512};
     let digest = match name_alg {
-        TPM_ALG_SHA1 => Sha1::digest(pub_area).to_vec(),
         TPM_ALG_SHA256 => Sha256::digest(pub_area).to_vec(),
         TPM_ALG_SHA384 => Sha384::digest(pub_area).to_vec(),
         TPM_ALG_SHA512 => Sha512::digest(pub_area).to_vec(),
@@ -343,6 +387,8 @@ impl TpmKey {
 
 struct PubArea {
     name_alg: u16,
+    /// TPMA_OBJECT.
+    object_attributes: u32,
     key: TpmKey,
 }
 
@@ -385,7 +431,7 @@ fn parse_pub_area(bytes: &[u8]) -> Option<PubArea> {
     let mut reader = Reader(bytes);
     let key_type = reader.u16()?;
     let name_alg = reader.u16()?;
-    let _object_attributes = reader.u32()?;
+    let object_attributes = reader.u32()?;
     let _auth_policy = reader.sized()?;
     if reader.u16()? != TPM_ALG_NULL {
         return None;
@@ -408,5 +454,80 @@ fn parse_pub_area(bytes: &[u8]) -> Option<PubArea> {
         }
         _ => return None,
     };
-    reader.0.is_empty().then_some(PubArea { name_alg, key })
+    reader.0.is_empty().then_some(PubArea {
+        name_alg,
+        object_attributes,
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RSA TPMT_PUBLIC as Windows Hello makes it (attributes 0x00060432: fixedTPM,
+    /// fixedParent, sensitiveDataOrigin, userWithAuth, noDA... as in the genuine vectors),
+    /// with `name_alg` and `attributes` as given.
+    fn rsa_pub_area(name_alg: u16, attributes: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend(TPM_ALG_RSA.to_be_bytes());
+        bytes.extend(name_alg.to_be_bytes());
+        bytes.extend(attributes.to_be_bytes());
+        bytes.extend(0u16.to_be_bytes()); // authPolicy: empty
+        bytes.extend(TPM_ALG_NULL.to_be_bytes()); // symmetric
+        bytes.extend(TPM_ALG_NULL.to_be_bytes()); // scheme
+        bytes.extend(2048u16.to_be_bytes()); // keyBits
+        bytes.extend(0u32.to_be_bytes()); // exponent: the default
+        bytes.extend(4u16.to_be_bytes());
+        bytes.extend([0xc0, 0xff, 0xee, 0x01]); // modulus (its size does not matter here)
+        bytes
+    }
+
+    const GENUINE_ATTRIBUTES: u32 = 0x0006_0432;
+
+    fn origin(name_alg: u16, attributes: u32) -> Result<(), Refusal> {
+        let pub_area = parse_pub_area(&rsa_pub_area(name_alg, attributes)).unwrap();
+        check_key_origin(&pub_area)
+    }
+
+    #[test]
+    fn a_sha256_named_key_the_tpm_made_passes() {
+        for name_alg in [TPM_ALG_SHA256, TPM_ALG_SHA384, TPM_ALG_SHA512] {
+            assert_eq!(
+                origin(name_alg, GENUINE_ATTRIBUTES),
+                Ok(()),
+                "{name_alg:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sha1_name_is_refused() {
+        let refusal = origin(TPM_ALG_SHA1, GENUINE_ATTRIBUTES).unwrap_err();
+        assert!(refusal.contains("nameAlg is SHA-1"), "{refusal}");
+        // And the name is never computed with it.
+        assert_eq!(name_of(TPM_ALG_SHA1, b"pubArea"), None);
+        let unknown = origin(0x0012, GENUINE_ATTRIBUTES).unwrap_err();
+        assert!(unknown.contains("nameAlg"), "{unknown}");
+    }
+
+    #[test]
+    fn each_missing_key_origin_attribute_is_refused_by_name() {
+        for (bit, name) in [
+            (FIXED_TPM, "fixedTPM"),
+            (FIXED_PARENT, "fixedParent"),
+            (SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+        ] {
+            let refusal = origin(TPM_ALG_SHA256, GENUINE_ATTRIBUTES & !bit).unwrap_err();
+            assert!(
+                refusal.contains("objectAttributes lack") && refusal.contains(name),
+                "{refusal}"
+            );
+        }
+        let none = origin(TPM_ALG_SHA256, 0).unwrap_err();
+        assert!(
+            none.contains("fixedTPM, fixedParent, sensitiveDataOrigin"),
+            "{none}"
+        );
+    }
 }

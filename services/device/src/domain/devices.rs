@@ -116,6 +116,11 @@ pub struct Device {
     /// The trusted root (configured, shipped vendor roots, or the FIDO metadata) the
     /// attestation chain was verified to; `None` when it was not verified.
     pub attestation_root: Option<String>,
+    /// Whether the attestation certificate binds `aaguid` (FIDO AAGUID extension, or a root
+    /// the FIDO metadata gives for that model alone): only then do allow-lists and minimum
+    /// certification trust the model. Recorded at registration; devices registered before
+    /// it was recorded keep the old rule (a verified chain).
+    pub aaguid_verified: bool,
     /// Why the FIDO metadata marks the model compromised, once a BLOB does.
     pub model_compromise: Option<String>,
 }
@@ -173,7 +178,10 @@ impl Device {
             format!(", {}", self.certification_level)
         };
         let attestation = match &self.attestation_root {
-            Some(root) => format!("attestation verified to {root}"),
+            Some(root) if self.aaguid_verified => {
+                format!("attestation verified to {root}, model bound by its certificate")
+            }
+            Some(root) => format!("attestation verified to {root}, model only claimed"),
             None => "attestation not verified".to_owned(),
         };
         Acceptance {

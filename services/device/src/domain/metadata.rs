@@ -86,9 +86,29 @@ pub struct Model {
     pub certification: Option<CertificationLevel>,
     /// The metadata statement's `attestationRootCertificates`, DER.
     pub attestation_roots: Vec<Vec<u8>>,
+    /// The metadata statement's `keyProtection` (`software`, `hardware`, `tee`,
+    /// `secure_element`, `remote_handle`), lowercase.
+    pub key_protection: Vec<String>,
+    /// The metadata statement's `attachmentHint` (`internal`, `external`, `wired`, ...),
+    /// lowercase.
+    pub attachment_hint: Vec<String>,
 }
 
 impl Model {
+    /// Whether the metadata describes a platform authenticator whose keys the hardware
+    /// protects: `keyProtection` names `hardware` or `secure_element` (not only `software`)
+    /// and `attachmentHint` names `internal`. Only such a model's roots may stand in for a
+    /// vendor root under `enclave_only`: a certified software or roaming authenticator is
+    /// still not an enclave.
+    pub fn is_enclave(&self) -> bool {
+        let hardware = self
+            .key_protection
+            .iter()
+            .any(|protection| protection == "hardware" || protection == "secure_element");
+        let internal = self.attachment_hint.iter().any(|hint| hint == "internal");
+        hardware && internal
+    }
+
     /// The latest status report when it marks the model compromised.
     pub fn compromise(&self) -> Option<&StatusReport> {
         self.latest_status
@@ -120,6 +140,9 @@ pub struct ModelAnchor {
     pub aaguid: Uuid,
     pub description: String,
     pub roots_der: Vec<Vec<u8>>,
+    /// [`Model::is_enclave`]: whether these roots count for `enclave_only` (they bind the
+    /// model's AAGUID either way).
+    pub enclave: bool,
 }
 
 /// A verified BLOB's payload, indexed by AAGUID.
@@ -162,6 +185,26 @@ struct RawStatement {
     description: String,
     #[serde(default)]
     attestation_root_certificates: Vec<String>,
+    /// Read as any JSON: MDS3 spells these as lists of strings, older statements as
+    /// bit fields; anything but strings reads as nothing (never as hardware).
+    #[serde(default)]
+    key_protection: serde_json::Value,
+    #[serde(default)]
+    attachment_hint: serde_json::Value,
+}
+
+/// The strings of a metadata list (`["hardware", "tee"]`), lowercase; anything else, none.
+fn names(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str())
+                .map(|item| item.trim().to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -197,12 +240,14 @@ impl MetadataCatalog {
                 ));
                 continue;
             };
-            let (description, roots) = match statement {
+            let (description, roots, key_protection, attachment_hint) = match statement {
                 Some(statement) => (
                     statement.description,
                     statement.attestation_root_certificates,
+                    names(&statement.key_protection),
+                    names(&statement.attachment_hint),
                 ),
-                None => (String::new(), Vec::new()),
+                None => (String::new(), Vec::new(), Vec::new(), Vec::new()),
             };
             let mut attestation_roots = Vec::with_capacity(roots.len());
             for root in roots {
@@ -235,6 +280,8 @@ impl MetadataCatalog {
                     latest_status,
                     certification,
                     attestation_roots,
+                    key_protection,
+                    attachment_hint,
                 },
             );
         }
@@ -285,6 +332,7 @@ impl MetadataCatalog {
                 aaguid: model.aaguid,
                 description: model.description.clone(),
                 roots_der: model.attestation_roots.clone(),
+                enclave: model.is_enclave(),
             })
             .collect();
         anchors.sort_by_key(|anchor| anchor.aaguid);
@@ -321,6 +369,8 @@ mod tests {
                         "description": "YubiKey 5 Series",
                         "aaguid": YUBIKEY,
                         "attestationRootCertificates": ["AQID"],
+                        "keyProtection": ["hardware", "secure_element"],
+                        "attachmentHint": ["external", "wired"],
                         "newStatementField": true
                     },
                     "statusReports": [
@@ -445,6 +495,61 @@ mod tests {
             Some(CertificationLevel::L1)
         );
         assert_eq!(CertificationLevel::parse("NOT_FIDO_CERTIFIED"), None);
+    }
+
+    /// Only hardware-protected keys of an internal authenticator make a model's roots count
+    /// for `enclave_only`; what the statement does not say (or says as a bit field) never
+    /// reads as hardware.
+    #[test]
+    fn only_internal_hardware_models_anchor_enclave_only() {
+        let yubikey = catalog();
+        let yubikey = yubikey.model(YUBIKEY).unwrap();
+        assert_eq!(yubikey.key_protection, ["hardware", "secure_element"]);
+        assert_eq!(yubikey.attachment_hint, ["external", "wired"]);
+        assert!(!yubikey.is_enclave(), "a roaming security key");
+        for (protection, hint, enclave) in [
+            (
+                serde_json::json!(["hardware", "tee"]),
+                serde_json::json!(["internal"]),
+                true,
+            ),
+            (
+                serde_json::json!(["Secure_Element"]),
+                serde_json::json!(["internal"]),
+                true,
+            ),
+            (
+                serde_json::json!(["software"]),
+                serde_json::json!(["internal"]),
+                false,
+            ),
+            (
+                serde_json::json!(["tee"]),
+                serde_json::json!(["internal"]),
+                false,
+            ),
+            (
+                serde_json::json!(["hardware"]),
+                serde_json::json!(["external"]),
+                false,
+            ),
+            (serde_json::json!(10), serde_json::json!(1), false),
+            (
+                serde_json::Value::Null,
+                serde_json::json!(["internal"]),
+                false,
+            ),
+        ] {
+            let mut value = payload();
+            let statement = &mut value["entries"][0]["metadataStatement"];
+            statement["keyProtection"] = protection.clone();
+            statement["attachmentHint"] = hint.clone();
+            let (catalog, skipped) = MetadataCatalog::parse(value.to_string().as_bytes()).unwrap();
+            assert_eq!(skipped.len(), 1, "{protection} {hint}: {skipped:?}");
+            let model = catalog.model(YUBIKEY).unwrap();
+            assert_eq!(model.is_enclave(), enclave, "{protection} {hint}");
+            assert_eq!(catalog.anchors()[0].enclave, enclave, "{protection} {hint}");
+        }
     }
 
     #[test]

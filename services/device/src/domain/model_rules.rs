@@ -1,7 +1,7 @@
 //! The policy's authenticator model rules (`webauthn_aaguid_allow`, `webauthn_aaguid_deny`,
 //! `webauthn_min_certification`) applied to one authenticator. An AAGUID counts for an
-//! allow-list or a minimum certification only when a verified attestation chain vouches for
-//! it; a deny-list match refuses even an unverified claim (claiming to be a denied model is
+//! allow-list or a minimum certification only when the attestation certificate binds it (a
+//! verified chain under a blanket vendor root proves the hardware, not the model); a deny-list match refuses even an unverified claim (claiming to be a denied model is
 //! reason enough).
 use uuid::Uuid;
 
@@ -13,7 +13,8 @@ use super::metadata::CertificationLevel;
 pub struct ModelFacts<'a> {
     /// The AAGUID the authenticator reports ("" when none).
     pub aaguid: &'a str,
-    /// Whether a verified attestation chain vouches for that AAGUID.
+    /// Whether the attestation certificate binds that AAGUID (FIDO AAGUID extension, or a
+    /// root the FIDO metadata gives for that model alone), as recorded at registration.
     pub verified: bool,
     /// The model's description in the FIDO metadata.
     pub model: Option<&'a str>,
@@ -63,8 +64,9 @@ fn policy_level(level: CertificationLevel) -> PolicyLevel {
     }
 }
 
-const UNVERIFIED: &str =
-    "its attestation was not verified against a trusted root, so its model is only a claim";
+const UNVERIFIED: &str = "its model is not verified: no attestation certificate chained to a \
+     trusted root binds its AAGUID (a blanket vendor root proves the hardware, not the model), \
+     so its model is only a claim";
 
 /// Whether the policy's model rules accept the authenticator.
 pub fn check_model_rules(settings: &Settings, facts: &ModelFacts<'_>) -> Result<(), ModelRefusal> {

@@ -53,6 +53,7 @@ pub fn device_to_proto(device: Device) -> pb::Device {
         certification_level: device.certification_level,
         attestation_format: device.attestation_format,
         attestation_root: device.attestation_root.unwrap_or_default(),
+        aaguid_verified: device.aaguid_verified,
         model_compromised: device.model_compromise.is_some(),
         model_compromise_reason: device.model_compromise.unwrap_or_default(),
         id: device.id,

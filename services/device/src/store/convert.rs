@@ -66,6 +66,7 @@ pub(super) fn device(row: &devices::Model, owner: &str) -> Result<Device, Device
         certification_level: row.certification_level.clone(),
         attestation_format: row.attestation_format.clone(),
         attestation_root: Some(row.attestation_root.clone()).filter(|root| !root.is_empty()),
+        aaguid_verified: row.aaguid_verified,
         model_compromise: Some(row.model_compromise.clone()).filter(|reason| !reason.is_empty()),
     })
 }

@@ -219,6 +219,7 @@ impl DeviceStore {
             certification_level: device.certification_level.clone(),
             attestation_format: device.attestation_format.clone(),
             attestation_root: device.attestation_root.clone().unwrap_or_default(),
+            aaguid_verified: device.aaguid_verified,
             model_compromise: device.model_compromise.clone().unwrap_or_default(),
         };
         devices::Entity::insert(row.into_active_model())

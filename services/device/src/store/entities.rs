@@ -212,6 +212,8 @@ pub mod devices {
         pub attestation_format: String,
         /// The trusted root the attestation chain was verified to; "" when it was not.
         pub attestation_root: String,
+        /// Whether the attestation certificate bound the AAGUID (migration m0012).
+        pub aaguid_verified: bool,
         /// Why the FIDO metadata marks the model compromised; "" when it does not.
         pub model_compromise: String,
     }

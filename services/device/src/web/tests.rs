@@ -88,6 +88,7 @@ impl Registrar for Fake {
                 certification_level: String::new(),
                 attestation_format: String::new(),
                 attestation_root: None,
+                aaguid_verified: false,
                 model_compromise: None,
             },
             redirect_url: "https://app.example/".into(),

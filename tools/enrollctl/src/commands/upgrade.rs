@@ -9,6 +9,16 @@
 //!   for an admin.
 //! - Policies that match on client networks: callers must send `client_ip` for the users
 //!   they match (CheckEnrollment and EvaluateEnrollment refuse a request without one).
+//! - Devices whose model is only a claim (`model-claim-only`): their attestation chain was
+//!   verified but its certificate does not bind their AAGUID, so model allow-lists and
+//!   minimum certification would refuse them were they registered again. Devices keep the
+//!   facts recorded at registration, so the upgrade itself changes nothing for them; what
+//!   recorded data shows is listed: a device recorded with `aaguid_verified` false, and a
+//!   device of format `apple` or `android-key` under a shipped vendor root (their
+//!   attestation certificates never carry the FIDO AAGUID extension). Older `tpm` and
+//!   `packed` devices under a blanket root cannot be told apart (the certificate is not
+//!   stored) and are not listed. Against a release that does not record `aaguid_verified`
+//!   (it reads as false) every device with a verified chain and an AAGUID is listed.
 //!
 //! It only reads (ListDevices, CheckEnrollment, ListPolicies, EvaluateEnrollment): an ops
 //! key is enough.
@@ -41,12 +51,32 @@ const REFUSED_AT_AUTHENTICATION: &str = "refused-at-authentication";
 const APPROVAL_NOW_REQUIRED: &str = "approval-now-required";
 /// Callers must send client_ip for the users a policy matches.
 const CLIENT_IP_REQUIRED: &str = "client-ip-required";
+/// The device's model is a claim its attestation certificate does not bind.
+const MODEL_CLAIM_ONLY: &str = "model-claim-only";
+/// Formats whose attestation certificates never carry the FIDO AAGUID extension, under the
+/// shipped vendor roots that sign them: the model was always a claim.
+const UNBOUND_VENDOR_FORMATS: [(&str, &str); 2] =
+    [("apple", "apple"), ("android-key", "google-android")];
 
 pub async fn run(ctx: &mut Ctx<'_>) -> Result<(), CliError> {
     let devices = all_devices(ctx).await?;
     note(ctx, &format!("checking {} devices...\n", devices.len()));
     let mut findings = Vec::new();
     let mut approval_decided: BTreeMap<(String, String), Option<String>> = BTreeMap::new();
+    for device in devices.iter().filter(|device| model_claim_only(device)) {
+        findings.push(Finding {
+            kind: MODEL_CLAIM_ONLY,
+            realm: device.realm.clone(),
+            user: device.user.clone(),
+            subject: device.id.clone(),
+            reason: format!(
+                "format {} under {}: its attestation certificate does not bind AAGUID {}, so \
+                 webauthn_aaguid_allow and webauthn_min_certification would refuse it if it \
+                 registered again (it keeps its recorded facts)",
+                device.attestation_format, device.attestation_root, device.aaguid
+            ),
+        });
+    }
     for device in devices
         .iter()
         .filter(|device| device.state == pb::DeviceState::Approved as i32)
@@ -97,6 +127,20 @@ pub async fn run(ctx: &mut Ctx<'_>) -> Result<(), CliError> {
         });
     }
     render(ctx, &findings, devices.len())
+}
+
+/// Whether a device not revoked has a verified chain whose certificate, by what was
+/// recorded, does not bind its AAGUID.
+fn model_claim_only(device: &pb::Device) -> bool {
+    let nil = device.aaguid.is_empty() || device.aaguid.bytes().all(|b| b == b'0' || b == b'-');
+    if device.state == pb::DeviceState::Revoked as i32 || device.attestation_root.is_empty() || nil
+    {
+        return false;
+    }
+    !device.aaguid_verified
+        || UNBOUND_VENDOR_FORMATS.iter().any(|(format, root)| {
+            device.attestation_format == *format && device.attestation_root == *root
+        })
 }
 
 /// Every device, page by page.
@@ -263,11 +307,13 @@ fn render(ctx: &mut Ctx<'_>, findings: &[Finding], devices: usize) -> Result<(),
         ctx,
         &format!(
             "{}\n{devices} devices checked: {} will be refused at authentication, {} users' \
-             self-registrations will wait for approval, {} policies need client_ip\n",
+             self-registrations will wait for approval, {} policies need client_ip, {} \
+             devices' models are only claimed\n",
             table.render(),
             count(REFUSED_AT_AUTHENTICATION),
             count(APPROVAL_NOW_REQUIRED),
             count(CLIENT_IP_REQUIRED),
+            count(MODEL_CLAIM_ONLY),
         ),
     )
 }

@@ -129,7 +129,8 @@ pub(super) fn model_verdict(
     let listed = metadata.and_then(|loaded| loaded.catalog.model(&device.aaguid));
     let facts = ModelFacts {
         aaguid: &device.aaguid,
-        verified: device.attestation_root.is_some(),
+        // What registration recorded: whether the attestation certificate bound the AAGUID.
+        verified: device.aaguid_verified,
         model: listed
             .map(|model| model.description.as_str())
             .or(Some(device.model.as_str()))
@@ -232,6 +233,7 @@ mod tests {
             certification_level: String::new(),
             attestation_format: String::new(),
             attestation_root: None,
+            aaguid_verified: false,
             model_compromise: None,
         }
     }

@@ -363,6 +363,7 @@ impl Devices {
                 .unwrap_or_default(),
             attestation_format: registered.attestation.format.clone(),
             attestation_root: registered.attestation.trusted_root.clone(),
+            aaguid_verified: registered.attestation.verified_aaguid().is_some(),
             model_compromise: None,
         };
         let reason = match &link {

@@ -3,6 +3,7 @@
 //! `migrations()`; never edit one that has shipped.
 use sea_orm_migration::prelude::*;
 
+mod aaguid_verified;
 mod autoassign_challenge_binding;
 mod autoassign_confirmation;
 mod device_changes;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(validation_clients::ValidationClientsTable),
             Box::new(policy_snapshot::PolicySetSnapshot),
             Box::new(autoassign_challenge_binding::AutoassignChallengeBinding),
+            Box::new(aaguid_verified::AaguidVerified),
         ]
     }
 
