@@ -62,3 +62,69 @@ pub(super) async fn create_index<T: Iden + 'static, C: Iden + 'static>(
     }
     manager.create_index(index.to_owned()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    use super::*;
+
+    /// m0012 on a database that already holds devices: a device whose chain was verified
+    /// keeps counting its model as verified (the rule it was registered under), one without
+    /// a verified chain does not.
+    #[tokio::test]
+    async fn devices_registered_before_keep_their_recorded_model_facts() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let before = Migrator::migrations()
+            .iter()
+            .position(|migration| migration.name() == "m0012_aaguid_verified")
+            .unwrap();
+        Migrator::up(
+            &db,
+            Some(<u32 as TryFrom<usize>>::try_from(before).unwrap()),
+        )
+        .await
+        .unwrap();
+        db.execute_raw(Statement::from_string(
+            db.get_database_backend(),
+            "INSERT INTO users (id, realm, name, create_time) \
+             VALUES (1, 'acme', 'alice', '2026-01-01T00:00:00Z')",
+        ))
+        .await
+        .unwrap();
+        for (id, root) in [("bound", "Apple WebAuthn Root CA"), ("claimed", "")] {
+            db.execute_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!(
+                    "INSERT INTO devices (id, realm, user_id, credential_id, device_type, state, \
+                     aaguid, backup_eligible, user_agent, credential, create_time, approved_by, \
+                     attestation_root) VALUES ('{id}', 'acme', 1, 'cred-{id}', 'any', \
+                     'approved', '', false, '', '{{}}', '2026-01-01T00:00:00Z', '', '{root}')"
+                ),
+            ))
+            .await
+            .unwrap();
+        }
+        Migrator::up(&db, Some(1)).await.unwrap();
+        let rows = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT id, aaguid_verified FROM devices ORDER BY id",
+            ))
+            .await
+            .unwrap();
+        let verified: Vec<(String, bool)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    row.try_get::<String>("", "id").unwrap(),
+                    row.try_get::<bool>("", "aaguid_verified").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            verified,
+            [("bound".to_owned(), true), ("claimed".to_owned(), false)]
+        );
+    }
+}
