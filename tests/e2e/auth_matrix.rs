@@ -52,6 +52,8 @@ const DEVICE_RPCS: &[(&str, &[Role])] = &[
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),
+    ("GetMetadataStatus", READERS),
+    ("AcceptMetadataJump", ADMIN),
 ];
 
 /// Calls `path` with an empty request message (every field at its default).

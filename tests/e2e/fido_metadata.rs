@@ -281,16 +281,11 @@ async fn a_blob_records_models_and_a_later_one_flags_revoked_models(backend: Bac
     );
 
     // A new replica whose source cannot be read takes the stored BLOB from the database.
-    let root_ca = mds.config().root_ca;
+    let mut unreachable = mds.config();
+    unreachable.source = "file:///nonexistent/enroll-blob.jwt".to_owned();
+    unreachable.refresh_interval_secs = 3600;
     let replica = stack
-        .add_device(move |device| {
-            device.webauthn.metadata = enroll_device::config::MetadataConfig {
-                source: "file:///nonexistent/enroll-blob.jwt".to_owned(),
-                root_ca: root_ca.clone(),
-                refresh_interval_secs: 3600,
-                revoke_compromised: false,
-            }
-        })
+        .add_device(move |device| device.webauthn.metadata = unreachable)
         .await;
     let (mut replica_admin, mut replica_proxy) = (
         stack.device_on(replica, Role::Admin),

@@ -9,6 +9,7 @@ mod enrollctl;
 mod enrollment_page;
 mod faults;
 mod fido_metadata;
+mod fido_metadata_trust;
 mod health_and_reflection;
 mod idempotency;
 mod lockout;

@@ -17,12 +17,36 @@ use crypto_glue::x509::{
     SubjectPublicKeyInfoOwned, Validity,
 };
 
+/// The name the test BLOB signer's certificate carries (`webauthn.metadata.signer_name`).
+pub const TEST_SIGNER_NAME: &str = "mds.example.test";
+
 /// A FIDO root and the BLOB signer it certifies, with a directory for the BLOB and root files.
 pub struct TestMetadataService {
     dir: tempfile::TempDir,
     root: Certificate,
-    signer_key: EcdsaP256SigningKey,
-    signer: Certificate,
+    root_key: EcdsaP256SigningKey,
+    root_name: Name,
+    signer: TestSigner,
+}
+
+/// A BLOB signing certificate and its key.
+pub struct TestSigner {
+    key: EcdsaP256SigningKey,
+    cert: Certificate,
+}
+
+impl TestSigner {
+    /// The base64 SHA-256 of the certificate's public key info (`signer_key_pins`).
+    pub fn key_pin(&self) -> String {
+        use crypto_glue::traits::Digest;
+        let der = self
+            .cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .expect("key info DER");
+        STANDARD.encode(crypto_glue::s256::Sha256::digest(&der))
+    }
 }
 
 impl TestMetadataService {
@@ -37,26 +61,12 @@ impl TestMetadataService {
             &root_key,
             None,
         );
-        let signer_key = EcdsaP256SigningKey::generate();
-        let names = vec![GeneralName::DnsName(
-            "mds.example.test".to_owned().try_into().expect("DNS name"),
-        )];
-        let profile = Subscriber {
-            certificate_type: CertificateType::domain_validated(
-                Name::from_str("CN=Metadata BLOB signer").expect("name"),
-                names.clone(),
-            )
-            .expect("signer profile"),
-            issuer: root_name,
-            client_auth: false,
-            tls12_options: Default::default(),
-            enable_data_encipherment: false,
-        };
-        let signer = issue(profile, &signer_key, &root_key, Some(SubjectAltName(names)));
+        let signer = signer_under(&root_key, &root_name, TEST_SIGNER_NAME);
         let service = Self {
             dir,
             root,
-            signer_key,
+            root_key,
+            root_name,
             signer,
         };
         let pem = service.root.to_pem(LineEnding::LF).expect("root PEM");
@@ -79,21 +89,38 @@ impl TestMetadataService {
         enroll_device::config::MetadataConfig {
             source: format!("file://{}", self.blob_path().display()),
             root_ca: Some(self.root_path()),
+            signer_name: TEST_SIGNER_NAME.to_owned(),
             refresh_interval_secs: 1,
-            revoke_compromised: false,
+            ..Default::default()
         }
+    }
+
+    /// The signer BLOBs are signed with by [`TestMetadataService::sign`].
+    pub fn signer(&self) -> &TestSigner {
+        &self.signer
+    }
+
+    /// Another signing certificate for `dns_name` under the same root (anyone holding a
+    /// certificate under a public root, or the genuine signer's renewed certificate).
+    pub fn issue_signer(&self, dns_name: &str) -> TestSigner {
+        signer_under(&self.root_key, &self.root_name, dns_name)
     }
 
     /// Signs `payload` as a BLOB (ES256, `x5c` = the signer).
     pub fn sign(&self, payload: &serde_json::Value) -> String {
-        let x5c = vec![STANDARD.encode(self.signer.to_der().expect("DER"))];
+        self.sign_with(&self.signer, payload)
+    }
+
+    /// Signs `payload` as a BLOB with `signer`.
+    pub fn sign_with(&self, signer: &TestSigner, payload: &serde_json::Value) -> String {
+        let x5c = vec![STANDARD.encode(signer.cert.to_der().expect("DER"))];
         let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "x5c": x5c});
         let signed = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
-        let signature: EcdsaP256Signature = self.signer_key.sign(signed.as_bytes());
+        let signature: EcdsaP256Signature = signer.key.sign(signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
     }
 
@@ -104,6 +131,61 @@ impl TestMetadataService {
         // A rename: a reader never sees half a file.
         std::fs::rename(&temporary, self.blob_path()).expect("publish the BLOB");
     }
+}
+
+/// A signing certificate for `dns_name` (CN and DNS SAN) issued by the root.
+fn signer_under(root_key: &EcdsaP256SigningKey, root_name: &Name, dns_name: &str) -> TestSigner {
+    let key = EcdsaP256SigningKey::generate();
+    let names = vec![GeneralName::DnsName(
+        dns_name.to_owned().try_into().expect("DNS name"),
+    )];
+    let profile = Subscriber {
+        certificate_type: CertificateType::domain_validated(
+            Name::from_str(&format!("CN={dns_name}")).expect("name"),
+            names.clone(),
+        )
+        .expect("signer profile"),
+        issuer: root_name.clone(),
+        client_auth: false,
+        tls12_options: Default::default(),
+        enable_data_encipherment: false,
+    };
+    let cert = issue(profile, &key, root_key, Some(SubjectAltName(names)));
+    TestSigner { key, cert }
+}
+
+/// The value of the unlabelled series `name` on the Prometheus endpoint at `addr`, or the
+/// sum of its labelled series matching `label` (`key="value"`); None when absent.
+pub async fn metric_value(
+    addr: std::net::SocketAddr,
+    name: &str,
+    label: Option<&str>,
+) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("response");
+    let text = crate::parse_page_answer(&raw).body;
+    let mut found = None;
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = match series.split_once('{') {
+            None => series == name && label.is_none(),
+            Some((series_name, labels)) => {
+                series_name == name && label.is_none_or(|label| labels.contains(label))
+            }
+        };
+        if matches && let Ok(value) = value.parse::<f64>() {
+            found = Some(found.unwrap_or(0.0) + value);
+        }
+    }
+    found
 }
 
 /// An MDS3 payload numbered `no` with `entries`.

@@ -26,6 +26,7 @@ use crate::service::decision_cache::DecisionCache;
 use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
 use crate::service::metadata::{FidoMetadata, MetadataRefresher};
+use crate::service::metadata_admin::MetadataAdmin;
 use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
@@ -46,6 +47,16 @@ pub use enroll_shared::proto::device::v1::device_service_server::SERVICE_NAME;
 /// reads, `Validate`, `CheckEnrollment` and WebAuthn authentication work without it, so an
 /// outage of the policy service must not take every device replica out of rotation.
 pub const POLICY_DEPENDENCY_HEALTH: &str = "enroll.device.v1.DeviceService/policy";
+
+/// The health name under which the device server reports whether its FIDO metadata can be
+/// trusted as current: SERVING while a BLOB is loaded, within its `nextUpdate`, signed under
+/// a pinned key (when pins are set) and no BLOB number waits for acceptance; NOT_SERVING
+/// otherwise. An alert, not a readiness signal: stale metadata is still used (it still flags
+/// compromised models). Registered only with `[webauthn.metadata]`.
+pub const METADATA_HEALTH: &str = "enroll.device.v1.DeviceService/fido-metadata";
+
+/// How often [`METADATA_HEALTH`] is recomputed (an in-memory check).
+const METADATA_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The name the metrics carry (`service_name` of `target_info`, the meter's name).
 pub const METRICS_NAME: &str = "enroll-device";
@@ -98,6 +109,8 @@ pub struct Application {
     last_known: Arc<LastKnownPolicy>,
     /// Keeps the FIDO metadata current, when `[webauthn.metadata]` names a source.
     metadata_refresher: Option<MetadataRefresher>,
+    /// The metadata in use, for its health name (with `metadata_refresher`).
+    metadata: FidoMetadata,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -240,20 +253,33 @@ impl Application {
         )
         .with_metrics(counters.clone())
         .with_metadata(metadata.clone());
+        let metadata_store = match &check_caches {
+            Some((_, rows)) => MetadataStore::new(db.clone()).with_check_cache(rows.clone()),
+            None => MetadataStore::new(db.clone()),
+        };
+        let metadata_admin = match &blobs {
+            Some(_) => {
+                DeviceGauges::metadata(&meters, metadata.clone(), clock.clone());
+                MetadataAdmin::new(
+                    metadata.clone(),
+                    metadata_store.clone(),
+                    config.webauthn.metadata.max_no_jump,
+                    clock.clone(),
+                )
+            }
+            None => MetadataAdmin::disabled(clock.clone()),
+        };
         let metadata_refresher = blobs.map(|blobs| {
             MetadataRefresher::new(
-                metadata,
-                match &check_caches {
-                    Some((_, rows)) => {
-                        MetadataStore::new(db.clone()).with_check_cache(rows.clone())
-                    }
-                    None => MetadataStore::new(db.clone()),
-                },
+                metadata.clone(),
+                metadata_store,
                 Arc::new(blobs),
                 clock.clone(),
             )
             .revoking(config.webauthn.metadata.revoke_compromised)
             .every(config.webauthn.metadata.refresh_interval())
+            .max_no_jump(config.webauthn.metadata.max_no_jump)
+            .with_metrics(counters.clone())
         });
         let mut tokens = Tokens::new(
             TokenStore::new(db.clone(), retention),
@@ -283,7 +309,12 @@ impl Application {
         // The page calls the device use cases itself (a clone sharing store, gate and
         // relying party), so it can finish as `Finisher::Page`: link ceremonies only.
         let page = Arc::new(devices.clone());
-        let grpc = Arc::new(DeviceGrpc::new(tokens, devices, AuditTrail::new(audit)));
+        let grpc = Arc::new(DeviceGrpc::new(
+            tokens,
+            devices,
+            AuditTrail::new(audit),
+            metadata_admin,
+        ));
         Ok(Self {
             config,
             listener,
@@ -301,6 +332,7 @@ impl Application {
             check_caches,
             last_known,
             metadata_refresher,
+            metadata,
         })
     }
 
@@ -345,6 +377,7 @@ impl Application {
             check_caches,
             last_known,
             metadata_refresher,
+            metadata,
         } = self;
         let meters = metrics.meters();
         let mut server = spawn(
@@ -387,8 +420,15 @@ impl Application {
         tracing::info!("migrations done");
         // Before SERVING: registrations on a fresh replica already know compromised models.
         if let Some(refresher) = metadata_refresher {
+            server.health.set_named(METADATA_HEALTH, false).await;
             refresher.load_at_start().await;
             tokio::spawn(refresher.keep_fresh(server.stopping.clone()));
+            tokio::spawn(watch_metadata(
+                metadata,
+                clock.clone(),
+                server.health.clone(),
+                server.stopping.clone(),
+            ));
         }
         // Before SERVING: a replica started during a policy outage decides the proxy's path
         // from the last policy set any replica received.
@@ -499,6 +539,41 @@ async fn watch_policy_service(
             }
             health.set_named(POLICY_DEPENDENCY_HEALTH, reachable).await;
             serving = Some(reachable);
+        }
+    }
+}
+
+/// Reports under [`METADATA_HEALTH`] whether the FIDO metadata in use is healthy, logging
+/// each change (the reasons are in `GetMetadataStatus` and the metadata gauges).
+async fn watch_metadata(
+    metadata: FidoMetadata,
+    clock: SharedClock,
+    health: HealthHandle,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut healthy = None;
+    let mut ticker = tokio::time::interval(METADATA_HEALTH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => {}
+        }
+        let status = metadata.status(clock.now().date_naive());
+        let now_healthy = status.healthy();
+        if healthy != Some(now_healthy) {
+            if !now_healthy {
+                tracing::warn!(
+                    health = METADATA_HEALTH,
+                    no = ?status.no,
+                    stale = status.stale,
+                    signer_key_changed = status.signer_key_changed,
+                    pending_jump = ?status.pending_jump,
+                    "FIDO metadata needs attention (enrollctl metadata status)"
+                );
+            }
+            health.set_named(METADATA_HEALTH, now_healthy).await;
+            healthy = Some(now_healthy);
         }
     }
 }

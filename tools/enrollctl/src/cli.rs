@@ -104,6 +104,9 @@ pub enum Command {
     /// The device service's audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// FIDO metadata (MDS3): the BLOB in use, and accepting a BLOB number that jumps.
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
     /// Health of both services (grpc.health.v1); exit code 5 when one is not SERVING.
     Health,
     /// Before upgrading: who the release's trust changes affect (devices refused at
@@ -423,6 +426,23 @@ pub enum DeviceCommand {
     /// Revoke a device.
     Revoke {
         id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetadataCommand {
+    /// The BLOB the device service uses: number, nextUpdate, source, staleness, the
+    /// signer's keys, a number waiting for acceptance.
+    Status,
+    /// Accept BLOB number `--no` although it jumps beyond webauthn.metadata.max_no_jump
+    /// (check the number out of band first). Audited.
+    Accept {
+        /// The BLOB number to accept.
+        #[arg(long)]
+        no: u64,
+        /// Why, e.g. how the number was checked.
         #[arg(long)]
         reason: Option<String>,
     },

@@ -129,6 +129,7 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CliError> {
         Command::Link(command) => commands::link::run(ctx, command).await,
         Command::Device(command) => commands::device::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
+        Command::Metadata(command) => commands::metadata::run(ctx, command).await,
         Command::Health => commands::health::run(ctx).await,
         Command::UpgradeReport => commands::upgrade::run(ctx).await,
     }

@@ -1,5 +1,7 @@
-//! The FIDO Metadata Service BLOB: fetched from a file or an http(s) URL, its JWT verified
-//! against the configured FIDO root with the injected clock, its payload parsed.
+//! The FIDO Metadata Service BLOB: fetched from a file or an https URL, its JWT verified
+//! against the configured FIDO root with the injected clock, its signer's name checked
+//! against the pinned one (the root is a public TLS root: anyone can hold a certificate
+//! under it), its payload parsed.
 //!
 //! Verified here rather than with the `fido-mds` crate: that crate pins the production
 //! GlobalSign roots and the system clock inside `FromStr` (no configured root, no injected
@@ -15,18 +17,23 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use crypto_glue::ecdsa_p256::{EcdsaP256PublicKey, EcdsaP256Signature, EcdsaP256VerifyingKey};
 use crypto_glue::rsa::{RS256PublicKey, RS256Signature, RS256VerifyingKey};
 use crypto_glue::traits::{DecodeDer, DecodePem, OwnedToRef, Verifier};
-use crypto_glue::x509::{Certificate, X509Store};
+use crypto_glue::x509::{Certificate, GeneralName, SubjectAltName, X509Store};
 use serde::Deserialize;
 
+use crate::domain::metadata_trust::{
+    KeyPinCheck, Unverified, VerifiedBlob, parse_key_pin, signer_name_matches,
+};
 use crate::service::ports::MetadataBlobs;
 
 /// How long one download may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The configured BLOB source and FIDO root.
+/// The configured BLOB source, FIDO root, signer name and key pins.
 pub struct FidoBlobs {
     source: BlobSource,
     roots: Vec<Certificate>,
+    signer_name: String,
+    key_pins: Vec<String>,
 }
 
 impl FidoBlobs {
@@ -39,9 +46,26 @@ impl FidoBlobs {
         let root = config.root_ca.as_ref().ok_or_else(|| {
             "webauthn.metadata.root_ca is required with webauthn.metadata.source: the PEM of the FIDO root the BLOB is signed under".to_owned()
         })?;
+        if config.signer_name.trim().is_empty() {
+            return Err("webauthn.metadata.signer_name must name the BLOB signer's certificate (mds.fidoalliance.org for the FIDO Alliance's BLOB)".to_owned());
+        }
+        let key_pins = config
+            .signer_key_pins
+            .iter()
+            .map(|pin| {
+                parse_key_pin(pin)
+                    .map_err(|error| format!("webauthn.metadata.signer_key_pins: {error}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if let BlobSource::File(path) = &source {
+            // Allowed for air-gapped sites; nothing renews the file but the operator.
+            tracing::warn!(path = %path.display(), "FIDO metadata read from a file: keep it current yourself (webauthn.metadata.source)");
+        }
         Ok(Some(Self {
             source,
             roots: load_roots(root)?,
+            signer_name: config.signer_name.trim().to_owned(),
+            key_pins,
         }))
     }
 }
@@ -59,8 +83,17 @@ impl MetadataBlobs for FidoBlobs {
             .map_err(|error| error.to_string())
     }
 
-    fn verify(&self, jwt: &str, now: SystemTime) -> Result<Vec<u8>, String> {
-        verify_blob(jwt, &self.roots, now).map_err(|error| error.to_string())
+    fn verify(&self, jwt: &str, now: SystemTime) -> Result<VerifiedBlob, Unverified> {
+        let verified =
+            verify_blob(jwt, &self.roots, &self.signer_name, now).map_err(|error| Unverified {
+                reason: error.reason(),
+                message: error.to_string(),
+            })?;
+        Ok(VerifiedBlob {
+            payload: verified.payload,
+            key_pin: KeyPinCheck::of(&self.key_pins, &verified.chain_keys),
+            chain_keys: verified.chain_keys,
+        })
     }
 }
 
@@ -82,6 +115,32 @@ pub enum BlobError {
     Chain(String),
     #[error("the metadata BLOB's signature does not verify: {0}")]
     Signature(String),
+    #[error(
+        "the metadata BLOB is signed by a certificate for {found}, not the pinned signer {expected} (webauthn.metadata.signer_name)"
+    )]
+    SignerName { expected: String, found: String },
+}
+
+impl BlobError {
+    /// A closed name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Fetch { .. } => "fetch",
+            Self::Malformed(_) => "malformed",
+            Self::Algorithm(_) => "algorithm",
+            Self::Chain(_) => "chain",
+            Self::Signature(_) => "signature",
+            Self::SignerName { .. } => "signer_name",
+        }
+    }
+}
+
+/// A verified BLOB's payload and the SHA-256 digests (base64) of its chain's public keys,
+/// the signer's first.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub payload: Vec<u8>,
+    pub chain_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,12 +181,14 @@ pub fn load_roots(path: &std::path::Path) -> Result<Vec<Certificate>, String> {
 }
 
 /// Verifies the BLOB's JWT (`alg` ES256, RS256 or PS256; the `x5c` chain to one of
-/// `roots`, certificates valid at `now`) and returns its payload.
+/// `roots`, certificates valid at `now`, the signing certificate named `signer_name`) and
+/// returns its payload.
 pub fn verify_blob(
     jwt: &str,
     roots: &[Certificate],
+    signer_name: &str,
     now: SystemTime,
-) -> Result<Vec<u8>, BlobError> {
+) -> Result<Verified, BlobError> {
     let jwt = jwt.trim();
     let mut parts = jwt.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
@@ -175,10 +236,58 @@ pub fn verify_blob(
     store
         .verify(&leaf, &chain, now)
         .map_err(|error| BlobError::Chain(format!("{error:?}")))?;
+    // After the chain: a name is only worth checking on a certificate the root vouches for.
+    let names = certificate_names(&leaf);
+    if !signer_name_matches(signer_name, &names) {
+        return Err(BlobError::SignerName {
+            expected: signer_name.to_owned(),
+            found: if names.is_empty() {
+                "no name".to_owned()
+            } else {
+                names.join(", ")
+            },
+        });
+    }
     let signature = decode(signature_b64, "the signature")?;
     let signed = format!("{header_b64}.{payload_b64}");
     verify_signature(&header.alg, &leaf, signed.as_bytes(), &signature)?;
-    decode(payload_b64, "the payload")
+    let chain_keys = std::iter::once(&leaf)
+        .chain(chain.iter())
+        .map(key_digest)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Verified {
+        payload: decode(payload_b64, "the payload")?,
+        chain_keys,
+    })
+}
+
+/// The subject CN and DNS subject alternative names of `certificate`.
+fn certificate_names(certificate: &Certificate) -> Vec<String> {
+    let tbs = certificate.tbs_certificate();
+    let mut names = Vec::new();
+    if let Ok(Some(common_name)) = tbs.subject().common_name() {
+        names.push(common_name.value().into_owned());
+    }
+    if let Ok(Some((_, alt_names))) = tbs.get_extension::<SubjectAltName>() {
+        for name in alt_names.0 {
+            if let GeneralName::DnsName(dns) = name {
+                names.push(dns.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The base64 SHA-256 of a certificate's DER subject public key info (as HPKP and
+/// `curl --pinnedpubkey` spell key pins).
+fn key_digest(certificate: &Certificate) -> Result<String, BlobError> {
+    use crypto_glue::traits::{Digest, EncodeDer};
+    let der = certificate
+        .tbs_certificate()
+        .subject_public_key_info()
+        .to_der()
+        .map_err(|error| BlobError::Malformed(format!("a certificate's key: {error}")))?;
+    Ok(STANDARD.encode(crypto_glue::s256::Sha256::digest(&der)))
 }
 
 fn verify_signature(
@@ -226,13 +335,13 @@ fn verify_signature(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobSource {
     File(PathBuf),
-    /// An http or https URL. The BLOB is signed, so plain http only risks staleness (a
-    /// replayed older BLOB is refused by its serial number); https is the default.
+    /// An https URL ([`BlobSource::parse`] refuses plain http: on it anyone on the path
+    /// can hold back the BLOB that flags a compromised model).
     Url(url::Url),
 }
 
 impl BlobSource {
-    /// `file:///path`, a bare path, or an `https://` / `http://` URL.
+    /// `file:///path`, a bare path, or an `https://` URL.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let raw = raw.trim();
         let bad = |message: String| format!("webauthn.metadata.source `{raw}`: {message}");
@@ -245,8 +354,12 @@ impl BlobSource {
                 .to_file_path()
                 .map(Self::File)
                 .map_err(|_| bad("not a local file path".to_owned())),
-            "https" | "http" if url.host_str().is_some() => Ok(Self::Url(url)),
-            _ => Err(bad("use file://, https:// or http://".to_owned())),
+            "https" if url.host_str().is_some() => Ok(Self::Url(url)),
+            "http" => Err(bad(
+                "plain http is refused: use https:// (or file:// for a BLOB you download yourself)"
+                    .to_owned(),
+            )),
+            _ => Err(bad("use https:// or file://".to_owned())),
         }
     }
 

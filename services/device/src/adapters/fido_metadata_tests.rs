@@ -29,11 +29,16 @@ fn root(common_name: &str) -> TestCa {
     TestCa { key, cert, name }
 }
 
-/// A BLOB signing certificate issued by `ca`.
+/// A BLOB signing certificate for `mds.example.test` issued by `ca`.
 fn signer(ca: &TestCa) -> (EcdsaP256SigningKey, Certificate) {
+    named_signer(ca, "mds.example.test")
+}
+
+/// A BLOB signing certificate for `dns_name` issued by `ca`.
+fn named_signer(ca: &TestCa, dns_name: &str) -> (EcdsaP256SigningKey, Certificate) {
     let key = EcdsaP256SigningKey::generate();
     let names = vec![GeneralName::DnsName(
-        "mds.example.test".to_owned().try_into().unwrap(),
+        dns_name.to_owned().try_into().unwrap(),
     )];
     let profile = Subscriber {
         certificate_type: CertificateType::domain_validated(
@@ -87,6 +92,8 @@ fn jwt(alg: &str, payload: &str, key: &EcdsaP256SigningKey, chain: &[&Certificat
     format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
+const SIGNER: &str = "mds.example.test";
+
 const PAYLOAD: &str = r#"{"no": 3, "nextUpdate": "2026-12-01", "entries": []}"#;
 
 #[test]
@@ -96,39 +103,65 @@ fn a_blob_signed_under_the_root_verifies_and_anything_else_is_refused() {
     let now = SystemTime::now();
     let roots = [fido.cert.clone()];
     let good = jwt("ES256", PAYLOAD, &key, &[&leaf]);
-    assert_eq!(verify_blob(&good, &roots, now).unwrap(), PAYLOAD.as_bytes());
+    assert_eq!(
+        verify_blob(&good, &roots, SIGNER, now).unwrap().payload,
+        PAYLOAD.as_bytes()
+    );
     // The root itself at the end of x5c is ignored (it is ours, not the BLOB's).
     let with_root = jwt("ES256", PAYLOAD, &key, &[&leaf, &fido.cert]);
-    assert!(verify_blob(&with_root, &roots, now).is_ok());
+    assert!(verify_blob(&with_root, &roots, SIGNER, now).is_ok());
 
     // Another root of the same name: the chain does not verify.
     let impostor = root("FIDO test root");
     let (impostor_key, impostor_leaf) = signer(&impostor);
     let forged = jwt("ES256", PAYLOAD, &impostor_key, &[&impostor_leaf]);
     assert!(matches!(
-        verify_blob(&forged, &roots, now),
+        verify_blob(&forged, &roots, SIGNER, now),
         Err(BlobError::Chain(_))
     ));
     // The right chain, the payload changed after signing.
     let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
     parts[1] = URL_SAFE_NO_PAD.encode(r#"{"no": 4, "entries": []}"#);
     assert!(matches!(
-        verify_blob(&parts.join("."), &roots, now),
+        verify_blob(&parts.join("."), &roots, SIGNER, now),
         Err(BlobError::Signature(_))
     ));
     // Signed by a key the certificate does not name.
     let (other_key, _) = signer(&fido);
     let wrong_key = jwt("ES256", PAYLOAD, &other_key, &[&leaf]);
     assert!(matches!(
-        verify_blob(&wrong_key, &roots, now),
+        verify_blob(&wrong_key, &roots, SIGNER, now),
         Err(BlobError::Signature(_))
     ));
     // The certificates' validity follows the injected clock.
     let later = now + Duration::from_secs(2 * 3600);
     assert!(matches!(
-        verify_blob(&good, &roots, later),
+        verify_blob(&good, &roots, SIGNER, later),
         Err(BlobError::Chain(message)) if message.contains("NotAfter")
     ));
+}
+
+#[test]
+fn only_the_pinned_signer_name_signs_under_the_root() {
+    let fido = root("FIDO test root");
+    let roots = [fido.cert.clone()];
+    let now = SystemTime::now();
+    // Anyone who bought a certificate under the (public TLS) root: chain fine, name wrong.
+    let (other_key, other_leaf) = named_signer(&fido, "shop.example");
+    let forged = jwt("ES256", PAYLOAD, &other_key, &[&other_leaf]);
+    let refused = verify_blob(&forged, &roots, SIGNER, now).unwrap_err();
+    assert!(
+        matches!(&refused, BlobError::SignerName { found, .. } if found.contains("shop.example")),
+        "{refused:?}"
+    );
+    assert_eq!(refused.reason(), "signer_name");
+    // The same under the pinned name verifies, and reports the chain's key digests.
+    let (key, leaf) = signer(&fido);
+    let verified =
+        verify_blob(&jwt("ES256", PAYLOAD, &key, &[&leaf]), &roots, SIGNER, now).unwrap();
+    assert_eq!(verified.chain_keys.len(), 1);
+    assert_eq!(verified.chain_keys[0], key_digest(&leaf).unwrap());
+    assert_ne!(verified.chain_keys[0], key_digest(&other_leaf).unwrap());
 }
 
 #[test]
@@ -140,7 +173,7 @@ fn only_the_algorithms_mds3_allows_and_well_formed_tokens_pass() {
     for alg in ["none", "HS256", "ES384"] {
         let token = jwt(alg, PAYLOAD, &key, &[&leaf]);
         assert_eq!(
-            verify_blob(&token, &roots, now),
+            verify_blob(&token, &roots, SIGNER, now),
             Err(BlobError::Algorithm(alg.to_owned()))
         );
     }
@@ -148,19 +181,19 @@ fn only_the_algorithms_mds3_allows_and_well_formed_tokens_pass() {
     for alg in ["RS256", "PS256"] {
         let token = jwt(alg, PAYLOAD, &key, &[&leaf]);
         assert!(
-            matches!(verify_blob(&token, &roots, now), Err(BlobError::Signature(m)) if m.contains(alg)),
+            matches!(verify_blob(&token, &roots, SIGNER, now), Err(BlobError::Signature(m)) if m.contains(alg)),
             "{alg}"
         );
     }
     let no_chain = jwt("ES256", PAYLOAD, &key, &[]);
     assert!(matches!(
-        verify_blob(&no_chain, &roots, now),
+        verify_blob(&no_chain, &roots, SIGNER, now),
         Err(BlobError::Chain(_))
     ));
     for malformed in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
         assert!(
             matches!(
-                verify_blob(malformed, &roots, now),
+                verify_blob(malformed, &roots, SIGNER, now),
                 Err(BlobError::Malformed(_))
             ),
             "{malformed:?}"
@@ -200,6 +233,9 @@ fn roots_load_from_pem_files_and_sources_parse() {
     for bad in ["ftp://x/y", "mds.jwt", "https://"] {
         assert!(BlobSource::parse(bad).is_err(), "{bad}");
     }
+    // Plain http is a configuration error: anyone on the path could withhold BLOBs.
+    let http = BlobSource::parse("http://mds3.fidoalliance.org/").unwrap_err();
+    assert!(http.contains("https"), "{http}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -230,7 +266,8 @@ async fn files_and_http_urls_are_fetched_and_failures_name_the_source() {
             socket.shutdown().await.unwrap();
         }
     });
-    let url = BlobSource::parse(&format!("http://{addr}/")).unwrap();
+    // Built directly: parse refuses http, the download code is the same for https.
+    let url = BlobSource::Url(url::Url::parse(&format!("http://{addr}/")).unwrap());
     assert_eq!(url.fetch(Duration::from_secs(5)).await.unwrap(), "x.y.z");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod import;
 pub mod lockout;
 pub mod metadata;
+pub mod metadata_trust;
 pub mod model_rules;
 pub mod names;
 pub mod otp;

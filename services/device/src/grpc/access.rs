@@ -9,7 +9,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 25] = [
+pub const RPC_ROLES: [(&str, &[Role]); 27] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -35,6 +35,8 @@ pub const RPC_ROLES: [(&str, &[Role]); 25] = [
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),
+    ("GetMetadataStatus", READERS),
+    ("AcceptMetadataJump", ADMIN),
 ];
 
 /// The access rule of a gRPC path on the device server.

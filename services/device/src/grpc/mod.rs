@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::service::audit::AuditTrail;
 use crate::service::devices::Devices;
+use crate::service::metadata_admin::MetadataAdmin;
 use crate::service::tokens::Tokens;
 
 pub mod access;
@@ -14,6 +15,7 @@ mod audit;
 mod decode;
 mod devices;
 mod links;
+mod metadata;
 mod tokens;
 
 pub use tokens::MAX_REQUEST_BYTES;
@@ -22,14 +24,21 @@ pub struct DeviceGrpc {
     tokens: Tokens,
     devices: Devices,
     audit: AuditTrail,
+    metadata: MetadataAdmin,
 }
 
 impl DeviceGrpc {
-    pub fn new(tokens: Tokens, devices: Devices, audit: AuditTrail) -> Self {
+    pub fn new(
+        tokens: Tokens,
+        devices: Devices,
+        audit: AuditTrail,
+        metadata: MetadataAdmin,
+    ) -> Self {
         Self {
             tokens,
             devices,
             audit,
+            metadata,
         }
     }
 }
@@ -209,5 +218,19 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         audit::list_audit_events(&self.audit, request).await
+    }
+
+    async fn get_metadata_status(
+        &self,
+        request: Request<pb::GetMetadataStatusRequest>,
+    ) -> Result<Response<pb::MetadataStatus>, Status> {
+        metadata::get_metadata_status(&self.metadata, request).await
+    }
+
+    async fn accept_metadata_jump(
+        &self,
+        request: Request<pb::AcceptMetadataJumpRequest>,
+    ) -> Result<Response<pb::MetadataStatus>, Status> {
+        metadata::accept_metadata_jump(&self.metadata, request).await
     }
 }

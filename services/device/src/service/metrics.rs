@@ -20,6 +20,7 @@ pub struct DeviceMetrics {
     autoassign: Counter,
     link_changes: Counter,
     ceremonies: Counter,
+    metadata_refused: Counter,
 }
 
 /// What happened to an enrollment link.
@@ -79,6 +80,10 @@ impl DeviceMetrics {
                 "enroll.device.webauthn.ceremonies",
                 "Finished WebAuthn ceremonies by ceremony (registration, authentication) and outcome (success, or why it failed)",
             ),
+            metadata_refused: meters.counter(
+                "enroll.device.fido_metadata.refused",
+                "FIDO metadata BLOBs not used, by reason (fetch, signer_name, chain, signature, malformed, algorithm, payload, older, jump; stored_unverified, stored_number_mismatch for rows in the database)",
+            ),
         }
     }
 
@@ -108,6 +113,12 @@ impl DeviceMetrics {
     pub fn link(&self, change: LinkChange) {
         self.link_changes
             .add(1, &[KeyValue::new("change", change.as_str())]);
+    }
+
+    /// Counts a FIDO metadata BLOB not used for `reason` (a closed set of names).
+    pub fn metadata_refused(&self, reason: &'static str) {
+        self.metadata_refused
+            .add(1, &[KeyValue::new("reason", reason)]);
     }
 
     /// Counts a finished ceremony: success, or the class of its failure.
@@ -230,6 +241,51 @@ impl DeviceGauges {
             },
         );
         gauges
+    }
+
+    /// Registers the FIDO metadata gauges on `meters`: the BLOB number in use, whether it
+    /// is stale, whether its signer's key matches no pin, whether a jump waits.
+    pub fn metadata(
+        meters: &Meters,
+        metadata: crate::service::metadata::FidoMetadata,
+        clock: SharedClock,
+    ) {
+        let status = move || metadata.status(clock.now().date_naive());
+        let read = status.clone();
+        meters.gauge(
+            "enroll.device.fido_metadata.no",
+            "",
+            "The number of the FIDO metadata BLOB in use (absent before one is loaded)",
+            move || {
+                read()
+                    .no
+                    .map(|no| vec![(no as f64, Vec::new())])
+                    .unwrap_or_default()
+            },
+        );
+        for (name, description, flag) in [
+            (
+                "enroll.device.fido_metadata.stale",
+                "1 while the FIDO metadata BLOB in use is past its nextUpdate (still used), else 0",
+                (|status: &crate::service::metadata::MetadataStatus| status.stale)
+                    as fn(&crate::service::metadata::MetadataStatus) -> bool,
+            ),
+            (
+                "enroll.device.fido_metadata.pin_mismatch",
+                "1 while the FIDO metadata BLOB in use was signed under none of webauthn.metadata.signer_key_pins (a renewed signer certificate: check it, update the pins), else 0",
+                |status| status.signer_key_changed,
+            ),
+            (
+                "enroll.device.fido_metadata.jump_pending",
+                "1 while a verified FIDO metadata BLOB waits for an operator's acceptance (its number jumps beyond webauthn.metadata.max_no_jump), else 0",
+                |status| status.pending_jump.is_some(),
+            ),
+        ] {
+            let read = status.clone();
+            meters.gauge(name, "", description, move || {
+                vec![(f64::from(u8::from(flag(&read()))), Vec::new())]
+            });
+        }
     }
 
     /// Records whether the policy service answers.

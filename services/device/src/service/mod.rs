@@ -8,6 +8,7 @@ pub mod devices;
 pub mod gate;
 pub mod idempotency;
 pub mod metadata;
+pub mod metadata_admin;
 pub mod metrics;
 pub mod pool_index;
 pub mod ports;

@@ -129,6 +129,14 @@ pub trait MetadataBlobs: Send + Sync + 'static {
     /// The BLOB as published (a JWT), or why it could not be fetched.
     async fn fetch(&self) -> Result<String, String>;
     /// The payload of a BLOB whose signature chain leads to the configured FIDO root with
-    /// certificates valid at `now`, or why not.
-    fn verify(&self, jwt: &str, now: std::time::SystemTime) -> Result<Vec<u8>, String>;
+    /// certificates valid at `now` and whose signer carries the pinned name (with what the
+    /// key pins said), or why not.
+    fn verify(
+        &self,
+        jwt: &str,
+        now: std::time::SystemTime,
+    ) -> Result<
+        crate::domain::metadata_trust::VerifiedBlob,
+        crate::domain::metadata_trust::Unverified,
+    >;
 }

@@ -59,18 +59,82 @@ impl MetadataStore {
 
     /// The newest stored BLOB.
     pub async fn latest(&self) -> Result<Option<StoredBlob>, DeviceError> {
-        let row = fido_metadata_blobs::Entity::find()
+        Ok(self.newest_first(1).await?.into_iter().next())
+    }
+
+    /// Up to `limit` stored BLOBs, newest first. Usually one: a stored BLOB drops the older
+    /// ones; more only when someone wrote rows around the service.
+    pub async fn newest_first(&self, limit: u64) -> Result<Vec<StoredBlob>, DeviceError> {
+        let rows = fido_metadata_blobs::Entity::find()
             .order_by_desc(fido_metadata_blobs::Column::No)
-            .limit(1)
-            .one(&self.db)
+            .limit(limit)
+            .all(&self.db)
             .await?;
-        Ok(row.map(|row| StoredBlob {
-            no: u64::try_from(row.no).unwrap_or_default(),
-            blob: row.blob,
-            next_update: row.next_update,
-            source: row.source,
-            load_time: row.load_time,
-        }))
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredBlob {
+                no: u64::try_from(row.no).unwrap_or_default(),
+                blob: row.blob,
+                next_update: row.next_update,
+                source: row.source,
+                load_time: row.load_time,
+            })
+            .collect())
+    }
+
+    /// Deletes the stored row `no` if it still holds exactly `blob` (a row found not to
+    /// verify, or not adoptable; a concurrent writer's different row stays).
+    pub async fn delete_row(&self, no: u64, blob: &str) -> Result<bool, DeviceError> {
+        let Ok(no) = i64::try_from(no) else {
+            return Ok(false);
+        };
+        let backend = self.db.get_database_backend();
+        let deleted = self
+            .db
+            .execute_raw(statement(
+                backend,
+                "DELETE FROM fido_metadata_blobs WHERE no = $1 AND blob = $2",
+                vec![no.into(), blob.to_owned().into()],
+            ))
+            .await?
+            .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    /// Whether an operator accepted BLOB number `no` beyond the jump bound.
+    pub async fn jump_accepted(&self, no: u64) -> Result<bool, DeviceError> {
+        let Ok(no) = i64::try_from(no) else {
+            return Ok(false);
+        };
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(statement(
+                backend,
+                "SELECT 1 AS accepted FROM fido_metadata_accepted_jumps WHERE no = $1",
+                vec![no.into()],
+            ))
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Records an operator's acceptance of BLOB number `no` with its audit event, in one
+    /// transaction. Accepting a number twice is a no-op (the first acceptance stands).
+    pub async fn accept_jump(&self, no: u64, audit: AuditRecord) -> Result<(), DeviceError> {
+        let no = i64::try_from(no).map_err(|_| DeviceError::invalid("no", "too large"))?;
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        transaction
+            .execute_raw(statement(
+                backend,
+                "INSERT INTO fido_metadata_accepted_jumps (no, accepted_by, accept_time) \
+                 VALUES ($1, $2, $3) ON CONFLICT (no) DO NOTHING",
+                vec![no.into(), audit.actor.clone().into(), audit.time.into()],
+            ))
+            .await?;
+        TokenStore::insert_audit(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     /// Keeps `blob` when its number is above every stored one and drops the older ones;

@@ -5,6 +5,7 @@ pub mod device;
 pub mod health;
 pub mod import;
 pub mod link;
+pub mod metadata;
 pub mod policy;
 pub mod token;
 pub mod upgrade;

@@ -11,6 +11,7 @@ mod device_security;
 mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
+mod m0011_fido_metadata_jumps;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(validation_clients::ValidationClientsTable),
             Box::new(policy_snapshot::PolicySetSnapshot),
             Box::new(autoassign_challenge_binding::AutoassignChallengeBinding),
+            Box::new(m0011_fido_metadata_jumps::FidoMetadataJumps),
             Box::new(aaguid_verified::AaguidVerified),
         ]
     }
