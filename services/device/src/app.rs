@@ -259,7 +259,7 @@ impl Application {
         };
         let metadata_admin = match &blobs {
             Some(_) => {
-                DeviceGauges::metadata(&meters, metadata.clone(), clock.clone());
+                FidoMetadata::register_gauges(&meters, metadata.clone(), clock.clone());
                 MetadataAdmin::new(
                     metadata.clone(),
                     metadata_store.clone(),

@@ -243,51 +243,6 @@ impl DeviceGauges {
         gauges
     }
 
-    /// Registers the FIDO metadata gauges on `meters`: the BLOB number in use, whether it
-    /// is stale, whether its signer's key matches no pin, whether a jump waits.
-    pub fn metadata(
-        meters: &Meters,
-        metadata: crate::service::metadata::FidoMetadata,
-        clock: SharedClock,
-    ) {
-        let status = move || metadata.status(clock.now().date_naive());
-        let read = status.clone();
-        meters.gauge(
-            "enroll.device.fido_metadata.no",
-            "",
-            "The number of the FIDO metadata BLOB in use (absent before one is loaded)",
-            move || {
-                read()
-                    .no
-                    .map(|no| vec![(no as f64, Vec::new())])
-                    .unwrap_or_default()
-            },
-        );
-        for (name, description, flag) in [
-            (
-                "enroll.device.fido_metadata.stale",
-                "1 while the FIDO metadata BLOB in use is past its nextUpdate (still used), else 0",
-                (|status: &crate::service::metadata::MetadataStatus| status.stale)
-                    as fn(&crate::service::metadata::MetadataStatus) -> bool,
-            ),
-            (
-                "enroll.device.fido_metadata.pin_mismatch",
-                "1 while the FIDO metadata BLOB in use was signed under none of webauthn.metadata.signer_key_pins (a renewed signer certificate: check it, update the pins), else 0",
-                |status| status.signer_key_changed,
-            ),
-            (
-                "enroll.device.fido_metadata.jump_pending",
-                "1 while a verified FIDO metadata BLOB waits for an operator's acceptance (its number jumps beyond webauthn.metadata.max_no_jump), else 0",
-                |status| status.pending_jump.is_some(),
-            ),
-        ] {
-            let read = status.clone();
-            meters.gauge(name, "", description, move || {
-                vec![(f64::from(u8::from(flag(&read()))), Vec::new())]
-            });
-        }
-    }
-
     /// Records whether the policy service answers.
     pub fn set_policy_serving(&self, serving: bool) {
         self.policy_serving.store(serving, Ordering::Relaxed);
