@@ -164,9 +164,12 @@ fn default_server() -> ServerConfig {
 /// The device service's Prometheus port (the policy service's is 9464).
 pub const DEFAULT_METRICS_PORT: u16 = 9465;
 
+/// Loopback, like the gRPC server's default: the endpoint has no authentication, so it is
+/// reachable from elsewhere only where a deployment says so (the container and Kubernetes
+/// configurations set `0.0.0.0`).
 fn default_metrics() -> MetricsConfig {
     MetricsConfig::on(std::net::SocketAddr::from((
-        [0, 0, 0, 0],
+        [127, 0, 0, 1],
         DEFAULT_METRICS_PORT,
     )))
 }
@@ -196,6 +199,16 @@ impl enroll_shared::cli::HasTelemetry for DeviceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_listen_on_loopback_by_default() {
+        // The endpoint has no authentication: loopback unless a deployment says otherwise.
+        let config: DeviceConfig = enroll_shared::config::load_with_env(None, vec![]).unwrap();
+        assert_eq!(
+            config.metrics.listen(),
+            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9465))))
+        );
+    }
 
     #[test]
     fn web_listener_defaults_on_and_can_be_turned_off() {
