@@ -201,16 +201,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_listen_on_loopback_by_default() {
-        // The endpoint has no authentication: loopback unless a deployment says otherwise.
-        let config: DeviceConfig = enroll_shared::config::load_with_env(None, vec![]).unwrap();
-        assert_eq!(
-            config.metrics.listen(),
-            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9465))))
-        );
-    }
-
-    #[test]
     fn web_listener_defaults_on_and_can_be_turned_off() {
         let config: DeviceConfig = enroll_shared::config::load_with_env(None, vec![]).unwrap();
         assert_eq!(
@@ -290,9 +280,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), DEFAULT_PORT);
+        // The endpoint has no authentication: loopback unless a deployment says otherwise.
         assert_eq!(
             config.metrics.listen(),
-            Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9465))))
+            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9465))))
         );
         assert_eq!(config.policy_service.api_key, "topsecret");
         assert!(!format!("{config:?}").contains("topsecret"));
