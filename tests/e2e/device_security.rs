@@ -321,6 +321,77 @@ async fn a_refused_registration_burns_its_ceremony(backend: Backend) {
     assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
 }
 
+async fn ceremonies(stack: &TestStack, id: &str) -> i64 {
+    stack
+        .database
+        .count(&format!("SELECT COUNT(*) FROM ceremonies WHERE id = '{id}'"))
+        .await
+}
+
+/// A policy denial or an outage at finish burns the ceremony like every other refusal (the
+/// same challenge is never answered once the obstacle is gone), but leaves the link usable:
+/// a new ceremony from it registers.
+async fn a_denial_or_outage_at_finish_burns_the_ceremony_not_the_link(backend: Backend) {
+    let only_totp = policy("otp-only", &[("token_types", "totp")]);
+    let mut stack = TestStack::start(backend).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    let secret = create_link(&mut admin, "alice", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret.clone()).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &begun);
+
+    stack.create_policy(only_totp).await;
+    until_policy(&stack, |answer| !answer.denials.is_empty()).await;
+    let denied = finish(&mut proxy, &begun.ceremony_id, json.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(ceremonies(&stack, &begun.ceremony_id).await, 0, "burned");
+    delete_policy(&stack, "otp-only").await;
+    until_policy(&stack, |answer| answer.denials.is_empty()).await;
+    let replayed = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
+    let audit = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "register_device".into(),
+            result: "denied".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(audit.len(), 1, "one audit event per refusal: {audit:?}");
+    // The link is not spent: a new ceremony from it registers.
+    let again = begin_link(&mut proxy, secret.clone()).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &again);
+    finish(&mut proxy, &again.ceremony_id, json).await.unwrap();
+
+    // An outage: UNAVAILABLE, and the ceremony is burned too (audited).
+    let secret = create_link(&mut admin, "bob", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &begun);
+    stack.stop_policy().await;
+    let unavailable = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert_eq!(unavailable.code(), Code::Unavailable, "{unavailable:?}");
+    assert_eq!(ceremonies(&stack, &begun.ceremony_id).await, 0, "burned");
+    let audit = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "register_device".into(),
+            result: "denied".into(),
+            user: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+}
+
 async fn a_counter_that_does_not_advance_is_refused_as_a_clone(backend: Backend) {
     let trusting = realm_policy("trusting", "acme", &[("require_device_approval", "false")]);
     let stack = TestStack::with_policies(backend, [trusting]).await;
@@ -485,4 +556,5 @@ on_both_backends!(
     a_counter_that_does_not_advance_is_refused_as_a_clone,
     trust_anchors_come_from_configuration_never_from_the_ceremony,
     revocation_never_waits_for_the_policy_service,
+    a_denial_or_outage_at_finish_burns_the_ceremony_not_the_link,
 );

@@ -290,8 +290,21 @@ impl Devices {
             None => None,
         };
         let subject = link.as_ref().map(|link| link.id.as_str()).unwrap_or("");
+        let refusal = Refusal {
+            actor,
+            ceremony_id,
+            realm: &realm,
+            user: &user,
+            subject,
+        };
         let question = register_question(&realm, &user, subject);
-        let decision = self.gate.decide(actor, &question).await?;
+        // A denial or an outage burns the ceremony like every other refusal: the same
+        // challenge must not be answered again once the obstacle goes away (a new ceremony
+        // from the same link is still possible: the link is not spent).
+        let decision = match self.gate.decide_unaudited(actor, &question).await {
+            Ok(decision) => decision,
+            Err(error) => return self.burn(refusal, error).await,
+        };
         let kind = DeviceKind::from(ceremony.device_type);
         if let Err(error) = self.require_kind(actor, &question, kind, &decision).await {
             let record = self
@@ -311,28 +324,14 @@ impl Devices {
             .await?;
         let registered = match verified {
             Ok(registered) => registered,
-            Err(error) => {
-                let record = self
-                    .gate
-                    .record(actor, "register_device", &realm, Some(&user), subject)
-                    .denied(error.audit_reason());
-                self.store.burn_ceremony(ceremony_id, record).await?;
-                return Err(error);
-            }
+            Err(error) => return self.burn(refusal, error).await,
         };
         let model = match self
             .model_of(&registered)
             .and_then(|model| model_rules(&decision, &registered, model))
         {
             Ok(model) => model,
-            Err(error) => {
-                let record = self
-                    .gate
-                    .record(actor, "register_device", &realm, Some(&user), subject)
-                    .denied(error.audit_reason());
-                self.store.burn_ceremony(ceremony_id, record).await?;
-                return Err(error);
-            }
+            Err(error) => return self.burn(refusal, error).await,
         };
         // Approval: fixed when the ceremony began, and the stricter of begin and finish.
         let (state, approved_by) = match &link {
@@ -391,6 +390,23 @@ impl Devices {
         })
     }
 
+    /// Refuses a finish (audited as a denied `register_device`) and burns its ceremony in
+    /// the same transaction, so the challenge can never be answered again.
+    async fn burn<T>(&self, refusal: Refusal<'_>, error: DeviceError) -> Result<T, DeviceError> {
+        let record = self
+            .gate
+            .record(
+                refusal.actor,
+                "register_device",
+                refusal.realm,
+                Some(refusal.user),
+                refusal.subject,
+            )
+            .denied(error.audit_reason());
+        self.store.burn_ceremony(refusal.ceremony_id, record).await?;
+        Err(error)
+    }
+
     /// What the FIDO metadata says of a verified credential's model; a model it marks
     /// compromised is refused (AUTHENTICATOR_COMPROMISED), whether or not its attestation
     /// was verified: claiming to be a compromised model is reason enough to refuse.
@@ -430,6 +446,16 @@ impl Devices {
         }
         Ok(ceremony)
     }
+}
+
+/// The finish a refusal burns: whose, which ceremony, and the audit event's subject.
+#[derive(Clone, Copy)]
+struct Refusal<'a> {
+    actor: &'a Actor,
+    ceremony_id: &'a str,
+    realm: &'a Realm,
+    user: &'a UserName,
+    subject: &'a str,
 }
 
 /// What a device records of its model.
@@ -500,3 +526,4 @@ fn register_question<'a>(
         subject,
     )
 }
+
