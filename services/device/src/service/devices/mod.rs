@@ -305,6 +305,8 @@ impl Devices {
             Ok(decision) => decision,
             Err(error) => return self.burn(refusal, error).await,
         };
+        // The kind is the ceremony row's column, never the stored state's JSON variant
+        // (which decides only how the relying party verifies; see `enclave_proof`).
         let kind = DeviceKind::from(ceremony.device_type);
         if let Err(error) = self.require_kind(actor, &question, kind, &decision).await {
             let record = self
@@ -322,7 +324,10 @@ impl Devices {
                 relying_party.finish_registration(&state, &credential_json)
             })
             .await?;
-        let registered = match verified {
+        let registered = match verified.and_then(|registered| {
+            enclave_proof(kind, &registered)?;
+            Ok(registered)
+        }) {
             Ok(registered) => registered,
             Err(error) => return self.burn(refusal, error).await,
         };
@@ -458,6 +463,35 @@ struct Refusal<'a> {
     subject: &'a str,
 }
 
+/// Fail closed on what the device will be recorded as: an `enclave_only` device is stored
+/// only with an attestation verified to a configured root, from a credential that is not
+/// backup eligible. The relying party verifies by the stored state's variant, which
+/// someone with write access to the database could make disagree with the ceremony's
+/// `device_type` column; this keeps such a state from recording an unproven device as
+/// `enclave_only` (ATTESTATION_NOT_TRUSTED).
+fn enclave_proof(kind: DeviceKind, registered: &RegisteredCredential) -> Result<(), DeviceError> {
+    if kind != DeviceKind::EnclaveOnly {
+        return Ok(());
+    }
+    let attestation = &registered.attestation;
+    if attestation.trusted_root.is_none() {
+        return Err(DeviceError::Refused {
+            reason: "ATTESTATION_NOT_TRUSTED",
+            message: format!(
+                "enclave_only needs an attestation verified to a configured root; this one (format {}) was not",
+                attestation.format
+            ),
+        });
+    }
+    if registered.backup_eligible || attestation.backup_eligible {
+        return Err(DeviceError::Refused {
+            reason: "BACKUP_ELIGIBLE_REFUSED",
+            message: "credential is backup eligible (synced): enclave_only needs a device-bound platform authenticator".to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// What a device records of its model.
 #[derive(Debug, Default)]
 struct ModelRecord {
@@ -527,3 +561,48 @@ fn register_question<'a>(
     )
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::attestation::VerifiedAttestation;
+
+    fn registered(trusted_root: Option<&str>, backup_eligible: bool) -> RegisteredCredential {
+        RegisteredCredential {
+            credential_id: "cred".to_owned(),
+            passkey_json: "{}".to_owned(),
+            aaguid: String::new(),
+            backup_eligible,
+            attestation: VerifiedAttestation {
+                format: "packed".to_owned(),
+                aaguid: String::new(),
+                trusted_root: trusted_root.map(str::to_owned),
+                backup_eligible,
+            },
+        }
+    }
+
+    fn reason(result: Result<(), DeviceError>) -> Option<&'static str> {
+        match result {
+            Err(DeviceError::Refused { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_enclave_only_device_without_a_verified_root_is_refused() {
+        assert_eq!(
+            reason(enclave_proof(DeviceKind::EnclaveOnly, &registered(None, false))),
+            Some("ATTESTATION_NOT_TRUSTED")
+        );
+        assert_eq!(
+            reason(enclave_proof(
+                DeviceKind::EnclaveOnly,
+                &registered(Some("apple"), true)
+            )),
+            Some("BACKUP_ELIGIBLE_REFUSED")
+        );
+        assert!(enclave_proof(DeviceKind::EnclaveOnly, &registered(Some("apple"), false)).is_ok());
+        // An `any` device needs no proof.
+        assert!(enclave_proof(DeviceKind::Any, &registered(None, true)).is_ok());
+    }
+}
