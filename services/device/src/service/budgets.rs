@@ -247,7 +247,10 @@ mod tests {
         let (a, _) = name("a");
         let (_, c) = name("c");
         let (_, b_c) = name("b/c");
-        for key in [BudgetKey::unknown_client_failures, BudgetKey::autoassign_user] {
+        for key in [
+            BudgetKey::unknown_client_failures,
+            BudgetKey::autoassign_user,
+        ] {
             assert_ne!(key(&a_b, &c).stored(), key(&a, &b_c).stored());
         }
     }

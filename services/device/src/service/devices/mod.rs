@@ -408,7 +408,9 @@ impl Devices {
                 refusal.subject,
             )
             .denied(error.audit_reason());
-        self.store.burn_ceremony(refusal.ceremony_id, record).await?;
+        self.store
+            .burn_ceremony(refusal.ceremony_id, record)
+            .await?;
         Err(error)
     }
 
@@ -591,7 +593,10 @@ mod tests {
     #[test]
     fn an_enclave_only_device_without_a_verified_root_is_refused() {
         assert_eq!(
-            reason(enclave_proof(DeviceKind::EnclaveOnly, &registered(None, false))),
+            reason(enclave_proof(
+                DeviceKind::EnclaveOnly,
+                &registered(None, false)
+            )),
             Some("ATTESTATION_NOT_TRUSTED")
         );
         assert_eq!(
