@@ -324,7 +324,9 @@ async fn a_refused_registration_burns_its_ceremony(backend: Backend) {
 async fn ceremonies(stack: &TestStack, id: &str) -> i64 {
     stack
         .database
-        .count(&format!("SELECT COUNT(*) FROM ceremonies WHERE id = '{id}'"))
+        .count(&format!(
+            "SELECT COUNT(*) FROM ceremonies WHERE id = '{id}'"
+        ))
         .await
 }
 
