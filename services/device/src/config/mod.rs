@@ -221,6 +221,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.web.listen, Some("[::1]:0".parse().unwrap()));
+        // As the production overlay sets it (deploy/k8s/overlays/production).
+        let config: DeviceConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![(
+                "ENROLL_WEB__TRUSTED_PROXIES".to_owned(),
+                r#"["10.0.0.0/8"]"#.to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.web.trusted_proxies, ["10.0.0.0/8"]);
         let error = enroll_shared::config::load_with_env::<DeviceConfig>(
             None,
             vec![("ENROLL_WEB__LISTEN".to_owned(), "nowhere".to_owned())],
