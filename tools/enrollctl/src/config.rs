@@ -299,7 +299,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("enrollctl-key-{}", std::process::id()));
         std::fs::write(&path, "the-key\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let refused = read_key_file(&path).err().expect("mode 0644 is refused");
+        let refused = read_key_file(&path).expect_err("mode 0644 is refused");
         let message = refused.render_text();
         assert!(
             message.contains("mode 0644") && message.contains("chmod 600"),
