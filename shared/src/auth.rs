@@ -87,12 +87,25 @@ impl fmt::Debug for ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn from_config(keys: &[ApiKeyConfig]) -> Result<Self, String> {
+    /// The key table. `reserved` are the actor names the service writes audit events under
+    /// itself (the enrollment page, the FIDO metadata refresh): a key named like one of them
+    /// (ASCII case ignored) would make its caller's actions indistinguishable from the
+    /// service's own in the audit trail, so it is a start-up error.
+    pub fn from_config(keys: &[ApiKeyConfig], reserved: &[&str]) -> Result<Self, String> {
         let mut by_digest = HashMap::new();
         let mut names = std::collections::HashSet::new();
         for key in keys {
             if key.name.trim().is_empty() {
                 return Err("auth.api_keys: a key has an empty name".to_owned());
+            }
+            if let Some(internal) = reserved
+                .iter()
+                .find(|internal| internal.eq_ignore_ascii_case(key.name.trim()))
+            {
+                return Err(format!(
+                    "auth.api_keys `{}`: `{internal}` is the name this service records its own actions under; give the key another name",
+                    key.name.trim()
+                ));
             }
             // The name is the caller's identity: audit events and request ids are kept per
             // name, so two keys sharing one could see (and replay) each other's responses.
@@ -281,11 +294,14 @@ mod tests {
     use super::*;
 
     fn keys() -> ApiKeys {
-        ApiKeys::from_config(&[ApiKeyConfig {
-            name: "console".into(),
-            role: Role::Admin,
-            sha256: hash_api_key("s3cret"),
-        }])
+        ApiKeys::from_config(
+            &[ApiKeyConfig {
+                name: "console".into(),
+                role: Role::Admin,
+                sha256: hash_api_key("s3cret"),
+            }],
+            &[],
+        )
         .unwrap()
     }
 
@@ -312,14 +328,18 @@ mod tests {
             role: Role::Ops,
             sha256: "abc".into(),
         };
-        assert!(ApiKeys::from_config(&[bad]).unwrap_err().contains("64 hex"));
+        assert!(
+            ApiKeys::from_config(&[bad], &[])
+                .unwrap_err()
+                .contains("64 hex")
+        );
         let key = ApiKeyConfig {
             name: "x".into(),
             role: Role::Ops,
             sha256: hash_api_key("k"),
         };
         assert!(
-            ApiKeys::from_config(&[key.clone(), key.clone()])
+            ApiKeys::from_config(&[key.clone(), key.clone()], &[])
                 .unwrap_err()
                 .contains("twice")
         );
@@ -327,7 +347,7 @@ mod tests {
             sha256: hash_api_key("another key"),
             ..key.clone()
         };
-        let error = ApiKeys::from_config(&[key.clone(), same_name]).unwrap_err();
+        let error = ApiKeys::from_config(&[key.clone(), same_name], &[]).unwrap_err();
         assert!(
             error.contains("`x`: the name is configured twice"),
             "{error}"
@@ -336,10 +356,28 @@ mod tests {
             name: "y".into(),
             ..key.clone()
         };
-        let error = ApiKeys::from_config(&[key, same_digest]).unwrap_err();
+        let error = ApiKeys::from_config(&[key, same_digest], &[]).unwrap_err();
         assert!(
             error.contains("the same key is configured twice"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_key_named_like_the_service_itself_is_refused() {
+        let named = |name: &str| ApiKeyConfig {
+            name: name.into(),
+            role: Role::Admin,
+            sha256: hash_api_key(name),
+        };
+        let reserved = ["enrollment-page", "fido-metadata"];
+        for name in ["enrollment-page", " Fido-Metadata "] {
+            let error = ApiKeys::from_config(&[named(name)], &reserved).unwrap_err();
+            assert!(
+                error.contains("the name this service records its own actions under"),
+                "{error}"
+            );
+        }
+        assert!(ApiKeys::from_config(&[named("enrollment-page-2")], &reserved).is_ok());
     }
 }

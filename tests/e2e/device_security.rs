@@ -321,6 +321,157 @@ async fn a_refused_registration_burns_its_ceremony(backend: Backend) {
     assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
 }
 
+async fn ceremonies(stack: &TestStack, id: &str) -> i64 {
+    stack
+        .database
+        .count(&format!(
+            "SELECT COUNT(*) FROM ceremonies WHERE id = '{id}'"
+        ))
+        .await
+}
+
+/// A policy denial or an outage at finish burns the ceremony like every other refusal (the
+/// same challenge is never answered once the obstacle is gone), but leaves the link usable:
+/// a new ceremony from it registers.
+async fn a_denial_or_outage_at_finish_burns_the_ceremony_not_the_link(backend: Backend) {
+    let only_totp = policy("otp-only", &[("token_types", "totp")]);
+    let mut stack = TestStack::start(backend).await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+    let secret = create_link(&mut admin, "alice", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret.clone()).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &begun);
+
+    stack.create_policy(only_totp).await;
+    until_policy(&stack, |answer| !answer.denials.is_empty()).await;
+    let denied = finish(&mut proxy, &begun.ceremony_id, json.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert_eq!(ceremonies(&stack, &begun.ceremony_id).await, 0, "burned");
+    delete_policy(&stack, "otp-only").await;
+    until_policy(&stack, |answer| answer.denials.is_empty()).await;
+    let replayed = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert_eq!(replayed.code(), Code::FailedPrecondition, "{replayed:?}");
+    let audit = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "register_device".into(),
+            result: "denied".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(audit.len(), 1, "one audit event per refusal: {audit:?}");
+    // The link is not spent: a new ceremony from it registers.
+    let again = begin_link(&mut proxy, secret.clone()).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &again);
+    finish(&mut proxy, &again.ceremony_id, json).await.unwrap();
+
+    // An outage: UNAVAILABLE, and the ceremony is burned too (audited).
+    let secret = create_link(&mut admin, "bob", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret).await.unwrap();
+    let json = credential(&mut SoftPasskey::new(true), &begun);
+    stack.stop_policy().await;
+    let unavailable = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert_eq!(unavailable.code(), Code::Unavailable, "{unavailable:?}");
+    assert_eq!(ceremonies(&stack, &begun.ceremony_id).await, 0, "burned");
+    let audit = admin
+        .list_audit_events(pb::ListAuditEventsRequest {
+            action: "register_device".into(),
+            result: "denied".into(),
+            user: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(audit.len(), 1, "{audit:?}");
+}
+
+/// The device's kind is the ceremony row's `device_type`, whatever the stored state's JSON
+/// says, and an `enclave_only` device is stored only under an attestation verified to a
+/// configured root: rewriting a stored `any` ceremony (its state's variant or its column)
+/// never records an unproven `enclave_only` device.
+async fn a_tampered_ceremony_never_records_an_unproven_enclave_device(backend: Backend) {
+    let (mut token, trusted) = SoftToken::new(true).unwrap();
+    let stack = TestStack::builder(backend)
+        .trusted_root(&trusted)
+        .start()
+        .await;
+    let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
+
+    // Renaming the state's variant only makes it unreadable (the two states differ).
+    let secret = create_link(&mut admin, "alice", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret.clone()).await.unwrap();
+    stack
+        .database
+        .execute(&format!(
+            "UPDATE ceremonies SET state = REPLACE(state, '{{\"Any\":', '{{\"EnclaveOnly\":') WHERE id = '{}'",
+            begun.ceremony_id
+        ))
+        .await;
+    let json = credential(&mut token, &begun);
+    let unreadable = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert!(
+        unreadable.message().contains("unreadable"),
+        "{unreadable:?}"
+    );
+    // A real enclave_only state (another user's ceremony) copied into the `any` ceremony:
+    // the relying party verifies the stricter way, and the device is recorded as what the
+    // column says, `any`.
+    let enclave = create_link(&mut admin, "carol", pb::DeviceType::EnclaveOnly).await;
+    let enclave = begin_link(&mut proxy, enclave).await.unwrap();
+    let begun = begin_link(&mut proxy, secret).await.unwrap();
+    stack
+        .database
+        .execute(&format!(
+            "UPDATE ceremonies SET state = (SELECT state FROM ceremonies WHERE id = '{}') WHERE id = '{}'",
+            enclave.ceremony_id, begun.ceremony_id
+        ))
+        .await;
+    let json = credential(&mut token, &enclave);
+    let device = finish(&mut proxy, &begun.ceremony_id, json).await.unwrap();
+    assert_eq!(device.device_type, pb::DeviceType::Any as i32, "{device:?}");
+    assert_eq!(device.user, "alice");
+
+    // The column says enclave_only, the state `any` (no attestation asked for, none
+    // verified): refused, audited and burned instead of stored as enclave_only.
+    let secret = create_link(&mut admin, "bob", pb::DeviceType::Any).await;
+    let begun = begin_link(&mut proxy, secret).await.unwrap();
+    stack
+        .database
+        .execute(&format!(
+            "UPDATE ceremonies SET device_type = 'enclave_only' WHERE id = '{}'",
+            begun.ceremony_id
+        ))
+        .await;
+    let json = credential(&mut SoftPasskey::new(true), &begun);
+    let refused = finish(&mut proxy, &begun.ceremony_id, json)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert_eq!(reason(&refused).as_deref(), Some("ATTESTATION_NOT_TRUSTED"));
+    assert_eq!(ceremonies(&stack, &begun.ceremony_id).await, 0, "burned");
+    let bobs = admin
+        .list_devices(pb::ListDevicesRequest {
+            user: "bob".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .devices;
+    assert!(bobs.is_empty(), "{bobs:?}");
+}
+
 async fn a_counter_that_does_not_advance_is_refused_as_a_clone(backend: Backend) {
     let trusting = realm_policy("trusting", "acme", &[("require_device_approval", "false")]);
     let stack = TestStack::with_policies(backend, [trusting]).await;
@@ -485,4 +636,6 @@ on_both_backends!(
     a_counter_that_does_not_advance_is_refused_as_a_clone,
     trust_anchors_come_from_configuration_never_from_the_ceremony,
     revocation_never_waits_for_the_policy_service,
+    a_denial_or_outage_at_finish_burns_the_ceremony_not_the_link,
+    a_tampered_ceremony_never_records_an_unproven_enclave_device,
 );

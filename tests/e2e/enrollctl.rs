@@ -507,7 +507,13 @@ async fn config_file_profiles_and_mutual_tls(backend: Backend) {
         .await;
     let pki = stack.pki();
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "key", &format!("{ADMIN_KEY}\n"));
+    let key = write(dir.path(), "key", &format!("{ADMIN_KEY}\n"));
+    // enrollctl refuses a key file others can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = write(
         dir.path(),
         "config.toml",

@@ -235,6 +235,72 @@ async fn expired_records_are_purged(backend: Backend) {
     stack.stop().await;
 }
 
+/// A replay hands back a stored secret before anything else is checked, so it is bound to
+/// the API key that made the request: another key repeating the request id and the
+/// parameters (the id guessed, or seen in a log) gets a request of its own, never the first
+/// one's seed; so does a key whose name contains the record key's separator `|`.
+async fn replays_are_handed_only_to_the_key_that_made_the_request(backend: Backend) {
+    const OTHER_KEY: &str = "second-console-key";
+    const PIPE_KEY: &str = "pipe-console-key";
+    let admin_key = |name: &str, key: &str| enroll_shared::auth::ApiKeyConfig {
+        name: name.to_owned(),
+        role: enroll_shared::auth::Role::Admin,
+        sha256: enroll_shared::auth::hash_api_key(key),
+    };
+    let stack = TestStack::builder(backend)
+        .device_config(move |config| {
+            config
+                .auth
+                .api_keys
+                .push(admin_key("second-console", OTHER_KEY));
+            config
+                .auth
+                .api_keys
+                .push(admin_key("test-admin|EnrollToken", PIPE_KEY));
+        })
+        .start()
+        .await;
+    let client = |key: &str| {
+        pb::device_service_client::DeviceServiceClient::with_interceptor(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", stack.device().addr))
+                .unwrap()
+                .connect_lazy(),
+            enroll_e2e::Bearer::new(Some(key)),
+        )
+    };
+    let mut admin = stack.admin();
+    let first = admin
+        .enroll_token(enroll("bob", "EnrollToken|req-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut other = client(OTHER_KEY);
+    let theirs = other
+        .enroll_token(enroll("bob", "EnrollToken|req-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(theirs.secret_base32, first.secret_base32);
+    assert_ne!(theirs.token, first.token);
+    // `test-admin|EnrollToken` with id `req-1` would have been the record key of
+    // `test-admin` with id `EnrollToken|req-1`.
+    let mut pipe = client(PIPE_KEY);
+    let piped = pipe
+        .enroll_token(enroll("bob", "req-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(piped.secret_base32, first.secret_base32);
+    assert_eq!(tokens_of(&mut admin, "bob").await.len(), 3);
+    // The first key's retry still gets its own first response.
+    let retried = admin
+        .enroll_token(enroll("bob", "EnrollToken|req-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried, first);
+}
+
 /// Request ids (and audit events) are kept per key name: two keys sharing a name could
 /// replay each other's responses, so a configuration with a duplicate name does not start.
 async fn duplicate_api_key_names_are_refused_at_start(backend: Backend) {
@@ -271,4 +337,5 @@ enroll_e2e::on_both_backends!(
     pins_and_links_are_bound_to_their_parameters,
     expired_records_are_purged,
     duplicate_api_key_names_are_refused_at_start,
+    replays_are_handed_only_to_the_key_that_made_the_request,
 );

@@ -251,7 +251,34 @@ async fn connections_beyond_the_limit_wait(backend: Backend) {
     assert_eq!(parse_page_answer(&raw).status, 200);
 }
 
+/// The per-link table is bounded; secrets that name no link never take a place in it, so a
+/// flood of made-up secrets (from many addresses) cannot push a real link's window out and
+/// so forgive its begin count.
+async fn made_up_secrets_never_evict_a_real_links_window(backend: Backend) {
+    let stack = TestStack::builder(backend)
+        .device_config(|config| {
+            config.web.trusted_proxies = vec!["127.0.0.1".into()];
+            config.web.begins_per_link = 1;
+            config.web.limiter_capacity = 4;
+        })
+        .start()
+        .await;
+    let secret = link_secret(&link_for(&stack, "alice").await);
+    let first = begin(&stack, PROXY, Some("198.51.100.1"), &secret).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_exhausted(&begin(&stack, PROXY, Some("198.51.100.1"), &secret).await);
+    for guess in 0..20 {
+        // Well-formed (32 bytes, base64url), but no link's secret.
+        let made_up = format!("{guess:0>42}A");
+        let client = format!("203.0.113.{guess}");
+        let answer = begin(&stack, PROXY, Some(&client), &made_up).await;
+        assert_eq!(answer.status, 404, "{answer:?}");
+    }
+    assert_exhausted(&begin(&stack, PROXY, Some("198.51.100.2"), &secret).await);
+}
+
 enroll_e2e::on_both_backends!(
+    made_up_secrets_never_evict_a_real_links_window,
     begins_are_limited_per_address_and_per_link,
     a_hammered_dead_link_is_audited_once_per_window,
     forwarded_for_counts_only_from_a_trusted_proxy,

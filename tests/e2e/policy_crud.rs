@@ -132,7 +132,10 @@ async fn create_get_update_delete_with_history(backend: Backend) {
         history.changes[0].actor, "test-admin",
         "defaults to the API key name"
     );
-    assert_eq!(history.changes[1].actor, "alice@console");
+    assert_eq!(
+        history.changes[1].actor, "test-admin (for alice@console)",
+        "a caller-supplied actor stands beside the key's name, never instead"
+    );
     assert_eq!(
         history.changes[1].before.as_ref().unwrap().actions["max_token_per_user"],
         "3"

@@ -302,6 +302,40 @@ async fn a_missing_database_created_later() {
         .await;
 }
 
+/// An API key named like one of the service's own actors (the enrollment page, the FIDO
+/// metadata refresh, the demo seeding) stops start-up naming it: its holder's actions would
+/// read as the service's own in the audit trail.
+async fn a_key_named_like_an_internal_actor_stops_start_up(backend: Backend) {
+    let database = TestDatabase::create(backend).await;
+    let key = |name: &str| enroll_shared::auth::ApiKeyConfig {
+        name: name.to_owned(),
+        role: Role::Admin,
+        sha256: enroll_shared::auth::hash_api_key("any key"),
+    };
+    for name in ["enrollment-page", "FIDO-metadata"] {
+        let mut config = device_config(&database, "http://127.0.0.1:1");
+        config.auth.api_keys = vec![key(name)];
+        let Err(error) = enroll_device::app::Application::build(config).await else {
+            panic!("a key named `{name}` was accepted");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("auth.api_keys `{name}`"))
+                && message.contains("records its own actions under"),
+            "{message}"
+        );
+    }
+    let mut config = policy_config(&database);
+    config.auth.api_keys = vec![key("seed-demo")];
+    let Err(error) = enroll_policy::app::Application::build(config).await else {
+        panic!("a key named `seed-demo` was accepted");
+    };
+    assert!(
+        error.to_string().contains("auth.api_keys `seed-demo`"),
+        "{error}"
+    );
+}
+
 fn server_at(addr: SocketAddr) -> ServerConfig {
     ServerConfig::new(addr)
 }
@@ -395,4 +429,8 @@ async fn healthcheck_over_tls(backend: Backend) {
     }
 }
 
-on_both_backends!(healthcheck_answers, healthcheck_over_tls);
+on_both_backends!(
+    healthcheck_answers,
+    healthcheck_over_tls,
+    a_key_named_like_an_internal_actor_stops_start_up
+);

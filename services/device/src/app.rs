@@ -61,6 +61,13 @@ const METADATA_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_
 /// The name the metrics carry (`service_name` of `target_info`, the meter's name).
 pub const METRICS_NAME: &str = "enroll-device";
 
+/// The actors this service writes audit events as on its own: no API key may be named
+/// like one (see `ApiKeys::from_config`).
+pub const INTERNAL_ACTORS: [&str; 2] = [
+    crate::web::PAGE_CALLER,
+    crate::store::metadata::METADATA_ACTOR,
+];
+
 /// How often the pool and link gauges are counted when nobody scrapes (OTLP export).
 const GAUGE_RECOUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -149,7 +156,8 @@ impl Application {
         config: DeviceConfig,
         clock: SharedClock,
     ) -> Result<Self, StartError> {
-        let keys = ApiKeys::from_config(&config.auth.api_keys).map_err(StartError::Config)?;
+        let keys = ApiKeys::from_config(&config.auth.api_keys, &INTERNAL_ACTORS)
+            .map_err(StartError::Config)?;
         if config.auth.api_keys.is_empty() {
             tracing::warn!("no API keys configured: every call but health will be refused");
         }

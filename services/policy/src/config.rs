@@ -134,9 +134,12 @@ fn default_server() -> ServerConfig {
 /// The policy service's Prometheus port (the device service's is 9465).
 pub const DEFAULT_METRICS_PORT: u16 = 9464;
 
+/// Loopback, like the gRPC server's default: the endpoint has no authentication, so it is
+/// reachable from elsewhere only where a deployment says so (the container and Kubernetes
+/// configurations set `0.0.0.0`).
 fn default_metrics() -> MetricsConfig {
     MetricsConfig::on(std::net::SocketAddr::from((
-        [0, 0, 0, 0],
+        [127, 0, 0, 1],
         DEFAULT_METRICS_PORT,
     )))
 }
@@ -163,9 +166,10 @@ mod tests {
         assert_eq!(config.cache.poll_interval_ms, 500);
         assert_eq!(config.cache.max_staleness(), Duration::from_secs(30));
         assert!(config.cache.validate().is_ok());
+        // The endpoint has no authentication: loopback unless a deployment says otherwise.
         assert_eq!(
             config.metrics.listen(),
-            Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9464))))
+            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))))
         );
         let off: PolicyConfig = enroll_shared::config::load_with_env(
             None,

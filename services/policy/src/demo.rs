@@ -9,6 +9,9 @@ use crate::config::PolicyConfig;
 use crate::domain::policy::PolicySpec;
 use crate::store::{ChangeContext, PolicyStore, SeaOrmPolicyStore, StoreError};
 
+/// The actor the demo policy is recorded under in the history (no API key may take it).
+pub const DEMO_ACTOR: &str = "seed-demo";
+
 /// The demo realm.
 pub const DEMO_REALM: &str = "demo";
 
@@ -53,7 +56,7 @@ pub async fn seed(config: &PolicyConfig) -> Result<(), Box<dyn std::error::Error
         .validate()
         .map_err(|invalid| invalid.message)?;
     let context = ChangeContext {
-        actor: "seed-demo".into(),
+        actor: DEMO_ACTOR.into(),
         now: SystemClock.now(),
     };
     match store.create(spec, context).await {

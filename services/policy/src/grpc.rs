@@ -77,14 +77,21 @@ fn lookup_name(raw: &str) -> Result<String, PolicyError> {
     text("name", raw, 1024)
 }
 
-/// The actor of a change (recorded in the history): the explicit one, else the API key's
-/// name.
+/// The actor of a change (recorded in the history): always the API key's name, which the
+/// caller cannot choose; a caller-supplied actor (the console's user, say) is free text the
+/// key's holder could set to anything, so it only ever stands beside the name:
+/// `<key name> (for <actor>)`.
 fn actor<T>(request: &Request<T>, explicit: &str) -> Result<String, Status> {
     let explicit = text("actor", explicit, 128)?;
-    if !explicit.is_empty() {
-        return Ok(explicit);
+    Ok(recorded_actor(&caller(request)?.name, &explicit))
+}
+
+fn recorded_actor(key_name: &str, explicit: &str) -> String {
+    if explicit.is_empty() {
+        key_name.to_owned()
+    } else {
+        format!("{key_name} (for {explicit})")
     }
-    Ok(caller(request)?.name.clone())
 }
 
 fn page<K: PageKey>(page_size: u32, page_token: &str) -> Result<PageRequest<K>, PolicyError> {
@@ -301,5 +308,36 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
             changes: page.items.into_iter().map(change_to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use enroll_shared::auth::{Caller, Role};
+
+    use super::*;
+
+    fn request_by(name: &str) -> Request<()> {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(Caller {
+            name: name.to_owned(),
+            role: Role::Admin,
+        });
+        request
+    }
+
+    #[test]
+    fn the_history_records_the_key_name_and_free_text_only_beside_it() {
+        let request = request_by("console");
+        assert_eq!(actor(&request, "").unwrap(), "console");
+        assert_eq!(
+            actor(&request, "  alice@console ").unwrap(),
+            "console (for alice@console)"
+        );
+        // Free text naming another caller never replaces the key's name.
+        assert_eq!(
+            actor(&request, "enrollment-page").unwrap(),
+            "console (for enrollment-page)"
+        );
     }
 }

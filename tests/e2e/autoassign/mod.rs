@@ -416,7 +416,7 @@ async fn every_failure_gets_the_same_answer(backend: Backend) {
         "names no open challenge of this user",
         "not the token's next code",
         "answer to a decoy challenge",
-        "the user's autoassignment budget (corp/u6) is exhausted",
+        "the user's autoassignment budget (corp u6) is exhausted",
     ] {
         assert!(audited(&mut admin, reason).await >= 1, "{reason}");
     }

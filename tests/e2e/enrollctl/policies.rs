@@ -237,7 +237,10 @@ async fn policy_apply_dry_run_update_conflicts_and_explain(backend: Backend) {
         .await
         .ok();
     assert!(
-        history.stdout.contains("update  e2e-operator"),
+        // The API key's name, with enrollctl's actor beside it.
+        history
+            .stdout
+            .contains("update  test-admin (for e2e-operator)"),
         "{}",
         history.stdout
     );

@@ -143,8 +143,36 @@ impl Settings {
 }
 
 fn read_key_file(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path)
-        .map_err(|error| CliError::usage(format!("API key file {}: {error}", path.display())))
+    let key = std::fs::read_to_string(path)
+        .map_err(|error| CliError::usage(format!("API key file {}: {error}", path.display())))?;
+    check_key_file_mode(path)?;
+    Ok(key)
+}
+
+/// Refuses a key file that other local users can read: whoever reads it holds the key, like
+/// ssh refuses a private key with such a mode. The key itself stays out of the message.
+#[cfg(unix)]
+fn check_key_file_mode(path: &Path) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|error| CliError::usage(format!("API key file {}: {error}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(CliError::usage(format!(
+            "API key file {} is readable or writable by group or others (mode {:04o}); \
+             restrict it: chmod 600 {}",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_key_file_mode(_path: &Path) -> Result<(), CliError> {
+    Ok(())
 }
 
 /// The default config file: $XDG_CONFIG_HOME/enrollctl/config.toml, else
@@ -262,5 +290,24 @@ mod tests {
         };
         assert!(refusal("polcy_addr = \"x\"", None).contains("polcy_addr"));
         assert!(refusal(FILE, Some("dev")).contains("no profile `dev` (profiles: prod, staging)"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("enrollctl-key-{}", std::process::id()));
+        std::fs::write(&path, "the-key\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = read_key_file(&path).expect_err("mode 0644 is refused");
+        let message = refused.render_text();
+        assert!(
+            message.contains("mode 0644") && message.contains("chmod 600"),
+            "{message}"
+        );
+        assert!(!message.contains("the-key"), "{message}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).ok().as_deref(), Some("the-key\n"));
+        std::fs::remove_file(&path).unwrap();
     }
 }

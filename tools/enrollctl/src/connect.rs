@@ -55,6 +55,8 @@ pub struct Connection {
     policy_channel: Channel,
     device_channel: Channel,
     bearer: Bearer,
+    /// What the operator should know before anything is sent (shown in table mode).
+    pub warnings: Vec<String>,
 }
 
 impl Connection {
@@ -68,7 +70,16 @@ impl Connection {
         };
         let policy_addr = with_scheme(&settings.policy_addr, settings);
         let device_addr = with_scheme(&settings.device_addr, settings);
+        let warnings = if settings.api_key.is_some() {
+            [&policy_addr, &device_addr]
+                .into_iter()
+                .filter_map(|address| plaintext_warning(address))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Connection {
+            warnings,
             policy_channel: channel(&policy_addr, settings)?,
             device_channel: channel(&device_addr, settings)?,
             policy_addr,
@@ -107,6 +118,29 @@ impl Connection {
             status,
         }
     }
+}
+
+/// A warning when the API key would cross the network in clear: an `http://` address whose
+/// host is not loopback. Not refused, for meshes that encrypt pod traffic themselves.
+fn plaintext_warning(address: &str) -> Option<String> {
+    let rest = address.strip_prefix("http://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "warning: the API key goes to {address} in clear (http://); use https:// with --ca \
+             unless the network between here and there is encrypted\n"
+        )
+    })
 }
 
 /// An address without a scheme is https:// when a CA is configured, else http://.
@@ -152,4 +186,32 @@ fn channel(address: &str, settings: &Settings) -> Result<Channel, CliError> {
             .map_err(|error| CliError::usage(format!("TLS for {address}: {error}")))?;
     }
     Ok(endpoint.connect_lazy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_sent_in_clear_beyond_this_host_is_warned_about() {
+        for quiet in [
+            "http://127.0.0.1:50051",
+            "http://localhost:50052",
+            "http://[::1]:50051",
+            "https://enroll.example.com:443",
+        ] {
+            assert_eq!(plaintext_warning(quiet), None, "{quiet}");
+        }
+        for warned in [
+            "http://enroll.example.com:50051",
+            "http://10.0.0.5:50052",
+            "http://[2001:db8::1]:50051",
+        ] {
+            let warning = plaintext_warning(warned).expect(warned);
+            assert!(
+                warning.contains(warned) && warning.contains("in clear"),
+                "{warning}"
+            );
+        }
+    }
 }

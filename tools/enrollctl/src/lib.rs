@@ -89,6 +89,7 @@ pub async fn run_with_input(
             output = settings.output;
             match Connection::new(&settings) {
                 Ok(conn) => {
+                    let warnings = conn.warnings.clone();
                     let mut ctx = Ctx {
                         conn,
                         output,
@@ -97,6 +98,9 @@ pub async fn run_with_input(
                         err,
                         input,
                     };
+                    for warning in &warnings {
+                        commands::note(&mut ctx, warning);
+                    }
                     let result = dispatch(&mut ctx, cli.command).await;
                     let _ = ctx.out.flush();
                     return report(result, output, ctx.err);

@@ -164,9 +164,12 @@ fn default_server() -> ServerConfig {
 /// The device service's Prometheus port (the policy service's is 9464).
 pub const DEFAULT_METRICS_PORT: u16 = 9465;
 
+/// Loopback, like the gRPC server's default: the endpoint has no authentication, so it is
+/// reachable from elsewhere only where a deployment says so (the container and Kubernetes
+/// configurations set `0.0.0.0`).
 fn default_metrics() -> MetricsConfig {
     MetricsConfig::on(std::net::SocketAddr::from((
-        [0, 0, 0, 0],
+        [127, 0, 0, 1],
         DEFAULT_METRICS_PORT,
     )))
 }
@@ -218,6 +221,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.web.listen, Some("[::1]:0".parse().unwrap()));
+        // As the production overlay sets it (deploy/k8s/overlays/production).
+        let config: DeviceConfig = enroll_shared::config::load_with_env(
+            None,
+            vec![(
+                "ENROLL_WEB__TRUSTED_PROXIES".to_owned(),
+                r#"["10.0.0.0/8"]"#.to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(config.web.trusted_proxies, ["10.0.0.0/8"]);
         let error = enroll_shared::config::load_with_env::<DeviceConfig>(
             None,
             vec![("ENROLL_WEB__LISTEN".to_owned(), "nowhere".to_owned())],
@@ -277,9 +290,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.server.listen.port(), DEFAULT_PORT);
+        // The endpoint has no authentication: loopback unless a deployment says otherwise.
         assert_eq!(
             config.metrics.listen(),
-            Ok(Some(std::net::SocketAddr::from(([0, 0, 0, 0], 9465))))
+            Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9465))))
         );
         assert_eq!(config.policy_service.api_key, "topsecret");
         assert!(!format!("{config:?}").contains("topsecret"));

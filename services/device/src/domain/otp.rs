@@ -52,8 +52,15 @@ impl Default for Window {
     }
 }
 
+/// The last factor a code may be accepted for: accepting factor `f` stores `f + 1` as the
+/// token's next unused one in a signed 64-bit column, so `f + 1` must fit. A token whose
+/// counter reached the end refuses every code instead of wrapping back (which would reopen
+/// every used code) or panicking.
+pub const LAST_FACTOR: u64 = i64::MAX as u64 - 1;
+
 /// The moving factor `otp` is the code of, if it is acceptable: TOTP near `unix_time`, HOTP
-/// within the look-ahead, and never below `next_unused` (no replay).
+/// within the look-ahead, never below `next_unused` (no replay) and never past
+/// [`LAST_FACTOR`].
 pub fn matching_factor(
     parameters: &OtpParameters,
     seed: &[u8],
@@ -68,14 +75,20 @@ pub fn matching_factor(
     let candidates: Vec<u64> = match parameters.kind {
         TokenKind::Totp => {
             let now = unix_time / u64::from(parameters.period.max(1));
-            (now.saturating_sub(window.totp_steps)..=now + window.totp_steps).collect()
+            let last = now.saturating_add(window.totp_steps).min(LAST_FACTOR);
+            (now.saturating_sub(window.totp_steps)..=last).collect()
         }
-        TokenKind::Hotp => (next_unused..next_unused + window.hotp_look_ahead).collect(),
+        TokenKind::Hotp => {
+            let end = next_unused
+                .saturating_add(window.hotp_look_ahead)
+                .min(LAST_FACTOR.saturating_add(1));
+            (next_unused..end).collect()
+        }
         TokenKind::Password => return None,
     };
     candidates
         .into_iter()
-        .filter(|factor| *factor >= next_unused)
+        .filter(|factor| *factor >= next_unused && *factor <= LAST_FACTOR)
         .find(|factor| same(&code(parameters, seed, *factor), otp))
 }
 
@@ -154,6 +167,33 @@ mod tests {
                 Some(time / 30)
             );
         }
+    }
+
+    #[test]
+    fn a_counter_at_the_end_refuses_instead_of_overflowing() {
+        let hotp = params(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1);
+        let seed = b"12345678901234567890";
+        let end = i64::MAX as u64;
+        let at = |factor: u64, next_unused: u64| {
+            matching_factor(
+                &hotp,
+                seed,
+                &code(&hotp, seed, factor),
+                0,
+                next_unused,
+                Window::default(),
+            )
+        };
+        // The last factor whose successor fits is accepted, the one after never is.
+        assert_eq!(at(end - 1, end - 5), Some(end - 1));
+        assert_eq!(at(end, end - 5), None);
+        assert_eq!(at(end, end), None, "a counter at i64::MAX refuses");
+        assert_eq!(at(u64::MAX, u64::MAX - 1), None, "no overflow at u64::MAX");
+        let totp = params(TokenKind::Totp, 6, 1, HashAlgorithm::Sha1);
+        assert_eq!(
+            matching_factor(&totp, seed, "000000", u64::MAX, 0, Window::default()),
+            None
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl BudgetKey {
     pub fn unknown_client_failures(realm: &Realm, user: &UserName) -> Self {
         Self {
             kind: BudgetKind::UnknownClientFailures,
-            owner: format!("{realm}/{user}"),
+            owner: user_owner(realm, user),
         }
     }
 
@@ -71,7 +71,7 @@ impl BudgetKey {
     pub fn autoassign_user(realm: &Realm, user: &UserName) -> Self {
         Self {
             kind: BudgetKind::AutoassignUser,
-            owner: format!("{realm}/{user}"),
+            owner: user_owner(realm, user),
         }
     }
 
@@ -114,6 +114,13 @@ impl BudgetKey {
         };
         format!("{what} ({}) is exhausted", self.owner)
     }
+}
+
+/// The owner of a user's budget: realm and user joined by a space. Names may contain `/`
+/// (`a/b` + `c` and `a` + `b/c` would both be `a/b/c`), but never whitespace, so the first
+/// space splits the pair one way only.
+fn user_owner(realm: &Realm, user: &UserName) -> String {
+    format!("{realm} {user}")
 }
 
 /// The owner of a client's budget: its address as the key holds it (IPv6 by /64), else
@@ -231,6 +238,21 @@ mod tests {
         let keyless = |name: &str| BudgetKey::autoassign_client(&ClientKey::of(None, name)).owner;
         assert_eq!(keyless("proxy-a"), "key/proxy-a");
         assert_ne!(keyless("proxy-a"), keyless("proxy-b"));
+    }
+
+    #[test]
+    fn users_whose_names_contain_a_slash_have_their_own_budgets() {
+        let name = |raw: &str| (Realm::parse(raw).unwrap(), UserName::parse(raw).unwrap());
+        let (a_b, _) = name("a/b");
+        let (a, _) = name("a");
+        let (_, c) = name("c");
+        let (_, b_c) = name("b/c");
+        for key in [
+            BudgetKey::unknown_client_failures,
+            BudgetKey::autoassign_user,
+        ] {
+            assert_ne!(key(&a_b, &c).stored(), key(&a, &b_c).stored());
+        }
     }
 
     #[test]

@@ -158,6 +158,29 @@ impl PolicyGate {
         Ok(decision)
     }
 
+    /// Like `decide`, but a denial is not audited here: the caller writes its refusal's
+    /// audit event in the transaction of what the refusal changes (a registration finish
+    /// burns its ceremony with it). No answer is UNAVAILABLE, a denial is the refusal.
+    pub async fn decide_unaudited(
+        &self,
+        actor: &Actor,
+        question: &PolicyQuestion<'_>,
+    ) -> Result<Decision, DeviceError> {
+        let decision = self
+            .policy
+            .evaluate(question, &actor.client_ip_text())
+            .await?;
+        if let Some(denial) = decision.denials.first() {
+            return Err(DeviceError::Denied {
+                action: question.audit_action,
+                code: denial.code.clone(),
+                message: denial.message.clone(),
+                policy: denial.policy.clone(),
+            });
+        }
+        Ok(decision)
+    }
+
     /// For an action that removes access (revoke a device or link; disable, delete or
     /// unassign a token; the disabling part of a lost-token report): the policy service is
     /// still asked, but an admin can always cut access, so an outage, a refused question or

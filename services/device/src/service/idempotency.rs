@@ -109,6 +109,16 @@ impl Digest {
     }
 }
 
+/// The key a first response is stored under: the caller's API key name, the RPC and the
+/// request id, so a replay is only ever handed to the key that made the request. Key names
+/// are free text and may contain `|`, so the name's `\` and `|` are escaped: `a|EnrollToken`
+/// with id `x` and `a` with id `EnrollToken|x` would otherwise share a record. Names without
+/// either character keep the key they always had, so records survive an upgrade.
+fn record_key(caller: &str, rpc: Rpc, id: &str) -> String {
+    let caller = caller.replace('\\', "\\\\").replace('|', "\\|");
+    format!("{caller}|{}|{id}", rpc.name())
+}
+
 /// A mutation made idempotent by its request id.
 pub struct Idempotent<'a> {
     id: String,
@@ -139,7 +149,7 @@ impl<'a> Idempotent<'a> {
         })?;
         Ok(Some(Self {
             id: id.0.clone(),
-            key: format!("{}|{}|{}", actor.name, rpc.name(), id.0),
+            key: record_key(&actor.name, rpc, &id.0),
             rpc,
             digest: digest.finish(),
             cipher,
@@ -251,6 +261,27 @@ mod tests {
             name: name.to_owned(),
             client_ip: None,
         }
+    }
+
+    #[test]
+    fn records_are_kept_per_caller_even_when_names_contain_the_separator() {
+        assert_eq!(
+            record_key("console", Rpc::EnrollToken, "r1"),
+            "console|EnrollToken|r1",
+            "unchanged for ordinary names"
+        );
+        assert_ne!(
+            record_key("a|EnrollToken", Rpc::EnrollToken, "x"),
+            record_key("a", Rpc::EnrollToken, "EnrollToken|x")
+        );
+        assert_ne!(
+            record_key("a\\", Rpc::EnrollToken, "x"),
+            record_key("a", Rpc::EnrollToken, "\\|x")
+        );
+        assert_ne!(
+            record_key("console", Rpc::EnrollToken, "r1"),
+            record_key("console-2", Rpc::EnrollToken, "r1")
+        );
     }
 
     #[test]

@@ -82,6 +82,11 @@ impl TokenStore {
         passed: &Pairs<'_>,
         audit: AuditRecord,
     ) -> Result<bool, DeviceError> {
+        // Callers never match a factor past `otp::LAST_FACTOR`; should one come, refusing
+        // beats wrapping the counter back below every used code.
+        let next = factor.checked_add(1).ok_or_else(|| {
+            DeviceError::FailedPrecondition(format!("token {serial}: its counter is exhausted"))
+        })?;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
         let updated = transaction
@@ -89,7 +94,7 @@ impl TokenStore {
                 backend,
                 "UPDATE tokens SET counter = $1, failure_count = 0 \
                  WHERE serial = $2 AND counter <= $3 AND state = 'enabled'",
-                vec![(factor + 1).into(), serial.into(), factor.into()],
+                vec![next.into(), serial.into(), factor.into()],
             ))
             .await?;
         let accepted = updated.rows_affected() == 1;

@@ -56,13 +56,18 @@ pub(super) async fn begin<R: Registrar>(
     // Keyed by the secret's hash: the limiter never holds a secret.
     let ticket = state.limiter.admit_begin(secret.hash())?;
     let challenge = match call(state.timeout, state.registrar.begin(&actor, secret)).await {
-        Ok(challenge) => challenge,
+        Ok(challenge) => {
+            ticket.found();
+            challenge
+        }
         Err(refusal) => {
             // A used, revoked or expired link (the refusal the use case audits) stays
             // dead: repeat the answer for the rest of the window instead of auditing
-            // every retry.
+            // every retry. A secret that names no link gets no window at all.
             if refusal.is_dead_link() {
                 ticket.refused(&refusal);
+            } else if !refusal.is_unknown_link() {
+                ticket.found();
             }
             return Err(refusal);
         }

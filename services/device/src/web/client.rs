@@ -82,6 +82,9 @@ impl TrustedProxies {
     pub fn client(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.ip().to_canonical();
         if !self.trusts(peer) {
+            if self.0.is_empty() && headers.contains_key(FORWARDED_FOR) {
+                warn_untrusted_proxy();
+            }
             return peer;
         }
         // Several header lines are one list, in order.
@@ -104,6 +107,20 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// Once per process: the page is behind a proxy (requests carry `X-Forwarded-For`) and no
+/// proxy is trusted, so every user behind it is the proxy's one address and shares its rate
+/// limits (HTTP 429 for everyone). Not refused: the header alone proves nothing.
+fn warn_untrusted_proxy() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "the enrollment page receives X-Forwarded-For but web.trusted_proxies is empty: \
+             every client behind that proxy counts as the proxy's address and shares its \
+             rate limits; list the proxy (or its network) in web.trusted_proxies"
+        );
+    });
 }
 
 /// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:80`,

@@ -38,6 +38,11 @@ impl WebError {
         self.code == "FAILED_PRECONDITION"
     }
 
+    /// The use case's answer to a secret that names no link (NOT_FOUND from begin).
+    pub(super) fn is_unknown_link(&self) -> bool {
+        self.code == "NOT_FOUND"
+    }
+
     pub(super) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -2,12 +2,17 @@
 //! per link, one begin at a time per link, and a remembered refusal per dead link so that
 //! hammering it writes one audit event per window, not one per request.
 //!
+//! A link gets a window only once the use case has looked it up and found it: a flood of
+//! made-up secrets must not push real links' windows out of the bounded table (which would
+//! forgive their begin counts and forget their dead-link answers). Begins in flight are
+//! tracked apart, in a set as large as the requests running at once.
+//!
 //! Every table is a [`WindowMap`]: fixed windows that start at a key's first use, at most
 //! `capacity` keys, the oldest window forgotten first. Expired windows are dropped from the
 //! front of an ordered queue as requests arrive, so there is no periodic sweep and memory
 //! is bounded whatever the traffic (forgetting a live window early only forgives a client
 //! its count).
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -91,11 +96,11 @@ impl<K: Hash + Eq + Clone, V: Default> WindowMap<K, V> {
     }
 }
 
-/// What the page remembers about one link (keyed by the secret's hash, never the secret).
+/// What the page remembers about one link that exists (keyed by the secret's hash, never
+/// the secret).
 #[derive(Default)]
 struct LinkWindow {
     begins: u32,
-    in_flight: bool,
     /// The answer that refused this link as dead (used, revoked, expired): repeated without
     /// asking the use case again, which would audit the refusal again.
     refusal: Option<WebError>,
@@ -125,28 +130,38 @@ pub(super) struct Limiter {
     limits: RateLimits,
     addresses: Mutex<WindowMap<IpAddr, u32>>,
     links: Mutex<WindowMap<String, LinkWindow>>,
+    /// Secret hashes with a begin running (one at a time per link, found or not).
+    in_flight: Mutex<HashSet<String>>,
 }
 
-/// Held while a begin runs; lets the next begin on the link in when dropped.
+/// Held while a begin runs; lets the next begin on the link in when dropped. The use case's
+/// answer says whether the link exists: only then is the begin counted in a window.
 pub(super) struct BeginTicket<'a> {
     limiter: &'a Limiter,
     link: String,
 }
 
 impl BeginTicket<'_> {
-    /// Remembers that the link is dead, for the rest of its window.
+    /// The link exists: counts the begin in its window.
+    pub(super) fn found(&self) {
+        lock(&self.limiter.links)
+            .entry(self.link.clone(), Instant::now())
+            .begins += 1;
+    }
+
+    /// The link exists and is dead: counts the begin and remembers the answer for the rest
+    /// of its window.
     pub(super) fn refused(&self, answer: &WebError) {
-        if let Some(link) = lock(&self.limiter.links).get_mut(&self.link, Instant::now()) {
-            link.refusal = Some(answer.clone());
-        }
+        let mut links = lock(&self.limiter.links);
+        let window = links.entry(self.link.clone(), Instant::now());
+        window.begins += 1;
+        window.refusal = Some(answer.clone());
     }
 }
 
 impl Drop for BeginTicket<'_> {
     fn drop(&mut self) {
-        if let Some(link) = lock(&self.limiter.links).get_mut(&self.link, Instant::now()) {
-            link.in_flight = false;
-        }
+        lock(&self.limiter.in_flight).remove(&self.link);
     }
 }
 
@@ -155,6 +170,7 @@ impl Limiter {
         Self {
             addresses: Mutex::new(WindowMap::new(limits.window, limits.capacity)),
             links: Mutex::new(WindowMap::new(limits.window, limits.capacity)),
+            in_flight: Mutex::default(),
             limits,
         }
     }
@@ -172,25 +188,24 @@ impl Limiter {
         Ok(())
     }
 
-    /// Lets a begin on the link with secret hash `link` run, or answers in its place.
+    /// Lets a begin on the link with secret hash `link` run, or answers in its place. Looks
+    /// the link's window up without creating one (see [`BeginTicket::found`]).
     pub(super) fn admit_begin(&self, link: String) -> Result<BeginTicket<'_>, WebError> {
-        let mut links = lock(&self.links);
-        let window = links.entry(link.clone(), Instant::now());
-        if let Some(refusal) = &window.refusal {
-            return Err(refusal.clone());
+        if let Some(window) = lock(&self.links).get_mut(&link, Instant::now()) {
+            if let Some(refusal) = &window.refusal {
+                return Err(refusal.clone());
+            }
+            if window.begins >= self.limits.begins_per_link {
+                return Err(exhausted(
+                    "this enrollment link was started too often; please try again later",
+                ));
+            }
         }
-        if window.in_flight {
+        if !lock(&self.in_flight).insert(link.clone()) {
             return Err(exhausted(
                 "this enrollment link is already being started; please wait a moment",
             ));
         }
-        if window.begins >= self.limits.begins_per_link {
-            return Err(exhausted(
-                "this enrollment link was started too often; please try again later",
-            ));
-        }
-        window.begins += 1;
-        window.in_flight = true;
         Ok(BeginTicket {
             limiter: self,
             link,
@@ -270,15 +285,48 @@ mod tests {
         });
         let ticket = limiter.admit_begin("live".into()).unwrap();
         assert!(limiter.admit_begin("live".into()).is_err(), "one at a time");
+        ticket.found();
         drop(ticket);
-        drop(limiter.admit_begin("live".into()).unwrap());
+        limiter.admit_begin("live".into()).unwrap().found();
         assert!(limiter.admit_begin("live".into()).is_err(), "cap reached");
 
         let dead = WebError::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", "used");
+        assert_eq!(
+            limiter.admit_begin("dead".into()).ok().map(|_| ()),
+            Some(())
+        );
         limiter.admit_begin("dead".into()).unwrap().refused(&dead);
         for _ in 0..5 {
             let again = limiter.admit_begin("dead".into()).err().expect("refused");
             assert_eq!(again.code(), "FAILED_PRECONDITION");
         }
+    }
+
+    #[test]
+    fn a_flood_of_unknown_secrets_never_evicts_a_real_links_window() {
+        let limiter = Limiter::new(RateLimits {
+            begins_per_link: 1,
+            capacity: 3,
+            ..RateLimits::default()
+        });
+        limiter.admit_begin("real".into()).unwrap().found();
+        let dead = WebError::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", "used");
+        limiter.admit_begin("dead".into()).unwrap().refused(&dead);
+        // Made-up secrets: looked up, not found, so never given a window.
+        for guess in 0..1_000 {
+            drop(limiter.admit_begin(format!("guess-{guess}")).unwrap());
+        }
+        assert_eq!(lock(&limiter.links).len(), 2);
+        assert!(lock(&limiter.in_flight).is_empty());
+        let capped = limiter
+            .admit_begin("real".into())
+            .err()
+            .expect("still capped");
+        assert_eq!(capped.code(), "RESOURCE_EXHAUSTED");
+        let again = limiter
+            .admit_begin("dead".into())
+            .err()
+            .expect("still dead");
+        assert_eq!(again.code(), "FAILED_PRECONDITION");
     }
 }

@@ -290,8 +290,23 @@ impl Devices {
             None => None,
         };
         let subject = link.as_ref().map(|link| link.id.as_str()).unwrap_or("");
+        let refusal = Refusal {
+            actor,
+            ceremony_id,
+            realm: &realm,
+            user: &user,
+            subject,
+        };
         let question = register_question(&realm, &user, subject);
-        let decision = self.gate.decide(actor, &question).await?;
+        // A denial or an outage burns the ceremony like every other refusal: the same
+        // challenge must not be answered again once the obstacle goes away (a new ceremony
+        // from the same link is still possible: the link is not spent).
+        let decision = match self.gate.decide_unaudited(actor, &question).await {
+            Ok(decision) => decision,
+            Err(error) => return self.burn(refusal, error).await,
+        };
+        // The kind is the ceremony row's column, never the stored state's JSON variant
+        // (which decides only how the relying party verifies; see `enclave_proof`).
         let kind = DeviceKind::from(ceremony.device_type);
         if let Err(error) = self.require_kind(actor, &question, kind, &decision).await {
             let record = self
@@ -309,30 +324,19 @@ impl Devices {
                 relying_party.finish_registration(&state, &credential_json)
             })
             .await?;
-        let registered = match verified {
+        let registered = match verified.and_then(|registered| {
+            enclave_proof(kind, &registered)?;
+            Ok(registered)
+        }) {
             Ok(registered) => registered,
-            Err(error) => {
-                let record = self
-                    .gate
-                    .record(actor, "register_device", &realm, Some(&user), subject)
-                    .denied(error.audit_reason());
-                self.store.burn_ceremony(ceremony_id, record).await?;
-                return Err(error);
-            }
+            Err(error) => return self.burn(refusal, error).await,
         };
         let model = match self
             .model_of(&registered)
             .and_then(|model| model_rules(&decision, &registered, model))
         {
             Ok(model) => model,
-            Err(error) => {
-                let record = self
-                    .gate
-                    .record(actor, "register_device", &realm, Some(&user), subject)
-                    .denied(error.audit_reason());
-                self.store.burn_ceremony(ceremony_id, record).await?;
-                return Err(error);
-            }
+            Err(error) => return self.burn(refusal, error).await,
         };
         // Approval: fixed when the ceremony began, and the stricter of begin and finish.
         let (state, approved_by) = match &link {
@@ -392,6 +396,25 @@ impl Devices {
         })
     }
 
+    /// Refuses a finish (audited as a denied `register_device`) and burns its ceremony in
+    /// the same transaction, so the challenge can never be answered again.
+    async fn burn<T>(&self, refusal: Refusal<'_>, error: DeviceError) -> Result<T, DeviceError> {
+        let record = self
+            .gate
+            .record(
+                refusal.actor,
+                "register_device",
+                refusal.realm,
+                Some(refusal.user),
+                refusal.subject,
+            )
+            .denied(error.audit_reason());
+        self.store
+            .burn_ceremony(refusal.ceremony_id, record)
+            .await?;
+        Err(error)
+    }
+
     /// What the FIDO metadata says of a verified credential's model; a model it marks
     /// compromised is refused (AUTHENTICATOR_COMPROMISED), whether or not its attestation
     /// was verified: claiming to be a compromised model is reason enough to refuse.
@@ -431,6 +454,45 @@ impl Devices {
         }
         Ok(ceremony)
     }
+}
+
+/// The finish a refusal burns: whose, which ceremony, and the audit event's subject.
+#[derive(Clone, Copy)]
+struct Refusal<'a> {
+    actor: &'a Actor,
+    ceremony_id: &'a str,
+    realm: &'a Realm,
+    user: &'a UserName,
+    subject: &'a str,
+}
+
+/// Fail closed on what the device will be recorded as: an `enclave_only` device is stored
+/// only with an attestation verified to a configured root, from a credential that is not
+/// backup eligible. The relying party verifies by the stored state's variant, which
+/// someone with write access to the database could make disagree with the ceremony's
+/// `device_type` column; this keeps such a state from recording an unproven device as
+/// `enclave_only` (ATTESTATION_NOT_TRUSTED).
+fn enclave_proof(kind: DeviceKind, registered: &RegisteredCredential) -> Result<(), DeviceError> {
+    if kind != DeviceKind::EnclaveOnly {
+        return Ok(());
+    }
+    let attestation = &registered.attestation;
+    if attestation.trusted_root.is_none() {
+        return Err(DeviceError::Refused {
+            reason: "ATTESTATION_NOT_TRUSTED",
+            message: format!(
+                "enclave_only needs an attestation verified to a configured root; this one (format {}) was not",
+                attestation.format
+            ),
+        });
+    }
+    if registered.backup_eligible || attestation.backup_eligible {
+        return Err(DeviceError::Refused {
+            reason: "BACKUP_ELIGIBLE_REFUSED",
+            message: "credential is backup eligible (synced): enclave_only needs a device-bound platform authenticator".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What a device records of its model.
@@ -500,4 +562,53 @@ fn register_question<'a>(
         user,
         subject,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::attestation::VerifiedAttestation;
+
+    fn registered(trusted_root: Option<&str>, backup_eligible: bool) -> RegisteredCredential {
+        RegisteredCredential {
+            credential_id: "cred".to_owned(),
+            passkey_json: "{}".to_owned(),
+            aaguid: String::new(),
+            backup_eligible,
+            attestation: VerifiedAttestation {
+                format: "packed".to_owned(),
+                aaguid: String::new(),
+                trusted_root: trusted_root.map(str::to_owned),
+                backup_eligible,
+            },
+        }
+    }
+
+    fn reason(result: Result<(), DeviceError>) -> Option<&'static str> {
+        match result {
+            Err(DeviceError::Refused { reason, .. }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_enclave_only_device_without_a_verified_root_is_refused() {
+        assert_eq!(
+            reason(enclave_proof(
+                DeviceKind::EnclaveOnly,
+                &registered(None, false)
+            )),
+            Some("ATTESTATION_NOT_TRUSTED")
+        );
+        assert_eq!(
+            reason(enclave_proof(
+                DeviceKind::EnclaveOnly,
+                &registered(Some("apple"), true)
+            )),
+            Some("BACKUP_ELIGIBLE_REFUSED")
+        );
+        assert!(enclave_proof(DeviceKind::EnclaveOnly, &registered(Some("apple"), false)).is_ok());
+        // An `any` device needs no proof.
+        assert!(enclave_proof(DeviceKind::Any, &registered(None, true)).is_ok());
+    }
 }

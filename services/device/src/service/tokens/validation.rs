@@ -228,6 +228,8 @@ fn match_token(
     };
     if kind == TokenKind::Password {
         let stored = token.pin_hash.as_deref()?;
+        // Accepting stores counter + 1: a counter at the end refuses (see `otp::LAST_FACTOR`).
+        token.counter.checked_add(1)?;
         return check_pin(pass, stored).then(|| (token.serial.clone(), token.counter));
     }
     let split = pass.len().checked_sub(digits)?;
@@ -297,6 +299,40 @@ mod tests {
             totp_steps: 1,
             hotp_look_ahead: 10,
         }
+    }
+
+    #[test]
+    fn a_token_whose_counter_reached_the_end_refuses_instead_of_overflowing() {
+        let cipher = cipher();
+        let hotp_parameters =
+            OtpParameters::new(TokenKind::Hotp, 6, 0, HashAlgorithm::Sha1).unwrap();
+        let mut token = hotp("H1", None, &cipher);
+        token.counter = i64::MAX;
+        let at_end = code(&hotp_parameters, SEED, i64::MAX as u64);
+        let mut checks = 0;
+        assert_eq!(
+            match_token(&token, &at_end, &cipher, 0, window(), &mut checks),
+            None
+        );
+        token.counter = i64::MAX - 1;
+        let last = code(&hotp_parameters, SEED, i64::MAX as u64 - 1);
+        assert_eq!(
+            match_token(&token, &last, &cipher, 0, window(), &mut checks),
+            Some(("H1".to_owned(), i64::MAX - 1))
+        );
+        // A password token's counter moves on every use too.
+        let mut password = hotp("P1", Some("s3cret-pass"), &cipher);
+        password.token_type = "password".to_owned();
+        password.counter = i64::MAX;
+        assert_eq!(
+            match_token(&password, "s3cret-pass", &cipher, 0, window(), &mut checks),
+            None
+        );
+        password.counter = 7;
+        assert_eq!(
+            match_token(&password, "s3cret-pass", &cipher, 0, window(), &mut checks),
+            Some(("P1".to_owned(), 7))
+        );
     }
 
     #[test]
