@@ -579,6 +579,7 @@ mod tests {
                 format: "packed".to_owned(),
                 aaguid: String::new(),
                 trusted_root: trusted_root.map(str::to_owned),
+                aaguid_bound: false,
                 backup_eligible,
             },
         }
