@@ -61,7 +61,7 @@ pub struct Application {
 impl Application {
     /// Connects to the database and binds the port (port 0 picks a free one).
     pub async fn build(config: PolicyConfig) -> Result<Self, StartError> {
-        let keys = ApiKeys::from_config(&config.auth.api_keys, &[crate::demo::DEMO_ACTOR])
+        let keys = ApiKeys::from_config(&config.auth.api_keys, &[crate::store::DEMO_ACTOR])
             .map_err(StartError::Config)?;
         config.cache.validate().map_err(StartError::Config)?;
         // TLS files first: a missing certificate stops start-up before anything is bound.

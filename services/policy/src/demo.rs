@@ -7,10 +7,7 @@ use enroll_shared::time::{Clock, SystemClock};
 use crate::app::migrate;
 use crate::config::PolicyConfig;
 use crate::domain::policy::PolicySpec;
-use crate::store::{ChangeContext, PolicyStore, SeaOrmPolicyStore, StoreError};
-
-/// The actor the demo policy is recorded under in the history (no API key may take it).
-pub const DEMO_ACTOR: &str = "seed-demo";
+use crate::store::{ChangeContext, DEMO_ACTOR, PolicyStore, SeaOrmPolicyStore, StoreError};
 
 /// The demo realm.
 pub const DEMO_REALM: &str = "demo";

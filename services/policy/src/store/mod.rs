@@ -3,6 +3,9 @@ mod entities;
 pub mod migration;
 mod sea;
 
+/// The actor the demo policy is recorded under in the history (no API key may take it).
+pub const DEMO_ACTOR: &str = "seed-demo";
+
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
