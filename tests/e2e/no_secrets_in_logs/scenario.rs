@@ -50,6 +50,7 @@ pub async fn run(backend: Backend) -> Used {
     tokens(&stack, &mut used).await;
     devices(&stack, &mut used).await;
     policies(&stack, &mut used).await;
+    metadata(&stack, &mut used).await;
     audit(&stack, &mut used).await;
     stack.stop().await;
     used
@@ -483,6 +484,29 @@ async fn policies(stack: &TestStack, used: &mut Used) {
 }
 
 /// Every audit event, page by page.
+/// The FIDO metadata's admin RPCs: the status, and an acceptance with no jump waiting (no
+/// metadata source is configured here), which is refused.
+async fn metadata(stack: &TestStack, used: &mut Used) {
+    let mut admin = stack.admin();
+    let status = admin
+        .get_metadata_status(pb::GetMetadataStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.no, 0, "no BLOB is loaded here: {status:?}");
+    match admin
+        .accept_metadata_jump(pb::AcceptMetadataJumpRequest {
+            no: 9_000,
+            accepted_by: "secops".into(),
+            reason: "checked with the FIDO Alliance".into(),
+        })
+        .await
+    {
+        Ok(accepted) => panic!("nothing waits for acceptance: {accepted:?}"),
+        Err(status) => used.error(status),
+    }
+}
+
 async fn audit(stack: &TestStack, used: &mut Used) {
     let mut admin = stack.admin();
     let mut page_token = String::new();

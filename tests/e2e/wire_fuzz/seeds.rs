@@ -229,6 +229,19 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             pb::GetTokenRequest { serial: s("HW1") }.encode_to_vec(),
         ),
         (
+            "GetMetadataStatus",
+            pb::GetMetadataStatusRequest {}.encode_to_vec(),
+        ),
+        (
+            "AcceptMetadataJump",
+            pb::AcceptMetadataJumpRequest {
+                no: 42,
+                accepted_by: s("secops"),
+                reason: s("checked"),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "Validate",
             pb::ValidateRequest {
                 realm: s("acme"),
