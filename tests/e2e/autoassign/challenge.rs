@@ -54,8 +54,25 @@ async fn a_person_follows_the_challenge(backend: Backend) {
     )
     .await;
     assert!(taken.ok && taken.autoassigned, "{taken:?}");
+    assert!(
+        !taken.device_token.is_empty(),
+        "a device token, as after any success"
+    );
     assert_eq!((taken.serial.as_str(), taken.challenge), ("KNOWN1", None));
     assert_eq!(owner(&mut admin, "KNOWN1").await, "hank");
+    // The client that completed the autoassignment is the user's: outsiders spending the
+    // user's failure bound (10 an hour) never hold it back.
+    for outsider in 0..12 {
+        let wrong = validate(
+            &mut proxy,
+            "corp",
+            "hank",
+            pass("000000"),
+            &format!("198.51.100.{outsider}"),
+        )
+        .await;
+        assert!(!wrong.ok);
+    }
     let normal = validate(&mut proxy, "corp", "hank", pass(&hotp(2)), ip).await;
     assert!(normal.ok && !normal.autoassigned, "{normal:?}");
     assert_eq!(audited(&mut admin, "the same first code again").await, 3);

@@ -397,8 +397,10 @@ pub enum Verdict {
         serial: String,
         device_token: Option<String>,
     },
+    /// A pool token was assigned; `device_token` as with `Accepted`.
     Autoassigned {
         serial: String,
+        device_token: Option<String>,
     },
     Refused {
         reason: &'static str,

@@ -351,11 +351,15 @@ pub async fn validate(
             device_token: device_token.unwrap_or_default(),
             ..Default::default()
         },
-        Verdict::Autoassigned { serial } => pb::ValidateResponse {
+        Verdict::Autoassigned {
+            serial,
+            device_token,
+        } => pb::ValidateResponse {
             ok: true,
             serial,
             autoassigned: true,
             message: String::new(),
+            device_token: device_token.unwrap_or_default(),
             ..Default::default()
         },
         Verdict::Refused { reason } => pb::ValidateResponse {

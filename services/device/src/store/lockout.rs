@@ -2,7 +2,7 @@
 //! last success, its back-off and when the user last passed from that client. One upsert
 //! per change, so racing replicas count every failure.
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 
 use super::sql::statement;
 use super::tokens::TokenStore;
@@ -58,6 +58,15 @@ impl TokenStore {
             blocked_until: row.try_get_by_index(1)?,
             last_success: row.try_get_by_index(2)?,
         })
+    }
+
+    /// [`TokenStore::pairs_passed`] in a transaction of its own, for a success that is not
+    /// a code accepted by `accept` (a completed autoassignment).
+    pub async fn mark_passed(&self, pairs: &Pairs<'_>) -> Result<(), DeviceError> {
+        let transaction = self.db.begin().await?;
+        Self::pairs_passed(&transaction, pairs).await?;
+        transaction.commit().await?;
+        Ok(())
     }
 
     /// Marks each pair as passed at `pairs.now`: its failures and back-off end, and the

@@ -42,6 +42,7 @@ use crate::service::pool_index::Candidate;
 use crate::store::autoassign::Assignment;
 use crate::store::entities::autoassign_challenges as challenges;
 use crate::store::entities::columns::TokenStateColumn;
+use crate::store::lockout::Pairs;
 
 /// The answer to every autoassignment that neither challenges nor assigns: a wrong pass.
 fn refused() -> Verdict {
@@ -112,7 +113,26 @@ impl Tokens {
             Err(_) => "error",
         });
         match outcome? {
-            Outcome::Assigned(serial) => Ok(Verdict::Autoassigned { serial }),
+            Outcome::Assigned(serial) => {
+                // Two consecutive codes from this client: the user is there. It is a known
+                // client from now on (others' failures never hold it back), and the proxy
+                // gets a device token for it, as after any success.
+                let passed = Pairs {
+                    realm,
+                    user,
+                    clients: vec![ClientKey::of(actor.client_ip, &actor.name)],
+                    now,
+                };
+                self.store.mark_passed(&passed).await?;
+                let device_token = self
+                    .device_tokens
+                    .as_ref()
+                    .map(|signer| signer.issue(realm, user, now));
+                Ok(Verdict::Autoassigned {
+                    serial,
+                    device_token,
+                })
+            }
             Outcome::Refused(_, reason) => {
                 // A tokenless user's refusal costs one argon2 check like anyone's, so the
                 // time taken does not tell whether a user holds tokens.
