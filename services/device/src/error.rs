@@ -143,20 +143,11 @@ impl From<DeviceError> for Status {
             DeviceError::RateLimited(_) => {
                 with_reason(Code::ResourceExhausted, message, "RATE_LIMITED", [])
             }
-            // The policy service names the field in its message: a missing or bad client
-            // address is the caller's to fix, so it is named here too.
             DeviceError::Policy(PolicyError::Rejected {
-                rejection: Rejection::InvalidArgument,
-                message: refused,
+                rejection,
+                reason,
+                field,
                 ..
-            }) if refused.starts_with("client_ip: ") => with_reason(
-                Code::InvalidArgument,
-                message,
-                "INVALID_FIELD",
-                [("field".to_owned(), "client_ip".to_owned())],
-            ),
-            DeviceError::Policy(PolicyError::Rejected {
-                rejection, reason, ..
             }) => {
                 let code = match rejection {
                     Rejection::InvalidArgument => Code::InvalidArgument,
@@ -164,9 +155,12 @@ impl From<DeviceError> for Status {
                     Rejection::NotFound => Code::NotFound,
                     Rejection::ResourceExhausted => Code::ResourceExhausted,
                 };
-                match reason {
-                    Some(reason) => with_reason(code, message, &reason, []),
-                    None => Status::new(code, message),
+                // The field the policy service named is the caller's to fix: named here too.
+                let field = field.map(|field| ("field".to_owned(), field));
+                match (reason, field) {
+                    (Some(reason), field) => with_reason(code, message, &reason, field),
+                    (None, Some(field)) => with_reason(code, message, "INVALID_FIELD", [field]),
+                    (None, None) => Status::new(code, message),
                 }
             }
             DeviceError::Policy(_) | DeviceError::Unavailable(_) => Status::unavailable(message),
@@ -240,6 +234,7 @@ mod tests {
                     rejection: Rejection::FailedPrecondition,
                     message: "x".into(),
                     reason: Some("POLICY_CONFLICT".into()),
+                    field: None,
                 }),
                 Code::FailedPrecondition,
                 Some("POLICY_CONFLICT"),
@@ -249,6 +244,7 @@ mod tests {
                     rejection: Rejection::InvalidArgument,
                     message: "x".into(),
                     reason: None,
+                    field: None,
                 }),
                 Code::InvalidArgument,
                 None,

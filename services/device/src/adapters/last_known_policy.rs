@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use enroll_policy_engine::engine::PolicySet;
-use enroll_policy_engine::policy::PolicySpec;
+use enroll_policy_engine::policy::{InvalidField, PolicySpec};
 use enroll_policy_engine::proto;
 use enroll_shared::proto::policy::v1 as pb;
 use enroll_shared::time::SharedClock;
@@ -151,27 +151,24 @@ fn decide(
     question: &PolicyQuestion<'_>,
     client_ip: &str,
 ) -> Result<Decision, PolicyError> {
-    let rejected = |rejection, message: String| PolicyError::Rejected {
-        rejection,
-        message,
+    // Refused as the policy service refuses it: the field named, as its ErrorInfo does.
+    let invalid = |invalid: InvalidField| PolicyError::Rejected {
+        rejection: Rejection::InvalidArgument,
+        message: format!("{}: {}", invalid.field, invalid.message),
         reason: None,
+        field: Some(invalid.field),
     };
     let request =
-        proto::evaluation_request(evaluation_request(question, client_ip)).map_err(|invalid| {
-            rejected(
-                Rejection::InvalidArgument,
-                format!("{}: {}", invalid.field, invalid.message),
-            )
-        })?;
-    set.require_client(&request.subject).map_err(|invalid| {
-        rejected(
-            Rejection::InvalidArgument,
-            format!("{}: {}", invalid.field, invalid.message),
-        )
-    })?;
+        proto::evaluation_request(evaluation_request(question, client_ip)).map_err(invalid)?;
+    set.require_client(&request.subject).map_err(invalid)?;
     let made = set
         .evaluate(&request)
-        .map_err(|conflict| rejected(Rejection::FailedPrecondition, conflict.to_string()))?;
+        .map_err(|conflict| PolicyError::Rejected {
+            rejection: Rejection::FailedPrecondition,
+            message: conflict.to_string(),
+            reason: None,
+            field: None,
+        })?;
     decision(proto::decision_to_proto(made))
 }
 

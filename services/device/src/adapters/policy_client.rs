@@ -374,6 +374,7 @@ fn policy_error(status: Status) -> PolicyError {
         rejection,
         message: status.message().to_owned(),
         reason: enroll_shared::status::reason(&status),
+        field: enroll_shared::status::field(&status),
     };
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => rejected(Rejection::InvalidArgument),
@@ -418,6 +419,7 @@ mod tests {
                 rejection: Rejection::FailedPrecondition,
                 message: "conflict".to_owned(),
                 reason: Some("POLICY_CONFLICT".to_owned()),
+                field: None,
             }
         );
     }

@@ -324,6 +324,8 @@ pub enum PolicyError {
         message: String,
         /// The `ErrorInfo` reason the policy service gave, passed on to the caller.
         reason: Option<String>,
+        /// The request field it named (`ErrorInfo` metadata `field`), e.g. `client_ip`.
+        field: Option<String>,
     },
 }
 

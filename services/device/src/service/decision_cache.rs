@@ -5,6 +5,7 @@
 //! cached decision is never older than the policy service's own propagation plus the
 //! stream's delay. Mutations never use it: they ask the policy service every time.
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,19 +48,19 @@ impl DecisionCache {
     /// The key of `question` under the current version: every field the policy service
     /// decides on (the client IP only when some policy of the set restricts clients), and
     /// the version it was made for; None while nothing may be cached.
-    pub fn key(&self, question: &PolicyQuestion<'_>, client_ip: &str) -> Option<CacheKey> {
+    pub fn key(
+        &self,
+        question: &PolicyQuestion<'_>,
+        client_ip: Option<IpAddr>,
+    ) -> Option<CacheKey> {
         let watched = current(&self.read())?;
-        let client_ip = if watched.client_ip_used {
-            client_ip
-        } else {
-            ""
-        };
+        let client_ip = client_ip.filter(|_| watched.client_ip_used);
         // NUL never occurs in names, IPs, token types or serials: the fields cannot blur.
         let key = format!(
             "{}\0{}\0{}\0{}\0{}\0{}",
             question.realm,
             question.user.map(|user| user.as_str()).unwrap_or_default(),
-            client_ip,
+            ClientIp(client_ip),
             question.action as u8,
             question.token_type,
             question.serial,
@@ -154,6 +155,18 @@ fn current(state: &State) -> Option<Watched> {
         .filter(|watched| watched.heard_at.elapsed() <= WATCH_TRUST)
 }
 
+/// An optional address in a key: empty when absent, written without a temporary String.
+struct ClientIp(Option<IpAddr>);
+
+impl std::fmt::Display for ClientIp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(address) => address.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A decision's place in the cache, made under one policy-set version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheKey {
@@ -195,20 +208,28 @@ mod tests {
         let question = question(&realm, &user);
         let cache = DecisionCache::new(10);
         assert!(
-            cache.key(&question, "10.0.0.1").is_none(),
+            cache
+                .key(&question, Some("10.0.0.1".parse().unwrap()))
+                .is_none(),
             "nothing before the stream"
         );
         cache.observe(1, true, false);
-        let key = cache.key(&question, "10.0.0.1").unwrap();
+        let key = cache
+            .key(&question, Some("10.0.0.1".parse().unwrap()))
+            .unwrap();
         cache.put(key.clone(), decision(1));
         assert_eq!(cache.get(&key).map(|d| d.policy_set_version), Some(1));
         // Without client restrictions every address shares the answer.
-        let other_ip = cache.key(&question, "10.9.9.9").unwrap();
+        let other_ip = cache
+            .key(&question, Some("10.9.9.9".parse().unwrap()))
+            .unwrap();
         assert!(cache.get(&other_ip).is_some());
         // A decision fetched before a change, stored after it was announced: not kept.
         cache.observe(2, true, true);
         assert!(cache.get(&key).is_none());
-        let key = cache.key(&question, "10.0.0.1").unwrap();
+        let key = cache
+            .key(&question, Some("10.0.0.1".parse().unwrap()))
+            .unwrap();
         cache.put(key.clone(), decision(1));
         assert!(cache.get(&key).is_none());
         cache.put(key.clone(), decision(2));
@@ -216,14 +237,20 @@ mod tests {
         // With client restrictions the address is part of the key.
         assert!(
             cache
-                .get(&cache.key(&question, "10.9.9.9").unwrap())
+                .get(
+                    &cache
+                        .key(&question, Some("10.9.9.9".parse().unwrap()))
+                        .unwrap()
+                )
                 .is_none()
         );
         // A key made under an older version is refused, even with a current decision.
         cache.observe(3, true, false);
         cache.put(key, decision(3));
         assert!(cache.read().entries.is_empty());
-        let key = cache.key(&question, "10.0.0.1").unwrap();
+        let key = cache
+            .key(&question, Some("10.0.0.1".parse().unwrap()))
+            .unwrap();
         cache.put(key.clone(), decision(3));
         cache.observe(3, false, false);
         assert!(cache.get(&key).is_none(), "not serving drops everything");
@@ -242,11 +269,11 @@ mod tests {
             .map(|index| UserName::parse(&format!("u{index}")).unwrap())
             .collect();
         for user in &users {
-            let key = cache.key(&question(&realm, user), "").unwrap();
+            let key = cache.key(&question(&realm, user), None).unwrap();
             cache.put(key, decision(7));
         }
         assert_eq!(cache.read().entries.len(), 3);
-        let last = cache.key(&question(&realm, &users[9]), "").unwrap();
+        let last = cache.key(&question(&realm, &users[9]), None).unwrap();
         assert!(cache.get(&last).is_some());
     }
 }

@@ -24,14 +24,6 @@ pub enum ReadDecision {
 }
 
 impl ReadDecision {
-    /// The decision, if one was had.
-    pub fn decision(&self) -> Option<&Arc<Decision>> {
-        match self {
-            ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => Some(decision),
-            ReadDecision::Missing(_) => None,
-        }
-    }
-
     /// What the caller should be told about where the decision came from, if anything.
     pub fn note(&self) -> Option<&str> {
         match self {
@@ -56,22 +48,15 @@ fn outage_text(outage: &PolicyError) -> String {
     }
 }
 
-/// A question the policy (or its engine here) refused: a bad or missing `client_ip` is the
-/// caller's INVALID_ARGUMENT naming it; any other refusal (conflicting policies) leaves no
-/// decision to go by.
+/// A question the policy (or its engine here) refused: a bad or missing field (the
+/// `client_ip` a network policy needs) is the caller's to fix, an error; any other refusal
+/// (conflicting policies) leaves no decision to go by.
 fn refused_question(error: PolicyError) -> Result<ReadDecision, DeviceError> {
     match error {
         PolicyError::Rejected {
             rejection: Rejection::InvalidArgument,
-            message,
             ..
-        } => {
-            let message = message
-                .strip_prefix("client_ip: ")
-                .map(str::to_owned)
-                .unwrap_or(message);
-            Err(DeviceError::invalid("client_ip", message))
-        }
+        } => Err(DeviceError::Policy(error)),
         other => Ok(ReadDecision::Missing(format!(
             "no policy decision: {other}"
         ))),
@@ -251,16 +236,17 @@ impl PolicyGate {
         actor: &Actor,
         question: &PolicyQuestion<'_>,
     ) -> Result<ReadDecision, DeviceError> {
-        let client_ip = actor.client_ip_text();
         let cached = self
             .check_cache
             .as_ref()
-            .and_then(|cache| Some((cache, cache.key(question, &client_ip)?)));
+            .and_then(|cache| Some((cache, cache.key(question, actor.client_ip)?)));
         if let Some((cache, key)) = &cached
             && let Some(decision) = cache.get(key)
         {
             return Ok(ReadDecision::Live(decision));
         }
+        // Only a miss needs the address as text.
+        let client_ip = actor.client_ip_text();
         let outage = match self.policy.evaluate(question, &client_ip).await {
             Ok(decision) => {
                 let decision = Arc::new(decision);

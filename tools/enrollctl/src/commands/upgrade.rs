@@ -199,7 +199,7 @@ async fn authentication_refusal(
         }
         Err(status)
             if status.code() == tonic::Code::InvalidArgument
-                && status.message().contains("client_ip") =>
+                && enroll_shared::status::field(&status).as_deref() == Some("client_ip") =>
         {
             Ok(None)
         }
@@ -233,7 +233,7 @@ async fn approval_policy(
         // Decided per client network: reported under the network policies.
         Err(status)
             if status.code() == tonic::Code::InvalidArgument
-                && status.message().contains("client_ip") =>
+                && enroll_shared::status::field(&status).as_deref() == Some("client_ip") =>
         {
             Ok(Some(String::new()))
         }

@@ -1,7 +1,6 @@
 //! Authentication with a registered device: the ceremony is spent whether it passes or not.
 use super::*;
 use crate::domain::devices::AuthenticationChallenge;
-use crate::service::gate::ReadDecision;
 use crate::store::devices::{DeviceUse, StoredDevice, pending_approval};
 
 impl Devices {
@@ -193,15 +192,8 @@ impl Devices {
             .gate
             .evaluate_check(actor, &register_question(realm, user, &device.id))
             .await?;
-        let verdict = match &read {
-            ReadDecision::Missing(reason) => Err(format!(
-                "the policy's model rules cannot be checked: {reason}"
-            )),
-            ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => {
-                let metadata = self.metadata.current();
-                super::check::model_verdict(decision, metadata.as_deref(), device)
-            }
-        };
+        let metadata = self.metadata.current();
+        let verdict = super::check::model_verdict(&read, metadata.as_deref(), device);
         Ok(verdict.err().map(|message| DeviceError::Blocked {
             reason: "DEVICE_MODEL_REFUSED",
             message,

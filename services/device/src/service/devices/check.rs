@@ -32,20 +32,7 @@ impl Devices {
         let devices = devices?;
         let (can_self_enroll, mut reasons, read) = self_enrollment?;
         let metadata = self.metadata.current();
-        // The policy's model rules. Without any decision (the policy service cannot answer
-        // and no policy set is known) they cannot be known: no device counts then, and the
-        // reason names the outage (never "no rules", which an outage would otherwise buy).
-        let policy_verdict = |device: &Device| -> Result<(), String> {
-            let decision = match &read {
-                ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => decision,
-                ReadDecision::Missing(reason) => {
-                    return Err(format!(
-                        "the policy's model rules cannot be checked: {reason}"
-                    ));
-                }
-            };
-            model_verdict(decision, metadata.as_deref(), device)
-        };
+        let policy_verdict = |device: &Device| model_verdict(&read, metadata.as_deref(), device);
         let (status, device) =
             enrollment_status(&devices, query, &|device| policy_verdict(device).is_ok());
         // First why the device the status is about is (not) acceptable.
@@ -121,11 +108,22 @@ impl Devices {
 /// Whether the policy's model rules (`webauthn_aaguid_allow`/`_deny`, minimum
 /// certification) accept `device`, with the refusal naming the deciding policy. CheckEnrollment
 /// and device authentication apply the same verdict.
+/// Without any decision (the policy service cannot answer and no policy set is known) the
+/// rules cannot be known: no device passes then, and the reason names the outage (never "no
+/// rules", which an outage would otherwise buy).
 pub(super) fn model_verdict(
-    decision: &Decision,
+    read: &ReadDecision,
     metadata: Option<&LoadedMetadata>,
     device: &Device,
 ) -> Result<(), String> {
+    let decision = match read {
+        ReadDecision::Live(decision) | ReadDecision::LastKnown(decision, _) => decision,
+        ReadDecision::Missing(reason) => {
+            return Err(format!(
+                "the policy's model rules cannot be checked: {reason}"
+            ));
+        }
+    };
     let listed = metadata.and_then(|loaded| loaded.catalog.model(&device.aaguid));
     let facts = ModelFacts {
         aaguid: &device.aaguid,

@@ -210,10 +210,12 @@ fn disabled_only(serial: &Serial, refused: DeviceError) -> DeviceError {
             rejection,
             message,
             reason,
+            field,
         }) => DeviceError::Policy(PolicyError::Rejected {
             rejection,
             message: format!("{message}; {done}"),
             reason,
+            field,
         }),
         other => DeviceError::Unavailable(format!(
             "{done}: {}; report it lost again once the policy service answers",
