@@ -10,6 +10,7 @@ pub mod db_changes;
 pub mod db_errors;
 pub mod db_startup;
 pub mod healthcheck;
+pub mod jose;
 pub mod limits;
 pub mod metrics;
 pub mod names;

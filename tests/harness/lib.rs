@@ -388,6 +388,8 @@ pub fn device_config(
         idempotency: Default::default(),
         metrics: ephemeral_metrics(),
         check_cache: Default::default(),
+        // Off unless a gate test configures it (`gate::gate_config`).
+        gate: Default::default(),
     }
 }
 

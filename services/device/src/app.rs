@@ -27,6 +27,8 @@ use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
 use crate::service::metadata::{FidoMetadata, MetadataRefresher};
 use crate::service::metadata_admin::MetadataAdmin;
+use crate::gate::Gate;
+use crate::gate::decisions::GateDecisions;
 use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
@@ -63,9 +65,10 @@ pub const METRICS_NAME: &str = "enroll-device";
 
 /// The actors this service writes audit events as on its own: no API key may be named
 /// like one (see `ApiKeys::from_config`).
-pub const INTERNAL_ACTORS: [&str; 2] = [
+pub const INTERNAL_ACTORS: [&str; 3] = [
     crate::web::PAGE_CALLER,
     crate::store::metadata::METADATA_ACTOR,
+    crate::gate::decisions::GATE_ACTOR,
 ];
 
 /// How often the pool and link gauges are counted when nobody scrapes (OTLP export).
@@ -118,6 +121,8 @@ pub struct Application {
     metadata_refresher: Option<MetadataRefresher>,
     /// The metadata in use, for its health name (with `metadata_refresher`).
     metadata: FidoMetadata,
+    /// The gate and its listener, when `gate.listen` is set.
+    gate: Option<(Arc<Gate>, TcpListener)>,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -317,6 +322,23 @@ impl Application {
         // The page calls the device use cases itself (a clone sharing store, gate and
         // relying party), so it can finish as `Finisher::Page`: link ceremonies only.
         let page = Arc::new(devices.clone());
+        let gate = match config.gate.listen {
+            Some(addr) => {
+                let decisions = Arc::new(GateDecisions::new(&meters, Arc::new(audit.clone())));
+                let gate = Gate::new(
+                    &config.gate,
+                    Arc::new(devices.clone()),
+                    decisions,
+                    clock.clone(),
+                )
+                .map_err(StartError::Config)?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((Arc::new(gate), listener))
+            }
+            None => None,
+        };
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,
             devices,
@@ -341,7 +363,15 @@ impl Application {
             last_known,
             metadata_refresher,
             metadata,
+            gate,
         })
+    }
+
+    /// The gate's address, when it is served.
+    pub fn gate_addr(&self) -> Option<SocketAddr> {
+        self.gate
+            .as_ref()
+            .and_then(|(_, listener)| listener.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -386,6 +416,7 @@ impl Application {
             last_known,
             metadata_refresher,
             metadata,
+            gate,
         } = self;
         let meters = metrics.meters();
         let mut server = spawn(
@@ -457,6 +488,21 @@ impl Application {
         // until then its listener just queues connections.
         let page_settings =
             crate::web::PageSettings::from_config(&config.web).map_err(StartError::Config)?;
+        if let Some((gate, listener)) = gate {
+            gate.prefetch_keys().await;
+            tokio::spawn(gate.decisions().keep_flushing(
+                gate.allowed_audit_interval(),
+                server.stopping.clone(),
+            ));
+            tokio::spawn(crate::web::gate::serve(
+                listener,
+                gate,
+                page_settings.clone(),
+                config.gate.requests_per_address,
+                config.server.request_timeout(),
+                server.stopping.clone(),
+            ));
+        }
         let web = web_listener.map(|listener| {
             tokio::spawn(crate::web::serve(
                 listener,

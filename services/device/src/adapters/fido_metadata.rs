@@ -401,7 +401,7 @@ impl std::fmt::Display for BlobSource {
 
 /// A minimal HTTP/1.1 GET over the hyper and rustls already in the tree (webpki roots for
 /// https), following up to three redirects.
-mod http {
+pub(crate) mod http {
     use std::sync::Arc;
 
     use http_body_util::{BodyExt, Empty, Limited};
@@ -414,7 +414,7 @@ mod http {
 
     const MAX_REDIRECTS: usize = 3;
 
-    pub(super) async fn get(url: &url::Url, max_bytes: usize) -> Result<Vec<u8>, String> {
+    pub(crate) async fn get(url: &url::Url, max_bytes: usize) -> Result<Vec<u8>, String> {
         let mut url = url.clone();
         for _ in 0..=MAX_REDIRECTS {
             match get_once(&url, max_bytes).await? {

@@ -7,11 +7,13 @@ use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
 mod check_cache;
+mod gate;
 mod metadata;
 mod validation;
 mod web;
 
 pub use check_cache::CheckCacheConfig;
+pub use gate::{GateConfig, GateIdentityConfig, GateSessionConfig, IdentityMode};
 pub use metadata::MetadataConfig;
 pub use validation::{DeviceTokenKey, IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
@@ -47,6 +49,8 @@ pub struct DeviceConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub check_cache: CheckCacheConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
 }
 
 impl Default for DeviceConfig {
@@ -65,6 +69,7 @@ impl Default for DeviceConfig {
             idempotency: Default::default(),
             metrics: default_metrics(),
             check_cache: Default::default(),
+            gate: Default::default(),
         }
     }
 }

@@ -189,6 +189,16 @@ fn deserialize_listen<'de, D>(deserializer: D) -> Result<Option<std::net::Socket
 where
     D: serde::Deserializer<'de>,
 {
+    deserialize_optional_listen(deserializer)
+}
+
+/// A listen address, or `""`/`"off"` for none.
+pub(super) fn deserialize_optional_listen<'de, D>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
     let text = String::deserialize(deserializer)?;
     let text = text.trim();
     if text.is_empty() || text.eq_ignore_ascii_case("off") {
@@ -196,7 +206,7 @@ where
     }
     text.parse().map(Some).map_err(|_| {
         serde::de::Error::custom(format!(
-            "web.listen: `{text}` is not an address like 127.0.0.1:8080 (or \"off\")"
+            "`{text}` is not a listen address like 127.0.0.1:8080 (or \"off\")"
         ))
     })
 }

@@ -155,7 +155,7 @@ fn page_actor<R>(
 
 /// Runs one use case under the page's deadline (the gRPC server's timeout layer does not
 /// apply here).
-async fn call<T>(
+pub(super) async fn call<T>(
     timeout: Duration,
     work: impl Future<Output = Result<T, DeviceError>>,
 ) -> Result<T, WebError> {

@@ -31,6 +31,10 @@ impl WebError {
         self.code
     }
 
+    pub(super) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The use case's refusal of a link that can never be used again: FAILED_PRECONDITION
     /// from begin is a used, revoked or expired link (and, rarely, a policy precondition,
     /// which is then also repeated for the rest of the window rather than re-audited).

@@ -41,13 +41,14 @@ use crate::service::devices::{Devices, Finisher, Registrant};
 mod api;
 mod client;
 mod error;
+pub mod gate;
 mod limits;
 mod serve;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
 
-use api::{begin, finish};
+use api::{begin, call, finish};
 pub use client::TrustedProxies;
 use error::WebError;
 use limits::Limiter;

@@ -72,13 +72,32 @@ pub async fn serve<R: Registrar>(
     registrar: Arc<R>,
     settings: PageSettings,
     timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "enrollment page listening");
     }
     let app = router(registrar, &settings, timeout);
-    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    serve_app(
+        listener,
+        app,
+        settings.max_connections,
+        settings.header_read_timeout,
+        stop,
+    )
+    .await;
+}
+
+/// The accept loop of an HTTP/1.1 listener (the page's, the gate's): a bounded number of
+/// connections, a header deadline, a graceful drain on `stop`.
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
@@ -93,7 +112,7 @@ pub async fn serve<R: Registrar>(
                 Err(error) => {
                     // Out of descriptors, or a connection reset before accept: pause
                     // instead of spinning, then go on.
-                    tracing::warn!(%error, "enrollment page accept failed");
+                    tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -104,13 +123,13 @@ pub async fn serve<R: Registrar>(
             stream,
             peer,
             app.clone(),
-            settings.header_read_timeout,
+            header_read_timeout,
             stop.clone(),
             slot,
         ));
     }
     // Every connection holds a slot until it ends: having them all back means drained.
-    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let _drained = slots.acquire_many(all).await;
 }
 

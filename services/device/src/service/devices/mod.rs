@@ -52,10 +52,13 @@ pub enum Registrant {
 
 /// Who finishes a registration: the enrollment page, which anyone on the network can reach,
 /// finishes only ceremonies begun from a link; an authenticated caller finishes any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finisher {
     Caller,
     Page,
+    /// The gate's page: only a self-service registration of the user the proxy in front
+    /// vouched for.
+    Subject(Realm, UserName),
 }
 
 /// Link settings from the configuration.
@@ -285,6 +288,13 @@ impl Devices {
             ));
         }
         let (realm, user) = ceremony_subject(&ceremony)?;
+        if let Finisher::Subject(subject_realm, subject_user) = &finisher
+            && (ceremony.link_id.is_some() || *subject_realm != realm || *subject_user != user)
+        {
+            return Err(DeviceError::FailedPrecondition(
+                "the gate finishes only the signed-in user's own registrations".to_owned(),
+            ));
+        }
         let link = match &ceremony.link_id {
             Some(id) => Some(self.link_by_id(id).await?),
             None => None,
