@@ -18,6 +18,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod browser;
 mod capture;
+mod gate;
 mod helpers;
 mod metadata;
 mod page;
@@ -28,6 +29,7 @@ mod tls;
 
 pub use browser::*;
 pub use capture::*;
+pub use gate::*;
 pub use helpers::*;
 pub use metadata::*;
 pub use page::*;
@@ -174,6 +176,8 @@ pub struct RunningServer {
     pub web_addr: Option<SocketAddr>,
     /// The Prometheus endpoint (`GET /metrics`), when it is served.
     pub metrics_addr: Option<SocketAddr>,
+    /// The device server's gate (forward auth and sign-in page), when `[gate]` is on.
+    pub gate_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     /// How the harness's clients reach a server that serves TLS.
@@ -191,6 +195,7 @@ impl RunningServer {
             addr,
             web_addr: None,
             metrics_addr: None,
+            gate_addr: None,
             stop: Some(stop),
             task: Some(task),
             client_tls: None,
@@ -453,6 +458,8 @@ pub fn start_device(app: enroll_device::app::Application) -> RunningServer {
     let addr = app.local_addr().expect("addr");
     let web_addr = app.web_addr();
     let metrics_addr = app.metrics_addr();
+    let gate_addr = app.gate_addr();
+    let gate_addr = app.gate_addr();
     let mut server = RunningServer::spawn(addr, |stopped| async move {
         let result = app
             .run_until(async move {
@@ -465,6 +472,7 @@ pub fn start_device(app: enroll_device::app::Application) -> RunningServer {
     });
     server.web_addr = web_addr;
     server.metrics_addr = metrics_addr;
+    server.gate_addr = gate_addr;
     server
 }
 
