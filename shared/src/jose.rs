@@ -329,7 +329,7 @@ mod tests {
         let forged = encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(b"public key bytes"),
+            &EncodingKey::from_secret(b"public key bytes").unwrap(),
         );
         assert!(forged.is_err(), "no HMAC signer either");
         assert!(new_verifier(&Algorithm::HS256, &hmac).is_err());

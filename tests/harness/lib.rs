@@ -459,7 +459,6 @@ pub fn start_device(app: enroll_device::app::Application) -> RunningServer {
     let web_addr = app.web_addr();
     let metrics_addr = app.metrics_addr();
     let gate_addr = app.gate_addr();
-    let gate_addr = app.gate_addr();
     let mut server = RunningServer::spawn(addr, |stopped| async move {
         let result = app
             .run_until(async move {
