@@ -30,8 +30,9 @@ pub struct JwtIssuer {
 
 fn new_key() -> (EncodingKey, Jwk) {
     enroll_shared::jose::install();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .expect("generate an ES256 key");
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .expect("generate an ES256 key");
     let key = EncodingKey::from_ec_der(pkcs8.as_ref());
     let jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("JWK of the key");
     (key, jwk)
@@ -39,8 +40,13 @@ fn new_key() -> (EncodingKey, Jwk) {
 
 impl JwtIssuer {
     pub fn new() -> Self {
+        Self::with_kid("test-key-1")
+    }
+
+    /// An issuer whose key has the id `kid`.
+    pub fn with_kid(kid: &str) -> Self {
         let (key, mut jwk) = new_key();
-        let kid = "test-key-1".to_owned();
+        let kid = kid.to_owned();
         jwk.common.key_id = Some(kid.clone());
         let issuer = Self {
             dir: tempfile::tempdir().expect("JWKS dir"),
