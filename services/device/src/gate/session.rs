@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_sealed_session_opens_until_its_lifetimes_end_and_survives_rotation() {
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
         let old = seal_with(&[("k1", K1)], "k1");
         let cookie = old.seal(&session(now));
         assert!(!cookie.contains("alice") && !cookie.contains("cred-1"));
@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn garbage_and_tampered_cookies_are_refused_without_panicking() {
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
         let seal = seal_with(&[("k1", K1)], "k1");
         let cookie = seal.seal(&session(now));
         let mut tampered = cookie.clone().into_bytes();
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn the_cookie_is_host_only_unless_a_domain_is_configured_and_is_stripped_for_the_app() {
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
         let seal = seal_with(&[("k1", K1)], "k1");
         let set = seal.set_cookie(&session(now));
         assert!(set.starts_with("__Host-enroll-gate=v1.k1."), "{set}");
