@@ -471,7 +471,20 @@ pub async fn decisions_are_audited_without_secrets(backend: Backend) {
         sign_ins.iter().any(|event| event.result == "ok"),
         "{sign_ins:?}"
     );
+    // And counted, by outcome (a closed set of codes).
+    let metrics = metrics_text(stack.device_metrics_addr()).await;
+    let count = |outcome: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("enroll_device_gate_decisions_total{"))
+            .filter(|line| line.contains(&format!("outcome=\"{outcome}\"")))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(count("allowed") >= 3.0, "{metrics}");
+    assert!(count("UNAUTHENTICATED") >= 1.0, "{metrics}");
     let cookie_value = cookie.split_once('=').unwrap().1;
+    assert!(!metrics.contains(cookie_value) && !metrics.contains("alice"));
     for event in checks.iter().chain(&identities).chain(&sign_ins) {
         let text = format!("{event:?}");
         assert!(
@@ -481,4 +494,20 @@ pub async fn decisions_are_audited_without_secrets(backend: Backend) {
         assert!(!text.contains(cookie_value), "the cookie in {text}");
     }
     stack.stop().await;
+}
+
+/// The device service's Prometheus text.
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read");
+        text
+    })
+    .await
+    .expect("scrape")
 }
