@@ -370,7 +370,7 @@ impl Gate {
         };
         let check = match self
             .devices
-            .check_enrollment(&Self::actor(request.client_ip), &query)
+            .check_device(&Self::actor(request.client_ip), &query)
             .await
         {
             Ok(check) => check,

@@ -29,12 +29,41 @@ impl Devices {
             self.store.devices_for_check(&query.realm, &query.user),
             self.self_enrollment(actor, query)
         );
-        let devices = devices?;
-        let (can_self_enroll, mut reasons, read) = self_enrollment?;
+        let (can_self_enroll, reasons, read) = self_enrollment?;
+        Ok(self.device_status(query, &devices?, &read, can_self_enroll, reasons))
+    }
+
+    /// CheckEnrollment for one credential without the self-registration question (the
+    /// gate's per-request check): the device rows and the policy's model rules, both
+    /// from the caches when warm, never a limit count.
+    #[tracing::instrument(skip_all, fields(realm = %query.realm, user = %query.user))]
+    pub async fn check_device(
+        &self,
+        actor: &Actor,
+        query: &EnrollmentQuery,
+    ) -> Result<EnrollmentCheck, DeviceError> {
+        let question = register_question(&query.realm, &query.user, "");
+        let (devices, read) = tokio::join!(
+            self.store.devices_for_check(&query.realm, &query.user),
+            self.gate.evaluate_check(actor, &question)
+        );
+        let read = read?;
+        let reasons = read.note().map(str::to_owned).into_iter().collect();
+        Ok(self.device_status(query, &devices?, &read, false, reasons))
+    }
+
+    fn device_status(
+        &self,
+        query: &EnrollmentQuery,
+        devices: &[Device],
+        read: &ReadDecision,
+        can_self_enroll: bool,
+        mut reasons: Vec<String>,
+    ) -> EnrollmentCheck {
         let metadata = self.metadata.current();
-        let policy_verdict = |device: &Device| model_verdict(&read, metadata.as_deref(), device);
+        let policy_verdict = |device: &Device| model_verdict(read, metadata.as_deref(), device);
         let (status, device) =
-            enrollment_status(&devices, query, &|device| policy_verdict(device).is_ok());
+            enrollment_status(devices, query, &|device| policy_verdict(device).is_ok());
         // First why the device the status is about is (not) acceptable.
         if let Some(device) = device {
             let acceptance = device.acceptance(query.required);
@@ -44,12 +73,12 @@ impl Devices {
             };
             reasons.insert(0, reason);
         }
-        Ok(EnrollmentCheck {
+        EnrollmentCheck {
             status,
             device: device.cloned(),
             can_self_enroll,
             reasons,
-        })
+        }
     }
 
     async fn self_enrollment(
