@@ -13,6 +13,7 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_rs_proto::RequestChallengeResponse;
 
 mod identity;
+mod secrets;
 mod sessions;
 
 use identity::*;

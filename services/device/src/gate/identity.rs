@@ -19,6 +19,12 @@ use crate::web::TrustedProxies;
 const MAX_TOKEN_CHARS: usize = 16 * 1024;
 /// A JWKS document larger than this is refused.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Verified tokens remembered (by their SHA-256), so a session's every request does not
+/// pay a signature verification; the map is emptied when full (memory stays bounded).
+const MAX_VERIFIED: usize = 10_000;
+/// How long a verified token is remembered at most (and never past its `exp`): a key the
+/// identity provider withdraws stops working within this.
+const VERIFIED_FOR_SECS: i64 = 60;
 
 /// The verified user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +74,7 @@ impl IdentityRefused {
 /// Where the identity comes from, built once from `[gate.identity]`.
 pub struct IdentitySource {
     mode: Mode,
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Identity, i64)>>,
     header: http::HeaderName,
     default_realm: Option<Realm>,
     realm_header: Option<http::HeaderName>,
@@ -137,6 +144,7 @@ impl IdentitySource {
         };
         Ok(Self {
             mode,
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             header,
             default_realm,
             realm_header,
@@ -183,6 +191,15 @@ impl IdentitySource {
                 } else {
                     value
                 };
+                use sha2::Digest;
+                let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+                let now = chrono::Utc::now().timestamp();
+                if let Ok(verified) = self.verified.lock()
+                    && let Some((identity, until)) = verified.get(&digest)
+                    && now < *until
+                {
+                    return Ok(identity.clone());
+                }
                 let claims = verifier.verify(token).await?;
                 let realm = match verifier.realm_claim.as_deref() {
                     Some(claim) => match claims.get(claim).and_then(Value::as_str) {
@@ -202,7 +219,18 @@ impl IdentitySource {
                     .and_then(Value::as_str)
                     .ok_or(IdentityRefused::NoUserClaim)?;
                 let user = UserName::parse(user).map_err(|_| IdentityRefused::BadName)?;
-                Ok(Identity { realm, user })
+                let identity = Identity { realm, user };
+                let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+                if let Ok(mut verified) = self.verified.lock() {
+                    if verified.len() >= MAX_VERIFIED {
+                        verified.clear();
+                    }
+                    verified.insert(
+                        digest,
+                        (identity.clone(), expires.min(now + VERIFIED_FOR_SECS)),
+                    );
+                }
+                Ok(identity)
             }
         }
     }
