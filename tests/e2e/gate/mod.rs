@@ -167,4 +167,5 @@ enroll_e2e::on_both_backends!(
     sessions_do_not_cross_users_types_or_tampering,
     the_page_refuses_other_origins_and_foreign_return_urls,
     decisions_are_audited_without_secrets,
+    the_page_is_rate_limited_per_client_address,
 );

@@ -511,3 +511,45 @@ async fn metrics_text(addr: std::net::SocketAddr) -> String {
     .await
     .expect("scrape")
 }
+
+pub async fn the_page_is_rate_limited_per_client_address(backend: Backend) {
+    let issuer = JwtIssuer::new();
+    let mut config = gate_config(&issuer, &[HOST.to_owned()]);
+    config.requests_per_address = 3;
+    let stack = TestStack::builder(backend)
+        .device_config(move |device| device.gate = config.clone())
+        .start()
+        .await;
+    let alice = issuer.token("acme", "alice");
+    let body = json!({"type": "any"});
+    let statuses: Vec<u16> =
+        futures::future::join_all((0..5).map(|_| page_api(&stack, &alice, "status", &body)))
+            .await
+            .iter()
+            .map(|answer| answer.status)
+            .collect();
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    // The proxy's checks are not the page's: they are never rate limited here.
+    for _ in 0..10 {
+        let answer = check(
+            &stack,
+            "/app",
+            &[
+                (JWT_HEADER, alice.as_str()),
+                ("X-Enroll-Device-Type", "any"),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, 401);
+    }
+    stack.stop().await;
+}
