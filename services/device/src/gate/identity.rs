@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::{GateIdentityConfig, IdentityMode};
 use crate::domain::names::{Realm, UserName};
-use crate::web::TrustedProxies;
+use crate::forwarding::TrustedProxies;
 
 /// JWTs longer than this are refused unparsed.
 const MAX_TOKEN_CHARS: usize = 16 * 1024;

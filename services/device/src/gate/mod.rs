@@ -19,8 +19,8 @@ use crate::config::GateConfig;
 use crate::domain::actor::Actor;
 use crate::domain::devices::{DeviceKind, EnrollmentStatus};
 use crate::error::DeviceError;
+use crate::forwarding::TrustedProxies;
 use crate::service::devices::{Devices, EnrollmentQuery};
-use crate::web::TrustedProxies;
 
 pub mod decisions;
 pub mod hosts;

@@ -39,7 +39,7 @@ use crate::error::DeviceError;
 use crate::service::devices::{Devices, Finisher, Registrant};
 
 mod api;
-mod client;
+
 mod error;
 pub mod gate;
 mod limits;
@@ -48,8 +48,8 @@ mod serve;
 #[path = "tests.rs"]
 mod tests;
 
+pub use crate::forwarding::TrustedProxies;
 use api::{begin, call, finish};
-pub use client::TrustedProxies;
 use error::WebError;
 use limits::Limiter;
 pub use limits::RateLimits;

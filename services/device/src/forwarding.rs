@@ -1,10 +1,10 @@
-//! The client address of a page request: the TCP peer, unless the peer is a configured
-//! trusted proxy, in which case `X-Forwarded-For` is read from the right (each proxy appends
+//! The client address of an HTTP request (the enrollment page's, the gate's): the TCP
+//! peer, unless the peer is a configured trusted proxy, in which case `X-Forwarded-For` is read from the right (each proxy appends
 //! the address it saw) and the first address that is not a trusted proxy is the client.
 //! Entries left of it were written by the client itself and prove nothing.
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 
@@ -55,7 +55,7 @@ fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
     (bits >> drop) << drop
 }
 
-/// The configured `web.trusted_proxies`.
+/// A configured list of trusted proxies (`web.trusted_proxies`, `gate.trusted_proxies`).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<Network>);
 
