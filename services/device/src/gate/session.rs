@@ -29,8 +29,8 @@ pub struct GateSession {
     pub realm: Realm,
     pub user: UserName,
     pub credential_id: String,
-    /// The device type the person authenticated for: it satisfies routes requiring it or
-    /// less.
+    /// The type of the device signed in with: the session opens routes requiring it or
+    /// less (each request still re-checks the device for the route's type).
     pub device_type: DeviceKind,
     pub issued_at: DateTime<Utc>,
     /// The last time the cookie was re-sealed (idle lifetime runs from here).

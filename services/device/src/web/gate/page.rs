@@ -381,7 +381,9 @@ async fn finish_authentication(
     };
     gate.record_page("gate_sign_in", identity, &audited);
     let device = result?;
-    let cookie = gate.start_session(identity, device.credential_id, required);
+    // Bound to what the device is (it satisfies `required`): an enclave_only device signed
+    // in on an `any` route also opens enclave_only routes; every request still re-checks.
+    let cookie = gate.start_session(identity, device.credential_id, device.kind);
     let mut response = Json(SignedIn {
         redirect: return_url,
     })
