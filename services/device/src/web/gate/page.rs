@@ -92,7 +92,7 @@ async fn caller(
     let gate = &state.gate;
     let client_ip = gate.proxies().client(peer, headers).to_canonical();
     state.limiter.admit_client(client_ip)?;
-    check_origin(gate, headers)?;
+    check_origin(gate, peer, headers)?;
     let identity = gate
         .identify(headers, peer.ip().to_canonical())
         .await
@@ -106,7 +106,7 @@ async fn caller(
 /// The call must come from a script on a protected host's page: `Origin` present, its
 /// host protected and the same as the host the request was made to (no cross-site POST,
 /// no other protected app posting on this one's behalf).
-fn check_origin(gate: &Gate, headers: &HeaderMap) -> Result<(), WebError> {
+fn check_origin(gate: &Gate, peer: SocketAddr, headers: &HeaderMap) -> Result<(), WebError> {
     let refused = || {
         WebError::new(
             StatusCode::FORBIDDEN,
@@ -122,9 +122,7 @@ fn check_origin(gate: &Gate, headers: &HeaderMap) -> Result<(), WebError> {
         (Some(host), None) => host.to_owned(),
         _ => return Err(refused()),
     };
-    let request_host = text("x-forwarded-host")
-        .or(text("host"))
-        .ok_or_else(refused)?;
+    let request_host = request_host(gate, peer, headers).ok_or_else(refused)?;
     if !origin_host.eq_ignore_ascii_case(request_host.trim()) || !gate.hosts().allows(&origin_host)
     {
         return Err(refused());
@@ -148,20 +146,51 @@ fn required(gate: &Gate, sent: &str) -> Result<DeviceKind, WebError> {
     })
 }
 
+/// The host the browser asked for: `X-Forwarded-Host` from a trusted proxy, else `Host`.
+fn request_host<'a>(gate: &Gate, peer: SocketAddr, headers: &'a HeaderMap) -> Option<&'a str> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let forwarded = gate
+        .proxies()
+        .trusts(peer.ip().to_canonical())
+        .then(|| text("x-forwarded-host"))
+        .flatten();
+    forwarded.or_else(|| text("host"))
+}
+
 /// The return URL: on a protected host, or refused. Empty means the host's root.
-fn return_url(gate: &Gate, headers: &HeaderMap, sent: &str) -> Result<String, WebError> {
+fn return_url(
+    gate: &Gate,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    sent: &str,
+) -> Result<String, WebError> {
     let sent = sent.trim();
     if sent.is_empty() {
-        let host = headers
-            .get("x-forwarded-host")
-            .or(headers.get(header::HOST))
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        let scheme = headers
+        let host = request_host(gate, peer, headers).unwrap_or_default();
+        let scheme = match headers
             .get("x-forwarded-proto")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("https");
-        return Ok(format!("{scheme}://{host}/"));
+            .and_then(|v| v.to_str().ok())
+        {
+            Some("http") if gate.proxies().trusts(peer.ip().to_canonical()) => "http",
+            _ => "https",
+        };
+        return gate
+            .hosts()
+            .return_url(&format!("{scheme}://{host}/"))
+            .map(String::from)
+            .ok_or_else(|| {
+                WebError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RETURN_URL_REFUSED",
+                    "the page is not served on a host this gate protects",
+                )
+            });
     }
     gate.hosts()
         .return_url(sent)
@@ -206,7 +235,7 @@ async fn status(
     let Json(body) = body?;
     let gate = &state.gate;
     let required = required(gate, &body.device_type)?;
-    let return_url = return_url(gate, &headers, &body.rd)?;
+    let return_url = return_url(gate, peer, &headers, &body.rd)?;
     let query = EnrollmentQuery {
         realm: caller.identity.realm.clone(),
         user: caller.identity.user.clone(),
@@ -322,7 +351,7 @@ async fn finish_authentication(
     let Json(body) = body?;
     let gate = &state.gate;
     let required = required(gate, &body.device_type)?;
-    let return_url = return_url(gate, &headers, &body.rd)?;
+    let return_url = return_url(gate, peer, &headers, &body.rd)?;
     let ceremony_id = ceremony_id(&body.ceremony_id)?;
     if body.credential.is_null() {
         return Err(DeviceError::invalid("credential", "required").into());
@@ -483,7 +512,7 @@ async fn sign_out(
 ) -> Result<Response, WebError> {
     let client_ip = state.gate.proxies().client(peer, &headers).to_canonical();
     state.limiter.admit_client(client_ip)?;
-    check_origin(&state.gate, &headers)?;
+    check_origin(&state.gate, peer, &headers)?;
     let mut response = Json(serde_json::json!({"signed_out": true})).into_response();
     if let Ok(value) = HeaderValue::from_str(&state.gate.sessions().clear_cookie()) {
         response.headers_mut().insert(header::SET_COOKIE, value);
