@@ -61,7 +61,10 @@ struct RingVerifier {
 enum KeyMaterial {
     /// DER (RSA PKCS#1 public key) or raw bytes (an EC point, an Ed25519 key).
     Bytes(Vec<u8>),
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
 }
 
 fn rsa_scheme(algorithm: Algorithm) -> Option<&'static ring_sig::RsaParameters> {

@@ -30,8 +30,9 @@ pub struct JwtIssuer {
 
 fn new_key() -> (EncodingKey, Jwk) {
     enroll_shared::jose::install();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-        .expect("generate an ES256 key");
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .expect("generate an ES256 key");
     let key = EncodingKey::from_ec_der(pkcs8.as_ref());
     let jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("JWK of the key");
     (key, jwk)

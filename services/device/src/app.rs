@@ -20,6 +20,8 @@ use crate::domain::devices::RedirectAllowList;
 use crate::domain::lockout::DeviceTokenSigner;
 use crate::domain::otp::Window;
 use crate::domain::secrets::SeedCipher;
+use crate::gate::Gate;
+use crate::gate::decisions::GateDecisions;
 use crate::grpc::DeviceGrpc;
 use crate::service::audit::AuditTrail;
 use crate::service::decision_cache::DecisionCache;
@@ -27,8 +29,6 @@ use crate::service::devices::{Devices, LinkSettings};
 use crate::service::gate::PolicyGate;
 use crate::service::metadata::{FidoMetadata, MetadataRefresher};
 use crate::service::metadata_admin::MetadataAdmin;
-use crate::gate::Gate;
-use crate::gate::decisions::GateDecisions;
 use crate::service::metrics::{DeviceGauges, DeviceMetrics};
 use crate::service::pool_index::PoolIndex;
 use crate::service::tokens::Tokens;
@@ -496,10 +496,10 @@ impl Application {
             crate::web::PageSettings::from_config(&config.web).map_err(StartError::Config)?;
         if let Some((gate, listener)) = gate {
             gate.prefetch_keys().await;
-            tokio::spawn(gate.decisions().keep_flushing(
-                gate.allowed_audit_interval(),
-                server.stopping.clone(),
-            ));
+            tokio::spawn(
+                gate.decisions()
+                    .keep_flushing(gate.allowed_audit_interval(), server.stopping.clone()),
+            );
             tokio::spawn(crate::web::gate::serve(
                 listener,
                 gate,

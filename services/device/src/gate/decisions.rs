@@ -74,8 +74,7 @@ impl GateDecisions {
         } else {
             decided.code
         };
-        self.decisions
-            .add(1, &[KeyValue::new("outcome", outcome)]);
+        self.decisions.add(1, &[KeyValue::new("outcome", outcome)]);
         let key = Key {
             action: decided.action,
             result: if decided.allowed { OK } else { DENIED },

@@ -209,12 +209,12 @@ mod tests {
         headers.insert("x-forwarded-uri", "/a?b=c".parse().unwrap());
         let url = OriginalUrl::from_forwarded(&headers).unwrap();
         assert_eq!(url.full(), "https://app.example.com/a?b=c");
-        headers.insert(
-            "x-original-url",
-            "http://localhost:8080/p".parse().unwrap(),
-        );
+        headers.insert("x-original-url", "http://localhost:8080/p".parse().unwrap());
         let url = OriginalUrl::from_forwarded(&headers).unwrap();
-        assert_eq!((url.host.as_str(), url.path.as_str()), ("localhost:8080", "/p"));
+        assert_eq!(
+            (url.host.as_str(), url.path.as_str()),
+            ("localhost:8080", "/p")
+        );
     }
 
     #[test]

@@ -97,9 +97,10 @@ impl IdentitySource {
         let default_realm = if config.realm.trim().is_empty() {
             None
         } else {
-            Some(Realm::parse(config.realm.trim()).map_err(|error| {
-                format!("gate.identity.realm: {error}")
-            })?)
+            Some(
+                Realm::parse(config.realm.trim())
+                    .map_err(|error| format!("gate.identity.realm: {error}"))?,
+            )
         };
         let realm_header = match config.realm_header.trim() {
             "" => None,
@@ -119,9 +120,11 @@ impl IdentitySource {
             }
             IdentityMode::Header => {
                 if proxies.is_empty() {
-                    return Err("gate.identity.mode = \"header\" needs gate.trusted_proxies: a \
+                    return Err(
+                        "gate.identity.mode = \"header\" needs gate.trusted_proxies: a \
                                 plain header is believed only from those addresses"
-                        .to_owned());
+                            .to_owned(),
+                    );
                 }
                 if realm_header.is_none() && default_realm.is_none() {
                     return Err(
@@ -160,7 +163,9 @@ impl IdentitySource {
                 }
                 let realm = match &self.realm_header {
                     Some(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
-                        Some(text) => Realm::parse(text.trim()).map_err(|_| IdentityRefused::BadName)?,
+                        Some(text) => {
+                            Realm::parse(text.trim()).map_err(|_| IdentityRefused::BadName)?
+                        }
                         None => self.default_realm.clone().ok_or(IdentityRefused::Missing)?,
                     },
                     None => self.default_realm.clone().ok_or(IdentityRefused::Missing)?,
@@ -246,9 +251,7 @@ impl JwtVerifier {
                 KeySource::Url(url)
             }
             _ => {
-                return Err(
-                    "gate.identity: set exactly one of jwks_file and jwks_url".to_owned(),
-                );
+                return Err("gate.identity: set exactly one of jwks_file and jwks_url".to_owned());
             }
         };
         let mut algorithms = Vec::new();
@@ -422,7 +425,10 @@ fn read_jwks_file(path: &std::path::Path) -> Result<JwkSet, String> {
     let text = std::fs::read(path)
         .map_err(|error| format!("gate.identity.jwks_file {}: {error}", path.display()))?;
     if text.len() > MAX_JWKS_BYTES {
-        return Err(format!("gate.identity.jwks_file {} is too large", path.display()));
+        return Err(format!(
+            "gate.identity.jwks_file {} is too large",
+            path.display()
+        ));
     }
     serde_json::from_slice(&text)
         .map_err(|error| format!("gate.identity.jwks_file {}: {error}", path.display()))

@@ -415,7 +415,9 @@ impl Gate {
         let mut location = format!("{}/?type={}", self.path_prefix, required.as_str());
         if let Some(url) = url {
             location.push_str("&rd=");
-            location.push_str(&url::form_urlencoded::byte_serialize(url.full().as_bytes()).collect::<String>());
+            location.push_str(
+                &url::form_urlencoded::byte_serialize(url.full().as_bytes()).collect::<String>(),
+            );
         }
         location
     }

@@ -163,11 +163,7 @@ impl SessionSeal {
             .unwrap_or_default();
         let mut body = nonce.to_vec();
         body.extend_from_slice(&ciphertext);
-        format!(
-            "{FORMAT}.{}.{}",
-            self.active,
-            URL_SAFE_NO_PAD.encode(body)
-        )
+        format!("{FORMAT}.{}.{}", self.active, URL_SAFE_NO_PAD.encode(body))
     }
 
     /// The session a cookie value holds, if it is one of ours and still alive at `now`.
@@ -361,7 +357,11 @@ mod tests {
             long.as_str(),
             "v1.k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         ] {
-            assert_eq!(seal.open(garbage, now), Err(SessionRefusal::Invalid), "{garbage}");
+            assert_eq!(
+                seal.open(garbage, now),
+                Err(SessionRefusal::Invalid),
+                "{garbage}"
+            );
         }
     }
 
@@ -371,7 +371,13 @@ mod tests {
         let seal = seal_with(&[("k1", K1)], "k1");
         let set = seal.set_cookie(&session(now));
         assert!(set.starts_with("__Host-enroll-gate=v1.k1."), "{set}");
-        for attribute in ["Path=/", "HttpOnly", "Secure", "SameSite=Lax", "Max-Age=3600"] {
+        for attribute in [
+            "Path=/",
+            "HttpOnly",
+            "Secure",
+            "SameSite=Lax",
+            "Max-Age=3600",
+        ] {
             assert!(set.contains(attribute), "{set}");
         }
         assert!(!set.contains("Domain"));

@@ -42,7 +42,10 @@ pub(super) fn routes(prefix: &str, state: GateState) -> Router {
             &format!("{prefix}/api/authenticate/finish"),
             post(finish_authentication),
         )
-        .route(&format!("{prefix}/api/register/begin"), post(begin_registration))
+        .route(
+            &format!("{prefix}/api/register/begin"),
+            post(begin_registration),
+        )
         .route(
             &format!("{prefix}/api/register/finish"),
             post(finish_registration),
@@ -56,7 +59,11 @@ async fn page() -> Response {
 }
 
 async fn script() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 async fn style() -> Response {
@@ -77,7 +84,11 @@ fn unauthenticated() -> WebError {
     )
 }
 
-async fn caller(state: &GateState, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, WebError> {
+async fn caller(
+    state: &GateState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Caller, WebError> {
     let gate = &state.gate;
     let client_ip = gate.proxies().client(peer, headers).to_canonical();
     state.limiter.admit_client(client_ip)?;
@@ -111,7 +122,9 @@ fn check_origin(gate: &Gate, headers: &HeaderMap) -> Result<(), WebError> {
         (Some(host), None) => host.to_owned(),
         _ => return Err(refused()),
     };
-    let request_host = text("x-forwarded-host").or(text("host")).ok_or_else(refused)?;
+    let request_host = text("x-forwarded-host")
+        .or(text("host"))
+        .ok_or_else(refused)?;
     if !origin_host.eq_ignore_ascii_case(request_host.trim()) || !gate.hosts().allows(&origin_host)
     {
         return Err(refused());
@@ -124,10 +137,14 @@ fn check_origin(gate: &Gate, headers: &HeaderMap) -> Result<(), WebError> {
 
 fn required(gate: &Gate, sent: &str) -> Result<DeviceKind, WebError> {
     gate.required_type(Some(sent)).map_err(|verdict| {
-        WebError::new(StatusCode::BAD_REQUEST, verdict.code(), match verdict {
-            crate::gate::Verdict::Forbidden { reason, .. } => reason,
-            _ => "the device type is not valid".to_owned(),
-        })
+        WebError::new(
+            StatusCode::BAD_REQUEST,
+            verdict.code(),
+            match verdict {
+                crate::gate::Verdict::Forbidden { reason, .. } => reason,
+                _ => "the device type is not valid".to_owned(),
+            },
+        )
     })
 }
 
@@ -197,7 +214,11 @@ async fn status(
         required,
     };
     let actor = Gate::page_actor(Some(caller.client_ip));
-    let check = call(state.timeout, gate.devices().check_enrollment(&actor, &query)).await?;
+    let check = call(
+        state.timeout,
+        gate.devices().check_enrollment(&actor, &query),
+    )
+    .await?;
     let next = match check.status {
         EnrollmentStatus::Enrolled => "authenticate",
         EnrollmentStatus::PendingApproval => "pending",
@@ -332,7 +353,11 @@ async fn finish_authentication(
             credential_id: Some(device.credential_id.clone()),
             required,
         };
-        let check = call(state.timeout, gate.devices().check_enrollment(&actor, &query)).await?;
+        let check = call(
+            state.timeout,
+            gate.devices().check_enrollment(&actor, &query),
+        )
+        .await?;
         if check.status != EnrollmentStatus::Enrolled {
             return Err(WebError::new(
                 StatusCode::FORBIDDEN,
