@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use enroll_e2e::{
-    Backend, Bearer, GATE_JWT_HEADER, JwtIssuer, TestStack, gate_config, gate_sign_in, key_for,
-    register_by_link_with,
+    Backend, Bearer, GATE_JWT_HEADER, JwtIssuer, TestStack, gate_config, gate_http, gate_sign_in,
+    key_for, register_by_link_with,
 };
 use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
@@ -441,6 +441,40 @@ async fn envoy_checks_get_the_answers_envoy_applies(backend: Backend) {
             }
         }
     }
+
+    // Counted by name (not as `unknown`), and the gate's decisions by outcome.
+    assert!(
+        has_sample(
+            &stack,
+            "rpc_server_requests_total",
+            &[
+                r#"rpc_service="envoy.service.auth.v3.Authorization""#,
+                r#"rpc_method="Check""#,
+            ]
+        )
+        .await
+    );
+    for outcome in ["allowed", "DEVICE_REVOKED", "UNAUTHENTICATED"] {
+        assert!(
+            has_sample(
+                &stack,
+                "enroll_device_gate_decisions",
+                &[&format!(r#"outcome="{outcome}""#)]
+            )
+            .await,
+            "{outcome}"
+        );
+    }
+}
+
+/// Whether the device server's metrics have a sample of `name` with all of `labels`.
+async fn has_sample(stack: &TestStack, name: &str, labels: &[&str]) -> bool {
+    let scrape = gate_http(stack.device_metrics_addr(), "GET", "/metrics", &[], None).await;
+    assert_eq!(scrape.status, 200, "{}", scrape.body);
+    scrape
+        .body
+        .lines()
+        .any(|line| line.starts_with(name) && labels.iter().all(|label| line.contains(label)))
 }
 
 /// Without `[gate]` nothing answers Envoy: its checks fail (Envoy then refuses the request
