@@ -91,17 +91,28 @@ fn status(serving: bool) -> tonic_health::ServingStatus {
     }
 }
 
-/// Serves `service` (plus health and reflection) on `listener` until `shutdown` completes,
-/// then lets in-flight requests finish for at most the configured grace period. Requests
-/// are counted on `meters`.
+/// A further gRPC service on the server's port, next to the main one (the device service's
+/// Envoy external authorization, when its gate is on): behind the same layers (trace,
+/// limits, auth) and held back until start-up like the main service.
+pub struct ExtraService<E> {
+    pub service: E,
+    /// Its methods' full paths (`/package.Service/Method`): the request metrics count them
+    /// by name (a path outside the main descriptor set counts as `unknown` otherwise).
+    pub methods: &'static [&'static str],
+}
+
+/// Serves `service` (plus `extra`, health and reflection) on `listener` until `shutdown`
+/// completes, then lets in-flight requests finish for at most the configured grace period.
+/// Requests are counted on `meters`.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<S, H>(
+pub async fn serve<S, E, H>(
     listener: TcpListener,
     config: &ServerConfig,
     file_descriptor_set: &'static [u8],
     auth: AuthLayer,
     health: HealthServer<H>,
     service: S,
+    extra: Option<ExtraService<E>>,
     meters: &Meters,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError>
@@ -113,6 +124,13 @@ where
         + Sync
         + 'static,
     S::Future: Send + 'static,
+    E: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    E::Future: Send + 'static,
     H: Health,
 {
     // No `Server::timeout`: it answers an expired deadline with CANCELLED, and the
@@ -141,8 +159,9 @@ where
         (None, None)
     };
 
+    let extra_methods = extra.as_ref().map_or(&[][..], |extra| extra.methods);
     let router = builder
-        .layer(GrpcTraceLayer::new(meters, file_descriptor_set))
+        .layer(GrpcTraceLayer::new(meters, file_descriptor_set).counting(extra_methods))
         .layer(RequestLimitsLayer::new(
             config.max_in_flight,
             config.request_timeout(),
@@ -151,7 +170,8 @@ where
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(service);
+        .add_service(service)
+        .add_optional_service(extra.map(|extra| extra.service));
 
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
@@ -235,10 +255,57 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    spawn_with(
+        listener,
+        config,
+        service_name,
+        file_descriptor_set,
+        auth,
+        service,
+        None::<ExtraService<S>>,
+        meters,
+        shutdown,
+    )
+    .await
+}
+
+/// [`spawn`] with a further service on the same port (none when `extra` is `None`).
+#[allow(clippy::too_many_arguments)]
+pub async fn spawn_with<S, E>(
+    listener: TcpListener,
+    config: ServerConfig,
+    service_name: &'static str,
+    file_descriptor_set: &'static [u8],
+    auth: AuthLayer,
+    service: S,
+    extra: Option<ExtraService<E>>,
+    meters: Meters,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> SpawnedServer
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    E: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    E::Future: Send + 'static,
+{
     let (health, health_service) = HealthHandle::new(service_name).await;
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let started = Started::default();
     let service = UntilStarted::new(service, started.clone());
+    let extra = extra.map(|extra| ExtraService {
+        service: UntilStarted::new(extra.service, started.clone()),
+        methods: extra.methods,
+    });
     let task = tokio::spawn(async move {
         serve(
             listener,
@@ -247,6 +314,7 @@ where
             auth,
             health_service,
             service,
+            extra,
             &meters,
             async move {
                 shutdown.await;

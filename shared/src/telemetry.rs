@@ -253,6 +253,19 @@ impl GrpcTraceLayer {
     }
 }
 
+impl GrpcTraceLayer {
+    /// Also counts `paths` (`/package.Service/Method`) by name: the methods of a service
+    /// served next to the descriptor set's (e.g. Envoy's ext_authz `Check`).
+    pub fn counting(mut self, paths: &[&str]) -> Self {
+        if !paths.is_empty() {
+            let mut known = (*self.metrics.known).clone();
+            known.extend(paths.iter().map(|&path| path.to_owned()));
+            self.metrics.known = Arc::new(known);
+        }
+        self
+    }
+}
+
 impl RequestMetrics {
     /// `rpc.service` and `rpc.method` (OpenTelemetry's RPC conventions) of a request path.
     fn service_and_method(&self, path: &str) -> (String, String) {

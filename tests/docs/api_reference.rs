@@ -17,6 +17,12 @@ const PROTO_FILES: [&str; 2] = [
 const DOC: &str = "docs/api.md";
 const ROLES: [&str; 4] = ["admin", "proxy", "ops", "service"];
 
+/// Envoy's external authorization check, which the device server answers next to its own
+/// service when its gate is on. Its messages are Envoy's (the `envoy-types` crate), not in
+/// `proto/`: its row and section are written here.
+const EXT_AUTHZ_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+const EXT_AUTHZ_ROLES: [&str; 2] = ["admin", "proxy"];
+
 // Field numbers of descriptor.proto, the steps of a source-info location path.
 const FILE_PACKAGE: i32 = 2;
 const FILE_MESSAGE_TYPE: i32 = 4;
@@ -240,11 +246,50 @@ fn render_roles_matrix(out: &mut String, files: &[FileDescriptorProto]) -> Resul
         }
         out.push('\n');
     }
+    out.push_str("| Envoy `Authorization` [`Check`](#envoy-external-authorization) |");
+    for role in ROLES {
+        out.push_str(if EXT_AUTHZ_ROLES.contains(&role) {
+            " ✓ |"
+        } else {
+            " |"
+        });
+    }
+    out.push('\n');
     out.push_str(
         "| `grpc.health.v1.Health`, server reflection | anyone | anyone | anyone | anyone |\n\n",
     );
+    out.push_str(EXT_AUTHZ);
     Ok(())
 }
+
+const EXT_AUTHZ: &str = "\
+## Envoy external authorization
+
+With `[gate] listen` set, the device server also answers Envoy's `ext_authz` HTTP filter on its
+gRPC port: `envoy.service.auth.v3.Authorization/Check` (`transport_api_version: V3`; the
+messages are Envoy's own, `envoy/service/auth/v3/external_auth.proto`). Envoy sends the proxy's
+key in `grpc_service.initial_metadata` (`authorization: Bearer <key>`). A check reads the
+original request's headers (`attributes.request.http.headers`, or `header_map` with
+`encode_raw_headers`), its scheme, host and path, the client address
+(`attributes.source.address`) and the route's required device type: the context extension
+`device_type` (per-route `check_settings.context_extensions`), else the `gate.device_type_header`
+header, else `gate.default_device_type`. A plain-header identity is believed only when the
+connection Envoy calls over comes from `gate.trusted_proxies`. The answer, as Envoy applies it:
+
+| verdict | `status` | Envoy |
+|---|---|---|
+| allowed | `OK` | passes the request on with `x-enroll-user`, `x-enroll-realm`, `x-enroll-device-id` and `x-enroll-device-type` set (overwriting client-sent ones), `cookie` without the gate's session cookie (removed when nothing is left) and any other `x-enroll-*` removed; a refreshed session cookie is added to the response (`set-cookie`) |
+| no identity | `UNAUTHENTICATED` | answers 401 `{\"error\": \"UNAUTHENTICATED\", ...}` |
+| no valid device session | `UNAUTHENTICATED` | a browser navigation gets 302 to the sign-in page (`location`), anything else 401 `{\"error\": \"DEVICE_SESSION_REQUIRED\", \"reason\": ..., \"signin\": ...}` (or `DEVICE_REVOKED` etc.); a dead session's cookie is deleted (`set-cookie`) |
+| route or host refused | `PERMISSION_DENIED` | answers 403 (`DEVICE_TYPE_MISSING`, `DEVICE_TYPE_INVALID`, `HOST_NOT_PROTECTED`) |
+| the gate cannot decide | `UNAVAILABLE` | answers 503 `GATE_UNAVAILABLE` |
+
+Every refusal is a denied response with `x-enroll-gate-error: <code>`, never an
+`error_response`: Envoy's `failure_mode_allow` applies to errors, so it cannot open the door.
+An example Envoy configuration: [`deploy/gate/envoy/envoy.yaml`](../deploy/gate/envoy/envoy.yaml).
+The end-to-end test `gate_envoy` sends checks as Envoy does and asserts these fields.
+
+";
 
 fn render_service(
     out: &mut String,
@@ -544,4 +589,12 @@ fn documented_roles_are_the_enforced_roles() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    let enforced: Vec<String> = match enroll_device::grpc::access::access(EXT_AUTHZ_PATH) {
+        Access::Roles(roles) => roles
+            .iter()
+            .map(|role| format!("{role:?}").to_lowercase())
+            .collect(),
+        other => vec![format!("{other:?}")],
+    };
+    assert_eq!(enforced, EXT_AUTHZ_ROLES, "{EXT_AUTHZ_PATH}");
 }

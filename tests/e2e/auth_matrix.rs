@@ -1,7 +1,10 @@
-//! The auth matrix: every RPC of both services, called with no key, an unknown key and each
-//! role's key. No key or an unknown key: UNAUTHENTICATED; a role the RPC does not allow:
-//! PERMISSION_DENIED; an allowed role gets past auth (whatever the handler then answers).
-use enroll_e2e::{Backend, DEVICE_SERVICE, POLICY_SERVICE, TestStack, key_for};
+//! The auth matrix: every RPC of both services (and Envoy's ext_authz check the device
+//! server serves with its gate), called with no key, an unknown key and each role's key. No
+//! key or an unknown key: UNAUTHENTICATED; a role the RPC does not allow: PERMISSION_DENIED;
+//! an allowed role gets past auth (whatever the handler then answers).
+use enroll_e2e::{
+    Backend, DEVICE_SERVICE, JwtIssuer, POLICY_SERVICE, TestStack, gate_config, key_for,
+};
 use enroll_shared::auth::Role;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -55,6 +58,10 @@ const DEVICE_RPCS: &[(&str, &[Role])] = &[
     ("GetMetadataStatus", READERS),
     ("AcceptMetadataJump", ADMIN),
 ];
+
+/// Envoy's `envoy.service.auth.v3.Authorization`, served next to DeviceService with `[gate]`.
+const EXT_AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+const EXT_AUTHZ_RPCS: &[(&str, &[Role])] = &[("Check", PROXY)];
 
 /// Calls `path` with an empty request message (every field at its default).
 async fn call(channel: &Channel, path: &str, authorization: Option<&str>) -> Code {
@@ -133,10 +140,16 @@ async fn check_matrix(channel: &Channel, service: &str, rpcs: &[(&str, &[Role])]
 }
 
 async fn every_rpc_checks_key_and_role(backend: Backend) {
-    let stack = TestStack::start(backend).await;
+    let issuer = JwtIssuer::new();
+    let gate = gate_config(&issuer, &["app.test.example".into()]);
+    let stack = TestStack::builder(backend)
+        .device_config(move |config| config.gate = gate.clone())
+        .start()
+        .await;
     let (policy, device) = (stack.policy(), stack.device());
     check_matrix(&policy.channel().await, POLICY_SERVICE, POLICY_RPCS).await;
     check_matrix(&device.channel().await, DEVICE_SERVICE, DEVICE_RPCS).await;
+    check_matrix(&device.channel().await, EXT_AUTHZ_SERVICE, EXT_AUTHZ_RPCS).await;
     // Health needs no key.
     assert_eq!(
         call(

@@ -11,6 +11,7 @@ mod faults;
 mod fido_metadata;
 mod fido_metadata_trust;
 mod gate;
+mod gate_envoy;
 mod health_and_reflection;
 mod idempotency;
 mod lockout;

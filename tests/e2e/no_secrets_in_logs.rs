@@ -1,7 +1,9 @@
-//! Secret hygiene: a scenario that calls every RPC of both services with secrets in play
-//! runs with every log line captured (TRACE, all crates) and every span exported to memory;
-//! no seed, PIN, pass, OTP, password, link secret or API key appears in the logs, the spans,
-//! the audit events or the error messages.
+//! Secret hygiene: a scenario that calls every RPC of both services (and the gate: its page
+//! and Envoy's ext_authz check, with JWTs and session cookies) with secrets in play runs
+//! with every log line captured (TRACE, all crates) and every span exported to memory;
+//! no seed, PIN, pass, OTP, password, link secret, API key, JWT or session cookie appears in
+//! the logs, the spans, the audit events or the error messages.
+mod envoy;
 mod scenario;
 
 use enroll_e2e::{
@@ -57,14 +59,20 @@ async fn check(backend: Backend) {
 
     // Not vacuous: every RPC of both services ran (its path is in the logs and in a span),
     // there are audit events, and non-secret data (the serials) is found where it belongs.
+    let ext_authz = enroll_device::grpc::ext_authz::METHODS;
     let paths = [
         rpc_paths(device_pb::FILE_DESCRIPTOR_SET),
         rpc_paths(policy_pb::FILE_DESCRIPTOR_SET),
+        ext_authz.iter().map(|path| path.to_string()).collect(),
     ]
     .concat();
     let services: Vec<_> = paths
         .iter()
-        .filter(|path| path.contains(DEVICE_SERVICE) || path.contains(POLICY_SERVICE))
+        .filter(|path| {
+            path.contains(DEVICE_SERVICE)
+                || path.contains(POLICY_SERVICE)
+                || ext_authz.contains(&path.as_str())
+        })
         .collect();
     assert!(services.len() >= 30, "{services:?}");
     for path in services {

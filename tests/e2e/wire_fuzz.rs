@@ -1,4 +1,5 @@
-//! Wire fuzzing of both running servers: every RPC of DeviceService and PolicyService gets
+//! Wire fuzzing of both running servers: every RPC of DeviceService and PolicyService (and
+//! Envoy's ext_authz check, served with the device server's gate) gets
 //! random bytes, random well-formed protobuf with arbitrary fields, and mutated encodings
 //! of a valid request (bits flipped, bytes inserted, deleted, overwritten, truncated,
 //! spliced), on the real channel with the admin key so bodies get past auth. Bad input must
@@ -16,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use enroll_e2e::{ADMIN_KEY, Backend, DEVICE_SERVICE, POLICY_SERVICE, TestStack};
+use enroll_e2e::{
+    ADMIN_KEY, Backend, DEVICE_SERVICE, JwtIssuer, POLICY_SERVICE, TestStack, gate_config,
+};
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::proto::policy::v1 as policy_pb;
 use futures::StreamExt;
@@ -152,10 +155,15 @@ async fn random_and_mutated_bodies_never_fault_and_leave_the_servers_healthy(bac
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1)
         });
-    let stack = TestStack::start(backend).await;
+    let issuer = JwtIssuer::new();
+    let gate = gate_config(&issuer, &["app.test.example".into()]);
+    let stack = TestStack::builder(backend)
+        .device_config(move |config| config.gate = gate.clone())
+        .start()
+        .await;
     let device = stack.device().channel().await;
     let policies = stack.policy().channel().await;
-    let corpus = valid_requests();
+    let corpus = valid_requests(&issuer.token("acme", "kate"));
     // xorshift never leaves 0.
     let mut rng = Rng(seed | 1);
     // Bodies are made up front so the run replays exactly from the seed.
@@ -180,10 +188,10 @@ async fn random_and_mutated_bodies_never_fault_and_leave_the_servers_healthy(bac
     let mut answers = futures::stream::iter(bodies)
         .map(|(index, body)| {
             let (service, rpc, _) = &corpus[index];
-            let channel = if *service == DEVICE_SERVICE {
-                device.clone()
-            } else {
+            let channel = if *service == POLICY_SERVICE {
                 policies.clone()
+            } else {
+                device.clone()
             };
             async move {
                 let answer = call(channel, service, rpc, body.clone()).await;

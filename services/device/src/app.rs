@@ -6,7 +6,7 @@ use std::sync::Arc;
 use enroll_shared::auth::{ApiKeys, AuthLayer};
 use enroll_shared::metrics::MetricsExport;
 use enroll_shared::proto::device::v1::device_service_server::DeviceServiceServer;
-use enroll_shared::server::{HealthHandle, ServeError, spawn};
+use enroll_shared::server::{ExtraService, HealthHandle, ServeError, spawn_with};
 use enroll_shared::time::{SharedClock, SystemClock};
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -419,7 +419,12 @@ impl Application {
             gate,
         } = self;
         let meters = metrics.meters();
-        let mut server = spawn(
+        // Envoy's ext_authz next to the DeviceService, on the same port and key check.
+        let ext_authz = gate.as_ref().map(|(gate, _)| ExtraService {
+            service: crate::grpc::ext_authz::ExtAuthz::server(gate.clone()),
+            methods: crate::grpc::ext_authz::METHODS,
+        });
+        let mut server = spawn_with(
             listener,
             config.server.clone(),
             SERVICE_NAME,
@@ -432,6 +437,7 @@ impl Application {
                         .max_decoding_message_size_or(crate::grpc::MAX_REQUEST_BYTES),
                 )
                 .max_encoding_message_size(config.server.max_encoding_message_size),
+            ext_authz,
             meters,
             shutdown,
         )

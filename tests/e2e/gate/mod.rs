@@ -3,9 +3,7 @@
 //! device session starts and ends, and what is audited. On both backends.
 use std::net::SocketAddr;
 
-use enroll_e2e::{
-    Backend, JwtIssuer, PageAnswer, TEST_ORIGIN, TestStack, gate_config, parse_page_answer,
-};
+use enroll_e2e::{Backend, JwtIssuer, PageAnswer, TEST_ORIGIN, TestStack, gate_config, gate_http};
 use serde_json::{Value, json};
 use url::Url;
 use webauthn_authenticator_rs::WebauthnAuthenticator;
@@ -36,7 +34,7 @@ fn gate_addr(stack: &TestStack) -> SocketAddr {
     stack.device().gate_addr.expect("the gate listens")
 }
 
-/// One HTTP/1.1 request to the gate, from 127.0.0.1 (a trusted proxy address).
+/// One HTTP/1.1 request to the gate for [`HOST`], from 127.0.0.1 (a trusted proxy).
 async fn gate_request(
     stack: &TestStack,
     method: &str,
@@ -44,34 +42,9 @@ async fn gate_request(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> PageAnswer {
-    let addr = gate_addr(stack);
-    let body = body.map(Value::to_string);
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = &body {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body.as_deref().unwrap_or_default());
-    let raw = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(addr).expect("connect to the gate");
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .expect("timeout");
-        stream.write_all(request.as_bytes()).expect("send");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read");
-        raw
-    })
-    .await
-    .expect("gate request");
-    parse_page_answer(&raw)
+    let mut all = vec![("Host", HOST)];
+    all.extend_from_slice(headers);
+    gate_http(gate_addr(stack), method, path, &all, body).await
 }
 
 /// A forward-auth check as nginx sends it (`X-Original-URL`), with `headers` of the

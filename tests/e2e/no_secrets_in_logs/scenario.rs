@@ -1,8 +1,10 @@
-//! One scenario that calls every RPC of both services with secrets in play, and records each
-//! secret it used (and each error message it received).
+//! One scenario that calls every RPC of both services (and Envoy's ext_authz check of the
+//! gate) with secrets in play, and records each secret it used (and each error message it
+//! received).
 use enroll_e2e::{
-    ADMIN_KEY, Backend, OPS_KEY, PROXY_KEY, SERVICE_KEY, TEST_ORIGIN, TEST_SEED_KEY, TestStack,
-    hotp_code_with, link_secret, now_step, realm_policy, seed_of, totp_code_with, validate_request,
+    ADMIN_KEY, Backend, JwtIssuer, OPS_KEY, PROXY_KEY, SERVICE_KEY, TEST_ORIGIN, TEST_SEED_KEY,
+    TestStack, gate_config, hotp_code_with, link_secret, now_step, realm_policy, seed_of,
+    totp_code_with, validate_request,
 };
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::proto::policy::v1 as policy_pb;
@@ -36,7 +38,13 @@ pub async fn run(backend: Backend) -> Used {
         ("lostTokenPWLen", "20"),
         ("require_device_approval", "true"),
     ];
-    let stack = TestStack::with_policies(backend, [realm_policy("corp", "corp", &rules)]).await;
+    let issuer = JwtIssuer::new();
+    let gate = gate_config(&issuer, &[super::envoy::HOST.into()]);
+    let stack = TestStack::builder(backend)
+        .with_policy(realm_policy("corp", "corp", &rules))
+        .device_config(move |config| config.gate = gate.clone())
+        .start()
+        .await;
     let mut used = Used::default();
     for (role, key) in [
         ("admin", ADMIN_KEY),
@@ -51,6 +59,7 @@ pub async fn run(backend: Backend) -> Used {
     devices(&stack, &mut used).await;
     policies(&stack, &mut used).await;
     metadata(&stack, &mut used).await;
+    super::envoy::run(&stack, &issuer, &mut used).await;
     audit(&stack, &mut used).await;
     stack.stop().await;
     used

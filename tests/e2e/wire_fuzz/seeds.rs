@@ -1,11 +1,16 @@
-//! The corpus of the wire fuzz test: one valid request per RPC of both services.
-use enroll_e2e::{DEVICE_SERVICE, POLICY_SERVICE, policy};
+//! The corpus of the wire fuzz test: one valid request per RPC of both services, and Envoy's
+//! ext_authz check the device server serves with its gate.
+use enroll_e2e::{DEVICE_SERVICE, GATE_JWT_HEADER, POLICY_SERVICE, policy};
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::proto::policy::v1 as policy_pb;
 use prost::Message;
 
-/// One valid request per RPC (method name, encoding), the corpus the mutations start from.
-pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// Envoy's authorization service on the device server (with `[gate]`).
+pub const EXT_AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+
+/// One valid request per RPC (method name, encoding), the corpus the mutations start from;
+/// `jwt` is an identity the gate accepts (so mutated checks reach the session cookie).
+pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     const ID: &str = "6f1c1a52-7a8e-4a43-8d8a-8a9b7f3f0c11";
     let s = |text: &str| text.to_owned();
     let device: Vec<(&str, Vec<u8>)> = vec![
@@ -378,13 +383,72 @@ pub fn valid_requests() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         listed.sort_unstable();
         assert_eq!(seeded, listed, "valid requests of {service}");
     }
+    let paths: Vec<&str> = enroll_device::grpc::ext_authz::METHODS
+        .iter()
+        .map(|path| path.rsplit('/').next().unwrap_or(path))
+        .collect();
+    assert_eq!(paths, ["Check"], "valid requests of {EXT_AUTHZ_SERVICE}");
     device
         .into_iter()
         .map(|(rpc, body)| (DEVICE_SERVICE, rpc, body))
+        .chain([(EXT_AUTHZ_SERVICE, "Check", envoy_check(jwt))])
         .chain(
             policies
                 .into_iter()
                 .map(|(rpc, body)| (POLICY_SERVICE, rpc, body)),
         )
         .collect()
+}
+
+/// A check as Envoy's ext_authz filter sends it: a browser's request with the identity, a
+/// cookie that looks like the gate's, the downstream address and the route's device type.
+fn envoy_check(jwt: &str) -> Vec<u8> {
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+    use envoy_types::pb::envoy::service::auth::v3::{
+        AttributeContext, CheckRequest, attribute_context,
+    };
+    let headers = [
+        (":authority", "app.test.example"),
+        (":method", "GET"),
+        (":path", "/docs?page=2"),
+        ("accept", "text/html"),
+        ("sec-fetch-mode", "navigate"),
+        (
+            "cookie",
+            "theme=dark; __Host-enroll-gate=v1.s1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ),
+        ("x-enroll-user", "mallory"),
+        (GATE_JWT_HEADER, jwt),
+    ];
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(attribute_context::Peer {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: "192.0.2.7".to_owned(),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            }),
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".to_owned(),
+                    headers: headers
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string()))
+                        .collect(),
+                    path: "/docs?page=2".to_owned(),
+                    host: "app.test.example".to_owned(),
+                    scheme: "https".to_owned(),
+                    protocol: "HTTP/1.1".to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: [("device_type".to_owned(), "any".to_owned())].into(),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
 }

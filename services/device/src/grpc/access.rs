@@ -1,4 +1,5 @@
-//! Which roles may call which DeviceService RPC (the role table in docs/api.md).
+//! Which roles may call which DeviceService RPC (the role table in docs/api.md), and Envoy's
+//! external authorization check served next to it when the gate is on.
 use enroll_shared::auth::{Access, Role, is_public_path};
 
 const SERVICE_PREFIX: &str = "/enroll.device.v1.DeviceService/";
@@ -39,10 +40,18 @@ pub const RPC_ROLES: [(&str, &[Role]); 27] = [
     ("AcceptMetadataJump", ADMIN),
 ];
 
+/// Envoy's ext_authz check (`grpc::ext_authz`): the proxy's key, as Envoy sends it in
+/// `grpc_service.initial_metadata`. A rule of its own: it is no DeviceService RPC.
+pub const EXT_AUTHZ_CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+pub const EXT_AUTHZ_ROLES: &[Role] = PROXY;
+
 /// The access rule of a gRPC path on the device server.
 pub fn access(path: &str) -> Access {
     if is_public_path(path) {
         return Access::Public;
+    }
+    if path == EXT_AUTHZ_CHECK {
+        return Access::Roles(EXT_AUTHZ_ROLES);
     }
     path.strip_prefix(SERVICE_PREFIX)
         .and_then(|method| RPC_ROLES.iter().find(|(rpc, _)| *rpc == method))
@@ -66,6 +75,14 @@ mod tests {
         );
         assert_eq!(
             access("/enroll.device.v1.DeviceService/Nope"),
+            Access::Unknown
+        );
+        assert_eq!(
+            access("/envoy.service.auth.v3.Authorization/Check"),
+            Access::Roles(PROXY)
+        );
+        assert_eq!(
+            access("/envoy.service.auth.v3.Authorization/Nope"),
             Access::Unknown
         );
         assert_eq!(

@@ -14,6 +14,7 @@ pub mod access;
 mod audit;
 mod decode;
 mod devices;
+pub mod ext_authz;
 mod links;
 mod metadata;
 mod tokens;
