@@ -18,22 +18,28 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 mod browser;
 mod capture;
+mod echo_app;
 mod gate;
+mod gate_browser;
 mod helpers;
 mod metadata;
 mod page;
 mod private_pg;
+mod proxies;
 mod raw;
 mod stack;
 mod tls;
 
 pub use browser::*;
 pub use capture::*;
+pub use echo_app::*;
 pub use gate::*;
+pub use gate_browser::*;
 pub use helpers::*;
 pub use metadata::*;
 pub use page::*;
 pub use private_pg::*;
+pub use proxies::*;
 pub use raw::*;
 pub use stack::*;
 pub use tls::*;

@@ -146,7 +146,7 @@ impl TestStack {
 }
 
 /// Sends `request` and reads the answer to the end (the request says `Connection: close`).
-async fn exchange(mut stream: TcpStream, request: String) -> PageAnswer {
+pub(crate) async fn exchange(mut stream: TcpStream, request: String) -> PageAnswer {
     // Blocking std I/O on a blocking thread: a request is a few kilobytes.
     let raw = tokio::task::spawn_blocking(move || {
         stream.set_read_timeout(Some(PAGE_WAIT)).expect("timeout");
