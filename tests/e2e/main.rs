@@ -10,6 +10,7 @@ mod enrollment_page;
 mod faults;
 mod fido_metadata;
 mod fido_metadata_trust;
+mod gate_nginx;
 mod health_and_reflection;
 mod idempotency;
 mod lockout;
