@@ -5,7 +5,7 @@
 //! gets the gate's identity and the cookies without the gate's, never a client's identity
 //! headers; an enclave_only route refuses an `any` device; a WebSocket is checked when it
 //! opens; a return URL on another host is refused; a refreshed session reaches the
-//! browser, not the app.
+//! browser, not the app. `gate_caddy` runs the same checks behind Caddy.
 use enroll_e2e::{Backend, Echo, GateSite, IDENTITY_HEADER, JwtIssuer, ProxyKind, clears_session};
 use serde_json::json;
 
@@ -34,10 +34,7 @@ fn with<'a>(
     headers
 }
 
-async fn identities_that_are_not_valid_are_refused(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::identities_that_are_not_valid").await else {
-        return;
-    };
+pub(crate) async fn refuses_identities_that_are_not_valid(site: &GateSite) {
     let issuer: &JwtIssuer = &site.issuer;
     let now = chrono::Utc::now().timestamp();
     let cases = [
@@ -106,10 +103,7 @@ async fn identities_that_are_not_valid_are_refused(backend: Backend) {
     );
 }
 
-async fn cookies_that_are_no_session_are_refused(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::cookies_that_are_no_session").await else {
-        return;
-    };
+pub(crate) async fn refuses_cookies_that_are_no_session(site: &GateSite) {
     let (_, _, alice_cookie) = site.enrolled_session("alice").await;
     let (_, _, bob_cookie) = site.enrolled_session("bob").await;
     let alice = site.jwt("alice");
@@ -174,7 +168,7 @@ async fn cookies_that_are_no_session_are_refused(backend: Backend) {
         assert_eq!(navigation.status, 302, "{case}: {navigation:?}");
         assert!(clears_session(&navigation), "{case}: {navigation:?}");
     }
-    // A Cookie header past nginx's header buffers: nginx's own 400, never a 5xx.
+    // A Cookie header past nginx's header buffers: nginx's own 400; never a 5xx.
     let huge = format!("{name}={}", "A".repeat(20_000));
     let answer = site
         .proxy
@@ -184,7 +178,8 @@ async fn cookies_that_are_no_session_are_refused(backend: Backend) {
         (400..500).contains(&answer.status),
         "a huge cookie: {answer:?}"
     );
-    // A control character the gate's HTTP parser refuses: its 400, never nginx's 500.
+    // A control character the gate's HTTP parser refuses (and Caddy's): 400, never a 500
+    // (nginx's answer to a check that is neither 2xx, 401 nor 403).
     let control = format!("{alice_cookie}; other=\u{7f}x");
     let answer = site
         .proxy
@@ -204,10 +199,7 @@ async fn cookies_that_are_no_session_are_refused(backend: Backend) {
     );
 }
 
-async fn without_a_session_fetch_gets_json_and_a_navigation_the_page(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::without_a_session").await else {
-        return;
-    };
+pub(crate) async fn answers_without_a_session(site: &GateSite) {
     let jwt = site.jwt("alice");
     let origin = site.proxy.origin();
     let signin = |path: &str, kind: &str| {
@@ -278,19 +270,23 @@ async fn without_a_session_fetch_gets_json_and_a_navigation_the_page(backend: Ba
     assert_eq!(page.status, 200, "{page:?}");
     assert!(page.body.contains("Sign in with your device"));
     let bare = site.proxy.get("/.enroll-gate", NAVIGATE).await;
-    assert_eq!(bare.status, 301, "{bare:?}");
-    // The check's internal location is not reachable from outside.
-    let internal = site
-        .proxy
-        .get("/.enroll-gate-auth", &with(FETCH, Some(&jwt), &[]))
-        .await;
-    assert_eq!(internal.status, 404, "{internal:?}");
+    assert!(matches!(bare.status, 301 | 302), "{bare:?}");
+    let location = bare.header("location").unwrap_or_default();
+    assert!(
+        location == "/.enroll-gate/" || location == format!("{origin}/.enroll-gate/"),
+        "{bare:?}"
+    );
+    if site.kind == ProxyKind::Nginx {
+        // The check's internal location is not reachable from outside.
+        let internal = site
+            .proxy
+            .get("/.enroll-gate-auth", &with(FETCH, Some(&jwt), &[]))
+            .await;
+        assert_eq!(internal.status, 404, "{internal:?}");
+    }
 }
 
-async fn the_app_gets_the_gates_identity_never_the_clients(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::the_app_gets_the_gates_identity").await else {
-        return;
-    };
+pub(crate) async fn gives_the_app_only_the_gates_identity(site: &GateSite) {
     let (device, _, cookie) = site.enrolled_session("alice").await;
     let session_value = cookie
         .split_once('=')
@@ -370,7 +366,12 @@ async fn the_app_gets_the_gates_identity_never_the_clients(backend: Backend) {
     let refreshed = enroll_e2e::session_cookie(&answer).expect("a refreshed session cookie");
     assert_ne!(refreshed, cookie);
     let echo = Echo::parse(&answer.body);
-    assert!(echo.headers("set-cookie").is_empty() && echo.headers("cookie").is_empty());
+    assert!(echo.headers("set-cookie").is_empty(), "{echo:?}");
+    // No cookies but the gate's: none for the app (Caddy sends an empty header).
+    assert!(
+        echo.headers("cookie").iter().all(String::is_empty),
+        "{echo:?}"
+    );
     assert!(!echo.text().contains("enroll-gate"), "{echo:?}");
     let again = site
         .proxy
@@ -385,10 +386,7 @@ async fn the_app_gets_the_gates_identity_never_the_clients(backend: Backend) {
     );
 }
 
-async fn an_enclave_only_route_refuses_an_any_device(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::an_enclave_only_route").await else {
-        return;
-    };
+pub(crate) async fn refuses_an_any_device_on_enclave_only(site: &GateSite) {
     let (_, _, cookie) = site.enrolled_session("alice").await;
     let jwt = site.jwt("alice");
     let headers = with(FETCH, Some(&jwt), &[("Cookie", &cookie)]);
@@ -409,13 +407,10 @@ async fn an_enclave_only_route_refuses_an_any_device(backend: Backend) {
     assert_eq!(site.proxy.get("/reports", &headers).await.status, 200);
 }
 
-async fn a_websocket_is_checked_when_it_opens(backend: Backend) {
+pub(crate) async fn checks_a_websocket_when_it_opens(site: &GateSite) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let Some(site) = site(backend, "gate_nginx::a_websocket_is_checked").await else {
-        return;
-    };
     let (_, _, cookie) = site.enrolled_session("alice").await;
     let jwt = site.jwt("alice");
     let url = format!("ws://{}/ws/feed", site.proxy.addr());
@@ -455,10 +450,7 @@ async fn a_websocket_is_checked_when_it_opens(backend: Backend) {
     assert_eq!(pong.as_str(), "ping");
 }
 
-async fn a_return_url_on_another_host_is_refused(backend: Backend) {
-    let Some(site) = site(backend, "gate_nginx::a_return_url_on_another_host").await else {
-        return;
-    };
+pub(crate) async fn refuses_return_urls_on_other_hosts(site: &GateSite) {
     let jwt = site.jwt("alice");
     for rd in [
         "https://evil.example/",
@@ -484,6 +476,48 @@ async fn a_return_url_on_another_host_is_refused(backend: Backend) {
         .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.json()["return_url"], good);
+}
+
+async fn identities_that_are_not_valid_are_refused(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::identities_that_are_not_valid").await {
+        refuses_identities_that_are_not_valid(&site).await;
+    }
+}
+
+async fn cookies_that_are_no_session_are_refused(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::cookies_that_are_no_session").await {
+        refuses_cookies_that_are_no_session(&site).await;
+    }
+}
+
+async fn without_a_session_fetch_gets_json_and_a_navigation_the_page(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::without_a_session").await {
+        answers_without_a_session(&site).await;
+    }
+}
+
+async fn the_app_gets_the_gates_identity_never_the_clients(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::the_app_gets_the_gates_identity").await {
+        gives_the_app_only_the_gates_identity(&site).await;
+    }
+}
+
+async fn an_enclave_only_route_refuses_an_any_device(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::an_enclave_only_route").await {
+        refuses_an_any_device_on_enclave_only(&site).await;
+    }
+}
+
+async fn a_websocket_is_checked_when_it_opens(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::a_websocket_is_checked").await {
+        checks_a_websocket_when_it_opens(&site).await;
+    }
+}
+
+async fn a_return_url_on_another_host_is_refused(backend: Backend) {
+    if let Some(site) = site(backend, "gate_nginx::a_return_url_on_another_host").await {
+        refuses_return_urls_on_other_hosts(&site).await;
+    }
 }
 
 enroll_e2e::on_both_backends!(

@@ -360,6 +360,7 @@ pub enum ProxyKind {
 ///
 /// Fields drop in order: the proxy first, the stack (and its database) last.
 pub struct GateSite {
+    pub kind: ProxyKind,
     pub proxy: Proxy,
     pub app: EchoApp,
     pub stack: crate::TestStack,
@@ -398,6 +399,7 @@ impl GateSite {
             ProxyKind::Caddy => Proxy::caddy(&binary, port, gate_addr, app.addr).await,
         };
         Some(Self {
+            kind,
             proxy,
             app,
             stack,
