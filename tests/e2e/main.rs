@@ -11,6 +11,7 @@ mod faults;
 mod fido_metadata;
 mod fido_metadata_trust;
 mod gate_caddy;
+mod gate_ext_authz_http;
 mod gate_nginx;
 mod gate_nginx_browser;
 mod health_and_reflection;

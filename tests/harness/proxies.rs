@@ -241,17 +241,7 @@ impl Proxy {
         }
         request.push_str("\r\n");
         request.push_str(body.unwrap_or_default());
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0))
-            .expect("bind");
-        let stream = socket
-            .connect(self.addr())
-            .await
-            .expect("connect to the proxy");
-        let stream = stream.into_std().expect("std stream");
-        stream.set_nonblocking(false).expect("blocking");
-        crate::page::exchange(stream, request).await
+        raw_http(self.addr(), request).await
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> PageAnswer {
@@ -321,6 +311,19 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `request` (a whole HTTP/1.1 request saying `Connection: close`) to `addr` from
+/// 127.0.0.1 and reads the answer.
+pub async fn raw_http(addr: SocketAddr, request: String) -> PageAnswer {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 0))
+        .expect("bind");
+    let stream = socket.connect(addr).await.expect("connect");
+    let stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    crate::page::exchange(stream, request).await
 }
 
 /// The gate's session cookie an answer sets, as a `Cookie` pair (`name=value`); `None`
