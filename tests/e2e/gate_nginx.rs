@@ -277,6 +277,22 @@ pub(crate) async fn answers_without_a_session(site: &GateSite) {
         "{bare:?}"
     );
     if site.kind == ProxyKind::Nginx {
+        // Behind a proxy that terminated TLS, the browser's scheme; nothing else.
+        for (sent, seen) in [("https", "https"), ("ftp", "http")] {
+            let answer = site
+                .proxy
+                .get(
+                    "/reports",
+                    &with(NAVIGATE, Some(&jwt), &[("X-Forwarded-Proto", sent)]),
+                )
+                .await;
+            let location = answer.header("location").unwrap_or_default();
+            let rd = format!(
+                "rd={seen}%3A%2F%2F{}",
+                site.proxy.host().replace(':', "%3A")
+            );
+            assert!(location.contains(&rd), "{sent}: {answer:?}");
+        }
         // The check's internal location is not reachable from outside.
         let internal = site
             .proxy
