@@ -293,6 +293,15 @@ pub(crate) async fn answers_without_a_session(site: &GateSite) {
             );
             assert!(location.contains(&rd), "{sent}: {answer:?}");
         }
+        // A host the gate does not protect: the gate's 403 JSON, passed on by error_page.
+        let request = format!(
+            "GET /reports HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\
+             Accept: application/json\r\n{IDENTITY_HEADER}: {jwt}\r\n\r\n",
+            site.proxy.port
+        );
+        let other = enroll_e2e::raw_http(site.proxy.addr(), request).await;
+        assert_eq!(other.status, 403, "{other:?}");
+        assert_eq!(other.json()["error"], "HOST_NOT_PROTECTED", "{other:?}");
         // The check's internal location is not reachable from outside.
         let internal = site
             .proxy

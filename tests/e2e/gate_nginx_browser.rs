@@ -114,6 +114,18 @@ pub async fn signs_in_reaches_the_app_and_revocation_ends_it(backend: Backend, k
             .all(|cookie| cookie["name"] != "__Host-enroll-gate"),
         "{cookies:?}"
     );
+    // A script's fetch without a session: 401 JSON, not a redirect to the page.
+    let fetched = browser
+        .eval(
+            &tab,
+            "fetch('/api/items', {headers: {'Accept': 'application/json'}}) \
+             .then(async (r) => [r.status, r.redirected, (await r.json()).error])",
+        )
+        .await;
+    assert_eq!(
+        fetched,
+        serde_json::json!([401, false, "DEVICE_SESSION_REQUIRED"])
+    );
     browser.open(&tab, &wanted).await;
     browser.wait_for_gate_state(&tab, &["ready"]).await;
     assert!(
