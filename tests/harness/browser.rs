@@ -1,11 +1,18 @@
-//! A headless Chromium driven over the DevTools protocol, for tests of the enrollment page:
-//! tabs with a virtual WebAuthn authenticator, navigation, evaluation, the page's status,
-//! and the network requests a tab sent.
+//! A headless Chromium driven over the DevTools protocol, for tests of the enrollment page
+//! and the gate's sign-in page: tabs with a virtual WebAuthn authenticator, navigation,
+//! evaluation, the page's status, and the network requests a tab sent.
+//!
+//! One Chromium serves every browser test of the test binary (starting one per test cost
+//! seconds each): it starts with the first test that asks, and ends with the test process.
+//! Each [`Browser`] is a DevTools connection of its own, in its test's runtime, with its own
+//! browser context (cookies, storage and cache apart from the other tests'), disposed
+//! when the test closes or drops it.
 //!
 //! Without Chromium (`/usr/bin/chromium`, or `ENROLL_CHROMIUM`) [`chromium_or_skip`] prints
 //! SKIPPED, unless `ENROLL_REQUIRE_BROWSER=1` (CI), which makes a missing browser a failure.
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -14,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// One Chromium at a time: the tests run in parallel threads and each browser takes a
-/// core while it starts; queueing them keeps the bounded waits below meaningful.
+/// One test drives the browser at a time: the tests run in parallel threads, and pages
+/// of several tests at once on two cores would make the bounded waits below meaningless.
 pub static BROWSER_SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long the page may take to reach a state (page load, a ceremony, a redirect).
@@ -62,12 +69,90 @@ pub fn chromium_or_skip(test: &str) -> Option<PathBuf> {
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A headless Chromium with a DevTools connection to its browser endpoint.
+/// The test process's Chromium: its DevTools browser endpoint, and the pipe whose end
+/// stops it.
+struct SharedChromium {
+    endpoint: String,
+    /// Never written: when the test process ends, the pipe closes and the shell that
+    /// started Chromium stops it and removes its profile (statics are never dropped).
+    _lifeline: Mutex<ChildStdin>,
+}
+
+static SHARED: OnceLock<Result<SharedChromium, String>> = OnceLock::new();
+
+/// Starts Chromium through a shell that waits on its stdin: the browser ends with this
+/// process, however the process ends (a panic, `exit`, a signal).
+fn start_shared(binary: &Path) -> Result<SharedChromium, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("enroll-chromium-")
+        .tempdir()
+        .map_err(|error| format!("browser profile dir: {error}"))?
+        .keep();
+    const SUPERVISE: &str = r#"dir=$1; shift
+"$@" </dev/null >/dev/null 2>"$dir/chromium.log" &
+browser=$!
+read -r _ || true
+kill "$browser" 2>/dev/null
+wait "$browser"
+rm -rf "$dir""#;
+    let mut child = Command::new("sh")
+        .args(["-c", SUPERVISE, "enroll-chromium"])
+        .arg(&dir)
+        .arg(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--remote-debugging-port=0",
+            "about:blank",
+        ])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("start {}: {error}", binary.display()))?;
+    let lifeline = child
+        .stdin
+        .take()
+        .ok_or("no stdin pipe to the browser's shell")?;
+    // With port 0 Chromium picks a port and writes it, with the browser endpoint's path,
+    // to DevToolsActivePort in the profile once it listens.
+    let port_file = dir.join("profile").join("DevToolsActivePort");
+    let deadline = Instant::now() + STATE_WAIT;
+    let endpoint = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let mut lines = text.lines();
+            if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
+                break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
+            }
+        }
+        if Instant::now() >= deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            return Err(format!(
+                "Chromium did not open its DevTools port; its log:\n{}",
+                std::fs::read_to_string(dir.join("chromium.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(SharedChromium {
+        endpoint,
+        _lifeline: Mutex::new(lifeline),
+    })
+}
+
+/// A DevTools connection to the shared Chromium, with a browser context of its own.
 pub struct Browser {
-    child: Child,
-    dir: tempfile::TempDir,
     socket: Socket,
     next_id: u64,
+    context_id: String,
     /// `Network.*` events seen while waiting for answers (after `Network.enable`).
     pub network: Vec<Value>,
 }
@@ -79,61 +164,41 @@ pub struct Tab {
 }
 
 impl Browser {
-    pub async fn launch(binary: &PathBuf) -> Self {
-        let dir = tempfile::tempdir().expect("browser profile dir");
-        let log = std::fs::File::create(dir.path().join("chromium.log")).expect("log file");
-        let child = Command::new(binary)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-                "about:blank",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                dir.path().join("profile").display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
-        // With port 0 Chromium picks a port and writes it, with the browser endpoint's
-        // path, to DevToolsActivePort in the profile once it listens.
-        let port_file = dir.path().join("profile").join("DevToolsActivePort");
-        let deadline = Instant::now() + STATE_WAIT;
-        let endpoint = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                let mut lines = text.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Chromium did not open its DevTools port; its log:\n{}",
-                std::fs::read_to_string(dir.path().join("chromium.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let (socket, _) = tokio_tungstenite::connect_async(endpoint.as_str())
+    /// Connects to the test process's Chromium (started from `binary` by the first test
+    /// that asks) in a new browser context.
+    pub async fn launch(binary: &Path) -> Self {
+        let binary = binary.to_owned();
+        let shared = tokio::task::spawn_blocking(move || {
+            SHARED
+                .get_or_init(|| start_shared(&binary))
+                .as_ref()
+                .map(|shared| shared.endpoint.clone())
+        })
+        .await
+        .expect("start the browser")
+        .unwrap_or_else(|error| panic!("{error}"));
+        let (socket, _) = tokio_tungstenite::connect_async(shared.as_str())
             .await
             .expect("DevTools websocket");
-        Self {
-            child,
-            dir,
+        let mut browser = Self {
             socket,
             next_id: 0,
+            context_id: String::new(),
             network: Vec::new(),
-        }
+        };
+        // Disposed with this connection too, should a failed test never close it.
+        let context = browser
+            .call(
+                None,
+                "Target.createBrowserContext",
+                json!({"disposeOnDetach": true}),
+            )
+            .await;
+        browser.context_id = context["browserContextId"]
+            .as_str()
+            .expect("browserContextId")
+            .to_owned();
+        browser
     }
 
     /// Sends one command and waits for its answer; events in between are dropped (the
@@ -198,7 +263,11 @@ impl Browser {
     /// presence until it times out).
     pub async fn tab_with_authenticator(&mut self) -> (Tab, String) {
         let created = self
-            .call(None, "Target.createTarget", json!({"url": "about:blank"}))
+            .call(
+                None,
+                "Target.createTarget",
+                json!({"url": "about:blank", "browserContextId": self.context_id}),
+            )
             .await;
         let target_id = created["targetId"].as_str().expect("targetId").to_owned();
         let attached = self
@@ -387,31 +456,20 @@ impl Browser {
             .collect()
     }
 
+    /// Disposes of the test's browser context (its tabs and cookies); the browser stays
+    /// for the other tests.
     pub async fn close(mut self) {
+        let context = self.context_id.clone();
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
-            self.socket
-                .send(Message::Text(r#"{"id":0,"method":"Browser.close"}"#.into())),
+            self.try_call(
+                None,
+                "Target.disposeBrowserContext",
+                json!({"browserContextId": context}),
+            ),
         )
         .await;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        // Browser.close normally ended it already; this covers failed tests.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = &self.dir;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.socket.close(None)).await;
     }
 }
 

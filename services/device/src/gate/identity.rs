@@ -19,12 +19,8 @@ use crate::forwarding::TrustedProxies;
 const MAX_TOKEN_CHARS: usize = 16 * 1024;
 /// A JWKS document larger than this is refused.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
-/// Verified tokens remembered (by their SHA-256), so a session's every request does not
-/// pay a signature verification; the map is emptied when full (memory stays bounded).
-const MAX_VERIFIED: usize = 10_000;
-/// How long a verified token is remembered at most (and never past its `exp`): a key the
-/// identity provider withdraws stops working within this.
-const VERIFIED_FOR_SECS: i64 = 60;
+/// Verified tokens remembered at most (see [`VerifiedTokens`]).
+const MAX_VERIFIED_TOKENS: usize = 4096;
 
 /// The verified user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +70,6 @@ impl IdentityRefused {
 /// Where the identity comes from, built once from `[gate.identity]`.
 pub struct IdentitySource {
     mode: Mode,
-    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Identity, i64)>>,
     header: http::HeaderName,
     default_realm: Option<Realm>,
     realm_header: Option<http::HeaderName>,
@@ -144,7 +139,6 @@ impl IdentitySource {
         };
         Ok(Self {
             mode,
-            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             header,
             default_realm,
             realm_header,
@@ -191,15 +185,6 @@ impl IdentitySource {
                 } else {
                     value
                 };
-                use sha2::Digest;
-                let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-                let now = chrono::Utc::now().timestamp();
-                if let Ok(verified) = self.verified.lock()
-                    && let Some((identity, until)) = verified.get(&digest)
-                    && now < *until
-                {
-                    return Ok(identity.clone());
-                }
                 let claims = verifier.verify(token).await?;
                 let realm = match verifier.realm_claim.as_deref() {
                     Some(claim) => match claims.get(claim).and_then(Value::as_str) {
@@ -219,18 +204,7 @@ impl IdentitySource {
                     .and_then(Value::as_str)
                     .ok_or(IdentityRefused::NoUserClaim)?;
                 let user = UserName::parse(user).map_err(|_| IdentityRefused::BadName)?;
-                let identity = Identity { realm, user };
-                let expires = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-                if let Ok(mut verified) = self.verified.lock() {
-                    if verified.len() >= MAX_VERIFIED {
-                        verified.clear();
-                    }
-                    verified.insert(
-                        digest,
-                        (identity.clone(), expires.min(now + VERIFIED_FOR_SECS)),
-                    );
-                }
-                Ok(identity)
+                Ok(Identity { realm, user })
             }
         }
     }
@@ -253,9 +227,51 @@ struct Keys {
     fetched_at: Option<Instant>,
 }
 
+/// Tokens whose signature and claims were verified, until their `exp`: the proxy in front
+/// sends the same token with every request of a session (an ID token, an assertion until
+/// it is re-signed), and verifying an ECDSA or RSA signature costs more than the rest of a
+/// check together. Keyed by the whole token, so only that exact string is believed again;
+/// forgotten when the keys change.
+#[derive(Default)]
+struct VerifiedTokens(std::sync::Mutex<std::collections::HashMap<String, (Claims, i64)>>);
+
+type Claims = Arc<serde_json::Map<String, Value>>;
+
+impl VerifiedTokens {
+    /// The claims of `token` if it was verified and has not expired at `now` (`leeway`
+    /// seconds past `exp` allowed, as when it was verified).
+    fn get(&self, token: &str, now: i64, leeway: i64) -> Option<Claims> {
+        let entries = self.0.lock().ok()?;
+        let (claims, exp) = entries.get(token)?;
+        (now < exp.saturating_add(leeway)).then(|| claims.clone())
+    }
+
+    fn insert(&self, token: &str, claims: Claims, now: i64, leeway: i64) {
+        let Some(exp) = claims.get("exp").and_then(Value::as_i64) else {
+            return;
+        };
+        if let Ok(mut entries) = self.0.lock() {
+            if entries.len() >= MAX_VERIFIED_TOKENS {
+                entries.retain(|_, (_, exp)| now < exp.saturating_add(leeway));
+                if entries.len() >= MAX_VERIFIED_TOKENS {
+                    entries.clear();
+                }
+            }
+            entries.insert(token.to_owned(), (claims, exp));
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.0.lock() {
+            entries.clear();
+        }
+    }
+}
+
 pub struct JwtVerifier {
     source: KeySource,
     keys: RwLock<Keys>,
+    verified: VerifiedTokens,
     /// One refresh at a time; a token with an unknown `kid` waits for it.
     refreshing: tokio::sync::Mutex<()>,
     refresh_min: Duration,
@@ -319,6 +335,7 @@ impl JwtVerifier {
                 fetched_at: None,
             }),
             refreshing: tokio::sync::Mutex::new(()),
+            verified: VerifiedTokens::default(),
             refresh_min: Duration::from_secs(config.jwks_refresh_min_secs.max(1)),
             validation,
             algorithms,
@@ -334,6 +351,8 @@ impl JwtVerifier {
     }
 
     fn store(&self, set: JwkSet) {
+        // A key no longer listed must not keep vouching for the tokens it signed.
+        self.verified.clear();
         if let Ok(mut keys) = self.keys.write() {
             *keys = Keys {
                 set: Arc::new(set),
@@ -349,9 +368,14 @@ impl JwtVerifier {
         }
     }
 
-    async fn verify(&self, token: &str) -> Result<serde_json::Map<String, Value>, IdentityRefused> {
+    async fn verify(&self, token: &str) -> Result<Claims, IdentityRefused> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(IdentityRefused::Malformed);
+        }
+        let now = i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(0);
+        if let Some(claims) = self.verified.get(token, now, leeway) {
+            return Ok(claims);
         }
         // `alg: none` and unknown algorithms fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| IdentityRefused::Malformed)?;
@@ -370,7 +394,9 @@ impl JwtVerifier {
         validation.algorithms = vec![header.alg];
         let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
             .map_err(|error| refusal_of(error.kind()))?;
-        Ok(data.claims)
+        let claims = Arc::new(data.claims);
+        self.verified.insert(token, claims.clone(), now, leeway);
+        Ok(claims)
     }
 
     /// The key a token names: by `kid`, or the only key of the set when the token names
@@ -470,4 +496,58 @@ async fn fetch_jwks(url: &url::Url) -> Result<JwkSet, String> {
     .await
     .map_err(|_| format!("{url}: no answer within 10 s"))??;
     serde_json::from_slice(&body).map_err(|error| format!("{url}: not a JWKS: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64) -> Claims {
+        let mut claims = serde_json::Map::new();
+        claims.insert("exp".to_owned(), Value::from(exp));
+        Arc::new(claims)
+    }
+
+    #[test]
+    fn a_verified_token_is_believed_again_until_it_expires() {
+        let verified = VerifiedTokens::default();
+        assert!(verified.get("a.b.c", 1_000, 5).is_none());
+        verified.insert("a.b.c", claims(1_010), 1_000, 5);
+        assert!(verified.get("a.b.c", 1_000, 5).is_some());
+        assert!(
+            verified.get("a.b.C", 1_000, 5).is_none(),
+            "only the exact token"
+        );
+        assert!(
+            verified.get("a.b.c", 1_014, 5).is_some(),
+            "within the leeway"
+        );
+        assert!(verified.get("a.b.c", 1_015, 5).is_none(), "expired");
+        verified.clear();
+        assert!(
+            verified.get("a.b.c", 1_000, 5).is_none(),
+            "forgotten with the keys"
+        );
+    }
+
+    #[test]
+    fn the_remembered_tokens_are_bounded() {
+        let verified = VerifiedTokens::default();
+        for index in 0..MAX_VERIFIED_TOKENS {
+            verified.insert(
+                &format!("t{index}"),
+                claims(if index == 0 { 900 } else { 2_000 }),
+                1_000,
+                0,
+            );
+        }
+        // Full: the expired entry goes first.
+        verified.insert("new", claims(2_000), 1_000, 0);
+        assert!(verified.get("new", 1_000, 0).is_some());
+        assert!(verified.get("t1", 1_000, 0).is_some());
+        // Full of live entries: all are forgotten rather than growing.
+        verified.insert("newer", claims(2_000), 1_000, 0);
+        assert!(verified.get("newer", 1_000, 0).is_some());
+        assert!(verified.get("t1", 1_000, 0).is_none());
+    }
 }

@@ -5,7 +5,8 @@
 //!   else as an error); the shipped nginx configuration sends 401 on to `/forward-auth`
 //!   with `error_page`, which redirects browsers.
 //! - `/forward-auth` answers 2xx, 302 (a browser navigation without a device session), 401,
-//!   403 or 503 (Caddy `forward_auth`, Traefik `ForwardAuth`, nginx's `error_page`).
+//!   403 or 503 (Caddy `forward_auth`, Traefik `ForwardAuth`, nginx's `error_page`); also
+//!   under `/forward-auth/<original path>` (Envoy's HTTP ext_authz, `path_prefix`).
 //!
 //! An allowed answer carries the identity for the app (`X-Enroll-User`, `-Realm`,
 //! `-Device-Id`, `-Device-Type`), the request's cookies without the gate's own
@@ -67,6 +68,8 @@ pub fn router(gate: Arc<Gate>, limits: RateLimits, timeout: std::time::Duration)
     let check_routes = Router::new()
         .route("/auth-request", any(auth_request))
         .route("/forward-auth", any(forward_auth))
+        .route("/forward-auth/", any(forward_auth_prefixed))
+        .route("/forward-auth/{*original}", any(forward_auth_prefixed))
         .with_state(state.clone());
     check_routes
         .merge(page::routes(&prefix, state))
@@ -96,11 +99,49 @@ async fn forward_auth(
     check(state, peer, query, headers, Answering::ForwardAuth).await
 }
 
+/// Envoy's HTTP ext_authz (Istio's `envoyExtAuthzHttp`) appends the original path and
+/// query to its path prefix: `/forward-auth/<original path>?<original query>`. That query
+/// is the client's, never the check's parameters (a client would choose its device type);
+/// the original URL is `Host` and that path unless the proxy sent `X-Original-URL`.
+async fn forward_auth_prefixed(
+    State(state): State<GateState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let original = uri
+        .path_and_query()
+        .map(|path| path.as_str())
+        .and_then(|path| path.strip_prefix("/forward-auth"))
+        .unwrap_or("/");
+    let url = OriginalUrl::from_forwarded(&headers)
+        .filter(|_| headers.contains_key("x-original-url"))
+        .or_else(|| {
+            let text = |name| headers.get(name).and_then(|value| value.to_str().ok());
+            let scheme = text("x-forwarded-proto").unwrap_or("https");
+            OriginalUrl::parse(&format!("{scheme}://{}{original}", text("host")?))
+        });
+    let query = CheckQuery { device_type: None };
+    check_url(state, peer, query, headers, url, Answering::ForwardAuth).await
+}
+
 async fn check(
     state: GateState,
     peer: SocketAddr,
     query: CheckQuery,
     headers: HeaderMap,
+    answering: Answering,
+) -> Response {
+    let url = OriginalUrl::from_forwarded(&headers);
+    check_url(state, peer, query, headers, url, answering).await
+}
+
+async fn check_url(
+    state: GateState,
+    peer: SocketAddr,
+    query: CheckQuery,
+    headers: HeaderMap,
+    url: Option<OriginalUrl>,
     answering: Answering,
 ) -> Response {
     let gate = &state.gate;
@@ -114,7 +155,7 @@ async fn check(
         peer: peer.ip().to_canonical(),
         client_ip: Some(client_ip),
         headers: &headers,
-        url: OriginalUrl::from_forwarded(&headers),
+        url,
         device_type: device_type.as_deref(),
     };
     let verdict = match tokio::time::timeout(state.timeout, gate.check(&request)).await {
