@@ -11,10 +11,12 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_rs_proto::RequestChallengeResponse;
 
 mod identity;
+mod models;
 mod secrets;
 mod sessions;
 
 use identity::*;
+use models::*;
 use sessions::*;
 
 /// The protected host in these tests: the relying party's origin (localhost, any port).
@@ -73,7 +75,7 @@ async fn page_api(stack: &TestStack, jwt: &str, path: &str, body: &Value) -> Pag
 async fn sign_in(
     stack: &TestStack,
     jwt: &str,
-    passkey: &mut SoftPasskey,
+    passkey: &mut impl WebauthnAuthenticator,
     device_type: &str,
 ) -> String {
     let back = format!("http://{HOST}/app?from=gate");
@@ -90,7 +92,7 @@ async fn sign_in(
 async fn sign_in_answer(
     stack: &TestStack,
     jwt: &str,
-    passkey: &mut SoftPasskey,
+    passkey: &mut impl WebauthnAuthenticator,
     device_type: &str,
     return_url: &str,
 ) -> PageAnswer {
@@ -141,4 +143,5 @@ enroll_e2e::on_both_backends!(
     the_page_refuses_other_origins_and_foreign_return_urls,
     decisions_are_audited_without_secrets,
     the_page_is_rate_limited_per_client_address,
+    a_model_flagged_by_the_metadata_is_refused_at_the_next_request,
 );
