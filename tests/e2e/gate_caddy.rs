@@ -8,9 +8,10 @@ use enroll_e2e::{Backend, GateSite, ProxyKind};
 
 use crate::gate_nginx::{
     answers_without_a_session, checks_a_websocket_when_it_opens,
-    gives_the_app_only_the_gates_identity, refuses_an_any_device_on_enclave_only,
-    refuses_cookies_that_are_no_session, refuses_identities_that_are_not_valid,
-    refuses_return_urls_on_other_hosts,
+    gives_the_app_only_the_gates_identity, never_passes_a_clients_identity_header_to_the_gate,
+    refuses_an_any_device_on_enclave_only, refuses_cookies_that_are_no_session,
+    refuses_identities_that_are_not_valid, refuses_return_urls_on_other_hosts,
+    site_trusting_plain_headers,
 };
 use crate::gate_nginx_browser::signs_in_reaches_the_app_and_revocation_ends_it;
 
@@ -34,7 +35,15 @@ async fn checks_like_behind_nginx(backend: Backend) {
     refuses_return_urls_on_other_hosts(&site).await;
 }
 
+async fn a_clients_identity_header_never_reaches_the_gate(backend: Backend) {
+    let test = "gate_caddy::a_clients_identity_header_never_reaches_the_gate";
+    if let Some(site) = site_trusting_plain_headers(backend, ProxyKind::Caddy, test).await {
+        never_passes_a_clients_identity_header_to_the_gate(&site).await;
+    }
+}
+
 enroll_e2e::on_both_backends!(
     enrolled_device_signs_in_and_revocation_ends_it,
     checks_like_behind_nginx,
+    a_clients_identity_header_never_reaches_the_gate,
 );

@@ -553,4 +553,63 @@ enroll_e2e::on_both_backends!(
     an_enclave_only_route_refuses_an_any_device,
     a_websocket_is_checked_when_it_opens,
     a_return_url_on_another_host_is_refused,
+    a_clients_identity_header_never_reaches_the_gate,
 );
+
+/// A gate in header mode that trusts the proxy (127.0.0.1): the shipped configuration
+/// strips the plain identity headers a client sends, so none of them names a user at the
+/// check or on the sign-in page.
+pub(crate) async fn site_trusting_plain_headers(
+    backend: Backend,
+    kind: ProxyKind,
+    test: &str,
+) -> Option<GateSite> {
+    GateSite::start_with(backend, kind, test, Vec::new(), |gate| {
+        gate.identity.mode = enroll_device::config::IdentityMode::Header;
+        gate.identity.header = "X-Forwarded-User".to_owned();
+        gate.identity.realm = "acme".to_owned();
+    })
+    .await
+}
+
+pub(crate) async fn never_passes_a_clients_identity_header_to_the_gate(site: &GateSite) {
+    for header in ["X-Forwarded-User", "x-forwarded-user", "X-FORWARDED-USER"] {
+        let spoofed = [(header, "alice")];
+        let check = site.proxy.get("/app/", &with(FETCH, None, &spoofed)).await;
+        assert_eq!(check.status, 401, "{header}: {check:?}");
+        assert_eq!(
+            check.json()["error"],
+            "UNAUTHENTICATED",
+            "{header}: {check:?}"
+        );
+        let navigation = site
+            .proxy
+            .get(
+                "/admin/",
+                &with(&[("Sec-Fetch-Mode", "navigate")], None, &spoofed),
+            )
+            .await;
+        assert_eq!(navigation.status, 401, "{header}: {navigation:?}");
+        let page = site
+            .proxy
+            .request(
+                "POST",
+                "/.enroll-gate/api/status",
+                &[
+                    (header, "alice"),
+                    ("Origin", site.proxy.origin().as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                Some(r#"{"type":"any"}"#),
+            )
+            .await;
+        assert_eq!(page.status, 401, "{header}: {page:?}");
+    }
+}
+
+async fn a_clients_identity_header_never_reaches_the_gate(backend: Backend) {
+    let test = "gate_nginx::a_clients_identity_header_never_reaches_the_gate";
+    if let Some(site) = site_trusting_plain_headers(backend, ProxyKind::Nginx, test).await {
+        never_passes_a_clients_identity_header_to_the_gate(&site).await;
+    }
+}

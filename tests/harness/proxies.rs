@@ -379,6 +379,17 @@ impl GateSite {
         test: &str,
         policies: Vec<enroll_shared::proto::policy::v1::Policy>,
     ) -> Option<Self> {
+        Self::start_with(backend, kind, test, policies, |_| {}).await
+    }
+
+    /// [`GateSite::start`] with the gate's configuration changed by `configure`.
+    pub async fn start_with(
+        backend: crate::Backend,
+        kind: ProxyKind,
+        test: &str,
+        policies: Vec<enroll_shared::proto::policy::v1::Policy>,
+        configure: impl Fn(&mut enroll_device::config::GateConfig),
+    ) -> Option<Self> {
         let binary = match kind {
             ProxyKind::Nginx => nginx_or_skip(test)?,
             ProxyKind::Caddy => caddy_or_skip(test)?,
@@ -386,7 +397,8 @@ impl GateSite {
         let issuer = crate::JwtIssuer::new();
         // The proxy's address is in the gate's configuration, so it is chosen first.
         let port = free_port();
-        let gate = crate::gate_config(&issuer, &[format!("localhost:{port}")]);
+        let mut gate = crate::gate_config(&issuer, &[format!("localhost:{port}")]);
+        configure(&mut gate);
         let stack = policies
             .into_iter()
             .fold(crate::TestStack::builder(backend), |builder, policy| {
