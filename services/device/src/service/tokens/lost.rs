@@ -85,7 +85,7 @@ impl Tokens {
         let view = |created: &tokens::Model| {
             Ok(LostTokenReplacement {
                 expire_time: created.expire_time,
-                token: convert::token(created, Some(&user))?,
+                token: convert::token(created, Some(&user), self.clock.now())?,
                 password: password.clone(),
             })
         };
@@ -160,6 +160,9 @@ impl Tokens {
             locked_until: None,
             replaced_by: None,
             hardware: false,
+            verify_state: None,
+            verify_deadline: None,
+            verify_attempts_left: None,
         };
         Ok((replacement, password))
     }
