@@ -35,7 +35,11 @@ async fn enroll_verify_and_assign_with_a_code(backend: Backend) {
         .as_ref()
         .to_vec();
     let shown = ctl(&stack, &["token", "get", &serial]).await.ok();
-    assert!(shown.stdout.contains("enrollment:  verify_pending"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("enrollment:  verify_pending"),
+        "{}",
+        shown.stdout
+    );
 
     let wrong = ctl(
         &stack,
@@ -47,7 +51,11 @@ async fn enroll_verify_and_assign_with_a_code(backend: Backend) {
     let verified = ctl(&stack, &["token", "verify", &serial, &hotp_code(&seed, 0)])
         .await
         .ok();
-    assert!(verified.stdout.contains("enrollment:  enrolled"), "{}", verified.stdout);
+    assert!(
+        verified.stdout.contains("enrollment:  enrolled"),
+        "{}",
+        verified.stdout
+    );
 
     let csv = write_csv(&format!("HW-CTL,{RFC4226_SEED_HEX},hotp,6,0\n"));
     ctl(&stack, &["token", "import", &csv.1, "--realm", "corp"])
