@@ -188,6 +188,15 @@ async fn wrong_codes_fail_the_enrollment_and_erase_the_seed(backend: Backend) {
         late.message()
     );
     assert!(!validates(&mut proxy, "alice", &hotp_code(&seed, 0)).await);
+    // Never usable, so no temporary password replaces it.
+    let lost = admin
+        .report_lost_token(pb::ReportLostTokenRequest {
+            serial: serial.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(lost.code(), Code::FailedPrecondition, "{}", lost.message());
     let reasons: Vec<String> = audit_events_by_action(&mut admin, "verify_token")
         .await
         .into_iter()

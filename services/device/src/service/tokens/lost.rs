@@ -39,6 +39,19 @@ impl Tokens {
                 "token `{serial}` is not assigned to anyone"
             )));
         };
+        // A token that never passed its verify step was never the user's working token: no
+        // temporary password stands in for it (disable or delete it instead).
+        let enrollment = crate::domain::verify::EnrollmentState::of(
+            row.token.verify_state.as_deref(),
+            row.token.verify_deadline,
+            self.clock.now(),
+        );
+        if enrollment != crate::domain::verify::EnrollmentState::Enrolled {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is {}: it was never usable, so nothing replaces it; delete it instead",
+                enrollment.as_str()
+            )));
+        }
         let mut audit = self.gate.record(
             actor,
             "report_lost_token",
