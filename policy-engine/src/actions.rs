@@ -31,6 +31,8 @@ pub enum ActionName {
     WebauthnAaguidAllow,
     WebauthnAaguidDeny,
     WebauthnMinCertification,
+    OtpVerifyWindowMinutes,
+    OtpVerifyAttempts,
 }
 
 /// How values of one action are written and checked.
@@ -74,7 +76,7 @@ pub enum Merge {
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 22] = [
+    pub const ALL: [ActionName; 24] = [
         ActionName::MaxTokenPerUser,
         ActionName::MaxTokenPerRealm,
         ActionName::MaxActiveTokenPerUser,
@@ -97,6 +99,8 @@ impl ActionName {
         ActionName::WebauthnAaguidAllow,
         ActionName::WebauthnAaguidDeny,
         ActionName::WebauthnMinCertification,
+        ActionName::OtpVerifyWindowMinutes,
+        ActionName::OtpVerifyAttempts,
     ];
 
     /// The name policies store it under (privacyIDEA spelling where one exists).
@@ -124,6 +128,8 @@ impl ActionName {
             ActionName::WebauthnAaguidAllow => "webauthn_aaguid_allow",
             ActionName::WebauthnAaguidDeny => "webauthn_aaguid_deny",
             ActionName::WebauthnMinCertification => "webauthn_min_certification",
+            ActionName::OtpVerifyWindowMinutes => "otp_verify_window_minutes",
+            ActionName::OtpVerifyAttempts => "otp_verify_attempts",
         }
     }
 
@@ -169,6 +175,8 @@ impl ActionName {
             }
             ActionName::LostTokenValid => ValueKind::Int { min: 1, max: 365 },
             ActionName::EnrollmentLinkTtlHours => ValueKind::Int { min: 1, max: 720 },
+            ActionName::OtpVerifyWindowMinutes => ValueKind::Int { min: 1, max: 1440 },
+            ActionName::OtpVerifyAttempts => ValueKind::Int { min: 1, max: 20 },
             ActionName::OtpPinRandomContent
             | ActionName::OtpPinContents
             | ActionName::LostTokenPwContents => ValueKind::Classes,
@@ -186,6 +194,8 @@ impl ActionName {
             | ActionName::MaxTokenPerRealm
             | ActionName::MaxActiveTokenPerUser
             | ActionName::EnrollmentLinkTtlHours
+            | ActionName::OtpVerifyWindowMinutes
+            | ActionName::OtpVerifyAttempts
             | ActionName::OtpPinMaxLength => Merge::Smallest,
             ActionName::OtpPinMinLength | ActionName::WebauthnMinCertification => Merge::Largest,
             ActionName::WebauthnAaguidAllow => Merge::Intersect,
@@ -548,6 +558,20 @@ mod tests {
             ),
             (ActionName::LostTokenValid, "366", None),
             (ActionName::EnrollmentLinkTtlHours, "721", None),
+            (ActionName::OtpVerifyWindowMinutes, "0", None),
+            (
+                ActionName::OtpVerifyWindowMinutes,
+                "1440",
+                Some(ActionValue::Int(1440)),
+            ),
+            (ActionName::OtpVerifyWindowMinutes, "1441", None),
+            (ActionName::OtpVerifyAttempts, "0", None),
+            (
+                ActionName::OtpVerifyAttempts,
+                "20",
+                Some(ActionValue::Int(20)),
+            ),
+            (ActionName::OtpVerifyAttempts, "21", None),
             (ActionName::OtpPinMinLength, "0", Some(ActionValue::Int(0))),
             (
                 ActionName::Autoassignment,

@@ -30,6 +30,10 @@ pub struct Settings {
     pub webauthn_aaguid_deny: ModelList,
     /// The lowest FIDO certification a registering model must have.
     pub webauthn_min_certification: CertificationLevel,
+    /// Minutes a verify-pending OTP enrollment waits for its first code.
+    pub otp_verify_window_minutes: u32,
+    /// Wrong first codes after which a verify-pending OTP enrollment fails.
+    pub otp_verify_attempts: u32,
 }
 
 /// The label template when no policy sets one: the serial.
@@ -62,6 +66,8 @@ impl Default for Settings {
             webauthn_aaguid_allow: AllowList::Unrestricted,
             webauthn_aaguid_deny: ModelList::default(),
             webauthn_min_certification: CertificationLevel::NotFidoCertified,
+            otp_verify_window_minutes: 10,
+            otp_verify_attempts: 5,
         }
     }
 }
@@ -102,6 +108,8 @@ impl Settings {
             (ActionName::WebauthnMinCertification, V::Certification(c)) => {
                 self.webauthn_min_certification = *c
             }
+            (ActionName::OtpVerifyWindowMinutes, V::Int(n)) => self.otp_verify_window_minutes = *n,
+            (ActionName::OtpVerifyAttempts, V::Int(n)) => self.otp_verify_attempts = *n,
             _ => {}
         }
     }

@@ -52,6 +52,7 @@ const DEVICE_RPCS: &[(&str, &[Role])] = &[
     ("DeleteToken", ADMIN),
     ("ListTokens", READERS),
     ("GetToken", READERS),
+    ("VerifyToken", ADMIN),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 mod policies;
 mod upgrade;
+mod verify;
 
 /// What one run printed and returned.
 struct Run {

@@ -108,6 +108,8 @@ pub struct Application {
     page: Arc<Devices>,
     /// What the pool-index refresher needs, when OTP tokens can be stored.
     pool_refresh: Option<PoolRefresh>,
+    /// Erases the seeds of expired verify-pending enrollments, when OTP tokens can be stored.
+    purge: Option<Tokens>,
     clock: SharedClock,
     metrics: Arc<MetricsExport>,
     /// The Prometheus endpoint's listener, unless `metrics.listen_addr` is empty.
@@ -314,6 +316,7 @@ impl Application {
                  (user, client) pair instead of locking the token for everyone"
             );
         }
+        let purge = cipher.is_some().then(|| tokens.clone());
         let pool_refresh = cipher.map(|cipher| PoolRefresh {
             index: tokens.pool_index().clone(),
             cipher,
@@ -355,6 +358,7 @@ impl Application {
             grpc,
             page,
             pool_refresh,
+            purge,
             clock,
             metrics: Arc::new(metrics),
             metrics_listener,
@@ -408,6 +412,7 @@ impl Application {
             grpc,
             page,
             pool_refresh,
+            purge,
             clock,
             metrics,
             metrics_listener,
@@ -518,6 +523,10 @@ impl Application {
                 server.stopping.clone(),
             ))
         });
+        if let Some(purge) = purge {
+            // Every `tokens::PURGE_INTERVAL`: docs/tokens.md states the bound.
+            tokio::spawn(purge.keep_purging(server.stopping.clone()));
+        }
         if let Some(refresh) = pool_refresh {
             tokio::spawn(crate::service::pool_index::keep_fresh(
                 refresh.index,

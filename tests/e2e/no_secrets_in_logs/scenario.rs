@@ -136,6 +136,41 @@ async fn tokens(stack: &TestStack, used: &mut Used) {
     used.secret("erin's pass", &erin_pass);
     used.secret("erin's OTP", &erin_code);
 
+    // TOTP enrolled verify pending: a wrong first code, then the right one.
+    let frank = admin
+        .enroll_token(pb::EnrollTokenRequest {
+            realm: "corp".into(),
+            user: "frank".into(),
+            r#type: pb::TokenType::Totp as i32,
+            digits: DIGITS,
+            verify: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let frank_seed = seed_of(&frank);
+    let frank_serial = frank.token.clone().unwrap().serial;
+    let frank_code = totp_code_with(&frank_seed, now_step(), DIGITS);
+    let frank_wrong = totp_code_with(&frank_seed, now_step() + 1000, DIGITS);
+    let first_code = |code: &str| pb::VerifyTokenRequest {
+        realm: "corp".into(),
+        serial: frank_serial.clone(),
+        code: code.into(),
+        ..Default::default()
+    };
+    let refused = admin
+        .verify_token(first_code(&frank_wrong))
+        .await
+        .unwrap_err();
+    used.error(refused);
+    admin.verify_token(first_code(&frank_code)).await.unwrap();
+    used.seed("frank's seed", &frank_seed);
+    used.secret("frank's enrollment secret", &frank.secret_base32);
+    used.secret("frank's first code", &frank_code);
+    used.secret("frank's wrong first code", &frank_wrong);
+    used.serials.push(frank_serial);
+
     // Lost token: a temporary password that works.
     let lost = admin
         .report_lost_token(pb::ReportLostTokenRequest {
@@ -183,15 +218,20 @@ async fn tokens(stack: &TestStack, used: &mut Used) {
     used.secret("second autoassignment pass", &second);
     used.serials.push("HYG-AUTO".into());
 
-    admin
-        .assign_token(pb::AssignTokenRequest {
-            serial: "HYG-DAVE".into(),
-            realm: "corp".into(),
-            user: "dave".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // Assigned with a possession proof (a wrong code first).
+    let proof = hotp_code_with(&dave_seed, 0, DIGITS);
+    let wrong_proof = hotp_code_with(&dave_seed, 1_000_000, DIGITS);
+    let assign = |code: &str| pb::AssignTokenRequest {
+        serial: "HYG-DAVE".into(),
+        realm: "corp".into(),
+        user: "dave".into(),
+        code: code.into(),
+        ..Default::default()
+    };
+    used.error(admin.assign_token(assign(&wrong_proof)).await.unwrap_err());
+    admin.assign_token(assign(&proof)).await.unwrap();
+    used.secret("dave's possession code", &proof);
+    used.secret("dave's wrong possession code", &wrong_proof);
     admin
         .set_pin(pb::SetPinRequest {
             serial: "HYG-DAVE".into(),
@@ -201,7 +241,7 @@ async fn tokens(stack: &TestStack, used: &mut Used) {
         .await
         .unwrap();
     // The right OTP behind a wrong PIN.
-    let dave_code = hotp_code_with(&dave_seed, 0, DIGITS);
+    let dave_code = hotp_code_with(&dave_seed, 1, DIGITS);
     let wrong_pin = format!("{WRONG_PIN}{dave_code}");
     used.secret("dave's OTP", &dave_code);
     assert!(!validate(&mut proxy, "dave", &wrong_pin).await.ok);

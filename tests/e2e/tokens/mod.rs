@@ -344,3 +344,5 @@ mod lost;
 mod import;
 
 mod idempotency;
+
+mod verify;

@@ -171,6 +171,7 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 user: s("kate"),
                 client_ip: s("10.0.0.1"),
                 request_id: s("r3"),
+                code: s("123456"),
             }
             .encode_to_vec(),
         ),
@@ -232,6 +233,16 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
         (
             "GetToken",
             pb::GetTokenRequest { serial: s("HW1") }.encode_to_vec(),
+        ),
+        (
+            "VerifyToken",
+            pb::VerifyTokenRequest {
+                realm: s("acme"),
+                serial: s("HW1"),
+                code: s("12345678"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
         ),
         (
             "GetMetadataStatus",

@@ -235,6 +235,19 @@ pub enum TokenCommand {
         /// Idempotency key: a retry with the same id changes nothing more.
         #[arg(long)]
         request_id: Option<String>,
+        /// Possession proof: a code the token shows now; assigned only if it verifies.
+        #[arg(long)]
+        code: Option<String>,
+    },
+    /// Verify the first code of a token enrolled with `--verify`: it becomes usable.
+    Verify {
+        serial: String,
+        code: String,
+        /// The token's realm [default: read from the token].
+        #[arg(long)]
+        realm: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
     },
     /// Return a token to its realm's pool (its PIN is cleared).
     Unassign { serial: String },
@@ -292,6 +305,10 @@ pub struct EnrollArgs {
     /// Draw the QR code dark on light (for terminals with a light background).
     #[arg(long)]
     pub qr_invert: bool,
+    /// Enroll verify pending: the token validates only after `token verify` with a first
+    /// correct code within the policy's window.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

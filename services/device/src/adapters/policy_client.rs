@@ -269,6 +269,16 @@ pub(crate) fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decis
         Some(settings.enrollment_link_ttl_hours),
         0..=720,
     )?;
+    in_range(
+        "otp_verify_window_minutes",
+        Some(settings.otp_verify_window_minutes),
+        0..=1440,
+    )?;
+    in_range(
+        "otp_verify_attempts",
+        Some(settings.otp_verify_attempts),
+        0..=20,
+    )?;
     let webauthn_device_type =
         DeviceKind::parse(&settings.webauthn_device_type).ok_or_else(|| {
             PolicyError::BadAnswer(format!(
@@ -318,6 +328,15 @@ pub(crate) fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decis
             webauthn_aaguid_allow,
             webauthn_aaguid_deny,
             webauthn_min_certification,
+            // 0 is "unset" (a policy service older than these actions): the defaults.
+            otp_verify_window_minutes: or_default(
+                settings.otp_verify_window_minutes,
+                defaults.otp_verify_window_minutes,
+            ),
+            otp_verify_attempts: or_default(
+                settings.otp_verify_attempts,
+                defaults.otp_verify_attempts,
+            ),
         },
         decided_by: response.decided_by,
         policy_set_version: response.policy_set_version,
@@ -500,6 +519,8 @@ mod tests {
         .unwrap();
         assert_eq!(unset.settings.lost_token_pw_len, 10);
         assert_eq!(unset.settings.lost_token_valid_days, 10);
+        assert_eq!(unset.settings.otp_verify_window_minutes, 10);
+        assert_eq!(unset.settings.otp_verify_attempts, 5);
         for bad in [
             pb::EnrollmentSettings {
                 lost_token_pw_len: u32::MAX,
@@ -515,6 +536,14 @@ mod tests {
             },
             pb::EnrollmentSettings {
                 otp_pin_random: Some(1_000_000),
+                ..fine.clone()
+            },
+            pb::EnrollmentSettings {
+                otp_verify_window_minutes: 1441,
+                ..fine.clone()
+            },
+            pb::EnrollmentSettings {
+                otp_verify_attempts: 21,
                 ..fine.clone()
             },
         ] {

@@ -127,6 +127,10 @@ pub struct Settings {
     pub webauthn_aaguid_deny: AaguidList,
     /// `webauthn_min_certification`: `NotFidoCertified` = no minimum.
     pub webauthn_min_certification: CertificationLevel,
+    /// `otp_verify_window_minutes`: how long a verify-pending OTP token waits for its first code.
+    pub otp_verify_window_minutes: u32,
+    /// `otp_verify_attempts`: wrong first codes before a verify-pending enrollment fails.
+    pub otp_verify_attempts: u32,
 }
 
 impl Settings {
@@ -161,6 +165,8 @@ impl Default for Settings {
             webauthn_aaguid_allow: None,
             webauthn_aaguid_deny: AaguidList::default(),
             webauthn_min_certification: CertificationLevel::NotFidoCertified,
+            otp_verify_window_minutes: 10,
+            otp_verify_attempts: 5,
         }
     }
 }

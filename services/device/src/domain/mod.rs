@@ -16,6 +16,7 @@ pub mod pins;
 pub mod random;
 pub mod secrets;
 pub mod tokens;
+pub mod verify;
 
 #[cfg(test)]
 #[path = "proptests.rs"]

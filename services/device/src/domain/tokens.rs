@@ -322,6 +322,9 @@ pub struct Token {
     pub create_time: DateTime<Utc>,
     pub expire_time: Option<DateTime<Utc>>,
     pub description: String,
+    /// Enrolled, or where its verify step stands (at the time the view was made).
+    #[serde(default)]
+    pub enrollment: super::verify::EnrollmentState,
 }
 
 /// An enrolled token with what is shown once: the seed (in the URI and base32) and a

@@ -10,7 +10,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 27] = [
+pub const RPC_ROLES: [(&str, &[Role]); 28] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -33,6 +33,7 @@ pub const RPC_ROLES: [(&str, &[Role]); 27] = [
     ("DeleteToken", ADMIN),
     ("ListTokens", READERS),
     ("GetToken", READERS),
+    ("VerifyToken", ADMIN),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),

@@ -200,6 +200,13 @@ impl DeviceService for DeviceGrpc {
         tokens::get_token(&self.tokens, request).await
     }
 
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        tokens::verify_token(&self.tokens, request).await
+    }
+
     async fn validate(
         &self,
         request: Request<pb::ValidateRequest>,

@@ -11,6 +11,7 @@ use crate::domain::tokens::{
     EnrolledToken, HashAlgorithm, LostTokenReplacement, OtpParameters, PassAttempt, Token,
     TokenKind, TokenState, Verdict,
 };
+use crate::domain::verify::EnrollmentState;
 use crate::error::DeviceError;
 use crate::service::tokens::{Enrollment, Tokens};
 use crate::store::token_changes::TokenChange;
@@ -74,6 +75,7 @@ impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
             parameters,
             description: request.description,
             include_qr_png: request.include_qr_png,
+            verify: request.verify,
             request_id: request_id(&request.request_id)?,
         })
     }
@@ -116,6 +118,12 @@ pub fn token_to_proto(token: Token) -> pb::Token {
         create_time: timestamp(token.create_time),
         expire_time: token.expire_time.and_then(timestamp),
         description: token.description,
+        enrollment_state: match token.enrollment {
+            EnrollmentState::Enrolled => pb::EnrollmentState::Enrolled,
+            EnrollmentState::VerifyPending => pb::EnrollmentState::VerifyPending,
+            EnrollmentState::VerifyFailed => pb::EnrollmentState::VerifyFailed,
+            EnrollmentState::VerifyExpired => pb::EnrollmentState::VerifyExpired,
+        } as i32,
     }
 }
 
@@ -170,6 +178,31 @@ pub async fn enroll_token(
     let enrollment = Enrollment::try_from(request.into_inner())?;
     let enrolled = tokens.enroll(&actor, enrollment).await?;
     Ok(Response::new(enrolled_to_proto(enrolled)))
+}
+
+pub async fn verify_token(
+    tokens: &Tokens,
+    request: Request<pb::VerifyTokenRequest>,
+) -> Result<Response<pb::Token>, Status> {
+    let actor = actor(&request, &request.get_ref().client_ip)?;
+    let request = request.into_inner();
+    let realm = realm("realm", &request.realm)?;
+    let serial = serial(&request.serial)?;
+    let code = check_code("code", &request.code)?;
+    let token = tokens.verify(&actor, &realm, &serial, code).await?;
+    Ok(Response::new(token_to_proto(token)))
+}
+
+/// A one-time code: 6 or 8 ASCII digits (the token's own length is checked against it).
+fn check_code(field: &'static str, raw: &str) -> Result<String, DeviceError> {
+    if matches!(raw.len(), 6 | 8) && raw.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(raw.to_owned())
+    } else {
+        Err(DeviceError::invalid(
+            field,
+            "must be the token's 6 or 8 digits",
+        ))
+    }
 }
 
 pub async fn get_token(
@@ -238,9 +271,13 @@ pub async fn assign_token(
     let serial = serial(&request.serial)?;
     let realm = realm("realm", &request.realm)?;
     let user = user("user", &request.user)?;
+    let code = match request.code.as_str() {
+        "" => None,
+        raw => Some(check_code("code", raw)?),
+    };
     let request_id = request_id(&request.request_id)?;
     let token = tokens
-        .assign(&actor, &serial, &realm, &user, request_id.as_ref())
+        .assign(&actor, &serial, &realm, &user, code, request_id.as_ref())
         .await?;
     Ok(Response::new(token_to_proto(token)))
 }

@@ -29,9 +29,11 @@ pub struct Assignment<'a> {
     pub limits: &'a Limits,
 }
 
-/// Counts the user's holdings the way the limits do: tokens in any state and devices that
-/// are not revoked (a passkey-only user holds something).
-const HOLDINGS: &str = "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
+/// Counts the user's holdings: tokens in any state and devices that are not revoked (a
+/// passkey-only user holds something). A token whose verify step is pending, failed or
+/// expired is not "a token the user has" (it never validated).
+const HOLDINGS: &str = "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1 \
+     AND verify_state IS NULL) \
      + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')";
 
 impl TokenStore {
@@ -58,7 +60,8 @@ impl TokenStore {
             .await?)
     }
 
-    /// Whether the user holds any token (in any state) or any device that is not revoked.
+    /// Whether the user holds any token (in any state, not counting one enrolled with a
+    /// verify step that did not pass it) or any device that is not revoked.
     pub async fn holds_token_or_device(
         &self,
         realm: &Realm,
@@ -70,7 +73,7 @@ impl TokenStore {
             .query_one_raw(statement(
                 backend,
                 "SELECT (SELECT COUNT(*) FROM tokens t JOIN users u ON t.user_id = u.id \
-                         WHERE u.realm = $1 AND u.name = $2) \
+                         WHERE u.realm = $1 AND u.name = $2 AND t.verify_state IS NULL) \
                       + (SELECT COUNT(*) FROM devices d JOIN users u ON d.user_id = u.id \
                          WHERE u.realm = $3 AND u.name = $4 AND d.state <> 'revoked')",
                 vec![
@@ -237,10 +240,11 @@ impl TokenStore {
         };
         let refusal = if held > 0 {
             Some(LateRefusal::new("the user holds a token or device"))
-        } else if let Some(reached) = limits_reached(&transaction, realm, Some(user_id), &limits)
-            .await?
-            .into_iter()
-            .next()
+        } else if let Some(reached) =
+            limits_reached(&transaction, realm, Some(user_id), &limits, audit.time)
+                .await?
+                .into_iter()
+                .next()
         {
             Some(match reached {
                 DeviceError::LimitReached {

@@ -11,6 +11,7 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::devices::{Device, DeviceKind, DeviceState, Link, LinkState, LinkStatus};
 use crate::domain::names::{Realm, UserName};
 use crate::domain::tokens::{HashAlgorithm, Token, TokenKind, TokenState};
+use crate::domain::verify::EnrollmentState;
 use crate::error::DeviceError;
 
 macro_rules! same_enum {
@@ -103,6 +104,8 @@ pub(super) struct TokenFields<'a> {
     pub description: &'a str,
     pub create_time: DateTime<Utc>,
     pub expire_time: Option<DateTime<Utc>>,
+    pub verify_state: Option<&'a str>,
+    pub verify_deadline: Option<DateTime<Utc>>,
 }
 
 impl<'a> TokenFields<'a> {
@@ -121,10 +124,17 @@ impl<'a> TokenFields<'a> {
             description: &row.description,
             create_time: row.create_time,
             expire_time: row.expire_time,
+            verify_state: row.verify_state.as_deref(),
+            verify_deadline: row.verify_deadline,
         }
     }
 
-    pub fn into_token(self, owner: Option<UserName>) -> Result<Token, DeviceError> {
+    /// The view at `now` (the verify step's state depends on the clock).
+    pub fn into_token(
+        self,
+        owner: Option<UserName>,
+        now: DateTime<Utc>,
+    ) -> Result<Token, DeviceError> {
         let name = format!("token `{}`", self.serial);
         Ok(Token {
             serial: self.serial.to_owned(),
@@ -145,13 +155,18 @@ impl<'a> TokenFields<'a> {
             create_time: self.create_time,
             expire_time: self.expire_time,
             description: self.description.to_owned(),
+            enrollment: EnrollmentState::of(self.verify_state, self.verify_deadline, now),
         })
     }
 }
 
 /// A full token row as callers see it.
-pub fn token(row: &tokens::Model, owner: Option<&UserName>) -> Result<Token, DeviceError> {
-    TokenFields::of(row).into_token(owner.cloned())
+pub fn token(
+    row: &tokens::Model,
+    owner: Option<&UserName>,
+    now: DateTime<Utc>,
+) -> Result<Token, DeviceError> {
+    TokenFields::of(row).into_token(owner.cloned(), now)
 }
 
 pub(super) fn audit_event(row: audit_events::Model) -> AuditEvent {

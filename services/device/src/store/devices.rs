@@ -196,7 +196,7 @@ impl DeviceStore {
                 "this authenticator's credential is already registered".to_owned(),
             ));
         }
-        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &limits).await? {
+        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &limits, now).await? {
             return Err(error);
         }
         let row = devices::Model {
@@ -264,6 +264,7 @@ impl DeviceStore {
         realm: &Realm,
         user: &UserName,
         limits: &Limits,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<DeviceError>, DeviceError> {
         let user_id = users::Entity::find()
             .filter(users::Column::Realm.eq(realm.as_str()))
@@ -273,7 +274,7 @@ impl DeviceStore {
             .map(|row| row.id)
             // No row has id 0: a user never seen holds nothing.
             .unwrap_or(0);
-        limits_reached(&self.db, realm, Some(user_id), limits).await
+        limits_reached(&self.db, realm, Some(user_id), limits, now).await
     }
 
     pub async fn device(&self, id: &str) -> Result<Option<Device>, DeviceError> {

@@ -102,6 +102,12 @@ pub mod tokens {
         /// Imported by ImportTokens as a hardware token: the only kind autoassignment may
         /// hand out (a software token's seed was shown to whoever enrolled it).
         pub hardware: bool,
+        /// NULL: enrolled without a verify step; `pending` (waiting for a first code until
+        /// `verify_deadline`) or `failed` (see `domain::tokens::EnrollmentState`).
+        pub verify_state: Option<String>,
+        pub verify_deadline: Option<DateTimeUtc>,
+        /// Wrong first codes still allowed while pending.
+        pub verify_attempts_left: Option<i32>,
     }
 
     // Seeds and PINs stay out of logs even as ciphertext and hashes.

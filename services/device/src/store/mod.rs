@@ -19,3 +19,4 @@ pub mod sql;
 pub mod token_changes;
 pub mod tokens;
 pub mod validation;
+pub mod verify;

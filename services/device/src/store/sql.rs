@@ -8,6 +8,7 @@ use sea_orm::{
 
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
+use crate::domain::verify::holds_slot_sql;
 use crate::error::DeviceError;
 
 /// Writes `$n` placeholders as the backend wants them.
@@ -126,7 +127,9 @@ pub(super) async fn lock_user(
 
 /// What counts toward a limit, defined once for the enforcing transaction and for
 /// CheckEnrollment's answer: a user's or realm's tokens in any state (deleted ones are gone)
-/// and devices unless revoked; for the active limit, enabled tokens and live devices.
+/// and devices unless revoked; for the active limit, enabled tokens and live devices. A
+/// token enrolled with a verify step counts while pending, not once failed or expired
+/// (`verify::holds_slot_sql`, at the caller's `now`).
 #[derive(Debug, Clone, Copy)]
 enum Counted<'a> {
     HeldByUser(i64),
@@ -135,27 +138,30 @@ enum Counted<'a> {
 }
 
 impl Counted<'_> {
-    async fn count(self, db: &impl ConnectionTrait) -> Result<u64, DeviceError> {
-        let (sql, key): (&str, Value) = match self {
-            Counted::HeldByUser(user_id) => (
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1) \
-                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
-                user_id.into(),
-            ),
-            Counted::ActiveOfUser(user_id) => (
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND state = 'enabled') \
-                 + (SELECT COUNT(*) FROM devices WHERE user_id = $2 AND state <> 'revoked')",
-                user_id.into(),
-            ),
-            Counted::InRealm(realm) => (
-                "SELECT (SELECT COUNT(*) FROM tokens WHERE realm = $1) \
-                 + (SELECT COUNT(*) FROM devices WHERE realm = $2 AND state <> 'revoked')",
-                realm.as_str().into(),
-            ),
+    async fn count(
+        self,
+        db: &impl ConnectionTrait,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DeviceError> {
+        let (tokens, key): (&str, Value) = match self {
+            Counted::HeldByUser(user_id) => ("user_id = $1", user_id.into()),
+            Counted::ActiveOfUser(user_id) => {
+                ("user_id = $1 AND state = 'enabled'", user_id.into())
+            }
+            Counted::InRealm(realm) => ("realm = $1", realm.as_str().into()),
         };
+        let devices = match self {
+            Counted::InRealm(_) => "realm = $3",
+            _ => "user_id = $3",
+        };
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM tokens WHERE {tokens} AND {}) \
+             + (SELECT COUNT(*) FROM devices WHERE {devices} AND state <> 'revoked')",
+            holds_slot_sql("$2")
+        );
         let backend = db.get_database_backend();
         let row = db
-            .query_one_raw(statement(backend, sql, vec![key.clone(), key]))
+            .query_one_raw(statement(backend, &sql, vec![key.clone(), now.into(), key]))
             .await?
             .ok_or_else(|| sea_orm::DbErr::RecordNotFound("count".into()))?;
         let count: i64 = row.try_get_by_index(0)?;
@@ -167,8 +173,9 @@ impl Counted<'_> {
 pub(super) async fn counted_in_realm(
     db: &impl ConnectionTrait,
     realm: &Realm,
+    now: DateTime<Utc>,
 ) -> Result<u64, DeviceError> {
-    Counted::InRealm(realm).count(db).await
+    Counted::InRealm(realm).count(db, now).await
 }
 
 /// Every limit one more token or device would break. Without `user_id` (a pool token) only
@@ -178,6 +185,7 @@ pub(super) async fn limits_reached(
     realm: &Realm,
     user_id: Option<i64>,
     limits: &Limits,
+    now: DateTime<Utc>,
 ) -> Result<Vec<DeviceError>, DeviceError> {
     let checks = [
         (
@@ -201,7 +209,7 @@ pub(super) async fn limits_reached(
         let (Some((value, policy)), Some(counted)) = (set, counted) else {
             continue;
         };
-        if counted.count(db).await? >= u64::from(*value) {
+        if counted.count(db, now).await? >= u64::from(*value) {
             reached.push(DeviceError::LimitReached {
                 limit,
                 value: *value,
@@ -218,8 +226,9 @@ pub(super) async fn exceeded(
     realm: &Realm,
     user_id: Option<i64>,
     limits: &Limits,
+    now: DateTime<Utc>,
 ) -> Result<Option<DeviceError>, DeviceError> {
-    Ok(limits_reached(db, realm, user_id, limits)
+    Ok(limits_reached(db, realm, user_id, limits, now)
         .await?
         .into_iter()
         .next())

@@ -105,7 +105,7 @@ impl TokenStore {
             };
             if token.state != TokenStateColumn::Enabled
                 && let Some(error) =
-                    exceeded(&transaction, guard.realm, Some(owner_id), &limits).await?
+                    exceeded(&transaction, guard.realm, Some(owner_id), &limits, now).await?
             {
                 audit.result = "denied";
                 audit.reason = error.audit_reason();
@@ -153,12 +153,17 @@ impl TokenStore {
         Ok(Outcome::Done(after))
     }
 
-    /// Assigns a pool token of `realm` to `user`, within the user's limits.
+    /// Assigns a pool token of `realm` to `user`, within the user's limits. With the
+    /// `factor` (step or counter) of a code the caller checked, that code and every earlier
+    /// one are used up in the same update, or nothing is assigned if another request used
+    /// it first.
+    #[allow(clippy::too_many_arguments)]
     pub async fn assign(
         &self,
         serial: &str,
         realm: &Realm,
         user: &UserName,
+        factor: Option<i64>,
         limits: &Limits,
         mut audit: AuditRecord,
         idempotency: Option<Idempotency<'_, tokens::Model>>,
@@ -187,20 +192,49 @@ impl TokenStore {
             per_realm: None,
             ..limits.clone()
         };
-        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &user_limits).await? {
+        if let Some(error) = exceeded(&transaction, realm, Some(user_id), &user_limits, now).await?
+        {
             audit.result = "denied";
             audit.reason = error.audit_reason();
             Self::insert_audit(&transaction, audit).await?;
             transaction.commit().await?;
             return Err(error);
         }
-        transaction
-            .execute_raw(statement(
-                backend,
-                "UPDATE tokens SET user_id = $1 WHERE serial = $2",
-                vec![user_id.into(), serial.into()],
-            ))
-            .await?;
+        let assigned = match factor {
+            None => {
+                transaction
+                    .execute_raw(statement(
+                        backend,
+                        "UPDATE tokens SET user_id = $1 WHERE serial = $2",
+                        vec![user_id.into(), serial.into()],
+                    ))
+                    .await?
+            }
+            Some(factor) => {
+                let next = factor.checked_add(1).ok_or_else(|| {
+                    DeviceError::FailedPrecondition(format!(
+                        "token {serial}: its counter is exhausted"
+                    ))
+                })?;
+                transaction
+                    .execute_raw(statement(
+                        backend,
+                        "UPDATE tokens SET user_id = $1, counter = $2 \
+                         WHERE serial = $3 AND counter <= $4",
+                        vec![user_id.into(), next.into(), serial.into(), factor.into()],
+                    ))
+                    .await?
+            }
+        };
+        if assigned.rows_affected() != 1 {
+            let error = DeviceError::Refused {
+                reason: "WRONG_CODE",
+                message: format!("code: not an unused code of token `{serial}`"),
+            };
+            Self::insert_audit(&transaction, audit.denied("code already used")).await?;
+            transaction.commit().await?;
+            return Err(error);
+        }
         Self::insert_audit(&transaction, audit).await?;
         let after = tokens::Entity::find_by_id(serial.to_owned())
             .one(&transaction)
@@ -326,7 +360,7 @@ impl TokenStore {
             .collect();
         if let Some((limit, policy)) = per_realm {
             // Devices count toward the realm limit as they do for every other writer.
-            let held = counted_in_realm(&transaction, realm).await?;
+            let held = counted_in_realm(&transaction, realm, now).await?;
             if held + fresh.len() as u64 > u64::from(limit) {
                 let error = DeviceError::LimitReached {
                     limit: "max_token_per_realm",

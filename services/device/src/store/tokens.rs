@@ -45,6 +45,8 @@ struct ListedToken {
     description: String,
     create_time: DateTime<Utc>,
     expire_time: Option<DateTime<Utc>>,
+    verify_state: Option<String>,
+    verify_deadline: Option<DateTime<Utc>>,
 }
 
 impl ListedToken {
@@ -63,6 +65,8 @@ impl ListedToken {
             description: &self.description,
             create_time: self.create_time,
             expire_time: self.expire_time,
+            verify_state: self.verify_state.as_deref(),
+            verify_deadline: self.verify_deadline,
         }
     }
 }
@@ -152,7 +156,7 @@ impl TokenStore {
             transaction.commit().await?;
             return Ok(Outcome::Replayed(first));
         }
-        if let Some(error) = exceeded(&transaction, realm, user_id, limits).await? {
+        if let Some(error) = exceeded(&transaction, realm, user_id, limits, now).await? {
             Self::insert_audit(&transaction, audit.denied(error.audit_reason())).await?;
             transaction.commit().await?;
             return Err(error);
@@ -192,13 +196,15 @@ impl TokenStore {
         filter: &TokenFilter,
         after: Option<&str>,
         limit: u64,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Token>, DeviceError> {
         // No join: owner names come from a cache of immutable user rows, which makes the
         // page query about 40% cheaper for PostgreSQL.
         let mut sql = String::from(
             "SELECT t.serial, t.realm, t.user_id, t.token_type, t.state, t.digits, \
              t.period, t.algorithm, t.pin_hash IS NOT NULL AS has_pin, t.failure_count, \
-             t.label, t.description, t.create_time, t.expire_time \
+             t.label, t.description, t.create_time, t.expire_time, t.verify_state, \
+             t.verify_deadline \
              FROM tokens t WHERE 1 = 1",
         );
         let mut values: Vec<Value> = Vec::new();
@@ -251,7 +257,7 @@ impl TokenStore {
                     Some(name) => Some(convert::user(&format!("token `{}`", row.serial), name)?),
                     None => None,
                 };
-                row.fields().into_token(owner)
+                row.fields().into_token(owner, now)
             })
             .collect()
     }

@@ -11,6 +11,7 @@ use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::names::{Realm, UserName};
+use crate::domain::verify::EnrollmentState;
 use crate::error::DeviceError;
 
 impl TokenStore {
@@ -93,7 +94,8 @@ impl TokenStore {
             .execute_raw(statement(
                 backend,
                 "UPDATE tokens SET counter = $1, failure_count = 0 \
-                 WHERE serial = $2 AND counter <= $3 AND state = 'enabled'",
+                 WHERE serial = $2 AND counter <= $3 AND state = 'enabled' \
+                 AND verify_state IS NULL",
                 vec![next.into(), serial.into(), factor.into()],
             ))
             .await?;
@@ -166,6 +168,11 @@ fn unusable(token: &tokens::Model, now: chrono::DateTime<chrono::Utc>) -> Option
             TokenStateColumn::Lost => "lost",
         };
         return Some(state.to_owned());
+    }
+    // Enrolled with a verify step and not (yet) verified: the answer of a disabled token.
+    let enrollment = EnrollmentState::of(token.verify_state.as_deref(), token.verify_deadline, now);
+    if enrollment != EnrollmentState::Enrolled {
+        return Some(enrollment.as_str().to_owned());
     }
     token
         .expire_time

@@ -41,6 +41,7 @@ pub async fn run(ctx: &mut Ctx<'_>, command: TokenCommand) -> Result<(), CliErro
             user,
             client: client_ip,
             request_id,
+            code,
         } => {
             client
                 .assign_token(pb::AssignTokenRequest {
@@ -49,6 +50,35 @@ pub async fn run(ctx: &mut Ctx<'_>, command: TokenCommand) -> Result<(), CliErro
                     user,
                     client_ip: optional(client_ip),
                     request_id: optional(request_id),
+                    code: optional(code),
+                })
+                .await
+        }
+        TokenCommand::Verify {
+            serial,
+            code,
+            realm,
+            client: client_ip,
+        } => {
+            let realm = match realm {
+                Some(realm) => realm,
+                None => {
+                    client
+                        .get_token(pb::GetTokenRequest {
+                            serial: serial.clone(),
+                        })
+                        .await
+                        .map_err(ctx.conn.error(Service::Device))?
+                        .into_inner()
+                        .realm
+                }
+            };
+            client
+                .verify_token(pb::VerifyTokenRequest {
+                    realm,
+                    serial,
+                    code,
+                    client_ip: optional(client_ip),
                 })
                 .await
         }
@@ -108,6 +138,13 @@ fn token_state(raw: i32) -> String {
     enum_label(name, "TOKEN_STATE_", raw)
 }
 
+fn enrollment_state(raw: i32) -> String {
+    let name = pb::EnrollmentState::try_from(raw)
+        .ok()
+        .map(|s| s.as_str_name());
+    enum_label(name, "ENROLLMENT_STATE_", raw)
+}
+
 fn algorithm_name(raw: i32) -> String {
     let name = pb::HashAlgorithm::try_from(raw)
         .ok()
@@ -122,6 +159,7 @@ pub fn token_text(token: &pb::Token) -> String {
         ("realm", token.realm.clone()),
         ("user", token.user.clone()),
         ("state", token_state(token.state)),
+        ("enrollment", enrollment_state(token.enrollment_state)),
         ("label", token.label.clone()),
         ("digits", token.digits.to_string()),
         ("period", duration(token.period.as_ref())),
@@ -159,6 +197,7 @@ async fn enroll(ctx: &mut Ctx<'_>, args: EnrollArgs) -> Result<(), CliError> {
             include_qr_png: false,
             client_ip: optional(args.client),
             request_id: optional(args.request_id),
+            verify: args.verify,
         })
         .await
         .map_err(ctx.conn.error(Service::Device))?
@@ -190,6 +229,12 @@ async fn enroll(ctx: &mut Ctx<'_>, args: EnrollArgs) -> Result<(), CliError> {
         ctx,
         "The seed and URI are shown this once: the service never returns them again.\n",
     );
+    if args.verify {
+        note(
+            ctx,
+            "The token is verify pending: it validates only after `enrollctl token verify <serial> <code>` within the policy's window.\n",
+        );
+    }
     Ok(())
 }
 

@@ -103,7 +103,7 @@ impl Devices {
         if reasons.is_empty() && limited {
             let reached = self
                 .store
-                .limits_reached(&query.realm, &query.user, &limits)
+                .limits_reached(&query.realm, &query.user, &limits, self.now())
                 .await?;
             reasons.extend(reached.iter().map(ToString::to_string));
         }

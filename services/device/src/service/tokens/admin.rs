@@ -13,12 +13,15 @@ impl Tokens {
         serial: &Serial,
         realm: &Realm,
         user: &UserName,
+        code: Option<String>,
         request_id: Option<&RequestId>,
     ) -> Result<Token, DeviceError> {
+        // Whether a code came, never the code: a retry after success carries a used one.
         let digest = Digest::new()
             .text("serial", serial.as_str())
             .text("realm", realm.as_str())
-            .text("user", user.as_str());
+            .text("user", user.as_str())
+            .number("code", u8::from(code.is_some()));
         let idempotent = Idempotent::new(
             actor,
             Rpc::AssignToken,
@@ -50,7 +53,24 @@ impl Tokens {
         let audit = self
             .gate
             .record(actor, "assign_token", realm, Some(user), serial.as_str());
-        let view = |after: &tokens::Model| convert::token(after, Some(user));
+        // Possession proof: a code the token shows now, used up with the assignment.
+        let factor = match code {
+            Some(code) => match self.possession_factor(&row.token, code).await? {
+                Some(factor) => Some(factor),
+                None => {
+                    self.gate
+                        .audit(audit.denied("wrong code: possession not proven"))
+                        .await?;
+                    return Err(DeviceError::Refused {
+                        reason: "WRONG_CODE",
+                        message: format!("code: not a current code of token `{serial}`"),
+                    });
+                }
+            },
+            None => None,
+        };
+        let now = self.clock.now();
+        let view = |after: &tokens::Model| convert::token(after, Some(user), now);
         let seal = |after: &tokens::Model| seal(idempotent.as_ref(), &view(after)?);
         let outcome = self.metrics.limits(
             self.store
@@ -58,6 +78,7 @@ impl Tokens {
                     serial.as_str(),
                     realm,
                     user,
+                    factor,
                     &limits,
                     audit,
                     idempotent
@@ -229,7 +250,11 @@ impl Tokens {
         let unassigning = matches!(change, TokenChange::Unassign);
         let owner = if unassigning { None } else { before.user };
         let view = |after: &Option<tokens::Model>| {
-            convert::token(after.as_ref().unwrap_or(&before.token), owner.as_ref())
+            convert::token(
+                after.as_ref().unwrap_or(&before.token),
+                owner.as_ref(),
+                self.clock.now(),
+            )
         };
         let seal = |after: &Option<tokens::Model>| seal(idempotent, &view(after)?);
         let outcome = self.metrics.limits(

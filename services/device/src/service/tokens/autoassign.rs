@@ -618,6 +618,9 @@ mod tests {
             create_time: chrono::Utc::now(),
             expire_time: None,
             hardware: true,
+            verify_state: None,
+            verify_deadline: None,
+            verify_attempts_left: None,
             locked_until: None,
             replaced_by: None,
         };

@@ -90,6 +90,9 @@ impl Tokens {
                 replaced_by: None,
                 // The only way a token becomes hardware, and so autoassignable.
                 hardware: true,
+                verify_state: None,
+                verify_deadline: None,
+                verify_attempts_left: None,
             });
         }
         let total = batch.len();

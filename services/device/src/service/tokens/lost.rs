@@ -39,6 +39,19 @@ impl Tokens {
                 "token `{serial}` is not assigned to anyone"
             )));
         };
+        // A token that never passed its verify step was never the user's working token: no
+        // temporary password stands in for it (disable or delete it instead).
+        let enrollment = crate::domain::verify::EnrollmentState::of(
+            row.token.verify_state.as_deref(),
+            row.token.verify_deadline,
+            self.clock.now(),
+        );
+        if enrollment != crate::domain::verify::EnrollmentState::Enrolled {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "token `{serial}` is {}: it was never usable, so nothing replaces it; delete it instead",
+                enrollment.as_str()
+            )));
+        }
         let mut audit = self.gate.record(
             actor,
             "report_lost_token",
@@ -85,7 +98,7 @@ impl Tokens {
         let view = |created: &tokens::Model| {
             Ok(LostTokenReplacement {
                 expire_time: created.expire_time,
-                token: convert::token(created, Some(&user))?,
+                token: convert::token(created, Some(&user), self.clock.now())?,
                 password: password.clone(),
             })
         };
@@ -160,6 +173,9 @@ impl Tokens {
             locked_until: None,
             replaced_by: None,
             hardware: false,
+            verify_state: None,
+            verify_deadline: None,
+            verify_attempts_left: None,
         };
         Ok((replacement, password))
     }

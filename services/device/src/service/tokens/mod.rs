@@ -24,6 +24,7 @@ use crate::domain::tokens::{
     EnrolledToken, OtpParameters, ProvisioningUri, Token, TokenState, base32, new_seed, new_serial,
     qr_png, render_serial,
 };
+use crate::domain::verify::PENDING as VERIFY_PENDING;
 use crate::error::DeviceError;
 use crate::store::convert;
 use crate::store::entities::tokens;
@@ -35,6 +36,7 @@ mod client_trust;
 mod importing;
 mod lost;
 mod validation;
+mod verify;
 
 /// A validated EnrollToken request.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub struct Enrollment {
     pub description: String,
     /// Also return the otpauth URI as a QR code PNG.
     pub include_qr_png: bool,
+    /// Enroll verify pending: usable only after a first correct code (`VerifyToken`).
+    pub verify: bool,
     pub request_id: Option<RequestId>,
 }
 
@@ -62,6 +66,7 @@ impl Enrollment {
             .text("algorithm", parameters.algorithm.as_str())
             .text("description", &self.description)
             .number("include_qr_png", u8::from(self.include_qr_png))
+            .number("verify", u8::from(self.verify))
     }
 }
 
@@ -239,6 +244,16 @@ impl Tokens {
             ),
             None => None,
         };
+        let now = self.clock.now();
+        // Verify pending: the window and attempts the policy says now are stored with the
+        // token, so a later policy change does not move its deadline.
+        let verify = enrollment.verify.then(|| {
+            let window = chrono::Duration::minutes(i64::from(settings.otp_verify_window_minutes));
+            (
+                now.checked_add_signed(window).unwrap_or(now),
+                i32::try_from(settings.otp_verify_attempts).unwrap_or(1),
+            )
+        });
         let row = tokens::Model {
             serial: serial.clone(),
             realm: enrollment.realm.to_string(),
@@ -255,12 +270,15 @@ impl Tokens {
             failure_count: 0,
             label: label.clone(),
             description: enrollment.description.clone(),
-            create_time: self.clock.now(),
+            create_time: now,
             expire_time: None,
             locked_until: None,
             replaced_by: None,
             // Its seed is returned to the caller: never autoassignable.
             hardware: false,
+            verify_state: verify.map(|_| VERIFY_PENDING.to_owned()),
+            verify_deadline: verify.map(|(deadline, _)| deadline),
+            verify_attempts_left: verify.map(|(_, attempts)| attempts),
         };
         let otpauth_uri = ProvisioningUri {
             parameters,
@@ -277,7 +295,7 @@ impl Tokens {
             Vec::new()
         };
         let response = EnrolledToken {
-            token: convert::token(&row, enrollment.user.as_ref())?,
+            token: convert::token(&row, enrollment.user.as_ref(), now)?,
             otpauth_uri,
             secret_base32: base32(&seed),
             pin: pin.unwrap_or_default(),
@@ -292,13 +310,18 @@ impl Tokens {
                 .clone()
                 .ok_or_else(|| DeviceError::Unavailable("no sealed response".to_owned()))
         };
-        let audit = self.gate.record(
+        let mut audit = self.gate.record(
             actor,
             "enroll_token",
             &enrollment.realm,
             enrollment.user.as_ref(),
             &serial,
         );
+        if let Some((deadline, attempts)) = verify {
+            audit = audit.with_reason(format!(
+                "verify pending until {deadline}, {attempts} wrong codes allowed"
+            ));
+        }
         let outcome = self.metrics.limits(
             self.store
                 .enroll(
@@ -327,7 +350,7 @@ impl Tokens {
 
     pub async fn get(&self, serial: &Serial) -> Result<Token, DeviceError> {
         let row = self.existing(serial).await?;
-        convert::token(&row.token, row.user.as_ref())
+        convert::token(&row.token, row.user.as_ref(), self.clock.now())
     }
 
     /// A page of tokens ordered by serial.
@@ -338,7 +361,12 @@ impl Tokens {
     ) -> Result<Page<Token>, DeviceError> {
         let rows = self
             .store
-            .list(filter, page.after.as_deref(), page.fetch())
+            .list(
+                filter,
+                page.after.as_deref(),
+                page.fetch(),
+                self.clock.now(),
+            )
             .await?;
         Ok(Page::cut(rows, page.size, |token| token.serial.clone()))
     }
@@ -387,6 +415,7 @@ mod tests {
             parameters: OtpParameters::new(TokenKind::Totp, 6, 30, HashAlgorithm::Sha1).unwrap(),
             description: String::new(),
             include_qr_png: false,
+            verify: false,
             request_id: None,
         }
     }

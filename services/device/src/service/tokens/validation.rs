@@ -291,6 +291,9 @@ mod tests {
             locked_until: None,
             replaced_by: None,
             hardware: false,
+            verify_state: None,
+            verify_deadline: None,
+            verify_attempts_left: None,
         }
     }
 

@@ -12,6 +12,7 @@ mod fido_metadata;
 mod idempotency_expiry;
 mod initial;
 mod m0011_fido_metadata_jumps;
+mod m0013_token_verify;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(autoassign_challenge_binding::AutoassignChallengeBinding),
             Box::new(m0011_fido_metadata_jumps::FidoMetadataJumps),
             Box::new(aaguid_verified::AaguidVerified),
+            Box::new(m0013_token_verify::TokenVerify),
         ]
     }
 
