@@ -13,6 +13,8 @@
   // screenshot; from here on it lives only in this constant and goes to the server only in
   // the body of the begin call.
   const LINK_SECRET = takeLinkSecret();
+  // The shared WebAuthn helpers (webauthn.js, loaded first; it defines functions only).
+  const { creationOptions, registrationJson: credentialJson, sentence } = window.EnrollWebAuthn;
 
   function takeLinkSecret() {
     const here = window.location;
@@ -117,16 +119,6 @@
     }
   }
 
-  // Server messages are written for logs ("enrollment link not found"); shown as sentences.
-  function sentence(text) {
-    const trimmed = String(text || "").trim();
-    if (!trimmed) {
-      return "Something went wrong.";
-    }
-    const first = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
-    return /[.!?…]$/.test(first) ? first : `${first}.`;
-  }
-
   function fail(text, code, retry, deadLink) {
     setState("error", sentence(text), { code });
     // A link that cannot be used any more can only be replaced by whoever issued it.
@@ -135,28 +127,6 @@
     if (retry) {
       button.focus();
     }
-  }
-
-  // --- base64url <-> ArrayBuffer -------------------------------------------------------
-
-  function fromBase64Url(text) {
-    const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
-    const padded = base64 + "===".slice((base64.length + 3) % 4);
-    const binary = atob(padded);
-    const bytes = new Uint8Array(binary.length);
-    for (let i = 0; i < binary.length; i += 1) {
-      bytes[i] = binary.charCodeAt(i);
-    }
-    return bytes.buffer;
-  }
-
-  function toBase64Url(buffer) {
-    const bytes = new Uint8Array(buffer);
-    let binary = "";
-    for (let i = 0; i < bytes.length; i += 1) {
-      binary += String.fromCharCode(bytes[i]);
-    }
-    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
   // --- server calls ----------------------------------------------------------------------
@@ -219,37 +189,6 @@
   }
 
   // --- WebAuthn --------------------------------------------------------------------------
-
-  // webauthn-rs sends a CreationChallengeResponse ({"publicKey": {...}}) with binary fields
-  // as base64url strings; the browser wants ArrayBuffers.
-  function creationOptions(options) {
-    const source = options && options.publicKey ? options.publicKey : options;
-    const publicKey = Object.assign({}, source);
-    publicKey.challenge = fromBase64Url(source.challenge);
-    publicKey.user = Object.assign({}, source.user, { id: fromBase64Url(source.user.id) });
-    if (Array.isArray(source.excludeCredentials)) {
-      publicKey.excludeCredentials = source.excludeCredentials.map((credential) =>
-        Object.assign({}, credential, { id: fromBase64Url(credential.id) }));
-    }
-    return publicKey;
-  }
-
-  // The RegisterPublicKeyCredential JSON webauthn-rs parses.
-  function credentialJson(credential) {
-    const response = credential.response;
-    const transports = typeof response.getTransports === "function" ? response.getTransports() : undefined;
-    return {
-      id: credential.id,
-      rawId: toBase64Url(credential.rawId),
-      type: credential.type,
-      response: {
-        attestationObject: toBase64Url(response.attestationObject),
-        clientDataJSON: toBase64Url(response.clientDataJSON),
-        transports,
-      },
-      extensions: credential.getClientExtensionResults(),
-    };
-  }
 
   // Only web addresses: a redirect URL comes from the server's allow-list, and this keeps a
   // javascript: URL from ever running even if the list were misconfigured.

@@ -57,6 +57,8 @@ pub use serve::{PageSettings, serve};
 
 const PAGE: &str = include_str!("enroll.html");
 const SCRIPT: &str = include_str!("enroll.js");
+/// The WebAuthn helpers both pages load before their own script.
+const WEBAUTHN_SCRIPT: &str = include_str!("webauthn.js");
 const STYLE: &str = include_str!("enroll.css");
 
 /// The actor name of the page's calls (audit events name it).
@@ -166,6 +168,7 @@ pub fn router<R: Registrar>(
         // answered with the same page during the transition, whose script removes the
         // secret from the address bar. Nothing logs the path.
         .route("/enroll/{secret}", get(page))
+        .route("/enroll/assets/webauthn.js", get(webauthn_script))
         .route("/enroll/assets/enroll.js", get(script))
         .route("/enroll/assets/enroll.css", get(style))
         .route("/enroll/api/begin", post(begin::<R>))
@@ -239,6 +242,10 @@ async fn page() -> Response {
 
 async fn script() -> Response {
     static_asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+async fn webauthn_script() -> Response {
+    static_asset(WEBAUTHN_SCRIPT, "text/javascript; charset=utf-8")
 }
 
 async fn style() -> Response {

@@ -15,6 +15,9 @@
   const RETURN_URL = params.get("rd") || "";
   // The API lives next to this page (`<prefix>/api/...`), whatever the prefix is.
   const BASE = window.location.pathname.replace(/\/?$/, "/");
+  // The shared WebAuthn helpers (webauthn.js, loaded first).
+  const { creationOptions, requestOptions, registrationJson, assertionJson, sentence } =
+    window.EnrollWebAuthn;
 
   const statusBox = document.getElementById("status");
   const message = document.getElementById("message");
@@ -58,15 +61,6 @@
     }
   }
 
-  function sentence(text) {
-    const trimmed = String(text || "").trim();
-    if (!trimmed) {
-      return "Something went wrong.";
-    }
-    const first = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
-    return /[.!?…]$/.test(first) ? first : `${first}.`;
-  }
-
   function showReasons(reasons) {
     reasonsList.textContent = "";
     (reasons || []).forEach((reason) => {
@@ -75,29 +69,6 @@
       reasonsList.appendChild(item);
     });
     reasonsList.hidden = !reasons || reasons.length === 0;
-  }
-
-  function fromBase64Url(text) {
-    const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
-    const padded = base64 + "===".slice((base64.length + 3) % 4);
-    const binary = atob(padded);
-    const bytes = new Uint8Array(binary.length);
-    for (let i = 0; i < binary.length; i += 1) {
-      bytes[i] = binary.charCodeAt(i);
-    }
-    return bytes.buffer;
-  }
-
-  function toBase64Url(buffer) {
-    if (!buffer) {
-      return undefined;
-    }
-    const bytes = new Uint8Array(buffer);
-    let binary = "";
-    for (let i = 0; i < bytes.length; i += 1) {
-      binary += String.fromCharCode(bytes[i]);
-    }
-    return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
   class ApiError extends Error {
@@ -135,62 +106,6 @@
       throw new ApiError("UNKNOWN", "The sign-in service sent an unreadable answer.");
     }
     return answer;
-  }
-
-  function requestOptions(options) {
-    const source = options && options.publicKey ? options.publicKey : options;
-    const publicKey = Object.assign({}, source);
-    publicKey.challenge = fromBase64Url(source.challenge);
-    if (Array.isArray(source.allowCredentials)) {
-      publicKey.allowCredentials = source.allowCredentials.map((credential) =>
-        Object.assign({}, credential, { id: fromBase64Url(credential.id) }));
-    }
-    return publicKey;
-  }
-
-  function creationOptions(options) {
-    const source = options && options.publicKey ? options.publicKey : options;
-    const publicKey = Object.assign({}, source);
-    publicKey.challenge = fromBase64Url(source.challenge);
-    publicKey.user = Object.assign({}, source.user, { id: fromBase64Url(source.user.id) });
-    if (Array.isArray(source.excludeCredentials)) {
-      publicKey.excludeCredentials = source.excludeCredentials.map((credential) =>
-        Object.assign({}, credential, { id: fromBase64Url(credential.id) }));
-    }
-    return publicKey;
-  }
-
-  // The PublicKeyCredential JSON webauthn-rs parses, for get() and create().
-  function assertionJson(credential) {
-    const response = credential.response;
-    return {
-      id: credential.id,
-      rawId: toBase64Url(credential.rawId),
-      type: credential.type,
-      response: {
-        authenticatorData: toBase64Url(response.authenticatorData),
-        clientDataJSON: toBase64Url(response.clientDataJSON),
-        signature: toBase64Url(response.signature),
-        userHandle: toBase64Url(response.userHandle),
-      },
-      extensions: credential.getClientExtensionResults(),
-    };
-  }
-
-  function registrationJson(credential) {
-    const response = credential.response;
-    const transports = typeof response.getTransports === "function" ? response.getTransports() : undefined;
-    return {
-      id: credential.id,
-      rawId: toBase64Url(credential.rawId),
-      type: credential.type,
-      response: {
-        attestationObject: toBase64Url(response.attestationObject),
-        clientDataJSON: toBase64Url(response.clientDataJSON),
-        transports,
-      },
-      extensions: credential.getClientExtensionResults(),
-    };
   }
 
   // Only web addresses on this page's own scheme family; the server checked the host.

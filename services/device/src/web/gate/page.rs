@@ -31,6 +31,10 @@ pub(super) fn routes(prefix: &str, state: GateState) -> Router {
     Router::new()
         .route(&format!("{prefix}/"), get(page))
         .route(prefix, get(page))
+        .route(
+            &format!("{prefix}/assets/webauthn.js"),
+            get(webauthn_script),
+        )
         .route(&format!("{prefix}/assets/gate.js"), get(script))
         .route(&format!("{prefix}/assets/gate.css"), get(style))
         .route(&format!("{prefix}/api/status"), post(status))
@@ -62,6 +66,14 @@ async fn script() -> Response {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         SCRIPT,
+    )
+        .into_response()
+}
+
+async fn webauthn_script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        crate::web::WEBAUTHN_SCRIPT,
     )
         .into_response()
 }
