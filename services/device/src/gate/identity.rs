@@ -208,12 +208,6 @@ impl IdentitySource {
             }
         }
     }
-
-    /// The identity header's name, which the shipped configurations strip from clients
-    /// where the proxy itself sets it.
-    pub fn header(&self) -> &http::HeaderName {
-        &self.header
-    }
 }
 
 /// Where the signing keys come from.

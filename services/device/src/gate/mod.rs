@@ -92,7 +92,38 @@ pub struct SignIn {
     pub clear_cookie: Option<String>,
 }
 
+/// What every protocol tells a client the proxy refuses: nothing more than this.
+pub const NOT_SIGNED_IN: &str = "not signed in at the identity provider";
+
+/// A refusal as an HTTP answer, whichever protocol carries it (forward auth, ext_authz).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalAnswer {
+    pub status: u16,
+    /// `{"error": CODE, "reason": "...", "signin": "/.enroll-gate/?..."}`.
+    pub body: String,
+}
+
 impl Verdict {
+    /// The JSON answer of a refusal (`None` when allowed). A sign-in is 401 with where to
+    /// sign in: redirecting a browser instead is the protocol edge's choice.
+    pub fn refusal(&self) -> Option<RefusalAnswer> {
+        let (status, reason, signin) = match self {
+            Verdict::Allow(_) => return None,
+            Verdict::Unauthenticated => (401, NOT_SIGNED_IN, None),
+            Verdict::SignIn(sign_in) => (401, sign_in.reason.as_str(), Some(&sign_in.location)),
+            Verdict::Forbidden { reason, .. } => (403, reason.as_str(), None),
+            Verdict::Unavailable { reason } => (503, reason.as_str(), None),
+        };
+        let mut body = serde_json::json!({"error": self.code(), "reason": reason});
+        if let Some(signin) = signin {
+            body["signin"] = serde_json::json!(signin);
+        }
+        Some(RefusalAnswer {
+            status,
+            body: body.to_string(),
+        })
+    }
+
     /// The code of a refusal (for logs, metrics and machine-readable answers).
     pub fn code(&self) -> &'static str {
         match self {
@@ -411,7 +442,7 @@ impl Gate {
     }
 
     /// The sign-in page on the protected host, with where to return and for which type.
-    pub fn sign_in_location(&self, url: Option<&OriginalUrl>, required: DeviceKind) -> String {
+    fn sign_in_location(&self, url: Option<&OriginalUrl>, required: DeviceKind) -> String {
         let mut location = format!("{}/?type={}", self.path_prefix, required.as_str());
         if let Some(url) = url {
             location.push_str("&rd=");

@@ -30,13 +30,12 @@ use envoy_types::pb::envoy::service::auth::v3::{
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpCode};
 use envoy_types::pb::google::rpc;
 use http::{HeaderMap, HeaderName, header};
-use serde_json::json;
 use tonic::{Code, Request, Response, Status};
 
 use crate::gate::hosts::{OriginalUrl, is_navigation};
 use crate::gate::{
-    DEVICE_ID_HEADER, DEVICE_TYPE_HEADER, Gate, ProtectedRequest, REALM_HEADER, USER_HEADER,
-    Verdict,
+    DEVICE_ID_HEADER, DEVICE_TYPE_HEADER, Gate, ProtectedRequest, REALM_HEADER, RefusalAnswer,
+    USER_HEADER, Verdict,
 };
 use crate::web::gate::ERROR_HEADER;
 
@@ -286,58 +285,40 @@ fn answer(verdict: Verdict, headers: &HeaderMap, app_cookies: &str) -> CheckResp
                 dynamic_metadata: None,
             }
         }
-        Verdict::Unauthenticated => denied(
-            Code::Unauthenticated,
-            HttpCode::Unauthorized,
-            code,
-            Some(body(code, "not signed in at the identity provider", None)),
-            Vec::new(),
-        ),
-        Verdict::SignIn(sign_in) => {
-            let mut extra: Vec<HeaderValueOption> = sign_in
-                .clear_cookie
-                .iter()
-                .map(|cookie| append(header::SET_COOKIE.as_str(), cookie))
-                .collect();
-            if is_navigation(headers) {
-                extra.push(overwrite(header::LOCATION.as_str(), &sign_in.location));
-                denied(Code::Unauthenticated, HttpCode::Found, code, None, extra)
-            } else {
-                let body = body(code, &sign_in.reason, Some(&sign_in.location));
-                denied(
-                    Code::Unauthenticated,
-                    HttpCode::Unauthorized,
-                    code,
-                    Some(body),
-                    extra,
-                )
-            }
+        Verdict::SignIn(sign_in) if is_navigation(headers) => {
+            let mut extra = cleared(sign_in.clear_cookie.as_deref());
+            extra.push(overwrite(header::LOCATION.as_str(), &sign_in.location));
+            denied(Code::Unauthenticated, HttpCode::Found, code, None, extra)
         }
-        Verdict::Forbidden { reason, .. } => denied(
-            Code::PermissionDenied,
-            HttpCode::Forbidden,
-            code,
-            Some(body(code, &reason, None)),
-            Vec::new(),
-        ),
-        Verdict::Unavailable { reason } => denied(
-            Code::Unavailable,
-            HttpCode::ServiceUnavailable,
-            code,
-            Some(body(code, &reason, None)),
-            Vec::new(),
-        ),
+        refused => {
+            let extra = match &refused {
+                Verdict::SignIn(sign_in) => cleared(sign_in.clear_cookie.as_deref()),
+                _ => Vec::new(),
+            };
+            let grpc = match &refused {
+                Verdict::Forbidden { .. } => Code::PermissionDenied,
+                Verdict::Unavailable { .. } => Code::Unavailable,
+                _ => Code::Unauthenticated,
+            };
+            let Some(RefusalAnswer { status, body }) = refused.refusal() else {
+                return denied(grpc, HttpCode::Forbidden, code, None, extra);
+            };
+            let status = match status {
+                401 => HttpCode::Unauthorized,
+                503 => HttpCode::ServiceUnavailable,
+                _ => HttpCode::Forbidden,
+            };
+            denied(grpc, status, code, Some(body), extra)
+        }
     }
 }
 
-/// `{"error": CODE, "reason": "...", "signin": "/.enroll-gate/?..."}`, as the HTTP edge
-/// answers.
-fn body(code: &str, reason: &str, signin: Option<&str>) -> String {
-    let mut body = json!({"error": code, "reason": reason});
-    if let Some(signin) = signin {
-        body["signin"] = json!(signin);
-    }
-    body.to_string()
+/// The `Set-Cookie` that deletes a dead session's cookie, when there is one.
+fn cleared(clear_cookie: Option<&str>) -> Vec<HeaderValueOption> {
+    clear_cookie
+        .map(|cookie| append(header::SET_COOKIE.as_str(), cookie))
+        .into_iter()
+        .collect()
 }
 
 /// A denied response: Envoy sends `status` with these headers and body to the client.

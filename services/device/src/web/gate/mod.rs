@@ -26,8 +26,8 @@ use serde_json::json;
 use super::limits::{Limiter, RateLimits};
 use crate::gate::hosts::{OriginalUrl, is_navigation};
 use crate::gate::{
-    DEVICE_ID_HEADER, DEVICE_TYPE_HEADER, Gate, ProtectedRequest, REALM_HEADER, USER_HEADER,
-    Verdict,
+    DEVICE_ID_HEADER, DEVICE_TYPE_HEADER, Gate, ProtectedRequest, REALM_HEADER, RefusalAnswer,
+    USER_HEADER, Verdict,
 };
 
 mod page;
@@ -78,7 +78,8 @@ pub fn router(gate: Arc<Gate>, limits: RateLimits, timeout: std::time::Duration)
 }
 
 async fn not_found() -> Response {
-    json_answer(StatusCode::NOT_FOUND, "NOT_FOUND", "no such page", None)
+    let body = json!({"error": "NOT_FOUND", "reason": "no such page"}).to_string();
+    json_answer(StatusCode::NOT_FOUND, "NOT_FOUND", body)
 }
 
 async fn auth_request(
@@ -203,55 +204,51 @@ fn verdict_response(
             }
             response
         }
-        Verdict::Unauthenticated => json_answer(
-            StatusCode::UNAUTHORIZED,
-            code,
-            "not signed in at the identity provider",
-            None,
-        ),
-        Verdict::SignIn(sign_in) => {
-            let mut response = if navigation && answering == Answering::ForwardAuth {
-                let mut response = StatusCode::FOUND.into_response();
-                if let Ok(location) = HeaderValue::from_str(&sign_in.location) {
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
-                response
-            } else {
-                json_answer(
-                    StatusCode::UNAUTHORIZED,
-                    code,
-                    &sign_in.reason,
-                    Some(&sign_in.location),
-                )
-            };
-            if let Some(clear) = sign_in.clear_cookie
-                && let Ok(value) = HeaderValue::from_str(&clear)
-            {
-                response.headers_mut().insert(header::SET_COOKIE, value);
+        Verdict::SignIn(sign_in) if navigation && answering == Answering::ForwardAuth => {
+            let mut response = StatusCode::FOUND.into_response();
+            if let Ok(location) = HeaderValue::from_str(&sign_in.location) {
+                response.headers_mut().insert(header::LOCATION, location);
             }
-            response
+            with_cleared_cookie(response, sign_in.clear_cookie)
         }
-        Verdict::Forbidden { reason, .. } => {
-            json_answer(StatusCode::FORBIDDEN, code, &reason, None)
-        }
-        Verdict::Unavailable { reason } => {
-            let status = match answering {
-                Answering::AuthRequest => StatusCode::FORBIDDEN,
-                Answering::ForwardAuth => StatusCode::SERVICE_UNAVAILABLE,
+        refused => {
+            let clear = match &refused {
+                Verdict::SignIn(sign_in) => sign_in.clear_cookie.clone(),
+                _ => None,
             };
-            json_answer(status, code, &reason, None)
+            let Some(RefusalAnswer { status, body }) = refused.refusal() else {
+                return StatusCode::FORBIDDEN.into_response();
+            };
+            // nginx takes only 2xx, 401 and 403 from a check.
+            let status = match (status, answering) {
+                (503, Answering::AuthRequest) => StatusCode::FORBIDDEN,
+                _ => StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+            };
+            with_cleared_cookie(json_answer(status, code, body), clear)
         }
     }
 }
 
-/// `{"error": CODE, "reason": "...", "signin": "/.enroll-gate/?..."}` with the code in a
-/// header too.
-fn json_answer(status: StatusCode, code: &str, reason: &str, signin: Option<&str>) -> Response {
-    let mut body = json!({"error": code, "reason": reason});
-    if let Some(signin) = signin {
-        body["signin"] = json!(signin);
+fn with_cleared_cookie(mut response: Response, clear: Option<String>) -> Response {
+    if let Some(clear) = clear
+        && let Ok(value) = HeaderValue::from_str(&clear)
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
     }
-    let mut response = (status, axum::Json(body)).into_response();
+    response
+}
+
+/// A refusal's JSON body, with its code in a header too.
+fn json_answer(status: StatusCode, code: &str, body: String) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     if let Ok(value) = HeaderValue::from_str(code) {
         response.headers_mut().insert(ERROR_HEADER, value);
     }

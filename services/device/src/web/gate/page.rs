@@ -92,7 +92,7 @@ fn unauthenticated() -> WebError {
     WebError::new(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",
-        "not signed in at the identity provider",
+        crate::gate::NOT_SIGNED_IN,
     )
 }
 
