@@ -210,6 +210,66 @@ async fn wrong_codes_fail_the_enrollment_and_erase_the_seed(backend: Backend) {
     );
 }
 
+/// Racing first codes: the right one enrolls exactly once, and wrong ones spend exactly the
+/// policy's attempts (the last fails the enrollment, every later one finds it failed).
+async fn racing_first_codes_verify_once_and_spend_exactly_the_attempts(backend: Backend) {
+    let attempts = realm_policy("verify", "corp", &[("otp_verify_attempts", "3")]);
+    let stack = TestStack::with_policies(backend, [attempts]).await;
+    let mut admin = stack.admin();
+    let right = admin
+        .enroll_token(pending(pb::TokenType::Hotp, "alice"))
+        .await
+        .unwrap()
+        .into_inner();
+    let right_serial = right.token.clone().unwrap().serial;
+    let code_0 = hotp_code(&seed_of(&right), 0);
+    let verifies = futures::future::join_all((0..16).map(|_| {
+        let mut admin = stack.admin();
+        let request = first_code(&right_serial, &code_0);
+        async move { admin.verify_token(request).await }
+    }))
+    .await;
+    let passed = verifies.iter().filter(|answer| answer.is_ok()).count();
+    assert_eq!(passed, 1, "{verifies:?}");
+    assert!(
+        verifies
+            .iter()
+            .filter_map(|answer| answer.as_ref().err())
+            .all(|status| status.code() == Code::FailedPrecondition),
+        "{verifies:?}"
+    );
+
+    let wrong = admin
+        .enroll_token(pending(pb::TokenType::Hotp, "bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    let wrong_serial = wrong.token.clone().unwrap().serial;
+    let wrong_code = hotp_code(&seed_of(&wrong), 9000);
+    let guesses = futures::future::join_all((0..16).map(|_| {
+        let mut admin = stack.admin();
+        let request = first_code(&wrong_serial, &wrong_code);
+        async move { admin.verify_token(request).await }
+    }))
+    .await;
+    let statuses: Vec<&tonic::Status> = guesses
+        .iter()
+        .map(|answer| answer.as_ref().expect_err("a wrong code never verifies"))
+        .collect();
+    let counted = statuses
+        .iter()
+        .filter(|status| status.message().starts_with("code: wrong"))
+        .count();
+    assert_eq!(counted, 3, "exactly the attempts are spent: {statuses:?}");
+    assert_eq!(
+        state(&mut admin, &wrong_serial).await,
+        pb::EnrollmentState::VerifyFailed
+    );
+    let seeded =
+        format!("SELECT COUNT(*) FROM tokens WHERE serial = '{wrong_serial}' AND length(seed) > 0");
+    assert_eq!(stack.database.count(&seeded).await, 0);
+}
+
 async fn the_window_holds_the_limit_slot_until_it_ends(backend: Backend) {
     let one = realm_policy("one", "corp", &[("max_token_per_user", "1")]);
     let stack = TestStack::with_policies(backend, [one]).await;
@@ -403,4 +463,5 @@ enroll_e2e::on_both_backends!(
     a_pending_token_is_not_held_for_autoassignment,
     the_purge_erases_expired_seeds,
     assign_with_a_code_proves_possession,
+    racing_first_codes_verify_once_and_spend_exactly_the_attempts,
 );
