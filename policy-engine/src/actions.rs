@@ -33,6 +33,7 @@ pub enum ActionName {
     WebauthnMinCertification,
     OtpVerifyWindowMinutes,
     OtpVerifyAttempts,
+    RequireIdentity,
 }
 
 /// How values of one action are written and checked.
@@ -76,7 +77,7 @@ pub enum Merge {
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 24] = [
+    pub const ALL: [ActionName; 25] = [
         ActionName::MaxTokenPerUser,
         ActionName::MaxTokenPerRealm,
         ActionName::MaxActiveTokenPerUser,
@@ -101,6 +102,7 @@ impl ActionName {
         ActionName::WebauthnMinCertification,
         ActionName::OtpVerifyWindowMinutes,
         ActionName::OtpVerifyAttempts,
+        ActionName::RequireIdentity,
     ];
 
     /// The name policies store it under (privacyIDEA spelling where one exists).
@@ -130,6 +132,7 @@ impl ActionName {
             ActionName::WebauthnMinCertification => "webauthn_min_certification",
             ActionName::OtpVerifyWindowMinutes => "otp_verify_window_minutes",
             ActionName::OtpVerifyAttempts => "otp_verify_attempts",
+            ActionName::RequireIdentity => "require_identity",
         }
     }
 
@@ -166,7 +169,8 @@ impl ActionName {
             ActionName::TokenLabel | ActionName::TokenIssuer => ValueKind::Template,
             ActionName::Autoassignment
             | ActionName::OtpPinEncrypt
-            | ActionName::RequireDeviceApproval => ValueKind::Bool,
+            | ActionName::RequireDeviceApproval
+            | ActionName::RequireIdentity => ValueKind::Bool,
             ActionName::OtpPinRandom | ActionName::LostTokenPwLen => {
                 ValueKind::Int { min: 1, max: 64 }
             }

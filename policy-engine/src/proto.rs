@@ -59,6 +59,7 @@ pub fn decision_to_proto(decision: Decision) -> pb::EvaluateEnrollmentResponse {
             webauthn_min_certification: certification_to_proto(s.webauthn_min_certification) as i32,
             otp_verify_window_minutes: s.otp_verify_window_minutes,
             otp_verify_attempts: s.otp_verify_attempts,
+            require_identity: s.require_identity,
         }),
         decided_by: decision
             .decided_by

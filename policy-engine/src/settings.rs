@@ -34,6 +34,9 @@ pub struct Settings {
     pub otp_verify_window_minutes: u32,
     /// Wrong first codes after which a verify-pending OTP enrollment fails.
     pub otp_verify_attempts: u32,
+    /// Whether redeeming an OTP enrollment link needs the gate's verified identity of the
+    /// link's user (otherwise the link is a bearer credential).
+    pub require_identity: bool,
 }
 
 /// The label template when no policy sets one: the serial.
@@ -68,6 +71,7 @@ impl Default for Settings {
             webauthn_min_certification: CertificationLevel::NotFidoCertified,
             otp_verify_window_minutes: 10,
             otp_verify_attempts: 5,
+            require_identity: false,
         }
     }
 }
@@ -110,6 +114,7 @@ impl Settings {
             }
             (ActionName::OtpVerifyWindowMinutes, V::Int(n)) => self.otp_verify_window_minutes = *n,
             (ActionName::OtpVerifyAttempts, V::Int(n)) => self.otp_verify_attempts = *n,
+            (ActionName::RequireIdentity, V::Bool(b)) => self.require_identity = *b,
             _ => {}
         }
     }

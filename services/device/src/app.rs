@@ -303,6 +303,7 @@ impl Application {
             clock.clone(),
             config.validation.clone(),
         )
+        .with_enrollment_page(config.webauthn.enrollment_base_url.clone())
         .with_metrics(counters);
         if let Some(key) = &config.validation.device_token_key {
             let signer = DeviceTokenSigner::from_hex(&key.0).map_err(|problem| {

@@ -337,6 +337,8 @@ pub(crate) fn decision(response: pb::EvaluateEnrollmentResponse) -> Result<Decis
                 settings.otp_verify_attempts,
                 defaults.otp_verify_attempts,
             ),
+            otp_pin_minlength: settings.otp_pin_minlength,
+            require_identity: settings.require_identity,
         },
         decided_by: response.decided_by,
         policy_set_version: response.policy_set_version,

@@ -131,6 +131,12 @@ pub struct Settings {
     pub otp_verify_window_minutes: u32,
     /// `otp_verify_attempts`: wrong first codes before a verify-pending enrollment fails.
     pub otp_verify_attempts: u32,
+    /// `otp_pin_minlength`: above 0, a PIN is required where the user sets one (the OTP
+    /// enrollment page); the rules themselves are checked by ValidatePin.
+    pub otp_pin_minlength: u32,
+    /// `require_identity`: redeeming an OTP enrollment link needs the gate's verified
+    /// identity of the link's user.
+    pub require_identity: bool,
 }
 
 impl Settings {
@@ -167,6 +173,8 @@ impl Default for Settings {
             webauthn_min_certification: CertificationLevel::NotFidoCertified,
             otp_verify_window_minutes: 10,
             otp_verify_attempts: 5,
+            otp_pin_minlength: 0,
+            require_identity: false,
         }
     }
 }

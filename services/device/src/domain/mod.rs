@@ -12,6 +12,7 @@ pub mod metadata_trust;
 pub mod model_rules;
 pub mod names;
 pub mod otp;
+pub mod otp_links;
 pub mod pins;
 pub mod random;
 pub mod secrets;

@@ -75,7 +75,7 @@ impl HashAlgorithm {
 }
 
 /// How codes of one OTP token are computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OtpParameters {
     pub kind: TokenKind,
     pub digits: u8,

@@ -10,7 +10,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 28] = [
+pub const RPC_ROLES: [(&str, &[Role]); 34] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -34,6 +34,12 @@ pub const RPC_ROLES: [(&str, &[Role]); 28] = [
     ("ListTokens", READERS),
     ("GetToken", READERS),
     ("VerifyToken", ADMIN),
+    ("CreateOtpEnrollmentLink", ADMIN),
+    ("ListOtpEnrollmentLinks", READERS),
+    ("RevokeOtpEnrollmentLink", ADMIN),
+    ("RedeemOtpEnrollmentLink", PROXY),
+    ("ResumeOtpEnrollment", PROXY),
+    ("FinishOtpEnrollment", PROXY),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),

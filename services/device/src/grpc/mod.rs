@@ -17,6 +17,7 @@ mod devices;
 pub mod ext_authz;
 mod links;
 mod metadata;
+mod otp_links;
 mod tokens;
 
 pub use tokens::MAX_REQUEST_BYTES;
@@ -205,6 +206,48 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::VerifyTokenRequest>,
     ) -> Result<Response<pb::Token>, Status> {
         tokens::verify_token(&self.tokens, request).await
+    }
+
+    async fn create_otp_enrollment_link(
+        &self,
+        request: Request<pb::CreateOtpEnrollmentLinkRequest>,
+    ) -> Result<Response<pb::OtpEnrollmentLink>, Status> {
+        otp_links::create_otp_enrollment_link(&self.tokens, request).await
+    }
+
+    async fn list_otp_enrollment_links(
+        &self,
+        request: Request<pb::ListOtpEnrollmentLinksRequest>,
+    ) -> Result<Response<pb::ListOtpEnrollmentLinksResponse>, Status> {
+        otp_links::list_otp_enrollment_links(&self.tokens, request).await
+    }
+
+    async fn revoke_otp_enrollment_link(
+        &self,
+        request: Request<pb::RevokeOtpEnrollmentLinkRequest>,
+    ) -> Result<Response<pb::OtpEnrollmentLink>, Status> {
+        otp_links::revoke_otp_enrollment_link(&self.tokens, request).await
+    }
+
+    async fn redeem_otp_enrollment_link(
+        &self,
+        request: Request<pb::RedeemOtpEnrollmentLinkRequest>,
+    ) -> Result<Response<pb::OtpEnrollment>, Status> {
+        otp_links::redeem_otp_enrollment_link(&self.tokens, request).await
+    }
+
+    async fn resume_otp_enrollment(
+        &self,
+        request: Request<pb::ResumeOtpEnrollmentRequest>,
+    ) -> Result<Response<pb::OtpEnrollment>, Status> {
+        otp_links::resume_otp_enrollment(&self.tokens, request).await
+    }
+
+    async fn finish_otp_enrollment(
+        &self,
+        request: Request<pb::FinishOtpEnrollmentRequest>,
+    ) -> Result<Response<pb::FinishOtpEnrollmentResponse>, Status> {
+        otp_links::finish_otp_enrollment(&self.tokens, request).await
     }
 
     async fn validate(

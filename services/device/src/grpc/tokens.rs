@@ -26,7 +26,7 @@ pub const MAX_REQUEST_BYTES: usize = MAX_IMPORT_BYTES + 1024 * 1024;
 /// temporary passwords 64).
 const MAX_PASS_CHARS: usize = 256;
 
-fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
+pub(super) fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
     match pb::HashAlgorithm::try_from(raw) {
         Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha1) => Ok(HashAlgorithm::Sha1),
         Ok(pb::HashAlgorithm::Sha256) => Ok(HashAlgorithm::Sha256),
@@ -38,7 +38,7 @@ fn algorithm(raw: i32) -> Result<HashAlgorithm, DeviceError> {
     }
 }
 
-fn token_kind(raw: i32) -> Result<TokenKind, DeviceError> {
+pub(super) fn token_kind(raw: i32) -> Result<TokenKind, DeviceError> {
     match pb::TokenType::try_from(raw) {
         Ok(pb::TokenType::Totp) => Ok(TokenKind::Totp),
         Ok(pb::TokenType::Hotp) => Ok(TokenKind::Hotp),
@@ -54,20 +54,12 @@ impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
     type Error = DeviceError;
 
     fn try_from(request: pb::EnrollTokenRequest) -> Result<Self, Self::Error> {
-        let kind = token_kind(request.r#type)?;
-        let period = match request.period {
-            Some(period) if period.seconds < 0 || period.nanos != 0 => {
-                return Err(DeviceError::invalid(
-                    "period",
-                    "must be a whole, positive number of seconds",
-                ));
-            }
-            Some(period) => period.seconds as u64,
-            None => 0,
-        };
-        let parameters =
-            OtpParameters::new(kind, request.digits, period, algorithm(request.algorithm)?)
-                .map_err(|(field, message)| DeviceError::invalid(field, message))?;
+        let parameters = otp_parameters(
+            token_kind(request.r#type)?,
+            request.digits,
+            request.period,
+            request.algorithm,
+        )?;
         check_text("description", &request.description, 256)?;
         Ok(Enrollment {
             realm: realm("realm", &request.realm)?,
@@ -79,6 +71,27 @@ impl TryFrom<pb::EnrollTokenRequest> for Enrollment {
             request_id: request_id(&request.request_id)?,
         })
     }
+}
+
+/// The code parameters of a request, as EnrollToken takes them.
+pub(super) fn otp_parameters(
+    kind: TokenKind,
+    digits: u32,
+    period: Option<prost_types::Duration>,
+    algorithm_raw: i32,
+) -> Result<OtpParameters, DeviceError> {
+    let period = match period {
+        Some(period) if period.seconds < 0 || period.nanos != 0 => {
+            return Err(DeviceError::invalid(
+                "period",
+                "must be a whole, positive number of seconds",
+            ));
+        }
+        Some(period) => period.seconds as u64,
+        None => 0,
+    };
+    OtpParameters::new(kind, digits, period, algorithm(algorithm_raw)?)
+        .map_err(|(field, message)| DeviceError::invalid(field, message))
 }
 
 fn state_to_proto(state: TokenState) -> pb::TokenState {
@@ -194,7 +207,7 @@ pub async fn verify_token(
 }
 
 /// A one-time code: 6 or 8 ASCII digits (the token's own length is checked against it).
-fn check_code(field: &'static str, raw: &str) -> Result<String, DeviceError> {
+pub(super) fn check_code(field: &'static str, raw: &str) -> Result<String, DeviceError> {
     if matches!(raw.len(), 6 | 8) && raw.bytes().all(|b| b.is_ascii_digit()) {
         Ok(raw.to_owned())
     } else {

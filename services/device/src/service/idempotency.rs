@@ -42,6 +42,7 @@ pub enum Rpc {
     DeleteToken,
     ReportLostToken,
     CreateEnrollmentLink,
+    CreateOtpEnrollmentLink,
 }
 
 impl Rpc {
@@ -57,6 +58,7 @@ impl Rpc {
             Rpc::DeleteToken => "DeleteToken",
             Rpc::ReportLostToken => "ReportLostToken",
             Rpc::CreateEnrollmentLink => "CreateEnrollmentLink",
+            Rpc::CreateOtpEnrollmentLink => "CreateOtpEnrollmentLink",
         }
     }
 
@@ -64,7 +66,10 @@ impl Rpc {
     fn response_carries_a_secret(self) -> bool {
         matches!(
             self,
-            Rpc::EnrollToken | Rpc::ReportLostToken | Rpc::CreateEnrollmentLink
+            Rpc::EnrollToken
+                | Rpc::ReportLostToken
+                | Rpc::CreateEnrollmentLink
+                | Rpc::CreateOtpEnrollmentLink
         )
     }
 }

@@ -257,6 +257,40 @@ pub mod enrollment_links {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod otp_enrollment_links {
+    use sea_orm::entity::prelude::*;
+
+    /// A one-time OTP enrollment link. Only the SHA-256 of its secret and of its redemption
+    /// session are stored; the seed lives with the token (`serial`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "otp_enrollment_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub realm: String,
+        pub user_name: String,
+        pub token_type: String,
+        pub digits: i32,
+        pub period: i32,
+        pub algorithm: String,
+        pub label: String,
+        pub description: String,
+        pub secret_hash: String,
+        pub state: String,
+        pub created_by: String,
+        pub create_time: DateTimeUtc,
+        pub expire_time: DateTimeUtc,
+        pub serial: Option<String>,
+        pub session_hash: Option<String>,
+        pub redeem_time: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod ceremonies {
     use sea_orm::entity::prelude::*;
 

@@ -13,6 +13,7 @@ pub mod lockout;
 pub mod metadata;
 pub mod migration;
 mod one_statement;
+pub mod otp_links;
 pub mod owner_names;
 pub mod policy_snapshot;
 pub mod sql;

@@ -27,11 +27,13 @@ impl TokenStore {
     /// Accepts the first code (its `factor`, the step or counter): the token is enrolled and
     /// the factor and every earlier one are used up, as a Validate success would. Err when
     /// the token is no longer pending at `now` (a racing request got there first, or the
-    /// window ended), with nothing written but the audit event.
+    /// window ended), with nothing written but the audit event. `pin_hash`, when given, is
+    /// the sealed PIN set in the same write (the enrollment page's PIN step).
     pub async fn verify_passed(
         &self,
         serial: &str,
         factor: i64,
+        pin_hash: Option<String>,
         now: DateTime<Utc>,
         audit: AuditRecord,
     ) -> Result<Result<(), NotPending>, DeviceError> {
@@ -45,11 +47,18 @@ impl TokenStore {
                 backend,
                 &format!(
                     "UPDATE tokens SET verify_state = NULL, verify_deadline = NULL, \
-                     verify_attempts_left = NULL, counter = $1, failure_count = 0 \
+                     verify_attempts_left = NULL, counter = $1, failure_count = 0, \
+                     pin_hash = COALESCE($5, pin_hash) \
                      WHERE serial = $2 AND verify_state = '{PENDING}' AND verify_deadline > $3 \
                      AND counter <= $4"
                 ),
-                vec![next.into(), serial.into(), now.into(), factor.into()],
+                vec![
+                    next.into(),
+                    serial.into(),
+                    now.into(),
+                    factor.into(),
+                    pin_hash.into(),
+                ],
             ))
             .await?;
         let outcome = if updated.rows_affected() == 1 {

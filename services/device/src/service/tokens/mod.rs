@@ -2,6 +2,8 @@
 //! database in one transaction with its audit event.
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use enroll_shared::paging::{Page, PageRequest};
 use enroll_shared::time::SharedClock;
 
@@ -13,7 +15,7 @@ use super::metrics::DeviceMetrics;
 use super::pool_index::PoolIndex;
 use crate::config::ValidationConfig;
 use crate::domain::actor::Actor;
-use crate::domain::decision::{PolicyAction, PolicyQuestion};
+use crate::domain::decision::{Decision, PolicyAction, PolicyQuestion};
 use crate::domain::lockout::DeviceTokenSigner;
 use crate::domain::names::{Realm, Serial, UserName};
 use crate::domain::otp::Window;
@@ -21,13 +23,13 @@ use crate::domain::pins::seal_pin;
 use crate::domain::random::random_string;
 use crate::domain::secrets::SeedCipher;
 use crate::domain::tokens::{
-    EnrolledToken, OtpParameters, ProvisioningUri, Token, TokenState, base32, new_seed, new_serial,
-    qr_png, render_serial,
+    EnrolledToken, HashAlgorithm, OtpParameters, ProvisioningUri, Token, TokenKind, TokenState,
+    base32, new_seed, new_serial, qr_png, render_serial,
 };
 use crate::domain::verify::PENDING as VERIFY_PENDING;
 use crate::error::DeviceError;
 use crate::store::convert;
-use crate::store::entities::tokens;
+use crate::store::entities::{otp_enrollment_links, tokens};
 use crate::store::tokens::{TokenFilter, TokenRow, TokenStore};
 
 mod admin;
@@ -35,8 +37,11 @@ mod autoassign;
 mod client_trust;
 mod importing;
 mod lost;
+mod otp_links;
 mod validation;
 mod verify;
+
+pub use otp_links::{NO_PENDING_ENROLLMENT, NewOtpLink, UNUSABLE_LINK};
 
 /// A validated EnrollToken request.
 #[derive(Debug, Clone)]
@@ -84,6 +89,8 @@ pub struct Tokens {
     metrics: DeviceMetrics,
     /// Signs the device tokens a successful Validate returns (none without any key).
     device_tokens: Option<DeviceTokenSigner>,
+    /// The enrollment page's base URL: OTP enrollment links point there.
+    enrollment_page: String,
 }
 
 impl Tokens {
@@ -109,6 +116,7 @@ impl Tokens {
                 .and_then(|cipher| cipher.derive_key(DEVICE_TOKEN_KEY_PURPOSE).ok())
                 .map(DeviceTokenSigner::new),
             cipher,
+            enrollment_page: String::new(),
         };
         // Validate's dummy hash, made at start-up rather than on the first refusal.
         if let (Ok(runtime), Some(_)) = (tokio::runtime::Handle::try_current(), &tokens.cipher) {
@@ -125,6 +133,12 @@ impl Tokens {
     /// Signs device tokens with `signer` (the configured `validation.device_token_key`).
     pub fn with_device_token_signer(mut self, signer: DeviceTokenSigner) -> Self {
         self.device_tokens = Some(signer);
+        self
+    }
+
+    /// OTP enrollment links point at the enrollment page at `base_url`.
+    pub fn with_enrollment_page(mut self, base_url: String) -> Self {
+        self.enrollment_page = base_url;
         self
     }
 

@@ -23,7 +23,7 @@ impl Tokens {
         serial: &Serial,
         code: String,
     ) -> Result<Token, DeviceError> {
-        let cipher = self.cipher()?.clone();
+        self.cipher()?;
         let row = self.existing(serial).await?;
         if row.token.realm != realm.as_str() {
             return Err(DeviceError::NotFound(format!(
@@ -64,51 +64,14 @@ impl Tokens {
                 .await?;
             return Err(not_pending(serial, state));
         }
-        let window = Window {
-            totp_steps: 1,
-            hotp_look_ahead: self.validation.hotp_look_ahead,
-        };
-        let token = row.token.clone();
-        let unix_time = now.timestamp().max(0) as u64;
-        let factor = self
-            .blocking
-            .run("first code", move || {
-                first_code_factor(&token, &code, &cipher, unix_time, window)
-            })
-            .await?;
         let user = row.user.clone();
-        match factor {
-            Some(factor) => {
-                if let Err(NotPending(state)) = self
-                    .store
-                    .verify_passed(serial.as_str(), factor, now, audit)
-                    .await?
-                {
-                    return Err(not_pending(serial, state));
-                }
-                tracing::info!("first code verified: token enrolled");
-            }
-            None => {
-                return Err(
-                    match self
-                        .store
-                        .verify_missed(serial.as_str(), now, audit)
-                        .await?
-                    {
-                        Err(NotPending(state)) => not_pending(serial, state),
-                        Ok(Miss::AttemptsLeft(left)) => DeviceError::invalid(
-                            "code",
-                            format!("wrong first code; {left} attempts left"),
-                        ),
-                        Ok(Miss::Failed) => {
-                            tracing::info!("last wrong first code: enrollment failed");
-                            DeviceError::FailedPrecondition(format!(
-                                "code: wrong, the last attempt allowed: the enrollment of token `{serial}` failed and its seed is erased; enroll a new token"
-                            ))
-                        }
-                    },
-                );
-            }
+        match self
+            .first_code(serial, &row.token, code, None, now, audit)
+            .await
+        {
+            Ok(()) => {}
+            Err(FirstCodeError::NotPending(state)) => return Err(not_pending(serial, state)),
+            Err(FirstCodeError::Refused(error)) => return Err(error),
         }
         let after = self.existing(serial).await?;
         convert::token(&after.token, user.as_ref(), self.clock.now())
@@ -150,6 +113,82 @@ impl Tokens {
                 Ok(purged) => tracing::info!(purged, "erased the seeds of expired enrollments"),
                 Err(error) => tracing::warn!(%error, "purge of expired enrollments failed"),
             }
+        }
+    }
+}
+
+/// Why a first code did not enroll the token.
+pub(super) enum FirstCodeError {
+    /// The token was not (or no longer) verify pending: a racing request, or the window.
+    NotPending(EnrollmentState),
+    /// A wrong code (attempts left, or the last one: failed), or a store failure.
+    Refused(DeviceError),
+}
+
+impl From<DeviceError> for FirstCodeError {
+    fn from(error: DeviceError) -> Self {
+        FirstCodeError::Refused(error)
+    }
+}
+
+impl Tokens {
+    /// Checks the first code of the verify-pending `token`: TOTP within one step of the
+    /// clock, HOTP within the look-ahead. A match enrolls it (setting `pin_hash` when
+    /// given; the code is used up); a miss spends an attempt, the last one fails it and
+    /// erases the seed. Each outcome is audited under `audit`.
+    pub(super) async fn first_code(
+        &self,
+        serial: &Serial,
+        token: &tokens::Model,
+        code: String,
+        pin_hash: Option<String>,
+        now: chrono::DateTime<chrono::Utc>,
+        audit: AuditRecord,
+    ) -> Result<(), FirstCodeError> {
+        let cipher = self.cipher()?.clone();
+        let window = Window {
+            totp_steps: 1,
+            hotp_look_ahead: self.validation.hotp_look_ahead,
+        };
+        let token = token.clone();
+        let unix_time = now.timestamp().max(0) as u64;
+        let factor = self
+            .blocking
+            .run("first code", move || {
+                first_code_factor(&token, &code, &cipher, unix_time, window)
+            })
+            .await?;
+        match factor {
+            Some(factor) => {
+                if let Err(NotPending(state)) = self
+                    .store
+                    .verify_passed(serial.as_str(), factor, pin_hash, now, audit)
+                    .await?
+                {
+                    return Err(FirstCodeError::NotPending(state));
+                }
+                tracing::info!("first code verified: token enrolled");
+                Ok(())
+            }
+            None => match self
+                .store
+                .verify_missed(serial.as_str(), now, audit)
+                .await?
+            {
+                Err(NotPending(state)) => Err(FirstCodeError::NotPending(state)),
+                Ok(Miss::AttemptsLeft(left)) => Err(FirstCodeError::Refused(DeviceError::invalid(
+                    "code",
+                    format!("wrong first code; {left} attempts left"),
+                ))),
+                Ok(Miss::Failed) => {
+                    tracing::info!("last wrong first code: enrollment failed");
+                    Err(FirstCodeError::Refused(DeviceError::FailedPrecondition(
+                        format!(
+                            "code: wrong, the last attempt allowed: the enrollment of token `{serial}` failed and its seed is erased; enroll a new token"
+                        ),
+                    )))
+                }
+            },
         }
     }
 }

@@ -13,6 +13,7 @@ mod idempotency_expiry;
 mod initial;
 mod m0011_fido_metadata_jumps;
 mod m0013_token_verify;
+mod m0014_otp_enrollment_links;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_fido_metadata_jumps::FidoMetadataJumps),
             Box::new(aaguid_verified::AaguidVerified),
             Box::new(m0013_token_verify::TokenVerify),
+            Box::new(m0014_otp_enrollment_links::OtpEnrollmentLinksTable),
         ]
     }
 
