@@ -106,6 +106,8 @@ pub struct Application {
     /// The enrollment page's own handle on the device use cases (it calls them directly,
     /// as `Finisher::Page`, not through the gRPC implementation).
     page: Arc<Devices>,
+    /// The page's OTP-link part: the token use cases and the gate's identity source.
+    otp_page: crate::web::OtpPage,
     /// What the pool-index refresher needs, when OTP tokens can be stored.
     pool_refresh: Option<PoolRefresh>,
     /// Erases the seeds of expired verify-pending enrollments, when OTP tokens can be stored.
@@ -343,6 +345,10 @@ impl Application {
             }
             None => None,
         };
+        let otp_page = crate::web::OtpPage {
+            enroller: Arc::new(tokens.clone()),
+            identity: gate.as_ref().map(|(gate, _)| gate.clone()),
+        };
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,
             devices,
@@ -358,6 +364,7 @@ impl Application {
             policy,
             grpc,
             page,
+            otp_page,
             pool_refresh,
             purge,
             clock,
@@ -412,6 +419,7 @@ impl Application {
             policy,
             grpc,
             page,
+            otp_page,
             pool_refresh,
             purge,
             clock,
@@ -519,6 +527,7 @@ impl Application {
             tokio::spawn(crate::web::serve(
                 listener,
                 page,
+                Some(otp_page),
                 page_settings,
                 config.server.request_timeout(),
                 server.stopping.clone(),

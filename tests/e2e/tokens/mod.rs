@@ -345,4 +345,5 @@ mod import;
 
 mod idempotency;
 
+mod otp_links;
 mod verify;

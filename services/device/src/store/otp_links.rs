@@ -224,13 +224,15 @@ impl TokenStore {
                 &format!(
                     "UPDATE otp_enrollment_links SET serial = $1, session_hash = $2, \
                      redeem_time = $3 WHERE id = $4 AND state = '{ACTIVE}' AND serial IS NULL \
-                     AND expire_time > $3"
+                     AND expire_time > $5"
                 ),
+                // SQLite binds by position: each placeholder once, in order.
                 vec![
                     token.serial.as_str().into(),
                     session_hash.into(),
                     now.into(),
                     id.into(),
+                    now.into(),
                 ],
             ))
             .await?

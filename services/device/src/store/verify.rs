@@ -48,16 +48,17 @@ impl TokenStore {
                 &format!(
                     "UPDATE tokens SET verify_state = NULL, verify_deadline = NULL, \
                      verify_attempts_left = NULL, counter = $1, failure_count = 0, \
-                     pin_hash = COALESCE($5, pin_hash) \
-                     WHERE serial = $2 AND verify_state = '{PENDING}' AND verify_deadline > $3 \
-                     AND counter <= $4"
+                     pin_hash = COALESCE($2, pin_hash) \
+                     WHERE serial = $3 AND verify_state = '{PENDING}' AND verify_deadline > $4 \
+                     AND counter <= $5"
                 ),
+                // SQLite binds by position: each placeholder once, in order.
                 vec![
                     next.into(),
+                    pin_hash.into(),
                     serial.into(),
                     now.into(),
                     factor.into(),
-                    pin_hash.into(),
                 ],
             ))
             .await?;

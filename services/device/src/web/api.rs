@@ -140,7 +140,7 @@ fn link_secret(raw: &str) -> Result<LinkSecret, WebError> {
 /// The page's actor: its own name, and the client's address, counted against the
 /// per-address limit first. Forwarding headers count only from a configured trusted proxy:
 /// anyone can send them, and the address feeds policy decisions (client networks).
-fn page_actor<R>(
+pub(super) fn page_actor<R>(
     state: &WebState<R>,
     peer: SocketAddr,
     headers: &HeaderMap,

@@ -268,6 +268,16 @@
   }
 
   async function start() {
+    // An OTP enrollment link (`#otp-<secret>`), or a reload after one was redeemed here.
+    const otp = window.EnrollOtp;
+    const otpUi = { post, setState, fail, ApiError, sentence };
+    if (otp && LINK_SECRET.startsWith(otp.PREFIX)) {
+      await otp.redeem(LINK_SECRET.slice(otp.PREFIX.length), otpUi);
+      return;
+    }
+    if (otp && !LINK_SECRET && (await otp.resume(otpUi))) {
+      return;
+    }
     if (!window.isSecureContext || !window.PublicKeyCredential || !navigator.credentials) {
       fail("This browser cannot register security devices here: open the link over https in a current browser.", "UNSUPPORTED", false, false);
       return;

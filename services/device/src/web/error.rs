@@ -26,7 +26,6 @@ impl WebError {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn code(&self) -> &'static str {
         self.code
     }

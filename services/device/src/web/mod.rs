@@ -43,6 +43,7 @@ mod api;
 mod error;
 pub mod gate;
 mod limits;
+mod otp;
 mod serve;
 #[cfg(test)]
 #[path = "tests.rs"]
@@ -53,10 +54,13 @@ use api::{begin, call, finish};
 use error::WebError;
 use limits::Limiter;
 pub use limits::RateLimits;
+pub use otp::{OtpEnroller, OtpPage};
 pub use serve::{PageSettings, serve};
 
 const PAGE: &str = include_str!("enroll.html");
 const SCRIPT: &str = include_str!("enroll.js");
+/// The OTP-link part of the page, loaded before its main script.
+const OTP_SCRIPT: &str = include_str!("otp.js");
 /// The WebAuthn helpers both pages load before their own script.
 const WEBAUTHN_SCRIPT: &str = include_str!("webauthn.js");
 const STYLE: &str = include_str!("enroll.css");
@@ -71,7 +75,7 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Script, styles and API calls from this origin only; nothing inline, no framing (the page
 /// triggers a credential ceremony, so it must not be clickjacked), no form posts elsewhere.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; \
+     style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
 /// The two use cases the page wraps, in domain types. A seam so the HTTP layer is testable
@@ -133,6 +137,8 @@ struct WebState<R> {
     timeout: Duration,
     limiter: Arc<Limiter>,
     proxies: Arc<TrustedProxies>,
+    /// OTP enrollment by link, when this page serves it.
+    otp: Option<OtpPage>,
 }
 
 impl<R> Clone for WebState<R> {
@@ -142,6 +148,7 @@ impl<R> Clone for WebState<R> {
             timeout: self.timeout,
             limiter: self.limiter.clone(),
             proxies: self.proxies.clone(),
+            otp: self.otp.clone(),
         }
     }
 }
@@ -151,6 +158,7 @@ impl<R> Clone for WebState<R> {
 /// limits and the policy decision.
 pub fn router<R: Registrar>(
     registrar: Arc<R>,
+    otp: Option<OtpPage>,
     settings: &PageSettings,
     timeout: Duration,
 ) -> Router {
@@ -159,6 +167,7 @@ pub fn router<R: Registrar>(
         timeout,
         limiter: Arc::new(Limiter::new(settings.limits.clone())),
         proxies: Arc::new(settings.proxies.clone()),
+        otp,
     };
     Router::new()
         // Link URLs are `<base>#<secret>`: the secret never reaches this server.
@@ -170,9 +179,13 @@ pub fn router<R: Registrar>(
         .route("/enroll/{secret}", get(page))
         .route("/enroll/assets/webauthn.js", get(webauthn_script))
         .route("/enroll/assets/enroll.js", get(script))
+        .route("/enroll/assets/otp.js", get(otp_script))
         .route("/enroll/assets/enroll.css", get(style))
         .route("/enroll/api/begin", post(begin::<R>))
         .route("/enroll/api/finish", post(finish::<R>))
+        .route("/enroll/api/otp/redeem", post(otp::redeem::<R>))
+        .route("/enroll/api/otp/resume", post(otp::resume::<R>))
+        .route("/enroll/api/otp/finish", post(otp::finish::<R>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -242,6 +255,10 @@ async fn page() -> Response {
 
 async fn script() -> Response {
     static_asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+async fn otp_script() -> Response {
+    static_asset(OTP_SCRIPT, "text/javascript; charset=utf-8")
 }
 
 async fn webauthn_script() -> Response {

@@ -70,6 +70,7 @@ impl PageSettings {
 pub async fn serve<R: Registrar>(
     listener: TcpListener,
     registrar: Arc<R>,
+    otp: Option<OtpPage>,
     settings: PageSettings,
     timeout: Duration,
     stop: watch::Receiver<bool>,
@@ -77,7 +78,7 @@ pub async fn serve<R: Registrar>(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "enrollment page listening");
     }
-    let app = router(registrar, &settings, timeout);
+    let app = router(registrar, otp, &settings, timeout);
     serve_app(
         listener,
         app,

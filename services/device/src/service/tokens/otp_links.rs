@@ -16,10 +16,11 @@ use crate::domain::verify::EnrollmentState;
 use crate::store::otp_links::{OtpLinkFilter, OtpLinkRow, RedeemRefused};
 
 /// The one answer a bearer gets for a link that cannot be redeemed, whatever the reason.
-pub const UNUSABLE_LINK: &str =
-    "OTP enrollment link (unknown, expired, already used or revoked; or not yours)";
+/// (NOT_FOUND: "OTP enrollment link not found").
+pub const UNUSABLE_LINK: &str = "OTP enrollment link";
 /// The one answer for a redemption session that has nothing pending.
-pub const NO_PENDING_ENROLLMENT: &str = "OTP enrollment waiting for its first code";
+/// (NOT_FOUND: "pending OTP enrollment not found").
+pub const NO_PENDING_ENROLLMENT: &str = "pending OTP enrollment";
 
 /// Links are scanned in batches of this many when a state filter drops some.
 const LIST_BATCH: u64 = 200;
