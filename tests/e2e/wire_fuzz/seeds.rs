@@ -245,6 +245,78 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "CreateOtpEnrollmentLink",
+            pb::CreateOtpEnrollmentLinkRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                r#type: 1,
+                digits: 8,
+                period: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+                algorithm: 2,
+                label: s("Kate's phone"),
+                description: s("fuzz"),
+                ttl: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                created_by: s("console"),
+                client_ip: s("10.0.0.1"),
+                request_id: s("r9"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListOtpEnrollmentLinks",
+            pb::ListOtpEnrollmentLinksRequest {
+                realm: s("acme"),
+                user: s("kate"),
+                state: 1,
+                page_size: 3,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RevokeOtpEnrollmentLink",
+            pb::RevokeOtpEnrollmentLinkRequest {
+                id: s("00000000-0000-4000-8000-000000000000"),
+                revoked_by: s("console"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RedeemOtpEnrollmentLink",
+            pb::RedeemOtpEnrollmentLinkRequest {
+                secret: s("Zq8vN3xW5tY7uR2pL9mK4jH6gF1dS0aQxE2cV7bN4mA"),
+                client_ip: s("10.0.0.1"),
+                identity_realm: s("acme"),
+                identity_user: s("kate"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ResumeOtpEnrollment",
+            pb::ResumeOtpEnrollmentRequest {
+                session: s("Zq8vN3xW5tY7uR2pL9mK4jH6gF1dS0aQxE2cV7bN4mA"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "FinishOtpEnrollment",
+            pb::FinishOtpEnrollmentRequest {
+                session: s("Zq8vN3xW5tY7uR2pL9mK4jH6gF1dS0aQxE2cV7bN4mA"),
+                code: s("12345678"),
+                pin: s("1234"),
+                client_ip: s("10.0.0.1"),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "GetMetadataStatus",
             pb::GetMetadataStatusRequest {}.encode_to_vec(),
         ),
