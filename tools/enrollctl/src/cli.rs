@@ -98,6 +98,9 @@ pub enum Command {
     /// WebAuthn enrollment links.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// OTP enrollment links: the user makes the TOTP/HOTP token on the enrollment page.
+    #[command(subcommand)]
+    OtpLink(OtpLinkCommand),
     /// WebAuthn devices: list, read, approve, revoke.
     #[command(subcommand)]
     Device(DeviceCommand),
@@ -419,6 +422,78 @@ pub enum LinkStateFilter {
     Used,
     Revoked,
     Expired,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OtpLinkCommand {
+    /// Create a single-use OTP enrollment link (no seed is made until the user opens it);
+    /// prints its URL (it holds the secret) once. An unredeemed earlier link of the same
+    /// user and token type is superseded.
+    Create(OtpLinkCreateArgs),
+    /// List OTP enrollment links (never their secrets).
+    List {
+        #[arg(long)]
+        realm: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<OtpLinkStateFilter>,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Revoke a link; a token made through it that still waits for its first code is
+    /// deleted with it. A link whose token is enrolled is refused: delete the token.
+    Revoke {
+        id: String,
+        /// Client IP for the policy decision.
+        #[arg(long)]
+        client: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct OtpLinkCreateArgs {
+    #[arg(long)]
+    pub realm: String,
+    #[arg(long)]
+    pub user: String,
+    #[arg(long = "type", value_enum, default_value_t = OtpType::Totp)]
+    pub token_type: OtpType,
+    /// Code length: 6 or 8 [default: 6].
+    #[arg(long)]
+    pub digits: Option<u32>,
+    /// TOTP step in seconds [default: 30].
+    #[arg(long)]
+    pub period: Option<i64>,
+    #[arg(long, value_enum)]
+    pub algorithm: Option<Algorithm>,
+    /// The account name the authenticator app shows [default: the policy's tokenlabel].
+    #[arg(long)]
+    pub label: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Lifetime: 90s, 30m, 12h, 2d or seconds [default: the policy's].
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// Client IP for the policy decision.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// Idempotency key: a retry with the same id returns the first result.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OtpLinkStateFilter {
+    Issued,
+    Expired,
+    VerifyPending,
+    Enrolled,
+    VerifyFailed,
+    VerifyExpired,
+    Revoked,
+    Superseded,
+    TokenDeleted,
 }
 
 #[derive(Debug, Subcommand)]

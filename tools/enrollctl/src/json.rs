@@ -35,6 +35,7 @@ proto_names! {
     device_pb::ImportRowError => "enroll.device.v1.ImportRowError",
     device_pb::ReportLostTokenResponse => "enroll.device.v1.ReportLostTokenResponse",
     device_pb::EnrollmentLink => "enroll.device.v1.EnrollmentLink",
+    device_pb::OtpEnrollmentLink => "enroll.device.v1.OtpEnrollmentLink",
     device_pb::Device => "enroll.device.v1.Device",
     device_pb::AuditEvent => "enroll.device.v1.AuditEvent",
 }

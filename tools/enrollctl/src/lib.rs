@@ -131,6 +131,7 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CliError> {
         Command::Policy(command) => commands::policy::run(ctx, command).await,
         Command::Token(command) => commands::token::run(ctx, command).await,
         Command::Link(command) => commands::link::run(ctx, command).await,
+        Command::OtpLink(command) => commands::otp_link::run(ctx, command).await,
         Command::Device(command) => commands::device::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
         Command::Metadata(command) => commands::metadata::run(ctx, command).await,

@@ -23,6 +23,18 @@ pub fn device_type_label(raw: i32) -> String {
     enum_label(name, "DEVICE_TYPE_", raw)
 }
 
+/// `--ttl` as the proto's Duration.
+pub fn ttl_proto(
+    ttl: Option<std::time::Duration>,
+) -> Result<Option<prost_types::Duration>, CliError> {
+    ttl.map(|ttl| {
+        i64::try_from(ttl.as_secs())
+            .map(|seconds| prost_types::Duration { seconds, nanos: 0 })
+            .map_err(|_| CliError::usage("--ttl is too long"))
+    })
+    .transpose()
+}
+
 fn link_state(raw: i32) -> String {
     let name = pb::LinkState::try_from(raw).ok().map(|s| s.as_str_name());
     enum_label(name, "LINK_STATE_", raw)
@@ -38,13 +50,7 @@ pub async fn run(ctx: &mut Ctx<'_>, command: LinkCommand) -> Result<(), CliError
             ttl,
             request_id,
         } => {
-            let ttl = ttl
-                .map(|ttl| {
-                    i64::try_from(ttl.as_secs())
-                        .map(|seconds| prost_types::Duration { seconds, nanos: 0 })
-                        .map_err(|_| CliError::usage("--ttl is too long"))
-                })
-                .transpose()?;
+            let ttl = ttl_proto(ttl)?;
             let link = ctx
                 .conn
                 .device()

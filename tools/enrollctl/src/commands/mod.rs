@@ -6,6 +6,7 @@ pub mod health;
 pub mod import;
 pub mod link;
 pub mod metadata;
+pub mod otp_link;
 pub mod policy;
 pub mod token;
 pub mod upgrade;

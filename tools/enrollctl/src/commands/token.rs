@@ -128,7 +128,7 @@ pub async fn run(ctx: &mut Ctx<'_>, command: TokenCommand) -> Result<(), CliErro
     write_out(ctx, &token_text(&token))
 }
 
-fn token_type(raw: i32) -> String {
+pub fn token_type(raw: i32) -> String {
     let name = pb::TokenType::try_from(raw).ok().map(|t| t.as_str_name());
     enum_label(name, "TOKEN_TYPE_", raw)
 }
@@ -145,11 +145,27 @@ fn enrollment_state(raw: i32) -> String {
     enum_label(name, "ENROLLMENT_STATE_", raw)
 }
 
-fn algorithm_name(raw: i32) -> String {
+pub fn algorithm_name(raw: i32) -> String {
     let name = pb::HashAlgorithm::try_from(raw)
         .ok()
         .map(|a| a.as_str_name());
     enum_label(name, "HASH_ALGORITHM_", raw)
+}
+
+pub fn otp_type(arg: OtpType) -> pb::TokenType {
+    match arg {
+        OtpType::Totp => pb::TokenType::Totp,
+        OtpType::Hotp => pb::TokenType::Hotp,
+    }
+}
+
+pub fn algorithm(arg: Option<Algorithm>) -> pb::HashAlgorithm {
+    match arg {
+        None => pb::HashAlgorithm::Unspecified,
+        Some(Algorithm::Sha1) => pb::HashAlgorithm::Sha1,
+        Some(Algorithm::Sha256) => pb::HashAlgorithm::Sha256,
+        Some(Algorithm::Sha512) => pb::HashAlgorithm::Sha512,
+    }
 }
 
 pub fn token_text(token: &pb::Token) -> String {
@@ -179,20 +195,12 @@ async fn enroll(ctx: &mut Ctx<'_>, args: EnrollArgs) -> Result<(), CliError> {
         .enroll_token(pb::EnrollTokenRequest {
             realm: args.realm,
             user: optional(args.user),
-            r#type: match args.token_type {
-                OtpType::Totp => pb::TokenType::Totp,
-                OtpType::Hotp => pb::TokenType::Hotp,
-            } as i32,
+            r#type: otp_type(args.token_type) as i32,
             digits: args.digits.unwrap_or(0),
             period: args
                 .period
                 .map(|seconds| prost_types::Duration { seconds, nanos: 0 }),
-            algorithm: match args.algorithm {
-                None => pb::HashAlgorithm::Unspecified,
-                Some(Algorithm::Sha1) => pb::HashAlgorithm::Sha1,
-                Some(Algorithm::Sha256) => pb::HashAlgorithm::Sha256,
-                Some(Algorithm::Sha512) => pb::HashAlgorithm::Sha512,
-            } as i32,
+            algorithm: algorithm(args.algorithm) as i32,
             description: optional(args.description),
             include_qr_png: false,
             client_ip: optional(args.client),
