@@ -7,6 +7,7 @@ mod device_security;
 mod devices;
 mod enrollctl;
 mod enrollment_page;
+mod enrollment_page_otp;
 mod faults;
 mod fido_metadata;
 mod fido_metadata_trust;

@@ -259,7 +259,8 @@ impl TokenStore {
 
     /// Revokes a link. A redeemed link whose token is still verify pending loses the token
     /// (deleted with its sealed seed) in the same transaction. Returns whether anything
-    /// changed (a revoked or superseded link stays as it is).
+    /// changed (a revoked or superseded link stays as it is, and so does one whose token is
+    /// enrolled).
     pub async fn revoke_otp_link(&self, id: &str, audit: AuditRecord) -> Result<bool, DeviceError> {
         let now = audit.time;
         let transaction = self.db.begin().await?;
@@ -267,9 +268,13 @@ impl TokenStore {
         let revoked = transaction
             .execute_raw(statement(
                 backend,
+                // Never a link whose token is enrolled (a first code may have verified it
+                // since the caller looked): that token is the user's.
                 &format!(
                     "UPDATE otp_enrollment_links SET state = '{REVOKED}' \
-                     WHERE id = $1 AND state = '{ACTIVE}'"
+                     WHERE id = $1 AND state = '{ACTIVE}' AND NOT EXISTS (SELECT 1 FROM tokens \
+                     WHERE tokens.serial = otp_enrollment_links.serial \
+                     AND tokens.verify_state IS NULL)"
                 ),
                 vec![id.into()],
             ))

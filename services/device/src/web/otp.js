@@ -25,7 +25,8 @@ window.EnrollOtp = (() => {
     byId("device-type").textContent = `${TYPES[answer.token_type] || answer.token_type}, ${answer.digits} digits`;
     byId("details").hidden = false;
     byId("otp-qr").src = answer.qr_png;
-    byId("otp-secret").textContent = answer.secret;
+    // In groups of four, as authenticator apps accept it typed (they ignore the spaces).
+    byId("otp-secret").textContent = (answer.secret.match(/.{1,4}/g) || []).join(" ");
     byId("otp-label").textContent = answer.label;
     byId("otp-serial").textContent = answer.serial;
     const deadline = new Date(answer.verify_deadline);

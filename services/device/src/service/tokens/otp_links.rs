@@ -227,12 +227,6 @@ impl Tokens {
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("OTP enrollment link `{id}`")))?;
         let link = otp_link_of(&found, self.clock.now())?;
-        if link.status == OtpLinkStatus::Enrolled {
-            return Err(DeviceError::FailedPrecondition(format!(
-                "OTP enrollment link `{id}` enrolled token `{}`; delete the token instead",
-                link.serial.as_deref().unwrap_or_default()
-            )));
-        }
         let question = PolicyQuestion::token(
             PolicyAction::Manage,
             "revoke_otp_link",
@@ -249,13 +243,22 @@ impl Tokens {
             .gate
             .record(actor, "revoke_otp_link", &link.realm, Some(&link.user), id)
             .with_reason(reason);
-        self.store.revoke_otp_link(id, record).await?;
+        let changed = self.store.revoke_otp_link(id, record).await?;
         let after = self
             .store
             .otp_link(id)
             .await?
             .ok_or_else(|| DeviceError::NotFound(format!("OTP enrollment link `{id}`")))?;
-        otp_link_of(&after, self.clock.now())
+        let after = otp_link_of(&after, self.clock.now())?;
+        if !changed && after.status == OtpLinkStatus::Enrolled {
+            // Checked by the write itself, so a first code racing the revocation cannot
+            // leave an enrolled token behind a revoked link.
+            return Err(DeviceError::FailedPrecondition(format!(
+                "OTP enrollment link `{id}` enrolled token `{}`; delete the token instead",
+                after.serial.as_deref().unwrap_or_default()
+            )));
+        }
+        Ok(after)
     }
 
     /// Redeems a link: after the policy's ENROLL decision (and, with `require_identity`,
