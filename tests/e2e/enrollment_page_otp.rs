@@ -54,7 +54,9 @@ fn session_cookie(set_cookie: &str) -> String {
 }
 
 fn seed_of_base32(base32: &str) -> Vec<u8> {
-    totp_rs::Secret::try_from_base32(base32)
+    // As an app takes a typed key: the spaces between the page's groups are ignored.
+    let key: String = base32.split_whitespace().collect();
+    totp_rs::Secret::try_from_base32(key)
         .unwrap()
         .as_ref()
         .to_vec()
