@@ -569,7 +569,7 @@ async fn the_pin_step_checks_the_rules_or_makes_a_random_pin(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let rule = redeemed.pin.clone().unwrap();
+    let rule = redeemed.pin.unwrap();
     assert!(
         rule.required && !rule.random && rule.min_length == 6,
         "{rule:?}"
@@ -633,7 +633,7 @@ async fn the_pin_step_checks_the_rules_or_makes_a_random_pin(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert!(redeemed.pin.clone().unwrap().random);
+    assert!(redeemed.pin.unwrap().random);
     let done = proxy
         .finish_otp_enrollment(finish(
             &redeemed.session,
