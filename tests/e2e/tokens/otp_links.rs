@@ -5,7 +5,10 @@
 //! it; unknown, expired, used, revoked and superseded links answer alike; a newer link
 //! supersedes an unused one; label and PIN rules; limits held while pending and released
 //! on expiry.
+use enroll_device::domain::audit::AuditRecord;
 use enroll_device::domain::otp::code;
+use enroll_device::store::idempotency::Retention;
+use enroll_device::store::tokens::TokenStore;
 use enroll_e2e::{audit_events_by_action, totp_parameters};
 use enroll_shared::time::Clock;
 
@@ -384,6 +387,31 @@ async fn the_verify_window_ends_the_enrollment_and_frees_the_slot(backend: Backe
         .enroll_token(totp("corp", "bob"))
         .await
         .expect("the slot is free");
+    // The purge erases the expired enrollment's sealed seed (alice's enrolled one stays).
+    let db = sea_orm::Database::connect(&stack.database.url)
+        .await
+        .unwrap();
+    let store = TokenStore::new(db, Retention::default());
+    let now = stack.clock().now();
+    let audit = |serial: &str, realm: &str| AuditRecord {
+        actor: "test".into(),
+        action: "verify_token_expired",
+        realm: realm.into(),
+        user: String::new(),
+        subject: serial.into(),
+        result: "ok",
+        reason: "verify window ended: seed erased".into(),
+        trace_id: String::new(),
+        time: now,
+    };
+    assert_eq!(store.purge_expired_seeds(now, audit).await.unwrap(), 1);
+    let seeded = |serial: &str| {
+        format!("SELECT COUNT(*) FROM tokens WHERE serial = '{serial}' AND length(seed) > 0")
+    };
+    let bob_serial = bob.token.clone().unwrap().serial;
+    let alice_serial = alice.token.clone().unwrap().serial;
+    assert_eq!(stack.database.count(&seeded(&bob_serial)).await, 0);
+    assert_eq!(stack.database.count(&seeded(&alice_serial)).await, 1);
 }
 
 async fn racing_redemptions_make_exactly_one_token(backend: Backend) {
@@ -800,6 +828,57 @@ async fn bad_links_are_refused_naming_the_field(backend: Backend) {
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
 
+/// A first code racing the link's revocation: either the token is enrolled and the link
+/// stays (revocation refused), or the link is revoked and the token is gone, never an
+/// enrolled token behind a revoked link.
+async fn a_first_code_racing_revocation_leaves_one_consistent_outcome(backend: Backend) {
+    let stack = TestStack::start(backend).await;
+    let mut admin = stack.admin();
+    for round in 0..8 {
+        let user = format!("user{round}");
+        let link = create(&mut admin, otp_link(&user, pb::TokenType::Hotp)).await;
+        let redeemed = stack
+            .proxy()
+            .redeem_otp_enrollment_link(redeem(&secret_of(&link)))
+            .await
+            .unwrap()
+            .into_inner();
+        let serial = redeemed.token.clone().unwrap().serial;
+        let code_0 = enroll_e2e::hotp_code(&seed(&redeemed), 0);
+        let (mut proxy, mut other_admin) = (stack.proxy(), stack.admin());
+        let (finished, revoked) = tokio::join!(
+            proxy.finish_otp_enrollment(finish(&redeemed.session, &code_0, "")),
+            other_admin.revoke_otp_enrollment_link(pb::RevokeOtpEnrollmentLinkRequest {
+                id: link.id.clone(),
+                revoked_by: "console-admin".into(),
+                ..Default::default()
+            }),
+        );
+        let token = admin
+            .get_token(pb::GetTokenRequest {
+                serial: serial.clone(),
+            })
+            .await;
+        let state = state_of(&mut admin, &link.id, &user).await;
+        match (finished, revoked) {
+            (Ok(_), Err(refused)) => {
+                assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+                assert_eq!(state, pb::OtpLinkState::Enrolled);
+                assert_eq!(
+                    token.unwrap().into_inner().enrollment_state(),
+                    pb::EnrollmentState::Enrolled
+                );
+            }
+            (Err(late), Ok(_)) => {
+                assert_eq!(late.code(), Code::NotFound, "{late:?}");
+                assert_eq!(state, pb::OtpLinkState::Revoked);
+                assert_eq!(token.unwrap_err().code(), Code::NotFound);
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
 enroll_e2e::on_both_backends!(
     a_link_is_redeemed_once_and_its_first_code_enrolls_the_token,
     a_link_works_until_one_second_before_its_end,
@@ -810,4 +889,5 @@ enroll_e2e::on_both_backends!(
     the_pin_step_checks_the_rules_or_makes_a_random_pin,
     labels_are_checked_at_creation_and_again_when_the_policy_changed,
     bad_links_are_refused_naming_the_field,
+    a_first_code_racing_revocation_leaves_one_consistent_outcome,
 );

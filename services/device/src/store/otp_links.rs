@@ -265,11 +265,24 @@ impl TokenStore {
         let now = audit.time;
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
+        // The pending token goes first: deleting it takes its row, so a first code racing
+        // this revocation either enrolled it before (then the update below finds an
+        // enrolled token and nothing is revoked) or finds it gone.
+        transaction
+            .execute_raw(statement(
+                backend,
+                &format!(
+                    "DELETE FROM tokens WHERE serial = (SELECT serial FROM \
+                     otp_enrollment_links WHERE id = $1 AND state = '{ACTIVE}') \
+                     AND verify_state = '{PENDING}' AND verify_deadline > $2"
+                ),
+                vec![id.into(), now.into()],
+            ))
+            .await?;
         let revoked = transaction
             .execute_raw(statement(
                 backend,
-                // Never a link whose token is enrolled (a first code may have verified it
-                // since the caller looked): that token is the user's.
+                // Never a link whose token is enrolled: that token is the user's.
                 &format!(
                     "UPDATE otp_enrollment_links SET state = '{REVOKED}' \
                      WHERE id = $1 AND state = '{ACTIVE}' AND NOT EXISTS (SELECT 1 FROM tokens \
@@ -280,24 +293,13 @@ impl TokenStore {
             ))
             .await?
             .rows_affected();
-        if revoked == 1 {
-            // Only a token still waiting for its first code goes: an enrolled one is the
-            // user's (the caller refused that case), a failed or expired one has no seed.
-            transaction
-                .execute_raw(statement(
-                    backend,
-                    &format!(
-                        "DELETE FROM tokens WHERE serial = (SELECT serial FROM \
-                         otp_enrollment_links WHERE id = $1) AND verify_state = '{PENDING}' \
-                         AND verify_deadline > $2"
-                    ),
-                    vec![id.into(), now.into()],
-                ))
-                .await?;
-            Self::insert_audit(&transaction, audit).await?;
+        if revoked != 1 {
+            transaction.rollback().await?;
+            return Ok(false);
         }
+        Self::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
-        Ok(revoked == 1)
+        Ok(true)
     }
 
     /// An audit event in a transaction of its own (a refusal whose work was rolled back).

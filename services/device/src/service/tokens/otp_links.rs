@@ -509,8 +509,13 @@ impl Tokens {
             .await
         {
             Ok(()) => {}
-            // Raced to the end (another finish, or the window closed): nothing pending.
-            Err(FirstCodeError::NotPending(_)) => return Err(no_pending_enrollment()),
+            // Raced to the end (another finish, a revocation, or the window closed):
+            // nothing pending.
+            Err(
+                FirstCodeError::NotPending(_) | FirstCodeError::Refused(DeviceError::NotFound(_)),
+            ) => {
+                return Err(no_pending_enrollment());
+            }
             Err(FirstCodeError::Refused(error)) => return Err(error),
         }
         let after = self.existing(&serial).await?;
