@@ -5,6 +5,7 @@ pub mod audit;
 pub mod challenges;
 pub mod decision;
 pub mod devices;
+pub mod events;
 pub mod import;
 pub mod lockout;
 pub mod metadata;
