@@ -31,13 +31,22 @@ pub const IDENTITY_HEADER: &str = "X-Pomerium-Jwt-Assertion";
 /// How long a proxy may take to answer after it started.
 const START_WAIT: Duration = Duration::from_secs(15);
 
-/// A port that was free a moment ago (bound to port 0 and released): for a proxy whose
-/// address must be in the gate's configuration before the proxy starts.
+/// A port that was free a moment ago, for a proxy whose address must be in the gate's
+/// configuration before the proxy starts (seconds later: the stack starts in between).
+/// Chosen at random below the kernel's ephemeral range (32768 and up by default), never
+/// by binding port 0: the kernel hands ports of that range to every other listener and
+/// outgoing connection of the test process, and one of them could take the port before
+/// the proxy binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    const BELOW_EPHEMERAL: std::ops::Range<u128> = 20_000..32_000;
+    for _ in 0..1_000 {
+        let span = BELOW_EPHEMERAL.end - BELOW_EPHEMERAL.start;
+        let port = (BELOW_EPHEMERAL.start + uuid::Uuid::new_v4().as_u128() % span) as u16;
+        if std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 /// An external program: `$env_name`, else the first of `candidates` that exists, else
