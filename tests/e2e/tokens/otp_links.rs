@@ -403,6 +403,7 @@ async fn the_verify_window_ends_the_enrollment_and_frees_the_slot(backend: Backe
         reason: "verify window ended: seed erased".into(),
         trace_id: String::new(),
         time: now,
+        event: None,
     };
     assert_eq!(store.purge_expired_seeds(now, audit).await.unwrap(), 1);
     let seeded = |serial: &str| {

@@ -394,6 +394,7 @@ async fn the_purge_erases_expired_seeds(backend: Backend) {
         reason: "verify window ended: seed erased".into(),
         trace_id: String::new(),
         time: now,
+        event: None,
     };
     assert_eq!(store.purge_expired_seeds(now, audit).await.unwrap(), 1);
     assert_eq!(store.purge_expired_seeds(now, audit).await.unwrap(), 0);

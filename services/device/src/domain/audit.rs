@@ -21,6 +21,9 @@ pub struct AuditRecord {
     pub reason: String,
     pub trace_id: String,
     pub time: DateTime<Utc>,
+    /// The enrollment event a refusal is (an `ok` record's event follows from its action:
+    /// `EventKind::of_action`).
+    pub event: Option<crate::domain::events::EventKind>,
 }
 
 impl AuditRecord {
@@ -44,6 +47,7 @@ impl AuditRecord {
             reason: String::new(),
             trace_id: enroll_shared::telemetry::current_trace_id(),
             time,
+            event: None,
         }
     }
 
@@ -57,6 +61,18 @@ impl AuditRecord {
     pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = reason.into();
         self
+    }
+
+    /// The same record, also the enrollment event `kind` (a refusal that is one).
+    pub fn with_event(mut self, kind: crate::domain::events::EventKind) -> Self {
+        self.event = Some(kind);
+        self
+    }
+
+    /// The enrollment event this record is, if any.
+    pub fn event_kind(&self) -> Option<crate::domain::events::EventKind> {
+        self.event
+            .or_else(|| crate::domain::events::EventKind::of_action(self.action, self.result))
     }
 }
 

@@ -105,7 +105,9 @@ impl EventKind {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        EventKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 
     /// The event an audited action with this outcome is, if any. `ok` outcomes of the
@@ -269,4 +271,88 @@ pub struct EnrollmentEvent {
     pub credential: CredentialFacts,
     /// The trace the change ran in (the SET's `txn`).
     pub trace_id: String,
+}
+
+/// What the registering browser reported about the authenticator (unverified: the CAEP
+/// credential type, never a trust decision).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportedAuthenticator {
+    /// `platform`, `cross-platform`, or "" when not reported.
+    pub attachment: String,
+    /// Known WebAuthn transports, comma-separated.
+    pub transports: String,
+}
+
+impl ReportedAuthenticator {
+    const ATTACHMENTS: [&'static str; 2] = ["platform", "cross-platform"];
+    const TRANSPORTS: [&'static str; 6] = ["usb", "nfc", "ble", "internal", "hybrid", "smart-card"];
+
+    /// From the credential JSON of a registration (`authenticatorAttachment`,
+    /// `response.transports`); anything else, or unknown values, are left out.
+    pub fn from_credential_json(json: &str) -> Self {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(json) else {
+            return Self::default();
+        };
+        let attachment = value["authenticatorAttachment"]
+            .as_str()
+            .filter(|attachment| Self::ATTACHMENTS.contains(attachment))
+            .unwrap_or_default()
+            .to_owned();
+        let mut transports: Vec<&str> = value["response"]["transports"]
+            .as_array()
+            .map(|list| list.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        transports.retain(|transport| Self::TRANSPORTS.contains(transport));
+        transports.sort_unstable();
+        transports.dedup();
+        Self {
+            attachment,
+            transports: transports.join(","),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_unique_name_that_parses_back() {
+        let mut names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventKind::ALL.len());
+    }
+
+    #[test]
+    fn only_ok_outcomes_of_changes_are_events() {
+        assert_eq!(
+            EventKind::of_action("register_device", "ok"),
+            Some(EventKind::DeviceRegistered)
+        );
+        assert_eq!(EventKind::of_action("register_device", "denied"), None);
+        assert_eq!(EventKind::of_action("validate", "ok"), None);
+        assert_eq!(
+            EventKind::of_action("verify_token", "ok"),
+            Some(EventKind::TokenEnrolled)
+        );
+    }
+
+    #[test]
+    fn the_browser_report_keeps_known_values_only() {
+        let reported = ReportedAuthenticator::from_credential_json(
+            r#"{"authenticatorAttachment":"platform","response":{"transports":["internal","hybrid","<script>","internal"]}}"#,
+        );
+        assert_eq!(reported.attachment, "platform");
+        assert_eq!(reported.transports, "hybrid,internal");
+        let odd = ReportedAuthenticator::from_credential_json(r#"{"authenticatorAttachment":"x"}"#);
+        assert_eq!(odd, ReportedAuthenticator::default());
+        assert_eq!(
+            ReportedAuthenticator::from_credential_json("not json"),
+            ReportedAuthenticator::default()
+        );
+    }
 }

@@ -153,6 +153,7 @@ impl GateDecisions {
                 reason,
                 trace_id: pending.trace_id,
                 time: Utc::now(),
+                event: None,
             };
             if let Err(error) = self.audit.record(record).await {
                 tracing::warn!(%error, "gate: an audit event could not be written");

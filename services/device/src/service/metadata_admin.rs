@@ -104,6 +104,7 @@ impl MetadataAdmin {
             reason: why,
             trace_id: enroll_shared::telemetry::current_trace_id(),
             time: self.clock.now(),
+            event: None,
         };
         store.accept_jump(no, record).await?;
         tracing::warn!(no, accepted_by, "FIDO metadata BLOB number jump accepted");

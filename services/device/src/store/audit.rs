@@ -10,10 +10,13 @@ use super::entities::audit_events;
 use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::error::DeviceError;
 
+/// Writes `record` and, when it is an enrollment event, the event (same connection: the
+/// change's transaction).
 pub(super) async fn insert(
     db: &impl ConnectionTrait,
     record: AuditRecord,
 ) -> Result<(), DeviceError> {
+    super::events::record_audited(db, &record).await?;
     row(record).insert(db).await?;
     Ok(())
 }

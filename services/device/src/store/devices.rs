@@ -44,6 +44,8 @@ pub struct Registration {
     pub link_id: Option<String>,
     pub device: Device,
     pub credential: String,
+    /// What the browser reported about the authenticator (for events).
+    pub reported: crate::domain::events::ReportedAuthenticator,
     pub limits: Limits,
     pub audit: AuditRecord,
 }
@@ -153,6 +155,7 @@ impl DeviceStore {
             link_id,
             device,
             credential,
+            reported,
             limits,
             audit,
         } = registration;
@@ -221,10 +224,21 @@ impl DeviceStore {
             attestation_root: device.attestation_root.clone().unwrap_or_default(),
             aaguid_verified: device.aaguid_verified,
             model_compromise: device.model_compromise.clone().unwrap_or_default(),
+            attachment: reported.attachment,
+            transports: reported.transports,
         };
         devices::Entity::insert(row.into_active_model())
             .exec_without_returning(&transaction)
             .await?;
+        if let Some(link_id) = &link_id {
+            super::events::record(
+                &transaction,
+                &audit,
+                crate::domain::events::EventKind::LinkUsed,
+                link_id,
+            )
+            .await?;
+        }
         TokenStore::insert_audit(&transaction, audit).await?;
         record_change(&transaction, user_id).await?;
         transaction.commit().await?;

@@ -222,6 +222,11 @@ pub mod devices {
         pub aaguid_verified: bool,
         /// Why the FIDO metadata marks the model compromised; "" when it does not.
         pub model_compromise: String,
+        /// `platform` or `cross-platform` as the registering browser reported it; "" unknown
+        /// (m0015; CAEP's credential type).
+        pub attachment: String,
+        /// The WebAuthn transports the browser reported, comma-separated (m0015).
+        pub transports: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

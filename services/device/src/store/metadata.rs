@@ -222,6 +222,7 @@ impl MetadataStore {
                         reason,
                         trace_id: enroll_shared::telemetry::current_trace_id(),
                         time: now,
+                        event: None,
                     };
                     TokenStore::insert_audit(&transaction, record).await?;
                     // A flag changes CheckEnrollment's answer: every replica's cache learns it.

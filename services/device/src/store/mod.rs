@@ -7,6 +7,8 @@ pub mod convert;
 pub mod device_changes;
 pub mod devices;
 pub mod entities;
+pub mod event_entities;
+pub mod events;
 pub mod idempotency;
 pub mod links;
 pub mod lockout;

@@ -18,6 +18,7 @@ use crate::domain::devices::{
     Device, DeviceKind, DeviceState, LinkSecret, RedirectAllowList, RegisteredDevice,
     RegistrationChallenge, user_handle,
 };
+use crate::domain::events::ReportedAuthenticator;
 use crate::domain::metadata::CertificationLevel;
 use crate::domain::model_rules::{ModelFacts, check_model_rules};
 use crate::domain::names::{Realm, UserName};
@@ -326,6 +327,7 @@ impl Devices {
             self.store.burn_ceremony(ceremony_id, record).await?;
             return Err(error);
         }
+        let reported = ReportedAuthenticator::from_credential_json(&credential_json);
         let relying_party = self.relying_party.clone();
         let state = ceremony.state.clone();
         let verified = self
@@ -395,6 +397,7 @@ impl Devices {
                 link_id: ceremony.link_id.clone(),
                 device,
                 credential: registered.passkey_json,
+                reported,
                 limits: decision.limits(),
                 audit: record,
             })

@@ -95,6 +95,7 @@ impl Tokens {
             reason: "verify window ended: seed erased".to_owned(),
             trace_id: String::new(),
             time: now,
+            event: None,
         };
         self.store.purge_expired_seeds(now, audit).await
     }

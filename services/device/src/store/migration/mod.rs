@@ -14,6 +14,7 @@ mod initial;
 mod m0011_fido_metadata_jumps;
 mod m0013_token_verify;
 mod m0014_otp_enrollment_links;
+mod m0015_enrollment_events;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(aaguid_verified::AaguidVerified),
             Box::new(m0013_token_verify::TokenVerify),
             Box::new(m0014_otp_enrollment_links::OtpEnrollmentLinksTable),
+            Box::new(m0015_enrollment_events::EnrollmentEventsTables),
         ]
     }
 
