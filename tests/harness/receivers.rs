@@ -63,7 +63,10 @@ pub fn python_receiver() -> Result<PathBuf, String> {
             "{} lacks PyJWT[crypto] or standardwebhooks (run scripts/python-venv.sh and set \
              ENROLL_PYTHON to the path it prints): {}",
             python.display(),
-            String::from_utf8_lossy(&output.stderr).trim()
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
         ))
     }
 }
