@@ -31,6 +31,7 @@ mod policy_replicas;
 mod policy_safety;
 mod policy_watch;
 mod proxy_path;
+mod receivers_selftest;
 mod request_limits;
 mod startup;
 mod storable_input;

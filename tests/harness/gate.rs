@@ -105,6 +105,15 @@ impl JwtIssuer {
         encode(&header, claims, &self.key).expect("sign JWT")
     }
 
+    /// A token signed with this issuer's key, with `claims` and the header `typ` (e.g.
+    /// `secevent+jwt`, a security event token).
+    pub fn sign_typed(&self, typ: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.to_owned());
+        encode(&header, claims, &self.key).expect("sign JWT")
+    }
+
     /// A valid token for `realm`/`user`.
     pub fn token(&self, realm: &str, user: &str) -> String {
         self.sign(&Self::claims(realm, user))

@@ -28,6 +28,7 @@ mod page;
 mod private_pg;
 mod proxies;
 mod raw;
+mod receivers;
 mod stack;
 mod tls;
 
@@ -43,6 +44,7 @@ pub use page::*;
 pub use private_pg::*;
 pub use proxies::*;
 pub use raw::*;
+pub use receivers::*;
 pub use stack::*;
 pub use tls::*;
 
