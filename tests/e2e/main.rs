@@ -8,6 +8,7 @@ mod devices;
 mod enrollctl;
 mod enrollment_page;
 mod enrollment_page_otp;
+mod events;
 mod faults;
 mod fido_metadata;
 mod fido_metadata_trust;

@@ -405,6 +405,13 @@ pub fn device_config(
         check_cache: Default::default(),
         // Off unless a gate test configures it (`gate::gate_config`).
         gate: Default::default(),
+        // Stamped every 50 ms: events are readable soon after their change; receivers on
+        // loopback (the test harness's own) are allowed.
+        events: enroll_device::config::EventsConfig {
+            stamp_interval_ms: 50,
+            allow_loopback_http: true,
+            ..Default::default()
+        },
     }
 }
 

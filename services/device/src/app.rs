@@ -127,6 +127,8 @@ pub struct Application {
     metadata: FidoMetadata,
     /// The gate and its listener, when `gate.listen` is set.
     gate: Option<(Arc<Gate>, TcpListener)>,
+    /// The enrollment-event feed (its stamper runs with the server).
+    events: crate::service::events::EventFeed,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -349,11 +351,16 @@ impl Application {
             enroller: Arc::new(tokens.clone()),
             identity: gate.as_ref().map(|(gate, _)| gate.clone()),
         };
+        let events = crate::service::events::EventFeed::new(
+            crate::store::events::EventStore::new(db.clone()),
+            config.events.clone(),
+        );
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,
             devices,
             AuditTrail::new(audit),
             metadata_admin,
+            events.clone(),
         ));
         Ok(Self {
             config,
@@ -376,6 +383,7 @@ impl Application {
             metadata_refresher,
             metadata,
             gate,
+            events,
         })
     }
 
@@ -431,6 +439,7 @@ impl Application {
             metadata_refresher,
             metadata,
             gate,
+            events,
         } = self;
         let meters = metrics.meters();
         // Envoy's ext_authz next to the DeviceService, on the same port and key check.
@@ -533,6 +542,7 @@ impl Application {
                 server.stopping.clone(),
             ))
         });
+        tokio::spawn(events.keep_stamping(server.stopping.clone()));
         if let Some(purge) = purge {
             // Every `tokens::PURGE_INTERVAL`: docs/tokens.md states the bound.
             tokio::spawn(purge.keep_purging(server.stopping.clone()));

@@ -7,12 +7,14 @@ use enroll_shared::metrics::MetricsConfig;
 use serde::Deserialize;
 
 mod check_cache;
+mod events;
 mod gate;
 mod metadata;
 mod validation;
 mod web;
 
 pub use check_cache::CheckCacheConfig;
+pub use events::EventsConfig;
 pub use gate::{GateConfig, GateIdentityConfig, GateSessionConfig, IdentityMode};
 pub use metadata::MetadataConfig;
 pub use validation::{DeviceTokenKey, IdempotencyConfig, ValidationConfig};
@@ -51,6 +53,8 @@ pub struct DeviceConfig {
     pub check_cache: CheckCacheConfig,
     #[serde(default)]
     pub gate: GateConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 impl Default for DeviceConfig {
@@ -70,6 +74,7 @@ impl Default for DeviceConfig {
             metrics: default_metrics(),
             check_cache: Default::default(),
             gate: Default::default(),
+            events: Default::default(),
         }
     }
 }

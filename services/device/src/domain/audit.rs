@@ -70,9 +70,14 @@ impl AuditRecord {
     }
 
     /// The enrollment event this record is, if any.
+    /// An explicit event counts when the record is `ok`, or when the event is itself a
+    /// refusal (a failed enrollment, a refused authentication).
     pub fn event_kind(&self) -> Option<crate::domain::events::EventKind> {
-        self.event
-            .or_else(|| crate::domain::events::EventKind::of_action(self.action, self.result))
+        match self.event {
+            Some(kind) if self.result == OK || kind.is_refusal() => Some(kind),
+            Some(_) => None,
+            None => crate::domain::events::EventKind::of_action(self.action, self.result),
+        }
     }
 }
 

@@ -143,6 +143,14 @@ impl EventKind {
         })
     }
 
+    /// Events that are refusals (written with a denied audit record).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            EventKind::DeviceAuthenticationRefused | EventKind::TokenEnrollmentFailed
+        )
+    }
+
     /// The CAEP `credential-change` `change_type` of a credential event; None for events
     /// that change no credential (links, a pending enrollment, a PIN).
     pub fn caep_change_type(self) -> Option<ChangeType> {

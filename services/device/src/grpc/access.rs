@@ -10,7 +10,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 34] = [
+pub const RPC_ROLES: [(&str, &[Role]); 35] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -40,6 +40,7 @@ pub const RPC_ROLES: [(&str, &[Role]); 34] = [
     ("RedeemOtpEnrollmentLink", PROXY),
     ("ResumeOtpEnrollment", PROXY),
     ("FinishOtpEnrollment", PROXY),
+    ("WatchEnrollmentEvents", READERS),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),

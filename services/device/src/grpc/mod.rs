@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use crate::service::audit::AuditTrail;
 use crate::service::devices::Devices;
+use crate::service::events::EventFeed;
 use crate::service::metadata_admin::MetadataAdmin;
 use crate::service::tokens::Tokens;
 
@@ -14,6 +15,7 @@ pub mod access;
 mod audit;
 mod decode;
 mod devices;
+mod events;
 pub mod ext_authz;
 mod links;
 mod metadata;
@@ -27,6 +29,7 @@ pub struct DeviceGrpc {
     devices: Devices,
     audit: AuditTrail,
     metadata: MetadataAdmin,
+    events: EventFeed,
 }
 
 impl DeviceGrpc {
@@ -35,18 +38,28 @@ impl DeviceGrpc {
         devices: Devices,
         audit: AuditTrail,
         metadata: MetadataAdmin,
+        events: EventFeed,
     ) -> Self {
         Self {
             tokens,
             devices,
             audit,
             metadata,
+            events,
         }
     }
 }
 
 #[tonic::async_trait]
 impl DeviceService for DeviceGrpc {
+    type WatchEnrollmentEventsStream = events::EventStream;
+
+    async fn watch_enrollment_events(
+        &self,
+        request: Request<pb::WatchEnrollmentEventsRequest>,
+    ) -> Result<Response<Self::WatchEnrollmentEventsStream>, Status> {
+        events::watch_enrollment_events(&self.events, request).await
+    }
     async fn check_enrollment(
         &self,
         request: Request<pb::CheckEnrollmentRequest>,

@@ -5,6 +5,7 @@ pub mod blocking;
 pub mod budgets;
 pub mod decision_cache;
 pub mod devices;
+pub mod events;
 pub mod gate;
 pub mod idempotency;
 pub mod metadata;

@@ -21,6 +21,7 @@ use sea_orm::{
 };
 
 use super::entities::{audit_events, tokens};
+use super::event_entities::enrollment_events;
 use super::sql::statement;
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
@@ -40,14 +41,20 @@ pub(super) async fn enroll_for_user(
     user: &UserName,
     token: tokens::ActiveModel,
     audit: audit_events::ActiveModel,
+    event: Option<enrollment_events::ActiveModel>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), DeviceError> {
     let mut values: Vec<Value> = vec![realm.as_str().into(), user.as_str().into(), now.into()];
     let audit_insert = insert_sql(&audit, &mut values, |_| None);
+    // The enrollment event goes in the same statement: it exists if and only if the token
+    // does.
+    let event_insert = event
+        .map(|event| format!(", event AS ({})", insert_sql(&event, &mut values, |_| None)))
+        .unwrap_or_default();
     let token_insert = insert_sql(&token, &mut values, |column| {
         (column == "user_id").then_some("(SELECT id FROM locked_user)")
     });
-    let sql = format!("WITH {LOCKED_USER}, audit AS ({audit_insert}) {token_insert}");
+    let sql = format!("WITH {LOCKED_USER}, audit AS ({audit_insert}){event_insert} {token_insert}");
     let transaction = db.begin().await?;
     transaction
         .execute_raw(statement(DbBackend::Postgres, &sql, values))

@@ -249,9 +249,17 @@ impl TokenStore {
             return Ok(Err(RedeemRefused::Limit(error)));
         }
         token.user_id = Some(user_id);
+        let serial = token.serial.clone();
         tokens::Entity::insert(token.into_active_model())
             .exec_without_returning(&transaction)
             .await?;
+        super::events::record(
+            &transaction,
+            &audit,
+            crate::domain::events::EventKind::TokenEnrollmentPending,
+            &serial,
+        )
+        .await?;
         Self::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
         Ok(Ok(()))

@@ -131,12 +131,18 @@ impl TokenStore {
             && self.db.get_database_backend() == DbBackend::Postgres
         {
             let now = token.create_time;
+            let event = audit.event_kind().map(|kind| {
+                let facts =
+                    super::events::token_facts(&token.token_type, token.hardware, &token.label);
+                super::events::row(&audit, kind, &token.serial, facts)
+            });
             one_statement::enroll_for_user(
                 &self.db,
                 realm,
                 user,
                 token.into_active_model(),
                 audit::row(audit),
+                event,
                 now,
             )
             .await?;

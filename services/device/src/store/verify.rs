@@ -143,7 +143,9 @@ impl TokenStore {
                 .await?;
             Self::insert_audit(
                 &transaction,
-                audit.denied("wrong first code, the last allowed: verify failed, seed erased"),
+                audit
+                    .denied("wrong first code, the last allowed: verify failed, seed erased")
+                    .with_event(crate::domain::events::EventKind::TokenEnrollmentFailed),
             )
             .await?;
             Miss::Failed

@@ -143,9 +143,12 @@ impl Devices {
                 Err(error) => Some(error),
             };
             if let Some(error) = refusal {
-                self.store
-                    .burn_ceremony(ceremony_id, record.clone().denied(error.audit_reason()))
-                    .await?;
+                let mut denied = record.clone().denied(error.audit_reason());
+                if stored.device.model_compromise.is_some() {
+                    denied = denied
+                        .with_event(crate::domain::events::EventKind::DeviceAuthenticationRefused);
+                }
+                self.store.burn_ceremony(ceremony_id, denied).await?;
                 return Err(error);
             }
         }

@@ -332,9 +332,11 @@ impl Tokens {
             &serial,
         );
         if let Some((deadline, attempts)) = verify {
-            audit = audit.with_reason(format!(
-                "verify pending until {deadline}, {attempts} wrong codes allowed"
-            ));
+            audit = audit
+                .with_reason(format!(
+                    "verify pending until {deadline}, {attempts} wrong codes allowed"
+                ))
+                .with_event(crate::domain::events::EventKind::TokenEnrollmentPending);
         }
         let outcome = self.metrics.limits(
             self.store
