@@ -7,4 +7,5 @@
 //! outbox, its streams and its delivery worker compose them, and each is unit-tested here
 //! on its own.
 
+pub mod caep;
 pub mod signing;
