@@ -9,3 +9,4 @@
 
 pub mod caep;
 pub mod signing;
+pub mod webhooks;
