@@ -8,5 +8,6 @@
 //! on its own.
 
 pub mod caep;
+pub mod receiver;
 pub mod signing;
 pub mod webhooks;
