@@ -28,6 +28,16 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
+/// Headers [`ReceiverClient::post`] sets itself, refused from callers.
+const RESERVED_HEADERS: [&str; 6] = [
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+];
+
 /// How much of a response body is kept (for error logs).
 pub const SNIPPET_BYTES: usize = 512;
 
@@ -295,6 +305,7 @@ impl ReceiverClient {
         Self::with(Arc::new(SystemResolver), Arc::new(TcpConnector))
     }
 
+    /// The given resolver and connector, TLS with the webpki roots.
     pub fn with(
         resolver: Arc<dyn Resolver>,
         connector: Arc<dyn Connector>,
@@ -302,6 +313,16 @@ impl ReceiverClient {
         let roots = RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
+        Self::with_roots(resolver, connector, roots)
+    }
+
+    /// The given resolver and connector, TLS trusting `roots` only (receivers under a
+    /// private CA; tests).
+    pub fn with_roots(
+        resolver: Arc<dyn Resolver>,
+        connector: Arc<dyn Connector>,
+        roots: RootCertStore,
+    ) -> Result<Self, String> {
         let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -429,6 +450,11 @@ fn request(
     for (name, value) in headers {
         let name = hyper::header::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| DeliveryError::Http(format!("invalid header name `{name}`")))?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(DeliveryError::Http(format!(
+                "header `{name}` is the client's to set"
+            )));
+        }
         let value = hyper::header::HeaderValue::from_str(value)
             // The value may be a secret: only the name is told.
             .map_err(|_| DeliveryError::Http(format!("invalid value of header `{name}`")))?;

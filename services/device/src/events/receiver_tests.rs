@@ -380,15 +380,45 @@ async fn retry_after_seconds_come_back_and_the_snippet_is_bounded() {
 #[tokio::test]
 async fn a_redirect_is_a_status_and_is_not_followed() {
     let receiver = test_receiver(Some(
-        "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
     ))
     .await;
     let delivered = post_loopback(&receiver, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(delivered.status, 302);
+    // Following it would reach this same receiver again.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(receiver.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(receiver.received.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_or_reserved_headers_are_refused_without_telling_their_values() {
+    let receiver = test_receiver(Some("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")).await;
+    let url = ReceiverUrl::parse(&format!("http://127.0.0.1:{}/", receiver.port), true).unwrap();
+    let client = ReceiverClient::new().unwrap();
+    for header in [
+        ("authorization", "Bearer top-secret\r\nx: y".to_owned()),
+        ("host", "internal.example".to_owned()),
+        ("bad name", "v".to_owned()),
+    ] {
+        let error = client
+            .post(
+                &url,
+                &[header],
+                "application/json",
+                Vec::new(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DeliveryError::Http(_)), "{error}");
+        assert!(!error.to_string().contains("top-secret"));
+        assert!(!error.to_string().contains("internal.example"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(receiver.accepted.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
@@ -444,4 +474,106 @@ fn retry_after_is_seconds_or_an_http_date() {
     );
     assert_eq!(parse_retry_after("soon", now), None);
     assert_eq!(parse_retry_after("-5", now), None);
+}
+
+/// A resolver that sends every name to one loopback address (for the TLS tests).
+struct LoopbackResolver(SocketAddr);
+
+#[async_trait::async_trait]
+impl Resolver for LoopbackResolver {
+    async fn resolve(&self, _host: &str, _port: u16) -> io::Result<Vec<SocketAddr>> {
+        Ok(vec![self.0])
+    }
+}
+
+/// An https receiver on 127.0.0.1 with a certificate for `receiver.test` under a test CA
+/// (testdata/tls-*.der); answers 204 to every request it completes.
+async fn tls_receiver() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certificate = CertificateDer::from(include_bytes!("testdata/tls-receiver.der").to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        include_bytes!("testdata/tls-receiver.key.der").to_vec(),
+    ));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certificate], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = tls
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (address, served)
+}
+
+fn test_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(tokio_rustls::rustls::pki_types::CertificateDer::from(
+            include_bytes!("testdata/tls-ca.der").to_vec(),
+        ))
+        .unwrap();
+    roots
+}
+
+#[tokio::test]
+async fn https_checks_the_certificate_against_the_host_name() {
+    let (address, served) = tls_receiver().await;
+    let resolver = Arc::new(LoopbackResolver(address));
+    let client =
+        ReceiverClient::with_roots(resolver.clone(), Arc::new(TcpConnector), test_roots()).unwrap();
+    let post = |host: &'static str, client: ReceiverClient| async move {
+        // Loopback allowed (the development setting) so the test receiver may be reached.
+        let url =
+            ReceiverUrl::parse(&format!("https://{host}:{}/ssf", address.port()), true).unwrap();
+        client
+            .post(
+                &url,
+                &[],
+                "application/secevent+jwt",
+                b"x".to_vec(),
+                Duration::from_secs(5),
+            )
+            .await
+    };
+    let delivered = post("receiver.test", client.clone()).await.unwrap();
+    assert_eq!(delivered.status, 204);
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    // Another name on the same address: the certificate does not match.
+    let error = post("other.test", client).await.unwrap_err();
+    assert!(matches!(error, DeliveryError::Tls { .. }), "{error}");
+    // The public roots do not know the test CA.
+    let public = ReceiverClient::with(resolver, Arc::new(TcpConnector)).unwrap();
+    let error = post("receiver.test", public).await.unwrap_err();
+    assert!(matches!(error, DeliveryError::Tls { .. }), "{error}");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
 }
