@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod forwarding;
 pub mod gate;
 pub mod grpc;

@@ -1,0 +1,13 @@
+//! Encodings and delivery building blocks of enrollment events (`domain::events`): security
+//! event token keys and signing (`signing`), the CAEP/Shared Signals tokens (`caep`), Standard
+//! Webhooks bodies and signatures (`webhooks`) and the SSRF-safe HTTP POST to receivers
+//! (`receiver`).
+//!
+//! Pure functions and small adapters with no gRPC (tonic) and no database (sea-orm): the
+//! outbox, its streams and its delivery worker compose them, and each is unit-tested here
+//! on its own.
+
+pub mod caep;
+pub mod receiver;
+pub mod signing;
+pub mod webhooks;
