@@ -230,6 +230,8 @@ impl DeviceStore {
         devices::Entity::insert(row.into_active_model())
             .exec_without_returning(&transaction)
             .await?;
+        // The audit event names the link (when there is one); the events name the link and
+        // the new device.
         if let Some(link_id) = &link_id {
             super::events::record(
                 &transaction,
@@ -239,7 +241,14 @@ impl DeviceStore {
             )
             .await?;
         }
-        TokenStore::insert_audit(&transaction, audit).await?;
+        super::events::record(
+            &transaction,
+            &audit,
+            crate::domain::events::EventKind::DeviceRegistered,
+            &device.id,
+        )
+        .await?;
+        TokenStore::insert_audit_without_event(&transaction, audit).await?;
         record_change(&transaction, user_id).await?;
         transaction.commit().await?;
         self.changed_here(Some((realm, user)));

@@ -105,6 +105,17 @@ impl TokenStore {
         audit::insert(db, record).await
     }
 
+    /// The audit row alone, for a change that writes its events itself (their subjects
+    /// differ from the audit event's).
+    pub(super) async fn insert_audit_without_event(
+        db: &impl ConnectionTrait,
+        record: AuditRecord,
+    ) -> Result<(), DeviceError> {
+        use sea_orm::ActiveModelTrait;
+        audit::row(record).insert(db).await?;
+        Ok(())
+    }
+
     /// The live first response stored under an idempotency key.
     pub async fn find_response(
         &self,
