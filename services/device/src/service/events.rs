@@ -26,7 +26,7 @@ pub struct EventFilter {
 impl EventFilter {
     pub fn matches(&self, event: &EnrollmentEvent) -> bool {
         (self.types.is_empty() || self.types.contains(&event.kind))
-            && (self.realms.is_empty() || self.realms.iter().any(|realm| *realm == event.realm))
+            && (self.realms.is_empty() || self.realms.contains(&event.realm))
     }
 }
 
