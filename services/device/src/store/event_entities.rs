@@ -79,6 +79,8 @@ pub mod event_dead_letters {
         pub reason: String,
         pub attempts: i32,
         pub dead_at: DateTimeUtc,
+        /// Queued for delivery again (RedeliverEvents), before the stream's new events.
+        pub redrive: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

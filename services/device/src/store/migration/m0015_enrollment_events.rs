@@ -7,7 +7,7 @@
 //! authenticator (`devices.attachment`, `devices.transports`) for CAEP's credential type.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_integer_null, binary, integer, string, string_len, string_null, text,
+    big_integer, big_integer_null, binary, boolean, integer, string, string_len, string_null, text,
     timestamp_with_time_zone, timestamp_with_time_zone_null,
 };
 
@@ -63,6 +63,7 @@ enum EventDeadLetters {
     Reason,
     Attempts,
     DeadAt,
+    Redrive,
 }
 
 #[derive(DeriveIden)]
@@ -181,6 +182,7 @@ impl MigrationTrait for EnrollmentEventsTables {
                     .col(text(D::Reason))
                     .col(integer(D::Attempts))
                     .col(timestamp_with_time_zone(D::DeadAt))
+                    .col(boolean(D::Redrive))
                     .to_owned(),
             )
             .await?;
