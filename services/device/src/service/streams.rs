@@ -12,7 +12,7 @@ use crate::domain::actor::Actor;
 use crate::domain::events::{EnrollmentEvent, EventKind};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
-use crate::events::receiver::ReceiverUrl;
+use crate::events::receiver::{ReceiverUrl, vet};
 use crate::events::signing::{SigningAlgorithm, SigningKey, jwks};
 use crate::events::webhooks::WebhookSecret;
 use crate::service::events::EventFilter;
@@ -374,6 +374,19 @@ impl EventStreams {
     ) -> Result<(StreamView, Option<String>), DeviceError> {
         ReceiverUrl::parse(&request.endpoint, self.allow_loopback_http)
             .map_err(|problem| DeviceError::invalid("endpoint", problem))?;
+        // An address written into the URL is judged now; names are resolved and judged at
+        // every delivery (a name may point elsewhere later).
+        let literal = url::Url::parse(request.endpoint.trim())
+            .ok()
+            .and_then(|url| match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+        if let Some(address) = literal {
+            vet(address, self.allow_loopback_http)
+                .map_err(|refused| DeviceError::invalid("endpoint", refused.to_string()))?;
+        }
         if request.encoding == Encoding::CaepPush && request.audience.is_empty() {
             return Err(DeviceError::invalid(
                 "audience",
