@@ -59,6 +59,15 @@ const DEVICE_RPCS: &[(&str, &[Role])] = &[
     ("RedeemOtpEnrollmentLink", PROXY),
     ("ResumeOtpEnrollment", PROXY),
     ("FinishOtpEnrollment", PROXY),
+    ("WatchEnrollmentEvents", READERS),
+    ("CreateEventStream", ADMIN),
+    ("ListEventStreams", READERS),
+    ("UpdateEventStream", ADMIN),
+    ("DeleteEventStream", ADMIN),
+    ("RotateEventStreamSecret", ADMIN),
+    ("RotateEventSigningKey", ADMIN),
+    ("ListDeadLetters", READERS),
+    ("RedeliverEvents", ADMIN),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),
@@ -82,6 +91,14 @@ async fn call(channel: &Channel, path: &str, authorization: Option<&str>) -> Cod
     }
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).expect("path");
     let codec = tonic_prost::ProstCodec::<(), ()>::default();
+    if path.path().ends_with("/WatchEnrollmentEvents") {
+        // Server streaming with nothing to send yet: the response headers (or the refusal)
+        // are the answer.
+        return match grpc.server_streaming(request, path, codec).await {
+            Ok(_) => Code::Ok,
+            Err(status) => status.code(),
+        };
+    }
     if path.path().ends_with("/WatchPolicySet") {
         // Server streaming: the first message (or the refusal) is the answer.
         return match grpc.server_streaming(request, path, codec).await {

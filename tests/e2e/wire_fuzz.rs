@@ -129,6 +129,14 @@ async fn call(channel: Channel, service: &str, rpc: &str, body: Vec<u8>) -> Resu
         format!("Bearer {key}").parse().expect("ascii key"),
     );
     let path = PathAndQuery::try_from(format!("/{service}/{rpc}")).expect("path");
+    if rpc == "WatchEnrollmentEvents" {
+        // Server streaming that may have nothing to send: the response headers (or the
+        // refusal) are the answer; dropping the stream ends the call.
+        return grpc
+            .server_streaming(request, path, RawCodec)
+            .await
+            .map(|_| ());
+    }
     if rpc == "WatchPolicySet" {
         // Server streaming: the first message (or the refusal) is the answer; dropping the
         // stream ends the call.

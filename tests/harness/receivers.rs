@@ -51,8 +51,7 @@ pub fn receiver_python() -> PathBuf {
     let venv = std::env::var_os("ENROLL_PYTHON_VENV")
         .map(PathBuf::from)
         .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|home| PathBuf::from(home).join(".cache/enroll-e2e/venv"))
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/enroll-e2e/venv"))
         });
     venv.map(|venv| venv.join("bin/python"))
         .filter(|python| python.exists())

@@ -317,6 +317,92 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "WatchEnrollmentEvents",
+            pb::WatchEnrollmentEventsRequest {
+                after_seq: 3,
+                from_now: false,
+                types: vec![s("token.enrolled")],
+                realms: vec![s("acme")],
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "CreateEventStream",
+            pb::CreateEventStreamRequest {
+                name: s("siem"),
+                encoding: 2,
+                endpoint: s("https://receiver.example.com/hook"),
+                audience: s("https://receiver.example.com"),
+                types: vec![s("token.lost")],
+                realms: vec![s("acme")],
+                from_beginning: true,
+                created_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListEventStreams",
+            pb::ListEventStreamsRequest {}.encode_to_vec(),
+        ),
+        (
+            "UpdateEventStream",
+            pb::UpdateEventStreamRequest {
+                id: s("00000000-0000-4000-8000-000000000000"),
+                status: 2,
+                types: vec![s("device.revoked")],
+                realms: vec![s("acme")],
+                set_filter: true,
+                updated_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "DeleteEventStream",
+            pb::DeleteEventStreamRequest {
+                id: s("00000000-0000-4000-8000-000000000000"),
+                deleted_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RotateEventStreamSecret",
+            pb::RotateEventStreamSecretRequest {
+                id: s("00000000-0000-4000-8000-000000000000"),
+                rotated_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RotateEventSigningKey",
+            pb::RotateEventSigningKeyRequest {
+                algorithm: s("ES256"),
+                rsa_pkcs8_der: Vec::new(),
+                overlap: Some(prost_types::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+                rotated_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "ListDeadLetters",
+            pb::ListDeadLettersRequest {
+                stream_id: s("00000000-0000-4000-8000-000000000000"),
+                page_size: 3,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "RedeliverEvents",
+            pb::RedeliverEventsRequest {
+                stream_id: s("00000000-0000-4000-8000-000000000000"),
+                requested_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "GetMetadataStatus",
             pb::GetMetadataStatusRequest {}.encode_to_vec(),
         ),
