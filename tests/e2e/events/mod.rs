@@ -154,7 +154,10 @@ async fn every_change_writes_its_event(backend: Backend) {
     assert_eq!(registered.initiating_entity, "user");
     let credential = registered.credential.clone().unwrap();
     // A soft passkey reports no attachment: a roaming authenticator, its model the device's.
-    assert_eq!(credential.credential_type, "fido2-roaming", "{credential:?}");
+    assert_eq!(
+        credential.credential_type, "fido2-roaming",
+        "{credential:?}"
+    );
     assert_eq!(credential.aaguid, device.aaguid, "{credential:?}");
     // The same events again from the same cursor: the same ids.
     let again = events(&mut ops, 0, 12).await;
