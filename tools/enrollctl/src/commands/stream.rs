@@ -23,11 +23,12 @@ pub fn encoding(arg: StreamEncoding) -> pb::EventEncoding {
     }
 }
 
+/// The encoding as `--encoding` names it (`caep`, `webhook`).
 fn encoding_label(raw: i32) -> String {
-    let name = pb::EventEncoding::try_from(raw)
-        .ok()
-        .map(|e| e.as_str_name());
-    enum_label(name, "EVENT_ENCODING_", raw)
+    match pb::EventEncoding::try_from(raw) {
+        Ok(pb::EventEncoding::CaepPush) => "caep".to_owned(),
+        other => enum_label(other.ok().map(|e| e.as_str_name()), "EVENT_ENCODING_", raw),
+    }
 }
 
 fn status_label(raw: i32) -> String {
