@@ -409,6 +409,7 @@ pub fn device_config(
         // loopback (the test harness's own) are allowed.
         events: enroll_device::config::EventsConfig {
             stamp_interval_ms: 50,
+            delivery_poll_ms: 50,
             allow_loopback_http: true,
             ..Default::default()
         },

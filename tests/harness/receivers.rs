@@ -41,10 +41,21 @@ pub fn receiver_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("receivers/receiver.py")
 }
 
-/// The Python that runs the receiver: `ENROLL_PYTHON`, else `python3`.
+/// The Python that runs the receiver: `ENROLL_PYTHON`, else the venv
+/// `scripts/python-venv.sh` makes (`$ENROLL_PYTHON_VENV`, default
+/// `~/.cache/enroll-e2e/venv`) when it exists, else `python3`.
 pub fn receiver_python() -> PathBuf {
-    std::env::var_os("ENROLL_PYTHON")
+    if let Some(python) = std::env::var_os("ENROLL_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = std::env::var_os("ENROLL_PYTHON_VENV")
         .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|home| PathBuf::from(home).join(".cache/enroll-e2e/venv"))
+        });
+    venv.map(|venv| venv.join("bin/python"))
+        .filter(|python| python.exists())
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
@@ -245,6 +256,16 @@ impl PythonReceiver {
             "times": times,
         })
         .to_string();
+        let answer = self
+            .post("/control", &[("Content-Type", "application/json")], &order)
+            .await;
+        assert_eq!(answer.status, 200, "POST /control: {answer:?}");
+    }
+
+    /// Verifies webhooks with `secrets` from now on (a stream's secret, known once the
+    /// stream exists; two during a rotation).
+    pub async fn set_webhook_secrets(&self, secrets: &[&str]) {
+        let order = json!({ "webhook_secrets": secrets }).to_string();
         let answer = self
             .post("/control", &[("Content-Type", "application/json")], &order)
             .await;

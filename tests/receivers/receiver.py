@@ -276,6 +276,14 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         try:
             order = json.loads(body)
+            if "webhook_secrets" in order:
+                # The stream's secret is known only once the stream exists (its URL is
+                # this receiver's): set, or rotated, after start.
+                self.receiver.webhooks = [
+                    standardwebhooks.Webhook(secret) for secret in order["webhook_secrets"]
+                ]
+                self.answer(200, {"webhook_secrets": len(self.receiver.webhooks)})
+                return
             path = order["path"]
             status = int(order["status"])
             retry_after = order.get("retry_after")

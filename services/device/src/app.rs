@@ -129,6 +129,10 @@ pub struct Application {
     gate: Option<(Arc<Gate>, TcpListener)>,
     /// The enrollment-event feed (its stamper runs with the server).
     events: crate::service::events::EventFeed,
+    /// Delivers events to the streams.
+    delivery: crate::service::delivery::Delivery,
+    /// The JWKS and SSF configuration documents on the page's port.
+    events_http: crate::web::EventsHttp,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -321,6 +325,7 @@ impl Application {
                  (user, client) pair instead of locking the token for everyone"
             );
         }
+        let cipher_for_events = cipher.clone();
         let purge = cipher.is_some().then(|| tokens.clone());
         let pool_refresh = cipher.map(|cipher| PoolRefresh {
             index: tokens.pool_index().clone(),
@@ -355,12 +360,41 @@ impl Application {
             crate::store::events::EventStore::new(db.clone()),
             config.events.clone(),
         );
+        let stream_store = crate::store::streams::StreamStore::new(db.clone());
+        let event_keys = crate::service::streams::EventKeys::new(
+            stream_store.clone(),
+            cipher_for_events.clone(),
+            clock.clone(),
+        );
+        let streams = crate::service::streams::EventStreams::new(
+            stream_store.clone(),
+            events.store().clone(),
+            event_keys,
+            cipher_for_events,
+            clock.clone(),
+            config.events.allow_loopback_http,
+        );
+        let delivery = crate::service::delivery::Delivery::new(
+            stream_store,
+            streams.clone(),
+            events.store().clone(),
+            crate::events::receiver::ReceiverClient::new().map_err(StartError::Config)?,
+            config.events.clone(),
+            clock.clone(),
+            event_issuer(&config),
+            &meters,
+        );
+        let events_http = crate::web::EventsHttp {
+            keys: streams.keys().clone(),
+            issuer: event_issuer(&config),
+        };
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,
             devices,
             AuditTrail::new(audit),
             metadata_admin,
             events.clone(),
+            streams,
         ));
         Ok(Self {
             config,
@@ -384,6 +418,8 @@ impl Application {
             metadata,
             gate,
             events,
+            delivery,
+            events_http,
         })
     }
 
@@ -440,6 +476,8 @@ impl Application {
             metadata,
             gate,
             events,
+            delivery,
+            events_http,
         } = self;
         let meters = metrics.meters();
         // Envoy's ext_authz next to the DeviceService, on the same port and key check.
@@ -537,12 +575,14 @@ impl Application {
                 listener,
                 page,
                 Some(otp_page),
+                Some(events_http),
                 page_settings,
                 config.server.request_timeout(),
                 server.stopping.clone(),
             ))
         });
         tokio::spawn(events.keep_stamping(server.stopping.clone()));
+        tokio::spawn(delivery.keep_delivering(server.stopping.clone()));
         if let Some(purge) = purge {
             // Every `tokens::PURGE_INTERVAL`: docs/tokens.md states the bound.
             tokio::spawn(purge.keep_purging(server.stopping.clone()));
@@ -673,4 +713,15 @@ pub async fn migrate(config: &DeviceConfig) -> Result<(), StartError> {
     let db = enroll_shared::db::connect(&config.database).await?;
     enroll_shared::db::migrate::<Migrator>(&db, MIGRATION_LOCK_KEY).await?;
     Ok(())
+}
+
+/// The `iss` of security event tokens: `events.issuer`, else the origin of the enrollment
+/// page's base URL.
+fn event_issuer(config: &DeviceConfig) -> String {
+    if !config.events.issuer.trim().is_empty() {
+        return config.events.issuer.trim().trim_end_matches('/').to_owned();
+    }
+    url::Url::parse(&config.webauthn.enrollment_base_url)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_default()
 }

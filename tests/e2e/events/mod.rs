@@ -265,3 +265,4 @@ enroll_e2e::on_both_backends!(
 );
 
 mod cursor;
+mod delivery;

@@ -10,7 +10,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 35] = [
+pub const RPC_ROLES: [(&str, &[Role]); 43] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -41,6 +41,14 @@ pub const RPC_ROLES: [(&str, &[Role]); 35] = [
     ("ResumeOtpEnrollment", PROXY),
     ("FinishOtpEnrollment", PROXY),
     ("WatchEnrollmentEvents", READERS),
+    ("CreateEventStream", ADMIN),
+    ("ListEventStreams", READERS),
+    ("UpdateEventStream", ADMIN),
+    ("DeleteEventStream", ADMIN),
+    ("RotateEventStreamSecret", ADMIN),
+    ("RotateEventSigningKey", ADMIN),
+    ("ListDeadLetters", READERS),
+    ("RedeliverEvents", ADMIN),
     ("Validate", PROXY),
     ("ReportLostToken", ADMIN),
     ("ListAuditEvents", READERS),

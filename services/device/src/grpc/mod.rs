@@ -9,6 +9,7 @@ use crate::service::audit::AuditTrail;
 use crate::service::devices::Devices;
 use crate::service::events::EventFeed;
 use crate::service::metadata_admin::MetadataAdmin;
+use crate::service::streams::EventStreams;
 use crate::service::tokens::Tokens;
 
 pub mod access;
@@ -20,6 +21,7 @@ pub mod ext_authz;
 mod links;
 mod metadata;
 mod otp_links;
+mod streams;
 mod tokens;
 
 pub use tokens::MAX_REQUEST_BYTES;
@@ -30,6 +32,7 @@ pub struct DeviceGrpc {
     audit: AuditTrail,
     metadata: MetadataAdmin,
     events: EventFeed,
+    streams: EventStreams,
 }
 
 impl DeviceGrpc {
@@ -39,6 +42,7 @@ impl DeviceGrpc {
         audit: AuditTrail,
         metadata: MetadataAdmin,
         events: EventFeed,
+        streams: EventStreams,
     ) -> Self {
         Self {
             tokens,
@@ -46,6 +50,7 @@ impl DeviceGrpc {
             audit,
             metadata,
             events,
+            streams,
         }
     }
 }
@@ -59,6 +64,62 @@ impl DeviceService for DeviceGrpc {
         request: Request<pb::WatchEnrollmentEventsRequest>,
     ) -> Result<Response<Self::WatchEnrollmentEventsStream>, Status> {
         events::watch_enrollment_events(&self.events, request).await
+    }
+
+    async fn create_event_stream(
+        &self,
+        request: Request<pb::CreateEventStreamRequest>,
+    ) -> Result<Response<pb::CreateEventStreamResponse>, Status> {
+        streams::create_event_stream(&self.streams, request).await
+    }
+
+    async fn list_event_streams(
+        &self,
+        request: Request<pb::ListEventStreamsRequest>,
+    ) -> Result<Response<pb::ListEventStreamsResponse>, Status> {
+        streams::list_event_streams(&self.streams, request).await
+    }
+
+    async fn update_event_stream(
+        &self,
+        request: Request<pb::UpdateEventStreamRequest>,
+    ) -> Result<Response<pb::EventStream>, Status> {
+        streams::update_event_stream(&self.streams, request).await
+    }
+
+    async fn delete_event_stream(
+        &self,
+        request: Request<pb::DeleteEventStreamRequest>,
+    ) -> Result<Response<pb::DeleteEventStreamResponse>, Status> {
+        streams::delete_event_stream(&self.streams, request).await
+    }
+
+    async fn rotate_event_stream_secret(
+        &self,
+        request: Request<pb::RotateEventStreamSecretRequest>,
+    ) -> Result<Response<pb::RotateEventStreamSecretResponse>, Status> {
+        streams::rotate_event_stream_secret(&self.streams, request).await
+    }
+
+    async fn rotate_event_signing_key(
+        &self,
+        request: Request<pb::RotateEventSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateEventSigningKeyResponse>, Status> {
+        streams::rotate_event_signing_key(&self.streams, request).await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        streams::list_dead_letters(&self.streams, request).await
+    }
+
+    async fn redeliver_events(
+        &self,
+        request: Request<pb::RedeliverEventsRequest>,
+    ) -> Result<Response<pb::RedeliverEventsResponse>, Status> {
+        streams::redeliver_events(&self.streams, request).await
     }
     async fn check_enrollment(
         &self,

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod blocking;
 pub mod budgets;
 pub mod decision_cache;
+pub mod delivery;
 pub mod devices;
 pub mod events;
 pub mod gate;
@@ -13,6 +14,7 @@ pub mod metadata_admin;
 pub mod metrics;
 pub mod pool_index;
 pub mod ports;
+pub mod streams;
 pub mod tokens;
 
 use async_trait::async_trait;

@@ -19,6 +19,7 @@ pub mod otp_links;
 pub mod owner_names;
 pub mod policy_snapshot;
 pub mod sql;
+pub mod streams;
 pub mod token_changes;
 pub mod tokens;
 pub mod validation;

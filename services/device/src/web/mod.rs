@@ -41,6 +41,7 @@ use crate::service::devices::{Devices, Finisher, Registrant};
 mod api;
 
 mod error;
+mod events;
 pub mod gate;
 mod limits;
 mod otp;
@@ -52,6 +53,7 @@ mod tests;
 pub use crate::forwarding::TrustedProxies;
 use api::{begin, call, finish};
 use error::WebError;
+pub use events::{EventsHttp, JWKS_PATH, SSF_CONFIGURATION_PATH};
 use limits::Limiter;
 pub use limits::RateLimits;
 pub use otp::{OtpEnroller, OtpPage};
@@ -139,6 +141,8 @@ struct WebState<R> {
     proxies: Arc<TrustedProxies>,
     /// OTP enrollment by link, when this page serves it.
     otp: Option<OtpPage>,
+    /// The event transmitter's JWKS and SSF configuration, when served.
+    events: Option<EventsHttp>,
 }
 
 impl<R> Clone for WebState<R> {
@@ -149,6 +153,7 @@ impl<R> Clone for WebState<R> {
             limiter: self.limiter.clone(),
             proxies: self.proxies.clone(),
             otp: self.otp.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -159,6 +164,7 @@ impl<R> Clone for WebState<R> {
 pub fn router<R: Registrar>(
     registrar: Arc<R>,
     otp: Option<OtpPage>,
+    events: Option<EventsHttp>,
     settings: &PageSettings,
     timeout: Duration,
 ) -> Router {
@@ -168,6 +174,7 @@ pub fn router<R: Registrar>(
         limiter: Arc::new(Limiter::new(settings.limits.clone())),
         proxies: Arc::new(settings.proxies.clone()),
         otp,
+        events,
     };
     Router::new()
         // Link URLs are `<base>#<secret>`: the secret never reaches this server.
@@ -186,6 +193,11 @@ pub fn router<R: Registrar>(
         .route("/enroll/api/otp/redeem", post(otp::redeem::<R>))
         .route("/enroll/api/otp/resume", post(otp::resume::<R>))
         .route("/enroll/api/otp/finish", post(otp::finish::<R>))
+        .route(JWKS_PATH, get(events::jwks::<R>))
+        .route(
+            SSF_CONFIGURATION_PATH,
+            get(events::ssf_configuration_document::<R>),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -71,6 +71,7 @@ pub async fn serve<R: Registrar>(
     listener: TcpListener,
     registrar: Arc<R>,
     otp: Option<OtpPage>,
+    events: Option<EventsHttp>,
     settings: PageSettings,
     timeout: Duration,
     stop: watch::Receiver<bool>,
@@ -78,7 +79,7 @@ pub async fn serve<R: Registrar>(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "enrollment page listening");
     }
-    let app = router(registrar, otp, &settings, timeout);
+    let app = router(registrar, otp, events, &settings, timeout);
     serve_app(
         listener,
         app,

@@ -99,7 +99,7 @@ impl Registrar for Fake {
 fn app(fake: Arc<Fake>) -> Router {
     let settings = PageSettings::from_config(&crate::config::WebConfig::default())
         .expect("the default settings are valid");
-    router(fake, None, &settings, Duration::from_secs(5))
+    router(fake, None, None, &settings, Duration::from_secs(5))
         .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 4711))))
 }
 

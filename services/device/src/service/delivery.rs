@@ -1,0 +1,408 @@
+//! Delivery of enrollment events to streams: at least once, in order per stream (so per
+//! user too), from any instance holding the stream's lease (one at a time: no double sends
+//! in normal operation; another instance takes over when a holder dies and its lease
+//! lapses, re-sending at most the event it was on). A failed delivery is retried with
+//! exponential back-off and jitter (longer when the receiver sends `Retry-After`), on the
+//! service's clock; past `events.dead_letter_after_secs` the event goes to the dead letters,
+//! and later events of the same user are held behind it (order per user kept) until they
+//! are redelivered. 410 Gone disables the stream. Delivery runs in its own task: a slow or
+//! dead receiver never slows a request.
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use enroll_shared::metrics::{Counter, Meters};
+use enroll_shared::time::SharedClock;
+use opentelemetry::KeyValue;
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::events::EventFilter;
+use super::streams::{Encoding, EventKeys, EventStreams, filter_of};
+use crate::config::EventsConfig;
+use crate::domain::audit::{AuditRecord, OK};
+use crate::domain::events::EnrollmentEvent;
+use crate::error::DeviceError;
+use crate::events::caep::{SetContext, SubjectFormat, security_event_token};
+use crate::events::receiver::{ReceiverClient, ReceiverUrl};
+use crate::events::webhooks;
+use crate::store::event_entities::event_streams;
+use crate::store::events::EventStore;
+use crate::store::streams::{HELD, StreamStore};
+
+/// Events delivered per stream per round at most (then the next stream's turn).
+const ROUND: u64 = 50;
+/// Dead letters redelivered per stream per round at most.
+const REDRIVE_ROUND: u64 = 20;
+
+/// What one attempt came to.
+enum Attempt {
+    Delivered,
+    /// The receiver said the stream is gone (410).
+    Gone(String),
+    /// Try again later (at least `retry_after` when the receiver said so).
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Clone)]
+pub struct Delivery {
+    streams: StreamStore,
+    admin: EventStreams,
+    events: EventStore,
+    keys: EventKeys,
+    client: ReceiverClient,
+    config: EventsConfig,
+    clock: SharedClock,
+    /// This instance's lease owner name.
+    owner: String,
+    issuer: String,
+    deliveries: Counter,
+}
+
+impl Delivery {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        streams: StreamStore,
+        admin: EventStreams,
+        events: EventStore,
+        client: ReceiverClient,
+        config: EventsConfig,
+        clock: SharedClock,
+        issuer: String,
+        meters: &Meters,
+    ) -> Self {
+        Self {
+            keys: admin.keys().clone(),
+            streams,
+            admin,
+            events,
+            client,
+            config,
+            clock,
+            owner: format!("enroll-device-{}", uuid::Uuid::new_v4()),
+            issuer,
+            deliveries: meters.counter(
+                "enroll.device.events.deliveries",
+                "Event deliveries to streams, by encoding and outcome (delivered, failed, gone)",
+            ),
+        }
+    }
+
+    /// Delivers every `events.delivery_poll_ms` until `stop` changes.
+    pub async fn keep_delivering(self, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.config.delivery_poll());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = ticker.tick() => {}
+            }
+            if let Err(error) = self.round().await {
+                tracing::warn!(%error, "event delivery round failed");
+            }
+        }
+        // Let another instance take over at once.
+        if let Ok(streams) = self.streams.list().await {
+            for stream in streams {
+                let _ = self.streams.release(&stream.id, &self.owner).await;
+            }
+        }
+    }
+
+    /// One round: every enabled stream whose lease this instance holds or can take.
+    pub async fn round(&self) -> Result<(), DeviceError> {
+        self.events.stamp().await?;
+        for stream in self.streams.list().await? {
+            let now = self.clock.now();
+            let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
+            if !self
+                .streams
+                .lease(&stream.id, &self.owner, now, now + lease)
+                .await?
+            {
+                continue;
+            }
+            if stream.next_attempt_at.is_some_and(|next| next > now) {
+                continue;
+            }
+            if let Err(error) = self.run(&stream).await {
+                tracing::warn!(%error, stream = %stream.name, "event delivery failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers the stream's redelivered dead letters, then its new events, until one fails.
+    async fn run(&self, stream: &event_streams::Model) -> Result<(), DeviceError> {
+        let encoding = Encoding::parse(&stream.encoding)
+            .ok_or_else(|| DeviceError::corrupt("event stream", "encoding"))?;
+        let url = ReceiverUrl::parse(&stream.endpoint, self.config.allow_loopback_http)
+            .map_err(|problem| DeviceError::corrupt("event stream endpoint", problem))?;
+        let filter = filter_of(stream);
+        for letter in self
+            .streams
+            .dead_letters(&stream.id, 0, REDRIVE_ROUND, true)
+            .await?
+        {
+            let Some(event) = self.events.by_id(&letter.event_id).await? else {
+                self.streams.delivered_dead_letter(letter.id).await?;
+                continue;
+            };
+            match self.attempt(stream, encoding, &url, &event).await? {
+                Attempt::Delivered => self.streams.delivered_dead_letter(letter.id).await?,
+                Attempt::Gone(error) => return self.gone(stream, &error).await,
+                Attempt::Failed { error, retry_after } => {
+                    let now = self.clock.now();
+                    if self.expired(stream, now) {
+                        self.streams.rest_dead_letter(letter.id, &error).await?;
+                        self.streams.clear_retry(&stream.id, &self.owner).await?;
+                    } else {
+                        self.retry_later(stream, now, &error, retry_after).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let events = self.events.after(stream.cursor, ROUND).await?;
+        for event in events {
+            if !self.sendable(encoding, &filter, &event) {
+                self.streams
+                    .advance(&stream.id, &self.owner, event.seq)
+                    .await?;
+                continue;
+            }
+            let subject = subject_key(&event);
+            if let Some(redriving) = self.streams.holds(&stream.id, &subject).await? {
+                self.streams
+                    .dead_letter(
+                        &stream.id,
+                        &self.owner,
+                        event.seq,
+                        &event.id,
+                        &subject,
+                        HELD,
+                        0,
+                        redriving,
+                        self.clock.now(),
+                    )
+                    .await?;
+                continue;
+            }
+            match self.attempt(stream, encoding, &url, &event).await? {
+                Attempt::Delivered => {
+                    if !self
+                        .streams
+                        .advance(&stream.id, &self.owner, event.seq)
+                        .await?
+                    {
+                        // Another instance took the stream over meanwhile.
+                        return Ok(());
+                    }
+                }
+                Attempt::Gone(error) => return self.gone(stream, &error).await,
+                Attempt::Failed { error, retry_after } => {
+                    let now = self.clock.now();
+                    let fresh = self.streams.get(&stream.id).await?;
+                    let current = fresh.as_ref().unwrap_or(stream);
+                    if self.expired(current, now) {
+                        self.streams
+                            .dead_letter(
+                                &stream.id,
+                                &self.owner,
+                                event.seq,
+                                &event.id,
+                                &subject,
+                                &error,
+                                current.attempts.saturating_add(1),
+                                false,
+                                now,
+                            )
+                            .await?;
+                        tracing::warn!(stream = %stream.name, event = %event.id, "event dead-lettered");
+                    } else {
+                        self.retry_later(current, now, &error, retry_after).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the stream has retried its current event past the dead-letter time.
+    fn expired(&self, stream: &event_streams::Model, now: DateTime<Utc>) -> bool {
+        let limit = chrono::Duration::from_std(self.config.dead_letter_after()).unwrap_or_default();
+        stream
+            .first_failure_at
+            .is_some_and(|first| now - first >= limit)
+    }
+
+    async fn retry_later(
+        &self,
+        stream: &event_streams::Model,
+        now: DateTime<Utc>,
+        error: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<(), DeviceError> {
+        let delay = backoff(
+            self.config.retry_base(),
+            self.config.retry_max(),
+            u32::try_from(stream.attempts).unwrap_or(0),
+            retry_after,
+            rand::rng().random_range(0.5..=1.0),
+        );
+        let next = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.streams
+            .failed(&stream.id, &self.owner, now, next, error)
+            .await
+    }
+
+    async fn gone(&self, stream: &event_streams::Model, error: &str) -> Result<(), DeviceError> {
+        let audit = AuditRecord {
+            actor: "enroll-device".to_owned(),
+            action: "disable_event_stream",
+            realm: String::new(),
+            user: String::new(),
+            subject: stream.id.clone(),
+            result: OK,
+            reason: format!(
+                "the receiver answered 410 Gone: stream `{}` disabled",
+                stream.name
+            ),
+            trace_id: String::new(),
+            time: self.clock.now(),
+            event: None,
+        };
+        tracing::warn!(stream = %stream.name, "receiver gone (410): stream disabled");
+        self.streams.gone(&stream.id, error, audit).await
+    }
+
+    /// Whether the stream sends `event` at all: its filter, and for CAEP a credential event
+    /// with a user.
+    fn sendable(&self, encoding: Encoding, filter: &EventFilter, event: &EnrollmentEvent) -> bool {
+        filter.matches(event)
+            && (encoding != Encoding::CaepPush
+                || (event.kind.caep_change_type().is_some() && !event.user.is_empty()))
+    }
+
+    /// One delivery of `event`.
+    async fn attempt(
+        &self,
+        stream: &event_streams::Model,
+        encoding: Encoding,
+        url: &ReceiverUrl,
+        event: &EnrollmentEvent,
+    ) -> Result<Attempt, DeviceError> {
+        let now = self.clock.now().timestamp();
+        let (headers, content_type, body) = match encoding {
+            Encoding::Webhook => {
+                let secrets = self.admin.secrets(stream)?;
+                let body = webhooks::body(event);
+                let headers: Vec<(&str, String)> =
+                    webhooks::headers(&secrets, &event.id, now, &body);
+                (headers, "application/json", body)
+            }
+            Encoding::CaepPush => {
+                let key = self.keys.current().await?;
+                let context = SetContext {
+                    issuer: self.issuer.clone(),
+                    audience: stream.audience.clone(),
+                    subject_format: SubjectFormat::IssSub,
+                    email_domain: None,
+                };
+                let token =
+                    security_event_token(event, &context, &key, now).map_err(|problem| {
+                        DeviceError::corrupt(format!("event {}", event.id), problem)
+                    })?;
+                (Vec::new(), "application/secevent+jwt", token.into_bytes())
+            }
+        };
+        let answer = self
+            .client
+            .post(
+                url,
+                &headers,
+                content_type,
+                body,
+                self.config.delivery_timeout(),
+            )
+            .await;
+        let outcome = match answer {
+            Ok(delivered) if delivered.is_success() => Attempt::Delivered,
+            Ok(delivered) if delivered.status == 410 => {
+                Attempt::Gone(format!("410: {}", delivered.body_snippet))
+            }
+            Ok(delivered) => Attempt::Failed {
+                error: format!("{}: {}", delivered.status, delivered.body_snippet),
+                retry_after: delivered.retry_after,
+            },
+            Err(error) => Attempt::Failed {
+                error: error.to_string(),
+                retry_after: None,
+            },
+        };
+        let label = match &outcome {
+            Attempt::Delivered => "delivered",
+            Attempt::Gone(_) => "gone",
+            Attempt::Failed { .. } => "failed",
+        };
+        self.deliveries.add(
+            1,
+            &[
+                KeyValue::new("encoding", encoding.as_str()),
+                KeyValue::new("outcome", label),
+            ],
+        );
+        Ok(outcome)
+    }
+}
+
+/// Per-user order: events of one realm and user.
+fn subject_key(event: &EnrollmentEvent) -> String {
+    format!("{}/{}", event.realm, event.user)
+}
+
+/// The delay before retry number `attempts + 1`: `base` doubled per attempt up to `max`,
+/// scaled by `jitter` (0.5..=1), and never shorter than the receiver's `Retry-After`.
+pub fn backoff(
+    base: Duration,
+    max: Duration,
+    attempts: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Duration {
+    let exponential = base
+        .checked_mul(1u32.checked_shl(attempts.min(30)).unwrap_or(u32::MAX))
+        .unwrap_or(max)
+        .min(max);
+    let jittered = exponential.mul_f64(jitter.clamp(0.5, 1.0));
+    retry_after.map_or(jittered, |asked| {
+        jittered.max(asked.min(Duration::from_secs(86_400)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_to_the_cap_with_jitter_and_honours_retry_after() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        assert_eq!(backoff(base, max, 0, None, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff(base, max, 3, None, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(base, max, 3, None, 0.5), Duration::from_secs(4));
+        assert_eq!(backoff(base, max, 20, None, 1.0), max);
+        assert_eq!(backoff(base, max, 64, None, 1.0), max);
+        assert_eq!(
+            backoff(base, max, 0, Some(Duration::from_secs(120)), 1.0),
+            Duration::from_secs(120)
+        );
+        // A receiver cannot park a stream for more than a day.
+        assert_eq!(
+            backoff(base, max, 0, Some(Duration::from_secs(10_000_000)), 1.0),
+            Duration::from_secs(86_400)
+        );
+    }
+}
