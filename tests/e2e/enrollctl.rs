@@ -7,6 +7,7 @@ use enroll_e2e::{
 };
 use serde_json::Value;
 
+mod events;
 mod otp_links;
 mod policies;
 mod upgrade;

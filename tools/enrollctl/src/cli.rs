@@ -110,6 +110,16 @@ pub enum Command {
     /// FIDO metadata (MDS3): the BLOB in use, and accepting a BLOB number that jumps.
     #[command(subcommand)]
     Metadata(MetadataCommand),
+    /// Enrollment events (device registered, token enrolled, lost, ...) as they happen.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Outgoing event streams: Shared Signals / CAEP security event tokens or Standard
+    /// Webhooks pushed to a receiver (a SIEM, an identity provider).
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// The key that signs the CAEP streams' security event tokens.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Health of both services (grpc.health.v1); exit code 5 when one is not SERVING.
     Health,
     /// Before upgrading: who the release's trust changes affect (devices refused at
@@ -598,6 +608,139 @@ pub enum AuditResult {
     Denied,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print enrollment events as they happen (oldest first, one line each; JSON lines with
+    /// `-o json`) until Ctrl-C. Without --after or --from-now: from the first event kept.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Resume after this `seq` (the last one printed before).
+    #[arg(long, value_name = "SEQ", conflicts_with = "from_now")]
+    pub after: Option<i64>,
+    /// Only the events that happen from now on.
+    #[arg(long)]
+    pub from_now: bool,
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Stop after this many events [default: until Ctrl-C].
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// The event filter of a watch or a stream.
+#[derive(Debug, Clone, Args)]
+pub struct EventFilterArgs {
+    /// Only this event type, e.g. device.registered, token.lost (repeatable) [default: all].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub types: Vec<String>,
+    /// Only events of this realm (repeatable) [default: all].
+    #[arg(long = "realm", value_name = "REALM")]
+    pub realms: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Create a stream; a webhook stream's signing secret is printed once.
+    Create(StreamCreateArgs),
+    /// List the streams with their delivery state (cursor, backlog, last error).
+    List,
+    /// Stop delivering; events are held and go out on resume.
+    Pause { id: String },
+    /// Deliver again (a paused stream, or a disabled one from now on).
+    Resume { id: String },
+    /// Stop delivering and keep nothing: the stream skips every event while disabled.
+    Disable { id: String },
+    /// Replace a stream's filter (no --type and no --realm: every event).
+    Filter {
+        id: String,
+        #[command(flatten)]
+        filter: EventFilterArgs,
+    },
+    /// Delete a stream and its dead letters.
+    Delete { id: String },
+    /// A webhook stream's new signing secret, printed once; deliveries carry signatures
+    /// with the new and the previous secret until the next rotation.
+    RotateSecret { id: String },
+    /// The events a stream gave up on, and those held behind them, oldest first.
+    DeadLetters {
+        id: String,
+        #[command(flatten)]
+        list: ListArgs,
+    },
+    /// Deliver a stream's dead letters again, in order, before its new events.
+    Redeliver { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct StreamCreateArgs {
+    /// A unique name (at most 64 characters).
+    #[arg(long)]
+    pub name: String,
+    /// `caep`: security event tokens pushed per RFC 8935; `webhook`: Standard Webhooks.
+    #[arg(long, value_enum)]
+    pub encoding: StreamEncoding,
+    /// The receiver's https URL (on a public address).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// The security event tokens' `aud` (required for caep).
+    #[arg(long)]
+    pub audience: Option<String>,
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Start with the first event kept instead of from now.
+    #[arg(long)]
+    pub from_beginning: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamEncoding {
+    Caep,
+    Webhook,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Sign new security event tokens with a new key; the previous key stays published in
+    /// the JWKS for --overlap. Prints the new key's id and the JWKS.
+    Rotate(SigningKeyRotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SigningKeyRotateArgs {
+    /// ES256 (made by the service) or RS256 (needs --rsa-key) [default: ES256, or RS256
+    /// with --rsa-key].
+    #[arg(long, value_enum)]
+    pub algorithm: Option<SigningAlgorithm>,
+    /// The RSA private key for RS256: PKCS#8, DER or PEM (`-----BEGIN PRIVATE KEY-----`),
+    /// at least 2,048 bits.
+    #[arg(long, value_name = "FILE")]
+    pub rsa_key: Option<PathBuf>,
+    /// How long the previous key stays published: 90s, 30m, 12h, 2d or seconds
+    /// [default: 24h].
+    #[arg(long, value_parser = parse_duration)]
+    pub overlap: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SigningAlgorithm {
+    #[value(name = "ES256", alias = "es256")]
+    Es256,
+    #[value(name = "RS256", alias = "rs256")]
+    Rs256,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Es256 => "ES256",
+            SigningAlgorithm::Rs256 => "RS256",
+        }
+    }
+}
+
 /// `90s`, `30m`, `12h`, `2d` or a number of seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -627,6 +770,141 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("enrollctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn events_watch_takes_a_cursor_filters_and_a_limit() {
+        let cli = parse(&[
+            "events",
+            "watch",
+            "--after",
+            "42",
+            "--type",
+            "token.lost",
+            "--type",
+            "device.registered",
+            "--realm",
+            "corp",
+            "--limit",
+            "2",
+        ])
+        .unwrap();
+        let Command::Events(EventsCommand::Watch(args)) = cli.command else {
+            panic!("not events watch");
+        };
+        assert_eq!(args.after, Some(42));
+        assert!(!args.from_now);
+        assert_eq!(args.filter.types, ["token.lost", "device.registered"]);
+        assert_eq!(args.filter.realms, ["corp"]);
+        assert_eq!(args.limit, Some(2));
+        assert!(parse(&["events", "watch", "--after", "1", "--from-now"]).is_err());
+        let Command::Events(EventsCommand::Watch(args)) =
+            parse(&["events", "watch", "--from-now"]).unwrap().command
+        else {
+            panic!("not events watch");
+        };
+        assert!(args.from_now && args.after.is_none() && args.filter.types.is_empty());
+    }
+
+    #[test]
+    fn stream_commands_parse() {
+        let cli = parse(&[
+            "stream",
+            "create",
+            "--name",
+            "siem",
+            "--encoding",
+            "webhook",
+            "--endpoint",
+            "https://siem.example/hook",
+            "--type",
+            "token.lost",
+            "--from-beginning",
+        ])
+        .unwrap();
+        let Command::Stream(StreamCommand::Create(args)) = cli.command else {
+            panic!("not stream create");
+        };
+        assert_eq!(args.encoding, StreamEncoding::Webhook);
+        assert_eq!(args.endpoint, "https://siem.example/hook");
+        assert_eq!(args.filter.types, ["token.lost"]);
+        assert!(args.filter.realms.is_empty() && args.from_beginning && args.audience.is_none());
+        assert!(
+            parse(&[
+                "stream",
+                "create",
+                "--name",
+                "x",
+                "--encoding",
+                "jwt",
+                "--endpoint",
+                "u"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["stream", "create", "--encoding", "caep", "--endpoint", "u"]).is_err());
+        let cli = parse(&["stream", "filter", "abc", "--realm", "a", "--realm", "b"]).unwrap();
+        let Command::Stream(StreamCommand::Filter { id, filter }) = cli.command else {
+            panic!("not stream filter");
+        };
+        assert_eq!(id, "abc");
+        assert_eq!(filter.realms, ["a", "b"]);
+        let cli = parse(&["stream", "dead-letters", "abc", "--limit", "5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Stream(StreamCommand::DeadLetters {
+                list: ListArgs { limit: 5 },
+                ..
+            })
+        ));
+        for command in [
+            "pause",
+            "resume",
+            "disable",
+            "delete",
+            "rotate-secret",
+            "redeliver",
+        ] {
+            assert!(parse(&["stream", command, "abc"]).is_ok(), "{command}");
+            assert!(
+                parse(&["stream", command]).is_err(),
+                "{command} needs an id"
+            );
+        }
+    }
+
+    #[test]
+    fn signing_key_rotate_takes_an_algorithm_a_key_and_an_overlap() {
+        let cli = parse(&[
+            "signing-key",
+            "rotate",
+            "--algorithm",
+            "RS256",
+            "--rsa-key",
+            "k.pem",
+            "--overlap",
+            "2d",
+        ])
+        .unwrap();
+        let Command::SigningKey(SigningKeyCommand::Rotate(args)) = cli.command else {
+            panic!("not signing-key rotate");
+        };
+        assert_eq!(args.algorithm, Some(SigningAlgorithm::Rs256));
+        assert_eq!(args.rsa_key, Some(PathBuf::from("k.pem")));
+        assert_eq!(args.overlap.map(|d| d.as_secs()), Some(172_800));
+        let Command::SigningKey(SigningKeyCommand::Rotate(args)) =
+            parse(&["signing-key", "rotate", "--algorithm", "es256"])
+                .unwrap()
+                .command
+        else {
+            panic!("not signing-key rotate");
+        };
+        assert_eq!(args.algorithm, Some(SigningAlgorithm::Es256));
+        assert!(parse(&["signing-key", "rotate", "--algorithm", "HS256"]).is_err());
     }
 
     #[test]

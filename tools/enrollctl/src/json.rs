@@ -38,6 +38,13 @@ proto_names! {
     device_pb::OtpEnrollmentLink => "enroll.device.v1.OtpEnrollmentLink",
     device_pb::Device => "enroll.device.v1.Device",
     device_pb::AuditEvent => "enroll.device.v1.AuditEvent",
+    device_pb::EnrollmentEvent => "enroll.device.v1.EnrollmentEvent",
+    device_pb::EventStream => "enroll.device.v1.EventStream",
+    device_pb::CreateEventStreamResponse => "enroll.device.v1.CreateEventStreamResponse",
+    device_pb::RotateEventStreamSecretResponse => "enroll.device.v1.RotateEventStreamSecretResponse",
+    device_pb::RotateEventSigningKeyResponse => "enroll.device.v1.RotateEventSigningKeyResponse",
+    device_pb::DeadLetter => "enroll.device.v1.DeadLetter",
+    device_pb::RedeliverEventsResponse => "enroll.device.v1.RedeliverEventsResponse",
 }
 
 /// Both services' descriptors in one pool (their shared imports once).

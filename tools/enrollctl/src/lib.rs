@@ -135,6 +135,9 @@ async fn dispatch(ctx: &mut Ctx<'_>, command: Command) -> Result<(), CliError> {
         Command::Device(command) => commands::device::run(ctx, command).await,
         Command::Audit(command) => commands::audit::run(ctx, command).await,
         Command::Metadata(command) => commands::metadata::run(ctx, command).await,
+        Command::Events(command) => commands::events::run(ctx, command).await,
+        Command::Stream(command) => commands::stream::run(ctx, command).await,
+        Command::SigningKey(command) => commands::stream::signing_key(ctx, command).await,
         Command::Health => commands::health::run(ctx).await,
         Command::UpgradeReport => commands::upgrade::run(ctx).await,
     }

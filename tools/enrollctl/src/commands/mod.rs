@@ -2,12 +2,14 @@
 pub mod apply;
 pub mod audit;
 pub mod device;
+pub mod events;
 pub mod health;
 pub mod import;
 pub mod link;
 pub mod metadata;
 pub mod otp_link;
 pub mod policy;
+pub mod stream;
 pub mod token;
 pub mod upgrade;
 
