@@ -4,6 +4,7 @@
 //! no seed, PIN, pass, OTP, password, link secret, API key, JWT or session cookie appears in
 //! the logs, the spans, the audit events or the error messages.
 mod envoy;
+mod events;
 mod otp_links;
 mod scenario;
 

@@ -57,6 +57,7 @@ pub async fn run(backend: Backend) -> Used {
     used.secret("seed encryption key", TEST_SEED_KEY);
     tokens(&stack, &mut used).await;
     super::otp_links::run(&stack, &mut used).await;
+    super::events::run(&stack, &mut used).await;
     devices(&stack, &mut used).await;
     policies(&stack, &mut used).await;
     metadata(&stack, &mut used).await;

@@ -18,9 +18,9 @@ pub const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
 /// The SSF 1.0 stream verification event type.
 pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
-/// RFC 8935 (push delivery) and RFC 8936 (poll delivery).
+/// RFC 8935 push delivery, the one this transmitter speaks (RFC 8936 poll delivery,
+/// `urn:ietf:rfc:8936`, is not served yet: docs/events.md).
 pub const DELIVERY_PUSH: &str = "urn:ietf:rfc:8935";
-pub const DELIVERY_POLL: &str = "urn:ietf:rfc:8936";
 
 /// How the user is named in `sub_id` (RFC 9493 subject identifiers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,10 +154,7 @@ pub fn ssf_configuration(issuer: &str, jwks_uri: &str, endpoints: &SsfEndpoints)
     document.insert("spec_version".into(), "1_0".into());
     document.insert("issuer".into(), issuer.into());
     document.insert("jwks_uri".into(), jwks_uri.into());
-    document.insert(
-        "delivery_methods_supported".into(),
-        json!([DELIVERY_PUSH, DELIVERY_POLL]),
-    );
+    document.insert("delivery_methods_supported".into(), json!([DELIVERY_PUSH]));
     let optional = [
         ("configuration_endpoint", &endpoints.configuration_endpoint),
         ("status_endpoint", &endpoints.status_endpoint),
@@ -458,7 +455,7 @@ mod tests {
                 "spec_version": "1_0",
                 "issuer": "https://enroll.example.com",
                 "jwks_uri": "https://enroll.example.com/jwks.json",
-                "delivery_methods_supported": ["urn:ietf:rfc:8935", "urn:ietf:rfc:8936"],
+                "delivery_methods_supported": ["urn:ietf:rfc:8935"],
             })
         );
         let full = ssf_configuration(
