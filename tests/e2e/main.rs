@@ -24,7 +24,6 @@ mod lockout;
 mod lockout_guessing;
 mod metrics;
 mod names;
-mod no_secrets_in_logs;
 mod page_limits;
 mod policy_crud;
 mod policy_decisions;

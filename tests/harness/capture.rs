@@ -74,6 +74,9 @@ pub async fn capture<T>(scenario: impl Future<Output = T>) -> (T, Captured) {
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("secret-scan")));
     let output = {
         let _guard = tracing::subscriber::set_default(subscriber);
+        // Callsites first hit on another test's thread (with no subscriber there) may be
+        // cached as uninteresting: ask again now that this thread has one.
+        tracing::callsite::rebuild_interest_cache();
         scenario.await
     };
     let _ = provider.force_flush();

@@ -266,3 +266,4 @@ enroll_e2e::on_both_backends!(
 
 mod cursor;
 mod delivery;
+mod replicas;

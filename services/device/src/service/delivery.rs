@@ -59,6 +59,9 @@ pub struct Delivery {
     owner: String,
     issuer: String,
     deliveries: Counter,
+    /// Each stream's backlog and the age of its oldest undelivered event, as of the last
+    /// round (the gauges read this, never the database).
+    backlog: std::sync::Arc<std::sync::Mutex<Vec<(String, i64, f64)>>>,
 }
 
 impl Delivery {
@@ -73,7 +76,38 @@ impl Delivery {
         issuer: String,
         meters: &Meters,
     ) -> Self {
+        let backlog: std::sync::Arc<std::sync::Mutex<Vec<(String, i64, f64)>>> =
+            std::sync::Arc::default();
+        let read = backlog.clone();
+        meters.gauge(
+            "enroll.device.events.backlog",
+            "{event}",
+            "Events not yet delivered to each enabled stream (as of the last delivery round)",
+            move || {
+                read.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(name, count, _)| {
+                        (*count as f64, vec![KeyValue::new("stream", name.clone())])
+                    })
+                    .collect()
+            },
+        );
+        let read = backlog.clone();
+        meters.gauge(
+            "enroll.device.events.oldest_undelivered_age",
+            "s",
+            "Age of the oldest event not yet delivered to each enabled stream",
+            move || {
+                read.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|(name, _, age)| (*age, vec![KeyValue::new("stream", name.clone())]))
+                    .collect()
+            },
+        );
         Self {
+            backlog,
             keys: admin.keys().clone(),
             streams,
             admin,
@@ -113,8 +147,20 @@ impl Delivery {
 
     /// One round: every enabled stream whose lease this instance holds or can take.
     pub async fn round(&self) -> Result<(), DeviceError> {
-        self.events.stamp().await?;
-        for stream in self.streams.list().await? {
+        let streams = self.streams.list().await?;
+        let mut backlog = Vec::new();
+        for stream in streams
+            .iter()
+            .filter(|stream| stream.status == crate::store::streams::ENABLED)
+        {
+            let (count, oldest) = self.events.pending_after(stream.cursor).await?;
+            let age = oldest
+                .map(|oldest| (self.clock.now() - oldest).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            backlog.push((stream.name.clone(), count, age));
+        }
+        *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = backlog;
+        for stream in streams {
             let now = self.clock.now();
             let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
             if !self

@@ -215,6 +215,14 @@ impl EventStore {
             DbBackend::Postgres => None,
             _ => Some(SQLITE_STAMPER.lock().await),
         };
+        // Most rounds find nothing: a plain read, no transaction, no lock.
+        let waiting = enrollment_events::Entity::find()
+            .filter(enrollment_events::Column::Seq.is_null())
+            .one(&self.db)
+            .await?;
+        if waiting.is_none() {
+            return Ok(0);
+        }
         let transaction = self.db.begin().await?;
         if backend == DbBackend::Postgres {
             transaction
@@ -222,6 +230,16 @@ impl EventStore {
                     backend,
                     "SELECT pg_advisory_xact_lock($1)",
                     vec![STAMPER_LOCK_KEY.into()],
+                ))
+                .await?;
+        } else {
+            // SQLite: a write first takes the write lock at once (a read first would have
+            // to upgrade later, which fails at once when another writer waits).
+            transaction
+                .execute_raw(statement(
+                    backend,
+                    "UPDATE enrollment_events SET seq = NULL WHERE 1 = 0",
+                    vec![],
                 ))
                 .await?;
         }
@@ -297,6 +315,26 @@ impl EventStore {
             .unwrap_or(0))
     }
 
+    /// How many stamped events come after `cursor`, and the oldest one's time.
+    pub async fn pending_after(
+        &self,
+        cursor: i64,
+    ) -> Result<(i64, Option<DateTime<Utc>>), DeviceError> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(statement(
+                backend,
+                "SELECT COUNT(*), MIN(occurred_at) FROM enrollment_events WHERE seq > $1",
+                vec![cursor.into()],
+            ))
+            .await?;
+        Ok(match row {
+            Some(row) => (row.try_get_by_index(0)?, row.try_get_by_index(1)?),
+            None => (0, None),
+        })
+    }
+
     /// How many events wait for their stamp, and since when (the oldest's time).
     pub async fn unstamped(&self) -> Result<(u64, Option<DateTime<Utc>>), DeviceError> {
         let backend = self.db.get_database_backend();
@@ -326,18 +364,6 @@ impl EventStore {
             .await?
             .map(event_of)
             .transpose()
-    }
-
-    /// Inserts an event alone (tests and jobs): the same row a change writes.
-    pub async fn insert_alone(
-        &self,
-        audit: &AuditRecord,
-        kind: EventKind,
-    ) -> Result<(), DeviceError> {
-        let transaction = self.db.begin().await?;
-        record(&transaction, audit, kind, &audit.subject).await?;
-        transaction.commit().await?;
-        Ok(())
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

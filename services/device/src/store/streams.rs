@@ -37,20 +37,29 @@ impl StreamStore {
         stream: event_streams::Model,
         audit: AuditRecord,
     ) -> Result<(), DeviceError> {
-        let transaction = self.db.begin().await?;
-        let taken = event_streams::Entity::find()
+        let taken = || {
+            DeviceError::AlreadyExists(format!("an event stream named `{}` exists", stream.name))
+        };
+        if event_streams::Entity::find()
             .filter(event_streams::Column::Name.eq(stream.name.as_str()))
-            .count(&transaction)
-            .await?;
-        if taken > 0 {
-            return Err(DeviceError::AlreadyExists(format!(
-                "an event stream named `{}` exists",
-                stream.name
-            )));
+            .count(&self.db)
+            .await?
+            > 0
+        {
+            return Err(taken());
         }
-        event_streams::Entity::insert(stream.into_active_model())
+        // The insert first (SQLite: the write lock at once); a racing creation of the same
+        // name fails on the unique index.
+        let transaction = self.db.begin().await?;
+        if let Err(error) = event_streams::Entity::insert(stream.clone().into_active_model())
             .exec_without_returning(&transaction)
-            .await?;
+            .await
+        {
+            return Err(match enroll_shared::db_errors::classify(&error) {
+                enroll_shared::db_errors::DbFailure::Duplicate => taken(),
+                _ => DeviceError::from(error),
+            });
+        }
         TokenStore::insert_audit(&transaction, audit).await?;
         transaction.commit().await?;
         Ok(())

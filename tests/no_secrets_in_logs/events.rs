@@ -9,8 +9,7 @@ use futures::StreamExt;
 use super::Used;
 
 /// An RSA-2048 PKCS#8 key made for the device service's signing tests.
-const RSA_KEY: &[u8] =
-    include_bytes!("../../../services/device/src/events/testdata/rsa2048.pk8.der");
+const RSA_KEY: &[u8] = include_bytes!("../../services/device/src/events/testdata/rsa2048.pk8.der");
 
 pub async fn run(stack: &TestStack, used: &mut Used) {
     let (mut admin, mut ops) = (stack.admin(), stack.ops());
