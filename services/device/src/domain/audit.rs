@@ -76,7 +76,7 @@ impl AuditRecord {
         match self.event {
             Some(kind) if self.result == OK || kind.is_refusal() => Some(kind),
             Some(_) => None,
-            None => crate::domain::events::EventKind::of_action(self.action, self.result),
+            None => crate::domain::events::EventKind::of_action(self.action, self.result == OK),
         }
     }
 }

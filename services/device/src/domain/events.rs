@@ -110,10 +110,10 @@ impl EventKind {
             .find(|kind| kind.as_str() == text)
     }
 
-    /// The event an audited action with this outcome is, if any. `ok` outcomes of the
+    /// The event an audited action is when it succeeded (`ok`), if any: the
     /// state-changing actions; refusals are events only where named (`with_event`).
-    pub fn of_action(action: &str, result: &str) -> Option<Self> {
-        if result != crate::domain::audit::OK {
+    pub fn of_action(action: &str, ok: bool) -> Option<Self> {
+        if !ok {
             return None;
         }
         Some(match action {
@@ -338,13 +338,13 @@ mod tests {
     #[test]
     fn only_ok_outcomes_of_changes_are_events() {
         assert_eq!(
-            EventKind::of_action("register_device", "ok"),
+            EventKind::of_action("register_device", true),
             Some(EventKind::DeviceRegistered)
         );
-        assert_eq!(EventKind::of_action("register_device", "denied"), None);
-        assert_eq!(EventKind::of_action("validate", "ok"), None);
+        assert_eq!(EventKind::of_action("register_device", false), None);
+        assert_eq!(EventKind::of_action("validate", true), None);
         assert_eq!(
-            EventKind::of_action("verify_token", "ok"),
+            EventKind::of_action("verify_token", true),
             Some(EventKind::TokenEnrolled)
         );
     }
