@@ -20,8 +20,6 @@ use crate::domain::events::{
 };
 use crate::error::DeviceError;
 
-/// Serializes the stampers of one process on SQLite (PostgreSQL uses an advisory lock).
-static SQLITE_STAMPER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The advisory lock key of the stamper on PostgreSQL.
 const STAMPER_LOCK_KEY: i64 = 0x656e_726f_6c45;
 /// Events stamped per round at most.
@@ -207,14 +205,10 @@ impl EventStore {
     }
 
     /// Gives the committed, unstamped events their `seq`, in id order, after the largest
-    /// stamped one; returns how many. One stamper at a time (advisory lock, or a process
-    /// lock on SQLite, whose single writer serializes replicas anyway).
+    /// stamped one; returns how many. One stamper at a time: an advisory lock on
+    /// PostgreSQL, the write lock (taken by the first statement) on SQLite.
     pub async fn stamp(&self) -> Result<u64, DeviceError> {
         let backend = self.db.get_database_backend();
-        let _local = match backend {
-            DbBackend::Postgres => None,
-            _ => Some(SQLITE_STAMPER.lock().await),
-        };
         // Most rounds find nothing: a plain read, no transaction, no lock.
         let waiting = enrollment_events::Entity::find()
             .filter(enrollment_events::Column::Seq.is_null())
