@@ -410,6 +410,7 @@ pub fn device_config(
         events: enroll_device::config::EventsConfig {
             stamp_interval_ms: 50,
             delivery_poll_ms: 50,
+            expiry_scan_secs: 1,
             allow_loopback_http: true,
             ..Default::default()
         },

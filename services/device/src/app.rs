@@ -359,6 +359,7 @@ impl Application {
         let events = crate::service::events::EventFeed::new(
             crate::store::events::EventStore::new(db.clone()),
             config.events.clone(),
+            clock.clone(),
         );
         let stream_store = crate::store::streams::StreamStore::new(db.clone());
         let event_keys = crate::service::streams::EventKeys::new(

@@ -258,10 +258,70 @@ async fn watchers_are_capped_and_filtered(backend: Backend) {
     assert_eq!(first.r#type, "token.lost");
 }
 
+async fn links_that_end_unused_become_events_once(backend: Backend) {
+    let stack = TestStack::start(backend).await;
+    let (mut admin, mut ops) = (stack.admin(), stack.ops());
+    let hour = Some(prost_types::Duration {
+        seconds: 3600,
+        nanos: 0,
+    });
+    let device_link = admin
+        .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
+            realm: "corp".into(),
+            user: "alice".into(),
+            device_type: pb::DeviceType::Any as i32,
+            ttl: hour,
+            created_by: "console".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let otp_link = admin
+        .create_otp_enrollment_link(pb::CreateOtpEnrollmentLinkRequest {
+            realm: "corp".into(),
+            user: "bob".into(),
+            r#type: pb::TokenType::Totp as i32,
+            ttl: hour,
+            created_by: "console".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use enroll_shared::time::Clock;
+    stack.clock().advance(Duration::from_secs(3600));
+    // The scan runs every `events.expiry_scan_secs` (1 s in the tests).
+    let seen = events(&mut ops, 0, 4).await;
+    assert_eq!(
+        kinds(&seen),
+        [
+            "link.created",
+            "otp_link.created",
+            "link.expired",
+            "otp_link.expired"
+        ],
+        "{seen:#?}"
+    );
+    assert_eq!(seen[2].subject, device_link.id);
+    assert_eq!(seen[3].subject, otp_link.id);
+    assert_eq!(seen[2].initiating_entity, "system");
+    // Once: later scans find nothing more.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        stack
+            .database
+            .count("SELECT COUNT(*) FROM enrollment_events WHERE event_type LIKE '%.expired'")
+            .await,
+        2
+    );
+}
+
 enroll_e2e::on_both_backends!(
     every_change_writes_its_event,
     a_refused_change_writes_no_event,
     watchers_are_capped_and_filtered,
+    links_that_end_unused_become_events_once,
 );
 
 mod cursor;

@@ -43,6 +43,11 @@ pub struct EventsConfig {
     /// How often an instance looks for streams with events to deliver (ms; default 500).
     #[serde(default = "default_delivery_poll_ms")]
     pub delivery_poll_ms: u64,
+    /// How often expired, unused enrollment links are written as `link.expired` and
+    /// `otp_link.expired` events (s, 1..=3600; default 60): the bound on how late such an
+    /// event comes after the link's end.
+    #[serde(default = "default_expiry_scan_secs")]
+    pub expiry_scan_secs: u64,
     /// Development only: allow `http://` receivers on loopback addresses. Never in
     /// production: receivers must be https on public addresses.
     #[serde(default)]
@@ -62,6 +67,7 @@ impl Default for EventsConfig {
             retry_max_secs: default_retry_max_secs(),
             lease_secs: default_lease_secs(),
             delivery_poll_ms: default_delivery_poll_ms(),
+            expiry_scan_secs: default_expiry_scan_secs(),
             allow_loopback_http: false,
         }
     }
@@ -98,6 +104,10 @@ impl EventsConfig {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.clamp(2, 3_600))
+    }
+
+    pub fn expiry_scan(&self) -> Duration {
+        Duration::from_secs(self.expiry_scan_secs.clamp(1, 3_600))
     }
 
     pub fn delivery_poll(&self) -> Duration {
@@ -139,4 +149,8 @@ fn default_lease_secs() -> u64 {
 
 fn default_delivery_poll_ms() -> u64 {
     500
+}
+
+fn default_expiry_scan_secs() -> u64 {
+    60
 }

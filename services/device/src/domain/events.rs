@@ -139,6 +139,8 @@ impl EventKind {
             "redeem_otp_link" => EventKind::OtpLinkRedeemed,
             "revoke_otp_link" => EventKind::OtpLinkRevoked,
             "supersede_otp_link" => EventKind::OtpLinkSuperseded,
+            "expire_link" => EventKind::LinkExpired,
+            "expire_otp_link" => EventKind::OtpLinkExpired,
             _ => return None,
         })
     }

@@ -43,17 +43,23 @@ pub enum WatchStart {
 pub struct EventFeed {
     store: EventStore,
     config: EventsConfig,
+    clock: enroll_shared::time::SharedClock,
     watchers: Arc<Semaphore>,
     /// Woken when this instance stamps events (others' are seen by polling).
     stamped: Arc<Notify>,
 }
 
 impl EventFeed {
-    pub fn new(store: EventStore, config: EventsConfig) -> Self {
+    pub fn new(
+        store: EventStore,
+        config: EventsConfig,
+        clock: enroll_shared::time::SharedClock,
+    ) -> Self {
         Self {
             watchers: Arc::new(Semaphore::new(config.max_watchers())),
             store,
             config,
+            clock,
             stamped: Arc::default(),
         }
     }
@@ -62,13 +68,24 @@ impl EventFeed {
         &self.store
     }
 
-    /// Stamps committed events every `events.stamp_interval_ms` until `stop` changes.
+    /// Stamps committed events every `events.stamp_interval_ms`, and writes the expiries of
+    /// unused links every `events.expiry_scan_secs`, until `stop` changes.
     pub async fn keep_stamping(self, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.config.stamp_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expiries = tokio::time::interval(self.config.expiry_scan());
+        expiries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
+                _ = expiries.tick() => {
+                    match self.store.record_expiries(self.clock.now()).await {
+                        Ok(0) => {}
+                        Ok(count) => tracing::info!(count, "expired enrollment links recorded"),
+                        Err(error) => tracing::warn!(%error, "recording expired links failed"),
+                    }
+                    continue;
+                }
                 _ = ticker.tick() => {}
             }
             match self.store.stamp().await {

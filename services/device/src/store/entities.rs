@@ -254,6 +254,8 @@ pub mod enrollment_links {
         pub create_time: DateTimeUtc,
         pub expire_time: DateTimeUtc,
         pub device_id: Option<String>,
+        /// Whether its expiry was written as an event (m0015).
+        pub expiry_recorded: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -288,6 +290,8 @@ pub mod otp_enrollment_links {
         pub serial: Option<String>,
         pub session_hash: Option<String>,
         pub redeem_time: Option<DateTimeUtc>,
+        /// Whether its expiry was written as an event (m0015).
+        pub expiry_recorded: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -101,6 +101,7 @@ impl Devices {
             create_time: now,
             expire_time,
             device_id: None,
+            expiry_recorded: false,
         };
         let record = self
             .gate

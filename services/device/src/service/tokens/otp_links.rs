@@ -119,6 +119,7 @@ impl Tokens {
             serial: None,
             session_hash: None,
             redeem_time: None,
+            expiry_recorded: false,
         };
         let link = OtpLink {
             url: Some(otp_link_url(&self.enrollment_page, &secret)),

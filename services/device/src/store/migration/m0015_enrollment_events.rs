@@ -84,6 +84,19 @@ enum Devices {
     Transports,
 }
 
+/// Whether a link's expiry was written as an event (`link.expired`, `otp_link.expired`):
+/// expiry is a matter of the clock, so a job writes it once, after the fact.
+#[derive(DeriveIden)]
+enum EnrollmentLinks {
+    Table,
+    ExpiryRecorded,
+}
+
+#[derive(DeriveIden)]
+enum OtpEnrollmentLinks {
+    Table,
+}
+
 pub(super) struct EnrollmentEventsTables;
 
 impl MigrationName for EnrollmentEventsTables {
@@ -219,6 +232,24 @@ impl MigrationTrait for EnrollmentEventsTables {
             )
             .await?;
 
+        for table in [
+            EnrollmentLinks::Table.into_iden(),
+            OtpEnrollmentLinks::Table.into_iden(),
+        ] {
+            let mut column = ColumnDef::new(EnrollmentLinks::ExpiryRecorded)
+                .boolean()
+                .not_null()
+                .default(false)
+                .to_owned();
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         // SQLite adds one column per ALTER TABLE.
         for column in [
             ColumnDef::new(Devices::Attachment)
@@ -246,6 +277,19 @@ impl MigrationTrait for EnrollmentEventsTables {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            EnrollmentLinks::Table.into_iden(),
+            OtpEnrollmentLinks::Table.into_iden(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .drop_column(EnrollmentLinks::ExpiryRecorded)
+                        .to_owned(),
+                )
+                .await?;
+        }
         for column in [Devices::Attachment, Devices::Transports] {
             manager
                 .alter_table(
