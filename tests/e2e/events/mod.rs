@@ -289,7 +289,6 @@ async fn links_that_end_unused_become_events_once(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    use enroll_shared::time::Clock;
     stack.clock().advance(Duration::from_secs(3600));
     // The scan runs every `events.expiry_scan_secs` (1 s in the tests).
     let seen = events(&mut ops, 0, 4).await;

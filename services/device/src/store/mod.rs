@@ -9,6 +9,7 @@ pub mod devices;
 pub mod entities;
 pub mod event_entities;
 pub mod events;
+mod expiries;
 pub mod idempotency;
 pub mod links;
 pub mod lockout;
