@@ -281,6 +281,33 @@ impl Decision {
         self.decided_by.get(field).cloned().unwrap_or_default()
     }
 
+    /// A link's lifetime within `enrollment_link_ttl_hours` (the default and the longest;
+    /// device and OTP links alike); the error says what is wrong with `asked` (the `ttl`).
+    pub fn link_lifetime(
+        &self,
+        asked: Option<std::time::Duration>,
+    ) -> Result<std::time::Duration, String> {
+        let max_hours = match self.settings.enrollment_link_ttl_hours {
+            0 => 24,
+            hours => hours,
+        };
+        let max = std::time::Duration::from_secs(u64::from(max_hours) * 3_600);
+        match asked {
+            None => Ok(max),
+            Some(ttl) if ttl.is_zero() => Err("must be positive".to_owned()),
+            Some(ttl) if ttl > max => {
+                let policy = self.decided("enrollment_link_ttl_hours");
+                let by = if policy.is_empty() {
+                    "the default".to_owned()
+                } else {
+                    format!("policy {policy}")
+                };
+                Err(format!("longer than the {max_hours} h that {by} allows"))
+            }
+            Some(ttl) => Ok(ttl),
+        }
+    }
+
     /// The limits the decision sets, each with the policy that set it.
     pub fn limits(&self) -> Limits {
         let limit =

@@ -8,10 +8,12 @@ use super::decode::{
     actor, check_text, id, optional_realm, optional_user, page, realm, request_id, required_text,
     text, timestamp, user,
 };
-use super::tokens::{check_code, otp_parameters, token_kind, token_to_proto};
+use super::tokens::{
+    algorithm_to_proto, check_code, otp_parameters, token_kind, token_to_proto, token_type_to_proto,
+};
 use crate::domain::devices::LinkSecret;
 use crate::domain::otp_links::{OtpLink, OtpLinkStatus, PendingEnrollment, VerifiedIdentity};
-use crate::domain::tokens::{HashAlgorithm, TokenKind};
+use crate::domain::tokens::TokenKind;
 use crate::error::DeviceError;
 use crate::service::tokens::{NO_PENDING_ENROLLMENT, NewOtpLink, Tokens, UNUSABLE_LINK};
 use crate::store::otp_links::OtpLinkFilter;
@@ -63,20 +65,13 @@ pub fn otp_link_to_proto(link: OtpLink) -> pb::OtpEnrollmentLink {
         id: link.id,
         realm: link.realm.to_string(),
         user: link.user.to_string(),
-        r#type: match parameters.kind {
-            TokenKind::Hotp => pb::TokenType::Hotp,
-            _ => pb::TokenType::Totp,
-        } as i32,
+        r#type: token_type_to_proto(parameters.kind) as i32,
         digits: u32::from(parameters.digits),
         period: (parameters.period > 0).then(|| prost_types::Duration {
             seconds: i64::from(parameters.period),
             nanos: 0,
         }),
-        algorithm: match parameters.algorithm {
-            HashAlgorithm::Sha1 => pb::HashAlgorithm::Sha1,
-            HashAlgorithm::Sha256 => pb::HashAlgorithm::Sha256,
-            HashAlgorithm::Sha512 => pb::HashAlgorithm::Sha512,
-        } as i32,
+        algorithm: algorithm_to_proto(parameters.algorithm) as i32,
         label: link.label,
         description: link.description,
         url: link.url.unwrap_or_default(),

@@ -103,15 +103,27 @@ fn state_to_proto(state: TokenState) -> pb::TokenState {
     }
 }
 
+pub(super) fn token_type_to_proto(kind: TokenKind) -> pb::TokenType {
+    match kind {
+        TokenKind::Totp => pb::TokenType::Totp,
+        TokenKind::Hotp => pb::TokenType::Hotp,
+        TokenKind::Password => pb::TokenType::Password,
+    }
+}
+
+pub(super) fn algorithm_to_proto(algorithm: HashAlgorithm) -> pb::HashAlgorithm {
+    match algorithm {
+        HashAlgorithm::Sha1 => pb::HashAlgorithm::Sha1,
+        HashAlgorithm::Sha256 => pb::HashAlgorithm::Sha256,
+        HashAlgorithm::Sha512 => pb::HashAlgorithm::Sha512,
+    }
+}
+
 /// A token as callers see it: never its seed or PIN.
 pub fn token_to_proto(token: Token) -> pb::Token {
     pb::Token {
         serial: token.serial,
-        r#type: match token.kind {
-            TokenKind::Totp => pb::TokenType::Totp,
-            TokenKind::Hotp => pb::TokenType::Hotp,
-            TokenKind::Password => pb::TokenType::Password,
-        } as i32,
+        r#type: token_type_to_proto(token.kind) as i32,
         realm: token.realm.to_string(),
         user: token.user.map(String::from).unwrap_or_default(),
         state: state_to_proto(token.state) as i32,
@@ -121,11 +133,7 @@ pub fn token_to_proto(token: Token) -> pb::Token {
             seconds: i64::from(token.period),
             nanos: 0,
         }),
-        algorithm: match token.algorithm {
-            HashAlgorithm::Sha1 => pb::HashAlgorithm::Sha1,
-            HashAlgorithm::Sha256 => pb::HashAlgorithm::Sha256,
-            HashAlgorithm::Sha512 => pb::HashAlgorithm::Sha512,
-        } as i32,
+        algorithm: algorithm_to_proto(token.algorithm) as i32,
         has_pin: token.has_pin,
         failure_count: token.failure_count,
         create_time: timestamp(token.create_time),

@@ -203,8 +203,7 @@ impl EventKeys {
         let now = self.clock.now();
         let mut rows = self.store.signing_keys(now).await?;
         if rows.is_empty() {
-            self.add(SigningAlgorithm::Es256, None, Duration::ZERO, None)
-                .await?;
+            self.add(SigningAlgorithm::Es256, None, None).await?;
             rows = self.store.signing_keys(now).await?;
         }
         let cipher = self.cipher()?;
@@ -241,13 +240,13 @@ impl EventKeys {
         Ok(jwks(&self.published().await?))
     }
 
-    /// A new signing key; the previous ones stay published for `overlap`.
+    /// A new signing key. A rotation (`overlap` and its audit record) keeps the previous
+    /// keys published for `overlap`; the first key (None) retires nothing.
     pub async fn add(
         &self,
         algorithm: SigningAlgorithm,
         rsa_pkcs8: Option<&[u8]>,
-        overlap: Duration,
-        audit: Option<crate::domain::audit::AuditRecord>,
+        rotation: Option<(Duration, crate::domain::audit::AuditRecord)>,
     ) -> Result<String, DeviceError> {
         let now = self.clock.now();
         let kid = format!(
@@ -281,9 +280,13 @@ impl EventKeys {
             .cipher()?
             .encrypt(&der, key.kid())
             .map_err(|error| DeviceError::FailedPrecondition(error.to_string()))?;
-        let retire = now
-            + chrono::Duration::from_std(overlap)
-                .map_err(|_| DeviceError::invalid("overlap", "too long"))?;
+        let retire = rotation
+            .map(|(overlap, audit)| {
+                chrono::Duration::from_std(overlap)
+                    .map(|overlap| (now + overlap, audit))
+                    .map_err(|_| DeviceError::invalid("overlap", "too long"))
+            })
+            .transpose()?;
         self.store
             .add_signing_key(
                 event_signing_keys::Model {
@@ -295,7 +298,6 @@ impl EventKeys {
                     retire_time: None,
                 },
                 retire,
-                audit,
             )
             .await?;
         *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -622,7 +624,7 @@ impl EventStreams {
             ));
         let kid = self
             .keys
-            .add(algorithm, rsa_pkcs8, overlap, Some(audit))
+            .add(algorithm, rsa_pkcs8, Some((overlap, audit)))
             .await?;
         Ok((kid, self.keys.jwks().await?))
     }

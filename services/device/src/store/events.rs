@@ -329,27 +329,6 @@ impl EventStore {
         })
     }
 
-    /// How many events wait for their stamp, and since when (the oldest's time).
-    pub async fn unstamped(&self) -> Result<(u64, Option<DateTime<Utc>>), DeviceError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*), MIN(occurred_at) FROM enrollment_events WHERE seq IS NULL",
-                vec![],
-            ))
-            .await?;
-        Ok(match row {
-            Some(row) => {
-                let count: i64 = row.try_get_by_index(0)?;
-                let oldest: Option<DateTime<Utc>> = row.try_get_by_index(1)?;
-                (u64::try_from(count).unwrap_or(0), oldest)
-            }
-            None => (0, None),
-        })
-    }
-
     /// One event by its stable id.
     pub async fn by_id(&self, id: &str) -> Result<Option<EnrollmentEvent>, DeviceError> {
         enrollment_events::Entity::find()
@@ -358,10 +337,6 @@ impl EventStore {
             .await?
             .map(event_of)
             .transpose()
-    }
-
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
     }
 }
 

@@ -378,23 +378,30 @@ impl StreamStore {
             .await?)
     }
 
-    /// Stores a new signing key; the ones in use retire at `retire_previous` (still
-    /// published until then). With `audit` (a rotation) the audit event too.
+    /// Stores a new signing key. A rotation (`retire_previous`) retires the keys in use at
+    /// that time (still published until then) and writes `audit`; the first key retires
+    /// nothing (replicas making one each at first use all keep theirs published).
     pub async fn add_signing_key(
         &self,
         key: event_signing_keys::Model,
-        retire_previous: DateTime<Utc>,
-        audit: Option<AuditRecord>,
+        retire_previous: Option<(DateTime<Utc>, AuditRecord)>,
     ) -> Result<(), DeviceError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
-        transaction
-            .execute_raw(statement(
-                backend,
-                "UPDATE event_signing_keys SET retire_time = $1 WHERE retire_time IS NULL",
-                vec![retire_previous.into()],
-            ))
-            .await?;
+        let audit = match retire_previous {
+            Some((retire, audit)) => {
+                transaction
+                    .execute_raw(statement(
+                        backend,
+                        "UPDATE event_signing_keys SET retire_time = $1 \
+                         WHERE retire_time IS NULL",
+                        vec![retire.into()],
+                    ))
+                    .await?;
+                Some(audit)
+            }
+            None => None,
+        };
         event_signing_keys::Entity::insert(key.into_active_model())
             .exec_without_returning(&transaction)
             .await?;

@@ -161,30 +161,9 @@ impl Devices {
                 policy: decision.decided("webauthn_device_type"),
             });
         }
-        let max_hours = match decision.settings.enrollment_link_ttl_hours {
-            0 => 24,
-            hours => hours,
-        };
-        let max = Duration::from_secs(u64::from(max_hours) * 3_600);
-        let ttl = match request.ttl {
-            None => max,
-            Some(ttl) if ttl.is_zero() => {
-                return Err(DeviceError::invalid("ttl", "must be positive"));
-            }
-            Some(ttl) if ttl > max => {
-                let policy = decision.decided("enrollment_link_ttl_hours");
-                let by = if policy.is_empty() {
-                    "the default".to_owned()
-                } else {
-                    format!("policy {policy}")
-                };
-                return Err(DeviceError::invalid(
-                    "ttl",
-                    format!("longer than the {max_hours} h that {by} allows"),
-                ));
-            }
-            Some(ttl) => ttl,
-        };
+        let ttl = decision
+            .link_lifetime(request.ttl)
+            .map_err(|problem| DeviceError::invalid("ttl", problem))?;
         let redirect_url = match &request.redirect_url {
             Some(raw) => self
                 .settings

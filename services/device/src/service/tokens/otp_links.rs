@@ -85,8 +85,10 @@ impl Tokens {
             "",
         );
         let decision = self.gate.decide(actor, &question).await?;
-        let ttl = match link_lifetime(&decision, request.ttl)
-            .and_then(|ttl| label_allowed(&decision, &request.label, "label").map(|()| ttl))
+        let ttl = match decision
+            .link_lifetime(request.ttl)
+            .map_err(|problem| DeviceError::invalid("ttl", problem))
+            .and_then(|ttl| label_allowed(&decision, &request.label).map(|()| ttl))
         {
             Ok(ttl) => ttl,
             Err(error) => {
@@ -409,7 +411,7 @@ impl Tokens {
         actor: &Actor,
         session: &LinkSecret,
     ) -> Result<PendingEnrollment, DeviceError> {
-        let (found, token, link) = self.pending_of(session).await?;
+        let (token, link) = self.pending_of(session).await?;
         let decision = self
             .gate
             .decide_unaudited(
@@ -428,7 +430,6 @@ impl Tokens {
             .cipher()?
             .decrypt(&token.seed_key_id, &token.seed, &token.serial)
             .map_err(|_| no_pending_enrollment())?;
-        drop(found);
         self.pending(&token, &link, &seed, &decision.settings)
     }
 
@@ -441,7 +442,7 @@ impl Tokens {
         code: String,
         pin: Option<String>,
     ) -> Result<FinishedEnrollment, DeviceError> {
-        let (_, token, link) = self.pending_of(session).await?;
+        let (token, link) = self.pending_of(session).await?;
         let serial = token.serial.clone();
         let question = PolicyQuestion::token(
             PolicyAction::Enroll,
@@ -530,7 +531,7 @@ impl Tokens {
     async fn pending_of(
         &self,
         session: &LinkSecret,
-    ) -> Result<(OtpLinkRow, tokens::Model, OtpLink), DeviceError> {
+    ) -> Result<(tokens::Model, OtpLink), DeviceError> {
         let now = self.clock.now();
         let found = self
             .store
@@ -538,11 +539,8 @@ impl Tokens {
             .await?
             .ok_or_else(no_pending_enrollment)?;
         let link = otp_link_of(&found, now)?;
-        match (&found.token, link.status) {
-            (Some(token), OtpLinkStatus::VerifyPending) => {
-                let token = token.clone();
-                Ok((found, token, link))
-            }
+        match (found.token, link.status) {
+            (Some(token), OtpLinkStatus::VerifyPending) => Ok((token, link)),
             _ => Err(no_pending_enrollment()),
         }
     }
@@ -647,47 +645,21 @@ fn by_policy(policy: &str) -> String {
     }
 }
 
-/// The link's lifetime within `enrollment_link_ttl_hours` (shared with device links).
-fn link_lifetime(decision: &Decision, asked: Option<Duration>) -> Result<Duration, DeviceError> {
-    let max_hours = match decision.settings.enrollment_link_ttl_hours {
-        0 => 24,
-        hours => hours,
-    };
-    let max = Duration::from_secs(u64::from(max_hours) * 3_600);
-    match asked {
-        None => Ok(max),
-        Some(ttl) if ttl.is_zero() => Err(DeviceError::invalid("ttl", "must be positive")),
-        Some(ttl) if ttl > max => {
-            let policy = decision.decided("enrollment_link_ttl_hours");
-            let by = if policy.is_empty() {
-                "the default".to_owned()
-            } else {
-                format!("policy {policy}")
-            };
-            Err(DeviceError::invalid(
-                "ttl",
-                format!("longer than the {max_hours} h that {by} allows"),
-            ))
-        }
-        Some(ttl) => Ok(ttl),
-    }
-}
-
 /// A label of the caller's is refused when a policy sets `tokenlabel`.
-fn label_allowed(decision: &Decision, label: &str, field: &'static str) -> Result<(), DeviceError> {
+fn label_allowed(decision: &Decision, label: &str) -> Result<(), DeviceError> {
     let policy = decision.decided("token_label");
     if label.is_empty() || policy.is_empty() {
         return Ok(());
     }
     Err(DeviceError::invalid(
-        field,
-        format!("policy {policy} sets the token label; leave {field} empty"),
+        "label",
+        format!("policy {policy} sets the token label; leave label empty"),
     ))
 }
 
 /// At redemption and the first code: the label checked at creation still holds.
 fn label_unchanged(decision: &Decision, label: &str) -> Result<(), DeviceError> {
-    label_allowed(decision, label, "label").map_err(|_| {
+    label_allowed(decision, label).map_err(|_| {
         DeviceError::FailedPrecondition(format!(
             "the policy changed since this link was made: policy {} now sets the token label; ask for a new link",
             decision.decided("token_label")
