@@ -40,6 +40,10 @@ pub struct EventsConfig {
     /// instance takes the stream over this long after the holder died.
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// Requests in flight to one stream's receiver at most (1..=64; default 8): events of
+    /// different users go out side by side, each user's in order.
+    #[serde(default = "default_delivery_concurrency")]
+    pub delivery_concurrency: usize,
     /// How often an instance looks for streams with events to deliver (ms; default 500).
     #[serde(default = "default_delivery_poll_ms")]
     pub delivery_poll_ms: u64,
@@ -66,6 +70,7 @@ impl Default for EventsConfig {
             retry_base_ms: default_retry_base_ms(),
             retry_max_secs: default_retry_max_secs(),
             lease_secs: default_lease_secs(),
+            delivery_concurrency: default_delivery_concurrency(),
             delivery_poll_ms: default_delivery_poll_ms(),
             expiry_scan_secs: default_expiry_scan_secs(),
             allow_loopback_http: false,
@@ -110,6 +115,10 @@ impl EventsConfig {
         Duration::from_secs(self.expiry_scan_secs.clamp(1, 3_600))
     }
 
+    pub fn delivery_concurrency(&self) -> usize {
+        self.delivery_concurrency.clamp(1, 64)
+    }
+
     pub fn delivery_poll(&self) -> Duration {
         Duration::from_millis(self.delivery_poll_ms.clamp(20, 60_000))
     }
@@ -141,6 +150,10 @@ fn default_retry_base_ms() -> u64 {
 
 fn default_retry_max_secs() -> u64 {
     300
+}
+
+fn default_delivery_concurrency() -> usize {
+    8
 }
 
 fn default_lease_secs() -> u64 {

@@ -11,14 +11,18 @@
 //!   of the name; TLS checks the certificate against the host name (SNI) and webpki roots;
 //! - redirects are never followed (a 3xx is a status like any other);
 //! - one timeout bounds resolution, connection, TLS, request and the response's head and
-//!   first bytes; errors name no header value or body (bearer tokens, signatures).
+//!   first bytes; errors name no header value or body (bearer tokens, signatures);
+//! - connections are kept alive and reused per vetted address (and TLS host name), so a
+//!   stream's deliveries pay no handshake each; the name is still resolved and vetted for
+//!   every request, and a new address gets a new connection.
 //!
 //! Built on the hyper, tokio-rustls (ring) and webpki roots the FIDO metadata download
 //! (`adapters::fido_metadata`) already uses: no new crates.
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -291,6 +295,7 @@ pub struct ReceiverClient {
     resolver: Arc<dyn Resolver>,
     connector: Arc<dyn Connector>,
     tls: TlsConnector,
+    pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for ReceiverClient {
@@ -333,6 +338,7 @@ impl ReceiverClient {
             resolver,
             connector,
             tls: TlsConnector::from(Arc::new(config)),
+            pool: Arc::default(),
         })
     }
 
@@ -391,9 +397,40 @@ impl ReceiverClient {
         body: Vec<u8>,
     ) -> Result<Delivered, DeliveryError> {
         let addresses = self.addresses(url).await?;
-        let request = request(url, headers, content_type, body)?;
+        let body = Bytes::from(body);
         // The first vetted address, connected to as it is: never resolved again.
-        let address = addresses[0];
+        let key = PoolKey {
+            address: addresses[0],
+            tls_host: url
+                .tls()
+                .then(|| url.url.host_str().unwrap_or_default().to_owned()),
+        };
+        // Built before any connection: a bad header never reaches the network.
+        let first = request(url, headers, content_type, body.clone())?;
+        let request = match self.pool.checkout(&key) {
+            Some(lease) => match self.send_on(lease, &key, first).await {
+                Ok(delivered) => return Ok(delivered),
+                // The receiver closed the idle connection as it was reused: the request
+                // was not answered, so it goes again on a new connection (at least once).
+                Err(Reuse::Stale) => request(url, headers, content_type, body)?,
+                Err(Reuse::Failed(error)) => return Err(error),
+            },
+            None => first,
+        };
+        let lease = self.connect(url, &key).await?;
+        match self.send_on(lease, &key, request).await {
+            Ok(delivered) => Ok(delivered),
+            Err(Reuse::Stale) => Err(DeliveryError::Http(
+                "the connection closed before the answer".to_owned(),
+            )),
+            Err(Reuse::Failed(error)) => Err(error),
+        }
+    }
+
+    /// A new connection (TCP, then TLS for https) to the key's vetted address, its
+    /// connection task spawned.
+    async fn connect(&self, url: &ReceiverUrl, key: &PoolKey) -> Result<Lease, DeliveryError> {
+        let address = key.address;
         let tcp =
             self.connector
                 .connect(address)
@@ -402,37 +439,171 @@ impl ReceiverClient {
                     address,
                     message: error.to_string(),
                 })?;
-        let response = if url.tls() {
-            let host = url.url.host_str().unwrap_or_default();
-            let server_name = match url.url.host() {
-                Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
-                _ => ServerName::try_from(host.to_owned()).map_err(|error| DeliveryError::Tls {
-                    host: host.to_owned(),
-                    message: error.to_string(),
-                })?,
-            };
-            let tls =
-                self.tls
-                    .connect(server_name, tcp)
-                    .await
-                    .map_err(|error| DeliveryError::Tls {
-                        host: host.to_owned(),
+        // Requests are small and each waits for its answer: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
+        match &key.tls_host {
+            Some(host) => {
+                let server_name = match url.url.host() {
+                    Some(url::Host::Ipv4(ip)) => ServerName::from(IpAddr::V4(ip)),
+                    Some(url::Host::Ipv6(ip)) => ServerName::from(IpAddr::V6(ip)),
+                    _ => {
+                        ServerName::try_from(host.clone()).map_err(|error| DeliveryError::Tls {
+                            host: host.clone(),
+                            message: error.to_string(),
+                        })?
+                    }
+                };
+                let tls = self.tls.connect(server_name, tcp).await.map_err(|error| {
+                    DeliveryError::Tls {
+                        host: host.clone(),
                         message: error.to_string(),
-                    })?;
-            send(TokioIo::new(tls), request).await?
-        } else {
-            send(TokioIo::new(tcp), request).await?
-        };
-        Ok(response)
+                    }
+                })?;
+                handshake(TokioIo::new(tls)).await
+            }
+            None => handshake(TokioIo::new(tcp)).await,
+        }
     }
+
+    /// One request on a leased connection; the connection goes back to the pool when the
+    /// answer was read whole and the receiver keeps it open.
+    async fn send_on(
+        &self,
+        mut lease: Lease,
+        key: &PoolKey,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<Delivered, Reuse> {
+        let reused = lease.reused;
+        let sent = async {
+            lease.sender.ready().await?;
+            lease.sender.send_request(request).await
+        };
+        let response = match sent.await {
+            Ok(response) => response,
+            // A reused connection that failed before any answer: nothing was delivered.
+            Err(error) if reused => {
+                tracing::debug!(%error, "a pooled receiver connection was closed");
+                return Err(Reuse::Stale);
+            }
+            Err(error) => return Err(Reuse::Failed(DeliveryError::Http(error.to_string()))),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let (body_snippet, whole) = snippet(response.into_body()).await;
+        if whole {
+            self.pool.give_back(key, lease);
+        }
+        Ok(Delivered {
+            status,
+            retry_after,
+            body_snippet,
+        })
+    }
+}
+
+/// Why a request on a leased connection got no answer.
+enum Reuse {
+    /// A reused connection was closed by the receiver before the request went out.
+    Stale,
+    Failed(DeliveryError),
+}
+
+/// What a pooled connection is keyed by: the vetted address it was made to and, for https,
+/// the host name its certificate was checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    address: SocketAddr,
+    tls_host: Option<String>,
+}
+
+/// A connection in use: its request sender and its task. Dropped without being given back
+/// (a timeout, an error, an answer not read whole), it ends the connection.
+struct Lease {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    task: tokio::task::AbortHandle,
+    reused: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Idle keep-alive connections to receivers, so a stream's deliveries do not each pay a TCP
+/// and TLS handshake. Bounded per key and in age; the receiver may close one at any time
+/// (a request on it then goes again on a new connection).
+#[derive(Default)]
+struct Pool {
+    idle: std::sync::Mutex<HashMap<PoolKey, Vec<(Instant, Lease)>>>,
+}
+
+impl Pool {
+    fn checkout(&self, key: &PoolKey) -> Option<Lease> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let connections = idle.get_mut(key)?;
+        while let Some((since, mut lease)) = connections.pop() {
+            if since.elapsed() < POOL_IDLE && !lease.sender.is_closed() {
+                lease.reused = true;
+                return Some(lease);
+            }
+        }
+        idle.remove(key);
+        None
+    }
+
+    fn give_back(&self, key: &PoolKey, lease: Lease) {
+        if lease.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Keys of receivers no longer delivered to go with their last connection.
+        idle.retain(|_, connections| {
+            connections.retain(|(since, _)| since.elapsed() < POOL_IDLE);
+            !connections.is_empty()
+        });
+        let connections = idle.entry(key.clone()).or_default();
+        if connections.len() < POOL_PER_KEY {
+            connections.push((Instant::now(), lease));
+        }
+    }
+}
+
+/// How long an idle connection is kept (receivers commonly close theirs after 60 s or more).
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per receiver address at most.
+const POOL_PER_KEY: usize = 32;
+
+/// HTTP/1.1 over `io`, the connection driven by a task of its own.
+async fn handshake<T>(io: TokioIo<T>) -> Result<Lease, DeliveryError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|error| DeliveryError::Http(error.to_string()))?;
+    let task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "receiver connection ended");
+        }
+    })
+    .abort_handle();
+    Ok(Lease {
+        sender,
+        task,
+        reused: false,
+    })
 }
 
 fn request(
     url: &ReceiverUrl,
     headers: &[(&str, String)],
     content_type: &str,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<hyper::Request<Full<Bytes>>, DeliveryError> {
     let host = url.url.host_str().unwrap_or_default();
     let authority = match url.url.port() {
@@ -461,67 +632,39 @@ fn request(
         builder = builder.header(name, value);
     }
     builder
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|_| DeliveryError::Http("could not build the request".to_owned()))
 }
 
-/// One request on one connection, the connection driven in this task (so a timeout drops
-/// both).
-async fn send<T>(
-    io: TokioIo<T>,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<Delivered, DeliveryError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|error| DeliveryError::Http(error.to_string()))?;
-    let exchange = async move {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|error| DeliveryError::Http(error.to_string()))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, SystemTime::now()));
-        let body_snippet = snippet(response.into_body()).await;
-        Ok(Delivered {
-            status,
-            retry_after,
-            body_snippet,
-        })
-    };
-    tokio::pin!(exchange);
-    tokio::pin!(connection);
-    tokio::select! {
-        biased;
-        delivered = &mut exchange => delivered,
-        // The connection ended (closed, or failed): the exchange ends with it.
-        _ = &mut connection => exchange.await,
-    }
-}
-
-/// The first [`SNIPPET_BYTES`] of a body (a read error ends it early: the status is what
-/// matters).
-async fn snippet(mut body: hyper::body::Incoming) -> String {
+/// The first [`SNIPPET_BYTES`] of a body (for error logs), and whether the body was read to
+/// its end (only then may the connection carry another request). A body longer than
+/// [`DRAIN_BYTES`] or a read error ends the reading: the status is what matters.
+async fn snippet(mut body: hyper::body::Incoming) -> (String, bool) {
     let mut kept = Vec::new();
-    while kept.len() < SNIPPET_BYTES {
+    let mut read = 0usize;
+    let whole = loop {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    kept.extend_from_slice(data);
+                    read += data.len();
+                    if kept.len() < SNIPPET_BYTES {
+                        kept.extend_from_slice(data);
+                    }
+                }
+                if read > DRAIN_BYTES {
+                    break false;
                 }
             }
-            _ => break,
+            Some(Err(_)) => break false,
+            None => break true,
         }
-    }
+    };
     kept.truncate(SNIPPET_BYTES);
-    String::from_utf8_lossy(&kept).into_owned()
+    (String::from_utf8_lossy(&kept).into_owned(), whole)
 }
+
+/// How much of an answer's body is read to keep its connection (beyond: closed).
+const DRAIN_BYTES: usize = 64 * 1024;
 
 /// `Retry-After`: delay seconds, or an HTTP date (a past date is no delay).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {

@@ -577,3 +577,76 @@ async fn https_checks_the_certificate_against_the_host_name() {
     assert!(matches!(error, DeliveryError::Tls { .. }), "{error}");
     assert_eq!(served.load(Ordering::SeqCst), 1);
 }
+
+/// A receiver answering 200 to every request on a connection, keeping it open; with
+/// `close_after_one`, it closes each connection after its first answer without saying so
+/// (as a receiver's idle timeout does).
+async fn keep_alive_receiver(close_after_one: bool) -> TestReceiver {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let (count, log) = (accepted.clone(), received.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let log = log.clone();
+            tokio::spawn(async move {
+                loop {
+                    let request = read_request(&mut stream).await;
+                    if request.head.is_empty() {
+                        return;
+                    }
+                    log.lock().unwrap().push(request);
+                    let answer = "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close_after_one {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TestReceiver {
+        port,
+        accepted,
+        received,
+    }
+}
+
+async fn post_with(client: &ReceiverClient, receiver: &TestReceiver) -> Delivered {
+    let url =
+        ReceiverUrl::parse(&format!("http://127.0.0.1:{}/hook", receiver.port), true).unwrap();
+    client
+        .post(
+            &url,
+            &[],
+            "application/json",
+            b"{}".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deliveries_reuse_a_kept_alive_connection() {
+    let receiver = keep_alive_receiver(false).await;
+    let client = ReceiverClient::new().unwrap();
+    for _ in 0..5 {
+        assert_eq!(post_with(&client, &receiver).await.status, 202);
+    }
+    assert_eq!(receiver.received.lock().unwrap().len(), 5);
+    assert_eq!(receiver.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closed_is_replaced_and_the_request_goes_again() {
+    let receiver = keep_alive_receiver(true).await;
+    let client = ReceiverClient::new().unwrap();
+    for _ in 0..3 {
+        // Let the close reach the client, or race it: either way the request is answered.
+        assert_eq!(post_with(&client, &receiver).await.status, 202);
+    }
+    assert_eq!(receiver.received.lock().unwrap().len(), 3);
+    assert_eq!(receiver.accepted.load(Ordering::SeqCst), 3);
+}

@@ -7,11 +7,13 @@
 //! and later events of the same user are held behind it (order per user kept) until they
 //! are redelivered. 410 Gone disables the stream. Delivery runs in its own task: a slow or
 //! dead receiver never slows a request.
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use enroll_shared::metrics::{Counter, Meters};
 use enroll_shared::time::SharedClock;
+use futures::StreamExt;
 use opentelemetry::KeyValue;
 use rand::Rng;
 use tokio::sync::watch;
@@ -27,12 +29,26 @@ use crate::events::receiver::{ReceiverClient, ReceiverUrl};
 use crate::events::webhooks;
 use crate::store::event_entities::event_streams;
 use crate::store::events::EventStore;
-use crate::store::streams::{HELD, StreamStore};
+use crate::store::streams::{HeldEvent, StreamStore};
 
-/// Events delivered per stream per round at most (then the next stream's turn).
-const ROUND: u64 = 50;
+/// Events read per stream per batch (the cursor moves once per batch).
+const BATCH: u64 = 200;
 /// Dead letters redelivered per stream per round at most.
 const REDRIVE_ROUND: u64 = 20;
+
+/// What became of one event of a batch.
+enum Outcome {
+    /// Delivered, or not for this stream.
+    Done,
+    /// Held behind an earlier dead letter of its user (true: being redelivered).
+    Held(bool),
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// After a failure of an earlier event of its user: waits for it.
+    NotTried,
+}
 
 /// What one attempt came to.
 enum Attempt {
@@ -62,6 +78,9 @@ pub struct Delivery {
     /// Each stream's backlog and the age of its oldest undelivered event, as of the last
     /// round (the gauges read this, never the database).
     backlog: std::sync::Arc<std::sync::Mutex<Vec<(String, i64, f64)>>>,
+    /// Per stream: events above its cursor this instance delivered while an earlier one of
+    /// another user waits for its retry.
+    sent_ahead: std::sync::Arc<std::sync::Mutex<HashMap<String, HashSet<i64>>>>,
 }
 
 impl Delivery {
@@ -108,6 +127,7 @@ impl Delivery {
         );
         Self {
             backlog,
+            sent_ahead: std::sync::Arc::default(),
             keys: admin.keys().clone(),
             streams,
             admin,
@@ -145,7 +165,8 @@ impl Delivery {
         }
     }
 
-    /// One round: every enabled stream whose lease this instance holds or can take.
+    /// One round: every enabled stream whose lease this instance holds or can take, the
+    /// streams side by side (a slow receiver holds up only its own stream).
     pub async fn round(&self) -> Result<(), DeviceError> {
         let streams = self.streams.list().await?;
         let mut backlog = Vec::new();
@@ -160,33 +181,233 @@ impl Delivery {
             backlog.push((stream.name.clone(), count, age));
         }
         *self.backlog.lock().unwrap_or_else(|p| p.into_inner()) = backlog;
-        for stream in streams {
+        let runs = streams.into_iter().map(|stream| async move {
+            if let Err(error) = self.lease_and_run(&stream).await {
+                tracing::warn!(%error, stream = %stream.name, "event delivery failed");
+            }
+        });
+        futures::future::join_all(runs).await;
+        Ok(())
+    }
+
+    /// Takes or renews the stream's lease, then delivers batches while they come full and
+    /// go out whole, for at most a third of the lease (then the next round, which renews it).
+    async fn lease_and_run(&self, stream: &event_streams::Model) -> Result<(), DeviceError> {
+        let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
+        let started = self.clock.now();
+        let mut stream = stream.clone();
+        loop {
             let now = self.clock.now();
-            let lease = chrono::Duration::from_std(self.config.lease()).unwrap_or_default();
             if !self
                 .streams
                 .lease(&stream.id, &self.owner, now, now + lease)
                 .await?
             {
-                continue;
+                self.forget_sent_ahead(&stream.id);
+                return Ok(());
             }
             if stream.next_attempt_at.is_some_and(|next| next > now) {
-                continue;
+                return Ok(());
             }
-            if let Err(error) = self.run(&stream).await {
-                tracing::warn!(%error, stream = %stream.name, "event delivery failed");
+            if !self.run(&stream).await? || self.clock.now() - started > lease / 3 {
+                return Ok(());
+            }
+            match self.streams.get(&stream.id).await? {
+                Some(fresh) => stream = fresh,
+                None => return Ok(()),
             }
         }
-        Ok(())
     }
 
-    /// Delivers the stream's redelivered dead letters, then its new events, until one fails.
-    async fn run(&self, stream: &event_streams::Model) -> Result<(), DeviceError> {
+    /// Delivers the stream's redelivered dead letters, then a batch of its new events: the
+    /// events of different users side by side (at most `events.delivery_concurrency` at
+    /// once), each user's in order; the first failure stops new attempts. The cursor then
+    /// moves once, past every event before the first one not delivered; events of other
+    /// users delivered beyond it are remembered so the retry does not send them twice.
+    /// True when a full batch went out whole (more may be waiting).
+    async fn run(&self, stream: &event_streams::Model) -> Result<bool, DeviceError> {
         let encoding = Encoding::parse(&stream.encoding)
             .ok_or_else(|| DeviceError::corrupt("event stream", "encoding"))?;
         let url = ReceiverUrl::parse(&stream.endpoint, self.config.allow_loopback_http)
             .map_err(|problem| DeviceError::corrupt("event stream endpoint", problem))?;
         let filter = filter_of(stream);
+        if !self.redrive(stream, encoding, &url).await? {
+            return Ok(false);
+        }
+        let events = self.events.after(stream.cursor, BATCH).await?;
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let full = events.len() as u64 == BATCH;
+        let held_subjects = self.streams.held_subjects(&stream.id).await?;
+        let sent_ahead = self.sent_ahead(&stream.id, stream.cursor);
+
+        // What each event of the batch comes to, in seq order.
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
+        let mut to_send: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        for (index, event) in events.iter().enumerate() {
+            let subject = subject_key(event);
+            outcomes.push(if !self.sendable(encoding, &filter, event) {
+                Outcome::Done
+            } else if let Some(redriving) = held_subjects.get(&subject) {
+                Outcome::Held(*redriving)
+            } else if sent_ahead.contains(&event.seq) {
+                Outcome::Done
+            } else {
+                to_send.push_back(index);
+                Outcome::NotTried
+            });
+        }
+        let attempted = self
+            .send_side_by_side(stream, encoding, &url, &events, to_send)
+            .await;
+        let mut gone = None;
+        for (index, attempt) in attempted {
+            outcomes[index] = match attempt {
+                Attempt::Delivered => Outcome::Done,
+                Attempt::Gone(error) => {
+                    gone = Some(error.clone());
+                    Outcome::Failed {
+                        error,
+                        retry_after: None,
+                    }
+                }
+                Attempt::Failed { error, retry_after } => Outcome::Failed { error, retry_after },
+            };
+        }
+        if let Some(error) = gone {
+            self.forget_sent_ahead(&stream.id);
+            self.gone(stream, &error).await?;
+            return Ok(false);
+        }
+
+        // The cursor moves past everything before the first event not delivered.
+        let first_open = outcomes
+            .iter()
+            .position(|outcome| matches!(outcome, Outcome::Failed { .. } | Outcome::NotTried))
+            .unwrap_or(outcomes.len());
+        if first_open > 0 {
+            let held: Vec<HeldEvent> = events[..first_open]
+                .iter()
+                .zip(&outcomes[..first_open])
+                .filter_map(|(event, outcome)| match outcome {
+                    Outcome::Held(redrive) => Some(HeldEvent {
+                        seq: event.seq,
+                        event_id: event.id.clone(),
+                        subject_key: subject_key(event),
+                        redrive: *redrive,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let last = events[first_open - 1].seq;
+            if !self
+                .streams
+                .advance_batch(&stream.id, &self.owner, last, &held, self.clock.now())
+                .await?
+            {
+                // Another instance took the stream over meanwhile.
+                self.forget_sent_ahead(&stream.id);
+                return Ok(false);
+            }
+        }
+        let ahead: Vec<i64> = events[first_open..]
+            .iter()
+            .zip(&outcomes[first_open..])
+            .filter(|(_, outcome)| matches!(outcome, Outcome::Done))
+            .map(|(event, _)| event.seq)
+            .collect();
+        self.remember_sent_ahead(&stream.id, ahead);
+        let Some(Outcome::Failed { error, retry_after }) = outcomes.get(first_open) else {
+            return Ok(full);
+        };
+        let event = &events[first_open];
+        let now = self.clock.now();
+        let fresh = self.streams.get(&stream.id).await?;
+        let current = fresh.as_ref().unwrap_or(stream);
+        if self.expired(current, now) {
+            self.streams
+                .dead_letter(
+                    &stream.id,
+                    &self.owner,
+                    event.seq,
+                    &event.id,
+                    &subject_key(event),
+                    error,
+                    current.attempts.saturating_add(1),
+                    false,
+                    now,
+                )
+                .await?;
+            tracing::warn!(stream = %stream.name, event = %event.id, "event dead-lettered");
+        } else {
+            self.retry_later(current, now, error, *retry_after).await?;
+        }
+        Ok(false)
+    }
+
+    /// Sends `to_send` (indexes into `events`, in seq order): the oldest event whose user
+    /// has none in flight goes next, at most `events.delivery_concurrency` at once, so each
+    /// user's events go in order (with a concurrency of 1, exactly the stream's order). The
+    /// first failure stops new attempts (those in flight finish): a receiver that is down
+    /// gets a few requests per retry, not one per user.
+    async fn send_side_by_side(
+        &self,
+        stream: &event_streams::Model,
+        encoding: Encoding,
+        url: &ReceiverUrl,
+        events: &[EnrollmentEvent],
+        mut to_send: std::collections::VecDeque<usize>,
+    ) -> Vec<(usize, Attempt)> {
+        let mut attempted = Vec::with_capacity(to_send.len());
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut halted = false;
+        loop {
+            while !halted && in_flight.len() < self.config.delivery_concurrency() {
+                let Some(position) = to_send
+                    .iter()
+                    .position(|index| !busy.contains(&subject_key(&events[*index])))
+                else {
+                    break;
+                };
+                let Some(index) = to_send.remove(position) else {
+                    break;
+                };
+                busy.insert(subject_key(&events[index]));
+                in_flight.push(async move {
+                    let attempt = self
+                        .attempt(stream, encoding, url, &events[index])
+                        .await
+                        .unwrap_or_else(|error| Attempt::Failed {
+                            error: error.to_string(),
+                            retry_after: None,
+                        });
+                    (index, attempt)
+                });
+            }
+            let Some((index, attempt)) = in_flight.next().await else {
+                break;
+            };
+            if matches!(attempt, Attempt::Delivered) {
+                busy.remove(&subject_key(&events[index]));
+            } else {
+                // The user stays busy: its later events wait for this one's retry.
+                halted = true;
+            }
+            attempted.push((index, attempt));
+        }
+        attempted
+    }
+
+    /// Sends the stream's redelivered dead letters, oldest first; false when one failed
+    /// (the stream then waits for its retry).
+    async fn redrive(
+        &self,
+        stream: &event_streams::Model,
+        encoding: Encoding,
+        url: &ReceiverUrl,
+    ) -> Result<bool, DeviceError> {
         for letter in self
             .streams
             .dead_letters(&stream.id, 0, REDRIVE_ROUND, true)
@@ -196,9 +417,12 @@ impl Delivery {
                 self.streams.delivered_dead_letter(letter.id).await?;
                 continue;
             };
-            match self.attempt(stream, encoding, &url, &event).await? {
+            match self.attempt(stream, encoding, url, &event).await? {
                 Attempt::Delivered => self.streams.delivered_dead_letter(letter.id).await?,
-                Attempt::Gone(error) => return self.gone(stream, &error).await,
+                Attempt::Gone(error) => {
+                    self.gone(stream, &error).await?;
+                    return Ok(false);
+                }
                 Attempt::Failed { error, retry_after } => {
                     let now = self.clock.now();
                     if self.expired(stream, now) {
@@ -207,74 +431,38 @@ impl Delivery {
                     } else {
                         self.retry_later(stream, now, &error, retry_after).await?;
                     }
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
-        let events = self.events.after(stream.cursor, ROUND).await?;
-        for event in events {
-            if !self.sendable(encoding, &filter, &event) {
-                self.streams
-                    .advance(&stream.id, &self.owner, event.seq)
-                    .await?;
-                continue;
-            }
-            let subject = subject_key(&event);
-            if let Some(redriving) = self.streams.holds(&stream.id, &subject).await? {
-                self.streams
-                    .dead_letter(
-                        &stream.id,
-                        &self.owner,
-                        event.seq,
-                        &event.id,
-                        &subject,
-                        HELD,
-                        0,
-                        redriving,
-                        self.clock.now(),
-                    )
-                    .await?;
-                continue;
-            }
-            match self.attempt(stream, encoding, &url, &event).await? {
-                Attempt::Delivered => {
-                    if !self
-                        .streams
-                        .advance(&stream.id, &self.owner, event.seq)
-                        .await?
-                    {
-                        // Another instance took the stream over meanwhile.
-                        return Ok(());
-                    }
-                }
-                Attempt::Gone(error) => return self.gone(stream, &error).await,
-                Attempt::Failed { error, retry_after } => {
-                    let now = self.clock.now();
-                    let fresh = self.streams.get(&stream.id).await?;
-                    let current = fresh.as_ref().unwrap_or(stream);
-                    if self.expired(current, now) {
-                        self.streams
-                            .dead_letter(
-                                &stream.id,
-                                &self.owner,
-                                event.seq,
-                                &event.id,
-                                &subject,
-                                &error,
-                                current.attempts.saturating_add(1),
-                                false,
-                                now,
-                            )
-                            .await?;
-                        tracing::warn!(stream = %stream.name, event = %event.id, "event dead-lettered");
-                    } else {
-                        self.retry_later(current, now, &error, retry_after).await?;
-                    }
-                    return Ok(());
-                }
-            }
+        Ok(true)
+    }
+
+    /// The events above the stream's cursor this instance already delivered (forgetting
+    /// those the cursor passed).
+    fn sent_ahead(&self, stream_id: &str, cursor: i64) -> HashSet<i64> {
+        let mut all = self.sent_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(seqs) = all.get_mut(stream_id) else {
+            return HashSet::new();
+        };
+        seqs.retain(|seq| *seq > cursor);
+        seqs.clone()
+    }
+
+    fn remember_sent_ahead(&self, stream_id: &str, seqs: Vec<i64>) {
+        let mut all = self.sent_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if seqs.is_empty() && !all.contains_key(stream_id) {
+            return;
         }
-        Ok(())
+        all.entry(stream_id.to_owned()).or_default().extend(seqs);
+    }
+
+    /// After losing a lease: the next holder decides what goes out.
+    fn forget_sent_ahead(&self, stream_id: &str) {
+        self.sent_ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(stream_id);
     }
 
     /// Whether the stream has retried its current event past the dead-letter time.

@@ -21,6 +21,16 @@ pub const DISABLED: &str = "disabled";
 /// A dead letter's reason for an event held behind an earlier one of its user.
 pub const HELD: &str = "held behind an earlier dead letter of this user";
 
+/// An event held behind an earlier dead letter of its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub subject_key: String,
+    /// It goes out with the redelivered ones (its user's dead letters are being redriven).
+    pub redrive: bool,
+}
+
 #[derive(Clone)]
 pub struct StreamStore {
     db: DatabaseConnection,
@@ -177,6 +187,76 @@ impl StreamStore {
         Ok(moved == 1)
     }
 
+    /// Moves the cursor to `seq` after a batch of deliveries, and puts the batch's events
+    /// held behind earlier dead letters of their users into the dead letters, in one
+    /// transaction; only while `owner` holds the lease (false otherwise: another instance
+    /// took over, and nothing is written).
+    pub async fn advance_batch(
+        &self,
+        id: &str,
+        owner: &str,
+        seq: i64,
+        held: &[HeldEvent],
+        now: DateTime<Utc>,
+    ) -> Result<bool, DeviceError> {
+        let transaction = self.db.begin().await?;
+        let backend = transaction.get_database_backend();
+        // The update first: on SQLite it takes the write lock at once.
+        let moved = transaction
+            .execute_raw(statement(
+                backend,
+                "UPDATE event_streams SET cursor = $1, attempts = 0, next_attempt_at = NULL, \
+                 first_failure_at = NULL, last_error = '' WHERE id = $2 AND lease_owner = $3 \
+                 AND cursor < $4",
+                vec![seq.into(), id.into(), owner.into(), seq.into()],
+            ))
+            .await?
+            .rows_affected();
+        if moved != 1 {
+            return Ok(false);
+        }
+        if !held.is_empty() {
+            event_dead_letters::Entity::insert_many(held.iter().map(|event| {
+                event_dead_letters::ActiveModel {
+                    stream_id: sea_orm::Set(id.to_owned()),
+                    seq: sea_orm::Set(event.seq),
+                    event_id: sea_orm::Set(event.event_id.clone()),
+                    subject_key: sea_orm::Set(event.subject_key.clone()),
+                    reason: sea_orm::Set(HELD.to_owned()),
+                    attempts: sea_orm::Set(0),
+                    dead_at: sea_orm::Set(now),
+                    redrive: sea_orm::Set(event.redrive),
+                    ..Default::default()
+                }
+            }))
+            .exec_without_returning(&transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// The users (subject keys) with dead letters in the stream, each with whether any of
+    /// them is being redelivered: their later events are held behind them.
+    pub async fn held_subjects(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, bool>, DeviceError> {
+        let rows: Vec<(String, bool)> = event_dead_letters::Entity::find()
+            .select_only()
+            .column(event_dead_letters::Column::SubjectKey)
+            .column(event_dead_letters::Column::Redrive)
+            .filter(event_dead_letters::Column::StreamId.eq(id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut held = std::collections::HashMap::new();
+        for (subject, redrive) in rows {
+            *held.entry(subject).or_insert(false) |= redrive;
+        }
+        Ok(held)
+    }
+
     /// Clears the retry state (a redelivered dead letter went back to rest).
     pub async fn clear_retry(&self, id: &str, owner: &str) -> Result<(), DeviceError> {
         let backend = self.db.get_database_backend();
@@ -282,17 +362,6 @@ impl StreamStore {
         }
         transaction.commit().await?;
         Ok(moved == 1)
-    }
-
-    /// Whether the stream holds dead letters of `subject_key`, and whether any of them is
-    /// being redelivered.
-    pub async fn holds(&self, id: &str, subject_key: &str) -> Result<Option<bool>, DeviceError> {
-        let rows = event_dead_letters::Entity::find()
-            .filter(event_dead_letters::Column::StreamId.eq(id))
-            .filter(event_dead_letters::Column::SubjectKey.eq(subject_key))
-            .all(&self.db)
-            .await?;
-        Ok((!rows.is_empty()).then(|| rows.iter().any(|row| row.redrive)))
     }
 
     /// Dead letters of a stream, oldest first, after `after` (their seq).
