@@ -23,6 +23,7 @@ mod gate;
 mod gate_browser;
 mod gate_client;
 mod helpers;
+mod killable;
 mod metadata;
 mod page;
 mod private_pg;
@@ -39,6 +40,7 @@ pub use gate::*;
 pub use gate_browser::*;
 pub use gate_client::*;
 pub use helpers::*;
+pub use killable::*;
 pub use metadata::*;
 pub use page::*;
 pub use private_pg::*;
@@ -208,6 +210,20 @@ impl RunningServer {
             gate_addr: None,
             stop: Some(stop),
             task: Some(task),
+            client_tls: None,
+        }
+    }
+
+    /// A handle on a server running elsewhere (not stopped by this handle): its clients
+    /// and health checks only.
+    pub fn detached(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            web_addr: None,
+            metrics_addr: None,
+            gate_addr: None,
+            stop: None,
+            task: None,
             client_tls: None,
         }
     }

@@ -261,6 +261,22 @@ impl PythonReceiver {
         assert_eq!(answer.status, 200, "POST /control: {answer:?}");
     }
 
+    /// The next `times` requests to `path` get no answer for `seconds` (then `status`):
+    /// logged with `"held"` as they arrive.
+    pub async fn hold(&self, path: &str, seconds: u64, status: u16, times: u32) {
+        let order = json!({
+            "path": path,
+            "status": status,
+            "times": times,
+            "hold": seconds,
+        })
+        .to_string();
+        let answer = self
+            .post("/control", &[("Content-Type", "application/json")], &order)
+            .await;
+        assert_eq!(answer.status, 200, "POST /control: {answer:?}");
+    }
+
     /// Verifies webhooks with `secrets` from now on (a stream's secret, known once the
     /// stream exists; two during a rotation).
     pub async fn set_webhook_secrets(&self, secrets: &[&str]) {

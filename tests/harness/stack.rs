@@ -391,6 +391,17 @@ impl TestStack {
         self.devices.len() - 1
     }
 
+    /// Starts a device server on the database (harness defaults plus `configure`) that
+    /// [`KillableDevice::kill`] kills as a process dies.
+    pub async fn add_killable_device(
+        &self,
+        configure: impl FnOnce(&mut DeviceConfig),
+    ) -> crate::KillableDevice {
+        let mut config = device_config(&self.database, &self.policy_url);
+        configure(&mut config);
+        crate::spawn_killable_device(config, self.clock.clone()).await
+    }
+
     /// Starts the policy server built by [`StackBuilder::policy_not_started`], without
     /// waiting for it.
     pub fn start_policy(&mut self) -> &RunningServer {

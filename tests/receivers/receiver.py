@@ -51,7 +51,7 @@ class Receiver:
         self.args = args
         self.lock = threading.Lock()
         self.entries = []
-        self.forced = {}  # path -> list of [status, retry_after, times left]
+        self.forced = {}  # path -> list of [status, retry_after, times left, hold seconds]
         self.keys = {}  # kid -> PyJWK
         self.jwks_fetches = 0
         self.webhooks = [standardwebhooks.Webhook(secret) for secret in args.webhook_secret]
@@ -73,9 +73,9 @@ class Receiver:
 
     # Scripted failures.
 
-    def force(self, path, status, retry_after, times):
+    def force(self, path, status, retry_after, times, hold=0):
         with self.lock:
-            self.forced.setdefault(path, []).append([status, retry_after, times])
+            self.forced.setdefault(path, []).append([status, retry_after, times, hold])
 
     def take_forced(self, path):
         with self.lock:
@@ -85,7 +85,7 @@ class Receiver:
             if not queue:
                 return None
             queue[0][2] -= 1
-            return queue[0][0], queue[0][1]
+            return queue[0][0], queue[0][1], queue[0][3]
 
     # Keys.
 
@@ -288,10 +288,11 @@ class Handler(BaseHTTPRequestHandler):
             status = int(order["status"])
             retry_after = order.get("retry_after")
             times = int(order.get("times", 1))
+            hold = float(order.get("hold") or 0)
         except (ValueError, KeyError, TypeError) as error:
             self.answer(400, {"err": "invalid_request", "description": str(error)})
             return
-        self.receiver.force(path, status, retry_after, times)
+        self.receiver.force(path, status, retry_after, times, hold)
         self.answer(200, {"queued": times, "path": path, "status": status})
 
     def finish_event(self, entry, ok_status, refused):
@@ -300,9 +301,13 @@ class Handler(BaseHTTPRequestHandler):
         entry["accepted"] = entry["ok"] and forced is None
         if forced is not None:
             entry["forced"] = forced[0]
+            if forced[2]:
+                entry["held"] = forced[2]
         self.receiver.record(entry)
         if forced is not None:
-            status, retry_after = forced
+            status, retry_after, hold = forced
+            # A receiver that hangs: the sender sees no answer for `hold` seconds.
+            time.sleep(hold)
             headers = [] if retry_after is None else [("Retry-After", str(retry_after))]
             body = None
             if status >= 400:

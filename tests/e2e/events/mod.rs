@@ -325,5 +325,6 @@ enroll_e2e::on_both_backends!(
 
 mod cursor;
 mod delivery;
+mod killed;
 mod parallel;
 mod replicas;
