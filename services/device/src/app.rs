@@ -374,7 +374,8 @@ impl Application {
             cipher_for_events,
             clock.clone(),
             config.events.allow_loopback_http,
-        );
+        )
+        .with_email_domains(config.events.email_domains().map_err(StartError::Config)?);
         let delivery = crate::service::delivery::Delivery::new(
             stream_store,
             streams.clone(),

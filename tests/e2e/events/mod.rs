@@ -328,3 +328,4 @@ mod delivery;
 mod killed;
 mod parallel;
 mod replicas;
+mod subjects;

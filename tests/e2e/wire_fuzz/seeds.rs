@@ -337,6 +337,7 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 realms: vec![s("acme")],
                 from_beginning: true,
                 created_by: s("secops"),
+                subject_format: 1,
             }
             .encode_to_vec(),
         ),

@@ -688,11 +688,22 @@ pub struct StreamCreateArgs {
     /// The security event tokens' `aud` (required for caep).
     #[arg(long)]
     pub audience: Option<String>,
+    /// How caep tokens name the user: `iss-sub` (default), `opaque`, or `email` (users of
+    /// realms the service maps to a mail domain; `iss-sub` for others).
+    #[arg(long, value_enum)]
+    pub subject_format: Option<StreamSubjectFormat>,
     #[command(flatten)]
     pub filter: EventFilterArgs,
     /// Start with the first event kept instead of from now.
     #[arg(long)]
     pub from_beginning: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamSubjectFormat {
+    IssSub,
+    Opaque,
+    Email,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

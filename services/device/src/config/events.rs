@@ -52,6 +52,12 @@ pub struct EventsConfig {
     /// event comes after the link's end.
     #[serde(default = "default_expiry_scan_secs")]
     pub expiry_scan_secs: u64,
+    /// Realms whose users have mail addresses: realm -> mail domain (`corp = "example.com"`
+    /// makes `alice` of `corp` `alice@example.com`; a user name holding an `@` is taken as
+    /// the address). CAEP streams with the `email` subject format name these users by
+    /// address, and users of other realms by `iss_sub`.
+    #[serde(default)]
+    pub realm_email_domains: std::collections::BTreeMap<String, String>,
     /// Development only: allow `http://` receivers on loopback addresses. Never in
     /// production: receivers must be https on public addresses.
     #[serde(default)]
@@ -73,6 +79,7 @@ impl Default for EventsConfig {
             delivery_concurrency: default_delivery_concurrency(),
             delivery_poll_ms: default_delivery_poll_ms(),
             expiry_scan_secs: default_expiry_scan_secs(),
+            realm_email_domains: Default::default(),
             allow_loopback_http: false,
         }
     }
@@ -113,6 +120,28 @@ impl EventsConfig {
 
     pub fn expiry_scan(&self) -> Duration {
         Duration::from_secs(self.expiry_scan_secs.clamp(1, 3_600))
+    }
+
+    /// The realm -> mail domain map with realm names folded to lowercase (as realms are
+    /// stored) and domains trimmed; an empty domain or one holding `@` or spaces is an
+    /// error naming the realm.
+    pub fn email_domains(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        self.realm_email_domains
+            .iter()
+            .map(|(realm, domain)| {
+                let domain = domain.trim().to_ascii_lowercase();
+                if domain.is_empty()
+                    || domain.contains('@')
+                    || domain.contains(char::is_whitespace)
+                    || !domain.contains('.')
+                {
+                    return Err(format!(
+                        "events.realm_email_domains.{realm}: `{domain}` is not a mail domain"
+                    ));
+                }
+                Ok((realm.trim().to_ascii_lowercase(), domain))
+            })
+            .collect()
     }
 
     pub fn delivery_concurrency(&self) -> usize {

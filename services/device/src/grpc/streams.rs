@@ -9,13 +9,35 @@ use crate::events::signing::SigningAlgorithm;
 use crate::service::events::EventFilter;
 use crate::service::streams::{
     DEFAULT_OVERLAP, DeadLetterView, Encoding, EventStreams, NewStream, StreamChange, StreamStatus,
-    StreamView,
+    StreamSubject, StreamView,
 };
 
 fn encoding_to_proto(encoding: Encoding) -> pb::EventEncoding {
     match encoding {
         Encoding::CaepPush => pb::EventEncoding::CaepPush,
         Encoding::Webhook => pb::EventEncoding::Webhook,
+    }
+}
+
+fn subject_to_proto(subject: StreamSubject) -> pb::EventSubjectFormat {
+    match subject {
+        StreamSubject::IssSub => pb::EventSubjectFormat::IssSub,
+        StreamSubject::Opaque => pb::EventSubjectFormat::Opaque,
+        StreamSubject::Email => pb::EventSubjectFormat::Email,
+    }
+}
+
+fn subject_from_proto(value: i32) -> Result<StreamSubject, DeviceError> {
+    match pb::EventSubjectFormat::try_from(value) {
+        Ok(pb::EventSubjectFormat::Unspecified | pb::EventSubjectFormat::IssSub) => {
+            Ok(StreamSubject::IssSub)
+        }
+        Ok(pb::EventSubjectFormat::Opaque) => Ok(StreamSubject::Opaque),
+        Ok(pb::EventSubjectFormat::Email) => Ok(StreamSubject::Email),
+        Err(_) => Err(DeviceError::invalid(
+            "subject_format",
+            format!("unknown value {value}"),
+        )),
     }
 }
 
@@ -34,6 +56,7 @@ pub fn stream_to_proto(view: StreamView) -> pb::EventStream {
         encoding: encoding_to_proto(view.encoding) as i32,
         endpoint: view.endpoint,
         audience: view.audience,
+        subject_format: subject_to_proto(view.subject) as i32,
         types: view
             .filter
             .types
@@ -95,6 +118,7 @@ pub async fn create_event_stream(
         encoding,
         endpoint: required_text("endpoint", &request.endpoint, 2048)?,
         audience: super::decode::text("audience", &request.audience, 512)?,
+        subject: subject_from_proto(request.subject_format)?,
         filter: filter(&request.types, &request.realms)?,
         from_beginning: request.from_beginning,
         created_by: required_text("created_by", &request.created_by, 128)?,

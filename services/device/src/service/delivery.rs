@@ -19,12 +19,12 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use super::events::EventFilter;
-use super::streams::{Encoding, EventKeys, EventStreams, filter_of};
+use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of};
 use crate::config::EventsConfig;
 use crate::domain::audit::{AuditRecord, OK};
 use crate::domain::events::EnrollmentEvent;
 use crate::error::DeviceError;
-use crate::events::caep::{SetContext, SubjectFormat, security_event_token};
+use crate::events::caep::{SetContext, security_event_token};
 use crate::events::receiver::{ReceiverClient, ReceiverUrl};
 use crate::events::webhooks;
 use crate::store::event_entities::event_streams;
@@ -540,11 +540,15 @@ impl Delivery {
             }
             Encoding::CaepPush => {
                 let key = self.keys.current().await?;
+                let subject = StreamSubject::parse(&stream.subject_format)
+                    .ok_or_else(|| DeviceError::corrupt("event stream", "subject_format"))?;
+                let (subject_format, email_domain) =
+                    subject.context(&event.realm, self.admin.email_domains());
                 let context = SetContext {
                     issuer: self.issuer.clone(),
                     audience: stream.audience.clone(),
-                    subject_format: SubjectFormat::IssSub,
-                    email_domain: None,
+                    subject_format,
+                    email_domain,
                 };
                 let token =
                     security_event_token(event, &context, &key, now).map_err(|problem| {

@@ -12,6 +12,7 @@ use crate::domain::actor::Actor;
 use crate::domain::events::{EnrollmentEvent, EventKind};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
+use crate::events::caep::SubjectFormat;
 use crate::events::receiver::{ReceiverUrl, vet};
 use crate::events::signing::{SigningAlgorithm, SigningKey, jwks};
 use crate::events::webhooks::WebhookSecret;
@@ -76,6 +77,54 @@ impl StreamStatus {
     }
 }
 
+/// How a CAEP stream names the user in `sub_id` (RFC 9493 subject identifiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamSubject {
+    /// `iss_sub` with `<realm>/<user>` (the default).
+    #[default]
+    IssSub,
+    /// `opaque` with `<realm>/<user>`.
+    Opaque,
+    /// `email` with the user's address in realms that `events.realm_email_domains` maps to
+    /// a mail domain; `iss_sub` in the others (a receiver is never sent a made-up address).
+    Email,
+}
+
+impl StreamSubject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamSubject::IssSub => "iss_sub",
+            StreamSubject::Opaque => "opaque",
+            StreamSubject::Email => "email",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "iss_sub" => Some(StreamSubject::IssSub),
+            "opaque" => Some(StreamSubject::Opaque),
+            "email" => Some(StreamSubject::Email),
+            _ => None,
+        }
+    }
+
+    /// The token builder's subject settings for an event of `realm`.
+    pub fn context(
+        self,
+        realm: &str,
+        email_domains: &std::collections::BTreeMap<String, String>,
+    ) -> (SubjectFormat, Option<String>) {
+        match self {
+            StreamSubject::IssSub => (SubjectFormat::IssSub, None),
+            StreamSubject::Opaque => (SubjectFormat::Opaque, None),
+            StreamSubject::Email => (
+                SubjectFormat::IssSub,
+                email_domains.get(&realm.to_ascii_lowercase()).cloned(),
+            ),
+        }
+    }
+}
+
 /// A validated CreateEventStream request.
 #[derive(Debug, Clone)]
 pub struct NewStream {
@@ -83,6 +132,7 @@ pub struct NewStream {
     pub encoding: Encoding,
     pub endpoint: String,
     pub audience: String,
+    pub subject: StreamSubject,
     pub filter: EventFilter,
     pub from_beginning: bool,
     pub created_by: String,
@@ -96,6 +146,7 @@ pub struct StreamView {
     pub encoding: Encoding,
     pub endpoint: String,
     pub audience: String,
+    pub subject: StreamSubject,
     pub filter: EventFilter,
     pub status: StreamStatus,
     pub cursor: i64,
@@ -314,6 +365,8 @@ pub struct EventStreams {
     cipher: Option<Arc<SeedCipher>>,
     clock: SharedClock,
     allow_loopback_http: bool,
+    /// `events.realm_email_domains`, keys in lowercase.
+    email_domains: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl EventStreams {
@@ -332,7 +385,21 @@ impl EventStreams {
             cipher,
             clock,
             allow_loopback_http,
+            email_domains: Arc::default(),
         }
+    }
+
+    /// Realms whose users have mail addresses `<user>@<domain>` (CAEP `email` subjects).
+    pub fn with_email_domains(
+        mut self,
+        domains: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.email_domains = Arc::new(domains);
+        self
+    }
+
+    pub fn email_domains(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.email_domains
     }
 
     pub fn keys(&self) -> &EventKeys {
@@ -395,6 +462,18 @@ impl EventStreams {
                 "required for a CAEP stream (the tokens' `aud`)",
             ));
         }
+        if request.encoding == Encoding::Webhook && request.subject != StreamSubject::IssSub {
+            return Err(DeviceError::invalid(
+                "subject_format",
+                "only CAEP streams name subjects (webhooks carry realm and user)",
+            ));
+        }
+        if request.subject == StreamSubject::Email && self.email_domains.is_empty() {
+            return Err(DeviceError::invalid(
+                "subject_format",
+                "email needs realms mapped to mail domains (events.realm_email_domains)",
+            ));
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.clock.now();
         let secret = (request.encoding == Encoding::Webhook).then(WebhookSecret::generate);
@@ -414,6 +493,7 @@ impl EventStreams {
             encoding: request.encoding.as_str().to_owned(),
             endpoint: request.endpoint.clone(),
             audience: request.audience.clone(),
+            subject_format: request.subject.as_str().to_owned(),
             event_types: String::new(),
             realms: String::new(),
             status: ENABLED.to_owned(),
@@ -504,6 +584,8 @@ impl EventStreams {
             name: row.name,
             endpoint: row.endpoint,
             audience: row.audience,
+            subject: StreamSubject::parse(&row.subject_format)
+                .ok_or_else(|| DeviceError::corrupt("event stream", "subject_format"))?,
             cursor: row.cursor,
             backlog,
             attempts: u32::try_from(row.attempts).unwrap_or(0),

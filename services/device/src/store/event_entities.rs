@@ -40,6 +40,8 @@ pub mod event_streams {
         pub encoding: String,
         pub endpoint: String,
         pub audience: String,
+        /// CAEP: `iss_sub`, `opaque` or `email` (`sub_id`'s format).
+        pub subject_format: String,
         pub event_types: String,
         pub realms: String,
         pub status: String,

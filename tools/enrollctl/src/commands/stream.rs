@@ -9,7 +9,7 @@ use super::{note, write_json_out, write_out};
 use crate::Ctx;
 use crate::cli::{
     EventFilterArgs, SigningAlgorithm, SigningKeyCommand, SigningKeyRotateArgs, StreamCommand,
-    StreamCreateArgs, StreamEncoding,
+    StreamCreateArgs, StreamEncoding, StreamSubjectFormat,
 };
 use crate::connect::Service;
 use crate::error::CliError;
@@ -232,6 +232,13 @@ pub fn create_request(args: StreamCreateArgs, actor: &str) -> pb::CreateEventStr
         encoding: encoding(args.encoding) as i32,
         endpoint: args.endpoint,
         audience: args.audience.unwrap_or_default(),
+        subject_format: args
+            .subject_format
+            .map_or(pb::EventSubjectFormat::Unspecified, |format| match format {
+                StreamSubjectFormat::IssSub => pb::EventSubjectFormat::IssSub,
+                StreamSubjectFormat::Opaque => pb::EventSubjectFormat::Opaque,
+                StreamSubjectFormat::Email => pb::EventSubjectFormat::Email,
+            }) as i32,
         types: args.filter.types,
         realms: args.filter.realms,
         from_beginning: args.from_beginning,
@@ -314,6 +321,12 @@ fn stream_text(stream: &pb::EventStream) -> String {
     ];
     if !stream.audience.is_empty() {
         pairs.push(("audience", stream.audience.clone()));
+        let subject = match pb::EventSubjectFormat::try_from(stream.subject_format) {
+            Ok(pb::EventSubjectFormat::Opaque) => "opaque",
+            Ok(pb::EventSubjectFormat::Email) => "email",
+            _ => "iss-sub",
+        };
+        pairs.push(("subject_format", subject.to_owned()));
     }
     pairs.extend([
         ("types", filter_label(&stream.types)),
@@ -481,6 +494,7 @@ mod tests {
                 encoding: StreamEncoding::Caep,
                 endpoint: "https://idp.example/ssf".into(),
                 audience: Some("https://idp.example".into()),
+                subject_format: Some(StreamSubjectFormat::Email),
                 filter: EventFilterArgs {
                     types: Vec::new(),
                     realms: vec!["corp".into()],
@@ -491,6 +505,7 @@ mod tests {
         );
         assert_eq!(request.encoding, pb::EventEncoding::CaepPush as i32);
         assert_eq!(request.audience, "https://idp.example");
+        assert_eq!(request.subject_format, pb::EventSubjectFormat::Email as i32);
         assert_eq!(request.realms, ["corp"]);
         assert_eq!(request.created_by, "alice");
     }
