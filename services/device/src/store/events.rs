@@ -309,24 +309,27 @@ impl EventStore {
             .unwrap_or(0))
     }
 
-    /// How many stamped events come after `cursor`, and the oldest one's time.
+    /// How many stamped events come after `cursor`, and the oldest one's time. Two index
+    /// lookups, whatever the backlog: the stamper numbers events densely (each batch goes
+    /// on from the largest `seq`), so the count is the largest `seq` minus the cursor.
     pub async fn pending_after(
         &self,
         cursor: i64,
     ) -> Result<(i64, Option<DateTime<Utc>>), DeviceError> {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(statement(
-                backend,
-                "SELECT COUNT(*), MIN(occurred_at) FROM enrollment_events WHERE seq > $1",
-                vec![cursor.into()],
-            ))
+        let last = self.last_seq().await?;
+        if last <= cursor {
+            return Ok((0, None));
+        }
+        let oldest = enrollment_events::Entity::find()
+            .select_only()
+            .column(enrollment_events::Column::OccurredAt)
+            .filter(enrollment_events::Column::Seq.gt(cursor))
+            .order_by_asc(enrollment_events::Column::Seq)
+            .limit(1)
+            .into_tuple::<DateTime<Utc>>()
+            .one(&self.db)
             .await?;
-        Ok(match row {
-            Some(row) => (row.try_get_by_index(0)?, row.try_get_by_index(1)?),
-            None => (0, None),
-        })
+        Ok((last - cursor, oldest))
     }
 
     /// One event by its stable id.
