@@ -184,6 +184,10 @@ impl Delivery {
     async fn run(&self, stream: &event_streams::Model) -> Result<(), DeviceError> {
         let encoding = Encoding::parse(&stream.encoding)
             .ok_or_else(|| DeviceError::corrupt("event stream", "encoding"))?;
+        if encoding == Encoding::CaepPoll {
+            // Its receiver polls (service::poll): nothing to push.
+            return Ok(());
+        }
         let url = ReceiverUrl::parse(&stream.endpoint, self.config.allow_loopback_http)
             .map_err(|problem| DeviceError::corrupt("event stream endpoint", problem))?;
         let filter = filter_of(stream);
@@ -350,7 +354,7 @@ impl Delivery {
                     webhooks::headers(&secrets, &event.id, now, &body);
                 (headers, "application/json", body)
             }
-            Encoding::CaepPush => {
+            Encoding::CaepPush | Encoding::CaepPoll => {
                 let key = self.keys.current().await?;
                 let context = SetContext {
                     issuer: self.issuer.clone(),
