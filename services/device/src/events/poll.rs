@@ -91,12 +91,22 @@ pub struct PollRequest {
     pub set_errs: BTreeMap<String, SetError>,
 }
 
-/// A poll answer: `{"sets": {jti: SET}, "moreAvailable": bool}`.
+/// A poll answer: `{"sets": {jti: SET}, "moreAvailable": bool}`, the sets written in the
+/// order they are listed (redelivered dead letters first, then by `seq`: RFC 8936 promises
+/// no order, but a receiver reading the object in order gets the transmitter's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PollAnswer {
-    pub sets: BTreeMap<String, String>,
+    #[serde(serialize_with = "in_order")]
+    pub sets: Vec<(String, String)>,
     pub more_available: bool,
+}
+
+fn in_order<S: serde::Serializer>(
+    sets: &[(String, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(sets.iter().map(|(jti, set)| (jti, set)))
 }
 
 #[cfg(test)]
@@ -134,12 +144,15 @@ mod tests {
         let empty: PollRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, PollRequest::default());
         let answer = PollAnswer {
-            sets: BTreeMap::from([("j".to_owned(), "t".to_owned())]),
+            sets: vec![
+                ("b".to_owned(), "t2".to_owned()),
+                ("a".to_owned(), "t1".to_owned()),
+            ],
             more_available: true,
         };
         assert_eq!(
-            serde_json::to_value(&answer).unwrap(),
-            serde_json::json!({"sets": {"j": "t"}, "moreAvailable": true})
+            serde_json::to_string(&answer).unwrap(),
+            r#"{"sets":{"b":"t2","a":"t1"},"moreAvailable":true}"#
         );
     }
 }

@@ -222,7 +222,7 @@ impl EventPoll {
         for event in &round.events {
             let token = security_event_token(event, &context, &key, issued_at)
                 .map_err(|problem| DeviceError::corrupt(format!("event {}", event.id), problem))?;
-            answer.sets.insert(event.id.clone(), token);
+            answer.sets.push((event.id.clone(), token));
         }
         Ok(answer)
     }
