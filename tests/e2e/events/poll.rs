@@ -406,7 +406,7 @@ async fn set_errors_become_dead_letters_and_redelivery_polls_them_again(backend:
 /// The first device server's Prometheus text.
 async fn metrics_text(stack: &TestStack) -> String {
     let addr = stack.device_metrics_addr();
-    let answer = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
         write!(
@@ -419,8 +419,7 @@ async fn metrics_text(stack: &TestStack) -> String {
         text
     })
     .await
-    .unwrap();
-    answer
+    .unwrap()
 }
 
 async fn a_long_poll_waits_and_wakes_when_an_event_is_stamped(backend: Backend) {
@@ -529,7 +528,7 @@ async fn the_verification_event_goes_to_its_stream_alone(backend: Backend) {
     let answer = receiver
         .poll(json!({"url": poll_url(&stack, 0, &id), "token": token, "return_immediately": false}))
         .await;
-    assert_eq!(polled(&answer), [event_id.clone()]);
+    assert_eq!(polled(&answer), std::slice::from_ref(&event_id));
     let claims = &answer["sets"][&event_id]["claims"];
     assert_eq!(claims["sub_id"], json!({"format": "opaque", "id": id}));
     assert_eq!(
@@ -582,6 +581,91 @@ async fn the_verification_event_goes_to_its_stream_alone(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
+/// Push side of the verification event: its stream alone gets it, verified by PyJWT (and
+/// the webhook stream its own `stream.verification` webhook only).
+///
+/// NOT REGISTERED YET: push delivery (`service/delivery.rs`, being rewritten on another
+/// branch) must first send an event for which `domain::events::for_stream_only` names the
+/// stream, to that stream only, whatever its filter. Add this function to the
+/// `on_both_backends!` list below once it does.
+#[allow(dead_code)]
+async fn the_verification_event_is_pushed_to_its_stream_alone(backend: Backend) {
+    if python_receiver_or_skip("events::poll::verification_push").is_none() {
+        return;
+    }
+    let stack = stack(backend, 1, 5).await;
+    let receiver = receiver(&stack);
+    let mut admin = stack.admin();
+    let create =
+        |name: &str, encoding: pb::EventEncoding, path: &str| pb::CreateEventStreamRequest {
+            name: name.into(),
+            encoding: encoding as i32,
+            endpoint: receiver.url(path),
+            audience: AUDIENCE.into(),
+            created_by: "secops".into(),
+            ..Default::default()
+        };
+    let push = admin
+        .create_event_stream(create("idp", pb::EventEncoding::CaepPush, "/caep"))
+        .await
+        .unwrap()
+        .into_inner()
+        .stream
+        .unwrap()
+        .id;
+    let webhook = admin
+        .create_event_stream(create("siem", pb::EventEncoding::Webhook, "/webhook"))
+        .await
+        .unwrap()
+        .into_inner();
+    receiver.set_webhook_secrets(&[&webhook.secret]).await;
+    let webhook = webhook.stream.unwrap().id;
+    let verify = |id: &str, state: &str| pb::VerifyEventStreamRequest {
+        id: id.to_owned(),
+        state: state.to_owned(),
+        requested_by: "secops".into(),
+    };
+    let pushed = admin
+        .verify_event_stream(verify(&push, "s-push"))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_id;
+    let hooked = admin
+        .verify_event_stream(verify(&webhook, "s-hook"))
+        .await
+        .unwrap()
+        .into_inner()
+        .event_id;
+    enroll(&mut admin, "alice").await;
+    let log = receiver
+        .wait_for(
+            |log| accepted(log, "set").len() == 2 && accepted(log, "webhook").len() == 2,
+            Duration::from_secs(30),
+        )
+        .await;
+    let sets = accepted(&log, "set");
+    assert_eq!(sets[0]["jti"], pushed.as_str(), "{sets:#?}");
+    assert_eq!(
+        sets[0]["claims"]["sub_id"],
+        json!({"format": "opaque", "id": push})
+    );
+    assert_eq!(
+        sets[0]["claims"]["events"],
+        json!({ VERIFICATION: {"state": "s-push"} })
+    );
+    assert!(
+        sets[1]["claims"]["events"][CREDENTIAL_CHANGE].is_object(),
+        "{sets:#?}"
+    );
+    let hooks = accepted(&log, "webhook");
+    assert_eq!(hooks[0]["id"], hooked.as_str(), "{hooks:#?}");
+    assert_eq!(hooks[0]["type"], "stream.verification");
+    assert_eq!(hooks[0]["payload"]["data"]["stream_id"], webhook.as_str());
+    assert_eq!(hooks[0]["payload"]["data"]["state"], "s-hook");
+    assert_eq!(hooks[1]["type"], "token.enrolled", "{hooks:#?}");
 }
 
 enroll_e2e::on_both_backends!(

@@ -25,7 +25,8 @@ use crate::error::DeviceError;
 use crate::events::caep::{SetContext, SubjectFormat, security_event_token};
 use crate::events::poll::{PollAnswer, PollRequest};
 use crate::store::event_entities::event_streams;
-use crate::store::poll::{PollStore, Reports};
+use crate::store::poll::{Glance, PollStore, Reports, Round};
+use crate::store::streams::DISABLED;
 
 /// Polls waiting for events at once, per replica.
 pub const MAX_WAITING: usize = 64;
@@ -159,9 +160,10 @@ impl EventPoll {
         // maxEvents 0 is an acknowledgement only (RFC 8936 section 2.4): no wait.
         let wait = !request.return_immediately && max > 0;
         // Looked at before the round: what is stamped after it wakes a waiting poll.
-        let mut seen = match wait {
-            true => self.store.glance(&stream.id).await?,
-            false => None,
+        let seen = if wait {
+            self.store.glance(&stream.id).await?
+        } else {
+            None
         };
         let Some(mut round) = self
             .store
@@ -171,41 +173,13 @@ impl EventPoll {
             return Err(PollRefusal::Unauthenticated);
         };
         self.count(round.acknowledged, round.rejected);
-        if round.events.is_empty() && wait {
-            if let Ok(_place) = self.waiting.clone().try_acquire_owned() {
-                let deadline = tokio::time::Instant::now() + self.config.poll_wait();
-                while round.events.is_empty() && tokio::time::Instant::now() < deadline {
-                    // Registered before the look, so a stamp in between is not missed.
-                    let stamped = self.stamped.notified();
-                    let now = self.store.glance(&stream.id).await?;
-                    if now.is_none() {
-                        return Err(PollRefusal::Unauthenticated);
-                    }
-                    if now != seen {
-                        seen = now;
-                        match self
-                            .store
-                            .round(
-                                &stream.id,
-                                &Reports::default(),
-                                max,
-                                sendable,
-                                self.clock.now(),
-                            )
-                            .await?
-                        {
-                            Some(again) => round = again,
-                            None => return Err(PollRefusal::Unauthenticated),
-                        }
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = stamped => {}
-                        _ = tokio::time::sleep(LOOK_EVERY) => {}
-                        _ = tokio::time::sleep_until(deadline) => {}
-                    }
-                }
-            }
+        // A disabled stream keeps nothing: no use waiting for it.
+        if round.events.is_empty()
+            && wait
+            && round.stream.status != DISABLED
+            && let Ok(_place) = self.waiting.clone().try_acquire_owned()
+        {
+            round = self.wait(&stream.id, max, seen, round).await?;
         }
         let key = self.keys.current().await?;
         let context = SetContext {
@@ -225,6 +199,41 @@ impl EventPoll {
             answer.sets.push((event.id.clone(), token));
         }
         Ok(answer)
+    }
+
+    /// Waits (at most `events.poll_wait_secs`) until a round finds events; `seen` is the
+    /// stream as it looked before `round`.
+    async fn wait(
+        &self,
+        id: &str,
+        max: u64,
+        mut seen: Option<Glance>,
+        mut round: Round,
+    ) -> Result<Round, PollRefusal> {
+        let deadline = tokio::time::Instant::now() + self.config.poll_wait();
+        while round.events.is_empty() && tokio::time::Instant::now() < deadline {
+            // Registered before the look, so a stamp in between is not missed.
+            let stamped = self.stamped.notified();
+            let now = self.store.glance(id).await?;
+            if now.is_none() {
+                return Err(PollRefusal::Unauthenticated);
+            }
+            if now != seen {
+                seen = now;
+                round = self
+                    .store
+                    .round(id, &Reports::default(), max, sendable, self.clock.now())
+                    .await?
+                    .ok_or(PollRefusal::Unauthenticated)?;
+                continue;
+            }
+            tokio::select! {
+                _ = stamped => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        Ok(round)
     }
 
     fn count(&self, acknowledged: u64, rejected: u64) {
