@@ -433,3 +433,189 @@ async fn outstanding(
     found.truncate(want - 1);
     Ok((found, more))
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveValue::Set, Database};
+    use sea_orm_migration::MigratorTrait;
+
+    use super::*;
+    use crate::domain::audit::{AuditRecord, OK};
+    use crate::domain::events::{CredentialFacts, EventKind};
+    use crate::service::poll::sendable;
+    use crate::store::migration::Migrator;
+    use crate::store::streams::PAUSED;
+
+    const STREAM: &str = "00000000-0000-4000-8000-000000000001";
+
+    async fn database() -> (DatabaseConnection, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("poll-{}.db", uuid::Uuid::new_v4()));
+        let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let now = Utc::now();
+        event_streams::Entity::insert(event_streams::ActiveModel {
+            id: Set(STREAM.into()),
+            name: Set("firewalled".into()),
+            encoding: Set("caep_poll".into()),
+            endpoint: Set(String::new()),
+            audience: Set("aud".into()),
+            event_types: Set(String::new()),
+            realms: Set(String::new()),
+            status: Set(ENABLED.into()),
+            secret_key_id: Set(String::new()),
+            sealed_secrets: Set(Vec::new()),
+            cursor: Set(0),
+            lease_owner: Set(None),
+            lease_until: Set(None),
+            attempts: Set(0),
+            next_attempt_at: Set(None),
+            first_failure_at: Set(None),
+            last_error: Set(String::new()),
+            created_by: Set("secops".into()),
+            create_time: Set(now),
+            update_time: Set(now),
+        })
+        .exec_without_returning(&db)
+        .await
+        .unwrap();
+        (db, path)
+    }
+
+    /// Event `e<seq>` of `kind` for `user`, stamped `seq`.
+    async fn event(db: &DatabaseConnection, seq: i64, kind: EventKind, user: &str, subject: &str) {
+        let audit = AuditRecord {
+            actor: "admin".into(),
+            action: "test",
+            realm: "corp".into(),
+            user: user.into(),
+            subject: subject.into(),
+            result: OK,
+            reason: String::new(),
+            trace_id: String::new(),
+            time: Utc::now(),
+            event: None,
+        };
+        let mut row = crate::store::events::row(&audit, kind, subject, CredentialFacts::default());
+        row.event_id = Set(format!("e{seq}"));
+        row.seq = Set(Some(seq));
+        enrollment_events::Entity::insert(row)
+            .exec_without_returning(db)
+            .await
+            .unwrap();
+    }
+
+    fn ids(round: &Round) -> Vec<&str> {
+        round.events.iter().map(|event| event.id.as_str()).collect()
+    }
+
+    fn reports(acks: &[&str], errors: &[&str]) -> Reports {
+        Reports {
+            acks: acks.iter().map(|jti| jti.to_string()).collect(),
+            errors: errors
+                .iter()
+                .map(|jti| (jti.to_string(), "receiver error x: y".to_owned()))
+                .collect(),
+        }
+    }
+
+    async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+        db.query_one_raw(statement(db.get_database_backend(), sql, vec![]))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index(0)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn acks_in_any_order_move_the_cursor_over_the_settled_prefix_only() {
+        let (db, path) = database().await;
+        let store = PollStore::new(db.clone());
+        event(&db, 1, EventKind::TokenEnrolled, "a", "t1").await;
+        event(&db, 2, EventKind::LinkCreated, "x", "l1").await;
+        event(&db, 3, EventKind::TokenEnrolled, "b", "t3").await;
+        event(&db, 4, EventKind::TokenDisabled, "c", "t4").await;
+        // Another stream's verification: never this stream's.
+        event(&db, 5, EventKind::StreamVerification, "", "other-stream").await;
+        event(&db, 6, EventKind::TokenEnrolled, "d", "t6").await;
+        let now = Utc::now();
+        let poll = |acks: &[&str], errors: &[&str], max| {
+            let reports = reports(acks, errors);
+            let store = store.clone();
+            async move {
+                store
+                    .round(STREAM, &reports, max, sendable, now)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+
+        let first = poll(&[], &[], 2).await;
+        assert_eq!((ids(&first), first.more), (vec!["e1", "e3"], true));
+        // e3 before e1: kept, the cursor stays.
+        let second = poll(&["e3"], &[], 10).await;
+        assert_eq!((ids(&second), second.more), (vec!["e1", "e4", "e6"], false));
+        assert_eq!((second.acknowledged, second.stream.cursor), (1, 0));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM event_poll_acks").await, 1);
+        // A repeated ack counts once; an unknown jti is ignored.
+        let again = poll(&["e3", "nope"], &[], 0).await;
+        assert_eq!((again.acknowledged, again.events.len()), (0, 0));
+        // e1 and e4 acknowledged, e6 refused: all settled, the cursor at the end.
+        let third = poll(&["e1", "e4"], &["e6"], 10).await;
+        assert_eq!((third.acknowledged, third.rejected), (2, 1));
+        assert!(third.events.is_empty());
+        assert_eq!(third.stream.cursor, 6);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM event_poll_acks").await, 0);
+        assert_eq!(
+            count(
+                &db,
+                "SELECT COUNT(*) FROM event_dead_letters WHERE redrive = FALSE"
+            )
+            .await,
+            1
+        );
+
+        // Redelivered: served first, before a new event; an ack removes it.
+        db.execute_raw(statement(
+            db.get_database_backend(),
+            "UPDATE event_dead_letters SET redrive = TRUE",
+            vec![],
+        ))
+        .await
+        .unwrap();
+        event(&db, 7, EventKind::TokenEnrolled, "e", "t7").await;
+        let fourth = poll(&[], &[], 10).await;
+        assert_eq!(ids(&fourth), ["e6", "e7"]);
+        let fifth = poll(&["e6", "e7"], &[], 10).await;
+        assert_eq!((fifth.acknowledged, fifth.stream.cursor), (2, 7));
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM event_dead_letters").await,
+            0
+        );
+
+        // Paused: reports recorded, nothing served.
+        db.execute_raw(statement(
+            db.get_database_backend(),
+            &format!("UPDATE event_streams SET status = '{PAUSED}'"),
+            vec![],
+        ))
+        .await
+        .unwrap();
+        event(&db, 8, EventKind::TokenEnrolled, "f", "t8").await;
+        let paused = poll(&["e8"], &[], 10).await;
+        assert_eq!((paused.acknowledged, paused.events.len()), (1, 0));
+        assert_eq!(paused.stream.cursor, 8);
+        assert!(
+            store
+                .round("gone", &Reports::default(), 1, sendable, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        drop(db);
+        let _ = std::fs::remove_file(path);
+    }
+}
