@@ -66,6 +66,7 @@ const DEVICE_RPCS: &[(&str, &[Role])] = &[
     ("DeleteEventStream", ADMIN),
     ("RotateEventStreamSecret", ADMIN),
     ("RotateEventSigningKey", ADMIN),
+    ("VerifyEventStream", ADMIN),
     ("ListDeadLetters", READERS),
     ("RedeliverEvents", ADMIN),
     ("Validate", PROXY),

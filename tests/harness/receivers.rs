@@ -287,6 +287,19 @@ impl PythonReceiver {
         assert_eq!(answer.status, 200, "POST /control: {answer:?}");
     }
 
+    /// Has the receiver poll a transmitter once as an RFC 8936 client (see receiver.py's
+    /// `/control` `poll`): `order` holds `url`, `token` and optionally `max_events`,
+    /// `return_immediately`, `ack` (a list of `jti`s, or `"verified"`) and `set_errs`.
+    /// Returns `{"status", "sets": {jti: {"ok", "claims"}}, "moreAvailable"}`.
+    pub async fn poll(&self, order: Value) -> Value {
+        let order = json!({ "poll": order }).to_string();
+        let answer = self
+            .post("/control", &[("Content-Type", "application/json")], &order)
+            .await;
+        assert_eq!(answer.status, 200, "POST /control poll: {answer:?}");
+        answer.json()
+    }
+
     /// Waits until `predicate` holds for the log, and returns that log; panics with the log
     /// after `timeout`.
     pub async fn wait_for(

@@ -11,6 +11,14 @@
 * POST /control `{"path": "/webhook", "status": 500, "retry_after": 3, "times": 2}` queues
   forced answers for a path (retry tests): such a request is still verified and logged,
   with `"forced": status`, but not accepted.
+* POST /control `{"poll": {"url": ..., "token": ..., "max_events": n, "return_immediately":
+  true, "ack": [jti, ...] | "verified", "set_errs": {jti: {"err", "description"}}}}` makes
+  the receiver an RFC 8936 poll client for one poll: it POSTs the poll request to `url` with
+  `Authorization: Bearer <token>`, verifies every SET of the answer with PyJWT (as /caep
+  does; the answer's key must be the token's `jti`), logs each as `{"kind": "poll_set"}`,
+  and answers `{"status", "sets": {jti: {"ok", "claims"|"error"}}, "moreAvailable"}` (or the
+  transmitter's error status and body). `"ack": "verified"` acknowledges every SET verified
+  by earlier polls and not acknowledged yet.
 * GET /log: every request received so far, a JSON array (also appended to --log as JSON
   lines). GET /health: 200.
 
@@ -23,6 +31,7 @@ import os
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -55,6 +64,7 @@ class Receiver:
         self.keys = {}  # kid -> PyJWK
         self.jwks_fetches = 0
         self.webhooks = [standardwebhooks.Webhook(secret) for secret in args.webhook_secret]
+        self.unacked = []  # jtis of polled SETs verified and not acknowledged yet, in order
         self.log_file = open(args.log, "a", encoding="utf-8") if args.log else None
 
     # The log.
@@ -183,6 +193,66 @@ class Receiver:
             raise Refused("invalid_request", "the event is not an object")
         return header, claims
 
+    # RFC 8936 poll delivery.
+
+    def poll(self, order):
+        """One poll of a transmitter; the answer for /control."""
+        ack = order.get("ack") or []
+        with self.lock:
+            if ack == "verified":
+                ack = list(self.unacked)
+        request = {
+            "returnImmediately": bool(order.get("return_immediately", True)),
+            "ack": ack,
+            "setErrs": order.get("set_errs") or {},
+        }
+        if order.get("max_events") is not None:
+            request["maxEvents"] = int(order["max_events"])
+        http = urllib.request.Request(
+            order["url"],
+            data=json.dumps(request).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Authorization": f"Bearer {order['token']}",
+            },
+        )
+        try:
+            with urllib.request.urlopen(http, timeout=float(order.get("timeout", 40))) as answer:
+                status, body = answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return {"status": error.code, "body": error.read().decode("utf-8", "replace")}
+        with self.lock:
+            settled = set(ack) | set(request["setErrs"])
+            self.unacked = [jti for jti in self.unacked if jti not in settled]
+        document = json.loads(body)
+        sets = {}
+        for jti, token in (document.get("sets") or {}).items():
+            entry = {"kind": "poll_set", "ok": False, "jti": jti, "token": token}
+            try:
+                header, claims = self.verify_set(token)
+                if claims["jti"] != jti:
+                    raise Refused("invalid_request", f"listed as {jti!r}, jti {claims['jti']!r}")
+                entry.update(ok=True, kid=header["kid"], header=header, claims=claims)
+                with self.lock:
+                    if jti not in self.unacked:
+                        self.unacked.append(jti)
+            except Refused as error:
+                entry.update(err=error.err, error=error.description)
+            entry["accepted"] = entry["ok"]
+            self.record(entry)
+            sets[jti] = {
+                key: entry[key] for key in ("ok", "claims", "err", "error") if key in entry
+            }
+        return {
+            "status": status,
+            "sets": sets,
+            # The answer's order (JSON objects have none once parsed elsewhere).
+            "order": list(sets),
+            "moreAvailable": document.get("moreAvailable"),
+        }
+
     # Webhooks.
 
     def verify_webhook(self, body, headers):
@@ -276,6 +346,9 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, body):
         try:
             order = json.loads(body)
+            if "poll" in order:
+                self.answer(200, self.receiver.poll(order["poll"]))
+                return
             if "webhook_secrets" in order:
                 # The stream's secret is known only once the stream exists (its URL is
                 # this receiver's): set, or rotated, after start.

@@ -389,6 +389,15 @@ impl Application {
         let events_http = crate::web::EventsHttp {
             keys: streams.keys().clone(),
             issuer: event_issuer(&config),
+            poll: crate::service::poll::EventPoll::new(
+                crate::store::poll::PollStore::new(db.clone()),
+                streams.clone(),
+                events.stamped(),
+                config.events.clone(),
+                clock.clone(),
+                event_issuer(&config),
+                &meters,
+            ),
         };
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,

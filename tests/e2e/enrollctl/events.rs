@@ -1,6 +1,8 @@
 //! `enrollctl events watch`, `stream ...` and `signing-key rotate`: events of a token's
 //! changes in order and resumable, a webhook stream's secret shown once and its statuses,
-//! a CAEP stream refused without an audience, the JWKS holding both keys after a rotation.
+//! a CAEP stream refused without an audience, the JWKS holding both keys after a rotation,
+//! a poll stream's token shown once and rotated, and `stream verify` queueing the
+//! verification event its receiver then polls.
 use std::time::Duration;
 
 use super::*;
@@ -360,8 +362,77 @@ async fn caep_streams_need_an_audience_and_keys_rotate(backend: Backend) {
     assert_eq!(created["stream"]["audience"], "https://idp.example.net");
 }
 
+async fn poll_streams_show_their_token_once_and_verify_queues_the_event(backend: Backend) {
+    let stack = TestStack::start(backend).await;
+    let created = ctl(
+        &stack,
+        &[
+            "stream",
+            "create",
+            "--name",
+            "firewalled",
+            "--encoding",
+            "caep-poll",
+            "--audience",
+            "https://idp.example.net",
+        ],
+    )
+    .await
+    .ok();
+    let id = field(&created.stdout, "id:");
+    let token = field(&created.stdout, "secret:");
+    assert!(token.starts_with("ptk_"), "{}", created.stdout);
+    assert_eq!(field(&created.stdout, "encoding:"), "caep-poll");
+    assert!(
+        created.stderr.contains(&format!("/events/poll/{id}")),
+        "{}",
+        created.stderr
+    );
+    let verified = ctl(
+        &stack,
+        &["-o", "json", "stream", "verify", &id, "--state", "s1"],
+    )
+    .await
+    .ok()
+    .json();
+    let event_id = verified["eventId"]
+        .as_str()
+        .or(verified["event_id"].as_str())
+        .unwrap_or_else(|| panic!("no event id in {verified}"))
+        .to_owned();
+    // The receiver's next poll (waiting for the stamp) returns it.
+    let answer = stack
+        .page_post_from(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            &[("Authorization", format!("Bearer {token}").as_str())],
+            &format!("{}/{id}", enroll_device::web::POLL_PATH),
+            &serde_json::json!({"returnImmediately": false}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let sets = answer.json()["sets"].clone();
+    assert!(sets.get(&event_id).is_some(), "{sets}");
+    let rotated = ctl(&stack, &["stream", "rotate-secret", &id]).await.ok();
+    let fresh = field(&rotated.stdout, "secret:");
+    assert!(
+        fresh.starts_with("ptk_") && fresh != token,
+        "{}",
+        rotated.stdout
+    );
+    let text = ctl(&stack, &["stream", "verify", &id]).await.ok();
+    assert!(
+        text.stdout.starts_with("queued the verification event "),
+        "{}",
+        text.stdout
+    );
+    ctl(&stack, &["stream", "verify", "no-such-stream"])
+        .await
+        .failed_with(7);
+}
+
 on_both_backends!(
     a_tokens_events_are_watched_in_order_and_resumed,
     webhook_streams_show_their_secret_once_and_change_status,
-    caep_streams_need_an_audience_and_keys_rotate
+    caep_streams_need_an_audience_and_keys_rotate,
+    poll_streams_show_their_token_once_and_verify_queues_the_event
 );

@@ -327,5 +327,6 @@ mod cursor;
 mod delivery;
 mod killed;
 mod parallel;
+mod poll;
 mod replicas;
 mod subjects;

@@ -387,6 +387,15 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "VerifyEventStream",
+            pb::VerifyEventStreamRequest {
+                id: s("00000000-0000-4000-8000-000000000000"),
+                state: s("c3RhdGU"),
+                requested_by: s("secops"),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "ListDeadLetters",
             pb::ListDeadLettersRequest {
                 stream_id: s("00000000-0000-4000-8000-000000000000"),

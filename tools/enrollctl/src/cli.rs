@@ -643,7 +643,8 @@ pub struct EventFilterArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StreamCommand {
-    /// Create a stream; a webhook stream's signing secret is printed once.
+    /// Create a stream; a webhook stream's signing secret, or a poll stream's bearer token,
+    /// is printed once.
     Create(StreamCreateArgs),
     /// List the streams with their delivery state (cursor, backlog, last error).
     List,
@@ -661,8 +662,9 @@ pub enum StreamCommand {
     },
     /// Delete a stream and its dead letters.
     Delete { id: String },
-    /// A webhook stream's new signing secret, printed once; deliveries carry signatures
-    /// with the new and the previous secret until the next rotation.
+    /// A webhook stream's new signing secret, or a poll stream's new bearer token, printed
+    /// once; deliveries carry signatures with the new and the previous secret (polls are
+    /// accepted with either token) until the next rotation.
     RotateSecret { id: String },
     /// The events a stream gave up on, and those held behind them, oldest first.
     DeadLetters {
@@ -672,6 +674,14 @@ pub enum StreamCommand {
     },
     /// Deliver a stream's dead letters again, in order, before its new events.
     Redeliver { id: String },
+    /// Send the stream (and no other) the Shared Signals verification event, in order
+    /// with its events; prints the event's id (the token's `jti`).
+    Verify {
+        id: String,
+        /// Echoed to the receiver in the event (`state`).
+        #[arg(long)]
+        state: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -679,13 +689,14 @@ pub struct StreamCreateArgs {
     /// A unique name (at most 64 characters).
     #[arg(long)]
     pub name: String,
-    /// `caep`: security event tokens pushed per RFC 8935; `webhook`: Standard Webhooks.
+    /// `caep`: security event tokens pushed per RFC 8935; `caep-poll`: the same tokens,
+    /// polled by the receiver per RFC 8936; `webhook`: Standard Webhooks.
     #[arg(long, value_enum)]
     pub encoding: StreamEncoding,
-    /// The receiver's https URL (on a public address).
+    /// The receiver's https URL (on a public address); none for caep-poll.
     #[arg(long, value_name = "URL")]
-    pub endpoint: String,
-    /// The security event tokens' `aud` (required for caep).
+    pub endpoint: Option<String>,
+    /// The security event tokens' `aud` (required for caep and caep-poll).
     #[arg(long)]
     pub audience: Option<String>,
     /// How caep tokens name the user: `iss-sub` (default), `opaque`, or `email` (users of
@@ -710,6 +721,7 @@ pub enum StreamSubjectFormat {
 pub enum StreamEncoding {
     Caep,
     Webhook,
+    CaepPoll,
 }
 
 #[derive(Debug, Subcommand)]
@@ -841,7 +853,7 @@ mod tests {
             panic!("not stream create");
         };
         assert_eq!(args.encoding, StreamEncoding::Webhook);
-        assert_eq!(args.endpoint, "https://siem.example/hook");
+        assert_eq!(args.endpoint.as_deref(), Some("https://siem.example/hook"));
         assert_eq!(args.filter.types, ["token.lost"]);
         assert!(args.filter.realms.is_empty() && args.from_beginning && args.audience.is_none());
         assert!(
@@ -858,6 +870,27 @@ mod tests {
             .is_err()
         );
         assert!(parse(&["stream", "create", "--encoding", "caep", "--endpoint", "u"]).is_err());
+        let cli = parse(&[
+            "stream",
+            "create",
+            "--name",
+            "fw",
+            "--encoding",
+            "caep-poll",
+            "--audience",
+            "a",
+        ])
+        .unwrap();
+        let Command::Stream(StreamCommand::Create(args)) = cli.command else {
+            panic!("not stream create");
+        };
+        assert_eq!(args.encoding, StreamEncoding::CaepPoll);
+        assert!(args.endpoint.is_none());
+        let cli = parse(&["stream", "verify", "abc", "--state", "s1"]).unwrap();
+        let Command::Stream(StreamCommand::Verify { id, state }) = cli.command else {
+            panic!("not stream verify");
+        };
+        assert_eq!((id.as_str(), state.as_deref()), ("abc", Some("s1")));
         let cli = parse(&["stream", "filter", "abc", "--realm", "a", "--realm", "b"]).unwrap();
         let Command::Stream(StreamCommand::Filter { id, filter }) = cli.command else {
             panic!("not stream filter");

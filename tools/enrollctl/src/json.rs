@@ -45,6 +45,7 @@ proto_names! {
     device_pb::RotateEventSigningKeyResponse => "enroll.device.v1.RotateEventSigningKeyResponse",
     device_pb::DeadLetter => "enroll.device.v1.DeadLetter",
     device_pb::RedeliverEventsResponse => "enroll.device.v1.RedeliverEventsResponse",
+    device_pb::VerifyEventStreamResponse => "enroll.device.v1.VerifyEventStreamResponse",
 }
 
 /// Both services' descriptors in one pool (their shared imports once).

@@ -58,6 +58,14 @@ pub struct EventsConfig {
     /// address, and users of other realms by `iss_sub`.
     #[serde(default)]
     pub realm_email_domains: std::collections::BTreeMap<String, String>,
+    /// How long an RFC 8936 poll with `returnImmediately` false waits for an event before
+    /// it answers with none (s, 0..=300; default 30).
+    #[serde(default = "default_poll_wait_secs")]
+    pub poll_wait_secs: u64,
+    /// The most security event tokens one poll returns, and the number when the request
+    /// names none (1..=1000; default 100).
+    #[serde(default = "default_poll_max_events")]
+    pub poll_max_events: u64,
     /// Development only: allow `http://` receivers on loopback addresses. Never in
     /// production: receivers must be https on public addresses.
     #[serde(default)]
@@ -80,6 +88,8 @@ impl Default for EventsConfig {
             delivery_poll_ms: default_delivery_poll_ms(),
             expiry_scan_secs: default_expiry_scan_secs(),
             realm_email_domains: Default::default(),
+            poll_wait_secs: default_poll_wait_secs(),
+            poll_max_events: default_poll_max_events(),
             allow_loopback_http: false,
         }
     }
@@ -148,6 +158,14 @@ impl EventsConfig {
         self.delivery_concurrency.clamp(1, 64)
     }
 
+    pub fn poll_wait(&self) -> Duration {
+        Duration::from_secs(self.poll_wait_secs.min(300))
+    }
+
+    pub fn poll_max_events(&self) -> u64 {
+        self.poll_max_events.clamp(1, 1_000)
+    }
+
     pub fn delivery_poll(&self) -> Duration {
         Duration::from_millis(self.delivery_poll_ms.clamp(20, 60_000))
     }
@@ -195,4 +213,12 @@ fn default_delivery_poll_ms() -> u64 {
 
 fn default_expiry_scan_secs() -> u64 {
     60
+}
+
+fn default_poll_wait_secs() -> u64 {
+    30
+}
+
+fn default_poll_max_events() -> u64 {
+    100
 }

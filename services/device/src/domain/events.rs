@@ -41,10 +41,13 @@ pub enum EventKind {
     OtpLinkRevoked,
     OtpLinkSuperseded,
     OtpLinkExpired,
+    /// The SSF verification event an admin asked for one stream (VerifyEventStream): its
+    /// `subject` is the stream's id, and only that stream sends it.
+    StreamVerification,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::DeviceRegistered,
         EventKind::DeviceApproved,
         EventKind::DeviceRevoked,
@@ -71,6 +74,7 @@ impl EventKind {
         EventKind::OtpLinkRevoked,
         EventKind::OtpLinkSuperseded,
         EventKind::OtpLinkExpired,
+        EventKind::StreamVerification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +105,7 @@ impl EventKind {
             EventKind::OtpLinkRevoked => "otp_link.revoked",
             EventKind::OtpLinkSuperseded => "otp_link.superseded",
             EventKind::OtpLinkExpired => "otp_link.expired",
+            EventKind::StreamVerification => "stream.verification",
         }
     }
 
@@ -281,6 +286,17 @@ pub struct EnrollmentEvent {
     pub credential: CredentialFacts,
     /// The trace the change ran in (the SET's `txn`).
     pub trace_id: String,
+    /// A `stream.verification` event's `state` (SSF 1.0 §8.1.4.2: opaque, echoed to the
+    /// receiver); None for every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_state: Option<String>,
+}
+
+/// The stream an event is for alone, if it is one of those (a stream's verification
+/// event): only that stream sends it, whatever its filter, and no other stream or watcher
+/// sees it. None: an ordinary event, for every stream whose filter it passes.
+pub fn for_stream_only(event: &EnrollmentEvent) -> Option<&str> {
+    (event.kind == EventKind::StreamVerification).then_some(event.subject.as_str())
 }
 
 /// What the registering browser reported about the authenticator (unverified: the CAEP

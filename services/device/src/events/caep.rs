@@ -18,9 +18,10 @@ pub const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
 /// The SSF 1.0 stream verification event type.
 pub const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
-/// RFC 8935 push delivery, the one this transmitter speaks (RFC 8936 poll delivery,
-/// `urn:ietf:rfc:8936`, is not served yet: docs/events.md).
+/// RFC 8935 push delivery.
 pub const DELIVERY_PUSH: &str = "urn:ietf:rfc:8935";
+/// RFC 8936 poll delivery (`POST /events/poll/<stream id>` on the page's port).
+pub const DELIVERY_POLL: &str = "urn:ietf:rfc:8936";
 
 /// How the user is named in `sub_id` (RFC 9493 subject identifiers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,12 +53,25 @@ pub struct SetContext {
 /// token event whose credential kind is unknown. A device event with an unknown kind is
 /// `fido2-roaming`, the CAEP type of a WebAuthn authenticator whose attachment is unknown
 /// (as `CredentialKind::Fido2Roaming` documents).
+///
+/// A stream's verification event (`stream.verification`) is the SSF verification token of
+/// that stream ([`verification_event`]), its `jti` the event's id like every other.
 pub fn security_event_token(
     event: &EnrollmentEvent,
     context: &SetContext,
     key: &SigningKey,
     issued_at: i64,
 ) -> Result<String, String> {
+    if let Some(stream_id) = crate::domain::events::for_stream_only(event) {
+        return verification_event(
+            context,
+            key,
+            stream_id,
+            event.verification_state.as_deref(),
+            issued_at,
+            &event.id,
+        );
+    }
     let change_type = event.kind.caep_change_type().ok_or_else(|| {
         format!(
             "a {} event changes no credential: no CAEP credential-change",
@@ -154,7 +168,10 @@ pub fn ssf_configuration(issuer: &str, jwks_uri: &str, endpoints: &SsfEndpoints)
     document.insert("spec_version".into(), "1_0".into());
     document.insert("issuer".into(), issuer.into());
     document.insert("jwks_uri".into(), jwks_uri.into());
-    document.insert("delivery_methods_supported".into(), json!([DELIVERY_PUSH]));
+    document.insert(
+        "delivery_methods_supported".into(),
+        json!([DELIVERY_PUSH, DELIVERY_POLL]),
+    );
     let optional = [
         ("configuration_endpoint", &endpoints.configuration_endpoint),
         ("status_endpoint", &endpoints.status_endpoint),
@@ -265,6 +282,7 @@ mod tests {
                 transports: vec!["usb".into()],
             },
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            verification_state: None,
         }
     }
 
@@ -402,7 +420,7 @@ mod tests {
             let result = security_event_token(&event(kind), &ctx, &key, 1);
             assert_eq!(
                 result.is_ok(),
-                kind.caep_change_type().is_some(),
+                kind.caep_change_type().is_some() || kind == EventKind::StreamVerification,
                 "{kind:?}"
             );
         }
@@ -440,6 +458,21 @@ mod tests {
             verified(&token, &key, &ctx.audience).1["events"],
             json!({ VERIFICATION: {} })
         );
+
+        // The outbox's verification event renders as the same token, its jti the event's.
+        let mut queued = event(EventKind::StreamVerification);
+        queued.subject = "stream-9".into();
+        queued.user.clear();
+        queued.realm.clear();
+        queued.verification_state = Some("s-1".into());
+        let token = security_event_token(&queued, &ctx, &key, 5).unwrap();
+        let (_, claims) = verified(&token, &key, &ctx.audience);
+        assert_eq!(claims["jti"], queued.id);
+        assert_eq!(
+            claims["sub_id"],
+            json!({"format": "opaque", "id": "stream-9"})
+        );
+        assert_eq!(claims["events"], json!({ VERIFICATION: {"state": "s-1"} }));
     }
 
     #[test]
@@ -455,7 +488,7 @@ mod tests {
                 "spec_version": "1_0",
                 "issuer": "https://enroll.example.com",
                 "jwks_uri": "https://enroll.example.com/jwks.json",
-                "delivery_methods_supported": ["urn:ietf:rfc:8935"],
+                "delivery_methods_supported": ["urn:ietf:rfc:8935", "urn:ietf:rfc:8936"],
             })
         );
         let full = ssf_configuration(

@@ -104,8 +104,24 @@ fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     content
 }
 
-/// The webhook body of an event: `{"type", "timestamp" (RFC 3339), "data": {...}}`.
+/// The webhook body of an event: `{"type", "timestamp" (RFC 3339), "data": {...}}`. A
+/// stream's verification event (`stream.verification`) names the stream and echoes the
+/// `state` the admin gave, and nothing else.
 pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
+    if let Some(stream_id) = crate::domain::events::for_stream_only(event) {
+        let document = json!({
+            "type": event.kind.as_str(),
+            "timestamp": event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            "data": {
+                "id": event.id,
+                "seq": event.seq,
+                "stream_id": stream_id,
+                "state": event.verification_state,
+                "actor": event.actor,
+            },
+        });
+        return serde_json::to_vec(&document).unwrap_or_default();
+    }
     let credential = &event.credential;
     let document = json!({
         "type": event.kind.as_str(),
@@ -261,6 +277,7 @@ mod tests {
                 transports: vec!["internal".into()],
             },
             trace_id: "abc".into(),
+            verification_state: None,
         };
         let document: Value = serde_json::from_slice(&body(&event)).unwrap();
         assert_eq!(
@@ -294,5 +311,20 @@ mod tests {
         let document: Value = serde_json::from_slice(&body(&unknown)).unwrap();
         assert_eq!(document["data"]["credential"]["type"], Value::Null);
         assert_eq!(document["data"]["credential"]["aaguid"], Value::Null);
+
+        let verification = EnrollmentEvent {
+            kind: EventKind::StreamVerification,
+            realm: String::new(),
+            user: String::new(),
+            subject: "stream-1".into(),
+            verification_state: Some("xyz".into()),
+            ..unknown
+        };
+        let document: Value = serde_json::from_slice(&body(&verification)).unwrap();
+        assert_eq!(document["type"], "stream.verification");
+        assert_eq!(
+            document["data"],
+            json!({"id": "0b5c", "seq": 42, "stream_id": "stream-1", "state": "xyz", "actor": "enroll-page"})
+        );
     }
 }

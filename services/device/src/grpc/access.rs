@@ -10,7 +10,7 @@ const PROXY: &[Role] = &[Role::Admin, Role::Proxy];
 const PROXY_AND_READERS: &[Role] = &[Role::Admin, Role::Proxy, Role::Ops];
 
 /// Every RPC of the service with the roles that may call it.
-pub const RPC_ROLES: [(&str, &[Role]); 43] = [
+pub const RPC_ROLES: [(&str, &[Role]); 44] = [
     ("CheckEnrollment", PROXY_AND_READERS),
     ("CreateEnrollmentLink", ADMIN),
     ("ListEnrollmentLinks", READERS),
@@ -47,6 +47,7 @@ pub const RPC_ROLES: [(&str, &[Role]); 43] = [
     ("DeleteEventStream", ADMIN),
     ("RotateEventStreamSecret", ADMIN),
     ("RotateEventSigningKey", ADMIN),
+    ("VerifyEventStream", ADMIN),
     ("ListDeadLetters", READERS),
     ("RedeliverEvents", ADMIN),
     ("Validate", PROXY),

@@ -121,6 +121,13 @@ impl DeviceService for DeviceGrpc {
     ) -> Result<Response<pb::RedeliverEventsResponse>, Status> {
         streams::redeliver_events(&self.streams, request).await
     }
+
+    async fn verify_event_stream(
+        &self,
+        request: Request<pb::VerifyEventStreamRequest>,
+    ) -> Result<Response<pb::VerifyEventStreamResponse>, Status> {
+        streams::verify_event_stream(&self.streams, request).await
+    }
     async fn check_enrollment(
         &self,
         request: Request<pb::CheckEnrollmentRequest>,

@@ -16,6 +16,7 @@ fn encoding_to_proto(encoding: Encoding) -> pb::EventEncoding {
     match encoding {
         Encoding::CaepPush => pb::EventEncoding::CaepPush,
         Encoding::Webhook => pb::EventEncoding::Webhook,
+        Encoding::CaepPoll => pb::EventEncoding::CaepPoll,
     }
 }
 
@@ -105,18 +106,25 @@ pub async fn create_event_stream(
     let encoding = match pb::EventEncoding::try_from(request.encoding) {
         Ok(pb::EventEncoding::CaepPush) => Encoding::CaepPush,
         Ok(pb::EventEncoding::Webhook) => Encoding::Webhook,
+        Ok(pb::EventEncoding::CaepPoll) => Encoding::CaepPoll,
         _ => {
             return Err(DeviceError::invalid(
                 "encoding",
-                "required: EVENT_ENCODING_CAEP_PUSH or EVENT_ENCODING_WEBHOOK",
+                "required: EVENT_ENCODING_CAEP_PUSH, EVENT_ENCODING_CAEP_POLL or \
+                 EVENT_ENCODING_WEBHOOK",
             )
             .into());
         }
     };
+    // A poll stream has no endpoint (the service checks that it is empty).
+    let endpoint = match encoding {
+        Encoding::CaepPoll => super::decode::text("endpoint", &request.endpoint, 2048)?,
+        _ => required_text("endpoint", &request.endpoint, 2048)?,
+    };
     let new = NewStream {
         name: required_text("name", &request.name, 64)?,
         encoding,
-        endpoint: required_text("endpoint", &request.endpoint, 2048)?,
+        endpoint,
         audience: super::decode::text("audience", &request.audience, 512)?,
         subject: subject_from_proto(request.subject_format)?,
         filter: filter(&request.types, &request.realms)?,
@@ -263,4 +271,19 @@ pub async fn redeliver_events(
     Ok(Response::new(pb::RedeliverEventsResponse {
         queued: i64::try_from(queued).unwrap_or(i64::MAX),
     }))
+}
+
+pub async fn verify_event_stream(
+    streams: &EventStreams,
+    request: Request<pb::VerifyEventStreamRequest>,
+) -> Result<Response<pb::VerifyEventStreamResponse>, Status> {
+    let actor = actor(&request, "")?;
+    let request = request.into_inner();
+    let id = id("id", &request.id)?;
+    let state = super::decode::text("state", &request.state, 256)?;
+    let by = required_text("requested_by", &request.requested_by, 128)?;
+    let event_id = streams
+        .verify(&actor, &id, (!state.is_empty()).then_some(state), &by)
+        .await?;
+    Ok(Response::new(pb::VerifyEventStreamResponse { event_id }))
 }

@@ -22,7 +22,7 @@ use super::events::EventFilter;
 use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of};
 use crate::config::EventsConfig;
 use crate::domain::audit::{AuditRecord, OK};
-use crate::domain::events::EnrollmentEvent;
+use crate::domain::events::{EnrollmentEvent, for_stream_only};
 use crate::error::DeviceError;
 use crate::events::caep::{SetContext, security_event_token};
 use crate::events::receiver::{ReceiverClient, ReceiverUrl};
@@ -228,6 +228,10 @@ impl Delivery {
     async fn run(&self, stream: &event_streams::Model) -> Result<bool, DeviceError> {
         let encoding = Encoding::parse(&stream.encoding)
             .ok_or_else(|| DeviceError::corrupt("event stream", "encoding"))?;
+        if encoding == Encoding::CaepPoll {
+            // Its receiver polls (service::poll): nothing to push.
+            return Ok(false);
+        }
         let url = ReceiverUrl::parse(&stream.endpoint, self.config.allow_loopback_http)
             .map_err(|problem| DeviceError::corrupt("event stream endpoint", problem))?;
         let filter = filter_of(stream);
@@ -247,7 +251,7 @@ impl Delivery {
         let mut to_send: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
         for (index, event) in events.iter().enumerate() {
             let subject = subject_key(event);
-            outcomes.push(if !self.sendable(encoding, &filter, event) {
+            outcomes.push(if !self.sendable(stream, encoding, &filter, event) {
                 Outcome::Done
             } else if let Some(redriving) = held_subjects.get(&subject) {
                 Outcome::Held(*redriving)
@@ -513,9 +517,18 @@ impl Delivery {
         self.streams.gone(&stream.id, error, audit).await
     }
 
-    /// Whether the stream sends `event` at all: its filter, and for CAEP a credential event
-    /// with a user.
-    fn sendable(&self, encoding: Encoding, filter: &EventFilter, event: &EnrollmentEvent) -> bool {
+    /// Whether the stream sends `event` at all: a verification event only to the stream it
+    /// is for; others by the filter, and for CAEP a credential event with a user.
+    fn sendable(
+        &self,
+        stream: &event_streams::Model,
+        encoding: Encoding,
+        filter: &EventFilter,
+        event: &EnrollmentEvent,
+    ) -> bool {
+        if let Some(only) = for_stream_only(event) {
+            return only == stream.id;
+        }
         filter.matches(event)
             && (encoding != Encoding::CaepPush
                 || (event.kind.caep_change_type().is_some() && !event.user.is_empty()))
@@ -538,7 +551,7 @@ impl Delivery {
                     webhooks::headers(&secrets, &event.id, now, &body);
                 (headers, "application/json", body)
             }
-            Encoding::CaepPush => {
+            Encoding::CaepPush | Encoding::CaepPoll => {
                 let key = self.keys.current().await?;
                 let subject = StreamSubject::parse(&stream.subject_format)
                     .ok_or_else(|| DeviceError::corrupt("event stream", "subject_format"))?;

@@ -68,6 +68,11 @@ impl EventFeed {
         &self.store
     }
 
+    /// Woken when this instance stamps events (RFC 8936 long polls wait on it).
+    pub fn stamped(&self) -> Arc<Notify> {
+        self.stamped.clone()
+    }
+
     /// Stamps committed events every `events.stamp_interval_ms`, and writes the expiries of
     /// unused links every `events.expiry_scan_secs`, until `stop` changes.
     pub async fn keep_stamping(self, mut stop: watch::Receiver<bool>) {
@@ -144,6 +149,11 @@ impl EventFeed {
             let full = batch.len() as u64 == READ_BATCH;
             for event in batch {
                 cursor = event.seq;
+                // A stream's verification event is that stream's business, not a change
+                // of enrollment state: watchers never see it.
+                if crate::domain::events::for_stream_only(&event).is_some() {
+                    continue;
+                }
                 if filter.matches(&event) && sender.send(Ok(event)).await.is_err() {
                     return;
                 }

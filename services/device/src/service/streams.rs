@@ -13,6 +13,7 @@ use crate::domain::events::{EnrollmentEvent, EventKind};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
 use crate::events::caep::SubjectFormat;
+use crate::events::poll::PollToken;
 use crate::events::receiver::{ReceiverUrl, vet};
 use crate::events::signing::{SigningAlgorithm, SigningKey, jwks};
 use crate::events::webhooks::WebhookSecret;
@@ -31,6 +32,8 @@ pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3_600);
 pub enum Encoding {
     CaepPush,
     Webhook,
+    /// CAEP security event tokens the receiver fetches (RFC 8936 poll delivery).
+    CaepPoll,
 }
 
 impl Encoding {
@@ -38,6 +41,7 @@ impl Encoding {
         match self {
             Encoding::CaepPush => "caep_push",
             Encoding::Webhook => "webhook",
+            Encoding::CaepPoll => "caep_poll",
         }
     }
 
@@ -45,6 +49,7 @@ impl Encoding {
         match text {
             "caep_push" => Some(Encoding::CaepPush),
             "webhook" => Some(Encoding::Webhook),
+            "caep_poll" => Some(Encoding::CaepPoll),
             _ => None,
         }
     }
@@ -435,28 +440,25 @@ impl EventStreams {
         }
     }
 
-    /// Creates a stream; a webhook stream's secret is returned once.
+    /// Creates a stream; a webhook stream's secret, or a poll stream's bearer token, is
+    /// returned once.
     pub async fn create(
         &self,
         actor: &Actor,
         request: NewStream,
     ) -> Result<(StreamView, Option<String>), DeviceError> {
-        ReceiverUrl::parse(&request.endpoint, self.allow_loopback_http)
-            .map_err(|problem| DeviceError::invalid("endpoint", problem))?;
-        // An address written into the URL is judged now; names are resolved and judged at
-        // every delivery (a name may point elsewhere later).
-        let literal = url::Url::parse(request.endpoint.trim())
-            .ok()
-            .and_then(|url| match url.host() {
-                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-                _ => None,
-            });
-        if let Some(address) = literal {
-            vet(address, self.allow_loopback_http)
-                .map_err(|refused| DeviceError::invalid("endpoint", refused.to_string()))?;
+        if request.encoding == Encoding::CaepPoll {
+            // The receiver comes to us (RFC 8936): there is nothing to send to.
+            if !request.endpoint.trim().is_empty() {
+                return Err(DeviceError::invalid(
+                    "endpoint",
+                    "a poll stream has none: its receiver polls POST /events/poll/<stream id>",
+                ));
+            }
+        } else {
+            self.vet_endpoint(&request.endpoint)?;
         }
-        if request.encoding == Encoding::CaepPush && request.audience.is_empty() {
+        if request.encoding != Encoding::Webhook && request.audience.is_empty() {
             return Err(DeviceError::invalid(
                 "audience",
                 "required for a CAEP stream (the tokens' `aud`)",
@@ -476,9 +478,13 @@ impl EventStreams {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.clock.now();
-        let secret = (request.encoding == Encoding::Webhook).then(WebhookSecret::generate);
+        let secret = match request.encoding {
+            Encoding::Webhook => Some(WebhookSecret::generate().expose()),
+            Encoding::CaepPoll => Some(PollToken::generate().expose()),
+            Encoding::CaepPush => None,
+        };
         let (secret_key_id, sealed_secrets) = match &secret {
-            Some(secret) => self.seal(&id, &[secret.expose()])?,
+            Some(secret) => self.seal(&id, std::slice::from_ref(secret))?,
             None => (String::new(), Vec::new()),
         };
         self.events.stamp().await?;
@@ -520,12 +526,32 @@ impl EventStreams {
                 request.created_by
             ));
         self.store.create(row, audit).await?;
-        if request.encoding == Encoding::CaepPush {
+        if request.encoding != Encoding::Webhook {
             // The first token's key exists before the first delivery.
             self.keys.current().await?;
         }
         let view = self.view(&id).await?;
-        Ok((view, secret.map(|secret| secret.expose())))
+        Ok((view, secret))
+    }
+
+    /// A push receiver's URL: https (or loopback http when allowed), and an address written
+    /// into it judged now; names are resolved and judged at every delivery (a name may
+    /// point elsewhere later).
+    fn vet_endpoint(&self, endpoint: &str) -> Result<(), DeviceError> {
+        ReceiverUrl::parse(endpoint, self.allow_loopback_http)
+            .map_err(|problem| DeviceError::invalid("endpoint", problem))?;
+        let literal = url::Url::parse(endpoint.trim())
+            .ok()
+            .and_then(|url| match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            });
+        if let Some(address) = literal {
+            vet(address, self.allow_loopback_http)
+                .map_err(|refused| DeviceError::invalid("endpoint", refused.to_string()))?;
+        }
+        Ok(())
     }
 
     fn seal(&self, id: &str, secrets: &[String]) -> Result<(String, Vec<u8>), DeviceError> {
@@ -537,6 +563,27 @@ impl EventStreams {
 
     /// A webhook stream's secrets, newest first.
     pub fn secrets(&self, row: &event_streams::Model) -> Result<Vec<WebhookSecret>, DeviceError> {
+        self.sealed_texts(row)?
+            .iter()
+            .map(|text| {
+                WebhookSecret::parse(text)
+                    .map_err(|error| DeviceError::corrupt("stream secret", error))
+            })
+            .collect()
+    }
+
+    /// A poll stream's bearer tokens, newest first (two after a rotation).
+    pub fn poll_tokens(&self, row: &event_streams::Model) -> Result<Vec<PollToken>, DeviceError> {
+        self.sealed_texts(row)?
+            .iter()
+            .map(|text| {
+                PollToken::parse(text).map_err(|error| DeviceError::corrupt("poll token", error))
+            })
+            .collect()
+    }
+
+    /// The texts sealed in a stream's row (webhook secrets or poll tokens), newest first.
+    fn sealed_texts(&self, row: &event_streams::Model) -> Result<Vec<String>, DeviceError> {
         if row.sealed_secrets.is_empty() {
             return Ok(Vec::new());
         }
@@ -548,15 +595,8 @@ impl EventStreams {
                 &secret_context(&row.id),
             )
             .map_err(|error| DeviceError::corrupt("stream secrets", error.to_string()))?;
-        let texts: Vec<String> = serde_json::from_slice(&json)
-            .map_err(|error| DeviceError::corrupt("stream secrets", error.to_string()))?;
-        texts
-            .iter()
-            .map(|text| {
-                WebhookSecret::parse(text)
-                    .map_err(|error| DeviceError::corrupt("stream secret", error))
-            })
-            .collect()
+        serde_json::from_slice(&json)
+            .map_err(|error| DeviceError::corrupt("stream secrets", error.to_string()))
     }
 
     async fn row(&self, id: &str) -> Result<event_streams::Model, DeviceError> {
@@ -659,7 +699,8 @@ impl EventStreams {
         Ok(())
     }
 
-    /// A webhook stream's new secret (returned once); the previous one stays valid.
+    /// A webhook stream's new secret, or a poll stream's new bearer token (returned once);
+    /// the previous one stays valid until the next rotation.
     pub async fn rotate_secret(
         &self,
         actor: &Actor,
@@ -667,15 +708,19 @@ impl EventStreams {
         rotated_by: &str,
     ) -> Result<String, DeviceError> {
         let mut row = self.row(id).await?;
-        if Encoding::parse(&row.encoding) != Some(Encoding::Webhook) {
-            return Err(DeviceError::invalid("id", "not a webhook stream"));
-        }
-        let mut secrets = self.secrets(&row)?;
-        secrets.truncate(1);
-        let fresh = WebhookSecret::generate();
-        let texts: Vec<String> = std::iter::once(fresh.expose())
-            .chain(secrets.iter().map(WebhookSecret::expose))
-            .collect();
+        let fresh = match Encoding::parse(&row.encoding) {
+            Some(Encoding::Webhook) => WebhookSecret::generate().expose(),
+            Some(Encoding::CaepPoll) => PollToken::generate().expose(),
+            _ => {
+                return Err(DeviceError::invalid(
+                    "id",
+                    "not a webhook or poll stream (a push stream has no secret)",
+                ));
+            }
+        };
+        let mut previous = self.sealed_texts(&row)?;
+        previous.truncate(1);
+        let texts: Vec<String> = std::iter::once(fresh.clone()).chain(previous).collect();
         let (key_id, sealed) = self.seal(id, &texts)?;
         row.secret_key_id = key_id;
         row.sealed_secrets = sealed;
@@ -686,7 +731,38 @@ impl EventStreams {
                 "rotated by {rotated_by}; the previous secret stays valid"
             ));
         self.store.update(row, audit).await?;
-        Ok(fresh.expose())
+        Ok(fresh)
+    }
+
+    /// Queues the SSF verification event for stream `id` alone (delivered in order with
+    /// its events, retried, returned by its polls); returns the event's id (the token's
+    /// `jti`). `state` is echoed to the receiver. A disabled stream would drop it: refused.
+    pub async fn verify(
+        &self,
+        actor: &Actor,
+        id: &str,
+        state: Option<String>,
+        requested_by: &str,
+    ) -> Result<String, DeviceError> {
+        let row = self.row(id).await?;
+        if row.status == DISABLED {
+            return Err(DeviceError::FailedPrecondition(format!(
+                "event stream `{id}` is disabled: enable it first (a disabled stream keeps nothing)"
+            )));
+        }
+        // The state is the receiver's opaque value, not a secret, but not the audit's
+        // business either: its length only.
+        let audit = self
+            .record(actor, "verify_event_stream", id)
+            .with_reason(format!(
+                "verification of `{}` requested by {requested_by}{}",
+                row.name,
+                state
+                    .as_ref()
+                    .map(|state| format!(" (state of {} characters)", state.chars().count()))
+                    .unwrap_or_default()
+            ));
+        self.store.queue_verification(id, state, audit).await
     }
 
     /// A new signing key; the previous one stays published for `overlap`.

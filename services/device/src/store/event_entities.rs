@@ -1,4 +1,4 @@
-//! Rows of the event outbox and its streams (migration m0015).
+//! Rows of the event outbox and its streams (migrations m0015 and m0016).
 
 pub mod enrollment_events {
     use sea_orm::entity::prelude::*;
@@ -106,6 +106,26 @@ pub mod event_signing_keys {
         pub sealed_key: Vec<u8>,
         pub create_time: DateTimeUtc,
         pub retire_time: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event_poll_acks {
+    use sea_orm::entity::prelude::*;
+
+    /// An event a poll stream's receiver acknowledged (or reported an error for) beyond the
+    /// stream's cursor (RFC 8936 acknowledgements may come out of order).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event_poll_acks")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub stream_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

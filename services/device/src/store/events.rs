@@ -33,6 +33,9 @@ struct Payload {
     reason: String,
     credential: CredentialFacts,
     trace_id: String,
+    /// A stream verification's `state` (the only event that has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
 }
 
 /// Writes the event `audit` is (if it is one) on `db`, the change's transaction.
@@ -74,6 +77,7 @@ pub(super) fn row(
         reason: audit.reason.clone(),
         credential: facts,
         trace_id: audit.trace_id.clone(),
+        state: None,
     };
     enrollment_events::ActiveModel {
         event_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -86,6 +90,32 @@ pub(super) fn row(
         payload: Set(serde_json::to_string(&payload).unwrap_or_default()),
         ..Default::default()
     }
+}
+
+/// The `stream.verification` event row of stream `stream_id` with the receiver's `state`,
+/// described by `audit` (VerifyEventStream's).
+pub(super) fn verification_row(
+    audit: &AuditRecord,
+    stream_id: &str,
+    state: Option<String>,
+) -> enrollment_events::ActiveModel {
+    let mut row = row(
+        audit,
+        EventKind::StreamVerification,
+        stream_id,
+        CredentialFacts::default(),
+    );
+    let payload = Payload {
+        actor: audit.actor.clone(),
+        initiating_entity: InitiatingEntity::Admin,
+        reason: audit.reason.clone(),
+        credential: CredentialFacts::default(),
+        trace_id: audit.trace_id.clone(),
+        state,
+    };
+    // Plain data: serializing it cannot fail.
+    row.payload = Set(serde_json::to_string(&payload).unwrap_or_default());
+    row
 }
 
 /// Who started a change of `kind` through `action`.
@@ -343,7 +373,7 @@ impl EventStore {
     }
 }
 
-fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent, DeviceError> {
+pub(super) fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent, DeviceError> {
     let corrupt = |problem: String| DeviceError::corrupt(format!("event {}", row.id), problem);
     let kind = EventKind::parse(&row.event_type)
         .ok_or_else(|| corrupt(format!("unknown type {}", row.event_type)))?;
@@ -362,5 +392,6 @@ fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent, DeviceErro
         reason: payload.reason,
         credential: payload.credential,
         trace_id: payload.trace_id,
+        verification_state: payload.state,
     })
 }

@@ -19,6 +19,7 @@ mod one_statement;
 pub mod otp_links;
 pub mod owner_names;
 pub mod policy_snapshot;
+pub mod poll;
 pub mod sql;
 pub mod streams;
 pub mod token_changes;

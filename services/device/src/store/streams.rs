@@ -7,7 +7,9 @@ use sea_orm::{
     IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use super::event_entities::{event_dead_letters, event_signing_keys, event_streams};
+use super::event_entities::{
+    enrollment_events, event_dead_letters, event_poll_acks, event_signing_keys, event_streams,
+};
 use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
@@ -105,11 +107,16 @@ impl StreamStore {
         Ok(())
     }
 
-    /// Deletes a stream and its dead letters, with the audit event; false when it was gone.
+    /// Deletes a stream, its dead letters and its poll acknowledgements, with the audit
+    /// event; false when it was gone.
     pub async fn delete(&self, id: &str, audit: AuditRecord) -> Result<bool, DeviceError> {
         let transaction = self.db.begin().await?;
         event_dead_letters::Entity::delete_many()
             .filter(event_dead_letters::Column::StreamId.eq(id))
+            .exec(&transaction)
+            .await?;
+        event_poll_acks::Entity::delete_many()
+            .filter(event_poll_acks::Column::StreamId.eq(id))
             .exec(&transaction)
             .await?;
         let deleted = event_streams::Entity::delete_by_id(id.to_owned())
@@ -121,6 +128,31 @@ impl StreamStore {
         }
         transaction.commit().await?;
         Ok(deleted == 1)
+    }
+
+    /// Writes stream `id`'s verification event (`stream.verification`, with the receiver's
+    /// `state`) to the outbox with its audit event, in one transaction; returns the event's
+    /// id.
+    pub async fn queue_verification(
+        &self,
+        id: &str,
+        state: Option<String>,
+        audit: AuditRecord,
+    ) -> Result<String, DeviceError> {
+        let row = super::events::verification_row(&audit, id, state);
+        let event_id = match &row.event_id {
+            sea_orm::ActiveValue::Set(event_id) => event_id.clone(),
+            _ => return Err(DeviceError::corrupt("verification event", "no id")),
+        };
+        // The event first (SQLite: the write lock at once), then its audit record alone
+        // (the event is written here, not derived from the audit action).
+        let transaction = self.db.begin().await?;
+        enrollment_events::Entity::insert(row)
+            .exec_without_returning(&transaction)
+            .await?;
+        TokenStore::insert_audit_without_event(&transaction, audit).await?;
+        transaction.commit().await?;
+        Ok(event_id)
     }
 
     /// Takes (or renews) the delivery lease of stream `id` for `owner` until `until`; false

@@ -1,14 +1,18 @@
 //! The transmitter's public documents on the page's port: the JWKS of the security event
 //! tokens' signing keys (every key still published, so tokens signed before a rotation
 //! verify during the overlap), and the Shared Signals transmitter configuration
-//! (`/.well-known/ssf-configuration`).
+//! (`/.well-known/ssf-configuration`). RFC 8936 polls are answered next to them
+//! (`web::poll`).
 use super::*;
 use crate::events::caep::{SsfEndpoints, ssf_configuration};
+use crate::service::poll::EventPoll;
 use crate::service::streams::EventKeys;
 
 /// Where the JWKS is served (the SSF configuration's `jwks_uri`).
 pub const JWKS_PATH: &str = "/.well-known/enroll-events/jwks.json";
 pub const SSF_CONFIGURATION_PATH: &str = "/.well-known/ssf-configuration";
+/// Where poll receivers poll (RFC 8936): `POST /events/poll/<stream id>`.
+pub const POLL_PATH: &str = "/events/poll";
 
 /// What the documents are made of.
 #[derive(Clone)]
@@ -16,6 +20,8 @@ pub struct EventsHttp {
     pub keys: EventKeys,
     /// The tokens' `iss`; the JWKS URL is under it.
     pub issuer: String,
+    /// RFC 8936 poll delivery.
+    pub poll: EventPoll,
 }
 
 pub(super) async fn jwks<R>(State(state): State<WebState<R>>) -> Result<Response, WebError> {

@@ -188,6 +188,27 @@ impl Limiter {
         Ok(())
     }
 
+    /// Refuses `client` when its address is over the limit; counts one call when `failed`
+    /// (a poll that failed to authenticate: polls that authenticate are not counted, as a
+    /// receiver polls all day, but guessing costs a window).
+    pub(super) fn admit_failed(&self, client: IpAddr, failed: bool) -> Result<(), WebError> {
+        let mut addresses = lock(&self.addresses);
+        let now = Instant::now();
+        let key = address_key(client);
+        let over = addresses
+            .get_mut(&key, now)
+            .is_some_and(|calls| *calls >= self.limits.requests_per_address);
+        if over {
+            return Err(exhausted(
+                "too many requests from your address; please try again later",
+            ));
+        }
+        if failed {
+            *addresses.entry(key, now) += 1;
+        }
+        Ok(())
+    }
+
     /// Lets a begin on the link with secret hash `link` run, or answers in its place. Looks
     /// the link's window up without creating one (see [`BeginTicket::found`]).
     pub(super) fn admit_begin(&self, link: String) -> Result<BeginTicket<'_>, WebError> {
@@ -275,6 +296,22 @@ mod tests {
         let refused = limiter.admit_client(one).unwrap_err();
         assert_eq!(refused.code(), "RESOURCE_EXHAUSTED");
         assert!(limiter.admit_client(other).is_ok());
+    }
+
+    #[test]
+    fn failed_polls_count_and_an_address_over_the_limit_is_refused_first() {
+        let limiter = Limiter::new(RateLimits {
+            requests_per_address: 2,
+            ..RateLimits::default()
+        });
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        for _ in 0..10 {
+            assert!(limiter.admit_failed(client, false).is_ok(), "not counted");
+        }
+        assert!(limiter.admit_failed(client, true).is_ok());
+        assert!(limiter.admit_failed(client, true).is_ok());
+        let refused = limiter.admit_failed(client, false).unwrap_err();
+        assert_eq!(refused.code(), "RESOURCE_EXHAUSTED");
     }
 
     #[test]

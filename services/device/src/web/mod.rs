@@ -45,6 +45,7 @@ mod events;
 pub mod gate;
 mod limits;
 mod otp;
+mod poll;
 mod serve;
 #[cfg(test)]
 #[path = "tests.rs"]
@@ -53,7 +54,7 @@ mod tests;
 pub use crate::forwarding::TrustedProxies;
 use api::{begin, call, finish};
 use error::WebError;
-pub use events::{EventsHttp, JWKS_PATH, SSF_CONFIGURATION_PATH};
+pub use events::{EventsHttp, JWKS_PATH, POLL_PATH, SSF_CONFIGURATION_PATH};
 use limits::Limiter;
 pub use limits::RateLimits;
 pub use otp::{OtpEnroller, OtpPage};
@@ -198,6 +199,7 @@ pub fn router<R: Registrar>(
             SSF_CONFIGURATION_PATH,
             get(events::ssf_configuration_document::<R>),
         )
+        .route("/events/poll/{stream}", post(poll::poll::<R>))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -20,13 +20,15 @@ pub fn encoding(arg: StreamEncoding) -> pb::EventEncoding {
     match arg {
         StreamEncoding::Caep => pb::EventEncoding::CaepPush,
         StreamEncoding::Webhook => pb::EventEncoding::Webhook,
+        StreamEncoding::CaepPoll => pb::EventEncoding::CaepPoll,
     }
 }
 
-/// The encoding as `--encoding` names it (`caep`, `webhook`).
+/// The encoding as `--encoding` names it (`caep`, `caep-poll`, `webhook`).
 fn encoding_label(raw: i32) -> String {
     match pb::EventEncoding::try_from(raw) {
         Ok(pb::EventEncoding::CaepPush) => "caep".to_owned(),
+        Ok(pb::EventEncoding::CaepPoll) => "caep-poll".to_owned(),
         other => enum_label(other.ok().map(|e| e.as_str_name()), "EVENT_ENCODING_", raw),
     }
 }
@@ -144,9 +146,33 @@ pub async fn run(ctx: &mut Ctx<'_>, command: StreamCommand) -> Result<(), CliErr
             note(
                 ctx,
                 "Give the secret to the receiver only: it is shown this once. Deliveries are \
-                 signed with it and the previous secret until the next rotation.\n",
+                 signed with it and the previous secret (a poll stream accepts both tokens) \
+                 until the next rotation.\n",
             );
             Ok(())
+        }
+        StreamCommand::Verify { id, state } => {
+            let response = ctx
+                .conn
+                .device()
+                .verify_event_stream(pb::VerifyEventStreamRequest {
+                    id: id.clone(),
+                    state: state.unwrap_or_default(),
+                    requested_by: ctx.actor.clone(),
+                })
+                .await
+                .map_err(ctx.conn.error(Service::Device))?
+                .into_inner();
+            if ctx.json() {
+                return write_json_out(ctx, &to_json(&response)?);
+            }
+            write_out(
+                ctx,
+                &format!(
+                    "queued the verification event {} for stream {id}\n",
+                    response.event_id
+                ),
+            )
         }
         StreamCommand::DeadLetters { id, list } => {
             let mut client = ctx.conn.device();
@@ -230,7 +256,7 @@ pub fn create_request(args: StreamCreateArgs, actor: &str) -> pb::CreateEventStr
     pb::CreateEventStreamRequest {
         name: args.name,
         encoding: encoding(args.encoding) as i32,
-        endpoint: args.endpoint,
+        endpoint: args.endpoint.unwrap_or_default(),
         audience: args.audience.unwrap_or_default(),
         subject_format: args
             .subject_format
@@ -265,11 +291,19 @@ async fn create(ctx: &mut Ctx<'_>, args: StreamCreateArgs) -> Result<(), CliErro
     }
     write_out(ctx, &text)?;
     if !response.secret.is_empty() {
-        note(
-            ctx,
+        let hint = if stream.encoding == pb::EventEncoding::CaepPoll as i32 {
+            format!(
+                "Give the token to the receiver only: it polls POST /events/poll/{} on the \
+                 enrollment page's port with `Authorization: Bearer <token>`. It is shown this \
+                 once.\n",
+                stream.id
+            )
+        } else {
             "Give the secret to the receiver only (it verifies the webhook-signature header \
-             with it): it is shown this once.\n",
-        );
+             with it): it is shown this once.\n"
+                .to_owned()
+        };
+        note(ctx, &hint);
     }
     Ok(())
 }
@@ -492,7 +526,7 @@ mod tests {
             StreamCreateArgs {
                 name: "idp".into(),
                 encoding: StreamEncoding::Caep,
-                endpoint: "https://idp.example/ssf".into(),
+                endpoint: Some("https://idp.example/ssf".into()),
                 audience: Some("https://idp.example".into()),
                 subject_format: Some(StreamSubjectFormat::Email),
                 filter: EventFilterArgs {

@@ -15,6 +15,7 @@ mod m0011_fido_metadata_jumps;
 mod m0013_token_verify;
 mod m0014_otp_enrollment_links;
 mod m0015_enrollment_events;
+mod m0016_event_poll_acks;
 mod m0018_event_subject_format;
 mod policy_snapshot;
 mod token_backoff;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_token_verify::TokenVerify),
             Box::new(m0014_otp_enrollment_links::OtpEnrollmentLinksTable),
             Box::new(m0015_enrollment_events::EnrollmentEventsTables),
+            Box::new(m0016_event_poll_acks::EventPollAcksTable),
             Box::new(m0018_event_subject_format::EventSubjectFormat),
         ]
     }
