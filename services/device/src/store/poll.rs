@@ -461,6 +461,7 @@ mod tests {
             encoding: Set("caep_poll".into()),
             endpoint: Set(String::new()),
             audience: Set("aud".into()),
+            subject_format: Set("iss_sub".into()),
             event_types: Set(String::new()),
             realms: Set(String::new()),
             status: Set(ENABLED.into()),
