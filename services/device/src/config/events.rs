@@ -52,6 +52,11 @@ pub struct EventsConfig {
     /// production: receivers must be https on public addresses.
     #[serde(default)]
     pub allow_loopback_http: bool,
+    /// How often the policy service's history is read for `policy.*` events when no new
+    /// policy-set version was announced (s, 1..=3600; default 30): the bound on how late a
+    /// policy event comes when a WatchPolicySet notification was missed.
+    #[serde(default = "default_policy_relay_secs")]
+    pub policy_relay_secs: u64,
 }
 
 impl Default for EventsConfig {
@@ -69,6 +74,7 @@ impl Default for EventsConfig {
             delivery_poll_ms: default_delivery_poll_ms(),
             expiry_scan_secs: default_expiry_scan_secs(),
             allow_loopback_http: false,
+            policy_relay_secs: default_policy_relay_secs(),
         }
     }
 }
@@ -108,6 +114,10 @@ impl EventsConfig {
 
     pub fn expiry_scan(&self) -> Duration {
         Duration::from_secs(self.expiry_scan_secs.clamp(1, 3_600))
+    }
+
+    pub fn policy_relay(&self) -> Duration {
+        Duration::from_secs(self.policy_relay_secs.clamp(1, 3_600))
     }
 
     pub fn delivery_poll(&self) -> Duration {
@@ -153,4 +163,8 @@ fn default_delivery_poll_ms() -> u64 {
 
 fn default_expiry_scan_secs() -> u64 {
     60
+}
+
+fn default_policy_relay_secs() -> u64 {
+    30
 }

@@ -5,6 +5,8 @@
 //! text); its credential facts from the subject's row in the same transaction.
 use chrono::{DateTime, Utc};
 
+pub use super::policy_events::{PolicyChangeFacts, PolicySummary};
+
 /// What happened. The `as_str` names are the Standard Webhooks `type` and the stream
 /// filters' vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -41,10 +43,15 @@ pub enum EventKind {
     OtpLinkRevoked,
     OtpLinkSuperseded,
     OtpLinkExpired,
+    /// A policy was created, changed or deleted in the policy service (relayed from its
+    /// history: `service::policy_events`).
+    PolicyCreated,
+    PolicyUpdated,
+    PolicyDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::DeviceRegistered,
         EventKind::DeviceApproved,
         EventKind::DeviceRevoked,
@@ -71,6 +78,9 @@ impl EventKind {
         EventKind::OtpLinkRevoked,
         EventKind::OtpLinkSuperseded,
         EventKind::OtpLinkExpired,
+        EventKind::PolicyCreated,
+        EventKind::PolicyUpdated,
+        EventKind::PolicyDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +111,9 @@ impl EventKind {
             EventKind::OtpLinkRevoked => "otp_link.revoked",
             EventKind::OtpLinkSuperseded => "otp_link.superseded",
             EventKind::OtpLinkExpired => "otp_link.expired",
+            EventKind::PolicyCreated => "policy.created",
+            EventKind::PolicyUpdated => "policy.updated",
+            EventKind::PolicyDeleted => "policy.deleted",
         }
     }
 
@@ -143,6 +156,16 @@ impl EventKind {
             "expire_otp_link" => EventKind::OtpLinkExpired,
             _ => return None,
         })
+    }
+
+    /// The event of a policy change recorded as `create`, `update` or `delete`.
+    pub fn of_policy_change(change: &str) -> Option<Self> {
+        match change {
+            "create" => Some(EventKind::PolicyCreated),
+            "update" => Some(EventKind::PolicyUpdated),
+            "delete" => Some(EventKind::PolicyDeleted),
+            _ => None,
+        }
     }
 
     /// Events that are refusals (written with a denied audit record).
@@ -281,6 +304,9 @@ pub struct EnrollmentEvent {
     pub credential: CredentialFacts,
     /// The trace the change ran in (the SET's `txn`).
     pub trace_id: String,
+    /// The policy change of a `policy.*` event; None for every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyChangeFacts>,
 }
 
 /// What the registering browser reported about the authenticator (unverified: the CAEP

@@ -265,6 +265,7 @@ mod tests {
                 transports: vec!["usb".into()],
             },
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            policy: None,
         }
     }
 

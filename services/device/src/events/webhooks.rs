@@ -104,10 +104,12 @@ fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
     content
 }
 
-/// The webhook body of an event: `{"type", "timestamp" (RFC 3339), "data": {...}}`.
+/// The webhook body of an event: `{"type", "timestamp" (RFC 3339), "data": {...}}`; a
+/// `policy.*` event's data also has `policy` (the change: name, change, history id, the
+/// policy before and after).
 pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
     let credential = &event.credential;
-    let document = json!({
+    let mut document = json!({
         "type": event.kind.as_str(),
         "timestamp": event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "data": {
@@ -128,6 +130,10 @@ pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
             "trace_id": event.trace_id,
         },
     });
+    if let Some(policy) = &event.policy {
+        // Plain data (strings, numbers, string maps): it always serializes.
+        document["data"]["policy"] = serde_json::to_value(policy).unwrap_or_default();
+    }
     // Serializing a `Value` cannot fail (its map keys are strings).
     serde_json::to_vec(&document).unwrap_or_default()
 }
@@ -261,6 +267,7 @@ mod tests {
                 transports: vec!["internal".into()],
             },
             trace_id: "abc".into(),
+            policy: None,
         };
         let document: Value = serde_json::from_slice(&body(&event)).unwrap();
         assert_eq!(

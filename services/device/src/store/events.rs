@@ -17,6 +17,7 @@ use super::sql::statement;
 use crate::domain::audit::AuditRecord;
 use crate::domain::events::{
     CredentialFacts, CredentialKind, EnrollmentEvent, EventKind, InitiatingEntity,
+    PolicyChangeFacts,
 };
 use crate::error::DeviceError;
 
@@ -27,12 +28,15 @@ const STAMP_BATCH: u64 = 1_000;
 
 /// The typed rest of an event, stored as `payload`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Payload {
-    actor: String,
-    initiating_entity: InitiatingEntity,
-    reason: String,
-    credential: CredentialFacts,
-    trace_id: String,
+pub(super) struct Payload {
+    pub(super) actor: String,
+    pub(super) initiating_entity: InitiatingEntity,
+    pub(super) reason: String,
+    pub(super) credential: CredentialFacts,
+    pub(super) trace_id: String,
+    /// Policy events only (`store::policy_events`); absent from every other payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) policy: Option<PolicyChangeFacts>,
 }
 
 /// Writes the event `audit` is (if it is one) on `db`, the change's transaction.
@@ -74,6 +78,7 @@ pub(super) fn row(
         reason: audit.reason.clone(),
         credential: facts,
         trace_id: audit.trace_id.clone(),
+        policy: None,
     };
     enrollment_events::ActiveModel {
         event_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -359,5 +364,6 @@ fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent, DeviceErro
         reason: payload.reason,
         credential: payload.credential,
         trace_id: payload.trace_id,
+        policy: payload.policy,
     })
 }

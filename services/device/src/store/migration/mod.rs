@@ -15,6 +15,7 @@ mod m0011_fido_metadata_jumps;
 mod m0013_token_verify;
 mod m0014_otp_enrollment_links;
 mod m0015_enrollment_events;
+mod m0017_policy_event_relay;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -42,6 +43,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_token_verify::TokenVerify),
             Box::new(m0014_otp_enrollment_links::OtpEnrollmentLinksTable),
             Box::new(m0015_enrollment_events::EnrollmentEventsTables),
+            // m0016 (another branch) goes before this line when both are merged.
+            Box::new(m0017_policy_event_relay::PolicyEventRelayCursor),
         ]
     }
 
