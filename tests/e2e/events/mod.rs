@@ -325,4 +325,5 @@ enroll_e2e::on_both_backends!(
 
 mod cursor;
 mod delivery;
+mod policy;
 mod replicas;
