@@ -364,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn policy_changes_are_events_but_no_credential_changes() {
+        for (change, kind) in [
+            ("create", EventKind::PolicyCreated),
+            ("update", EventKind::PolicyUpdated),
+            ("delete", EventKind::PolicyDeleted),
+        ] {
+            assert_eq!(EventKind::of_policy_change(change), Some(kind));
+            assert_eq!(kind.caep_change_type(), None, "CAEP streams skip {kind:?}");
+            assert!(kind.as_str().starts_with("policy."));
+        }
+        assert_eq!(EventKind::of_policy_change("rename"), None);
+    }
+
+    #[test]
     fn only_ok_outcomes_of_changes_are_events() {
         assert_eq!(
             EventKind::of_action("register_device", true),

@@ -296,10 +296,51 @@ mod tests {
         );
         let unknown = EnrollmentEvent {
             credential: CredentialFacts::default(),
-            ..event
+            ..event.clone()
         };
         let document: Value = serde_json::from_slice(&body(&unknown)).unwrap();
         assert_eq!(document["data"]["credential"]["type"], Value::Null);
         assert_eq!(document["data"]["credential"]["aaguid"], Value::Null);
+        // A policy event's data has the change; absent sides are left out.
+        let policy = EnrollmentEvent {
+            kind: EventKind::PolicyCreated,
+            realm: String::new(),
+            user: String::new(),
+            subject: "laptops".into(),
+            credential: CredentialFacts::default(),
+            policy: Some(crate::domain::events::PolicyChangeFacts {
+                name: "laptops".into(),
+                change: "create".into(),
+                history_id: 9,
+                before: None,
+                after: Some(crate::domain::events::PolicySummary {
+                    name: "laptops".into(),
+                    realms: vec!["corp".into()],
+                    users: vec!["*".into()],
+                    actions: [("max_token_per_user".to_owned(), "3".to_owned())].into(),
+                    priority: 10,
+                    active: true,
+                }),
+            }),
+            ..event
+        };
+        let document: Value = serde_json::from_slice(&body(&policy)).unwrap();
+        assert_eq!(document["type"], "policy.created");
+        assert_eq!(
+            document["data"]["policy"],
+            json!({
+                "name": "laptops",
+                "change": "create",
+                "history_id": 9,
+                "after": {
+                    "name": "laptops",
+                    "realms": ["corp"],
+                    "users": ["*"],
+                    "actions": {"max_token_per_user": "3"},
+                    "priority": 10,
+                    "active": true,
+                },
+            })
+        );
     }
 }
