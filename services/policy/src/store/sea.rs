@@ -37,8 +37,8 @@ impl SeaOrmPolicyStore {
     /// writer takes its id after that, so ids are taken and committed in the same order and
     /// no smaller id can become visible after a larger one (a rollback leaves only a gap).
     /// This relies on the id sequence handing out values in call order across sessions
-    /// (PostgreSQL's default `CACHE 1`, which m0001 keeps; SQLite takes max + 1 under its
-    /// write lock). Any new write path must start here to keep that true.
+    /// (PostgreSQL's default `CACHE 1`, which m0001 keeps; SQLite assigns the next rowid
+    /// under its write lock). Any new write path must start here to keep that true.
     async fn begin_write(&self) -> Result<(DatabaseTransaction, i64), StoreError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
