@@ -122,6 +122,7 @@ async fn create_get_update_delete_with_history(backend: Backend) {
             name: "corp-limits".into(),
             page_size: 0,
             page_token: String::new(),
+            after_id: None,
         })
         .await
         .unwrap()

@@ -427,6 +427,9 @@ pub fn device_config(
             stamp_interval_ms: 50,
             delivery_poll_ms: 50,
             expiry_scan_secs: 1,
+            // Policy changes are relayed on every new policy-set version; the poll (for a
+            // missed one) every second.
+            policy_relay_secs: 1,
             allow_loopback_http: true,
             ..Default::default()
         },

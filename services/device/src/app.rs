@@ -605,17 +605,27 @@ impl Application {
                 TokenStore::new(db.clone(), Retention::default()),
                 refresh.cipher,
                 refresh.window,
-                clock,
+                clock.clone(),
                 server.stopping.clone(),
             ));
         }
         let (decisions, rows) = check_caches.unzip();
+        // The policy-set versions the watch sees wake the policy-event relay.
+        let (versions, announced) = tokio::sync::watch::channel(0);
         tokio::spawn(crate::adapters::policy_watch::follow_policy_set(
             policy.clone(),
             decisions,
             last_known,
+            versions,
             server.stopping.clone(),
         ));
+        let relay = crate::service::policy_events::PolicyRelay::new(
+            Arc::new(policy.clone()),
+            crate::store::policy_events::PolicyRelayStore::new(db.clone()),
+            clock.clone(),
+            config.events.policy_relay(),
+        );
+        tokio::spawn(relay.keep_relaying(announced, server.stopping.clone()));
         if let Some(rows) = rows {
             tokio::spawn(crate::store::device_changes::keep_current(
                 rows,

@@ -91,6 +91,14 @@ impl PolicyStore for ScriptedStore {
     ) -> Result<Vec<PolicyChange>, StoreError> {
         unreachable!("not used by the cache")
     }
+    async fn history_after(
+        &self,
+        _: Option<&str>,
+        _: i64,
+        _: u64,
+    ) -> Result<Vec<PolicyChange>, StoreError> {
+        unreachable!("not used by the cache")
+    }
 }
 
 fn policy(name: &str, max_tokens: &str) -> StoredPolicy {

@@ -52,6 +52,7 @@ fn view_to_proto(view: PolicyView) -> pb::Policy {
 
 fn change_to_proto(change: PolicyChange) -> pb::PolicyChange {
     pb::PolicyChange {
+        event_id: change.event_id().to_string(),
         id: change.id,
         policy_name: change.policy_name,
         change: change.change.as_str().to_owned(),
@@ -300,10 +301,18 @@ impl<S: PolicyStore> PolicyService for PolicyGrpc<S> {
         let request = request.into_inner();
         let name = lookup_name(&request.name)?;
         let name = Some(name.as_str()).filter(|name| !name.is_empty());
-        let page = self
-            .policies
-            .history(name, &page(request.page_size, &request.page_token)?)
-            .await?;
+        let page_request = page(request.page_size, &request.page_token)?;
+        let page = match request.after_id {
+            Some(after_id) if after_id < 0 => {
+                return Err(PolicyError::invalid("after_id", "must not be negative").into());
+            }
+            Some(after_id) => {
+                self.policies
+                    .history_after(name, after_id, &page_request)
+                    .await?
+            }
+            None => self.policies.history(name, &page_request).await?,
+        };
         Ok(Response::new(pb::ListPolicyHistoryResponse {
             changes: page.items.into_iter().map(change_to_proto).collect(),
             next_page_token: page.next_page_token,

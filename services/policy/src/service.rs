@@ -287,6 +287,19 @@ impl<S: PolicyStore> Policies<S> {
         Ok(Page::cut(changes, page.size, |change| change.id))
     }
 
+    /// A page of recorded changes with ids above `after_id` (or above the page token's,
+    /// which continues such a page), oldest first: the outbox read.
+    pub async fn history_after(
+        &self,
+        name: Option<&str>,
+        after_id: i64,
+        page: &PageRequest<i64>,
+    ) -> Result<Page<PolicyChange>, PolicyError> {
+        let after = page.after.unwrap_or(after_id).max(after_id);
+        let changes = self.store.history_after(name, after, page.fetch()).await?;
+        Ok(Page::cut(changes, page.size, |change| change.id))
+    }
+
     fn view(&self, policy: StoredPolicy) -> PolicyView {
         let conflicts = PolicySet::compile_one(&policy.spec)
             .map(|compiled| self.conflicts_with(&compiled))

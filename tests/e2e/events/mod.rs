@@ -327,6 +327,7 @@ mod cursor;
 mod delivery;
 mod killed;
 mod parallel;
+mod policy;
 mod poll;
 mod replicas;
 mod subjects;

@@ -542,6 +542,7 @@ pub fn valid_requests(jwt: &str) -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 name: s("fuzz"),
                 page_size: 2,
                 page_token: s("31"),
+                after_id: Some(1),
             }
             .encode_to_vec(),
         ),

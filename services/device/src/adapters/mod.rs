@@ -5,6 +5,7 @@ pub mod fido_metadata;
 pub mod last_known_policy;
 mod metadata_anchors;
 pub mod policy_client;
+pub mod policy_history;
 pub mod policy_watch;
 pub mod relying_party;
 mod tpm_sha1;

@@ -100,6 +100,18 @@ impl PolicyClient {
             .map(tonic::Response::into_inner)
     }
 
+    /// A page of the policy service's change history (`adapters::policy_history`).
+    pub async fn list_policy_history(
+        &self,
+        request: pb::ListPolicyHistoryRequest,
+    ) -> Result<pb::ListPolicyHistoryResponse, Status> {
+        self.policies
+            .clone()
+            .list_policy_history(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Whether the policy service reports SERVING.
     pub async fn is_serving(&self) -> bool {
         let request = tonic_health::pb::HealthCheckRequest {

@@ -11,19 +11,21 @@ use crate::service::decision_cache::{DecisionCache, WATCH_TRUST};
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// Feeds `cache` (when CheckEnrollment caches) and `last_known` from the stream until
+/// Feeds `cache` (when CheckEnrollment caches) and `last_known` from the stream, and
+/// announces every newer version on `versions` (the policy-event relay's trigger), until
 /// `shutdown` fires.
 pub async fn follow_policy_set(
     client: PolicyClient,
     cache: Option<Arc<DecisionCache>>,
     last_known: Arc<LastKnownPolicy>,
+    versions: tokio::sync::watch::Sender<i64>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut retry = FIRST_RETRY;
     loop {
         let followed = tokio::select! {
             _ = shutdown.changed() => return,
-            followed = follow_once(&client, cache.as_deref(), &last_known) => followed,
+            followed = follow_once(&client, cache.as_deref(), &last_known, &versions) => followed,
         };
         if let Some(cache) = &cache {
             cache.lost();
@@ -48,6 +50,7 @@ async fn follow_once(
     client: &PolicyClient,
     cache: Option<&DecisionCache>,
     last_known: &LastKnownPolicy,
+    versions: &tokio::sync::watch::Sender<i64>,
 ) -> bool {
     let mut stream = match client.watch_policy_set().await {
         Ok(stream) => stream,
@@ -69,6 +72,14 @@ async fn follow_once(
                 if let Some(cache) = cache {
                     cache.observe(state.version, state.serving, state.client_ip_used);
                 }
+                // Heartbeats repeat the version: only a newer one wakes the relay.
+                versions.send_if_modified(|seen| {
+                    let newer = state.version > *seen;
+                    if newer {
+                        *seen = state.version;
+                    }
+                    newer
+                });
             }
             Ok(Ok(None)) => return delivered,
             Ok(Err(status)) => {

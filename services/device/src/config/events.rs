@@ -70,6 +70,11 @@ pub struct EventsConfig {
     /// production: receivers must be https on public addresses.
     #[serde(default)]
     pub allow_loopback_http: bool,
+    /// How often the policy service's history is read for `policy.*` events when no new
+    /// policy-set version was announced (s, 1..=3600; default 30): the bound on how late a
+    /// policy event comes when a WatchPolicySet notification was missed.
+    #[serde(default = "default_policy_relay_secs")]
+    pub policy_relay_secs: u64,
 }
 
 impl Default for EventsConfig {
@@ -91,6 +96,7 @@ impl Default for EventsConfig {
             poll_wait_secs: default_poll_wait_secs(),
             poll_max_events: default_poll_max_events(),
             allow_loopback_http: false,
+            policy_relay_secs: default_policy_relay_secs(),
         }
     }
 }
@@ -166,6 +172,10 @@ impl EventsConfig {
         self.poll_max_events.clamp(1, 1_000)
     }
 
+    pub fn policy_relay(&self) -> Duration {
+        Duration::from_secs(self.policy_relay_secs.clamp(1, 3_600))
+    }
+
     pub fn delivery_poll(&self) -> Duration {
         Duration::from_millis(self.delivery_poll_ms.clamp(20, 60_000))
     }
@@ -221,4 +231,8 @@ fn default_poll_wait_secs() -> u64 {
 
 fn default_poll_max_events() -> u64 {
     100
+}
+
+fn default_policy_relay_secs() -> u64 {
+    30
 }

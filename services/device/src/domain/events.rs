@@ -5,6 +5,8 @@
 //! text); its credential facts from the subject's row in the same transaction.
 use chrono::{DateTime, Utc};
 
+pub use super::policy_events::{PolicyChangeFacts, PolicySummary};
+
 /// What happened. The `as_str` names are the Standard Webhooks `type` and the stream
 /// filters' vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -44,10 +46,15 @@ pub enum EventKind {
     /// The SSF verification event an admin asked for one stream (VerifyEventStream): its
     /// `subject` is the stream's id, and only that stream sends it.
     StreamVerification,
+    /// A policy was created, changed or deleted in the policy service (relayed from its
+    /// history: `service::policy_events`).
+    PolicyCreated,
+    PolicyUpdated,
+    PolicyDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::DeviceRegistered,
         EventKind::DeviceApproved,
         EventKind::DeviceRevoked,
@@ -75,6 +82,9 @@ impl EventKind {
         EventKind::OtpLinkSuperseded,
         EventKind::OtpLinkExpired,
         EventKind::StreamVerification,
+        EventKind::PolicyCreated,
+        EventKind::PolicyUpdated,
+        EventKind::PolicyDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +116,9 @@ impl EventKind {
             EventKind::OtpLinkSuperseded => "otp_link.superseded",
             EventKind::OtpLinkExpired => "otp_link.expired",
             EventKind::StreamVerification => "stream.verification",
+            EventKind::PolicyCreated => "policy.created",
+            EventKind::PolicyUpdated => "policy.updated",
+            EventKind::PolicyDeleted => "policy.deleted",
         }
     }
 
@@ -148,6 +161,16 @@ impl EventKind {
             "expire_otp_link" => EventKind::OtpLinkExpired,
             _ => return None,
         })
+    }
+
+    /// The event of a policy change recorded as `create`, `update` or `delete`.
+    pub fn of_policy_change(change: &str) -> Option<Self> {
+        match change {
+            "create" => Some(EventKind::PolicyCreated),
+            "update" => Some(EventKind::PolicyUpdated),
+            "delete" => Some(EventKind::PolicyDeleted),
+            _ => None,
+        }
     }
 
     /// Events that are refusals (written with a denied audit record).
@@ -286,6 +309,9 @@ pub struct EnrollmentEvent {
     pub credential: CredentialFacts,
     /// The trace the change ran in (the SET's `txn`).
     pub trace_id: String,
+    /// The policy change of a `policy.*` event; None for every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyChangeFacts>,
     /// A `stream.verification` event's `state` (SSF 1.0 §8.1.4.2: opaque, echoed to the
     /// receiver); None for every other event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +377,20 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), EventKind::ALL.len());
+    }
+
+    #[test]
+    fn policy_changes_are_events_but_no_credential_changes() {
+        for (change, kind) in [
+            ("create", EventKind::PolicyCreated),
+            ("update", EventKind::PolicyUpdated),
+            ("delete", EventKind::PolicyDeleted),
+        ] {
+            assert_eq!(EventKind::of_policy_change(change), Some(kind));
+            assert_eq!(kind.caep_change_type(), None, "CAEP streams skip {kind:?}");
+            assert!(kind.as_str().starts_with("policy."));
+        }
+        assert_eq!(EventKind::of_policy_change("rename"), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod names;
 pub mod otp;
 pub mod otp_links;
 pub mod pins;
+pub mod policy_events;
 pub mod random;
 pub mod secrets;
 pub mod tokens;

@@ -283,6 +283,7 @@ mod tests {
             },
             trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
             verification_state: None,
+            policy: None,
         }
     }
 

@@ -106,7 +106,8 @@ fn signed_content(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
 
 /// The webhook body of an event: `{"type", "timestamp" (RFC 3339), "data": {...}}`. A
 /// stream's verification event (`stream.verification`) names the stream and echoes the
-/// `state` the admin gave, and nothing else.
+/// `state` the admin gave, and nothing else; a `policy.*` event's data also has `policy`
+/// (the change: name, change, history id, the policy before and after).
 pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
     if let Some(stream_id) = crate::domain::events::for_stream_only(event) {
         let document = json!({
@@ -123,7 +124,7 @@ pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
         return serde_json::to_vec(&document).unwrap_or_default();
     }
     let credential = &event.credential;
-    let document = json!({
+    let mut document = json!({
         "type": event.kind.as_str(),
         "timestamp": event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "data": {
@@ -144,6 +145,10 @@ pub fn body(event: &EnrollmentEvent) -> Vec<u8> {
             "trace_id": event.trace_id,
         },
     });
+    if let Some(policy) = &event.policy {
+        // Plain data (strings, numbers, string maps): it always serializes.
+        document["data"]["policy"] = serde_json::to_value(policy).unwrap_or_default();
+    }
     // Serializing a `Value` cannot fail (its map keys are strings).
     serde_json::to_vec(&document).unwrap_or_default()
 }
@@ -278,6 +283,7 @@ mod tests {
             },
             trace_id: "abc".into(),
             verification_state: None,
+            policy: None,
         };
         let document: Value = serde_json::from_slice(&body(&event)).unwrap();
         assert_eq!(
@@ -306,7 +312,7 @@ mod tests {
         );
         let unknown = EnrollmentEvent {
             credential: CredentialFacts::default(),
-            ..event
+            ..event.clone()
         };
         let document: Value = serde_json::from_slice(&body(&unknown)).unwrap();
         assert_eq!(document["data"]["credential"]["type"], Value::Null);
@@ -325,6 +331,48 @@ mod tests {
         assert_eq!(
             document["data"],
             json!({"id": "0b5c", "seq": 42, "stream_id": "stream-1", "state": "xyz", "actor": "enroll-page"})
+        );
+
+        // A policy event's data has the change; absent sides are left out.
+        let policy = EnrollmentEvent {
+            kind: EventKind::PolicyCreated,
+            realm: String::new(),
+            user: String::new(),
+            subject: "laptops".into(),
+            credential: CredentialFacts::default(),
+            policy: Some(crate::domain::events::PolicyChangeFacts {
+                name: "laptops".into(),
+                change: "create".into(),
+                history_id: 9,
+                before: None,
+                after: Some(crate::domain::events::PolicySummary {
+                    name: "laptops".into(),
+                    realms: vec!["corp".into()],
+                    users: vec!["*".into()],
+                    actions: [("max_token_per_user".to_owned(), "3".to_owned())].into(),
+                    priority: 10,
+                    active: true,
+                }),
+            }),
+            ..event
+        };
+        let document: Value = serde_json::from_slice(&body(&policy)).unwrap();
+        assert_eq!(document["type"], "policy.created");
+        assert_eq!(
+            document["data"]["policy"],
+            json!({
+                "name": "laptops",
+                "change": "create",
+                "history_id": 9,
+                "after": {
+                    "name": "laptops",
+                    "realms": ["corp"],
+                    "users": ["*"],
+                    "actions": {"max_token_per_user": "3"},
+                    "priority": 10,
+                    "active": true,
+                },
+            })
         );
     }
 }

@@ -6,7 +6,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::decode::{realm, timestamp};
-use crate::domain::events::{EnrollmentEvent, EventKind};
+use crate::domain::events::{EnrollmentEvent, EventKind, PolicySummary};
 use crate::error::DeviceError;
 use crate::service::events::{EventFeed, EventFilter, WatchStart};
 
@@ -36,6 +36,24 @@ pub fn event_to_proto(event: EnrollmentEvent) -> pb::EnrollmentEvent {
             transports: credential.transports,
         }),
         trace_id: event.trace_id,
+        policy: event.policy.map(|policy| pb::EventPolicyChange {
+            name: policy.name,
+            change: policy.change,
+            history_id: policy.history_id,
+            before: policy.before.map(policy_to_proto),
+            after: policy.after.map(policy_to_proto),
+        }),
+    }
+}
+
+fn policy_to_proto(policy: PolicySummary) -> pb::EventPolicy {
+    pb::EventPolicy {
+        name: policy.name,
+        realms: policy.realms,
+        users: policy.users,
+        actions: policy.actions.into_iter().collect(),
+        priority: policy.priority,
+        active: policy.active,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod metadata;
 pub mod metadata_admin;
 pub mod metrics;
+pub mod policy_events;
 pub mod poll;
 pub mod pool_index;
 pub mod ports;

@@ -17,6 +17,7 @@ use super::sql::statement;
 use crate::domain::audit::AuditRecord;
 use crate::domain::events::{
     CredentialFacts, CredentialKind, EnrollmentEvent, EventKind, InitiatingEntity,
+    PolicyChangeFacts,
 };
 use crate::error::DeviceError;
 
@@ -27,15 +28,18 @@ const STAMP_BATCH: u64 = 1_000;
 
 /// The typed rest of an event, stored as `payload`.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Payload {
-    actor: String,
-    initiating_entity: InitiatingEntity,
-    reason: String,
-    credential: CredentialFacts,
-    trace_id: String,
+pub(super) struct Payload {
+    pub(super) actor: String,
+    pub(super) initiating_entity: InitiatingEntity,
+    pub(super) reason: String,
+    pub(super) credential: CredentialFacts,
+    pub(super) trace_id: String,
+    /// Policy events only (`store::policy_events`); absent from every other payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) policy: Option<PolicyChangeFacts>,
     /// A stream verification's `state` (the only event that has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    state: Option<String>,
+    pub(super) state: Option<String>,
 }
 
 /// Writes the event `audit` is (if it is one) on `db`, the change's transaction.
@@ -78,6 +82,7 @@ pub(super) fn row(
         credential: facts,
         trace_id: audit.trace_id.clone(),
         state: None,
+        policy: None,
     };
     enrollment_events::ActiveModel {
         event_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -112,6 +117,7 @@ pub(super) fn verification_row(
         credential: CredentialFacts::default(),
         trace_id: audit.trace_id.clone(),
         state,
+        policy: None,
     };
     // Plain data: serializing it cannot fail.
     row.payload = Set(serde_json::to_string(&payload).unwrap_or_default());
@@ -393,5 +399,6 @@ pub(super) fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent,
         credential: payload.credential,
         trace_id: payload.trace_id,
         verification_state: payload.state,
+        policy: payload.policy,
     })
 }

@@ -18,6 +18,7 @@ pub mod migration;
 mod one_statement;
 pub mod otp_links;
 pub mod owner_names;
+pub mod policy_events;
 pub mod policy_snapshot;
 pub mod poll;
 pub mod sql;

@@ -55,6 +55,31 @@ pub struct PolicyChange {
     pub after: Option<PolicySpec>,
 }
 
+/// The namespace of policy-change event ids (fixed: changing it changes every id).
+const EVENT_ID_NAMESPACE: &[u8] = b"enroll.policy.v1/policy_history";
+
+impl PolicyChange {
+    /// The stable id of this change's event: a name-based UUID (version 8, SHA-256 of the
+    /// namespace and the history id, as RFC 9562's name-based example), the same on every
+    /// read and every replica, so a relay that copies the change twice writes one event.
+    pub fn event_id(&self) -> uuid::Uuid {
+        event_id(self.id)
+    }
+}
+
+/// [`PolicyChange::event_id`] of history id `id`.
+pub fn event_id(id: i64) -> uuid::Uuid {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(EVENT_ID_NAMESPACE);
+    hash.update(b":");
+    hash.update(id.to_be_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {
     Create,
@@ -129,4 +154,29 @@ pub trait PolicyStore: Send + Sync + 'static {
         before_id: Option<i64>,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<PolicyChange>, StoreError>> + Send;
+    /// Changes oldest first, optionally of one policy, with ids above `after_id`: the
+    /// outbox read (see `SeaOrmPolicyStore::begin_write` for why it never skips one).
+    fn history_after(
+        &self,
+        name: Option<&str>,
+        after_id: i64,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<PolicyChange>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_stable_distinct_uuids() {
+        assert_eq!(event_id(7), event_id(7));
+        assert_ne!(event_id(7), event_id(8));
+        assert_eq!(event_id(7).get_version_num(), 8);
+        // Fixed: a relay that read the change before an upgrade must get the same id after.
+        assert_eq!(
+            event_id(1).to_string(),
+            "1bb79919-649e-833d-a77a-7a7715e2fb39"
+        );
+    }
 }

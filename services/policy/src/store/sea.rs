@@ -29,6 +29,16 @@ impl SeaOrmPolicyStore {
     /// Starts a write: bumps the version first. On SQLite the first statement being a write
     /// takes the write lock up front (so the busy timeout applies instead of a deadlock);
     /// on PostgreSQL the row lock serializes policy writes across replicas.
+    ///
+    /// This is also why `policy_history` can serve as an outbox read by id ("after id N",
+    /// [`PolicyStore::history_after`]): every insert into it happens in `finish_write`,
+    /// after this bump, in the same transaction, so its id is taken while the lock is held,
+    /// and the lock is released only when that transaction commits or rolls back. A later
+    /// writer takes its id after that, so ids are taken and committed in the same order and
+    /// no smaller id can become visible after a larger one (a rollback leaves only a gap).
+    /// This relies on the id sequence handing out values in call order across sessions
+    /// (PostgreSQL's default `CACHE 1`, which m0001 keeps; SQLite assigns the next rowid
+    /// under its write lock). Any new write path must start here to keep that true.
     async fn begin_write(&self) -> Result<(DatabaseTransaction, i64), StoreError> {
         let transaction = self.db.begin().await?;
         let backend = transaction.get_database_backend();
@@ -347,6 +357,27 @@ impl PolicyStore for SeaOrmPolicyStore {
         }
         if let Some(before_id) = before_id {
             query = query.filter(policy_history::Column::Id.lt(before_id));
+        }
+        Ok(query
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(from_history)
+            .collect())
+    }
+
+    async fn history_after(
+        &self,
+        name: Option<&str>,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<PolicyChange>, StoreError> {
+        let mut query = policy_history::Entity::find()
+            .filter(policy_history::Column::Id.gt(after_id))
+            .order_by_asc(policy_history::Column::Id);
+        if let Some(name) = name {
+            query = query.filter(policy_history::Column::PolicyName.eq(name));
         }
         Ok(query
             .limit(limit)

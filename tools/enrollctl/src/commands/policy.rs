@@ -153,6 +153,8 @@ async fn history(ctx: &mut Ctx<'_>, name: Option<String>, limit: usize) -> Resul
                 name: name.clone().unwrap_or_default(),
                 page_size: super::page_size(limit, changes.len()),
                 page_token,
+                // Newest first (`after_id` is the relay's oldest-first read).
+                after_id: None,
             })
             .await
             .map_err(ctx.conn.error(Service::Policy))?

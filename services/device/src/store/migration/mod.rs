@@ -16,6 +16,7 @@ mod m0013_token_verify;
 mod m0014_otp_enrollment_links;
 mod m0015_enrollment_events;
 mod m0016_event_poll_acks;
+mod m0017_policy_event_relay;
 mod m0018_event_subject_format;
 mod policy_snapshot;
 mod token_backoff;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0014_otp_enrollment_links::OtpEnrollmentLinksTable),
             Box::new(m0015_enrollment_events::EnrollmentEventsTables),
             Box::new(m0016_event_poll_acks::EventPollAcksTable),
+            Box::new(m0017_policy_event_relay::PolicyEventRelayCursor),
             Box::new(m0018_event_subject_format::EventSubjectFormat),
         ]
     }
