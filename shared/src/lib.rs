@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod clock_cache;
 pub mod config;
 pub mod db;
 pub mod db_changes;

@@ -66,6 +66,11 @@ enum Command {
         /// Users per realm requests draw from (`user-0`..).
         #[arg(long, default_value_t = 50)]
         users_per_realm: u32,
+        /// Draw users Zipf-distributed with this exponent (e.g. 1.1: a few users make most
+        /// requests, as behind a real proxy) instead of uniformly. The ranks are spread over
+        /// the realms by a fixed permutation.
+        #[arg(long)]
+        zipf: Option<f64>,
         /// Print one JSON object per scenario instead of a table.
         #[arg(long)]
         json: bool,
@@ -116,6 +121,7 @@ async fn main() -> Result<(), Error> {
             warmup,
             realms,
             users_per_realm,
+            zipf,
             json,
         } => {
             let channels = connect(&target.target, connections.max(1)).await?;
@@ -123,6 +129,7 @@ async fn main() -> Result<(), Error> {
             let population = Population {
                 realms,
                 users_per_realm,
+                zipf: zipf.map(|exponent| scenarios::Zipf::new(realms * users_per_realm, exponent)),
             };
             let mut summaries: Vec<Summary> = Vec::new();
             for scenario in rpc {
@@ -130,7 +137,7 @@ async fn main() -> Result<(), Error> {
                     scenario,
                     channels: channels.clone(),
                     key: key.clone(),
-                    population,
+                    population: population.clone(),
                     concurrency: concurrency.max(1),
                 };
                 load.drive(Duration::from_secs(warmup)).await;
@@ -149,6 +156,7 @@ async fn main() -> Result<(), Error> {
             let population = Population {
                 realms,
                 users_per_realm,
+                zipf: None,
             };
             prime_check(&target, concurrency.max(1), population).await
         }
@@ -261,14 +269,15 @@ impl Load {
         for task in 0..self.concurrency {
             let channel = self.channels[task % self.channels.len()].clone();
             let key = key.clone();
-            let (scenario, population) = (self.scenario, self.population);
+            let (scenario, population) = (self.scenario, self.population.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(4096);
                 let mut errors = 0u64;
                 let mut samples: Vec<String> = Vec::new();
                 while Instant::now() < deadline {
                     let sent = Instant::now();
-                    let result = scenarios::send(scenario, channel.clone(), &key, population).await;
+                    let result =
+                        scenarios::send(scenario, channel.clone(), &key, population.clone()).await;
                     latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                     if let Err(status) = result {
                         errors += 1;

@@ -47,10 +47,74 @@ impl Scenario {
 }
 
 /// The subject space requests draw from (matches `seed-policies`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Population {
     pub realms: u32,
     pub users_per_realm: u32,
+    /// Users drawn by popularity instead of uniformly.
+    pub zipf: Option<Zipf>,
+}
+
+impl Population {
+    /// A (realm, user) pair: uniform, or by Zipf rank.
+    fn draw(&self, rng: &mut impl Rng) -> (u32, u32) {
+        let per_realm = self.users_per_realm.max(1);
+        match &self.zipf {
+            None => (
+                rng.random_range(0..self.realms.max(1)),
+                rng.random_range(0..per_realm),
+            ),
+            Some(zipf) => {
+                let index = zipf.user(rng);
+                (index / per_realm, index % per_realm)
+            }
+        }
+    }
+}
+
+/// Zipf-distributed ranks over `n` users (P(rank k) proportional to 1/k^s), by inverse
+/// transform on a precomputed cumulative table; rank k is user `(k * M) mod n` for a
+/// multiplier M coprime with n, so the most popular users are spread over the realms.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cumulative: std::sync::Arc<Vec<f64>>,
+}
+
+impl Zipf {
+    pub fn new(n: u32, exponent: f64) -> Self {
+        let mut cumulative = Vec::with_capacity(n.max(1) as usize);
+        let mut total = 0.0;
+        for rank in 1..=n.max(1) {
+            total += 1.0 / f64::from(rank).powf(exponent);
+            cumulative.push(total);
+        }
+        for value in &mut cumulative {
+            *value /= total;
+        }
+        Self {
+            cumulative: std::sync::Arc::new(cumulative),
+        }
+    }
+
+    fn user(&self, rng: &mut impl Rng) -> u32 {
+        let n = self.cumulative.len() as u64;
+        let draw: f64 = rng.random_range(0.0..1.0);
+        let rank = self.cumulative.partition_point(|value| *value < draw) as u64;
+        ((rank.min(n - 1) * spread(n)) % n) as u32
+    }
+}
+
+/// A multiplier coprime with `n` (so rank -> user is a permutation) that scatters
+/// neighbouring ranks (Knuth's multiplicative hash constant, moved to the next coprime).
+fn spread(n: u64) -> u64 {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    let mut multiplier = 2_654_435_761 % n.max(1);
+    while n > 1 && gcd(multiplier, n) != 1 {
+        multiplier = (multiplier + 1) % n;
+    }
+    multiplier.max(1)
 }
 
 fn with_key<T>(message: T, key: &Option<MetadataValue<Ascii>>) -> tonic::Request<T> {
@@ -89,12 +153,10 @@ pub async fn send(
     let (realm, user, client_ip, any) = {
         let mut rng = rand::rng();
         let any: u32 = rng.random_range(0..1_000_000);
+        let (realm, user) = population.draw(&mut rng);
         (
-            format!("realm-{}", rng.random_range(0..population.realms.max(1))),
-            format!(
-                "user-{}",
-                rng.random_range(0..population.users_per_realm.max(1))
-            ),
+            format!("realm-{realm}"),
+            format!("user-{user}"),
             format!(
                 "10.{}.{}.{}",
                 rng.random_range(0..=255u8),
@@ -191,4 +253,39 @@ pub async fn send(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_draws_stay_in_range_and_favour_a_few_users() {
+        let population = Population {
+            realms: 100,
+            users_per_realm: 1_000,
+            zipf: Some(Zipf::new(100_000, 1.1)),
+        };
+        let mut rng = rand::rng();
+        let mut counts = std::collections::HashMap::<(u32, u32), u32>::new();
+        for _ in 0..100_000 {
+            let (realm, user) = population.draw(&mut rng);
+            assert!(realm < 100 && user < 1_000);
+            *counts.entry((realm, user)).or_default() += 1;
+        }
+        let mut popular: Vec<u32> = counts.values().copied().collect();
+        popular.sort_unstable_by(|a, b| b.cmp(a));
+        // With s = 1.1 over 100,000 users, the top 1% make well over half the requests.
+        let top: u32 = popular.iter().take(1_000).sum();
+        assert!(top > 50_000, "top 1% made {top} of 100,000");
+        // The most popular users are spread over realms, not all in realm 0.
+        let mut realms: Vec<u32> = counts
+            .iter()
+            .filter(|(_, count)| **count > 200)
+            .map(|((realm, _), _)| *realm)
+            .collect();
+        realms.sort_unstable();
+        realms.dedup();
+        assert!(realms.len() > 1, "{realms:?}");
+    }
 }

@@ -142,6 +142,16 @@ impl LastKnownPolicies for LastKnownPolicy {
         let known = self.read()?;
         Some((decide(&known.set, question, client_ip), known.receive_time))
     }
+
+    fn evaluate_at(
+        &self,
+        version: i64,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+    ) -> Option<Result<Decision, PolicyError>> {
+        let known = self.read()?;
+        (known.set.version() == version).then(|| decide(&known.set, question, client_ip))
+    }
 }
 
 /// The decision the policy service would make with `set`, through the same request

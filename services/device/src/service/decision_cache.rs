@@ -4,10 +4,11 @@
 //! longer than [`WATCH_TRUST`] or says "not serving", nothing is cached or served. So a
 //! cached decision is never older than the policy service's own propagation plus the
 //! stream's delay. Mutations never use it: they ask the policy service every time.
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use enroll_shared::clock_cache::ClockCache;
 
 use crate::domain::decision::{Decision, PolicyQuestion};
 
@@ -25,24 +26,32 @@ struct Watched {
     heard_at: Instant,
 }
 
-#[derive(Default)]
 struct State {
     /// None while the stream is down or the policy service is not serving.
     watched: Option<Watched>,
-    entries: HashMap<String, Arc<Decision>>,
+    /// Bounded; a full cache evicts a decision not used lately (CLOCK), so the users a
+    /// proxy checks often keep theirs however many users there are.
+    entries: ClockCache<String, Arc<Decision>>,
 }
 
 pub struct DecisionCache {
     state: RwLock<State>,
-    max_entries: usize,
 }
 
 impl DecisionCache {
     pub fn new(max_entries: usize) -> Self {
         Self {
-            state: RwLock::new(State::default()),
-            max_entries: max_entries.max(1),
+            state: RwLock::new(State {
+                watched: None,
+                entries: ClockCache::new(max_entries),
+            }),
         }
+    }
+
+    /// The policy-set version decisions are cached for now; None while nothing may be
+    /// cached (the stream is down, silent or not serving).
+    pub fn current_version(&self) -> Option<i64> {
+        current(&self.read()).map(|watched| watched.version)
     }
 
     /// The key of `question` under the current version: every field the policy service
@@ -123,16 +132,7 @@ impl DecisionCache {
         if version != Some(decision.policy_set_version) || version != Some(key.version) {
             return;
         }
-        let key = key.key;
-        // A capped map: dropping an arbitrary entry is enough for a cache whose every
-        // entry is one cheap read away.
-        if state.entries.len() >= self.max_entries
-            && !state.entries.contains_key(&key)
-            && let Some(evicted) = state.entries.keys().next().cloned()
-        {
-            state.entries.remove(&evicted);
-        }
-        state.entries.insert(key, decision);
+        state.entries.insert(key.key, decision);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -172,6 +172,13 @@ impl std::fmt::Display for ClientIp {
 pub struct CacheKey {
     key: String,
     version: i64,
+}
+
+impl CacheKey {
+    /// The policy-set version the key was made under.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use enroll_shared::time::SharedClock;
 
-use super::decision_cache::DecisionCache;
+use super::decision_cache::{CacheKey, DecisionCache};
 use super::ports::{AuditLog, LastKnownPolicies, PolicyDecisions};
 use crate::domain::actor::Actor;
 use crate::domain::audit::AuditRecord;
@@ -247,7 +247,38 @@ impl PolicyGate {
         }
         // Only a miss needs the address as text.
         let client_ip = actor.client_ip_text();
-        let outage = match self.policy.evaluate(question, &client_ip).await {
+        // A miss decided here when the set streamed last is the one the policy service
+        // decides with now (the cache key's version): the same engine on the same set
+        // makes the same decision, without a round trip. So a cold cache (a million users,
+        // or every decision dropped by a policy change) costs CPU here, not a policy call
+        // per user; the policy service stays the only writer and the reference.
+        if let Some((cache, key)) = &cached
+            && let Some(last_known) = &self.last_known
+            && let Some(local) = last_known.evaluate_at(key.version(), question, &client_ip)
+        {
+            return match local {
+                Ok(decision) => {
+                    let decision = Arc::new(decision);
+                    cache.put(key.clone(), decision.clone());
+                    Ok(ReadDecision::Live(decision))
+                }
+                Err(error @ PolicyError::Rejected { .. }) => refused_question(error),
+                // The engine answers or refuses; anything else: ask the policy service.
+                Err(_) => self.evaluate_remote(question, &client_ip, cached).await,
+            };
+        }
+        self.evaluate_remote(question, &client_ip, cached).await
+    }
+
+    /// A decision from the policy service, else (it cannot answer) from the last policy
+    /// set it streamed.
+    async fn evaluate_remote(
+        &self,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+        cached: Option<(&Arc<DecisionCache>, CacheKey)>,
+    ) -> Result<ReadDecision, DeviceError> {
+        let outage = match self.policy.evaluate(question, client_ip).await {
             Ok(decision) => {
                 let decision = Arc::new(decision);
                 if let Some((cache, key)) = cached {
@@ -263,7 +294,7 @@ impl PolicyGate {
                 "no policy decision: {outage}; no policy set is known"
             )));
         };
-        match last_known.evaluate(question, &client_ip) {
+        match last_known.evaluate(question, client_ip) {
             None => Ok(ReadDecision::Missing(format!(
                 "no policy decision: {outage}; no policy set has been received yet"
             ))),
@@ -532,5 +563,69 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(audit.0.lock().unwrap().len(), 1);
+    }
+
+    /// The last set streamed, known at one version.
+    struct KnownAt(i64);
+
+    impl LastKnownPolicies for KnownAt {
+        fn evaluate(
+            &self,
+            _question: &PolicyQuestion<'_>,
+            _client_ip: &str,
+        ) -> Option<(Result<Decision, PolicyError>, chrono::DateTime<chrono::Utc>)> {
+            let decision = Decision {
+                policy_set_version: self.0,
+                ..Decision::default()
+            };
+            Some((Ok(decision), chrono::Utc::now()))
+        }
+
+        fn evaluate_at(
+            &self,
+            version: i64,
+            question: &PolicyQuestion<'_>,
+            client_ip: &str,
+        ) -> Option<Result<Decision, PolicyError>> {
+            (version == self.0).then(|| self.evaluate(question, client_ip).unwrap().0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_miss_is_decided_here_only_with_the_set_the_policy_service_decides_with() {
+        let (realm, user) = names();
+        let question = PolicyQuestion::webauthn(
+            PolicyAction::RegisterDevice,
+            "register_device",
+            &realm,
+            &user,
+            "",
+        );
+        // The policy service cannot be asked: any remote call would show as an outage.
+        let unreachable = || Err(PolicyError::Unreachable("down".into()));
+        let cache = Arc::new(DecisionCache::new(10));
+        cache.observe(7, true, false);
+        let (local, _) = gate(unreachable());
+        let local = local
+            .with_last_known(Arc::new(KnownAt(7)))
+            .with_check_cache(cache.clone());
+        let read = local.evaluate_check(&actor(), &question).await.unwrap();
+        assert!(
+            matches!(&read, ReadDecision::Live(decision) if decision.policy_set_version == 7),
+            "{read:?}"
+        );
+        let key = cache.key(&question, actor().client_ip).unwrap();
+        assert!(cache.get(&key).is_some(), "kept for the next check");
+
+        // A set other than the one the policy service decides with: asked remotely (here:
+        // unreachable, so the last known set decides, said so).
+        let stale_cache = Arc::new(DecisionCache::new(10));
+        stale_cache.observe(8, true, false);
+        let (stale, _) = gate(unreachable());
+        let stale = stale
+            .with_last_known(Arc::new(KnownAt(7)))
+            .with_check_cache(stale_cache);
+        let read = stale.evaluate_check(&actor(), &question).await.unwrap();
+        assert!(matches!(read, ReadDecision::LastKnown(..)), "{read:?}");
     }
 }

@@ -40,6 +40,16 @@ pub trait LastKnownPolicies: Send + Sync + 'static {
         question: &PolicyQuestion<'_>,
         client_ip: &str,
     ) -> Option<(Result<Decision, PolicyError>, chrono::DateTime<chrono::Utc>)>;
+
+    /// The decision of the known set for `question`, only when that set is `version` (the
+    /// one the policy service says it decides with now): then it is the policy service's
+    /// own decision, made here with the same engine. None otherwise.
+    fn evaluate_at(
+        &self,
+        version: i64,
+        question: &PolicyQuestion<'_>,
+        client_ip: &str,
+    ) -> Option<Result<Decision, PolicyError>>;
 }
 
 /// Where audit events that stand alone (refusals with no change) are written.

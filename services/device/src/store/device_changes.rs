@@ -13,7 +13,7 @@
 //! decides on), which is recorded at a coarse grain ([`LAST_USED_GRAIN`]), and only an
 //! authentication that moves it bumps the counter. Cached rows are also re-read once they
 //! are [`MAX_ROW_AGE`] old, a second line of defence.
-use std::collections::HashMap;
+use enroll_shared::clock_cache::ClockCache;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,6 @@ pub fn trust(poll_interval: Duration) -> Duration {
 
 type UserKey = (String, String);
 
-#[derive(Default)]
 struct RowsState {
     /// Bumped on every invalidation: rows read before it are not stored after it.
     epoch: u64,
@@ -87,15 +86,15 @@ struct RowsState {
     seen_version: Option<i64>,
     /// When the last successful poll started.
     confirmed_at: Option<Instant>,
-    /// The rows and when they were stored.
-    entries: HashMap<UserKey, (Instant, Arc<Vec<Device>>)>,
+    /// The rows and when they were stored; bounded, evicting users not checked lately
+    /// (CLOCK), so the users a proxy checks often stay however many users there are.
+    entries: ClockCache<UserKey, (Instant, Arc<Vec<Device>>)>,
 }
 
 /// Users' devices as CheckEnrollment reads them, kept while the change counter says they
 /// have not changed.
 pub struct UserDevicesCache {
     state: RwLock<RowsState>,
-    max_entries: usize,
     trust: Duration,
     max_row_age: Duration,
 }
@@ -103,8 +102,12 @@ pub struct UserDevicesCache {
 impl UserDevicesCache {
     pub fn new(max_entries: usize, poll_interval: Duration) -> Self {
         Self {
-            state: RwLock::new(RowsState::default()),
-            max_entries: max_entries.max(1),
+            state: RwLock::new(RowsState {
+                epoch: 0,
+                seen_version: None,
+                confirmed_at: None,
+                entries: ClockCache::new(max_entries),
+            }),
             trust: trust(poll_interval),
             max_row_age: MAX_ROW_AGE,
         }
@@ -144,16 +147,9 @@ impl UserDevicesCache {
         if state.epoch != epoch || !self.trusted(&state) {
             return;
         }
-        let key = Self::key(realm, user);
-        // A capped map: dropping an arbitrary entry is enough for a cache whose every
-        // entry is one cheap read away.
-        if state.entries.len() >= self.max_entries
-            && !state.entries.contains_key(&key)
-            && let Some(evicted) = state.entries.keys().next().cloned()
-        {
-            state.entries.remove(&evicted);
-        }
-        state.entries.insert(key, (Instant::now(), devices));
+        state
+            .entries
+            .insert(Self::key(realm, user), (Instant::now(), devices));
     }
 
     /// The counter was `version` when a poll started at `asked_at`; `changed` lists the users
