@@ -2,6 +2,7 @@
 mod aaguid_policy;
 mod auth_matrix;
 mod autoassign;
+mod check_at_scale;
 mod check_coherence;
 mod device_security;
 mod devices;

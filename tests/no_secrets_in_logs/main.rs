@@ -55,6 +55,7 @@ fn bytes_as_text(bytes: &[u8]) -> String {
 async fn check(backend: Backend) {
     let (used, Captured { logs, spans }) = capture(scenario::run(backend)).await;
     let logs = bytes_as_text(&logs);
+    let used_spans = spans.len();
     let spans = bytes_as_text(spans.join("\n").as_bytes());
     let audit = bytes_as_text(used.audit.join("\n").as_bytes());
     let errors = bytes_as_text(used.errors.join("\n").as_bytes());
@@ -80,7 +81,15 @@ async fn check(backend: Backend) {
     for path in services {
         let marker = format!("rpc.method={path}");
         assert!(logs.contains(&marker), "{path} is not in the logs");
-        assert!(spans.contains(&marker), "{path} is in no span");
+        assert!(
+            spans.contains(&marker),
+            "{path} is in no span ({} spans exported); its first log lines: {:#?}",
+            used_spans,
+            logs.lines()
+                .filter(|line| line.contains(&marker))
+                .take(3)
+                .collect::<Vec<_>>()
+        );
     }
     assert!(logs.len() > 100_000, "{} bytes of logs", logs.len());
     assert!(!used.audit.is_empty() && !used.errors.is_empty());

@@ -64,6 +64,11 @@ pub async fn run(backend: Backend) -> Used {
     super::envoy::run(&stack, &issuer, &mut used).await;
     audit(&stack, &mut used).await;
     stack.stop().await;
+    // Spans are exported when they close; a server's connection task may still hold a
+    // request's span for a moment after the client has its answer (seen once in a while
+    // on SQLite: "FinishDeviceRegistration is in no span"). Let those tasks finish on this
+    // thread before the capture ends.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     used
 }
 

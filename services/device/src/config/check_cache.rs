@@ -13,8 +13,8 @@ pub struct CheckCacheConfig {
     /// the policy service).
     #[serde(default = "default_enabled")]
     pub enabled: bool,
-    /// Entries kept in each cache (decisions; users' device lists); past it an arbitrary
-    /// entry is dropped for each new one.
+    /// Entries kept in each cache (decisions; users' device lists); when full, a new entry
+    /// evicts one not read lately (CLOCK), so frequently checked users stay.
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
     /// How often the device change counter is read (ms, 10..=500; default 250). It is the
