@@ -189,12 +189,16 @@ async fn old_audit_events_go_and_recent_ones_stay(backend: Backend) {
     assert_eq!(all_audit(&mut admin, 50).await.len(), listed.len());
 }
 
-/// A stream row as a receiver's state leaves it (`status`, `cursor`).
+const PAUSED: &str = "00000000-0000-4000-8000-00000000000a";
+const ENABLED: &str = "00000000-0000-4000-8000-00000000000b";
+const DISABLED: &str = "00000000-0000-4000-8000-00000000000c";
+
+/// A stream row as a receiver's state leaves it (`status`, `cursor`), named its status.
 async fn stream(db: &DatabaseConnection, id: &str, status: &str, cursor: i64) {
     let now = Utc::now();
     event_streams::Entity::insert(event_streams::ActiveModel {
         id: Set(id.into()),
-        name: Set(id.into()),
+        name: Set(status.into()),
         encoding: Set("caep_poll".into()),
         endpoint: Set(String::new()),
         audience: Set("aud".into()),
@@ -256,9 +260,9 @@ async fn outbox_events_go_only_once_every_stream_has_them(backend: Backend) {
     assert_eq!(first, [1, 2, 3, 4, 5, 6]);
     // A paused stream has received up to 2, an enabled one everything; a disabled stream
     // (its cursor wherever it was) keeps nothing.
-    stream(&db, "paused", "paused", 2).await;
-    stream(&db, "enabled", "enabled", 6).await;
-    stream(&db, "disabled", "disabled", 0).await;
+    stream(&db, PAUSED, "paused", 2).await;
+    stream(&db, ENABLED, "enabled", 6).await;
+    stream(&db, DISABLED, "disabled", 0).await;
     // Not old enough yet: nothing goes.
     let young = purger(&db, 0, 30, 29 * DAY).run_once().await.unwrap();
     assert_eq!(young, Purged::default());
@@ -275,7 +279,7 @@ async fn outbox_events_go_only_once_every_stream_has_them(backend: Backend) {
     );
     // The enabled stream's dead letter keeps its event (4).
     event_dead_letters::Entity::insert(event_dead_letters::ActiveModel {
-        stream_id: Set("enabled".into()),
+        stream_id: Set(ENABLED.into()),
         seq: Set(4),
         event_id: Set(event_id_of(&db, 4).await),
         subject_key: Set("corp/alice".into()),
@@ -290,10 +294,25 @@ async fn outbox_events_go_only_once_every_stream_has_them(backend: Backend) {
     .unwrap();
     // The paused stream received everything (resumed, delivered): all but the dead letter's
     // and the newest (the stamper numbers on from it) go.
-    set_cursor(&db, "paused", 6).await;
+    set_cursor(&db, PAUSED, 6).await;
     let purged = purger(&db, 0, 30, month).run_once().await.unwrap();
     assert_eq!(purged.enrollment_events, 2);
     assert_eq!(seqs(&db).await, [4, 6]);
+    // Its dead letter still shows its event, and could be redelivered.
+    let letters = admin
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            stream_id: ENABLED.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shown: Vec<i64> = letters
+        .dead_letters
+        .iter()
+        .map(|letter| letter.event.as_ref().unwrap().seq)
+        .collect();
+    assert_eq!(shown, [4]);
     // Its dead letter settled: the event goes at the next run.
     event_dead_letters::Entity::delete_many()
         .exec(&db)
