@@ -34,6 +34,7 @@ mod policy_watch;
 mod proxy_path;
 mod receivers_selftest;
 mod request_limits;
+mod retention;
 mod startup;
 mod storable_input;
 mod tls;

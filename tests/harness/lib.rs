@@ -433,6 +433,9 @@ pub fn device_config(
             allow_loopback_http: true,
             ..Default::default()
         },
+        // The defaults: the first run at start (nothing is that old yet), the next an hour
+        // later; retention tests set their own.
+        retention: Default::default(),
     }
 }
 

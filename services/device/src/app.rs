@@ -133,6 +133,8 @@ pub struct Application {
     delivery: crate::service::delivery::Delivery,
     /// The JWKS and SSF configuration documents on the page's port.
     events_http: crate::web::EventsHttp,
+    /// Deletes audit and outbox rows past `[retention]`'s ages.
+    retention: crate::service::retention::RetentionPurge,
 }
 
 type CheckCaches = (Arc<DecisionCache>, Arc<UserDevicesCache>);
@@ -399,6 +401,13 @@ impl Application {
                 &meters,
             ),
         };
+        let retention = crate::service::retention::RetentionPurge::new(
+            crate::store::retention::RetentionStore::new(db.clone()),
+            audit.clone(),
+            config.retention.clone(),
+            clock.clone(),
+            &meters,
+        );
         let grpc = Arc::new(DeviceGrpc::new(
             tokens,
             devices,
@@ -431,6 +440,7 @@ impl Application {
             events,
             delivery,
             events_http,
+            retention,
         })
     }
 
@@ -489,6 +499,7 @@ impl Application {
             events,
             delivery,
             events_http,
+            retention,
         } = self;
         let meters = metrics.meters();
         // Envoy's ext_authz next to the DeviceService, on the same port and key check.
@@ -594,6 +605,7 @@ impl Application {
         });
         tokio::spawn(events.keep_stamping(server.stopping.clone()));
         tokio::spawn(delivery.keep_delivering(server.stopping.clone()));
+        tokio::spawn(retention.keep_purging(server.stopping.clone()));
         if let Some(purge) = purge {
             // Every `tokens::PURGE_INTERVAL`: docs/tokens.md states the bound.
             tokio::spawn(purge.keep_purging(server.stopping.clone()));

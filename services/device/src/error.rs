@@ -54,6 +54,14 @@ pub enum DeviceError {
     /// Too many attempts.
     #[error("{0}")]
     RateLimited(String),
+    /// A position (`field`) before what is kept: the retention purge deleted what it names.
+    #[error("{field}: {message}")]
+    OutOfRange {
+        field: &'static str,
+        message: String,
+        /// The first position still kept.
+        first_kept: i64,
+    },
     /// No policy decision could be had, or the policy service refused the question.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -107,6 +115,17 @@ impl From<DeviceError> for Status {
                 [("field".to_owned(), field)],
             ),
             DeviceError::NotFound(_) => Status::not_found(message),
+            DeviceError::OutOfRange {
+                field, first_kept, ..
+            } => with_reason(
+                Code::OutOfRange,
+                message,
+                "PURGED_BY_RETENTION",
+                [
+                    ("field".to_owned(), field.to_owned()),
+                    ("first_kept".to_owned(), first_kept.to_string()),
+                ],
+            ),
             DeviceError::FailedPrecondition(_) => Status::failed_precondition(message),
             DeviceError::AlreadyExists(_) => Status::already_exists(message),
             DeviceError::Denied { code, policy, .. } => with_reason(

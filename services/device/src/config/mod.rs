@@ -10,6 +10,7 @@ mod check_cache;
 mod events;
 mod gate;
 mod metadata;
+mod retention;
 mod validation;
 mod web;
 
@@ -17,6 +18,7 @@ pub use check_cache::CheckCacheConfig;
 pub use events::EventsConfig;
 pub use gate::{GateConfig, GateIdentityConfig, GateSessionConfig, IdentityMode};
 pub use metadata::MetadataConfig;
+pub use retention::RetentionConfig;
 pub use validation::{DeviceTokenKey, IdempotencyConfig, ValidationConfig};
 pub use web::{WebConfig, WebauthnConfig};
 
@@ -55,6 +57,8 @@ pub struct DeviceConfig {
     pub gate: GateConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 impl Default for DeviceConfig {
@@ -75,6 +79,7 @@ impl Default for DeviceConfig {
             check_cache: Default::default(),
             gate: Default::default(),
             events: Default::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -30,10 +30,26 @@ impl EventFilter {
     }
 }
 
+/// OUT_OF_RANGE for a reader at `after_seq` when the retention purge went past it to
+/// `purged` (events.md: "How long events are kept").
+fn purged_after(after_seq: i64, purged: i64) -> DeviceError {
+    DeviceError::OutOfRange {
+        field: "after_seq",
+        message: format!(
+            "events after seq {after_seq} were deleted by retention (retention.events_days): \
+             the first kept is seq {}; resume with after_seq {purged} (or 0: from the first \
+             kept) and reconcile what changed in between from the current state",
+            purged + 1
+        ),
+        first_kept: purged + 1,
+    }
+}
+
 /// Where a watch starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchStart {
-    /// After this `seq` (0: from the first event kept).
+    /// After this `seq` (0: from the first event kept; below the retention mark:
+    /// OUT_OF_RANGE).
     After(i64),
     /// With the events stamped from now on.
     Now,
@@ -118,7 +134,15 @@ impl EventFeed {
             ))
         })?;
         let cursor = match start {
-            WatchStart::After(seq) => seq,
+            // From the first event kept.
+            WatchStart::After(0) => self.store.purged_through().await?,
+            WatchStart::After(seq) => {
+                let purged = self.store.purged_through().await?;
+                if seq < purged {
+                    return Err(purged_after(seq, purged));
+                }
+                seq
+            }
             WatchStart::Now => self.store.last_seq().await?,
         };
         let (sender, receiver) = mpsc::channel(self.config.watch_buffer());
@@ -148,6 +172,21 @@ impl EventFeed {
             };
             let full = batch.len() as u64 == READ_BATCH;
             for event in batch {
+                // `seq` is dense: a gap is events the retention purge deleted while this
+                // reader was behind it. Said, never skipped.
+                if event.seq != cursor + 1 {
+                    match self.store.purged_through().await {
+                        Ok(purged) if cursor < purged => {
+                            let _ = sender.send(Err(purged_after(cursor, purged))).await;
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            let _ = sender.send(Err(error)).await;
+                            return;
+                        }
+                    }
+                }
                 cursor = event.seq;
                 // A stream's verification event is that stream's business, not a change
                 // of enrollment state: watchers never see it.

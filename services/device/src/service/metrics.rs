@@ -146,7 +146,7 @@ fn failure_class(error: &DeviceError) -> &'static str {
         DeviceError::Denied { .. } => "policy_denied",
         DeviceError::LimitReached { .. } => "limit_reached",
         DeviceError::NotFound(_) => "not_found",
-        DeviceError::InvalidArgument { .. } => "invalid_argument",
+        DeviceError::InvalidArgument { .. } | DeviceError::OutOfRange { .. } => "invalid_argument",
         DeviceError::FailedPrecondition(_) | DeviceError::RequestIdReused { .. } => {
             "failed_precondition"
         }

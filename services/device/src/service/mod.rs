@@ -16,6 +16,7 @@ pub mod policy_events;
 pub mod poll;
 pub mod pool_index;
 pub mod ports;
+pub mod retention;
 pub mod streams;
 pub mod tokens;
 

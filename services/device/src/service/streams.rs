@@ -489,7 +489,8 @@ impl EventStreams {
         };
         self.events.stamp().await?;
         let cursor = if request.from_beginning {
-            0
+            // The first event kept (retention deleted those before).
+            self.events.purged_through().await?
         } else {
             self.events.last_seq().await?
         };

@@ -345,6 +345,12 @@ impl EventStore {
             .unwrap_or(0))
     }
 
+    /// The largest `seq` the retention purge went past (0: none yet): every event after it
+    /// is still kept, those at or below it are gone (but for dead letters' own).
+    pub async fn purged_through(&self) -> Result<i64, DeviceError> {
+        purged_through(&self.db).await
+    }
+
     /// How many stamped events come after `cursor`, and the oldest one's time. Two index
     /// lookups, whatever the backlog: the stamper numbers events densely (each batch goes
     /// on from the largest `seq`), so the count is the largest `seq` minus the cursor.
@@ -401,4 +407,19 @@ pub(super) fn event_of(row: enrollment_events::Model) -> Result<EnrollmentEvent,
         verification_state: payload.state,
         policy: payload.policy,
     })
+}
+
+/// The largest `seq` the retention purge went past (0: none yet; `store::retention`).
+pub(super) async fn purged_through(db: &impl ConnectionTrait) -> Result<i64, DeviceError> {
+    let backend = db.get_database_backend();
+    Ok(db
+        .query_one_raw(statement(
+            backend,
+            "SELECT purged_through FROM event_retention WHERE id = 1",
+            vec![],
+        ))
+        .await?
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0))
 }

@@ -21,6 +21,7 @@ pub mod owner_names;
 pub mod policy_events;
 pub mod policy_snapshot;
 pub mod poll;
+pub mod retention;
 pub mod sql;
 pub mod streams;
 pub mod token_changes;

@@ -53,7 +53,11 @@ async fn watch(ctx: &mut Ctx<'_>, args: WatchArgs) -> Result<(), CliError> {
             Ok(Some(event)) => event,
             Ok(None) => return Ok(()),
             Err(status) => {
-                if let Some(seq) = last_seq {
+                // OUT_OF_RANGE: retention deleted what follows; its message names where to
+                // resume instead.
+                if status.code() != tonic::Code::OutOfRange
+                    && let Some(seq) = last_seq
+                {
                     note(
                         ctx,
                         &format!(
