@@ -27,7 +27,7 @@ realms=${REALMS:-100}
 users_per_realm=${USERS_PER_REALM:-100}
 prime=${PRIME:-true}
 zipf=${ZIPF:-1.1}
-export ENROLL_CHECK_CACHE__MAX_ENTRIES=${MAX_ENTRIES:-20000}
+max_entries=${MAX_ENTRIES:-20000}
 admin_url=${ENROLL_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 target_dir=${CARGO_TARGET_DIR:-target}
 database=enroll_bench_check_$$
@@ -51,7 +51,9 @@ export ENROLL_AUTH__API_KEYS="[{name=\"bench-proxy\",role=\"proxy\",sha256=\"$(h
 ENROLL_SERVER__LISTEN=127.0.0.1:50091 "$bin/enroll-policy" serve &
 pids+=($!)
 sleep 1
+# The device service's settings only (the policy service refuses keys it does not know).
 export ENROLL_CHECK_CACHE__ENABLED=${CHECK_CACHE:-true}
+export ENROLL_CHECK_CACHE__MAX_ENTRIES=$max_entries
 ports=()
 targets=()
 for replica in $(seq 1 "$replicas"); do
@@ -124,6 +126,12 @@ YAML
 changer=$!
 run --rpc check-enrollment --zipf "$zipf"
 wait "$changer" || true
+for pid in "${pids[@]}"; do
+  echo "peak RSS of $(ps -o comm= -p "$pid") (pid $pid): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"
+done
+# The services go first: pgbench's clients need the database's connection slots.
+for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
+pids=()
 echo "== pgbench: CheckEnrollment's read (a user's devices by realm and name), uniform, c=$concurrency"
 cat > "$policies" <<'SQL'
 \set r random(0, :realms - 1)
@@ -131,7 +139,4 @@ cat > "$policies" <<'SQL'
 SELECT d.* FROM devices d JOIN users u ON u.id = d.user_id WHERE u.realm = 'realm-' || :r AND u.name = 'user-' || :u ORDER BY d.create_time, d.id;
 SQL
 pgbench -n -M prepared -c "$concurrency" -j 2 -T "$duration" -D realms="$realms" -D users="$users_per_realm" \
-  -f "$policies" "${admin_url%/*}/$database" 2>&1 | grep -E "^(tps|latency)"
-for pid in "${pids[@]}"; do
-  echo "peak RSS of $(ps -o comm= -p "$pid") (pid $pid): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status")"
-done
+  -f "$policies" "${admin_url%/*}/$database" 2>&1 | grep -E "^(tps|latency)|rror"
