@@ -16,18 +16,9 @@ use super::sql::{exceeded, limits_reached, lock_realm, lock_user, statement};
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
-use crate::domain::devices::{Device, DeviceKind, DeviceState};
+use crate::domain::devices::{Device, DeviceFilter, DeviceState};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
-
-/// Filters of ListDevices.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub kind: Option<DeviceKind>,
-    pub state: Option<DeviceState>,
-}
 
 /// A device with its stored credential (the webauthn-rs passkey JSON: public key, counter,
 /// backup state; no secret).

@@ -15,18 +15,8 @@ use super::idempotency::{self, Idempotency, Outcome};
 use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
-use crate::domain::devices::{Link, LinkState};
-use crate::domain::names::{Realm, UserName};
+use crate::domain::devices::{Link, LinkFilter};
 use crate::error::DeviceError;
-
-/// Filters of ListEnrollmentLinks. `expired` selects active links past their expire time.
-#[derive(Debug, Clone, Default)]
-pub struct LinkFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub state: Option<LinkState>,
-    pub expired: Option<bool>,
-}
 
 /// How many links are in each state now (the metrics' link gauge).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,16 +14,9 @@ use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
-use crate::domain::otp_links::{ACTIVE, REVOKED, SUPERSEDED};
+use crate::domain::otp_links::{ACTIVE, OtpLinkFilter, REVOKED, SUPERSEDED};
 use crate::domain::verify::PENDING;
 use crate::error::DeviceError;
-
-/// Filters of ListOtpEnrollmentLinks (the state is filtered after computing it).
-#[derive(Debug, Clone, Default)]
-pub struct OtpLinkFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-}
 
 /// A link row with its token's row, once redeemed (None when not, or deleted since).
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use super::sql::{exceeded, lock_realm, lock_user, statement};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
-use crate::domain::tokens::{Token, TokenKind, TokenState};
+use crate::domain::tokens::{Token, TokenFilter};
 use crate::error::DeviceError;
 
 /// A token row with its owner's name.
@@ -69,16 +69,6 @@ impl ListedToken {
             verify_deadline: self.verify_deadline,
         }
     }
-}
-
-/// Filters of ListTokens.
-#[derive(Debug, Clone, Default)]
-pub struct TokenFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub kind: Option<TokenKind>,
-    pub assigned: Option<bool>,
-    pub state: Option<TokenState>,
 }
 
 #[derive(Clone)]
