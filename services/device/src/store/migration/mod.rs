@@ -18,6 +18,7 @@ mod m0015_enrollment_events;
 mod m0016_event_poll_acks;
 mod m0017_policy_event_relay;
 mod m0018_event_subject_format;
+mod m0019_list_indexes;
 mod policy_snapshot;
 mod token_backoff;
 mod validation_clients;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0016_event_poll_acks::EventPollAcksTable),
             Box::new(m0017_policy_event_relay::PolicyEventRelayCursor),
             Box::new(m0018_event_subject_format::EventSubjectFormat),
+            Box::new(m0019_list_indexes::ListIndexes),
         ]
     }
 
