@@ -85,6 +85,42 @@ mod tests {
 
     use super::*;
 
+    /// m0019 down and up again: the list indexes go and come back, the three narrower
+    /// indexes they replaced come back in between.
+    #[tokio::test]
+    async fn list_indexes_go_down_and_up() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let indexes = async |db: &sea_orm::DatabaseConnection| -> Vec<String> {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String>("", "name").unwrap())
+            .collect()
+        };
+        Migrator::up(&db, None).await.unwrap();
+        let up = indexes(&db).await;
+        for name in [
+            "devices_by_state",
+            "tokens_in_pool",
+            "audit_events_by_realm",
+        ] {
+            assert!(up.iter().any(|index| index == name), "{name}: {up:?}");
+        }
+        assert!(!up.iter().any(|index| index == "devices_by_user"));
+        Migrator::down(&db, Some(1)).await.unwrap();
+        let down = indexes(&db).await;
+        assert!(!down.iter().any(|index| index == "devices_by_state"));
+        for name in ["devices_by_user", "tokens_by_user", "links_by_user"] {
+            assert!(down.iter().any(|index| index == name), "{name}: {down:?}");
+        }
+        Migrator::up(&db, None).await.unwrap();
+        assert_eq!(indexes(&db).await, up);
+    }
+
     /// m0012 on a database that already holds devices: a device whose chain was verified
     /// keeps counting its model as verified (the rule it was registered under), one without
     /// a verified chain does not.
