@@ -21,6 +21,8 @@ mod gate_nginx;
 mod gate_nginx_browser;
 mod health_and_reflection;
 mod idempotency;
+mod list_paging;
+mod list_plans;
 mod lockout;
 mod lockout_guessing;
 mod metrics;

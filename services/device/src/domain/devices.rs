@@ -376,6 +376,24 @@ pub fn user_handle(realm: &str, user: &str) -> uuid::Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// Filters of ListDevices.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub realm: Option<Realm>,
+    pub user: Option<UserName>,
+    pub kind: Option<DeviceKind>,
+    pub state: Option<DeviceState>,
+}
+
+/// Filters of ListEnrollmentLinks. `expired` selects active links past their expire time.
+#[derive(Debug, Clone, Default)]
+pub struct LinkFilter {
+    pub realm: Option<Realm>,
+    pub user: Option<UserName>,
+    pub state: Option<LinkState>,
+    pub expired: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,13 @@ pub struct VerifiedIdentity {
     pub user: UserName,
 }
 
+/// Filters of ListOtpEnrollmentLinks (the state is filtered after computing it).
+#[derive(Debug, Clone, Default)]
+pub struct OtpLinkFilter {
+    pub realm: Option<Realm>,
+    pub user: Option<UserName>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -206,6 +206,26 @@ pub fn render_serial(template: &str, serial: &str) -> String {
     template.replace("<s>", serial)
 }
 
+/// Filters of ListTokens.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    pub realm: Option<Realm>,
+    pub user: Option<UserName>,
+    pub kind: Option<TokenKind>,
+    pub assigned: Option<bool>,
+    pub state: Option<TokenState>,
+}
+
+/// What to change on one token.
+#[derive(Debug, Clone)]
+pub enum TokenChange {
+    Enable,
+    Disable,
+    Unassign,
+    SetPin(String),
+    Delete,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,12 +20,12 @@ fn credential_json(raw: &str) -> Result<(), DeviceError> {
     }
     check_text("credential_json", raw, MAX_CREDENTIAL_JSON_CHARS)
 }
+use crate::domain::devices::DeviceFilter;
 use crate::domain::devices::{
     Device, DeviceKind, DeviceState, EnrollmentCheck, EnrollmentStatus, LinkSecret,
 };
 use crate::error::DeviceError;
 use crate::service::devices::{Devices, EnrollmentQuery, Finisher, Registrant};
-use crate::store::devices::DeviceFilter;
 
 fn state_to_proto(state: DeviceState) -> pb::DeviceState {
     match state {

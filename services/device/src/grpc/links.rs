@@ -6,10 +6,10 @@ use super::decode::{
     actor, device_kind, id, kind_to_proto, optional_realm, optional_user, page, realm, request_id,
     required_text, text, timestamp, user,
 };
+use crate::domain::devices::LinkFilter;
 use crate::domain::devices::{Link, LinkState, LinkStatus};
 use crate::error::DeviceError;
 use crate::service::devices::{Devices, NewLink};
-use crate::store::links::LinkFilter;
 
 /// A link as callers see it; `url` (which carries the secret) only when just created.
 pub fn link_to_proto(link: Link) -> pb::EnrollmentLink {

@@ -12,11 +12,11 @@ use super::tokens::{
     algorithm_to_proto, check_code, otp_parameters, token_kind, token_to_proto, token_type_to_proto,
 };
 use crate::domain::devices::LinkSecret;
+use crate::domain::otp_links::OtpLinkFilter;
 use crate::domain::otp_links::{OtpLink, OtpLinkStatus, PendingEnrollment, VerifiedIdentity};
 use crate::domain::tokens::TokenKind;
 use crate::error::DeviceError;
 use crate::service::tokens::{NO_PENDING_ENROLLMENT, NewOtpLink, Tokens, UNUSABLE_LINK};
-use crate::store::otp_links::OtpLinkFilter;
 
 /// The longest account label a link may ask for.
 const MAX_LABEL_CHARS: usize = 64;

@@ -11,11 +11,10 @@ use crate::domain::tokens::{
     EnrolledToken, HashAlgorithm, LostTokenReplacement, OtpParameters, PassAttempt, Token,
     TokenKind, TokenState, Verdict,
 };
+use crate::domain::tokens::{TokenChange, TokenFilter};
 use crate::domain::verify::EnrollmentState;
 use crate::error::DeviceError;
 use crate::service::tokens::{Enrollment, Tokens};
-use crate::store::token_changes::TokenChange;
-use crate::store::tokens::TokenFilter;
 
 /// The largest CSV ImportTokens takes in one request.
 const MAX_IMPORT_BYTES: usize = 16 * 1024 * 1024;

@@ -1,9 +1,6 @@
 //! The audit trail: events written in the transaction of the change they describe (or alone,
 //! for refusals that change nothing), read newest first.
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
-};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set};
 
 use super::convert;
 use super::entities::audit_events;
@@ -52,30 +49,18 @@ impl AuditStore {
         insert(&self.db, record).await
     }
 
-    /// Events newest first, with ids below `before_id`.
+    /// Events newest first, with ids below `before_id` (`lists::audit_events`).
     pub async fn list(
         &self,
         filter: &AuditFilter,
         before_id: Option<i64>,
         limit: u64,
     ) -> Result<Vec<AuditEvent>, DeviceError> {
-        let mut query = audit_events::Entity::find().order_by_desc(audit_events::Column::Id);
-        for (column, value) in [
-            (audit_events::Column::Realm, &filter.realm),
-            (audit_events::Column::UserName, &filter.user),
-            (audit_events::Column::Action, &filter.action),
-            (audit_events::Column::Subject, &filter.subject),
-            (audit_events::Column::Result, &filter.result),
-        ] {
-            if let Some(value) = value {
-                query = query.filter(column.eq(value.as_str()));
-            }
-        }
-        if let Some(before_id) = before_id {
-            query = query.filter(audit_events::Column::Id.lt(before_id));
-        }
-        Ok(query
-            .limit(limit)
+        let backend = self.db.get_database_backend();
+        Ok(audit_events::Entity::find()
+            .from_raw_sql(super::lists::audit_events(
+                backend, filter, before_id, limit,
+            ))
             .all(&self.db)
             .await?
             .into_iter()

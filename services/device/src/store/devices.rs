@@ -3,31 +3,22 @@
 //! the realm's) row first.
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    TransactionTrait,
 };
 
 use std::sync::Arc;
 
 use super::convert;
 use super::device_changes::{UserDevicesCache, record_change};
-use super::entities::columns::{DeviceKindColumn, DeviceStateColumn};
 use super::entities::{devices, users};
+use super::lists::{self, owner_ids};
 use super::sql::{exceeded, limits_reached, lock_realm, lock_user, statement};
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
-use crate::domain::devices::{Device, DeviceKind, DeviceState};
+use crate::domain::devices::{Device, DeviceFilter, DeviceState};
 use crate::domain::names::{Realm, UserName};
 use crate::error::DeviceError;
-
-/// Filters of ListDevices.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub kind: Option<DeviceKind>,
-    pub state: Option<DeviceState>,
-}
 
 /// A device with its stored credential (the webauthn-rs passkey JSON: public key, counter,
 /// backup state; no secret).
@@ -310,41 +301,26 @@ impl DeviceStore {
         }
     }
 
-    /// A page of devices ordered by id, after `after`.
+    /// A page of devices ordered by id, after `after` (`lists::devices`).
     pub async fn list_devices(
         &self,
         filter: &DeviceFilter,
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Device>, DeviceError> {
-        use devices::Column;
-        let mut query = devices::Entity::find().order_by_asc(Column::Id);
-        if let Some(realm) = &filter.realm {
-            query = query.filter(Column::Realm.eq(realm.as_str()));
+        let backend = self.db.get_database_backend();
+        let owners = match &filter.user {
+            Some(user) => Some(owner_ids(&self.db, filter.realm.as_ref(), user).await?),
+            None => None,
+        };
+        if owners.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
         }
-        if let Some(user) = &filter.user {
-            let mut owners = users::Entity::find().filter(users::Column::Name.eq(user.as_str()));
-            if let Some(realm) = &filter.realm {
-                owners = owners.filter(users::Column::Realm.eq(realm.as_str()));
-            }
-            let ids: Vec<i64> = owners
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .map(|user| user.id)
-                .collect();
-            query = query.filter(Column::UserId.is_in(ids));
-        }
-        if let Some(kind) = filter.kind {
-            query = query.filter(Column::DeviceType.eq(DeviceKindColumn::from(kind)));
-        }
-        if let Some(state) = filter.state {
-            query = query.filter(Column::State.eq(DeviceStateColumn::from(state)));
-        }
-        if let Some(after) = after {
-            query = query.filter(Column::Id.gt(after));
-        }
-        let devices = query.limit(limit).all(&self.db).await?;
+        let page = lists::devices(backend, filter, owners.as_deref(), after, limit);
+        let devices = devices::Entity::find()
+            .from_raw_sql(page)
+            .all(&self.db)
+            .await?;
         let names = self
             .tokens
             .owner_names

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    TransactionTrait,
 };
 
 use super::convert;
@@ -15,18 +15,8 @@ use super::idempotency::{self, Idempotency, Outcome};
 use super::sql::statement;
 use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
-use crate::domain::devices::{Link, LinkState};
-use crate::domain::names::{Realm, UserName};
+use crate::domain::devices::{Link, LinkFilter};
 use crate::error::DeviceError;
-
-/// Filters of ListEnrollmentLinks. `expired` selects active links past their expire time.
-#[derive(Debug, Clone, Default)]
-pub struct LinkFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub state: Option<LinkState>,
-    pub expired: Option<bool>,
-}
 
 /// How many links are in each state now (the metrics' link gauge).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,7 +94,7 @@ impl DeviceStore {
             .transpose()
     }
 
-    /// A page of links ordered by id, after `after`.
+    /// A page of links ordered by id, after `after` (`lists::links`).
     pub async fn list_links(
         &self,
         filter: &LinkFilter,
@@ -112,27 +102,9 @@ impl DeviceStore {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<Link>, DeviceError> {
-        use enrollment_links::Column;
-        let mut query = enrollment_links::Entity::find().order_by_asc(Column::Id);
-        if let Some(realm) = &filter.realm {
-            query = query.filter(Column::Realm.eq(realm.as_str()));
-        }
-        if let Some(user) = &filter.user {
-            query = query.filter(Column::UserName.eq(user.as_str()));
-        }
-        if let Some(state) = filter.state {
-            query = query.filter(Column::State.eq(LinkStateColumn::from(state)));
-        }
-        match filter.expired {
-            Some(true) => query = query.filter(Column::ExpireTime.lte(now)),
-            Some(false) => query = query.filter(Column::ExpireTime.gt(now)),
-            None => {}
-        }
-        if let Some(after) = after {
-            query = query.filter(Column::Id.gt(after));
-        }
-        query
-            .limit(limit)
+        let backend = self.db.get_database_backend();
+        enrollment_links::Entity::find()
+            .from_raw_sql(super::lists::links(backend, filter, now, after, limit))
             .all(&self.db)
             .await?
             .iter()

@@ -12,6 +12,7 @@ pub mod events;
 mod expiries;
 pub mod idempotency;
 pub mod links;
+pub mod lists;
 pub mod lockout;
 pub mod metadata;
 pub mod migration;

@@ -3,8 +3,8 @@
 //! transaction that locks the user (and the realm for its limit) first, so racing
 //! creations leave one live link and racing redemptions make one token.
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 
 use super::entities::{otp_enrollment_links, tokens};
@@ -14,16 +14,9 @@ use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
-use crate::domain::otp_links::{ACTIVE, REVOKED, SUPERSEDED};
+use crate::domain::otp_links::{ACTIVE, OtpLinkFilter, REVOKED, SUPERSEDED};
 use crate::domain::verify::PENDING;
 use crate::error::DeviceError;
-
-/// Filters of ListOtpEnrollmentLinks (the state is filtered after computing it).
-#[derive(Debug, Clone, Default)]
-pub struct OtpLinkFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-}
 
 /// A link row with its token's row, once redeemed (None when not, or deleted since).
 #[derive(Debug, Clone)]
@@ -156,18 +149,11 @@ impl TokenStore {
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<OtpLinkRow>, DeviceError> {
-        use otp_enrollment_links::Column;
-        let mut query = otp_enrollment_links::Entity::find().order_by_asc(Column::Id);
-        if let Some(realm) = &filter.realm {
-            query = query.filter(Column::Realm.eq(realm.as_str()));
-        }
-        if let Some(user) = &filter.user {
-            query = query.filter(Column::UserName.eq(user.as_str()));
-        }
-        if let Some(after) = after {
-            query = query.filter(Column::Id.gt(after));
-        }
-        let links = query.limit(limit).all(&self.db).await?;
+        let backend = self.db.get_database_backend();
+        let links = otp_enrollment_links::Entity::find()
+            .from_raw_sql(super::lists::otp_links(backend, filter, after, limit))
+            .all(&self.db)
+            .await?;
         let serials: Vec<String> = links
             .iter()
             .filter_map(|link| link.serial.clone())

@@ -10,17 +10,8 @@ use super::tokens::TokenStore;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
+use crate::domain::tokens::TokenChange;
 use crate::error::DeviceError;
-
-/// What to change on one token.
-#[derive(Debug, Clone)]
-pub enum TokenChange {
-    Enable,
-    Disable,
-    Unassign,
-    SetPin(String),
-    Delete,
-}
 
 /// The owner's `max_active_token_per_user` that enabling a token must keep (the token's
 /// owner as read before the transaction; the transaction checks it still is).

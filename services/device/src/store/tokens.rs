@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, IntoActiveModel,
-    PaginatorTrait, TransactionTrait, Value,
+    PaginatorTrait, TransactionTrait,
 };
 
 use super::audit;
@@ -12,13 +12,14 @@ use super::convert::{self, TokenFields};
 use super::entities::columns::TokenStateColumn;
 use super::entities::{tokens, users};
 use super::idempotency::{self, Idempotency, Outcome, Records, Retention, SealedResponse};
+use super::lists;
 use super::one_statement;
 use super::owner_names::OwnerNames;
-use super::sql::{exceeded, lock_realm, lock_user, statement};
+use super::sql::{exceeded, lock_realm, lock_user};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::Limits;
 use crate::domain::names::{Realm, UserName};
-use crate::domain::tokens::{Token, TokenKind, TokenState};
+use crate::domain::tokens::{Token, TokenFilter};
 use crate::error::DeviceError;
 
 /// A token row with its owner's name.
@@ -69,16 +70,6 @@ impl ListedToken {
             verify_deadline: self.verify_deadline,
         }
     }
-}
-
-/// Filters of ListTokens.
-#[derive(Debug, Clone, Default)]
-pub struct TokenFilter {
-    pub realm: Option<Realm>,
-    pub user: Option<UserName>,
-    pub kind: Option<TokenKind>,
-    pub assigned: Option<bool>,
-    pub state: Option<TokenState>,
 }
 
 #[derive(Clone)]
@@ -206,8 +197,8 @@ impl TokenStore {
         Ok(Some(TokenRow { token, user }))
     }
 
-    /// A page of tokens ordered by serial, after `after`: one query that reads only what a
-    /// listing shows (never the sealed seed or the PIN hash).
+    /// A page of tokens ordered by serial, after `after` (`lists::tokens`): reads only what
+    /// a listing shows (never the sealed seed or the PIN hash).
     pub async fn list(
         &self,
         filter: &TokenFilter,
@@ -217,53 +208,19 @@ impl TokenStore {
     ) -> Result<Vec<Token>, DeviceError> {
         // No join: owner names come from a cache of immutable user rows, which makes the
         // page query about 40% cheaper for PostgreSQL.
-        let mut sql = String::from(
-            "SELECT t.serial, t.realm, t.user_id, t.token_type, t.state, t.digits, \
-             t.period, t.algorithm, t.pin_hash IS NOT NULL AS has_pin, t.failure_count, \
-             t.label, t.description, t.create_time, t.expire_time, t.verify_state, \
-             t.verify_deadline \
-             FROM tokens t WHERE 1 = 1",
-        );
-        let mut values: Vec<Value> = Vec::new();
-        let mut condition = |sql: &mut String, clause: &str, value: Value| {
-            values.push(value);
-            sql.push_str(&format!(" AND {clause} ${}", values.len()));
-        };
-        if let Some(realm) = &filter.realm {
-            condition(&mut sql, "t.realm =", realm.as_str().into());
-        }
-        if let Some(user) = &filter.user {
-            condition(
-                &mut sql,
-                "t.user_id IN (SELECT id FROM users WHERE name =",
-                user.as_str().into(),
-            );
-            if let Some(realm) = &filter.realm {
-                condition(&mut sql, "realm =", realm.as_str().into());
-            }
-            sql.push(')');
-        }
-        if let Some(kind) = filter.kind {
-            condition(&mut sql, "t.token_type =", kind.as_str().into());
-        }
-        if let Some(state) = filter.state {
-            condition(&mut sql, "t.state =", state.as_str().into());
-        }
-        if let Some(after) = after {
-            condition(&mut sql, "t.serial >", after.into());
-        }
-        match filter.assigned {
-            Some(true) => sql.push_str(" AND t.user_id IS NOT NULL"),
-            Some(false) => sql.push_str(" AND t.user_id IS NULL"),
-            None => {}
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        values.push(limit.into());
-        sql.push_str(&format!(" ORDER BY t.serial LIMIT ${}", values.len()));
         let backend = self.db.get_database_backend();
-        let rows = ListedToken::find_by_statement(statement(backend, &sql, values))
-            .all(&self.db)
-            .await?;
+        let owners = match &filter.user {
+            Some(user) => Some(lists::owner_ids(&self.db, filter.realm.as_ref(), user).await?),
+            None => None,
+        };
+        // Nobody of that name, or that user's pool tokens (there are none).
+        if owners.as_ref().is_some_and(Vec::is_empty)
+            || (owners.is_some() && filter.assigned == Some(false))
+        {
+            return Ok(Vec::new());
+        }
+        let page = lists::tokens(backend, filter, owners.as_deref(), after, limit);
+        let rows = ListedToken::find_by_statement(page).all(&self.db).await?;
         let names = self
             .owner_names
             .resolve(&self.db, rows.iter().filter_map(|row| row.user_id))

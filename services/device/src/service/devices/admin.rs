@@ -2,7 +2,7 @@
 use enroll_shared::paging::{Page, PageRequest};
 
 use super::*;
-use crate::store::devices::DeviceFilter;
+use crate::domain::devices::DeviceFilter;
 
 impl Devices {
     pub async fn device(&self, id: &str) -> Result<Device, DeviceError> {

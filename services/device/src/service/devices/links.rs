@@ -3,12 +3,12 @@ use enroll_shared::paging::{Page, PageRequest};
 
 use super::*;
 use crate::domain::decision::Decision;
+use crate::domain::devices::LinkFilter;
 use crate::domain::devices::{Link, LinkState, LinkStatus, link_url};
 use crate::service::idempotency::{Digest, Idempotent, RequestId, Rpc, respond};
 use crate::service::metrics::LinkChange;
 use crate::store::entities::enrollment_links;
 use crate::store::idempotency::Outcome;
-use crate::store::links::LinkFilter;
 
 /// A validated CreateEnrollmentLink request.
 #[derive(Debug, Clone)]

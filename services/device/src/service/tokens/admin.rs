@@ -1,8 +1,9 @@
 //! An admin's changes to existing tokens: assign, enable, disable, unassign, delete, set
 //! the PIN. Each returns the token after the change (a deleted token as it was).
 use super::*;
+use crate::domain::tokens::TokenChange;
 use crate::store::idempotency::SealedResponse;
-use crate::store::token_changes::{ActiveLimit, TokenChange};
+use crate::store::token_changes::ActiveLimit;
 
 impl Tokens {
     /// Assigns a pool token to a user of the token's realm.

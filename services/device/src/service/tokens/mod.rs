@@ -22,6 +22,7 @@ use crate::domain::otp::Window;
 use crate::domain::pins::seal_pin;
 use crate::domain::random::random_string;
 use crate::domain::secrets::SeedCipher;
+use crate::domain::tokens::TokenFilter;
 use crate::domain::tokens::{
     EnrolledToken, HashAlgorithm, OtpParameters, ProvisioningUri, Token, TokenKind, TokenState,
     base32, new_seed, new_serial, qr_png, render_serial,
@@ -30,7 +31,7 @@ use crate::domain::verify::PENDING as VERIFY_PENDING;
 use crate::error::DeviceError;
 use crate::store::convert;
 use crate::store::entities::{otp_enrollment_links, tokens};
-use crate::store::tokens::{TokenFilter, TokenRow, TokenStore};
+use crate::store::tokens::{TokenRow, TokenStore};
 
 mod admin;
 mod autoassign;

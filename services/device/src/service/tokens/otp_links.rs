@@ -8,12 +8,13 @@ use std::time::Duration;
 use super::verify::FirstCodeError;
 use super::*;
 use crate::domain::devices::LinkSecret;
+use crate::domain::otp_links::OtpLinkFilter;
 use crate::domain::otp_links::{
     ACTIVE, FinishedEnrollment, OtpLink, OtpLinkStatus, PendingEnrollment, PinRule,
     VerifiedIdentity, otp_link_url,
 };
 use crate::domain::verify::EnrollmentState;
-use crate::store::otp_links::{OtpLinkFilter, OtpLinkRow, RedeemRefused};
+use crate::store::otp_links::{OtpLinkRow, RedeemRefused};
 
 /// The one answer a bearer gets for a link that cannot be redeemed, whatever the reason.
 /// (NOT_FOUND: "OTP enrollment link not found").

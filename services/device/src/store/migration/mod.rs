@@ -18,6 +18,7 @@ mod m0015_enrollment_events;
 mod m0016_event_poll_acks;
 mod m0017_policy_event_relay;
 mod m0018_event_subject_format;
+mod m0019_list_indexes;
 mod m0020_event_retention;
 mod policy_snapshot;
 mod token_backoff;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0016_event_poll_acks::EventPollAcksTable),
             Box::new(m0017_policy_event_relay::PolicyEventRelayCursor),
             Box::new(m0018_event_subject_format::EventSubjectFormat),
+            Box::new(m0019_list_indexes::ListIndexes),
             Box::new(m0020_event_retention::EventRetentionMark),
         ]
     }
@@ -84,6 +86,42 @@ mod tests {
     use sea_orm::{ConnectionTrait, Database, Statement};
 
     use super::*;
+
+    /// m0019 down and up again: the list indexes go and come back, the three narrower
+    /// indexes they replaced come back in between.
+    #[tokio::test]
+    async fn list_indexes_go_down_and_up() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        let indexes = async |db: &sea_orm::DatabaseConnection| -> Vec<String> {
+            db.query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name",
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String>("", "name").unwrap())
+            .collect()
+        };
+        Migrator::up(&db, None).await.unwrap();
+        let up = indexes(&db).await;
+        for name in [
+            "devices_by_state",
+            "tokens_in_pool",
+            "audit_events_by_realm",
+        ] {
+            assert!(up.iter().any(|index| index == name), "{name}: {up:?}");
+        }
+        assert!(!up.iter().any(|index| index == "devices_by_user"));
+        Migrator::down(&db, Some(1)).await.unwrap();
+        let down = indexes(&db).await;
+        assert!(!down.iter().any(|index| index == "devices_by_state"));
+        for name in ["devices_by_user", "tokens_by_user", "links_by_user"] {
+            assert!(down.iter().any(|index| index == name), "{name}: {down:?}");
+        }
+        Migrator::up(&db, None).await.unwrap();
+        assert_eq!(indexes(&db).await, up);
+    }
 
     /// m0012 on a database that already holds devices: a device whose chain was verified
     /// keeps counting its model as verified (the rule it was registered under), one without
