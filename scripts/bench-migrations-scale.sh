@@ -46,8 +46,10 @@ echo "  device migrations applied: $(psql "${admin_url%/*}/$empty" -Atqc "SELECT
 echo "== the device migrations since $from on a copy of $seed"
 timed "copy $seed (CREATE DATABASE ... TEMPLATE)" psql "$admin_url" -qc "CREATE DATABASE $copy TEMPLATE $seed"
 copy_url="${admin_url%/*}/$copy"
-psql "$copy_url" -X -P footer=off -c "SELECT relname AS table, n_live_tup AS rows, pg_size_pretty(pg_total_relation_size(relid)) AS size
-  FROM pg_stat_user_tables WHERE relname IN ('devices', 'tokens', 'users', 'audit_events', 'enrollment_links') ORDER BY 3 DESC"
+# (reltuples: the copy has no statistics counters of its own yet)
+psql "$copy_url" -X -P footer=off -c "SELECT relname AS table, reltuples::bigint AS rows, pg_size_pretty(pg_total_relation_size(oid)) AS size
+  FROM pg_class WHERE relkind = 'r' AND relname IN ('devices', 'tokens', 'users', 'audit_events', 'enrollment_links')
+  ORDER BY pg_total_relation_size(oid) DESC"
 # The `down` of each migration as SQL, newest first (what the Rust `down` does on PostgreSQL).
 downs=(
   "m0018_event_subject_format|ALTER TABLE event_streams DROP COLUMN subject_format"
