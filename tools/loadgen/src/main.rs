@@ -1,6 +1,7 @@
 //! `enroll-loadgen`: drives the enrollment services over gRPC and reports throughput and
 //! latency, scenario after scenario against the same server in one run, so ratios between
 //! scenarios (e.g. a decision vs a health check) are measured under the same conditions.
+mod lists;
 mod scenarios;
 mod stats;
 
@@ -107,6 +108,14 @@ enum Command {
         #[arg(long, default_value = "bench")]
         prefix: String,
     },
+    /// Time one list RPC with one filter, one request at a time: its first page and a deep
+    /// page reached by following page tokens (p50/p99 of each; see scripts/bench-lists.sh).
+    ListPages {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: lists::ListPagesArgs,
+    },
 }
 
 #[tokio::main]
@@ -167,6 +176,10 @@ async fn main() -> Result<(), Error> {
             prefix,
         } => seed_policies(&target, count, realms, &prefix).await,
         Command::SeedTokens { target, large_pool } => seed_tokens(&target, large_pool).await,
+        Command::ListPages { target, args } => {
+            let channel = connect(&target.target, 1).await?.remove(0);
+            lists::run(channel, bearer(&target.api_key)?, args).await
+        }
     }
 }
 
