@@ -7,26 +7,15 @@
 use std::time::Duration;
 
 use enroll_e2e::{
-    Backend, DeviceClient, PythonReceiver, ReceiverOptions, TestStack, accepted,
-    python_receiver_or_skip, register_by_link_with,
+    Backend, DeviceClient, PythonReceiver, TestStack, accepted, python_receiver_or_skip,
+    register_by_link_with,
 };
 use enroll_shared::proto::device::v1 as pb;
 use serde_json::Value;
 use tonic::Code;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
-/// The tokens' issuer in the test stacks: the origin of the enrollment base URL.
-const ISSUER: &str = "http://localhost:8080";
-const AUDIENCE: &str = "https://receiver.test/caep";
-
-fn receiver(stack: &TestStack) -> PythonReceiver {
-    PythonReceiver::start(ReceiverOptions {
-        jwks_url: format!("{}{}", stack.page_origin(), enroll_device::web::JWKS_PATH),
-        issuer: ISSUER.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        webhook_secrets: Vec::new(),
-    })
-}
+use super::support::{AUDIENCE, ISSUER, enroll_hotp, reference_receiver, webhook_stream};
 
 async fn stream(
     admin: &mut DeviceClient,
@@ -46,36 +35,6 @@ async fn stream(
         .await
         .unwrap()
         .into_inner()
-}
-
-/// A webhook stream to `receiver`, whose secret the receiver then verifies with.
-async fn webhook_stream(admin: &mut DeviceClient, receiver: &PythonReceiver) -> pb::EventStream {
-    let created = stream(
-        admin,
-        "siem",
-        pb::EventEncoding::Webhook,
-        receiver.url("/webhook"),
-    )
-    .await;
-    assert!(created.secret.starts_with("whsec_"), "{}", created.secret);
-    receiver.set_webhook_secrets(&[&created.secret]).await;
-    created.stream.unwrap()
-}
-
-async fn enroll(admin: &mut DeviceClient, user: &str) -> String {
-    admin
-        .enroll_token(pb::EnrollTokenRequest {
-            realm: "corp".into(),
-            user: user.into(),
-            r#type: pb::TokenType::Hotp as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .unwrap()
-        .serial
 }
 
 async fn disable(admin: &mut DeviceClient, serial: &str) {
@@ -118,9 +77,9 @@ async fn every_event_reaches_both_reference_receivers_verified(backend: Backend)
         return;
     }
     let stack = TestStack::start(backend).await;
-    let receiver = receiver(&stack);
+    let receiver = reference_receiver(&stack);
     let (mut admin, mut proxy) = (stack.admin(), stack.proxy());
-    webhook_stream(&mut admin, &receiver).await;
+    webhook_stream(&mut admin, &receiver, "siem").await;
     stream(
         &mut admin,
         "idp",
@@ -129,7 +88,7 @@ async fn every_event_reaches_both_reference_receivers_verified(backend: Backend)
     )
     .await;
 
-    let serial = enroll(&mut admin, "alice").await;
+    let serial = enroll_hotp(&mut admin, "corp", "alice").await;
     disable(&mut admin, &serial).await;
     let mut passkey = SoftPasskey::new(true);
     register_by_link_with(&mut admin, &mut proxy, &mut passkey, "corp", "carol").await;
@@ -259,14 +218,14 @@ async fn a_receiver_down_for_a_while_loses_nothing(backend: Backend) {
         .device_config(|config| config.events.delivery_concurrency = 1)
         .start()
         .await;
-    let receiver = receiver(&stack);
+    let receiver = reference_receiver(&stack);
     let mut admin = stack.admin();
-    webhook_stream(&mut admin, &receiver).await;
+    webhook_stream(&mut admin, &receiver, "siem").await;
     receiver.force("/webhook", 500, None, 2).await;
     receiver.force("/webhook", 429, Some(120), 1).await;
     let serials = [
-        enroll(&mut admin, "alice").await,
-        enroll(&mut admin, "bob").await,
+        enroll_hotp(&mut admin, "corp", "alice").await,
+        enroll_hotp(&mut admin, "corp", "bob").await,
     ];
     disable(&mut admin, &serials[0]).await;
     // The first attempt fails at once; later ones come only as the clock moves.
@@ -305,7 +264,7 @@ async fn a_receiver_down_for_a_while_loses_nothing(backend: Backend) {
 
     // 410: the stream is disabled, and says why.
     receiver.force("/webhook", 410, None, 1).await;
-    enroll(&mut admin, "carol").await;
+    enroll_hotp(&mut admin, "corp", "carol").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let streams = admin
@@ -335,14 +294,14 @@ async fn dead_letters_hold_the_users_later_events_and_redeliver_in_order(backend
         })
         .start()
         .await;
-    let receiver = receiver(&stack);
+    let receiver = reference_receiver(&stack);
     let mut admin = stack.admin();
-    let siem = webhook_stream(&mut admin, &receiver).await;
+    let siem = webhook_stream(&mut admin, &receiver, "siem").await;
     // Three failures 40 s apart: the third comes after the 60 s dead-letter time.
     receiver.force("/webhook", 503, None, 3).await;
-    let alice = enroll(&mut admin, "alice").await;
+    let alice = enroll_hotp(&mut admin, "corp", "alice").await;
     disable(&mut admin, &alice).await;
-    enroll(&mut admin, "bob").await;
+    enroll_hotp(&mut admin, "corp", "bob").await;
     receiver
         .wait_for(|log| !log.is_empty(), Duration::from_secs(10))
         .await;

@@ -11,7 +11,7 @@ use enroll_shared::auth::Role;
 use enroll_shared::proto::device::v1 as pb;
 use serde_json::Value;
 
-const ISSUER: &str = "http://localhost:8080";
+use super::support::{AUDIENCE, ISSUER, enroll_hotp, webhook_stream};
 
 async fn a_replica_killed_mid_delivery_leaves_the_event_to_another(backend: Backend) {
     if python_receiver_or_skip("events::killed::mid_delivery").is_none() {
@@ -22,44 +22,20 @@ async fn a_replica_killed_mid_delivery_leaves_the_event_to_another(backend: Back
     let doomed = stack
         .add_killable_device(|config| config.events.delivery_concurrency = 1)
         .await;
+    // Webhooks only: no replica publishes a JWKS before the stack has one.
     let receiver = PythonReceiver::start(ReceiverOptions {
         jwks_url: String::new(),
         issuer: ISSUER.to_owned(),
-        audience: "https://receiver.test/caep".to_owned(),
+        audience: AUDIENCE.to_owned(),
         webhook_secrets: Vec::new(),
     });
     let mut admin = doomed.device_as(Role::Admin);
-    let created = admin
-        .create_event_stream(pb::CreateEventStreamRequest {
-            name: "siem".into(),
-            encoding: pb::EventEncoding::Webhook as i32,
-            endpoint: receiver.url("/webhook"),
-            created_by: "secops".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    receiver.set_webhook_secrets(&[&created.secret]).await;
+    webhook_stream(&mut admin, &receiver, "siem").await;
     // The first delivery gets no answer for a minute.
     receiver.hold("/webhook", 60, 202, 1).await;
     let mut serials = Vec::new();
     for user in ["alice", "bob"] {
-        serials.push(
-            admin
-                .enroll_token(pb::EnrollTokenRequest {
-                    realm: "corp".into(),
-                    user: user.into(),
-                    r#type: pb::TokenType::Hotp as i32,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .token
-                .unwrap()
-                .serial,
-        );
+        serials.push(enroll_hotp(&mut admin, "corp", user).await);
     }
     admin
         .disable_token(pb::DisableTokenRequest {

@@ -331,3 +331,4 @@ mod policy;
 mod poll;
 mod replicas;
 mod subjects;
+mod support;

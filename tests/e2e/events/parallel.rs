@@ -4,57 +4,17 @@
 //! deliveries by outcome are on `/metrics` while a receiver fails and after it recovers.
 use std::time::Duration;
 
-use enroll_e2e::{
-    Backend, PythonReceiver, ReceiverOptions, TestStack, accepted, metric_value,
-    python_receiver_or_skip,
-};
+use enroll_e2e::{Backend, TestStack, accepted, metric_value, python_receiver_or_skip};
 use enroll_shared::proto::device::v1 as pb;
 use serde_json::Value;
 
-const ISSUER: &str = "http://localhost:8080";
-
-fn receiver(stack: &TestStack) -> PythonReceiver {
-    PythonReceiver::start(ReceiverOptions {
-        jwks_url: format!("{}{}", stack.page_origin(), enroll_device::web::JWKS_PATH),
-        issuer: ISSUER.to_owned(),
-        audience: "https://receiver.test/caep".to_owned(),
-        webhook_secrets: Vec::new(),
-    })
-}
-
-async fn webhook_stream(stack: &TestStack, receiver: &PythonReceiver) {
-    let created = stack
-        .admin()
-        .create_event_stream(pb::CreateEventStreamRequest {
-            name: "siem".into(),
-            encoding: pb::EventEncoding::Webhook as i32,
-            endpoint: receiver.url("/webhook"),
-            created_by: "secops".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    receiver.set_webhook_secrets(&[&created.secret]).await;
-}
+use super::support::{enroll_hotp, reference_receiver, webhook_stream};
 
 /// Enrolls, disables and enables a token of each of `users`: three events per user.
 async fn three_events_each(stack: &TestStack, users: &[String]) {
     let mut admin = stack.admin();
     for user in users {
-        let serial = admin
-            .enroll_token(pb::EnrollTokenRequest {
-                realm: "corp".into(),
-                user: user.clone(),
-                r#type: pb::TokenType::Hotp as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token
-            .unwrap()
-            .serial;
+        let serial = enroll_hotp(&mut admin, "corp", user).await;
         admin
             .disable_token(pb::DisableTokenRequest {
                 serial: serial.clone(),
@@ -97,8 +57,8 @@ async fn many_users_events_go_out_side_by_side_each_users_in_order_once(backend:
         return;
     }
     let stack = TestStack::start(backend).await;
-    let receiver = receiver(&stack);
-    webhook_stream(&stack, &receiver).await;
+    let receiver = reference_receiver(&stack);
+    webhook_stream(&mut stack.admin(), &receiver, "siem").await;
     let users: Vec<String> = (0..16).map(|n| format!("user{n:02}")).collect();
     three_events_each(&stack, &users).await;
     receiver
@@ -130,8 +90,8 @@ async fn delivery_metrics_show_the_backlog_its_age_and_the_outcomes(backend: Bac
         return;
     }
     let stack = TestStack::start(backend).await;
-    let receiver = receiver(&stack);
-    webhook_stream(&stack, &receiver).await;
+    let receiver = reference_receiver(&stack);
+    webhook_stream(&mut stack.admin(), &receiver, "siem").await;
     let addr = stack.device_metrics_addr();
     // The receiver fails the first attempts: the events wait, and age on the clock.
     receiver.force("/webhook", 503, None, 2).await;

@@ -18,8 +18,9 @@ use enroll_shared::proto::device::v1 as pb;
 use serde_json::{Value, json};
 use tonic::Code;
 
+use super::support::{ISSUER, enroll_hotp};
+
 /// The tokens' issuer in the test stacks: the origin of the enrollment base URL.
-const ISSUER: &str = "http://localhost:8080";
 const AUDIENCE: &str = "https://receiver.test/poll";
 const CREDENTIAL_CHANGE: &str =
     "https://schemas.openid.net/secevent/caep/event-type/credential-change";
@@ -70,22 +71,6 @@ fn poll_url(stack: &TestStack, replica: usize, stream: &str) -> String {
         "http://127.0.0.1:{port}{}/{stream}",
         enroll_device::web::POLL_PATH
     )
-}
-
-async fn enroll(admin: &mut DeviceClient, user: &str) -> String {
-    admin
-        .enroll_token(pb::EnrollTokenRequest {
-            realm: "corp".into(),
-            user: user.into(),
-            r#type: pb::TokenType::Hotp as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-        .unwrap()
-        .serial
 }
 
 /// The ids of the first `count` events, in order (from the gRPC watch).
@@ -143,7 +128,7 @@ async fn a_poll_receiver_acknowledges_out_of_order_and_gets_the_rest_again(backe
     let mut admin = stack.admin();
     let (id, token) = poll_stream(&mut admin, "firewalled").await;
     let start = stream_state(&mut admin, &id).await.cursor;
-    enroll(&mut admin, "alice").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
     // Not a credential event: never polled, and the cursor passes it.
     admin
         .create_enrollment_link(pb::CreateEnrollmentLinkRequest {
@@ -155,8 +140,8 @@ async fn a_poll_receiver_acknowledges_out_of_order_and_gets_the_rest_again(backe
         })
         .await
         .unwrap();
-    enroll(&mut admin, "bob").await;
-    enroll(&mut admin, "carol").await;
+    enroll_hotp(&mut admin, "corp", "bob").await;
+    enroll_hotp(&mut admin, "corp", "carol").await;
     let ids = event_ids(&stack, 4).await;
     let (alice, bob, carol) = (&ids[0], &ids[2], &ids[3]);
     let url = poll_url(&stack, 0, &id);
@@ -315,7 +300,7 @@ async fn callers_are_refused_alike_tokens_rotate_and_paused_streams_hold(backend
         })
         .await
         .unwrap();
-    enroll(&mut admin, "alice").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
     event_ids(&stack, 1).await;
     let paused = raw_poll(&stack, [127, 0, 0, 1], &id, Some(&bearer), &quick).await;
     assert_eq!(paused.json()["sets"], json!({}), "{paused:?}");
@@ -345,8 +330,8 @@ async fn set_errors_become_dead_letters_and_redelivery_polls_them_again(backend:
     let mut admin = stack.admin();
     let (id, token) = poll_stream(&mut admin, "firewalled").await;
     let url = poll_url(&stack, 0, &id);
-    enroll(&mut admin, "alice").await;
-    enroll(&mut admin, "bob").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
+    enroll_hotp(&mut admin, "corp", "bob").await;
     let ids = event_ids(&stack, 2).await;
     let (alice, bob) = (&ids[0], &ids[1]);
     let first = receiver.poll(json!({"url": url, "token": token})).await;
@@ -375,7 +360,7 @@ async fn set_errors_become_dead_letters_and_redelivery_polls_them_again(backend:
     assert_eq!(acks_kept(&stack).await, 0, "the cursor passed both");
 
     // A new event, then the dead letter queued again: the dead letter first.
-    enroll(&mut admin, "carol").await;
+    enroll_hotp(&mut admin, "corp", "carol").await;
     let carol = event_ids(&stack, 3).await.remove(2);
     let queued = admin
         .redeliver_events(pb::RedeliverEventsRequest {
@@ -458,7 +443,7 @@ async fn a_long_poll_waits_and_wakes_when_an_event_is_stamped(backend: Backend) 
         receiver.poll(json!({"url": url, "token": token, "return_immediately": false})),
         async {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            enroll(&mut admin, "alice").await;
+            enroll_hotp(&mut admin, "corp", "alice").await;
         }
     );
     assert_eq!(polled(&woken).len(), 1, "{woken:#}");
@@ -480,7 +465,7 @@ async fn two_replicas_answer_polls_without_losing_or_repeating_acknowledged_even
     let mut admin = stack.admin();
     let (id, token) = poll_stream(&mut admin, "firewalled").await;
     for n in 0..12 {
-        enroll(&mut admin, &format!("user{n}")).await;
+        enroll_hotp(&mut admin, "corp", &format!("user{n}")).await;
     }
     let ids = event_ids(&stack, 12).await;
     let mut received = Vec::new();
@@ -551,7 +536,7 @@ async fn the_verification_event_goes_to_its_stream_alone(backend: Backend) {
         .poll(json!({"url": poll_url(&stack, 0, &other), "token": other_token}))
         .await;
     assert!(polled(&answer).is_empty(), "{answer:#}");
-    enroll(&mut admin, "alice").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
     let watched = super::events(&mut stack.ops(), 0, 1).await;
     assert_eq!(super::kinds(&watched), ["token.enrolled"], "{watched:#?}");
     let audit = admin
@@ -643,7 +628,7 @@ async fn the_verification_event_is_pushed_to_its_stream_alone(backend: Backend) 
         .unwrap()
         .into_inner()
         .event_id;
-    enroll(&mut admin, "alice").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
     let log = receiver
         .wait_for(
             |log| accepted(log, "set").len() == 2 && accepted(log, "webhook").len() == 2,

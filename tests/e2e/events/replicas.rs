@@ -4,56 +4,23 @@
 //! the old key in the JWKS, and PyJWT verifies tokens under both.
 use std::time::Duration;
 
-use enroll_e2e::{
-    Backend, PythonReceiver, ReceiverOptions, TestStack, accepted, python_receiver_or_skip,
-};
+use enroll_e2e::{Backend, PythonReceiver, TestStack, accepted, python_receiver_or_skip};
 use enroll_shared::proto::device::v1 as pb;
 use enroll_shared::time::Clock;
 use serde_json::Value;
 
-const ISSUER: &str = "http://localhost:8080";
-const AUDIENCE: &str = "https://receiver.test/caep";
+use super::support::{AUDIENCE, enroll_hotp, reference_receiver, webhook_stream};
 
 async fn two_replicas(backend: Backend) -> (TestStack, PythonReceiver) {
     let stack = TestStack::builder(backend).device_replicas(2).start().await;
-    let receiver = PythonReceiver::start(ReceiverOptions {
-        jwks_url: format!("{}{}", stack.page_origin(), enroll_device::web::JWKS_PATH),
-        issuer: ISSUER.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        webhook_secrets: Vec::new(),
-    });
+    let receiver = reference_receiver(&stack);
     (stack, receiver)
-}
-
-async fn webhook_stream(stack: &TestStack, receiver: &PythonReceiver) -> String {
-    let created = stack
-        .admin()
-        .create_event_stream(pb::CreateEventStreamRequest {
-            name: "siem".into(),
-            encoding: pb::EventEncoding::Webhook as i32,
-            endpoint: receiver.url("/webhook"),
-            created_by: "secops".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    receiver.set_webhook_secrets(&[&created.secret]).await;
-    created.stream.unwrap().id
 }
 
 async fn enroll_many(stack: &TestStack, count: usize) {
     let mut admin = stack.admin();
     for n in 0..count {
-        admin
-            .enroll_token(pb::EnrollTokenRequest {
-                realm: "corp".into(),
-                user: format!("user{n}"),
-                r#type: pb::TokenType::Hotp as i32,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        enroll_hotp(&mut admin, "corp", &format!("user{n}")).await;
     }
 }
 
@@ -69,7 +36,7 @@ async fn two_replicas_send_every_event_once(backend: Backend) {
         return;
     }
     let (stack, receiver) = two_replicas(backend).await;
-    webhook_stream(&stack, &receiver).await;
+    webhook_stream(&mut stack.admin(), &receiver, "siem").await;
     enroll_many(&stack, 20).await;
     receiver
         .wait_for(
@@ -91,7 +58,9 @@ async fn a_crashed_holders_lease_lapses_and_the_other_replica_delivers(backend: 
         return;
     }
     let (stack, receiver) = two_replicas(backend).await;
-    let id = webhook_stream(&stack, &receiver).await;
+    let id = webhook_stream(&mut stack.admin(), &receiver, "siem")
+        .await
+        .id;
     // An instance that took the lease and died: it will never renew or release it. (The
     // replicas may hold it this moment: taken once it is free.)
     let db = sea_orm::Database::connect(&stack.database.url)

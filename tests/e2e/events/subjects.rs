@@ -4,16 +4,12 @@
 //! sent a made-up address). Webhook streams take no subject format.
 use std::time::Duration;
 
-use enroll_e2e::{
-    Backend, DeviceClient, PythonReceiver, ReceiverOptions, TestStack, accepted,
-    python_receiver_or_skip,
-};
+use enroll_e2e::{Backend, DeviceClient, TestStack, accepted, python_receiver_or_skip};
 use enroll_shared::proto::device::v1 as pb;
 use serde_json::{Value, json};
 use tonic::Code;
 
-const ISSUER: &str = "http://localhost:8080";
-const AUDIENCE: &str = "https://receiver.test/caep";
+use super::support::{AUDIENCE, ISSUER, enroll_hotp, reference_receiver};
 
 async fn caep_stream(
     admin: &mut DeviceClient,
@@ -35,18 +31,6 @@ async fn caep_stream(
         .map(|response| response.into_inner().stream.unwrap())
 }
 
-async fn enroll(admin: &mut DeviceClient, realm: &str, user: &str) {
-    admin
-        .enroll_token(pb::EnrollTokenRequest {
-            realm: realm.into(),
-            user: user.into(),
-            r#type: pb::TokenType::Hotp as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-}
-
 async fn subjects_are_iss_sub_opaque_or_mapped_email(backend: Backend) {
     if python_receiver_or_skip("events::subjects::formats").is_none() {
         return;
@@ -60,12 +44,7 @@ async fn subjects_are_iss_sub_opaque_or_mapped_email(backend: Backend) {
         })
         .start()
         .await;
-    let receiver = PythonReceiver::start(ReceiverOptions {
-        jwks_url: format!("{}{}", stack.page_origin(), enroll_device::web::JWKS_PATH),
-        issuer: ISSUER.to_owned(),
-        audience: AUDIENCE.to_owned(),
-        webhook_secrets: Vec::new(),
-    });
+    let receiver = reference_receiver(&stack);
     let mut admin = stack.admin();
     let email = caep_stream(
         &mut admin,
@@ -84,8 +63,8 @@ async fn subjects_are_iss_sub_opaque_or_mapped_email(backend: Backend) {
     )
     .await
     .unwrap();
-    enroll(&mut admin, "corp", "alice").await;
-    enroll(&mut admin, "lab", "bob").await;
+    enroll_hotp(&mut admin, "corp", "alice").await;
+    enroll_hotp(&mut admin, "lab", "bob").await;
     let log = receiver
         .wait_for(
             |log| accepted(log, "set").len() == 4,
