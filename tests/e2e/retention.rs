@@ -324,7 +324,8 @@ async fn outbox_events_go_only_once_every_stream_has_them(backend: Backend) {
     // Numbering goes on densely, and backlogs stay right.
     changes(&mut admin, &db, "bob", 2).await;
     assert_eq!(seqs(&db).await, [6, 7, 8]);
-    let backlog = enroll_device::store::streams::backlog(&db, 6)
+    let (backlog, _) = enroll_device::store::events::EventStore::new(db.clone())
+        .pending_after(6)
         .await
         .unwrap();
     assert_eq!(backlog, 2);

@@ -18,11 +18,10 @@ use opentelemetry::KeyValue;
 use rand::Rng;
 use tokio::sync::watch;
 
-use super::events::EventFilter;
-use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of};
+use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of, sends};
 use crate::config::EventsConfig;
 use crate::domain::audit::{AuditRecord, OK};
-use crate::domain::events::{EnrollmentEvent, for_stream_only};
+use crate::domain::events::EnrollmentEvent;
 use crate::error::DeviceError;
 use crate::events::caep::{SetContext, security_event_token};
 use crate::events::receiver::{ReceiverClient, ReceiverUrl};
@@ -251,7 +250,7 @@ impl Delivery {
         let mut to_send: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
         for (index, event) in events.iter().enumerate() {
             let subject = subject_key(event);
-            outcomes.push(if !self.sendable(stream, encoding, &filter, event) {
+            outcomes.push(if !sends(stream, encoding, &filter, event) {
                 Outcome::Done
             } else if let Some(redriving) = held_subjects.get(&subject) {
                 Outcome::Held(*redriving)
@@ -515,23 +514,6 @@ impl Delivery {
         };
         tracing::warn!(stream = %stream.name, "receiver gone (410): stream disabled");
         self.streams.gone(&stream.id, error, audit).await
-    }
-
-    /// Whether the stream sends `event` at all: a verification event only to the stream it
-    /// is for; others by the filter, and for CAEP a credential event with a user.
-    fn sendable(
-        &self,
-        stream: &event_streams::Model,
-        encoding: Encoding,
-        filter: &EventFilter,
-        event: &EnrollmentEvent,
-    ) -> bool {
-        if let Some(only) = for_stream_only(event) {
-            return only == stream.id;
-        }
-        filter.matches(event)
-            && (encoding != Encoding::CaepPush
-                || (event.kind.caep_change_type().is_some() && !event.user.is_empty()))
     }
 
     /// One delivery of `event`.

@@ -18,9 +18,9 @@ use enroll_shared::time::SharedClock;
 use opentelemetry::KeyValue;
 use tokio::sync::{Notify, Semaphore};
 
-use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of};
+use super::streams::{Encoding, EventKeys, EventStreams, StreamSubject, filter_of, sends};
 use crate::config::EventsConfig;
-use crate::domain::events::{EnrollmentEvent, for_stream_only};
+use crate::domain::events::EnrollmentEvent;
 use crate::error::DeviceError;
 use crate::events::caep::{SetContext, security_event_token};
 use crate::events::poll::{PollAnswer, PollRequest};
@@ -255,15 +255,7 @@ impl EventPoll {
     }
 }
 
-/// Whether a poll stream sends `event`: its own verification events, and the credential
-/// events with a user that pass its filter (push's rule: what a CAEP token can say).
+/// Whether a poll stream sends `event` (the rule every stream follows: [`sends`]).
 pub fn sendable(stream: &event_streams::Model, event: &EnrollmentEvent) -> bool {
-    match for_stream_only(event) {
-        Some(only) => only == stream.id,
-        None => {
-            event.kind.caep_change_type().is_some()
-                && !event.user.is_empty()
-                && filter_of(stream).matches(event)
-        }
-    }
+    sends(stream, Encoding::CaepPoll, &filter_of(stream), event)
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use enroll_shared::time::SharedClock;
 
 use crate::domain::actor::Actor;
-use crate::domain::events::{EnrollmentEvent, EventKind};
+use crate::domain::events::{EnrollmentEvent, EventKind, for_stream_only};
 use crate::domain::secrets::SeedCipher;
 use crate::error::DeviceError;
 use crate::events::caep::SubjectFormat;
@@ -20,7 +20,7 @@ use crate::events::webhooks::WebhookSecret;
 use crate::service::events::EventFilter;
 use crate::store::event_entities::{event_signing_keys, event_streams};
 use crate::store::events::EventStore;
-use crate::store::streams::{DISABLED, ENABLED, PAUSED, StreamStore, backlog};
+use crate::store::streams::{DISABLED, ENABLED, PAUSED, StreamStore};
 
 /// How long signing keys are cached in memory.
 const KEY_CACHE: Duration = Duration::from_secs(5);
@@ -53,6 +53,23 @@ impl Encoding {
             _ => None,
         }
     }
+}
+
+/// Whether `stream` (of `encoding`, with `filter`) sends `event` at all, pushed or polled:
+/// a verification event only to the stream it is for; any other by the filter, and on a
+/// CAEP stream only a credential event with a user (what a security event token can say).
+pub fn sends(
+    stream: &event_streams::Model,
+    encoding: Encoding,
+    filter: &EventFilter,
+    event: &EnrollmentEvent,
+) -> bool {
+    if let Some(only) = for_stream_only(event) {
+        return only == stream.id;
+    }
+    filter.matches(event)
+        && (encoding == Encoding::Webhook
+            || (event.kind.caep_change_type().is_some() && !event.user.is_empty()))
 }
 
 /// A stream's status.
@@ -613,7 +630,8 @@ impl EventStreams {
     }
 
     async fn view_of(&self, row: event_streams::Model) -> Result<StreamView, DeviceError> {
-        let backlog = backlog(self.store.connection(), row.cursor).await?;
+        // `seq` is dense: the backlog is the largest one minus the cursor.
+        let backlog = (self.events.last_seq().await? - row.cursor).max(0);
         let dead_letters = self.store.count_dead_letters(&row.id).await? as i64;
         Ok(StreamView {
             filter: filter_of(&row),

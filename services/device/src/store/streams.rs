@@ -201,24 +201,6 @@ impl StreamStore {
         Ok(())
     }
 
-    /// Moves the cursor to `seq` after a delivery (or a skip), clearing the retry state;
-    /// only while `owner` holds the lease (false otherwise: another instance took over).
-    pub async fn advance(&self, id: &str, owner: &str, seq: i64) -> Result<bool, DeviceError> {
-        let backend = self.db.get_database_backend();
-        let moved = self
-            .db
-            .execute_raw(statement(
-                backend,
-                "UPDATE event_streams SET cursor = $1, attempts = 0, next_attempt_at = NULL, \
-                 first_failure_at = NULL, last_error = '' WHERE id = $2 AND lease_owner = $3 \
-                 AND cursor < $4",
-                vec![seq.into(), id.into(), owner.into(), seq.into()],
-            ))
-            .await?
-            .rows_affected();
-        Ok(moved == 1)
-    }
-
     /// Moves the cursor to `seq` after a batch of deliveries, and puts the batch's events
     /// held behind earlier dead letters of their users into the dead letters, in one
     /// transaction; only while `owner` holds the lease (false otherwise: another instance
@@ -516,22 +498,4 @@ impl StreamStore {
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
-}
-
-/// How many events are stamped after a cursor: the largest `seq` minus the cursor (the
-/// stamper numbers events densely), one index lookup whatever the backlog.
-pub async fn backlog(db: &impl ConnectionTrait, cursor: i64) -> Result<i64, DeviceError> {
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(statement(
-            backend,
-            "SELECT MAX(seq) FROM enrollment_events",
-            vec![],
-        ))
-        .await?;
-    let last: Option<i64> = match row {
-        Some(row) => row.try_get_by_index(0)?,
-        None => None,
-    };
-    Ok((last.unwrap_or(0) - cursor).max(0))
 }
